@@ -1,0 +1,242 @@
+package gateway
+
+import (
+	"io"
+	"strconv"
+
+	"nanogate/internal/jsonx"
+	"nanogate/provider"
+)
+
+// Format is how images appear in a chat answer (SPEC section 4).
+type Format uint8
+
+// Image formats.
+const (
+	FormatMarkdown Format = iota
+	FormatDataURL
+	FormatImages
+)
+
+// ParseFormat reads a format name; ok is false for an unknown name.
+func ParseFormat(s string) (Format, bool) {
+	switch s {
+	case "markdown", "":
+		return FormatMarkdown, true
+	case "data_url":
+		return FormatDataURL, true
+	case "images":
+		return FormatImages, true
+	}
+	return 0, false
+}
+
+// segs is a body made of small rendered pieces and large image spans that are
+// written straight from the upstream buffer, never copied.
+type segs struct {
+	small []byte
+	parts []piece
+	n     int
+}
+
+type piece struct {
+	off, end int    // range of small, when ext is nil
+	ext      []byte // an image span
+}
+
+func (s *segs) mark() int { return len(s.small) }
+
+// cut closes the small piece that started at from.
+func (s *segs) cut(from int) {
+	if len(s.small) > from {
+		s.parts = append(s.parts, piece{off: from, end: len(s.small)})
+		s.n += len(s.small) - from
+	}
+}
+
+func (s *segs) ext(b []byte) {
+	s.parts = append(s.parts, piece{ext: b})
+	s.n += len(b)
+}
+
+func (s *segs) bytes(p piece) []byte {
+	if p.ext != nil {
+		return p.ext
+	}
+	return s.small[p.off:p.end]
+}
+
+// appendDataURLStart writes "data:<mime>;base64," and leaves the payload to ext.
+func appendDataURLStart(b []byte, mime string) []byte {
+	b = append(b, "data:"...)
+	b = append(b, mime...)
+	return append(b, ";base64,"...)
+}
+
+// ChatBody is a rendered chat.completion. It is an io.Reader for any copier
+// and writes itself in pieces to fasthttp (BodyWriterTo), so image bytes go
+// from the upstream buffer to the socket without a copy.
+type ChatBody struct {
+	segs
+	release func()
+	i       int // next piece, for Read
+	off     int // offset in that piece
+}
+
+// NewChatBody renders a as an OpenAI chat.completion for the public model.
+func NewChatBody(a *Answer, id, model string, f Format) *ChatBody {
+	b := &ChatBody{release: a.Result.Release}
+	b.small = make([]byte, 0, 512)
+	from := 0
+	s := &b.segs
+	s.small = append(s.small, `{"id":`...)
+	s.small = jsonx.AppendString(s.small, id)
+	s.small = append(s.small, `,"object":"chat.completion","created":`...)
+	s.small = strconv.AppendInt(s.small, a.Result.Created, 10)
+	s.small = append(s.small, `,"model":`...)
+	s.small = jsonx.AppendString(s.small, model)
+	s.small = append(s.small, `,"choices":[`...)
+	for i := range a.Result.Choices {
+		c := &a.Result.Choices[i]
+		if i > 0 {
+			s.small = append(s.small, ',')
+		}
+		s.small = append(s.small, `{"index":`...)
+		s.small = strconv.AppendInt(s.small, int64(c.Index), 10)
+		s.small = append(s.small, `,"message":{"role":"assistant","content":`...)
+		from = renderMessage(s, from, c, f)
+		s.small = append(s.small, `},"logprobs":null,"finish_reason":`...)
+		s.small = jsonx.AppendString(s.small, c.FinishReason)
+		s.small = append(s.small, '}')
+	}
+	s.small = append(s.small, `],"usage":`...)
+	s.small = appendUsage(s.small, a.Usage)
+	s.small = append(s.small, "}\n"...)
+	s.cut(from)
+	return b
+}
+
+// renderMessage writes the content (and images) of one choice, starting right
+// after `"content":`. It returns where the open small piece starts.
+func renderMessage(s *segs, from int, c *provider.Choice, f Format) int {
+	imgs := c.Images
+	switch {
+	case f == FormatDataURL && len(imgs) > 0:
+		s.small = append(s.small, '"')
+		s.small = appendDataURLStart(s.small, imgs[0].MIME)
+		s.cut(from)
+		s.ext(imgs[0].B64)
+		from = s.mark()
+		s.small = append(s.small, '"')
+		imgs = imgs[1:]
+		if len(imgs) == 0 {
+			return from
+		}
+		s.small = append(s.small, `,"images":`...)
+		return renderImageList(s, from, imgs)
+	case f == FormatMarkdown:
+		s.small = append(s.small, '"')
+		s.small = append(s.small, c.Text...)
+		for i, img := range imgs {
+			if i > 0 || len(c.Text) > 0 {
+				s.small = append(s.small, `\n\n`...)
+			}
+			s.small = append(s.small, "![image]("...)
+			s.small = appendDataURLStart(s.small, img.MIME)
+			s.cut(from)
+			s.ext(img.B64)
+			from = s.mark()
+			s.small = append(s.small, ')')
+		}
+		s.small = append(s.small, '"')
+		return from
+	}
+	// FormatImages, or data_url without an image: text in content.
+	s.small = append(s.small, '"')
+	s.small = append(s.small, c.Text...)
+	s.small = append(s.small, '"')
+	if len(imgs) == 0 {
+		return from
+	}
+	s.small = append(s.small, `,"images":`...)
+	return renderImageList(s, from, imgs)
+}
+
+func renderImageList(s *segs, from int, imgs []provider.Image) int {
+	s.small = append(s.small, '[')
+	for i, img := range imgs {
+		if i > 0 {
+			s.small = append(s.small, ',')
+		}
+		s.small = append(s.small, `{"type":"image_url","image_url":{"url":"`...)
+		s.small = appendDataURLStart(s.small, img.MIME)
+		s.cut(from)
+		s.ext(img.B64)
+		from = s.mark()
+		s.small = append(s.small, `"}}`...)
+	}
+	s.small = append(s.small, ']')
+	return from
+}
+
+// appendUsage writes OpenAI's usage object with image tokens counted.
+func appendUsage(b []byte, u Usage) []byte {
+	b = append(b, `{"prompt_tokens":`...)
+	b = strconv.AppendInt(b, u.PromptTokens, 10)
+	b = append(b, `,"completion_tokens":`...)
+	b = strconv.AppendInt(b, u.CompletionTokens, 10)
+	b = append(b, `,"total_tokens":`...)
+	b = strconv.AppendInt(b, u.TotalTokens, 10)
+	b = append(b, `,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"image_tokens":`...)
+	b = strconv.AppendInt(b, u.ImageTokens, 10)
+	return append(b, `}}`...)
+}
+
+// Len is the body's size in bytes.
+func (b *ChatBody) Len() int { return b.n }
+
+// WriteTo writes the body piece by piece.
+func (b *ChatBody) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for ; b.i < len(b.parts); b.i++ {
+		p := b.bytes(b.parts[b.i])[b.off:]
+		n, err := w.Write(p)
+		total += int64(n)
+		if err != nil {
+			b.off += n
+			return total, err
+		}
+		b.off = 0
+	}
+	return total, nil
+}
+
+// SupportsBodyWriteTo tells fasthttp to use WriteTo.
+func (b *ChatBody) SupportsBodyWriteTo() bool { return true }
+
+// Read implements io.Reader for copiers without WriteTo.
+func (b *ChatBody) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) && b.i < len(b.parts) {
+		src := b.bytes(b.parts[b.i])[b.off:]
+		c := copy(p[n:], src)
+		n += c
+		b.off += c
+		if b.off == len(b.bytes(b.parts[b.i])) {
+			b.i, b.off = b.i+1, 0
+		}
+	}
+	if n == 0 && b.i >= len(b.parts) {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// Close releases the upstream buffers behind the images.
+func (b *ChatBody) Close() error {
+	if b.release != nil {
+		b.release()
+		b.release = nil
+	}
+	return nil
+}

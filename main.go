@@ -1,0 +1,221 @@
+// Command nanogate is an OpenAI-compatible gateway for Google's image model
+// Gemini 2.5 Flash Image. main is the only place that knows every package: it
+// loads the config, builds the parts and wires them, and handles signals.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"nanogate/auth"
+	"nanogate/config"
+	"nanogate/gateway"
+	"nanogate/provider"
+	"nanogate/proxy"
+	"nanogate/router"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("nanogate", flag.ContinueOnError)
+	path := fs.String("config", "config.yaml", "path of the YAML configuration")
+	check := fs.Bool("check", false, "validate the configuration, print every problem and exit (0 valid, 1 invalid)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, warnings, err := config.Load(*path)
+	if *check {
+		for _, w := range warnings {
+			fmt.Fprintln(os.Stderr, "warning:", w)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "%s: ok\n", *path)
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	log, err := newLogger(cfg.Log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer log.Sync()
+	for _, w := range warnings {
+		log.Warn("config", zap.String("warning", w))
+	}
+
+	st, closeState, skipped, err := buildState(cfg)
+	if err != nil {
+		log.Error("startup failed", zap.Error(err))
+		return 1
+	}
+	if len(skipped) > 0 {
+		log.Warn("providers of a kind this build does not speak are disabled", zap.Strings("providers", skipped))
+	}
+	srv := proxy.New(st, log)
+	ln, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		log.Error("listen failed", zap.Error(err))
+		return 1
+	}
+	log.Info("nanogate listening", zap.String("addr", ln.Addr().String()),
+		zap.Strings("models", st.Gateway.Router().Models()), zap.Int("keys", st.Keys.Len()))
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	for {
+		select {
+		case err := <-serveErr:
+			if err != nil {
+				log.Error("server stopped", zap.Error(err))
+				return 1
+			}
+			return 0
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				closeState = reload(*path, srv, closeState, log)
+				continue
+			}
+			return drain(srv, cfg, sigs, closeState, log)
+		}
+	}
+}
+
+// drain stops accepting, waits for in-flight requests up to the shutdown
+// timeout, and exits 0. A second signal exits at once.
+func drain(srv *proxy.Server, cfg *config.Config, sigs chan os.Signal, closeState func(), log *zap.Logger) int {
+	log.Info("draining", zap.Duration("timeout", cfg.Server.ShutdownTimeout))
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	for {
+		select {
+		case err := <-done:
+			closeState()
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				log.Error("shutdown", zap.Error(err))
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				log.Warn("shutdown timeout passed with requests in flight")
+			}
+			log.Info("stopped")
+			return 0
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				continue
+			}
+			log.Warn("second signal: exiting now")
+			return 1
+		}
+	}
+}
+
+// reload builds a new state from the config file and swaps it in; an invalid
+// config leaves the old one in force.
+func reload(path string, srv *proxy.Server, closeOld func(), log *zap.Logger) func() {
+	cfg, warnings, err := config.Load(path)
+	if err != nil {
+		log.Error("reload refused: invalid config; the old one stays in force", zap.Error(err))
+		return closeOld
+	}
+	for _, w := range warnings {
+		log.Warn("config", zap.String("warning", w))
+	}
+	st, closeNew, skipped, err := buildState(cfg)
+	if len(skipped) > 0 {
+		log.Warn("providers of a kind this build does not speak are disabled", zap.Strings("providers", skipped))
+	}
+	if err != nil {
+		log.Error("reload refused", zap.Error(err))
+		return closeOld
+	}
+	srv.SetState(st)
+	// In-flight requests finish on the old providers: closing only drops
+	// their idle connections.
+	closeOld()
+	log.Info("config reloaded", zap.Strings("models", st.Gateway.Router().Models()), zap.Int("keys", st.Keys.Len()))
+	return closeNew
+}
+
+// buildState makes providers, router, gateway and key table from cfg.
+func buildState(cfg *config.Config) (*proxy.State, func(), []string, error) {
+	var skipped []string
+	popts := provider.Options{TokensPerImage: int64(cfg.Billing.TokensPerImage)}
+	var entries []router.Entry
+	var provs []provider.Provider
+	closeAll := func() {
+		for _, p := range provs {
+			p.Close()
+		}
+	}
+	for _, pc := range cfg.Providers {
+		if pc.Disabled {
+			continue
+		}
+		var p provider.Provider
+		var err error
+		switch pc.Kind {
+		case "openai":
+			p, err = provider.NewOpenAI(pc, popts)
+		default:
+			// Validation admits only known kinds; one this build cannot speak
+			// yet is left out rather than failing the whole gateway.
+			skipped = append(skipped, pc.Name)
+			continue
+		}
+		if err != nil {
+			closeAll()
+			return nil, nil, nil, err
+		}
+		provs = append(provs, p)
+		entries = append(entries, router.Entry{Provider: p, Config: pc})
+	}
+	format, _ := gateway.ParseFormat(cfg.Images.Format)
+	st := &proxy.State{
+		Config:  cfg,
+		Keys:    auth.NewTable(cfg.Keys),
+		Gateway: gateway.New(router.New(entries, cfg.Routing), cfg.Billing.TokensPerImage),
+		Format:  format,
+	}
+	return st, closeAll, skipped, nil
+}
+
+func newLogger(lc config.Log) (*zap.Logger, error) {
+	var level zapcore.Level
+	if err := level.UnmarshalText([]byte(lc.Level)); err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	zc := zap.NewProductionConfig()
+	if lc.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+	}
+	zc.Level = zap.NewAtomicLevelAt(level)
+	zc.OutputPaths = []string{"stderr"}
+	zc.ErrorOutputPaths = []string{"stderr"}
+	zc.Sampling = nil
+	zc.DisableStacktrace = true
+	zc.EncoderConfig.TimeKey = "ts"
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	return zc.Build()
+}

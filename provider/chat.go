@@ -1,0 +1,467 @@
+package provider
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+
+	"nanogate/internal/jsonx"
+)
+
+// Limits of a chat request that protect the gateway before any upstream call.
+const (
+	MaxMessages    = 256
+	MaxImageInputs = 16
+	MaxN           = 8
+)
+
+// ChatRequest is an OpenAI chat completions request, parsed once. Byte slices
+// point into Raw and live as long as it does.
+type ChatRequest struct {
+	// Raw is the client's body verbatim.
+	Raw      []byte
+	Model    string
+	Messages []Message
+	Stream   bool
+	// IncludeUsage is stream_options.include_usage.
+	IncludeUsage bool
+	N            int // 1 when absent
+	// MaxTokens is max_completion_tokens or max_tokens, 0 when absent.
+	MaxTokens int64
+	// Temperature and TopP are raw JSON numbers, nil when absent.
+	Temperature, TopP []byte
+	Seed              []byte
+	// Stop holds the stop sequences as JSON-escaped string contents.
+	Stop [][]byte
+	// AspectRatio comes from the nanogate extension image_config.aspect_ratio.
+	AspectRatio string
+	// Params lists the other top-level parameters present (OpenAI names), so a
+	// provider can refuse what it cannot honour instead of dropping it.
+	Params []string
+	// ImageInputs counts image parts over all messages.
+	ImageInputs int
+}
+
+// Message is one chat message.
+type Message struct {
+	Role  string
+	Parts []Part
+}
+
+// Part is a text or an image of a message.
+type Part struct {
+	// Text is JSON-escaped string content; nil for an image part.
+	Text []byte
+	// Image is set for image_url parts.
+	Image *ImageInput
+}
+
+// ImageInput is an image_url part.
+type ImageInput struct {
+	// URL is the unescaped URL (data:, http: or https:).
+	URL []byte
+	// For data URLs: the media type and the base64 payload (a span of URL).
+	MIME string
+	B64  []byte
+}
+
+// RequestError is a client mistake in the request, reported as HTTP 400.
+type RequestError struct {
+	Param string
+	Msg   string
+}
+
+func (e *RequestError) Error() string { return e.Msg }
+
+func badParam(param, format string, args ...any) *RequestError {
+	return &RequestError{Param: param, Msg: fmt.Sprintf(format, args...)}
+}
+
+// knownParams are OpenAI chat parameters the gateway recognises. Any other key
+// is refused the way OpenAI refuses it, so a typo never silently changes the
+// result.
+var knownParams = map[string]bool{
+	"frequency_penalty": true, "presence_penalty": true, "logit_bias": true, "logprobs": true,
+	"top_logprobs": true, "response_format": true, "tools": true, "tool_choice": true,
+	"parallel_tool_calls": true, "modalities": true, "metadata": true, "store": true,
+	"reasoning_effort": true, "service_tier": true, "prediction": true, "audio": true,
+	"web_search_options": true, "user": true, "safety_identifier": true,
+	"prompt_cache_key": true, "verbosity": true, "functions": true, "function_call": true,
+}
+
+// ParseChatRequest parses and validates body. The returned request aliases body.
+func ParseChatRequest(body []byte) (*ChatRequest, error) {
+	i := jsonx.SkipWS(body, 0)
+	if i >= len(body) || body[i] != '{' || !jsonx.Valid(body) {
+		return nil, &RequestError{Msg: "We could not parse the JSON body of your request: it must be one JSON object."}
+	}
+	r := &ChatRequest{Raw: body, N: 1}
+	seen := make(map[string]bool, 8)
+	var haveMessages bool
+	err := jsonx.ObjectEach(body, func(key, v []byte) error {
+		k := string(key)
+		if seen[k] {
+			return badParam(k, "Duplicate key %q in the request body.", k)
+		}
+		seen[k] = true
+		switch k {
+		case "model":
+			s, err := str(v, "model")
+			if err != nil {
+				return err
+			}
+			r.Model = s
+		case "messages":
+			haveMessages = true
+			return r.parseMessages(v)
+		case "stream":
+			b, err := jsonx.Bool(v)
+			if err != nil && jsonx.KindOf(v) != jsonx.Null {
+				return badParam("stream", "'stream' must be a boolean.")
+			}
+			r.Stream = b
+		case "stream_options":
+			return r.parseStreamOptions(v)
+		case "n":
+			if jsonx.KindOf(v) == jsonx.Null {
+				return nil
+			}
+			n, err := jsonx.Int(v)
+			if err != nil || n < 1 || n > MaxN {
+				return badParam("n", "'n' must be an integer from 1 to %d.", MaxN)
+			}
+			r.N = int(n)
+		case "max_tokens", "max_completion_tokens":
+			if jsonx.KindOf(v) == jsonx.Null {
+				return nil
+			}
+			n, err := jsonx.Int(v)
+			if err != nil || n < 1 {
+				return badParam(k, "'%s' must be a positive integer.", k)
+			}
+			r.MaxTokens = n
+		case "temperature", "top_p":
+			if jsonx.KindOf(v) == jsonx.Null {
+				return nil
+			}
+			f, err := jsonx.Float(v)
+			if err != nil || f < 0 || f > 2 || (k == "top_p" && f > 1) {
+				return badParam(k, "'%s' must be a number in range.", k)
+			}
+			if k == "temperature" {
+				r.Temperature = v
+			} else {
+				r.TopP = v
+			}
+		case "seed":
+			if jsonx.KindOf(v) == jsonx.Null {
+				return nil
+			}
+			if _, err := jsonx.Int(v); err != nil {
+				return badParam("seed", "'seed' must be an integer.")
+			}
+			r.Seed = v
+		case "stop":
+			return r.parseStop(v)
+		case "image_config":
+			return r.parseImageConfig(v)
+		default:
+			if !knownParams[k] {
+				return badParam(k, "Unrecognized request argument supplied: %s", k)
+			}
+			if jsonx.KindOf(v) != jsonx.Null {
+				r.Params = append(r.Params, k)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		if re, ok := err.(*RequestError); ok {
+			return nil, re
+		}
+		return nil, &RequestError{Msg: "We could not parse the JSON body of your request."}
+	}
+	if r.Model == "" {
+		return nil, badParam("model", "you must provide a model parameter")
+	}
+	if !haveMessages || len(r.Messages) == 0 {
+		return nil, badParam("messages", "'messages' must be a non-empty array.")
+	}
+	return r, nil
+}
+
+func str(v []byte, param string) (string, error) {
+	if jsonx.KindOf(v) != jsonx.String {
+		return "", badParam(param, "'%s' must be a string.", param)
+	}
+	s, err := jsonx.Unquote(v)
+	if err != nil {
+		return "", badParam(param, "'%s' is not a valid string.", param)
+	}
+	return s, nil
+}
+
+func (r *ChatRequest) parseStreamOptions(v []byte) error {
+	switch jsonx.KindOf(v) {
+	case jsonx.Null:
+		return nil
+	case jsonx.Object:
+	default:
+		return badParam("stream_options", "'stream_options' must be an object.")
+	}
+	return jsonx.ObjectEach(v, func(key, val []byte) error {
+		if string(key) != "include_usage" {
+			return nil // include_obfuscation and future options do not change the result
+		}
+		b, err := jsonx.Bool(val)
+		if err != nil {
+			return badParam("stream_options.include_usage", "'stream_options.include_usage' must be a boolean.")
+		}
+		r.IncludeUsage = b
+		return nil
+	})
+}
+
+func (r *ChatRequest) parseStop(v []byte) error {
+	switch jsonx.KindOf(v) {
+	case jsonx.Null:
+		return nil
+	case jsonx.String:
+		r.Stop = append(r.Stop, v[1:len(v)-1])
+		return nil
+	case jsonx.Array:
+	default:
+		return badParam("stop", "'stop' must be a string or an array of strings.")
+	}
+	return jsonx.ArrayEach(v, func(i int, s []byte) error {
+		if jsonx.KindOf(s) != jsonx.String || i >= 4 {
+			return badParam("stop", "'stop' must be a string or an array of up to 4 strings.")
+		}
+		r.Stop = append(r.Stop, s[1:len(s)-1])
+		return nil
+	})
+}
+
+// aspectRatios are the ratios gemini-2.5-flash-image accepts.
+var aspectRatios = map[string]bool{
+	"1:1": true, "2:3": true, "3:2": true, "3:4": true, "4:3": true,
+	"4:5": true, "5:4": true, "9:16": true, "16:9": true, "21:9": true,
+}
+
+func (r *ChatRequest) parseImageConfig(v []byte) error {
+	if jsonx.KindOf(v) == jsonx.Null {
+		return nil
+	}
+	if jsonx.KindOf(v) != jsonx.Object {
+		return badParam("image_config", "'image_config' must be an object.")
+	}
+	return jsonx.ObjectEach(v, func(key, val []byte) error {
+		switch string(key) {
+		case "aspect_ratio", "aspectRatio":
+			s, err := str(val, "image_config.aspect_ratio")
+			if err != nil {
+				return err
+			}
+			if !aspectRatios[s] {
+				return badParam("image_config.aspect_ratio", "'image_config.aspect_ratio' must be one of 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9.")
+			}
+			r.AspectRatio = s
+			return nil
+		}
+		return badParam("image_config."+string(key), "Unrecognized argument in image_config: %s", key)
+	})
+}
+
+func (r *ChatRequest) parseMessages(v []byte) error {
+	if jsonx.KindOf(v) != jsonx.Array {
+		return badParam("messages", "'messages' must be an array.")
+	}
+	return jsonx.ArrayEach(v, func(i int, m []byte) error {
+		if i >= MaxMessages {
+			return badParam("messages", "too many messages (at most %d).", MaxMessages)
+		}
+		msg, err := r.parseMessage(i, m)
+		if err != nil {
+			return err
+		}
+		r.Messages = append(r.Messages, msg)
+		return nil
+	})
+}
+
+var roles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true}
+
+func (r *ChatRequest) parseMessage(i int, m []byte) (Message, error) {
+	p := "messages[" + strconv.Itoa(i) + "]"
+	var msg Message
+	if jsonx.KindOf(m) != jsonx.Object {
+		return msg, badParam(p, "'%s' must be an object.", p)
+	}
+	var content []byte
+	hasContent := false
+	err := jsonx.ObjectEach(m, func(key, v []byte) error {
+		switch string(key) {
+		case "role":
+			s, err := str(v, p+".role")
+			if err != nil {
+				return err
+			}
+			if !roles[s] {
+				return badParam(p+".role", "Invalid value for '%s.role': %q. Supported roles: system, developer, user, assistant.", p, s)
+			}
+			msg.Role = s
+		case "content":
+			content, hasContent = v, true
+		case "name", "refusal", "annotations", "audio":
+		case "tool_calls", "tool_call_id", "function_call":
+			return badParam(p+"."+string(key), "'%s.%s' is not supported: the image model has no tools.", p, key)
+		default:
+			return badParam(p+"."+string(key), "Unrecognized argument in %s: %s", p, key)
+		}
+		return nil
+	})
+	if err != nil {
+		return msg, err
+	}
+	if msg.Role == "" {
+		return msg, badParam(p+".role", "'%s.role' is required.", p)
+	}
+	if !hasContent || jsonx.KindOf(content) == jsonx.Null {
+		if msg.Role == "assistant" {
+			return msg, nil
+		}
+		return msg, badParam(p+".content", "'%s.content' is required.", p)
+	}
+	switch jsonx.KindOf(content) {
+	case jsonx.String:
+		msg.Parts = append(msg.Parts, Part{Text: content[1 : len(content)-1]})
+		return msg, nil
+	case jsonx.Array:
+	default:
+		return msg, badParam(p+".content", "'%s.content' must be a string or an array of content parts.", p)
+	}
+	err = jsonx.ArrayEach(content, func(j int, part []byte) error {
+		pp := p + ".content[" + strconv.Itoa(j) + "]"
+		pt, err := r.parsePart(pp, part)
+		if err != nil {
+			return err
+		}
+		msg.Parts = append(msg.Parts, pt)
+		return nil
+	})
+	if err == nil && len(msg.Parts) == 0 && msg.Role != "assistant" {
+		err = badParam(p+".content", "'%s.content' must not be empty.", p)
+	}
+	return msg, err
+}
+
+func (r *ChatRequest) parsePart(p string, part []byte) (Part, error) {
+	if jsonx.KindOf(part) != jsonx.Object {
+		return Part{}, badParam(p, "'%s' must be an object.", p)
+	}
+	typ, ok := jsonx.Get(part, "type")
+	if !ok || jsonx.KindOf(typ) != jsonx.String {
+		return Part{}, badParam(p+".type", "'%s.type' is required.", p)
+	}
+	switch string(typ[1 : len(typ)-1]) {
+	case "text":
+		t, ok := jsonx.Get(part, "text")
+		if !ok || jsonx.KindOf(t) != jsonx.String {
+			return Part{}, badParam(p+".text", "'%s.text' must be a string.", p)
+		}
+		return Part{Text: t[1 : len(t)-1]}, nil
+	case "image_url":
+		iu, ok := jsonx.Get(part, "image_url")
+		if !ok {
+			return Part{}, badParam(p+".image_url", "'%s.image_url' is required.", p)
+		}
+		var u []byte
+		switch jsonx.KindOf(iu) {
+		case jsonx.String:
+			u = iu
+		case jsonx.Object:
+			if u, ok = jsonx.Get(iu, "url"); !ok || jsonx.KindOf(u) != jsonx.String {
+				return Part{}, badParam(p+".image_url.url", "'%s.image_url.url' must be a string.", p)
+			}
+		default:
+			return Part{}, badParam(p+".image_url", "'%s.image_url' must be an object with a url.", p)
+		}
+		r.ImageInputs++
+		if r.ImageInputs > MaxImageInputs {
+			return Part{}, badParam(p, "too many images in the request (at most %d).", MaxImageInputs)
+		}
+		img, err := parseImageURL(p+".image_url.url", u)
+		if err != nil {
+			return Part{}, err
+		}
+		return Part{Image: img}, nil
+	}
+	return Part{}, badParam(p+".type", "Invalid value for '%s.type': supported types are text and image_url.", p)
+}
+
+// imageMIMEs are the input image types Gemini accepts.
+var imageMIMEs = map[string]bool{
+	"image/png": true, "image/jpeg": true, "image/webp": true,
+	"image/heic": true, "image/heif": true, "image/gif": true,
+}
+
+func parseImageURL(param string, s []byte) (*ImageInput, error) {
+	u, err := jsonx.StringBytes(nil, s)
+	if err != nil {
+		return nil, badParam(param, "'%s' is not a valid string.", param)
+	}
+	switch {
+	case bytes.HasPrefix(u, []byte("data:")):
+		rest := u[len("data:"):]
+		comma := bytes.IndexByte(rest, ',')
+		if comma < 0 {
+			return nil, badParam(param, "'%s' is not a valid data URL.", param)
+		}
+		meta, payload := rest[:comma], rest[comma+1:]
+		mime, ok := bytes.CutSuffix(meta, []byte(";base64"))
+		if !ok {
+			return nil, badParam(param, "'%s' must be a base64 data URL.", param)
+		}
+		m := string(bytes.ToLower(mime))
+		if !imageMIMEs[m] {
+			return nil, badParam(param, "'%s' has media type %q; supported: image/png, image/jpeg, image/webp, image/heic, image/heif, image/gif.", param, m)
+		}
+		if !ValidBase64(payload) {
+			return nil, badParam(param, "'%s' does not hold valid base64 image data.", param)
+		}
+		return &ImageInput{URL: u, MIME: m, B64: payload}, nil
+	case bytes.HasPrefix(u, []byte("https://")), bytes.HasPrefix(u, []byte("http://")):
+		return &ImageInput{URL: u}, nil
+	}
+	return nil, badParam(param, "'%s' must be a data: URL or an http(s) URL.", param)
+}
+
+var b64Alphabet = func() (t [256]bool) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") {
+		t[c] = true
+	}
+	return t
+}()
+
+// ValidBase64 reports whether b is non-empty padded standard base64. It checks
+// the alphabet and the length without decoding, so megabytes pass in
+// microseconds.
+func ValidBase64(b []byte) bool {
+	n := len(b)
+	if n == 0 || n%4 != 0 {
+		return false
+	}
+	pad := 0
+	if b[n-1] == '=' {
+		pad++
+		if b[n-2] == '=' {
+			pad++
+		}
+	}
+	for _, c := range b[:n-pad] {
+		if !b64Alphabet[c] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,123 @@
+package provider
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestParseChatRequestFixture(t *testing.T) {
+	body, err := os.ReadFile("../internal/fakeup/fixtures/openai/request_chat_multi_image.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ParseChatRequest(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Model != "gemini-2.5-flash-image-preview" || len(r.Messages) != 2 || r.Stream {
+		t.Fatalf("parsed %+v", r)
+	}
+	if r.Messages[0].Role != "system" || r.Messages[1].Role != "user" || len(r.Messages[1].Parts) != 3 {
+		t.Fatalf("messages %+v", r.Messages)
+	}
+	p := r.Messages[1].Parts
+	if p[1].Image == nil || p[1].Image.MIME != "image/png" || !strings.HasPrefix(string(p[1].Image.B64), "iVBOR") ||
+		p[2].Image == nil || string(p[1].Image.B64) == string(p[2].Image.B64) {
+		t.Fatalf("images not parsed in order: %+v %+v", p[1].Image, p[2].Image)
+	}
+	if r.ImageInputs != 2 {
+		t.Fatalf("ImageInputs = %d", r.ImageInputs)
+	}
+}
+
+func TestParseChatRequestOptions(t *testing.T) {
+	r, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,
+		"stream_options":{"include_usage":true},"n":2,"max_tokens":100,"temperature":0.5,"stop":["a","b"],
+		"image_config":{"aspect_ratio":"16:9"},"user":"u1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Stream || !r.IncludeUsage || r.N != 2 || r.MaxTokens != 100 || string(r.Temperature) != "0.5" ||
+		len(r.Stop) != 2 || r.AspectRatio != "16:9" || len(r.Params) != 1 || r.Params[0] != "user" {
+		t.Fatalf("parsed %+v", r)
+	}
+}
+
+func TestParseChatRequestErrors(t *testing.T) {
+	const okMsgs = `"messages":[{"role":"user","content":"hi"}]`
+	tests := []struct {
+		name, body, param string
+	}{
+		{"not json", `{"model":`, ""},
+		{"not an object", `[1,2]`, ""},
+		{"trailing garbage", `{"model":"m",` + okMsgs + `} x`, ""},
+		{"model missing", `{` + okMsgs + `}`, "model"},
+		{"model not string", `{"model":5,` + okMsgs + `}`, "model"},
+		{"messages missing", `{"model":"m"}`, "messages"},
+		{"messages not array", `{"model":"m","messages":{}}`, "messages"},
+		{"messages empty", `{"model":"m","messages":[]}`, "messages"},
+		{"message not object", `{"model":"m","messages":[1]}`, "messages[0]"},
+		{"unknown role", `{"model":"m","messages":[{"role":"wizard","content":"x"}]}`, "messages[0].role"},
+		{"role missing", `{"model":"m","messages":[{"content":"x"}]}`, "messages[0].role"},
+		{"content number", `{"model":"m","messages":[{"role":"user","content":5}]}`, "messages[0].content"},
+		{"content missing", `{"model":"m","messages":[{"role":"user"}]}`, "messages[0].content"},
+		{"empty parts", `{"model":"m","messages":[{"role":"user","content":[]}]}`, "messages[0].content"},
+		{"part type unknown", `{"model":"m","messages":[{"role":"user","content":[{"type":"audio"}]}]}`, "messages[0].content[0].type"},
+		{"text part not string", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":1}]}]}`, "messages[0].content[0].text"},
+		{"image url scheme", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"file:///etc/passwd"}}]}]}`, "messages[0].content[0].image_url.url"},
+		{"image mime", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:text/html;base64,QUJD"}}]}]}`, "messages[0].content[0].image_url.url"},
+		{"image bad base64", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,@@@"}}]}]}`, "messages[0].content[0].image_url.url"},
+		{"image not base64 url", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png,abc"}}]}]}`, "messages[0].content[0].image_url.url"},
+		{"stream not bool", `{"model":"m",` + okMsgs + `,"stream":"yes"}`, "stream"},
+		{"n zero", `{"model":"m",` + okMsgs + `,"n":0}`, "n"},
+		{"n huge", `{"model":"m",` + okMsgs + `,"n":100000}`, "n"},
+		{"n fraction", `{"model":"m",` + okMsgs + `,"n":1.5}`, "n"},
+		{"max_tokens negative", `{"model":"m",` + okMsgs + `,"max_tokens":-1}`, "max_tokens"},
+		{"temperature high", `{"model":"m",` + okMsgs + `,"temperature":3}`, "temperature"},
+		{"stop number", `{"model":"m",` + okMsgs + `,"stop":5}`, "stop"},
+		{"unknown param", `{"model":"m",` + okMsgs + `,"temprature":1}`, "temprature"},
+		{"duplicate key", `{"model":"m","model":"n",` + okMsgs + `}`, "model"},
+		{"aspect ratio", `{"model":"m",` + okMsgs + `,"image_config":{"aspect_ratio":"7:3"}}`, "image_config.aspect_ratio"},
+		{"tool message", `{"model":"m","messages":[{"role":"tool","content":"x"}]}`, "messages[0].role"},
+		{"tool calls", `{"model":"m","messages":[{"role":"assistant","content":"x","tool_calls":[]}]}`, "messages[0].tool_calls"},
+		{"deep nesting", `{"model":"m",` + okMsgs + `,"metadata":` + strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + `}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseChatRequest([]byte(tt.body))
+			re, ok := err.(*RequestError)
+			if !ok {
+				t.Fatalf("err = %v (%T), want *RequestError", err, err)
+			}
+			if re.Param != tt.param {
+				t.Fatalf("param = %q, want %q (msg %q)", re.Param, tt.param, re.Msg)
+			}
+		})
+	}
+}
+
+func TestParseChatRequestTooManyImages(t *testing.T) {
+	part := `{"type":"image_url","image_url":{"url":"data:image/png;base64,QUJD"}}`
+	parts := strings.TrimSuffix(strings.Repeat(part+",", MaxImageInputs+1), ",")
+	_, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":[` + parts + `]}]}`))
+	if re, ok := err.(*RequestError); !ok || !strings.Contains(re.Msg, "too many images") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func FuzzParseChatRequest(f *testing.F) {
+	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"data:image/png;base64,QUJD"}}]}]}`))
+	f.Add([]byte(`{"model":"m","messages":[{"role":"assistant","content":null}],"stream":true}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := ParseChatRequest(body)
+		if err == nil && (r.Model == "" || len(r.Messages) == 0) {
+			t.Fatalf("accepted a request without model or messages")
+		}
+		if err != nil {
+			if _, ok := err.(*RequestError); !ok {
+				t.Fatalf("error of type %T", err)
+			}
+		}
+	})
+}

@@ -1,0 +1,216 @@
+package provider
+
+import (
+	"bytes"
+)
+
+// Resellers return generated images inside the text as markdown:
+// "![image](data:image/png;base64,...)". The finder below works on JSON-escaped
+// string content so that megabytes of base64 are never unescaped or copied:
+// base64 needs no escaping, except "\/" which some JSON encoders emit for "/".
+
+type match int
+
+const (
+	noMatch match = iota
+	matched
+	incomplete
+)
+
+// matchImage tries to read a markdown data-URL image at raw[i] (which holds
+// "!["). It returns the end of the image markup and the image.
+func matchImage(raw []byte, i int) (int, Image, match) {
+	j := i + 2
+	// Alt text: anything up to "](" without a closing bracket or line break.
+	for ; j < len(raw); j++ {
+		c := raw[j]
+		if c == ']' {
+			break
+		}
+		if c == '\\' && j+1 < len(raw) && raw[j+1] == 'n' {
+			return 0, Image{}, noMatch
+		}
+		if j-i > 256 {
+			return 0, Image{}, noMatch
+		}
+	}
+	const prefix = "](data:"
+	for k := 0; k < len(prefix); k++ {
+		if j+k >= len(raw) {
+			return 0, Image{}, incomplete
+		}
+		if raw[j+k] != prefix[k] {
+			return 0, Image{}, noMatch
+		}
+	}
+	j += len(prefix)
+	// Media type, up to ";base64,".
+	ms := j
+	for ; j < len(raw) && raw[j] != ';'; j++ {
+		c := raw[j]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '/' || c == '\\' || c == '.' || c == '+' || c == '-') || j-ms > 64 {
+			return 0, Image{}, noMatch
+		}
+	}
+	if j >= len(raw) {
+		return 0, Image{}, incomplete
+	}
+	mime := string(bytes.ReplaceAll(raw[ms:j], []byte(`\/`), []byte("/")))
+	if len(mime) < 7 || mime[:6] != "image/" {
+		return 0, Image{}, noMatch
+	}
+	const b64 = ";base64,"
+	for k := 0; k < len(b64); k++ {
+		if j+k >= len(raw) {
+			return 0, Image{}, incomplete
+		}
+		if raw[j+k] != b64[k] {
+			return 0, Image{}, noMatch
+		}
+	}
+	j += len(b64)
+	ds := j
+	escaped := false
+	for ; j < len(raw); j++ {
+		c := raw[j]
+		if b64Alphabet[c] || c == '=' {
+			continue
+		}
+		if c == '\\' && j+1 < len(raw) && raw[j+1] == '/' {
+			escaped = true
+			j++
+			continue
+		}
+		break
+	}
+	if j >= len(raw) || (raw[j] == '\\' && j+1 >= len(raw)) {
+		return 0, Image{}, incomplete
+	}
+	if raw[j] != ')' {
+		return 0, Image{}, noMatch
+	}
+	data := raw[ds:j]
+	if escaped {
+		data = bytes.ReplaceAll(data, []byte(`\/`), []byte("/"))
+	}
+	if !ValidBase64(data) {
+		return 0, Image{}, noMatch
+	}
+	return j + 1, Image{MIME: mime, B64: data}, matched
+}
+
+// segment is a piece of escaped text or an image.
+type segment struct {
+	text  []byte
+	image *Image
+}
+
+// scanMarkdown splits raw into text and image segments. When final is false
+// it stops before a possible image that is not complete yet and returns how
+// many bytes it consumed; the caller keeps the rest and calls again with more.
+func scanMarkdown(raw []byte, final bool, out []segment) ([]segment, int) {
+	start, i := 0, 0
+	for {
+		k := bytes.IndexByte(raw[i:], '!')
+		if k < 0 {
+			break
+		}
+		i += k
+		if i+1 >= len(raw) {
+			if !final {
+				// A lone "!" may begin an image in the next delta.
+				if i > start {
+					out = append(out, segment{text: raw[start:i]})
+				}
+				return out, i
+			}
+			break
+		}
+		if raw[i+1] != '[' {
+			i++
+			continue
+		}
+		end, img, m := matchImage(raw, i)
+		switch m {
+		case matched:
+			if i > start {
+				out = append(out, segment{text: raw[start:i]})
+			}
+			out = append(out, segment{image: &img})
+			start, i = end, end
+			continue
+		case incomplete:
+			if !final {
+				if i > start {
+					out = append(out, segment{text: raw[start:i]})
+				}
+				return out, i
+			}
+		}
+		i += 2
+	}
+	if start < len(raw) {
+		out = append(out, segment{text: raw[start:]})
+	}
+	return out, len(raw)
+}
+
+// splitMarkdown returns the text of raw without its markdown images, and the
+// images. Whitespace the markup leaves at the edges of the text is trimmed and
+// pieces of text around images are joined by a blank line.
+func splitMarkdown(raw []byte) ([]byte, []Image) {
+	segs, _ := scanMarkdown(raw, true, nil)
+	var images []Image
+	var text []byte
+	pieces := 0
+	for _, s := range segs {
+		if s.image != nil {
+			images = append(images, *s.image)
+			continue
+		}
+		t := trimEscapedSpace(s.text)
+		if len(t) == 0 {
+			continue
+		}
+		switch pieces {
+		case 0:
+			text = t
+		case 1:
+			text = append(append(append([]byte(nil), text...), `\n\n`...), t...)
+		default:
+			text = append(append(text, `\n\n`...), t...)
+		}
+		pieces++
+	}
+	if len(images) == 0 {
+		return raw, nil
+	}
+	return text, images
+}
+
+// trimEscapedSpace trims spaces, tabs and escaped line breaks from both ends.
+func trimEscapedSpace(b []byte) []byte {
+	for len(b) > 0 {
+		switch {
+		case b[0] == ' ' || b[0] == '\t':
+			b = b[1:]
+		case len(b) >= 2 && b[0] == '\\' && (b[1] == 'n' || b[1] == 'r' || b[1] == 't'):
+			b = b[2:]
+		default:
+			goto right
+		}
+	}
+right:
+	for len(b) > 0 {
+		n := len(b)
+		switch {
+		case b[n-1] == ' ' || b[n-1] == '\t':
+			b = b[:n-1]
+		case n >= 2 && b[n-2] == '\\' && (b[n-1] == 'n' || b[n-1] == 'r' || b[n-1] == 't') && (n < 3 || b[n-3] != '\\'):
+			b = b[:n-2]
+		default:
+			return b
+		}
+	}
+	return b
+}

@@ -1,0 +1,112 @@
+package provider
+
+import (
+	"strings"
+	"testing"
+)
+
+const tinyB64 = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFElEQVR42mP4z8DAAMIM////ZwAAHu8E/HMcU8wAAAAASUVORK5CYII="
+
+func TestSplitMarkdown(t *testing.T) {
+	img := "![image](data:image/png;base64," + tinyB64 + ")"
+	tests := []struct {
+		name, raw, text string
+		images          int
+	}{
+		{"reseller layout", `Here is the cat.\n\n` + img, `Here is the cat.`, 1},
+		{"image only", img, ``, 1},
+		{"two images and text between", `A\n\n` + img + `\n\nB\n\n` + img, `A\n\nB`, 2},
+		{"single newline before image", `A\n` + img, `A`, 1},
+		{"escaped slashes", `A ` + strings.ReplaceAll(img, "/", `\/`), `A`, 1},
+		{"no image", `just text ![not](http://x/y.png)`, `just text ![not](http://x/y.png)`, 0},
+		{"not base64", `![image](data:image/png;base64,@@@@)`, `![image](data:image/png;base64,@@@@)`, 0},
+		{"not an image type", `![x](data:text/plain;base64,QUJD)`, `![x](data:text/plain;base64,QUJD)`, 0},
+		{"unclosed", `![image](data:image/png;base64,` + tinyB64, `![image](data:image/png;base64,` + tinyB64, 0},
+		{"lone bang", `wow!`, `wow!`, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			text, imgs := splitMarkdown([]byte(tt.raw))
+			if string(text) != tt.text {
+				t.Errorf("text = %q, want %q", text, tt.text)
+			}
+			if len(imgs) != tt.images {
+				t.Fatalf("images = %d, want %d", len(imgs), tt.images)
+			}
+			for _, im := range imgs {
+				if im.MIME != "image/png" || string(im.B64) != tinyB64 {
+					t.Errorf("image = %s %q", im.MIME, im.B64)
+				}
+			}
+		})
+	}
+}
+
+func TestScanMarkdownHoldsBackIncompleteImage(t *testing.T) {
+	img := "![image](data:image/png;base64," + tinyB64 + ")"
+	for cut := 1; cut < len(img); cut++ {
+		raw := "text " + img[:cut]
+		segs, consumed := scanMarkdown([]byte(raw), false, nil)
+		for _, s := range segs {
+			if s.image != nil {
+				t.Fatalf("cut %d: image reported before it is complete", cut)
+			}
+		}
+		if consumed > len("text ") {
+			t.Fatalf("cut %d: consumed %d bytes of a possible image", cut, consumed)
+		}
+		// Completing it yields the image.
+		rest := raw[consumed:] + img[cut:]
+		segs, consumed = scanMarkdown([]byte(rest), false, nil)
+		if len(segs) != 1 || segs[0].image == nil || consumed != len(rest) {
+			t.Fatalf("cut %d: completed image not found (%d segs)", cut, len(segs))
+		}
+	}
+}
+
+func TestValidBase64(t *testing.T) {
+	for s, want := range map[string]bool{
+		tinyB64: true, "QUJD": true, "QUI=": true, "QQ==": true,
+		"": false, "QUJ": false, "QU=D": false, "Q===": false, "QU J": false, "QUJD\n": false,
+	} {
+		if got := ValidBase64([]byte(s)); got != want {
+			t.Errorf("ValidBase64(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func FuzzSplitMarkdown(f *testing.F) {
+	f.Add([]byte(`Here\n\n![image](data:image/png;base64,` + tinyB64 + `)`))
+	f.Add([]byte(`![a](data:image/jpeg;base64,QUJD)![b](data:`))
+	f.Add([]byte(`!!![[]](data:image/`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		text, imgs := splitMarkdown(raw)
+		if len(text) > len(raw)+16*len(imgs) {
+			t.Fatalf("text grew: %d > %d", len(text), len(raw))
+		}
+		for _, im := range imgs {
+			if !ValidBase64(im.B64) || !strings.HasPrefix(im.MIME, "image/") {
+				t.Fatalf("invalid image reported: %q %q", im.MIME, im.B64)
+			}
+		}
+		// Streaming in two pieces finds the same images as one pass.
+		for _, cut := range []int{len(raw) / 3, len(raw) / 2} {
+			segs, consumed := scanMarkdown(raw[:cut], false, nil)
+			n := 0
+			for _, s := range segs {
+				if s.image != nil {
+					n++
+				}
+			}
+			segs, _ = scanMarkdown(append(append([]byte(nil), raw[consumed:cut]...), raw[cut:]...), true, nil)
+			for _, s := range segs {
+				if s.image != nil {
+					n++
+				}
+			}
+			if n != len(imgs) {
+				t.Fatalf("split at %d found %d images, one pass %d", cut, n, len(imgs))
+			}
+		}
+	})
+}

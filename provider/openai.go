@@ -1,0 +1,581 @@
+package provider
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"nanogate/config"
+	"nanogate/internal/jsonx"
+	"nanogate/upstream"
+)
+
+// Options are the gateway-wide settings a provider needs.
+type Options struct {
+	// TokensPerImage is what the gateway bills per image; used to tell text
+	// tokens from image tokens when an upstream lumps them together.
+	TokensPerImage int64
+	// MaxBodyBytes caps an upstream answer (non-stream body or one SSE event).
+	MaxBodyBytes int
+}
+
+func (o *Options) defaults() {
+	if o.TokensPerImage <= 0 {
+		o.TokensPerImage = 1290
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 64 << 20
+	}
+}
+
+// OpenAI is the openai kind: an OpenAI-compatible chat completions endpoint
+// such as a reseller's.
+type OpenAI struct {
+	name   string
+	key    string
+	client *upstream.Client
+	path   string // .../chat/completions
+	opts   Options
+	scrub  *scrubber
+}
+
+// NewOpenAI returns the provider described by cfg.
+func NewOpenAI(cfg config.Provider, opts Options) (*OpenAI, error) {
+	opts.defaults()
+	c, err := upstream.New(cfg.BaseURL, upstream.Options{MaxConns: cfg.MaxConns, MaxBodyBytes: opts.MaxBodyBytes})
+	if err != nil {
+		return nil, err
+	}
+	return &OpenAI{
+		name:   cfg.Name,
+		key:    cfg.APIKey,
+		client: c,
+		path:   c.BasePath() + "/chat/completions",
+		opts:   opts,
+		scrub:  newScrubber(cfg.APIKey, cfg.BaseURL),
+	}, nil
+}
+
+// Name implements Provider.
+func (p *OpenAI) Name() string { return p.name }
+
+// Kind implements Provider.
+func (p *OpenAI) Kind() string { return "openai" }
+
+// Close implements Provider.
+func (p *OpenAI) Close() { p.client.Close() }
+
+// Chat implements Provider.
+func (p *OpenAI) Chat(ctx context.Context, req *ChatRequest, model string) (*Result, error) {
+	resp, err := p.send(ctx, req, model, false)
+	if err != nil {
+		return nil, err
+	}
+	res, err := p.parseResult(resp.Body())
+	if err != nil {
+		resp.Release()
+		return nil, err
+	}
+	res.release = resp.Release
+	return res, nil
+}
+
+// ChatStream implements Provider.
+func (p *OpenAI) ChatStream(ctx context.Context, req *ChatRequest, model string) (Stream, error) {
+	resp, err := p.send(ctx, req, model, true)
+	if err != nil {
+		return nil, err
+	}
+	return &openaiStream{
+		p:    p,
+		resp: resp,
+		sse:  newSSEReader(resp.BodyStream(), p.opts.MaxBodyBytes),
+	}, nil
+}
+
+// send calls the upstream and turns a non-200 answer into an *Error.
+func (p *OpenAI) send(ctx context.Context, req *ChatRequest, model string, stream bool) (*upstream.Response, error) {
+	ureq := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(ureq)
+	ureq.Header.SetMethod(fasthttp.MethodPost)
+	ureq.SetRequestURI(p.path)
+	ureq.Header.SetContentType("application/json")
+	ureq.Header.Set("Authorization", "Bearer "+p.key)
+	if stream {
+		ureq.Header.Set("Accept", "text/event-stream")
+	}
+	ureq.SetBodyRaw(nil)
+	ureq.SetBody(appendOpenAIBody(ureq.Body()[:0], req, model, stream))
+
+	resp, err := p.client.Do(ctx, ureq, stream)
+	if err != nil {
+		if err == upstream.ErrBodyTooLarge {
+			return nil, &Error{Provider: p.name, Kind: KindInvalidResponse, Message: "upstream answer too large", Err: err}
+		}
+		return nil, transportError(p.name, err)
+	}
+	if resp.StatusCode() == fasthttp.StatusOK {
+		return resp, nil
+	}
+	defer resp.Release()
+	if stream {
+		// Read the error body of a failed stream request, capped.
+		buf := make([]byte, 0, 4096)
+		b := bytes.NewBuffer(buf)
+		if _, err := io.Copy(b, io.LimitReader(resp.BodyStream(), 1<<20)); err != nil {
+			return nil, transportError(p.name, err)
+		}
+		return nil, p.statusError(resp, b.Bytes())
+	}
+	return nil, p.statusError(resp, resp.Body())
+}
+
+// appendOpenAIBody copies the client's body with the provider's model name,
+// without nanogate's own extensions, and with usage always requested for
+// streams (the gateway bills from it; the client only sees it if it asked).
+func appendOpenAIBody(dst []byte, req *ChatRequest, model string, stream bool) []byte {
+	dst = append(dst, `{"model":`...)
+	dst = jsonx.AppendString(dst, model)
+	jsonx.ObjectEach(req.Raw, func(key, v []byte) error {
+		switch string(key) {
+		case "model", "image_config", "stream_options", "stream":
+			return nil
+		}
+		dst = append(dst, ',')
+		dst = jsonx.AppendStringBytes(dst, key)
+		dst = append(dst, ':')
+		dst = append(dst, v...)
+		return nil
+	})
+	if stream {
+		dst = append(dst, `,"stream":true,"stream_options":{"include_usage":true}`...)
+	}
+	return append(dst, '}')
+}
+
+// statusError classifies a non-200 answer.
+func (p *OpenAI) statusError(resp *upstream.Response, body []byte) *Error {
+	status := resp.StatusCode()
+	e := &Error{Provider: p.name, Status: status}
+	e.Type, e.Code, e.Param, e.Message = parseOpenAIError(body)
+	e.Message = p.scrub.clean(e.Message)
+	if e.Message == "" {
+		e.Message = "upstream answered HTTP " + strconv.Itoa(status)
+	}
+	switch {
+	case status == fasthttp.StatusTooManyRequests:
+		e.Kind = KindRateLimited
+		if e.Code == "insufficient_quota" {
+			e.Kind = KindConfig
+		}
+		e.RetryAfter = retryAfter(&resp.Response)
+	case status >= 500:
+		e.Kind = KindServer
+	case status == fasthttp.StatusUnauthorized, status == fasthttp.StatusForbidden,
+		status == fasthttp.StatusPaymentRequired, status == fasthttp.StatusNotFound:
+		// The provider refused our key, our credit or our model mapping: none
+		// of that is the client's doing.
+		e.Kind = KindConfig
+	case status == fasthttp.StatusRequestTimeout:
+		e.Kind = KindTimeout
+	case status >= 400:
+		e.Kind = KindClient
+	default:
+		e.Kind = KindInvalidResponse
+	}
+	return e
+}
+
+// parseOpenAIError reads OpenAI's envelope, also wrapped in an array as some
+// compatibility layers send it, and one-api's variants (numeric code).
+func parseOpenAIError(body []byte) (typ, code, param, msg string) {
+	if jsonx.KindOf(body) == jsonx.Array {
+		if first, ok := jsonx.Index(body, 0); ok {
+			body = first
+		}
+	}
+	e, ok := jsonx.Get(body, "error")
+	if !ok {
+		return "", "", "", ""
+	}
+	if jsonx.KindOf(e) == jsonx.String {
+		msg, _ = jsonx.Unquote(e)
+		return
+	}
+	get := func(k string) string {
+		v, ok := jsonx.Get(e, k)
+		if !ok {
+			return ""
+		}
+		switch jsonx.KindOf(v) {
+		case jsonx.String:
+			s, _ := jsonx.Unquote(v)
+			return s
+		case jsonx.Number:
+			return string(v)
+		}
+		return ""
+	}
+	return get("type"), get("code"), get("param"), get("message")
+}
+
+// retryAfter reads retry-after-ms or retry-after (seconds).
+func retryAfter(r *fasthttp.Response) time.Duration {
+	if v := r.Header.Peek("retry-after-ms"); len(v) > 0 {
+		if ms, err := strconv.ParseFloat(string(v), 64); err == nil && ms > 0 {
+			return time.Duration(ms * float64(time.Millisecond))
+		}
+	}
+	if v := r.Header.Peek("retry-after"); len(v) > 0 {
+		if s, err := strconv.ParseFloat(string(v), 64); err == nil && s > 0 {
+			return time.Duration(s * float64(time.Second))
+		}
+	}
+	return 0
+}
+
+func (p *OpenAI) invalid(msg string) *Error {
+	return &Error{Provider: p.name, Kind: KindInvalidResponse, Status: fasthttp.StatusOK, Message: msg}
+}
+
+// parseResult reads a chat.completion without decoding its base64 images.
+func (p *OpenAI) parseResult(body []byte) (*Result, error) {
+	if jsonx.KindOf(body) != jsonx.Object || !jsonx.Valid(body) {
+		return nil, p.invalid("upstream answer is not JSON")
+	}
+	if _, ok := jsonx.Get(body, "error"); ok {
+		return nil, p.invalid("upstream answered 200 with an error")
+	}
+	res := &Result{}
+	if v, ok := jsonx.Get(body, "id"); ok && jsonx.KindOf(v) == jsonx.String {
+		res.ID, _ = jsonx.Unquote(v)
+	}
+	if v, ok := jsonx.Get(body, "created"); ok {
+		res.Created, _ = jsonx.Int(v)
+	}
+	choices, ok := jsonx.Get(body, "choices")
+	if !ok || jsonx.KindOf(choices) != jsonx.Array {
+		return nil, p.invalid("upstream answer has no choices")
+	}
+	err := jsonx.ArrayEach(choices, func(i int, c []byte) error {
+		ch, err := p.parseChoice(i, c)
+		if err != nil {
+			return err
+		}
+		res.Choices = append(res.Choices, ch)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Choices) == 0 {
+		return nil, p.invalid("upstream answer has no choices")
+	}
+	if u, ok := jsonx.Get(body, "usage"); ok && jsonx.KindOf(u) == jsonx.Object {
+		res.Usage = p.parseUsage(u, res.Images())
+	}
+	return res, nil
+}
+
+func (p *OpenAI) parseChoice(i int, c []byte) (Choice, error) {
+	ch := Choice{Index: i}
+	if jsonx.KindOf(c) != jsonx.Object {
+		return ch, p.invalid("upstream choice is not an object")
+	}
+	if v, ok := jsonx.Get(c, "index"); ok {
+		if n, err := jsonx.Int(v); err == nil && n >= 0 && n < MaxN {
+			ch.Index = int(n)
+		}
+	}
+	msg, ok := jsonx.Get(c, "message")
+	if !ok || jsonx.KindOf(msg) != jsonx.Object {
+		return ch, p.invalid("upstream choice has no message")
+	}
+	if v, ok := jsonx.Get(c, "finish_reason"); ok && jsonx.KindOf(v) == jsonx.String {
+		ch.FinishReason, _ = jsonx.Unquote(v)
+	}
+	if ch.FinishReason == "" {
+		ch.FinishReason = "stop"
+	}
+	if content, ok := jsonx.Get(msg, "content"); ok {
+		switch jsonx.KindOf(content) {
+		case jsonx.String:
+			ch.Text, ch.Images = splitMarkdown(content[1 : len(content)-1])
+		case jsonx.Array:
+			// Content parts: text and image_url parts in order.
+			err := jsonx.ArrayEach(content, func(_ int, part []byte) error {
+				if t, ok := jsonx.Get(part, "text"); ok && jsonx.KindOf(t) == jsonx.String {
+					text, imgs := splitMarkdown(t[1 : len(t)-1])
+					ch.Text = joinText(ch.Text, text)
+					ch.Images = append(ch.Images, imgs...)
+				}
+				if img, ok := imagePart(part); ok {
+					ch.Images = append(ch.Images, img)
+				}
+				return nil
+			})
+			if err != nil {
+				return ch, p.invalid("upstream content is malformed")
+			}
+		case jsonx.Null:
+		default:
+			return ch, p.invalid("upstream content is neither text nor parts")
+		}
+	}
+	// OpenRouter-style resellers put images beside the text.
+	if imgs, ok := jsonx.Get(msg, "images"); ok && jsonx.KindOf(imgs) == jsonx.Array {
+		jsonx.ArrayEach(imgs, func(_ int, part []byte) error {
+			if img, ok := imagePart(part); ok {
+				ch.Images = append(ch.Images, img)
+			}
+			return nil
+		})
+	}
+	return ch, nil
+}
+
+// imagePart reads {"type":"image_url","image_url":{"url":"data:..."}} (or the
+// url as a plain string).
+func imagePart(part []byte) (Image, bool) {
+	iu, ok := jsonx.Get(part, "image_url")
+	if !ok {
+		return Image{}, false
+	}
+	if jsonx.KindOf(iu) == jsonx.Object {
+		if iu, ok = jsonx.Get(iu, "url"); !ok {
+			return Image{}, false
+		}
+	}
+	if jsonx.KindOf(iu) != jsonx.String {
+		return Image{}, false
+	}
+	return parseDataURL(iu[1 : len(iu)-1])
+}
+
+// parseDataURL reads a JSON-escaped data:image/...;base64,... URL.
+func parseDataURL(raw []byte) (Image, bool) {
+	rest, ok := bytes.CutPrefix(raw, []byte("data:"))
+	if !ok {
+		return Image{}, false
+	}
+	meta, data, ok := bytes.Cut(rest, []byte(";base64,"))
+	if !ok {
+		return Image{}, false
+	}
+	mime := string(bytes.ReplaceAll(meta, []byte(`\/`), []byte("/")))
+	if bytes.IndexByte(data, '\\') >= 0 {
+		data = bytes.ReplaceAll(data, []byte(`\/`), []byte("/"))
+	}
+	if len(mime) < 7 || mime[:6] != "image/" || !ValidBase64(data) {
+		return Image{}, false
+	}
+	return Image{MIME: mime, B64: data}, true
+}
+
+func joinText(a, b []byte) []byte {
+	switch {
+	case len(a) == 0:
+		return b
+	case len(b) == 0:
+		return a
+	}
+	out := make([]byte, 0, len(a)+len(b)+4)
+	return append(append(append(out, a...), `\n\n`...), b...)
+}
+
+// parseUsage reads OpenAI usage. Resellers lump image tokens into
+// completion_tokens and often leave the details at zero, so text tokens are
+// completion minus the reported image tokens, or minus the gateway's rate per
+// image when none are reported.
+func (p *OpenAI) parseUsage(u []byte, images int) Usage {
+	us := Usage{Reported: true}
+	num := func(obj []byte, k string) int64 {
+		v, ok := jsonx.Get(obj, k)
+		if !ok {
+			return 0
+		}
+		n, _ := jsonx.Int(v)
+		return n
+	}
+	us.PromptTokens = num(u, "prompt_tokens")
+	completion := num(u, "completion_tokens")
+	var imageTokens int64
+	if d, ok := jsonx.Get(u, "completion_tokens_details"); ok && jsonx.KindOf(d) == jsonx.Object {
+		imageTokens = num(d, "image_tokens")
+	}
+	if imageTokens == 0 {
+		imageTokens = int64(images) * p.opts.TokensPerImage
+	}
+	us.TextTokens = max(completion-imageTokens, 0)
+	return us
+}
+
+// openaiStream relays chat.completion.chunk events as neutral events.
+type openaiStream struct {
+	p        *OpenAI
+	resp     *upstream.Response
+	sse      *sseReader
+	queue    []Event
+	qi       int
+	pending  [MaxN][]byte // held-back text that may be the start of an image
+	spare    [MaxN][]byte
+	finished bool // a finish_reason was seen
+	done     bool
+	images   int
+	segs     []segment
+}
+
+// Close implements Stream.
+func (s *openaiStream) Close() {
+	if s.resp != nil {
+		s.resp.Release()
+		s.resp = nil
+	}
+}
+
+// Next implements Stream.
+func (s *openaiStream) Next() (*Event, error) {
+	for {
+		if s.qi < len(s.queue) {
+			ev := &s.queue[s.qi]
+			s.qi++
+			return ev, nil
+		}
+		if s.done {
+			return nil, io.EOF
+		}
+		s.queue, s.qi = s.queue[:0], 0
+		data, err := s.sse.Next()
+		if err == io.EOF {
+			if !s.finished {
+				return nil, &Error{Provider: s.p.name, Kind: KindTransport, Message: "upstream stream ended early"}
+			}
+			s.flush()
+			s.done = true
+			continue
+		}
+		if err != nil {
+			if err == ErrEventTooLarge {
+				return nil, s.p.invalid("upstream stream event too large")
+			}
+			return nil, transportError(s.p.name, err)
+		}
+		if bytes.Equal(data, []byte("[DONE]")) {
+			s.flush()
+			s.done = true
+			continue
+		}
+		if err := s.chunk(data); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// flush emits held-back text at the end of the stream.
+func (s *openaiStream) flush() {
+	for c := range s.pending {
+		if len(s.pending[c]) > 0 {
+			s.emitSegments(c, s.pending[c], true)
+			s.pending[c] = s.pending[c][:0]
+		}
+	}
+}
+
+func (s *openaiStream) chunk(data []byte) error {
+	if jsonx.KindOf(data) != jsonx.Object || !jsonx.Valid(data) {
+		return s.p.invalid("upstream stream event is not JSON")
+	}
+	if e, ok := jsonx.Get(data, "error"); ok && jsonx.KindOf(e) != jsonx.Null {
+		typ, code, param, msg := parseOpenAIError(data)
+		return &Error{Provider: s.p.name, Kind: KindServer, Status: fasthttp.StatusOK, Type: typ, Code: code, Param: param, Message: s.p.scrub.clean(msg)}
+	}
+	if choices, ok := jsonx.Get(data, "choices"); ok && jsonx.KindOf(choices) == jsonx.Array {
+		err := jsonx.ArrayEach(choices, func(i int, c []byte) error {
+			return s.choice(i, c)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if u, ok := jsonx.Get(data, "usage"); ok && jsonx.KindOf(u) == jsonx.Object {
+		us := s.p.parseUsage(u, s.images)
+		s.queue = append(s.queue, Event{Usage: &us})
+	}
+	return nil
+}
+
+func (s *openaiStream) choice(i int, c []byte) error {
+	idx := i
+	if v, ok := jsonx.Get(c, "index"); ok {
+		n, err := jsonx.Int(v)
+		if err != nil || n < 0 || n >= MaxN {
+			return s.p.invalid("upstream stream choice index out of range")
+		}
+		idx = int(n)
+	}
+	if d, ok := jsonx.Get(c, "delta"); ok && jsonx.KindOf(d) == jsonx.Object {
+		if content, ok := jsonx.Get(d, "content"); ok && jsonx.KindOf(content) == jsonx.String {
+			s.text(idx, content[1:len(content)-1])
+		}
+		if imgs, ok := jsonx.Get(d, "images"); ok && jsonx.KindOf(imgs) == jsonx.Array {
+			jsonx.ArrayEach(imgs, func(_ int, part []byte) error {
+				if img, ok := imagePart(part); ok {
+					s.images++
+					s.queue = append(s.queue, Event{Choice: idx, Image: &img})
+				}
+				return nil
+			})
+		}
+	}
+	if v, ok := jsonx.Get(c, "finish_reason"); ok && jsonx.KindOf(v) == jsonx.String {
+		// Text held back for a possible image is released before the end.
+		if len(s.pending[idx]) > 0 {
+			s.emitSegments(idx, s.pending[idx], true)
+			s.pending[idx] = s.pending[idx][:0]
+		}
+		fr, _ := jsonx.Unquote(v)
+		s.finished = true
+		s.queue = append(s.queue, Event{Choice: idx, FinishReason: fr})
+	}
+	return nil
+}
+
+// text handles a content delta: markdown images in it become image events,
+// and a possible image cut across deltas is held back until it completes.
+func (s *openaiStream) text(c int, raw []byte) {
+	if len(raw) == 0 {
+		return
+	}
+	buf := raw
+	if len(s.pending[c]) > 0 {
+		s.pending[c] = append(s.pending[c], raw...)
+		if bytes.IndexByte(raw, ')') < 0 && len(s.pending[c]) < s.p.opts.MaxBodyBytes {
+			return // an image can only complete at ')'
+		}
+		buf = s.pending[c]
+	}
+	consumed := s.emitSegments(c, buf, len(buf) >= s.p.opts.MaxBodyBytes)
+	rest := buf[consumed:]
+	// Queued events may point into the pending buffer: keep the rest in the
+	// spare one and swap.
+	s.spare[c] = append(s.spare[c][:0], rest...)
+	s.pending[c], s.spare[c] = s.spare[c], s.pending[c]
+}
+
+func (s *openaiStream) emitSegments(c int, buf []byte, final bool) int {
+	segs, consumed := scanMarkdown(buf, final, s.segs[:0])
+	s.segs = segs
+	for _, sg := range segs {
+		if sg.image != nil {
+			s.images++
+			s.queue = append(s.queue, Event{Choice: c, Image: sg.image})
+		} else if len(sg.text) > 0 {
+			s.queue = append(s.queue, Event{Choice: c, Text: sg.text})
+		}
+	}
+	return consumed
+}

@@ -1,0 +1,177 @@
+// Package provider speaks to upstream image models. Each kind (openai.go,
+// gemini.go) translates a parsed OpenAI chat request into its wire format and
+// its answer into one provider-neutral Result or Stream, so the rest of the
+// gateway never sees an upstream format.
+//
+// Text in results is kept as JSON-escaped string content (what sits between
+// the quotes of a JSON string): both upstream formats deliver text that way and
+// the gateway writes it back into JSON, so it is passed through without being
+// unescaped and re-escaped. Images are base64 spans that point into the
+// upstream body; they are valid until the Result or Stream is released.
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Provider is one configured upstream.
+type Provider interface {
+	// Name is the configured provider name.
+	Name() string
+	// Kind is "openai" or "gemini".
+	Kind() string
+	// Chat sends a non-stream chat request for the provider's model name.
+	Chat(ctx context.Context, req *ChatRequest, model string) (*Result, error)
+	// ChatStream opens a stream. Errors before the first event come from here.
+	ChatStream(ctx context.Context, req *ChatRequest, model string) (Stream, error)
+	// Close releases idle connections.
+	Close()
+}
+
+// Result is a complete answer.
+type Result struct {
+	ID      string
+	Created int64
+	Choices []Choice
+	Usage   Usage
+	release func()
+}
+
+// Release frees the upstream buffers the result points into. Safe to call twice.
+func (r *Result) Release() {
+	if r != nil && r.release != nil {
+		r.release()
+		r.release = nil
+	}
+}
+
+// Images counts the images over all choices.
+func (r *Result) Images() int {
+	n := 0
+	for i := range r.Choices {
+		n += len(r.Choices[i].Images)
+	}
+	return n
+}
+
+// Choice is one candidate answer.
+type Choice struct {
+	Index int
+	// Text is JSON-escaped string content, without the images.
+	Text []byte
+	// Images in the order the model produced them.
+	Images []Image
+	// FinishReason uses OpenAI's words: stop, length, content_filter.
+	FinishReason string
+}
+
+// Image is one generated image.
+type Image struct {
+	MIME string
+	// B64 is the standard base64 encoding of the image bytes.
+	B64 []byte
+}
+
+// Usage is what the upstream reported, split so that the gateway can bill
+// images at its own rate.
+type Usage struct {
+	// Reported is false when the upstream sent no usage at all.
+	Reported     bool
+	PromptTokens int64
+	// TextTokens are completion tokens that are not image tokens.
+	TextTokens int64
+}
+
+// Stream yields events until io.EOF. Close it exactly once.
+type Stream interface {
+	// Next returns the next event. Spans in the event are valid until the
+	// following call to Next or Close.
+	Next() (*Event, error)
+	Close()
+}
+
+// Event is one piece of a streamed answer. Exactly one of Text, Image,
+// FinishReason or Usage is set.
+type Event struct {
+	Choice       int
+	Text         []byte // JSON-escaped string content
+	Image        *Image
+	FinishReason string
+	Usage        *Usage
+}
+
+// ErrorKind classifies an upstream failure for the router.
+type ErrorKind int
+
+// Error kinds.
+const (
+	// KindTransport: connect, write or read failed, or the connection dropped.
+	KindTransport ErrorKind = iota + 1
+	// KindTimeout: the provider's timeout passed.
+	KindTimeout
+	// KindServer: HTTP 5xx.
+	KindServer
+	// KindRateLimited: HTTP 429 or a quota answer.
+	KindRateLimited
+	// KindInvalidResponse: a 200 whose body is not a valid answer.
+	KindInvalidResponse
+	// KindConfig: the upstream refused the gateway's own credentials or
+	// account (bad key, no credit): the provider is unusable, not the request.
+	KindConfig
+	// KindClient: the upstream refused the request itself (4xx other than
+	// 429): the client's fault, returned as is and never retried.
+	KindClient
+	// KindCanceled: the caller went away.
+	KindCanceled
+)
+
+// Error is an upstream failure. Message is safe to show a client: it never
+// holds a provider key or an upstream URL.
+type Error struct {
+	Provider string
+	Kind     ErrorKind
+	// Status is the upstream HTTP status, 0 when none was received.
+	Status  int
+	Type    string
+	Code    string
+	Param   string
+	Message string
+	// RetryAfter is how long the upstream asked to wait (429), 0 if unknown.
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *Error) Error() string {
+	if e.Status != 0 {
+		return fmt.Sprintf("%s: upstream status %d: %s", e.Provider, e.Status, e.Message)
+	}
+	return fmt.Sprintf("%s: %s", e.Provider, e.Message)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Failover reports whether another provider may succeed where this one failed.
+func (e *Error) Failover() bool {
+	return e.Kind != KindClient && e.Kind != KindCanceled
+}
+
+// AsError returns err as an *Error if it is one.
+func AsError(err error) (*Error, bool) {
+	var pe *Error
+	ok := errors.As(err, &pe)
+	return pe, ok
+}
+
+// transportError classifies a failure to talk to the upstream at all.
+func transportError(name string, err error) *Error {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return &Error{Provider: name, Kind: KindCanceled, Message: "request canceled", Err: err}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &Error{Provider: name, Kind: KindTimeout, Message: "upstream timed out", Err: err}
+	}
+	return &Error{Provider: name, Kind: KindTransport, Message: "upstream connection failed", Err: err}
+}

@@ -1,0 +1,195 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"nanogate/auth"
+	"nanogate/gateway"
+	"nanogate/provider"
+	"nanogate/router"
+)
+
+// reqLog collects the fields of the one log line a request gets.
+type reqLog struct {
+	start    time.Time
+	id       string
+	caller   *auth.Caller
+	model    string
+	stream   bool
+	served   router.Served
+	status   int
+	usage    gateway.Usage
+	finish   string
+	err      error
+	gone     bool
+	errCode  string
+	provider string
+}
+
+func (s *Server) logRequest(l *reqLog) {
+	fields := make([]zap.Field, 0, 18)
+	fields = append(fields,
+		zap.String("request_id", l.id),
+		zap.String("route", "chat"),
+		zap.String("model", l.model),
+		zap.Bool("stream", l.stream),
+		zap.Int("status", l.status),
+		zap.Float64("latency_ms", elapsedMS(l.start)),
+	)
+	if l.caller != nil {
+		fields = append(fields, zap.String("key", l.caller.Name), zap.String("team", l.caller.Team))
+	}
+	if l.served.Attempts > 0 {
+		fields = append(fields, zap.String("provider", l.served.Provider), zap.Int("attempts", l.served.Attempts),
+			zap.Strings("tried", l.served.Tried))
+	}
+	fields = append(fields,
+		zap.Int64("images", l.usage.Images),
+		zap.Int64("prompt_tokens", l.usage.PromptTokens),
+		zap.Int64("completion_tokens", l.usage.CompletionTokens),
+	)
+	if l.finish != "" {
+		fields = append(fields, zap.String("finish_reason", l.finish))
+	}
+	if l.errCode != "" {
+		fields = append(fields, zap.String("error_code", l.errCode))
+	}
+	if l.err != nil {
+		// provider.Error messages are scrubbed of keys and upstream hosts.
+		fields = append(fields, zap.String("error", l.err.Error()))
+	}
+	if l.gone {
+		fields = append(fields, zap.Bool("client_gone", true))
+	}
+	s.log.Info("request", fields...)
+}
+
+func (s *Server) fail(ctx *fasthttp.RequestCtx, l *reqLog, e *apiError) {
+	writeError(ctx, e)
+	l.status, l.errCode = e.Status, e.Code
+	s.logRequest(l)
+}
+
+func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string) {
+	l := &reqLog{start: time.Now(), id: rid}
+	caller, aerr := authenticate(ctx, st.Keys)
+	if aerr != nil {
+		s.fail(ctx, l, aerr)
+		return
+	}
+	l.caller = caller
+	if !jsonContentType(ctx.Request.Header.ContentType()) {
+		s.fail(ctx, l, errContentType)
+		return
+	}
+	req, err := provider.ParseChatRequest(ctx.PostBody())
+	if err != nil {
+		s.fail(ctx, l, toAPIError(err, ""))
+		return
+	}
+	l.model, l.stream = req.Model, req.Stream
+	format := st.Format
+	if h := ctx.Request.Header.Peek("x-nanogate-image-format"); len(h) > 0 {
+		f, ok := gateway.ParseFormat(string(h))
+		if !ok {
+			s.fail(ctx, l, errInvalid("x-nanogate-image-format", "The header x-nanogate-image-format must be markdown, data_url or images."))
+			return
+		}
+		format = f
+	}
+	if err := st.Gateway.Check(caller, req.Model); err != nil {
+		s.fail(ctx, l, toAPIError(err, req.Model))
+		return
+	}
+
+	// The upstream call lives as long as the request, and ends early when
+	// the client goes away.
+	rctx, cancel := context.WithCancel(context.Background())
+	stopWatch := watchClient(ctx.Conn(), func() { l.gone = true; cancel() })
+
+	if req.Stream {
+		s.chatStream(ctx, st, l, req, format, rctx, cancel, stopWatch)
+		return
+	}
+	ans, served, err := st.Gateway.Chat(rctx, caller, req)
+	stopWatch()
+	cancel()
+	l.served = served
+	if err != nil {
+		e := toAPIError(err, req.Model)
+		triedMessage(e, served.Tried)
+		l.err = err
+		s.fail(ctx, l, e)
+		return
+	}
+	ctx.Response.Header.Set("x-nanogate-provider", served.Provider)
+	id := ans.Result.ID
+	if id == "" {
+		id = "chatcmpl-" + rid
+	}
+	if ans.Result.Created == 0 {
+		ans.Result.Created = time.Now().Unix()
+	}
+	body := gateway.NewChatBody(ans, id, req.Model, format)
+	ctx.SetContentType("application/json")
+	ctx.SetBodyStream(body, body.Len())
+	l.status, l.usage = fasthttp.StatusOK, ans.Usage
+	if len(ans.Result.Choices) > 0 {
+		l.finish = ans.Result.Choices[0].FinishReason
+	}
+	s.logRequest(l)
+}
+
+func (s *Server) chatStream(ctx *fasthttp.RequestCtx, st *State, l *reqLog, req *provider.ChatRequest, format gateway.Format,
+	rctx context.Context, cancel context.CancelFunc, stopWatch func()) {
+	sa, served, err := st.Gateway.ChatStream(rctx, l.caller, req)
+	l.served = served
+	if err != nil {
+		stopWatch()
+		cancel()
+		e := toAPIError(err, req.Model)
+		triedMessage(e, served.Tried)
+		l.err = err
+		s.fail(ctx, l, e)
+		return
+	}
+	ctx.Response.Header.Set("x-nanogate-provider", served.Provider)
+	ctx.SetContentType("text/event-stream")
+	ctx.Response.Header.Set("Cache-Control", "no-cache")
+	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	l.status = fasthttp.StatusOK
+	// The client watch stays on while the stream is relayed: fasthttp does
+	// not read the connection until the body is written.
+	body := st.Gateway.NewStreamBody(sa, "chatcmpl-"+l.id, time.Now().Unix(), req.Model, format, req.IncludeUsage,
+		func() { stopWatch(); cancel() },
+		func(sum gateway.StreamSummary) {
+			l.usage, l.finish, l.err = sum.Usage, sum.FinishReason, sum.Err
+			if sum.ClientGone {
+				l.gone = true
+			}
+			s.logRequest(l)
+		})
+	ctx.SetBodyStream(body, -1)
+}
+
+// jsonContentType admits JSON and the types plain tools send JSON with (curl
+// -d says application/x-www-form-urlencoded); multipart and the rest are
+// refused before the body is parsed.
+func jsonContentType(ct []byte) bool {
+	if len(ct) == 0 {
+		return true
+	}
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	switch string(bytes.ToLower(bytes.TrimSpace(ct))) {
+	case "application/json", "text/plain", "application/x-www-form-urlencoded":
+		return true
+	}
+	return false
+}

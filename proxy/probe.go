@@ -1,0 +1,52 @@
+package proxy
+
+import (
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// watchClient calls gone when the client closes its connection while the
+// gateway waits for an upstream. fasthttp only notices a gone client when a
+// write fails, and an image takes ~10 s before the first byte: a paid upstream
+// call must not go on for a client that left. The watch peeks at the socket
+// (MSG_PEEK) from the runtime's poller, so it consumes no byte of a pipelined
+// next request. stop ends the watch and must be called before fasthttp reads
+// the connection again.
+func watchClient(c net.Conn, gone func()) (stop func()) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return func() {}
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var buf [1]byte
+		closed := false
+		rc.Read(func(fd uintptr) bool {
+			n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if err == syscall.EAGAIN || err == syscall.EWOULDBLOCK {
+				return false // wait until readable
+			}
+			closed = err != nil || n == 0
+			return true
+		})
+		if closed {
+			gone()
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			// An expired read deadline wakes the parked peek.
+			c.SetReadDeadline(time.Unix(1, 0))
+			<-done
+			c.SetReadDeadline(time.Time{})
+		})
+	}
+}

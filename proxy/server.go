@@ -1,0 +1,209 @@
+// Package proxy is nanogate's HTTP face: paths, authentication, the OpenAI
+// error envelope, and the lifecycle of a request read top to bottom in
+// handleChat: authenticate, parse, run the journey (package gateway), respond,
+// log.
+package proxy
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"nanogate/auth"
+	"nanogate/config"
+	"nanogate/gateway"
+)
+
+// State is everything a reload replaces at once. Requests take one State at
+// their start and keep it to their end.
+type State struct {
+	Config  *config.Config
+	Keys    *auth.Table
+	Gateway *gateway.Gateway
+	Format  gateway.Format
+}
+
+// Server serves the OpenAI-compatible API.
+type Server struct {
+	state atomic.Pointer[State]
+	log   *zap.Logger
+	srv   *fasthttp.Server
+	ids   *idGen
+}
+
+// New returns a server for st.
+func New(st *State, log *zap.Logger) *Server {
+	s := &Server{log: log, ids: newIDGen()}
+	s.state.Store(st)
+	sc := st.Config.Server
+	s.srv = &fasthttp.Server{
+		Handler:                       s.handle,
+		ErrorHandler:                  s.handleServerError,
+		Name:                          "nanogate",
+		ReadTimeout:                   sc.ReadTimeout,
+		WriteTimeout:                  sc.WriteTimeout,
+		IdleTimeout:                   sc.IdleTimeout,
+		MaxRequestBodySize:            int(sc.MaxBodyBytes),
+		ReadBufferSize:                sc.MaxHeaderBytes,
+		Concurrency:                   sc.Concurrency,
+		DisablePreParseMultipartForm:  true,
+		NoDefaultContentType:          true,
+		DisableHeaderNamesNormalizing: false,
+		CloseOnShutdown:               true,
+		Logger:                        zapPrintf{log},
+	}
+	return s
+}
+
+// SetState swaps the configuration for new requests (reload).
+func (s *Server) SetState(st *State) { s.state.Store(st) }
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+
+// Shutdown stops accepting and waits for in-flight requests, streams
+// included, until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.ShutdownWithContext(ctx) }
+
+// Handler exposes the request handler (tests and benchmarks).
+func (s *Server) Handler() fasthttp.RequestHandler { return s.handle }
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	st := s.state.Load()
+	rid := s.ids.requestID(ctx.Request.Header.Peek("x-request-id"))
+	ctx.Response.Header.Set("x-request-id", rid)
+	path := ctx.Path()
+	switch string(path) {
+	case "/v1/chat/completions", "/chat/completions":
+		if !ctx.IsPost() {
+			writeError(ctx, errMethod)
+			return
+		}
+		s.handleChat(ctx, st, rid)
+	case "/v1/models", "/models":
+		if !ctx.IsGet() {
+			writeError(ctx, errMethod)
+			return
+		}
+		s.handleModels(ctx, st)
+	case "/healthz":
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"status":"ok"}` + "\n")
+	case "/readyz":
+		s.handleReady(ctx, st)
+	default:
+		writeError(ctx, errNotFound)
+	}
+}
+
+// handleServerError answers errors fasthttp meets before a handler runs, in
+// OpenAI's envelope.
+func (s *Server) handleServerError(ctx *fasthttp.RequestCtx, err error) {
+	if _, ok := err.(*fasthttp.ErrSmallBuffer); ok {
+		writeError(ctx, &apiError{Status: fasthttp.StatusRequestHeaderFieldsTooLarge, Type: "invalid_request_error",
+			Code: "invalid_request", Message: "Request headers too large."})
+		return
+	}
+	if err == fasthttp.ErrBodyTooLarge {
+		writeError(ctx, errTooLarge)
+		return
+	}
+	if netErr, ok := err.(net.Error); ok && netErr.Timeout() {
+		writeError(ctx, &apiError{Status: fasthttp.StatusRequestTimeout, Type: "invalid_request_error",
+			Code: "request_timeout", Message: "Timed out reading the request."})
+		return
+	}
+	writeError(ctx, errInvalid("", "The request could not be parsed as HTTP."))
+}
+
+// authenticate finds the caller from the Authorization, x-api-key or
+// x-goog-api-key header.
+func authenticate(ctx *fasthttp.RequestCtx, keys *auth.Table) (*auth.Caller, *apiError) {
+	var secret []byte
+	if h := ctx.Request.Header.Peek("Authorization"); len(h) > 0 {
+		if len(h) > 7 && (string(h[:7]) == "Bearer " || string(h[:7]) == "bearer ") {
+			secret = h[7:]
+		} else {
+			return nil, errBadKey
+		}
+	} else if h := ctx.Request.Header.Peek("x-api-key"); len(h) > 0 {
+		secret = h
+	} else if h := ctx.Request.Header.Peek("x-goog-api-key"); len(h) > 0 {
+		secret = h
+	}
+	if len(secret) == 0 {
+		return nil, errMissingKey
+	}
+	c := keys.Lookup(secret)
+	if c == nil {
+		return nil, errBadKey
+	}
+	return c, nil
+}
+
+func (s *Server) handleModels(ctx *fasthttp.RequestCtx, st *State) {
+	caller, aerr := authenticate(ctx, st.Keys)
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	b := make([]byte, 0, 256)
+	b = append(b, `{"object":"list","data":[`...)
+	n := 0
+	for _, m := range st.Gateway.Router().Models() {
+		if !caller.Allows(m) {
+			continue
+		}
+		if n > 0 {
+			b = append(b, ',')
+		}
+		n++
+		b = append(b, `{"id":"`...)
+		b = append(b, m...)
+		b = append(b, `","object":"model","created":`...)
+		b = append(b, modelCreated(m)...)
+		b = append(b, `,"owned_by":"google"}`...)
+	}
+	b = append(b, "]}\n"...)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
+}
+
+// modelCreated gives the release dates of the known models (OpenAI's list
+// shape has a created timestamp).
+func modelCreated(m string) string {
+	switch m {
+	case "gemini-2.5-flash-image-preview":
+		return "1756166400"
+	case "gemini-2.5-flash-image":
+		return "1759363200"
+	}
+	return "0"
+}
+
+func (s *Server) handleReady(ctx *fasthttp.RequestCtx, st *State) {
+	ctx.SetContentType("application/json")
+	if len(st.Gateway.Router().Models()) == 0 {
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		ctx.SetBodyString(`{"status":"unavailable","reason":"no enabled provider"}` + "\n")
+		return
+	}
+	ctx.SetBodyString(`{"status":"ready"}` + "\n")
+}
+
+type zapPrintf struct{ l *zap.Logger }
+
+// Printf logs that fasthttp met a connection error, without its text: those
+// messages can quote raw request headers, keys included.
+func (z zapPrintf) Printf(format string, args ...any) {
+	z.l.Debug("connection error")
+}
+
+// elapsedMS is a latency for the log.
+func elapsedMS(start time.Time) float64 {
+	return float64(time.Since(start).Microseconds()) / 1000
+}

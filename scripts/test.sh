@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test of nanogate. Installs what the tests need when it is
+# missing (redis-server from Debian's packages), then vets and tests with the
+# race detector. Used by `make test` and CI (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+command -v go >/dev/null 2>&1 || { echo "test.sh: Go is not installed (https://go.dev/doc/install)"; exit 1; }
+
+echo "test.sh: go vet"
+go vet ./...
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "test.sh: gofmt would change:"; echo "$unformatted"; exit 1
+fi
+echo "test.sh: go test -race"
+go test -race -count=1 -timeout 15m ./...

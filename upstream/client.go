@@ -1,0 +1,411 @@
+// Package upstream is the HTTP client nanogate uses to call providers: fasthttp's
+// request and response types over a small pool of keep-alive connections that
+// this package owns, so that a request can be cancelled through its context.
+//
+// fasthttp's own Client has no context: a call blocks until the upstream answers
+// or its deadline passes, and an image takes ~10 s before the first byte. A
+// client that leaves must stop that paid call, so every call here arms
+// context.AfterFunc to expire the connection's deadline, which unblocks any read
+// or write at once.
+//
+// There are no retries in this package: whether to try again (and where) is the
+// router's decision alone.
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// ErrBodyTooLarge is returned when an upstream body exceeds the configured cap.
+var ErrBodyTooLarge = errors.New("upstream body too large")
+
+// Options tune a Client.
+type Options struct {
+	// MaxConns caps open connections to the host; callers wait for a free one.
+	MaxConns int
+	// IdleTimeout closes pooled connections unused for this long, below the
+	// idle timeouts of common servers so that a reused connection is rarely stale.
+	IdleTimeout time.Duration
+	// DialTimeout bounds TCP connect plus TLS handshake.
+	DialTimeout time.Duration
+	// MaxBodyBytes caps a buffered (non-stream) response body.
+	MaxBodyBytes int
+	// TLSConfig overrides the default TLS settings (tests).
+	TLSConfig *tls.Config
+}
+
+func (o *Options) defaults() {
+	if o.MaxConns <= 0 {
+		o.MaxConns = 512
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 30 * time.Second
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 10 * time.Second
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 64 << 20
+	}
+}
+
+// Client sends requests to one upstream host (scheme, host and port of a base URL).
+type Client struct {
+	addr     string // host:port to dial
+	host     string // Host header
+	useTLS   bool
+	tlsConf  *tls.Config
+	opts     Options
+	sem      chan struct{} // one token per open connection
+	mu       sync.Mutex
+	idle     []*conn // LIFO: the most recently used connection is the warmest
+	closed   bool
+	dialer   net.Dialer
+	basePath string
+}
+
+type conn struct {
+	c        net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	lastUsed time.Time
+}
+
+// New returns a Client for the host of baseURL (http or https).
+func New(baseURL string, opts Options) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: parse base url: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("upstream: base url scheme %q is not http or https", u.Scheme)
+	}
+	opts.defaults()
+	c := &Client{
+		host:     u.Host,
+		useTLS:   u.Scheme == "https",
+		opts:     opts,
+		sem:      make(chan struct{}, opts.MaxConns),
+		basePath: u.EscapedPath(),
+	}
+	c.addr = u.Host
+	if u.Port() == "" {
+		if c.useTLS {
+			c.addr = net.JoinHostPort(u.Hostname(), "443")
+		} else {
+			c.addr = net.JoinHostPort(u.Hostname(), "80")
+		}
+	}
+	if c.useTLS {
+		if opts.TLSConfig != nil {
+			c.tlsConf = opts.TLSConfig.Clone()
+		} else {
+			c.tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		if c.tlsConf.ServerName == "" {
+			c.tlsConf.ServerName = u.Hostname()
+		}
+		// This client speaks HTTP/1.1 only.
+		c.tlsConf.NextProtos = []string{"http/1.1"}
+		if c.tlsConf.ClientSessionCache == nil {
+			c.tlsConf.ClientSessionCache = tls.NewLRUClientSessionCache(64)
+		}
+	}
+	c.dialer.Timeout = opts.DialTimeout
+	c.dialer.KeepAlive = 30 * time.Second
+	return c, nil
+}
+
+// Host returns the value for the Host header.
+func (c *Client) Host() string { return c.host }
+
+// BasePath returns the path of the base URL without a trailing slash.
+func (c *Client) BasePath() string {
+	p := c.basePath
+	for len(p) > 0 && p[len(p)-1] == '/' {
+		p = p[:len(p)-1]
+	}
+	return p
+}
+
+// Close closes idle connections and makes later calls fail. Connections in use
+// are closed when their response is released.
+func (c *Client) Close() {
+	c.mu.Lock()
+	c.closed = true
+	idle := c.idle
+	c.idle = nil
+	c.mu.Unlock()
+	for _, cn := range idle {
+		cn.c.Close()
+		<-c.sem
+	}
+}
+
+// Response is an upstream answer whose body may still be on the wire. Release
+// it exactly once.
+type Response struct {
+	fasthttp.Response
+	client *Client
+	cn     *conn
+	stop   func() bool
+	// unarmed: stop ran before the context ended (the connection is intact).
+	unarmed bool
+	ctx     context.Context
+	done    bool // body fully read: the connection may be reused
+}
+
+var respPool = sync.Pool{New: func() any { return new(Response) }}
+
+// Do writes req (its URI path, headers and body must be set; Host is filled in)
+// and reads the response headers. With stream false the body is read into
+// memory up to MaxBodyBytes; with stream true it is left on the connection for
+// BodyStream. The call and the body reads end when ctx is done.
+func (c *Client) Do(ctx context.Context, req *fasthttp.Request, stream bool) (*Response, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cn, err := c.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		cn.c.SetDeadline(dl)
+	} else {
+		cn.c.SetDeadline(time.Time{})
+	}
+	r := respPool.Get().(*Response)
+	r.client, r.cn, r.ctx = c, cn, ctx
+	nc := cn.c
+	r.stop = context.AfterFunc(ctx, func() {
+		// Expiring the deadline unblocks a pending read or write at once.
+		nc.SetDeadline(time.Unix(1, 0))
+	})
+
+	req.Header.SetHost(c.host)
+	if err := req.Write(cn.bw); err != nil {
+		r.Release()
+		return nil, c.wrapErr(ctx, err)
+	}
+	if err := cn.bw.Flush(); err != nil {
+		r.Release()
+		return nil, c.wrapErr(ctx, err)
+	}
+	r.Response.StreamBody = true
+	if err := r.Response.Read(cn.br); err != nil {
+		r.Release()
+		return nil, c.wrapErr(ctx, err)
+	}
+	if !stream {
+		if err := r.readBody(); err != nil {
+			r.Release()
+			return nil, err
+		}
+		// The body is in memory: the connection is idle from here on, and a
+		// later end of ctx must not spoil it.
+		r.unarmed = r.stop()
+		r.stop = nil
+	}
+	return r, nil
+}
+
+// readBody moves the streamed body into the response's own buffer, capped.
+func (r *Response) readBody() error {
+	bs := r.Response.BodyStream()
+	if bs == nil {
+		r.done = true
+		return nil
+	}
+	bb := r.Response.BodyWriter()
+	if cl := r.Response.Header.ContentLength(); cl > r.client.opts.MaxBodyBytes {
+		return ErrBodyTooLarge
+	}
+	_, err := io.Copy(bb, io.LimitReader(bs, int64(r.client.opts.MaxBodyBytes)+1))
+	if err != nil {
+		return r.client.wrapErr(r.ctx, err)
+	}
+	if len(r.Response.Body()) > r.client.opts.MaxBodyBytes {
+		return ErrBodyTooLarge
+	}
+	r.done = true
+	return nil
+}
+
+// Body returns the buffered body of a non-stream response.
+func (r *Response) Body() []byte { return r.Response.Body() }
+
+// BodyStream returns the body of a stream response. Reading it to io.EOF lets
+// the connection be reused.
+func (r *Response) BodyStream() io.Reader { return (*bodyReader)(r) }
+
+type bodyReader Response
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	r := (*Response)(b)
+	bs := r.Response.BodyStream()
+	if bs == nil {
+		r.done = true
+		return 0, io.EOF
+	}
+	n, err := bs.Read(p)
+	if err == io.EOF {
+		r.done = true
+	} else if err != nil {
+		err = r.client.wrapErr(r.ctx, err)
+	}
+	return n, err
+}
+
+// Release returns the connection to the pool when the body was read to its end,
+// else closes it, and recycles the response.
+func (r *Response) Release() {
+	if r.cn == nil {
+		return
+	}
+	stopped := r.unarmed
+	if r.stop != nil {
+		stopped = r.stop()
+	}
+	cn, c := r.cn, r.client
+	// A fired AfterFunc has expired the deadline: that connection is spoiled.
+	reuse := r.done && stopped && !r.Response.ConnectionClose()
+	r.Response.CloseBodyStream()
+	if reuse {
+		c.release(cn)
+	} else {
+		c.discard(cn)
+	}
+	r.Response.Reset()
+	r.client, r.cn, r.stop, r.ctx, r.done, r.unarmed = nil, nil, nil, nil, false, false
+	respPool.Put(r)
+}
+
+// wrapErr reports a cancelled or expired context as itself, not as the i/o
+// timeout its deadline caused.
+func (c *Client) wrapErr(ctx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return ctxErr
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return context.DeadlineExceeded
+	}
+	return err
+}
+
+func (c *Client) acquire(ctx context.Context) (*conn, error) {
+	now := time.Now()
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, errors.New("upstream: client closed")
+		}
+		n := len(c.idle)
+		if n == 0 {
+			c.mu.Unlock()
+			break
+		}
+		cn := c.idle[n-1]
+		c.idle[n-1] = nil
+		c.idle = c.idle[:n-1]
+		c.mu.Unlock()
+		if now.Sub(cn.lastUsed) < c.opts.IdleTimeout && alive(cn.c) {
+			return cn, nil
+		}
+		c.discard(cn)
+	}
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	nc, err := c.dial(ctx)
+	if err != nil {
+		<-c.sem
+		return nil, c.wrapErr(ctx, err)
+	}
+	return &conn{c: nc, br: bufio.NewReaderSize(nc, 32<<10), bw: bufio.NewWriterSize(nc, 16<<10)}, nil
+}
+
+func (c *Client) dial(ctx context.Context) (net.Conn, error) {
+	nc, err := c.dialer.DialContext(ctx, "tcp", c.addr)
+	if err != nil {
+		return nil, err
+	}
+	if !c.useTLS {
+		return nc, nil
+	}
+	tc := tls.Client(nc, c.tlsConf)
+	hctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+func (c *Client) release(cn *conn) {
+	cn.c.SetDeadline(time.Time{})
+	cn.lastUsed = time.Now()
+	c.mu.Lock()
+	if c.closed || cn.br.Buffered() > 0 {
+		// Bytes past the response mean the upstream broke framing; never reuse.
+		c.mu.Unlock()
+		c.discard(cn)
+		return
+	}
+	c.idle = append(c.idle, cn)
+	c.mu.Unlock()
+}
+
+func (c *Client) discard(cn *conn) {
+	cn.c.Close()
+	<-c.sem
+}
+
+// alive reports whether an idle connection is still open: a peer that closed it
+// makes it readable with EOF. The peek does not consume bytes.
+func alive(nc net.Conn) bool {
+	if tc, ok := nc.(*tls.Conn); ok {
+		// Pending bytes under TLS on an idle connection are a close_notify or
+		// garbage: either way the connection is done.
+		nc = tc.NetConn()
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok = true
+	var buf [1]byte
+	rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
+			ok = true
+		case err != nil || n == 0:
+			ok = false
+		default:
+			ok = false // unexpected bytes on an idle connection
+		}
+		return true
+	})
+	return ok
+}
