@@ -103,12 +103,19 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 // handleServerError answers errors fasthttp meets before a handler runs, in
 // OpenAI's envelope.
 func (s *Server) handleServerError(ctx *fasthttp.RequestCtx, err error) {
+	rid := s.ids.requestID(ctx.Request.Header.Peek("x-request-id"))
+	ctx.Response.Header.Set("x-request-id", rid)
+	defer func() {
+		s.log.Info("request", zap.String("request_id", rid), zap.String("route", "invalid"),
+			zap.Int("status", ctx.Response.StatusCode()))
+	}()
 	if _, ok := err.(*fasthttp.ErrSmallBuffer); ok {
 		writeError(ctx, &apiError{Status: fasthttp.StatusRequestHeaderFieldsTooLarge, Type: "invalid_request_error",
 			Code: "invalid_request", Message: "Request headers too large."})
 		return
 	}
 	if err == fasthttp.ErrBodyTooLarge {
+		s.drainBody(ctx)
 		writeError(ctx, errTooLarge)
 		return
 	}
@@ -118,6 +125,33 @@ func (s *Server) handleServerError(ctx *fasthttp.RequestCtx, err error) {
 		return
 	}
 	writeError(ctx, errInvalid("", "The request could not be parsed as HTTP."))
+}
+
+// drainBody reads and drops the rest of an oversized body, bounded, before
+// the 413 is written. Closing with unread bytes makes the kernel reset the
+// connection, and clients (the OpenAI SDKs included) then report a broken pipe
+// instead of the 413.
+func (s *Server) drainBody(ctx *fasthttp.RequestCtx) {
+	ctx.SetConnectionClose()
+	cl := int64(ctx.Request.Header.ContentLength())
+	limit := 2 * s.state.Load().Config.Server.MaxBodyBytes
+	if cl <= 0 || cl > limit {
+		return
+	}
+	c := ctx.Conn()
+	buf := make([]byte, 32<<10)
+	var total int64
+	for total < cl {
+		// Part of the body may already sit in fasthttp's buffer: stop when
+		// the client has nothing more to send.
+		c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+		n, err := c.Read(buf)
+		total += int64(n)
+		if err != nil {
+			break
+		}
+	}
+	c.SetReadDeadline(time.Time{})
 }
 
 // authenticate finds the caller from the Authorization, x-api-key or

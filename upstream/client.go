@@ -162,6 +162,7 @@ type Response struct {
 	client *Client
 	cn     *conn
 	stop   func() bool
+	buf    []byte // body of a non-stream response, reused through the pool
 	// unarmed: stop ran before the context ended (the connection is intact).
 	unarmed bool
 	ctx     context.Context
@@ -222,30 +223,45 @@ func (c *Client) Do(ctx context.Context, req *fasthttp.Request, stream bool) (*R
 	return r, nil
 }
 
-// readBody moves the streamed body into the response's own buffer, capped.
+// readBody reads the streamed body into the response's own reused buffer,
+// capped at MaxBodyBytes.
 func (r *Response) readBody() error {
+	r.buf = r.buf[:0]
 	bs := r.Response.BodyStream()
 	if bs == nil {
 		r.done = true
 		return nil
 	}
-	bb := r.Response.BodyWriter()
-	if cl := r.Response.Header.ContentLength(); cl > r.client.opts.MaxBodyBytes {
+	max := r.client.opts.MaxBodyBytes
+	cl := r.Response.Header.ContentLength()
+	if cl > max {
 		return ErrBodyTooLarge
 	}
-	_, err := io.Copy(bb, io.LimitReader(bs, int64(r.client.opts.MaxBodyBytes)+1))
-	if err != nil {
-		return r.client.wrapErr(r.ctx, err)
+	if cl > 0 && cap(r.buf) < cl {
+		r.buf = make([]byte, 0, cl)
 	}
-	if len(r.Response.Body()) > r.client.opts.MaxBodyBytes {
-		return ErrBodyTooLarge
+	for {
+		if len(r.buf) == cap(r.buf) {
+			r.buf = append(r.buf, 0)[:len(r.buf)]
+		}
+		n, err := bs.Read(r.buf[len(r.buf):cap(r.buf)])
+		r.buf = r.buf[:len(r.buf)+n]
+		if len(r.buf) > max {
+			return ErrBodyTooLarge
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return r.client.wrapErr(r.ctx, err)
+		}
 	}
 	r.done = true
 	return nil
 }
 
 // Body returns the buffered body of a non-stream response.
-func (r *Response) Body() []byte { return r.Response.Body() }
+func (r *Response) Body() []byte { return r.buf }
 
 // BodyStream returns the body of a stream response. Reading it to io.EOF lets
 // the connection be reused.
@@ -289,6 +305,9 @@ func (r *Response) Release() {
 		c.discard(cn)
 	}
 	r.Response.Reset()
+	if cap(r.buf) > 4<<20 {
+		r.buf = nil // do not pin a huge buffer in the pool
+	}
 	r.client, r.cn, r.stop, r.ctx, r.done, r.unarmed = nil, nil, nil, nil, false, false
 	respPool.Put(r)
 }
@@ -299,7 +318,13 @@ func (c *Client) wrapErr(ctx context.Context, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return ctxErr
 	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	// The connection's deadline is the context's, and its timer may fire a
+	// moment before the context reports itself done.
+	var ne net.Error
+	if errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return context.DeadlineExceeded
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
 		return context.DeadlineExceeded
 	}
 	return err

@@ -1,0 +1,383 @@
+// Package config is nanogate's configuration: the YAML schema, its defaults,
+// ${VAR} expansion from the environment and validation. It has no behaviour
+// beyond that: components take the part of the Config they need in their
+// constructors.
+//
+// The usual sequence is Load (or Parse), which expands, decodes strictly,
+// applies Defaults, disables providers whose api_key is empty and runs
+// Validate, returning every problem at once with its file and line.
+package config
+
+import (
+	"math"
+	"net"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config is the whole of config.yaml (SPEC section 2).
+type Config struct {
+	Server    Server     `yaml:"server"`
+	AdminKey  string     `yaml:"admin_key"` // bearer token for /admin/*; empty disables /admin
+	Log       Log        `yaml:"log"`
+	Redis     *Redis     `yaml:"redis"` // nil: embedded in-memory state, for one replica
+	Providers []Provider `yaml:"providers"`
+	Routing   Routing    `yaml:"routing"`
+	Billing   Billing    `yaml:"billing"`
+	Images    Images     `yaml:"images"`
+	Batch     Batch      `yaml:"batch"`
+	Teams     []Team     `yaml:"teams"`
+	Keys      []Key      `yaml:"keys"`
+
+	// Path is the file the Config was loaded from ("" when built in Go).
+	Path string `yaml:"-"`
+
+	// lines maps a key path such as "providers[1].base_url" to its line in
+	// Path, so that Validate can point at the line of a problem even when it
+	// is called again later (for instance on a SIGHUP reload).
+	lines map[string]int
+}
+
+// Server is the listening HTTP server.
+type Server struct {
+	// Listen is the host:port to listen on.
+	Listen string `yaml:"listen"`
+	// PublicURL is the base of image links served by the gateway, without a
+	// trailing slash (Defaults trims one).
+	PublicURL string `yaml:"public_url"`
+	// MaxBodyBytes is the largest request body accepted; larger ones get 413.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// ShutdownTimeout bounds how long in-flight requests may take to finish
+	// after SIGTERM/SIGINT.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// ReadTimeout is the time allowed to read a whole request.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout is the time allowed to write a response. It defaults to 0
+	// (none) because image generation and its streams routinely take longer
+	// than any sensible fixed bound; upstream calls are bounded by the
+	// provider's Timeout instead.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout is how long a keep-alive connection may wait for its next
+	// request.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes is the largest request header accepted.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// Concurrency is the most connections served at once; 0 keeps fasthttp's
+	// default.
+	Concurrency int `yaml:"concurrency"`
+}
+
+// Log configures the zap logger.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // json | console
+}
+
+// Redis is the shared state of several replicas. Its absence (a nil
+// Config.Redis) selects embedded in-memory state for a single replica.
+type Redis struct {
+	// Addrs holds one address for a single node, several for Redis Cluster.
+	Addrs    []string `yaml:"addrs"`
+	Password string   `yaml:"password"`
+	DB       int      `yaml:"db"`
+	// KeyPrefix starts every Redis key nanogate writes.
+	KeyPrefix string `yaml:"key_prefix"`
+	// OnOutage is "open" (admit under a per-replica local limiter) or
+	// "closed" (answer 503) while Redis is unreachable.
+	OnOutage     string        `yaml:"on_outage"`
+	DialTimeout  time.Duration `yaml:"dial_timeout"`
+	ReadTimeout  time.Duration `yaml:"read_timeout"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// DecisionTimeout bounds one admission decision (the limiter's round
+	// trip); past it the request is treated as during an outage, so a slow
+	// Redis costs latency boundedly rather than stalling every request.
+	DecisionTimeout time.Duration `yaml:"decision_timeout"`
+}
+
+// Provider is one upstream serving the image model.
+type Provider struct {
+	Name string `yaml:"name"`
+	// Kind is "openai" (OpenAI-compatible chat completions) or "gemini"
+	// (Google's native API).
+	Kind string `yaml:"kind"`
+	// BaseURL is the upstream's API base, without a trailing slash (Defaults
+	// trims one).
+	BaseURL string `yaml:"base_url"`
+	APIKey  string `yaml:"api_key"`
+	// Models maps a public model name (what clients ask for) to the
+	// provider's own name for it.
+	Models map[string]string `yaml:"models"`
+	Price  Price             `yaml:"price"`
+	// Timeout bounds one upstream call.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxConns bounds the connections kept to this upstream.
+	MaxConns int `yaml:"max_conns"`
+	// Disabled is set by Load and Parse when APIKey expanded to empty: the
+	// provider stays in the config (so keys may still name its models) but
+	// must not be routed to.
+	Disabled bool `yaml:"-"`
+}
+
+// Price is what a provider charges, in USD.
+type Price struct {
+	PerImage      float64 `yaml:"per_image"`
+	InputPerMTok  float64 `yaml:"input_per_mtok"`
+	OutputPerMTok float64 `yaml:"output_per_mtok"`
+}
+
+// PerImageMicros is PerImage in integer micro-dollars, the unit accounting
+// keeps money in so that sums are exact.
+func (p Price) PerImageMicros() int64 { return micros(p.PerImage) }
+
+// InputPerMTokMicros is InputPerMTok in integer micro-dollars.
+func (p Price) InputPerMTokMicros() int64 { return micros(p.InputPerMTok) }
+
+// OutputPerMTokMicros is OutputPerMTok in integer micro-dollars.
+func (p Price) OutputPerMTokMicros() int64 { return micros(p.OutputPerMTok) }
+
+func micros(usd float64) int64 { return int64(math.Round(usd * 1e6)) }
+
+// Routing chooses and retries providers.
+type Routing struct {
+	Strategy string `yaml:"strategy"` // cheapest | latency
+	// MaxAttempts is the number of providers tried per request, the first
+	// included.
+	MaxAttempts int    `yaml:"max_attempts"`
+	Health      Health `yaml:"health"`
+}
+
+// Health configures each provider's circuit breaker.
+type Health struct {
+	// FailureThreshold consecutive failures open a provider's circuit.
+	FailureThreshold int `yaml:"failure_threshold"`
+	// Cooldown is how long an open circuit waits before admitting one trial
+	// request.
+	Cooldown time.Duration `yaml:"cooldown"`
+}
+
+// Billing holds accounting constants.
+type Billing struct {
+	// TokensPerImage is the output tokens charged per generated image,
+	// whatever the upstream reported.
+	TokensPerImage int `yaml:"tokens_per_image"`
+}
+
+// Images configures how generated images reach the client.
+type Images struct {
+	Format  string  `yaml:"format"` // markdown | data_url | images
+	Offload Offload `yaml:"offload"`
+}
+
+// Offload replaces base64 images in responses by links.
+type Offload struct {
+	// Enabled is the default for keys that do not set offload_images.
+	Enabled bool   `yaml:"enabled"`
+	Store   string `yaml:"store"` // filesystem | s3
+	// Dir is where the filesystem store keeps images.
+	Dir string `yaml:"dir"`
+	// TTL is how long a link stays valid.
+	TTL time.Duration `yaml:"ttl"`
+	// SigningKey signs the links of the filesystem store.
+	SigningKey string `yaml:"signing_key"`
+	S3         S3     `yaml:"s3"`
+}
+
+// S3 is an S3-compatible bucket for offloaded images.
+type S3 struct {
+	Endpoint  string `yaml:"endpoint"`
+	Region    string `yaml:"region"`
+	Bucket    string `yaml:"bucket"`
+	AccessKey string `yaml:"access_key"`
+	SecretKey string `yaml:"secret_key"`
+	// UseSSL is true when use_ssl is absent from the YAML (Parse sets it; a
+	// bool's zero value cannot tell "absent" from "false", so a Config built
+	// in Go must set it itself).
+	UseSSL bool `yaml:"use_ssl"`
+}
+
+// Batch configures the batch workers.
+type Batch struct {
+	// Workers is the number of batch lines processed at once per replica.
+	Workers int `yaml:"workers"`
+	// MaxShare is the largest share of each key and team limit batches may
+	// use, so that interactive traffic always keeps some room.
+	MaxShare float64 `yaml:"max_share"`
+	// ReclaimAfter is how long lines held by a replica that stopped
+	// heartbeating wait before another replica takes them over.
+	ReclaimAfter time.Duration `yaml:"reclaim_after"`
+}
+
+// Team groups keys under shared limits and a budget.
+type Team struct {
+	Name string `yaml:"name"`
+	RPM  int64  `yaml:"rpm"` // 0: no limit
+	TPM  int64  `yaml:"tpm"` // 0: no limit
+	// Budget is nil for a team without a spending cap.
+	Budget *Budget `yaml:"budget"`
+}
+
+// Budget caps a team's spending per period.
+type Budget struct {
+	USD    float64 `yaml:"usd"`
+	Period string  `yaml:"period"` // daily | monthly | total
+}
+
+// Key is one client API key.
+type Key struct {
+	Name string `yaml:"name"`
+	// Team is the name of the key's team, or "" for none.
+	Team string `yaml:"team"`
+	// Key is the secret itself; exactly one of Key and KeySHA256 is set.
+	Key string `yaml:"key"`
+	// KeySHA256 is the lower-case hex SHA-256 of the secret (Defaults
+	// lower-cases it), for configs that should not hold the secret.
+	KeySHA256 string `yaml:"key_sha256"`
+	RPM       int64  `yaml:"rpm"` // 0: no limit
+	TPM       int64  `yaml:"tpm"` // 0: no limit
+	// Models lists the public model names this key may use; empty: every
+	// model.
+	Models []string `yaml:"models"`
+	// OffloadImages overrides Images.Offload.Enabled for this key; nil
+	// keeps it.
+	OffloadImages *bool `yaml:"offload_images"`
+	// WebhookURL is called, HMAC-signed, when a batch of this key ends.
+	WebhookURL string `yaml:"webhook_url"`
+}
+
+// Allows reports whether the key may use the public model name model.
+func (k *Key) Allows(model string) bool {
+	return len(k.Models) == 0 || slices.Contains(k.Models, model)
+}
+
+// PublicModels returns the public model names mapped by enabled providers,
+// sorted and without duplicates.
+func (c *Config) PublicModels() []string {
+	var names []string
+	for i := range c.Providers {
+		if c.Providers[i].Disabled {
+			continue
+		}
+		for name := range c.Providers[i].Models {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// Default values, exported so that documentation and tests can name them.
+const (
+	DefaultListen          = "127.0.0.1:8080"
+	DefaultMaxBodyBytes    = 32 << 20
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultReadTimeout     = 60 * time.Second
+	DefaultIdleTimeout     = 120 * time.Second
+	DefaultMaxHeaderBytes  = 16384
+
+	DefaultRedisKeyPrefix       = "nanogate:"
+	DefaultRedisDialTimeout     = 200 * time.Millisecond
+	DefaultRedisReadTimeout     = 100 * time.Millisecond
+	DefaultRedisWriteTimeout    = 100 * time.Millisecond
+	DefaultRedisDecisionTimeout = 50 * time.Millisecond
+
+	DefaultProviderTimeout  = 120 * time.Second
+	DefaultProviderMaxConns = 512
+
+	DefaultMaxAttempts      = 3
+	DefaultFailureThreshold = 3
+	DefaultCooldown         = 30 * time.Second
+
+	DefaultTokensPerImage = 1290
+
+	DefaultOffloadDir = "./data/images"
+	DefaultOffloadTTL = 24 * time.Hour
+
+	DefaultBatchWorkers      = 8
+	DefaultBatchMaxShare     = 0.5
+	DefaultBatchReclaimAfter = 60 * time.Second
+)
+
+// Defaults fills zero values with their defaults. It is idempotent, and it
+// also normalises a few values (trailing slashes of URLs, the case of
+// key_sha256) so that consumers need not.
+func (c *Config) Defaults() {
+	s := &c.Server
+	setDefault(&s.Listen, DefaultListen)
+	if s.PublicURL == "" {
+		s.PublicURL = defaultPublicURL(s.Listen)
+	}
+	s.PublicURL = strings.TrimRight(s.PublicURL, "/")
+	setDefault(&s.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&s.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefault(&s.ReadTimeout, DefaultReadTimeout)
+	setDefault(&s.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&s.MaxHeaderBytes, DefaultMaxHeaderBytes)
+
+	setDefault(&c.Log.Level, "info")
+	setDefault(&c.Log.Format, "json")
+
+	if r := c.Redis; r != nil {
+		setDefault(&r.KeyPrefix, DefaultRedisKeyPrefix)
+		setDefault(&r.OnOutage, "open")
+		setDefault(&r.DialTimeout, DefaultRedisDialTimeout)
+		setDefault(&r.ReadTimeout, DefaultRedisReadTimeout)
+		setDefault(&r.WriteTimeout, DefaultRedisWriteTimeout)
+		setDefault(&r.DecisionTimeout, DefaultRedisDecisionTimeout)
+	}
+
+	for i := range c.Providers {
+		p := &c.Providers[i]
+		p.BaseURL = strings.TrimRight(p.BaseURL, "/")
+		setDefault(&p.Timeout, DefaultProviderTimeout)
+		setDefault(&p.MaxConns, DefaultProviderMaxConns)
+	}
+
+	setDefault(&c.Routing.Strategy, "cheapest")
+	setDefault(&c.Routing.MaxAttempts, DefaultMaxAttempts)
+	setDefault(&c.Routing.Health.FailureThreshold, DefaultFailureThreshold)
+	setDefault(&c.Routing.Health.Cooldown, DefaultCooldown)
+
+	setDefault(&c.Billing.TokensPerImage, DefaultTokensPerImage)
+
+	setDefault(&c.Images.Format, "markdown")
+	o := &c.Images.Offload
+	setDefault(&o.Store, "filesystem")
+	setDefault(&o.Dir, DefaultOffloadDir)
+	setDefault(&o.TTL, DefaultOffloadTTL)
+
+	setDefault(&c.Batch.Workers, DefaultBatchWorkers)
+	setDefault(&c.Batch.MaxShare, DefaultBatchMaxShare)
+	setDefault(&c.Batch.ReclaimAfter, DefaultBatchReclaimAfter)
+
+	for i := range c.Teams {
+		if b := c.Teams[i].Budget; b != nil {
+			setDefault(&b.Period, "monthly")
+		}
+	}
+	for i := range c.Keys {
+		c.Keys[i].KeySHA256 = strings.ToLower(c.Keys[i].KeySHA256)
+	}
+}
+
+// defaultPublicURL derives the public URL from the listen address. A
+// wildcard host (":8080", "0.0.0.0:8080") is no address a client can use, so
+// it becomes localhost; an unparsable listen address yields "" and is
+// reported by Validate under server.listen alone.
+func defaultPublicURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}

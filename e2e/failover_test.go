@@ -1,0 +1,123 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"nanogate/internal/fakeup"
+)
+
+func TestFailoverToNextProvider(t *testing.T) {
+	tests := []struct {
+		name  string
+		fault fakeup.Fault
+	}{
+		{"5xx", fakeup.Fault{Status: 500}},
+		{"429", fakeup.Fault{Status: 429}},
+		{"garbage 200", fakeup.Fault{Garbage: true}},
+		{"dropped mid body", fakeup.Fault{DropMidBody: true}},
+		{"bad upstream key", fakeup.Fault{Status: 401}},
+	}
+	e := startEnv(t, opts{})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e.cheap.Reset()
+			e.dear.Reset()
+			f := tt.fault
+			f.Times = 1
+			e.cheap.SetFault(f)
+			resp := e.post(t, chatBody(""))
+			body := readAll(t, resp)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			if p := resp.Header.Get("x-nanogate-provider"); p != "dear" {
+				t.Fatalf("served by %q, want dear", p)
+			}
+			if e.cheap.Requests() != 1 || e.dear.Requests() != 1 {
+				t.Fatalf("requests cheap=%d dear=%d", e.cheap.Requests(), e.dear.Requests())
+			}
+		})
+	}
+	lines := logLines(t, e.gw)
+	last := lines[len(lines)-1]
+	if last["provider"] != "dear" || last["attempts"] != float64(2) {
+		t.Errorf("log line = %v, want provider dear after 2 attempts", last)
+	}
+}
+
+func TestStreamFailsOverBeforeFirstByte(t *testing.T) {
+	e := startEnv(t, opts{})
+	e.cheap.SetFault(fakeup.Fault{Status: 503, Times: 1})
+	resp := e.post(t, chatBody(`,"stream":true`))
+	if resp.StatusCode != 200 || resp.Header.Get("x-nanogate-provider") != "dear" {
+		t.Fatalf("status %d provider %q", resp.StatusCode, resp.Header.Get("x-nanogate-provider"))
+	}
+	events := sseEvents(t, resp)
+	if len(events) < 3 || events[len(events)-1] != "[DONE]" {
+		t.Fatalf("stream from the second provider is incomplete: %d events", len(events))
+	}
+}
+
+func TestUpstreamClientErrorIsNotRetried(t *testing.T) {
+	e := startEnv(t, opts{})
+	e.cheap.SetFault(fakeup.Fault{Status: 400})
+	expectError(t, e.post(t, chatBody("")), 400, "invalid_request")
+	if e.dear.Requests() != 0 {
+		t.Fatalf("a 400 was retried on another provider")
+	}
+}
+
+func TestAllProvidersFail(t *testing.T) {
+	e := startEnv(t, opts{})
+	e.cheap.SetFault(fakeup.Fault{Status: 500})
+	e.dear.SetFault(fakeup.Fault{Status: 503})
+	resp := e.post(t, chatBody(""))
+	if resp.Header.Get("x-should-retry") != "false" {
+		t.Errorf("x-should-retry = %q, want false", resp.Header.Get("x-should-retry"))
+	}
+	env := expectError(t, resp, 502, "upstream_error")
+	if !strings.Contains(env.Error.Message, "cheap") || !strings.Contains(env.Error.Message, "dear") {
+		t.Errorf("message does not name the providers tried: %q", env.Error.Message)
+	}
+	for _, secret := range []string{upstreamK1, upstreamK2, "127.0.0.1"} {
+		if strings.Contains(env.Error.Message, secret) {
+			t.Errorf("error message leaks %q: %s", secret, env.Error.Message)
+		}
+	}
+}
+
+func TestMaxAttemptsBoundsFailover(t *testing.T) {
+	e := startEnv(t, opts{maxAttempts: 1})
+	e.cheap.SetFault(fakeup.Fault{Status: 500})
+	expectError(t, e.post(t, chatBody("")), 502, "upstream_error")
+	if e.dear.Requests() != 0 {
+		t.Fatalf("max_attempts 1 still tried a second provider")
+	}
+}
+
+func TestHangingUpstreamTimesOut(t *testing.T) {
+	e := startEnv(t, opts{timeout: "500ms"})
+	e.cheap.SetFault(fakeup.Fault{Hang: true})
+	e.dear.SetFault(fakeup.Fault{Hang: true})
+	start := time.Now()
+	resp := e.post(t, chatBody(""))
+	expectError(t, resp, 504, "upstream_timeout")
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("timeout took %v", d)
+	}
+	waitFor(t, 10*time.Second, "both hung calls to be abandoned", func() bool {
+		return e.cheap.Canceled() == 1 && e.dear.Canceled() == 1
+	})
+}
+
+func TestHangThenFailoverSucceeds(t *testing.T) {
+	e := startEnv(t, opts{timeout: "500ms"})
+	e.cheap.SetFault(fakeup.Fault{Hang: true})
+	resp := e.post(t, chatBody(""))
+	readAll(t, resp)
+	if resp.StatusCode != 200 || resp.Header.Get("x-nanogate-provider") != "dear" {
+		t.Fatalf("status %d provider %q", resp.StatusCode, resp.Header.Get("x-nanogate-provider"))
+	}
+}

@@ -1,0 +1,270 @@
+// Package e2e drives the real nanogate binary over HTTP against the fake
+// upstreams of internal/fakeup: black-box tests of what a client sees.
+package e2e
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"nanogate/internal/fakeup"
+	"nanogate/internal/gwtest"
+)
+
+const (
+	model      = "gemini-2.5-flash-image-preview"
+	clientKey  = "sk-e2e-client-key-0123456789"
+	otherKey   = "sk-e2e-restricted-key-98765"
+	upstreamK1 = "up-secret-cheap-AAAA1111"
+	upstreamK2 = "up-secret-dear-BBBB2222"
+)
+
+// env is a gateway in front of two fake resellers: cheap (tried first) and
+// dear.
+type env struct {
+	gw          *gwtest.Gateway
+	cheap, dear *fakeup.Server
+}
+
+type opts struct {
+	maxBody     int
+	timeout     string
+	maxAttempts int
+	format      string
+}
+
+func startEnv(t *testing.T, o opts) *env {
+	t.Helper()
+	cheap, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cheap.Close)
+	dear, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dear.Close)
+	if o.maxBody == 0 {
+		o.maxBody = 1 << 20
+	}
+	if o.timeout == "" {
+		o.timeout = "10s"
+	}
+	if o.maxAttempts == 0 {
+		o.maxAttempts = 3
+	}
+	if o.format == "" {
+		o.format = "markdown"
+	}
+	cfg := fmt.Sprintf(`
+server:
+  listen: "{{ADDR}}"
+  max_body_bytes: %d
+  shutdown_timeout: 10s
+log: { level: info, format: json }
+providers:
+  - name: cheap
+    kind: openai
+    base_url: %s
+    api_key: ${CHEAP_KEY}
+    models: { %s: upstream-model-a }
+    price: { per_image: 0.035, input_per_mtok: 0.30, output_per_mtok: 2.50 }
+    timeout: %s
+  - name: dear
+    kind: openai
+    base_url: %s
+    api_key: ${DEAR_KEY}
+    models: { %s: upstream-model-b, other-model: upstream-model-c }
+    price: { per_image: 0.039, input_per_mtok: 0.30, output_per_mtok: 2.50 }
+    timeout: %s
+routing: { max_attempts: %d }
+images: { format: %s }
+teams:
+  - name: design
+keys:
+  - name: ci
+    team: design
+    key: ${CLIENT_KEY}
+  - name: restricted
+    team: design
+    key: ${OTHER_KEY}
+    models: [other-model]
+`, o.maxBody, cheap.URL(), model, o.timeout, dear.URL(), model, o.timeout, o.maxAttempts, o.format)
+	gw := gwtest.Start(t, cfg, "CHEAP_KEY="+upstreamK1, "DEAR_KEY="+upstreamK2, "CLIENT_KEY="+clientKey, "OTHER_KEY="+otherKey)
+	return &env{gw: gw, cheap: cheap, dear: dear}
+}
+
+var client = &http.Client{Timeout: 60 * time.Second}
+
+// post sends a chat request with the client key.
+func (e *env) post(t *testing.T, body string, headers ...string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest("POST", e.gw.URL+"/v1/chat/completions", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+clientKey)
+	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i+1] == "" {
+			req.Header.Del(headers[i])
+		} else {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+func readAll(t *testing.T, resp *http.Response) []byte {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func chatBody(extra string) string {
+	return `{"model":"` + model + `","messages":[{"role":"user","content":"draw a nano banana"}]` + extra + `}`
+}
+
+// completion is the part of chat.completion the tests read.
+type completion struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Model   string `json:"model"`
+	Choices []struct {
+		Message struct {
+			Role    string `json:"role"`
+			Content string `json:"content"`
+			Images  []struct {
+				Type     string `json:"type"`
+				ImageURL struct {
+					URL string `json:"url"`
+				} `json:"image_url"`
+			} `json:"images"`
+		} `json:"message"`
+		FinishReason string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage usage `json:"usage"`
+}
+
+type usage struct {
+	PromptTokens            int `json:"prompt_tokens"`
+	CompletionTokens        int `json:"completion_tokens"`
+	TotalTokens             int `json:"total_tokens"`
+	CompletionTokensDetails struct {
+		ImageTokens int `json:"image_tokens"`
+	} `json:"completion_tokens_details"`
+}
+
+type envelope struct {
+	Error struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    *string `json:"code"`
+	} `json:"error"`
+}
+
+// expectError checks status and OpenAI's envelope with code.
+func expectError(t *testing.T, resp *http.Response, status int, code string) envelope {
+	t.Helper()
+	body := readAll(t, resp)
+	if resp.StatusCode != status {
+		t.Fatalf("status = %d, want %d; body %s", resp.StatusCode, status, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("Content-Type = %q", ct)
+	}
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		t.Fatalf("body is not JSON: %v: %s", err, body)
+	}
+	if env.Error.Code == nil || *env.Error.Code != code || env.Error.Message == "" || env.Error.Type == "" {
+		t.Fatalf("envelope = %s, want code %q", body, code)
+	}
+	if resp.Header.Get("x-request-id") == "" {
+		t.Fatalf("no x-request-id on an error answer")
+	}
+	return env
+}
+
+var mdImage = regexp.MustCompile(`!\[image\]\(data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)\)`)
+
+// decodeDataURL returns the bytes of a data:image URL.
+func decodeDataURL(t *testing.T, u string) []byte {
+	t.Helper()
+	_, b64, ok := strings.Cut(u, ";base64,")
+	if !ok || !strings.HasPrefix(u, "data:image/png") {
+		t.Fatalf("not a PNG data URL: %.60q", u)
+	}
+	b, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func sameBytes(t *testing.T, got, want []byte) {
+	t.Helper()
+	if !bytes.Equal(got, want) {
+		t.Fatalf("image bytes differ: got %d bytes sha %x, want %d bytes sha %x", len(got), sha256.Sum256(got), len(want), sha256.Sum256(want))
+	}
+}
+
+// logLines returns the gateway's request log lines as maps.
+func logLines(t *testing.T, gw *gwtest.Gateway) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(gw.Logs(), "\n") {
+		if !strings.Contains(line, `"msg":"request"`) {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line is not JSON: %v: %s", err, line)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// waitFor polls cond for up to d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func jsonDecode(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"encoding/base64"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"nanogate/internal/fakeup"
+	"nanogate/internal/gwtest"
+)
+
+// TestLogsHoldNoSecretsOrImages runs successes, failures and streams with
+// debug logging, then searches everything the gateway printed.
+func TestLogsHoldNoSecretsOrImages(t *testing.T) {
+	e := startEnv(t, opts{})
+	e.cheap.SetImageSize(200 << 10)
+	readAll(t, e.post(t, chatBody("")))
+	readAll(t, e.post(t, chatBody(`,"stream":true`)))
+	readAll(t, e.post(t, chatBody(""), "Authorization", "Bearer sk-wrong-"+clientKey))
+	e.cheap.SetFault(fakeup.Fault{Status: 500, Body: []byte(`{"error":{"message":"bad key ` + upstreamK1 + ` at https://x/?key=` + upstreamK1 + `"}}`)})
+	e.dear.SetFault(fakeup.Fault{Status: 500})
+	readAll(t, e.post(t, chatBody("")))
+	logs := e.gw.Logs()
+	img := fakeup.PNGBase64(200 << 10)
+	for name, s := range map[string]string{
+		"client key": clientKey, "restricted key": otherKey, "upstream key 1": upstreamK1, "upstream key 2": upstreamK2,
+		"image base64": img[1000:1100], "tiny image base64": base64.StdEncoding.EncodeToString(fakeup.PNG(0))[:40],
+	} {
+		if strings.Contains(logs, s) {
+			t.Errorf("logs contain the %s", name)
+		}
+	}
+	if len(logLines(t, e.gw)) < 4 {
+		t.Fatalf("expected a log line per request:\n%s", logs)
+	}
+}
+
+func TestCheckNamesUnknownKeysWithLines(t *testing.T) {
+	code, out := gwtest.Check(t, `server:
+  listen: "127.0.0.1:0"
+  lisen: "x"
+providers:
+  - name: p
+    kind: openai
+    base_url: http://127.0.0.1:1/v1
+    api_key: k
+    modles: {}
+    models: { m: m }
+`)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, out)
+	}
+	for _, want := range []string{":3:", "lisen", ":9:", "modles"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out = gwtest.Check(t, `providers:
+  - name: p
+    kind: openai
+    base_url: http://127.0.0.1:1/v1
+    api_key: ${K}
+    models: { m: m }
+`, "K=secret")
+	if code != 0 {
+		t.Fatalf("valid config: exit %d:\n%s", code, out)
+	}
+}
+
+func TestExampleConfigIsValid(t *testing.T) {
+	code, out := gwtest.Check(t, mustRead(t, "../config.yaml"))
+	if code != 0 {
+		t.Fatalf("config.yaml: exit %d:\n%s", code, out)
+	}
+}
+
+// TestSIGTERMDrainsInFlight sends SIGTERM while requests are in flight: they
+// finish with 200, new connections are refused, and the process exits 0.
+func TestSIGTERMDrainsInFlight(t *testing.T) {
+	e := startEnv(t, opts{})
+	e.cheap.SetLatency(700 * time.Millisecond)
+	var wg sync.WaitGroup
+	statuses := make([]int, 3)
+	for i := range statuses {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			extra := ""
+			if i == 2 {
+				extra = `,"stream":true`
+			}
+			resp := e.post(t, chatBody(extra))
+			body := readAll(t, resp)
+			statuses[i] = resp.StatusCode
+			if i == 2 && !strings.Contains(string(body), "[DONE]") {
+				statuses[i] = -1
+			}
+		}(i)
+	}
+	waitFor(t, 10*time.Second, "requests in flight", func() bool { return e.cheap.InFlight() == 3 })
+	e.gw.Signal(syscall.SIGTERM)
+	wg.Wait()
+	for i, s := range statuses {
+		if s != 200 {
+			t.Errorf("request %d ended with %d during drain", i, s)
+		}
+	}
+	if code := e.gw.Wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+}
