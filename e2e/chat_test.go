@@ -274,3 +274,37 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestStreamCutMidwayEndsWithErrorEvent: once bytes reached the client a
+// stream cannot fail over; it ends with OpenAI's stream error shape and
+// [DONE] so SDKs raise instead of hanging.
+func TestStreamCutMidwayEndsWithErrorEvent(t *testing.T) {
+	e := startEnv(t, opts{})
+	e.cheap.SetImageSize(256 << 10)
+	e.cheap.SetFault(fakeup.Fault{DropMidBody: true})
+	resp := e.post(t, chatBody(`,"stream":true`))
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	events := sseEvents(t, resp)
+	if len(events) < 3 || events[len(events)-1] != "[DONE]" {
+		t.Fatalf("stream did not end with [DONE]: %q", events)
+	}
+	var errEv struct {
+		Error *struct {
+			Message string `json:"message"`
+			Code    string `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(events[len(events)-2]), &errEv); err != nil || errEv.Error == nil || errEv.Error.Code != "upstream_error" {
+		t.Fatalf("last event before [DONE] is not an error: %.200s", events[len(events)-2])
+	}
+	for _, ev := range events {
+		if strings.Contains(ev, "base64,") {
+			t.Fatalf("a cut image was relayed")
+		}
+	}
+	if e.dear.Requests() != 0 {
+		t.Fatalf("a stream that had started was retried elsewhere")
+	}
+}

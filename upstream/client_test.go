@@ -1,0 +1,183 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// server is a net/http upstream that counts the connections it accepts.
+type server struct {
+	url   string
+	conns atomic.Int64
+	gone  atomic.Int64
+}
+
+func startServer(t *testing.T, h http.HandlerFunc) *server {
+	t.Helper()
+	s := &server{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: h, ConnState: func(c net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.conns.Add(1)
+		}
+	}}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	s.url = "http://" + ln.Addr().String() + "/v1"
+	return s
+}
+
+func post(path string) *fasthttp.Request {
+	r := fasthttp.AcquireRequest()
+	r.Header.SetMethod("POST")
+	r.SetRequestURI(path)
+	r.SetBodyString(`{"x":1}`)
+	return r
+}
+
+func TestReusesConnectionsAfterFullRead(t *testing.T) {
+	for _, stream := range []bool{false, true} {
+		s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			if r.URL.Query().Get("chunked") != "" {
+				w.Write([]byte("part1"))
+				w.(http.Flusher).Flush()
+				w.Write([]byte("part2"))
+				return
+			}
+			w.Header().Set("Content-Length", "10")
+			w.Write([]byte("part1part2"))
+		})
+		c, err := New(s.url, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 6; i++ {
+			path := "/v1/x"
+			if i%2 == 1 {
+				path += "?chunked=1"
+			}
+			resp, err := c.Do(context.Background(), post(path), stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body []byte
+			if stream {
+				body, err = io.ReadAll(resp.BodyStream())
+			} else {
+				body = resp.Body()
+			}
+			if err != nil || string(body) != "part1part2" {
+				t.Fatalf("stream=%v request %d: body %q err %v", stream, i, body, err)
+			}
+			resp.Release()
+		}
+		if n := s.conns.Load(); n != 1 {
+			t.Errorf("stream=%v: %d connections for 6 sequential requests, want 1", stream, n)
+		}
+		c.Close()
+	}
+}
+
+func TestCancelUnblocksAWaitingCall(t *testing.T) {
+	release := make(chan struct{})
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	defer close(release)
+	c, _ := New(s.url, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Do(ctx, post("/v1/x"), false)
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a canceled call is still blocked")
+	}
+}
+
+func TestDeadlineReportsDeadlineExceeded(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	c, _ := New(s.url, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := c.Do(ctx, post("/v1/x"), false)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want DeadlineExceeded", err)
+	}
+}
+
+func TestBodyCap(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("cl") != "" {
+			w.Header().Set("Content-Length", "5000")
+		}
+		w.Write([]byte(strings.Repeat("x", 5000)))
+	})
+	c, _ := New(s.url, Options{MaxBodyBytes: 4096})
+	for _, path := range []string{"/v1/x", "/v1/x?cl=1"} {
+		_, err := c.Do(context.Background(), post(path), false)
+		if !errors.Is(err, ErrBodyTooLarge) {
+			t.Errorf("%s: err = %v, want ErrBodyTooLarge", path, err)
+		}
+	}
+}
+
+func TestStaleIdleConnectionIsNotUsed(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok"))
+	})
+	c, _ := New(s.url, Options{IdleTimeout: 50 * time.Millisecond})
+	resp, err := c.Do(context.Background(), post("/v1/x"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Release()
+	time.Sleep(100 * time.Millisecond) // past the idle timeout: the pooled conn is dropped
+	resp, err = c.Do(context.Background(), post("/v1/x"), false)
+	if err != nil {
+		t.Fatalf("second call: %v", err)
+	}
+	resp.Release()
+	if n := s.conns.Load(); n != 2 {
+		t.Fatalf("connections = %d, want 2 (idle one retired)", n)
+	}
+}
+
+func TestPeerClosedIdleConnectionIsDetected(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.Write([]byte("ok"))
+	})
+	c, _ := New(s.url, Options{})
+	for i := 0; i < 3; i++ {
+		resp, err := c.Do(context.Background(), post("/v1/x"), false)
+		if err != nil {
+			t.Fatalf("call %d after the server closed the previous connection: %v", i, err)
+		}
+		resp.Release()
+	}
+}
