@@ -1,0 +1,98 @@
+package fakeup
+
+import (
+	"bytes"
+	"time"
+)
+
+// SetLatency sets the wait before every answer (any path), added to a fault's Latency. A client that leaves
+// during it is counted in Canceled.
+func (s *Server) SetLatency(d time.Duration) { s.change(func(c *settings) { c.latency = d }) }
+
+// SetImageSize sets the size in bytes of each image; 0 selects fixtures/tiny.png. The images are PNG(bytes)
+// and the following NthPNG(bytes, n), exact to the byte from about 100 bytes up.
+func (s *Server) SetImageSize(bytes int) { s.change(func(c *settings) { c.imageSize = max(bytes, 0) }) }
+
+// SetImages sets how many images an image answer carries (default 1).
+func (s *Server) SetImages(n int) { s.change(func(c *settings) { c.images = max(n, 0) }) }
+
+// SetTextTokens sets the text tokens reported beside the images (completion or candidates tokens are
+// textTokens + ImageTokens*images). 0 also drops the text from the answer.
+func (s *Server) SetTextTokens(n int) { s.change(func(c *settings) { c.textTokens = max(n, 0) }) }
+
+// SetPromptTokens sets the prompt tokens reported in usage (default 17 for Gemini, 540 for the reseller, as in
+// the fixtures).
+func (s *Server) SetPromptTokens(n int) { s.change(func(c *settings) { c.promptTokens = max(n, 0) }) }
+
+// SetOutcome selects what a successful answer holds: OutcomeImage (default) or OutcomeTextOnly on both kinds;
+// OutcomeNoImage, OutcomeImageSafety and OutcomePromptBlocked on Gemini. It panics on a mode the kind does not
+// have, which is a bug in the test.
+func (s *Server) SetOutcome(mode string) {
+	switch mode {
+	case OutcomeImage, OutcomeTextOnly:
+	case OutcomeNoImage, OutcomeImageSafety, OutcomePromptBlocked:
+		if s.kind != Gemini {
+			panic("fakeup: outcome " + mode + " exists only on Gemini")
+		}
+	default:
+		panic("fakeup: unknown outcome " + mode)
+	}
+	s.change(func(c *settings) { c.outcome = mode })
+}
+
+// SetResellerStyle selects where the reseller puts images: StyleMarkdown (default) or StyleImages. It panics
+// on another value.
+func (s *Server) SetResellerStyle(style string) {
+	if style != StyleMarkdown && style != StyleImages {
+		panic("fakeup: unknown reseller style " + style)
+	}
+	s.change(func(c *settings) { c.style = style })
+}
+
+// SetModels sets the model names a Gemini server knows; others get Google's 404.
+func (s *Server) SetModels(names ...string) {
+	m := modelSet(names)
+	s.change(func(c *settings) { c.models = m })
+}
+
+// Requests returns the number of requests received on any path.
+func (s *Server) Requests() int64 { return s.requests.Load() }
+
+// Canceled returns the number of requests whose client went away before the answer was complete: seen as the
+// request context ending during a wait, hang or stall, or as a failed write.
+func (s *Server) Canceled() int64 { return s.canceled.Load() }
+
+// InFlight returns the number of requests being handled now.
+func (s *Server) InFlight() int64 { return s.inflight.Load() }
+
+// LastAuth returns the last request's Authorization header (reseller) or x-goog-api-key header (Gemini).
+func (s *Server) LastAuth() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastAuth
+}
+
+// LastBody returns a copy of the last request's body.
+func (s *Server) LastBody() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.lastBody)
+}
+
+// LastPath returns the last request's path, with "?" and the raw query when there is one.
+func (s *Server) LastPath() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastPath
+}
+
+// Reset clears the fault and the statistics (requests, cancellations, last auth, path and body). The
+// configuration (sizes, outcome, latency...) stays.
+func (s *Server) Reset() {
+	s.ClearFault()
+	s.requests.Store(0)
+	s.canceled.Store(0)
+	s.mu.Lock()
+	s.lastAuth, s.lastPath, s.lastBody = "", "", nil
+	s.mu.Unlock()
+}
