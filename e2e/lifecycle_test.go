@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/base64"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -110,5 +111,47 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 	}
 	if code := e.gw.Wait(15 * time.Second); code != 0 {
 		t.Fatalf("exit code %d, want 0", code)
+	}
+}
+
+func TestHeadersTooLarge(t *testing.T) {
+	e := startEnv(t, opts{})
+	resp := e.post(t, chatBody(""), "X-Big", strings.Repeat("a", 20<<10))
+	expectError(t, resp, 431, "invalid_request")
+}
+
+// TestSIGHUPReloads adds a key by rewriting the config; an invalid config
+// afterwards is refused and the previous one stays in force.
+func TestSIGHUPReloads(t *testing.T) {
+	e := startEnv(t, opts{})
+	orig, err := os.ReadFile(e.gw.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const newKey = "sk-e2e-added-by-reload-555"
+	added := string(orig) + "  - name: added\n    key: " + newKey + "\n"
+	if err := os.WriteFile(e.gw.ConfigPath, []byte(added), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.gw.Signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "the new key to work", func() bool {
+		resp := e.post(t, chatBody(""), "Authorization", "Bearer "+newKey)
+		readAll(t, resp)
+		return resp.StatusCode == 200
+	})
+	if err := os.WriteFile(e.gw.ConfigPath, []byte(added+"  bogus_key: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.gw.Signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "the refusal in the log", func() bool {
+		return strings.Contains(e.gw.Logs(), "reload refused")
+	})
+	resp := e.post(t, chatBody(""), "Authorization", "Bearer "+newKey)
+	readAll(t, resp)
+	if resp.StatusCode != 200 {
+		t.Fatalf("after a refused reload the previous config is not in force: %d", resp.StatusCode)
+	}
+	if strings.Contains(e.gw.Logs(), newKey) {
+		t.Fatal("the reload logged a key")
 	}
 }

@@ -57,6 +57,9 @@ type Gateway struct {
 	t    testing.TB
 	URL  string // http://127.0.0.1:port
 	Addr string
+	// ConfigPath is the config file the process reads (rewrite it and send
+	// SIGHUP to test reloads).
+	ConfigPath string
 	cmd  *exec.Cmd
 	logs *syncBuffer
 	done chan struct{}
@@ -102,7 +105,7 @@ func Start(t testing.TB, config string, env ...string) *Gateway {
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := &Gateway{t: t, URL: "http://" + addr, Addr: addr, logs: &syncBuffer{}, done: make(chan struct{})}
+	g := &Gateway{t: t, URL: "http://" + addr, Addr: addr, ConfigPath: path, logs: &syncBuffer{}, done: make(chan struct{})}
 	g.cmd = exec.Command(Binary(t), "-config", path)
 	g.cmd.Env = append(os.Environ(), env...)
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
