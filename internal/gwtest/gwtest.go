@@ -60,10 +60,10 @@ type Gateway struct {
 	// ConfigPath is the config file the process reads (rewrite it and send
 	// SIGHUP to test reloads).
 	ConfigPath string
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	done chan struct{}
-	code int
+	cmd        *exec.Cmd
+	logs       *syncBuffer
+	done       chan struct{}
+	code       int
 }
 
 type syncBuffer struct {
