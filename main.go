@@ -19,6 +19,7 @@ import (
 	"nanogate/auth"
 	"nanogate/config"
 	"nanogate/gateway"
+	"nanogate/metrics"
 	"nanogate/provider"
 	"nanogate/proxy"
 	"nanogate/router"
@@ -61,7 +62,8 @@ func run(args []string) int {
 		log.Warn("config", zap.String("warning", w))
 	}
 
-	st, closeState, skipped, err := buildState(cfg)
+	m := metrics.New()
+	st, closeState, skipped, err := buildState(cfg, nil, log, m)
 	if err != nil {
 		log.Error("startup failed", zap.Error(err))
 		return 1
@@ -69,7 +71,7 @@ func run(args []string) int {
 	if len(skipped) > 0 {
 		log.Warn("providers of a kind this build does not speak are disabled", zap.Strings("providers", skipped))
 	}
-	srv := proxy.New(st, log)
+	srv := proxy.New(st, log, m)
 	ln, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
 		log.Error("listen failed", zap.Error(err))
@@ -93,7 +95,7 @@ func run(args []string) int {
 			return 0
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				closeState = reload(*path, srv, closeState, log)
+				closeState = reload(*path, srv, closeState, log, m)
 				continue
 			}
 			return drain(srv, cfg, sigs, closeState, log)
@@ -133,7 +135,7 @@ func drain(srv *proxy.Server, cfg *config.Config, sigs chan os.Signal, closeStat
 
 // reload builds a new state from the config file and swaps it in; an invalid
 // config leaves the old one in force.
-func reload(path string, srv *proxy.Server, closeOld func(), log *zap.Logger) func() {
+func reload(path string, srv *proxy.Server, closeOld func(), log *zap.Logger, m *metrics.Metrics) func() {
 	cfg, warnings, err := config.Load(path)
 	if err != nil {
 		log.Error("reload refused: invalid config; the old one stays in force", zap.Error(err))
@@ -142,7 +144,7 @@ func reload(path string, srv *proxy.Server, closeOld func(), log *zap.Logger) fu
 	for _, w := range warnings {
 		log.Warn("config", zap.String("warning", w))
 	}
-	st, closeNew, skipped, err := buildState(cfg)
+	st, closeNew, skipped, err := buildState(cfg, srv.State(), log, m)
 	if len(skipped) > 0 {
 		log.Warn("providers of a kind this build does not speak are disabled", zap.Strings("providers", skipped))
 	}
@@ -158,8 +160,9 @@ func reload(path string, srv *proxy.Server, closeOld func(), log *zap.Logger) fu
 	return closeNew
 }
 
-// buildState makes providers, router, gateway and key table from cfg.
-func buildState(cfg *config.Config) (*proxy.State, func(), []string, error) {
+// buildState makes providers, router, gateway and key table from cfg. Provider
+// health carries over from prev (a reload).
+func buildState(cfg *config.Config, prev *proxy.State, log *zap.Logger, m *metrics.Metrics) (*proxy.State, func(), []string, error) {
 	var skipped []string
 	popts := provider.Options{TokensPerImage: int64(cfg.Billing.TokensPerImage)}
 	var entries []router.Entry
@@ -192,10 +195,14 @@ func buildState(cfg *config.Config) (*proxy.State, func(), []string, error) {
 		entries = append(entries, router.Entry{Provider: p, Config: pc})
 	}
 	format, _ := gateway.ParseFormat(cfg.Images.Format)
+	var prevRouter *router.Router
+	if prev != nil {
+		prevRouter = prev.Gateway.Router()
+	}
 	st := &proxy.State{
 		Config:  cfg,
 		Keys:    auth.NewTable(cfg.Keys),
-		Gateway: gateway.New(router.New(entries, cfg.Routing), cfg.Billing.TokensPerImage),
+		Gateway: gateway.New(router.New(entries, cfg.Routing, prevRouter, log, m), cfg.Billing.TokensPerImage),
 		Format:  format,
 	}
 	return st, closeAll, skipped, nil

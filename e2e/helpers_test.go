@@ -40,6 +40,10 @@ type opts struct {
 	timeout     string
 	maxAttempts int
 	format      string
+	threshold   int    // failures that open a circuit (default 100: off for most tests)
+	cooldown    string // default 30s
+	strategy    string
+	adminKey    string
 }
 
 func startEnv(t *testing.T, o opts) *env {
@@ -66,6 +70,15 @@ func startEnv(t *testing.T, o opts) *env {
 	if o.format == "" {
 		o.format = "markdown"
 	}
+	if o.threshold == 0 {
+		o.threshold = 100
+	}
+	if o.cooldown == "" {
+		o.cooldown = "30s"
+	}
+	if o.strategy == "" {
+		o.strategy = "cheapest"
+	}
 	cfg := fmt.Sprintf(`
 server:
   listen: "{{ADDR}}"
@@ -87,8 +100,12 @@ providers:
     models: { %s: upstream-model-b, other-model: upstream-model-c }
     price: { per_image: 0.039, input_per_mtok: 0.30, output_per_mtok: 2.50 }
     timeout: %s
-routing: { max_attempts: %d }
+routing:
+  max_attempts: %d
+  strategy: %s
+  health: { failure_threshold: %d, cooldown: %s }
 images: { format: %s }
+admin_key: "%s"
 teams:
   - name: design
 keys:
@@ -99,7 +116,7 @@ keys:
     team: design
     key: ${OTHER_KEY}
     models: [other-model]
-`, o.maxBody, cheap.URL(), model, o.timeout, dear.URL(), model, o.timeout, o.maxAttempts, o.format)
+`, o.maxBody, cheap.URL(), model, o.timeout, dear.URL(), model, o.timeout, o.maxAttempts, o.strategy, o.threshold, o.cooldown, o.format, o.adminKey)
 	gw := gwtest.Start(t, cfg, "CHEAP_KEY="+upstreamK1, "DEAR_KEY="+upstreamK2, "CLIENT_KEY="+clientKey, "OTHER_KEY="+otherKey)
 	return &env{gw: gw, cheap: cheap, dear: dear}
 }

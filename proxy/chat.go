@@ -10,6 +10,7 @@ import (
 
 	"nanogate/auth"
 	"nanogate/gateway"
+	"nanogate/metrics"
 	"nanogate/provider"
 	"nanogate/router"
 )
@@ -28,7 +29,7 @@ type reqLog struct {
 	err      error
 	gone     bool
 	errCode  string
-	provider string
+	known    func(string) bool
 }
 
 func (s *Server) logRequest(l *reqLog) {
@@ -67,6 +68,31 @@ func (s *Server) logRequest(l *reqLog) {
 		fields = append(fields, zap.Bool("client_gone", true))
 	}
 	s.log.Info("request", fields...)
+	s.record(l)
+}
+
+// record updates the metrics of a finished request. The model label is the
+// client's string only when a provider maps it, so labels stay bounded.
+func (s *Server) record(l *reqLog) {
+	m := s.metrics
+	model := l.model
+	if model != "" && (l.known == nil || !l.known(model)) {
+		model = "unknown"
+	}
+	m.Requests.WithLabelValues("chat", metrics.Status(l.status), l.served.Provider, model).Inc()
+	m.RequestDuration.WithLabelValues("chat").Observe(time.Since(l.start).Seconds())
+	if l.served.Attempts > 0 {
+		m.Attempts.WithLabelValues("chat").Observe(float64(l.served.Attempts))
+	}
+	if l.gone {
+		m.ClientGone.Inc()
+	}
+	if l.usage.Images > 0 || l.usage.TotalTokens > 0 {
+		m.Images.WithLabelValues(l.served.Provider, model).Add(float64(l.usage.Images))
+		m.Tokens.WithLabelValues(l.served.Provider, model, "prompt").Add(float64(l.usage.PromptTokens))
+		m.Tokens.WithLabelValues(l.served.Provider, model, "text").Add(float64(l.usage.TextTokens))
+		m.Tokens.WithLabelValues(l.served.Provider, model, "image").Add(float64(l.usage.ImageTokens))
+	}
 }
 
 func (s *Server) fail(ctx *fasthttp.RequestCtx, l *reqLog, e *apiError) {
@@ -76,7 +102,7 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, l *reqLog, e *apiError) {
 }
 
 func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string) {
-	l := &reqLog{start: time.Now(), id: rid}
+	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows}
 	caller, aerr := authenticate(ctx, st.Keys)
 	if aerr != nil {
 		s.fail(ctx, l, aerr)

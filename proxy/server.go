@@ -13,9 +13,13 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
 	"nanogate/auth"
 	"nanogate/config"
 	"nanogate/gateway"
+	"nanogate/metrics"
 )
 
 // State is everything a reload replaces at once. Requests take one State at
@@ -29,15 +33,18 @@ type State struct {
 
 // Server serves the OpenAI-compatible API.
 type Server struct {
-	state atomic.Pointer[State]
-	log   *zap.Logger
-	srv   *fasthttp.Server
-	ids   *idGen
+	state   atomic.Pointer[State]
+	log     *zap.Logger
+	srv     *fasthttp.Server
+	ids     *idGen
+	metrics *metrics.Metrics
+	prom    fasthttp.RequestHandler
 }
 
-// New returns a server for st.
-func New(st *State, log *zap.Logger) *Server {
-	s := &Server{log: log, ids: newIDGen()}
+// New returns a server for st, recording into m.
+func New(st *State, log *zap.Logger, m *metrics.Metrics) *Server {
+	s := &Server{log: log, ids: newIDGen(), metrics: m}
+	s.prom = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	s.state.Store(st)
 	sc := st.Config.Server
 	s.srv = &fasthttp.Server{
@@ -61,6 +68,9 @@ func New(st *State, log *zap.Logger) *Server {
 
 // SetState swaps the configuration for new requests (reload).
 func (s *Server) SetState(st *State) { s.state.Store(st) }
+
+// State returns the configuration in force.
+func (s *Server) State() *State { return s.state.Load() }
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
@@ -95,6 +105,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString(`{"status":"ok"}` + "\n")
 	case "/readyz":
 		s.handleReady(ctx, st)
+	case "/metrics":
+		s.prom(ctx)
+	case "/admin/providers":
+		if s.admin(ctx, st) {
+			s.handleAdminProviders(ctx, st)
+		}
 	default:
 		writeError(ctx, errNotFound)
 	}
@@ -221,9 +237,9 @@ func modelCreated(m string) string {
 
 func (s *Server) handleReady(ctx *fasthttp.RequestCtx, st *State) {
 	ctx.SetContentType("application/json")
-	if len(st.Gateway.Router().Models()) == 0 {
+	if !st.Gateway.Router().Usable() {
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
-		ctx.SetBodyString(`{"status":"unavailable","reason":"no enabled provider"}` + "\n")
+		ctx.SetBodyString(`{"status":"unavailable","reason":"no usable provider"}` + "\n")
 		return
 	}
 	ctx.SetBodyString(`{"status":"ready"}` + "\n")

@@ -1,6 +1,6 @@
-// Package router chooses providers for a model and fails over between them.
-// It is the one place that decides whether a failed call is tried again, and
-// where.
+// Package router chooses providers for a model by price and health, guards
+// each with a circuit breaker, and fails over between them. It is the one
+// place that decides whether a failed call is tried again, and where.
 package router
 
 import (
@@ -9,11 +9,15 @@ import (
 	"sort"
 	"time"
 
+	"go.uber.org/zap"
+
 	"nanogate/config"
+	"nanogate/metrics"
 	"nanogate/provider"
 )
 
-// ErrNoProvider means no enabled provider maps the model.
+// ErrNoProvider means no enabled provider maps the model, or every one that
+// does has its circuit open.
 var ErrNoProvider = errors.New("no provider available")
 
 // Candidate is a provider able to serve a model.
@@ -23,6 +27,7 @@ type Candidate struct {
 	Model   string
 	Price   config.Price
 	Timeout time.Duration
+	health  *health
 }
 
 // Served says who answered a request and after how many attempts.
@@ -36,8 +41,15 @@ type Served struct {
 
 // Router holds the candidates per public model.
 type Router struct {
-	byModel     map[string][]Candidate
+	byModel     map[string][]*Candidate
+	health      map[string]*health
+	kinds       map[string]string
+	prices      map[string]config.Price
+	names       []string
 	maxAttempts int
+	strategy    Strategy
+	log         *zap.Logger
+	now         func() time.Time
 }
 
 // Entry pairs a provider with its configuration.
@@ -46,28 +58,69 @@ type Entry struct {
 	Config   config.Provider
 }
 
-// New builds a router over the enabled providers.
-func New(entries []Entry, rc config.Routing) *Router {
-	r := &Router{byModel: map[string][]Candidate{}, maxAttempts: rc.MaxAttempts}
-	if r.maxAttempts < 1 {
-		r.maxAttempts = 1
+// New builds a router over the enabled providers. Circuit state and latency
+// of providers that prev also had carry over (a reload does not forget that a
+// provider is failing). m may be nil.
+func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *metrics.Metrics) *Router {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	r := &Router{
+		byModel:     map[string][]*Candidate{},
+		health:      map[string]*health{},
+		kinds:       map[string]string{},
+		prices:      map[string]config.Price{},
+		maxAttempts: max(rc.MaxAttempts, 1),
+		strategy:    StrategyFor(rc.Strategy),
+		log:         log,
+		now:         time.Now,
+	}
+	threshold := max(rc.Health.FailureThreshold, 1)
+	cooldown := rc.Health.Cooldown
+	if cooldown <= 0 {
+		cooldown = 30 * time.Second
 	}
 	for _, e := range entries {
 		if e.Config.Disabled {
 			continue
 		}
-		for public, name := range e.Config.Models {
-			r.byModel[public] = append(r.byModel[public], Candidate{
-				Provider: e.Provider, Model: name, Price: e.Config.Price, Timeout: e.Config.Timeout,
+		name := e.Config.Name
+		var h *health
+		if prev != nil && prev.health[name] != nil {
+			h = prev.health[name]
+			h.mu.Lock()
+			h.threshold, h.cooldown, h.log = threshold, cooldown, log
+			h.mu.Unlock()
+		} else {
+			h = &health{name: name, threshold: threshold, cooldown: cooldown, log: log}
+			if m != nil {
+				h.obs = observers{
+					ok:           m.Upstream.WithLabelValues(name, "ok"),
+					fail:         m.Upstream.WithLabelValues(name, "failure"),
+					state:        m.CircuitState.WithLabelValues(name),
+					toOpen:       m.Transitions.WithLabelValues(name, "open"),
+					toHalfOpen:   m.Transitions.WithLabelValues(name, "half_open"),
+					toHealthy:    m.Transitions.WithLabelValues(name, "healthy"),
+					enabledStats: true,
+				}
+				h.setGauge()
+			}
+		}
+		r.health[name] = h
+		r.kinds[name] = e.Provider.Kind()
+		r.prices[name] = e.Config.Price
+		r.names = append(r.names, name)
+		for public, upstream := range e.Config.Models {
+			r.byModel[public] = append(r.byModel[public], &Candidate{
+				Provider: e.Provider, Model: upstream, Price: e.Config.Price, Timeout: e.Config.Timeout, health: h,
 			})
 		}
 	}
-	for _, cs := range r.byModel {
-		// Cheapest first; the configured order breaks ties.
-		sort.SliceStable(cs, func(i, j int) bool { return cs[i].Price.PerImage < cs[j].Price.PerImage })
-	}
 	return r
 }
+
+// SetClock replaces time.Now (tests).
+func (r *Router) SetClock(now func() time.Time) { r.now = now }
 
 // Knows reports whether an enabled provider maps model.
 func (r *Router) Knows(model string) bool { return len(r.byModel[model]) > 0 }
@@ -82,13 +135,43 @@ func (r *Router) Models() []string {
 	return out
 }
 
-// Candidates returns the providers for model in the order they are tried.
-func (r *Router) Candidates(model string) []Candidate { return r.byModel[model] }
+// Usable reports whether some provider could take a request now.
+func (r *Router) Usable() bool {
+	now := r.now()
+	for _, h := range r.health {
+		if h.usable(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// Statuses returns every provider's health, in config order.
+func (r *Router) Statuses() []Status {
+	now := r.now()
+	out := make([]Status, 0, len(r.names))
+	for _, n := range r.names {
+		s := r.health[n].status(now)
+		s.Kind = r.kinds[n]
+		s.PerImageUSD = r.prices[n].PerImage
+		out = append(out, s)
+	}
+	return out
+}
+
+// order returns the candidates for model in the order the strategy tries them.
+func (r *Router) order(model string, buf []ranked) []ranked {
+	for _, c := range r.byModel[model] {
+		buf = append(buf, ranked{c: c, price: c.Price.PerImage, ewmaMS: c.health.ewma()})
+	}
+	sort.SliceStable(buf, func(i, j int) bool { return r.strategy.Less(&buf[i], &buf[j]) })
+	return buf
+}
 
 // Chat runs a non-stream request, failing over while attempts remain.
 func (r *Router) Chat(ctx context.Context, req *provider.ChatRequest) (*provider.Result, Served, error) {
 	var res *provider.Result
-	served, err := r.try(ctx, req.Model, false, func(ctx context.Context, c Candidate) error {
+	served, err := r.try(ctx, req.Model, false, func(ctx context.Context, c *Candidate) error {
 		var err error
 		res, err = c.Provider.Chat(ctx, req, c.Model)
 		return err
@@ -101,7 +184,7 @@ func (r *Router) Chat(ctx context.Context, req *provider.ChatRequest) (*provider
 func (r *Router) ChatStream(ctx context.Context, req *provider.ChatRequest) (provider.Stream, *provider.Event, Served, error) {
 	var st provider.Stream
 	var first *provider.Event
-	served, err := r.try(ctx, req.Model, true, func(ctx context.Context, c Candidate) error {
+	served, err := r.try(ctx, req.Model, true, func(ctx context.Context, c *Candidate) error {
 		s, err := c.Provider.ChatStream(ctx, req, c.Model)
 		if err != nil {
 			return err
@@ -118,23 +201,33 @@ func (r *Router) ChatStream(ctx context.Context, req *provider.ChatRequest) (pro
 }
 
 // try calls candidates in order until one succeeds, a failure is the
-// client's, or attempts run out. With keep, the successful attempt's context
-// outlives try (a stream is still being read) and ends with ctx.
-func (r *Router) try(ctx context.Context, model string, keep bool, call func(context.Context, Candidate) error) (Served, error) {
+// client's, or attempts run out. Providers whose circuit is open (or benched
+// by a 429) are skipped without counting an attempt. With keep, the
+// successful attempt's context outlives try (a stream is still being read)
+// and ends with ctx.
+func (r *Router) try(ctx context.Context, model string, keep bool, call func(context.Context, *Candidate) error) (Served, error) {
 	var served Served
-	cands := r.byModel[model]
+	var buf [8]ranked
+	cands := r.order(model, buf[:0])
 	if len(cands) == 0 {
 		return served, ErrNoProvider
 	}
 	var last error
-	for _, c := range cands {
+	for i := range cands {
 		if served.Attempts >= r.maxAttempts {
 			break
+		}
+		c := cands[i].c
+		ok, trial := c.health.allow(r.now())
+		if !ok {
+			continue
 		}
 		served.Attempts++
 		served.Tried = append(served.Tried, c.Provider.Name())
 		actx, cancel := context.WithTimeout(ctx, c.Timeout)
+		start := r.now()
 		err := call(actx, c)
+		c.health.report(r.now(), trial, err, r.now().Sub(start))
 		if err == nil {
 			served.Provider, served.Price = c.Provider.Name(), c.Price
 			if keep {
@@ -152,6 +245,9 @@ func (r *Router) try(ctx context.Context, model string, keep bool, call func(con
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	if served.Attempts == 0 {
+		return served, ErrNoProvider
 	}
 	return served, last
 }

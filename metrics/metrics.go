@@ -1,0 +1,89 @@
+// Package metrics holds nanogate's Prometheus collectors. Labels are bounded:
+// routes, statuses, provider and model names from the config; never a key, a
+// team or anything a client can vary freely.
+package metrics
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics is the set of collectors, registered on its own registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Requests        *prometheus.CounterVec   // route, status, provider, model
+	RequestDuration *prometheus.HistogramVec // route
+	Upstream        *prometheus.HistogramVec // provider, outcome
+	Attempts        *prometheus.HistogramVec // route
+	CircuitState    *prometheus.GaugeVec     // provider
+	Transitions     *prometheus.CounterVec   // provider, to
+	Images          *prometheus.CounterVec   // provider, model
+	Tokens          *prometheus.CounterVec   // provider, model, kind
+	CostMicros      *prometheus.CounterVec   // provider, model
+	ClientGone      prometheus.Counter
+}
+
+// New creates and registers the collectors (with Go runtime and process ones).
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nanogate_requests_total", Help: "Requests answered, by route, HTTP status, serving provider and model.",
+		}, []string{"route", "status", "provider", "model"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "nanogate_request_duration_seconds", Help: "Time from request to the end of the answer, by route.",
+			Buckets: []float64{.001, .005, .025, .1, .5, 1, 2.5, 5, 10, 20, 40, 80, 160},
+		}, []string{"route"}),
+		Upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "nanogate_upstream_duration_seconds", Help: "Upstream attempt latency (to the answer or first stream event), by provider and outcome.",
+			Buckets: []float64{.001, .005, .025, .1, .5, 1, 2.5, 5, 10, 20, 40, 80, 160},
+		}, []string{"provider", "outcome"}),
+		Attempts: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "nanogate_upstream_attempts", Help: "Providers tried per request.", Buckets: []float64{1, 2, 3, 4, 5},
+		}, []string{"route"}),
+		CircuitState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nanogate_circuit_state", Help: "Circuit of each provider: 0 healthy (closed), 1 open, 2 half_open.",
+		}, []string{"provider"}),
+		Transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nanogate_circuit_transitions_total", Help: "Circuit state changes, by provider and new state.",
+		}, []string{"provider", "to"}),
+		Images: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nanogate_images_total", Help: "Images generated and billed, by provider and model.",
+		}, []string{"provider", "model"}),
+		Tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nanogate_tokens_total", Help: "Tokens billed, by provider, model and kind (prompt, text, image).",
+		}, []string{"provider", "model", "kind"}),
+		CostMicros: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nanogate_cost_microdollars_total", Help: "Cost at the serving provider's prices, in micro-dollars.",
+		}, []string{"provider", "model"}),
+		ClientGone: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nanogate_client_disconnects_total", Help: "Requests whose client left before the answer was complete.",
+		}),
+	}
+	r.MustRegister(m.Requests, m.RequestDuration, m.Upstream, m.Attempts, m.CircuitState, m.Transitions,
+		m.Images, m.Tokens, m.CostMicros, m.ClientGone,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Status returns the label value of an HTTP status without allocating for the
+// common ones.
+func Status(code int) string {
+	switch code {
+	case 200:
+		return "200"
+	case 400:
+		return "400"
+	case 401:
+		return "401"
+	case 429:
+		return "429"
+	case 502:
+		return "502"
+	}
+	return strconv.Itoa(code)
+}

@@ -1,0 +1,247 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"nanogate/config"
+	"nanogate/metrics"
+	"nanogate/provider"
+)
+
+// fakeProvider answers from a function; calls are counted.
+type fakeProvider struct {
+	name  string
+	calls atomic.Int64
+	fn    func(ctx context.Context) error
+}
+
+func (f *fakeProvider) Name() string { return f.name }
+func (f *fakeProvider) Kind() string { return "openai" }
+func (f *fakeProvider) Close()       {}
+func (f *fakeProvider) Chat(ctx context.Context, _ *provider.ChatRequest, _ string) (*provider.Result, error) {
+	f.calls.Add(1)
+	if f.fn != nil {
+		if err := f.fn(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return &provider.Result{Choices: []provider.Choice{{FinishReason: "stop"}}}, nil
+}
+func (f *fakeProvider) ChatStream(ctx context.Context, r *provider.ChatRequest, m string) (provider.Stream, error) {
+	return nil, errors.New("not used")
+}
+
+func fail(name string, kind provider.ErrorKind) func(context.Context) error {
+	return func(context.Context) error { return &provider.Error{Provider: name, Kind: kind, Message: "boom"} }
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func setup(t *testing.T, rc config.Routing, provs ...*fakeProvider) (*Router, *clock) {
+	t.Helper()
+	var entries []Entry
+	for i, p := range provs {
+		entries = append(entries, Entry{Provider: p, Config: config.Provider{
+			Name: p.name, Models: map[string]string{"m": "up"}, Timeout: time.Second,
+			Price: config.Price{PerImage: 0.035 + 0.004*float64(i)},
+		}})
+	}
+	if rc.MaxAttempts == 0 {
+		rc.MaxAttempts = 3
+	}
+	if rc.Health.FailureThreshold == 0 {
+		rc.Health.FailureThreshold = 3
+	}
+	if rc.Health.Cooldown == 0 {
+		rc.Health.Cooldown = 30 * time.Second
+	}
+	r := New(entries, rc, nil, nil, metrics.New())
+	c := &clock{t: time.Unix(1e9, 0)}
+	r.SetClock(c.now)
+	return r, c
+}
+
+var req = &provider.ChatRequest{Model: "m"}
+
+func TestCheapestFirstThenFailover(t *testing.T) {
+	cheap := &fakeProvider{name: "cheap"}
+	dear := &fakeProvider{name: "dear"}
+	r, _ := setup(t, config.Routing{}, dear, cheap) // config order must not matter
+	// Reverse the prices so that "cheap" is cheap although listed second.
+	r.byModel["m"][0].Price.PerImage, r.byModel["m"][1].Price.PerImage = 0.039, 0.035
+	_, s, err := r.Chat(context.Background(), req)
+	if err != nil || s.Provider != "cheap" || s.Attempts != 1 {
+		t.Fatalf("served %+v err %v", s, err)
+	}
+	cheap.fn = fail("cheap", provider.KindServer)
+	_, s, err = r.Chat(context.Background(), req)
+	if err != nil || s.Provider != "dear" || s.Attempts != 2 || len(s.Tried) != 2 {
+		t.Fatalf("failover: served %+v err %v", s, err)
+	}
+}
+
+func TestClientErrorIsNotRetriedNorCounted(t *testing.T) {
+	a := &fakeProvider{name: "a", fn: fail("a", provider.KindClient)}
+	b := &fakeProvider{name: "b"}
+	r, _ := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1}}, a, b)
+	for i := 0; i < 3; i++ {
+		if _, _, err := r.Chat(context.Background(), req); err == nil {
+			t.Fatal("client error swallowed")
+		}
+	}
+	if b.calls.Load() != 0 {
+		t.Fatalf("a client error was retried")
+	}
+	if st := r.Statuses()[0]; st.State != "healthy" || st.Failures != 0 {
+		t.Fatalf("client errors counted against the provider: %+v", st)
+	}
+}
+
+func TestCircuitOpensSkipsAndClosesAfterTrial(t *testing.T) {
+	a := &fakeProvider{name: "a", fn: fail("a", provider.KindServer)}
+	b := &fakeProvider{name: "b"}
+	r, clk := setup(t, config.Routing{Health: config.Health{FailureThreshold: 2, Cooldown: 10 * time.Second}}, a, b)
+	for i := 0; i < 2; i++ {
+		r.Chat(context.Background(), req)
+	}
+	if st := r.Statuses()[0]; st.State != "open" || st.TrialInSeconds <= 0 {
+		t.Fatalf("after 2 failures: %+v", st)
+	}
+	before := a.calls.Load()
+	for i := 0; i < 5; i++ {
+		if _, s, err := r.Chat(context.Background(), req); err != nil || s.Provider != "b" || s.Attempts != 1 {
+			t.Fatalf("open circuit not skipped: %+v %v", s, err)
+		}
+	}
+	if a.calls.Load() != before {
+		t.Fatalf("an open provider got traffic")
+	}
+	// Cooldown over: one trial; it fails and the circuit reopens.
+	clk.add(11 * time.Second)
+	r.Chat(context.Background(), req)
+	if a.calls.Load() != before+1 || r.Statuses()[0].State != "open" {
+		t.Fatalf("failed trial: calls %d state %s", a.calls.Load(), r.Statuses()[0].State)
+	}
+	// Next cooldown: the trial succeeds and the circuit closes.
+	a.fn = nil
+	clk.add(11 * time.Second)
+	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "a" {
+		t.Fatalf("trial not sent to a: %+v", s)
+	}
+	if st := r.Statuses()[0]; st.State != "healthy" || st.ConsecutiveFailures != 0 {
+		t.Fatalf("after a good trial: %+v", st)
+	}
+}
+
+func TestHalfOpenAdmitsExactlyOneTrial(t *testing.T) {
+	release := make(chan struct{})
+	a := &fakeProvider{name: "a", fn: fail("a", provider.KindServer)}
+	b := &fakeProvider{name: "b"}
+	r, clk := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1, Cooldown: time.Second}}, a, b)
+	r.Chat(context.Background(), req)
+	clk.add(2 * time.Second)
+	a.fn = func(context.Context) error { <-release; return nil }
+	var wg sync.WaitGroup
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.Chat(context.Background(), req)
+		}()
+	}
+	// Let every other request pass b while the trial is held.
+	for b.calls.Load() < 99 {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	if n := a.calls.Load(); n != 2 { // the failure that opened it, then one trial
+		t.Fatalf("half-open provider got %d calls, want 1 trial", n-1)
+	}
+	if r.Statuses()[0].State != "healthy" {
+		t.Fatal("successful trial did not close the circuit")
+	}
+}
+
+func TestAllOpenIsNoProvider(t *testing.T) {
+	a := &fakeProvider{name: "a", fn: fail("a", provider.KindServer)}
+	r, _ := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1}}, a)
+	r.Chat(context.Background(), req)
+	if _, _, err := r.Chat(context.Background(), req); !errors.Is(err, ErrNoProvider) {
+		t.Fatalf("err = %v, want ErrNoProvider", err)
+	}
+	if r.Usable() {
+		t.Fatal("Usable with every circuit open")
+	}
+}
+
+func TestRetryAfterBenchesProvider(t *testing.T) {
+	a := &fakeProvider{name: "a", fn: func(context.Context) error {
+		return &provider.Error{Provider: "a", Kind: provider.KindRateLimited, RetryAfter: 13 * time.Second, Message: "quota"}
+	}}
+	b := &fakeProvider{name: "b"}
+	r, clk := setup(t, config.Routing{}, a, b)
+	r.Chat(context.Background(), req)
+	a.fn = nil
+	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "b" || a.calls.Load() != 1 {
+		t.Fatalf("benched provider used: %+v", s)
+	}
+	clk.add(14 * time.Second)
+	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "a" {
+		t.Fatalf("provider not back after its retry delay: %+v", s)
+	}
+}
+
+func TestLatencyStrategyPrefersFaster(t *testing.T) {
+	slow := &fakeProvider{name: "slow"}
+	fast := &fakeProvider{name: "fast"}
+	r, _ := setup(t, config.Routing{Strategy: "latency"}, slow, fast)
+	r.health["slow"].ewmaMS = 900
+	r.health["fast"].ewmaMS = 100
+	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "fast" {
+		t.Fatalf("latency strategy chose %s", s.Provider)
+	}
+	// Cheapest ignores latency unless prices tie.
+	r.strategy = Cheapest{}
+	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "slow" {
+		t.Fatalf("cheapest chose %s", s.Provider)
+	}
+}
+
+func TestReloadKeepsHealth(t *testing.T) {
+	a := &fakeProvider{name: "a", fn: fail("a", provider.KindServer)}
+	r, _ := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1}}, a)
+	r.Chat(context.Background(), req)
+	r2 := New([]Entry{{Provider: a, Config: config.Provider{Name: "a", Models: map[string]string{"m": "up"}, Timeout: time.Second}}},
+		config.Routing{MaxAttempts: 1, Health: config.Health{FailureThreshold: 1, Cooldown: time.Hour}}, r, nil, nil)
+	if st := r2.Statuses()[0]; st.State != "open" {
+		t.Fatalf("reload forgot the open circuit: %+v", st)
+	}
+}
+
+func TestMaxAttempts(t *testing.T) {
+	ps := []*fakeProvider{{name: "a"}, {name: "b"}, {name: "c"}}
+	for _, p := range ps {
+		p.fn = fail(p.name, provider.KindTransport)
+	}
+	r, _ := setup(t, config.Routing{MaxAttempts: 2}, ps...)
+	_, s, err := r.Chat(context.Background(), req)
+	if err == nil || s.Attempts != 2 || ps[2].calls.Load() != 0 {
+		t.Fatalf("served %+v err %v", s, err)
+	}
+}
