@@ -17,19 +17,19 @@ import (
 
 // reqLog collects the fields of the one log line a request gets.
 type reqLog struct {
-	start    time.Time
-	id       string
-	caller   *auth.Caller
-	model    string
-	stream   bool
-	served   router.Served
-	status   int
-	usage    gateway.Usage
-	finish   string
-	err      error
-	gone     bool
-	errCode  string
-	known    func(string) bool
+	start   time.Time
+	id      string
+	caller  *auth.Caller
+	model   string
+	stream  bool
+	served  router.Served
+	status  int
+	usage   gateway.Usage
+	finish  string
+	err     error
+	gone    bool
+	errCode string
+	known   func(string) bool
 }
 
 func (s *Server) logRequest(l *reqLog) {
