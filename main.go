@@ -9,6 +9,8 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -33,6 +35,7 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("nanogate", flag.ContinueOnError)
 	path := fs.String("config", "config.yaml", "path of the YAML configuration")
 	check := fs.Bool("check", false, "validate the configuration, print every problem and exit (0 valid, 1 invalid)")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060); off by default")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -62,6 +65,12 @@ func run(args []string) int {
 		log.Warn("config", zap.String("warning", w))
 	}
 
+	if *pprofAddr != "" {
+		if err := servePprof(*pprofAddr, log); err != nil {
+			log.Error("pprof", zap.Error(err))
+			return 1
+		}
+	}
 	m := metrics.New()
 	st, closeState, skipped, err := buildState(cfg, nil, log, m)
 	if err != nil {
@@ -222,7 +231,34 @@ func newLogger(lc config.Log) (*zap.Logger, error) {
 	zc.ErrorOutputPaths = []string{"stderr"}
 	zc.Sampling = nil
 	zc.DisableStacktrace = true
+	// The caller of a request line is always the same function: skip the
+	// runtime.Callers walk per line.
+	zc.DisableCaller = true
 	zc.EncoderConfig.TimeKey = "ts"
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	return zc.Build()
+}
+
+// servePprof exposes the profiler on a loopback address only: profiles show
+// request internals and must not be reachable from outside the host.
+func servePprof(addr string, log *zap.Logger) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("-pprof %s: only loopback addresses are allowed", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Info("pprof listening", zap.String("addr", ln.Addr().String()))
+	go http.Serve(ln, mux)
+	return nil
 }
