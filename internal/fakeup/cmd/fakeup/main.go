@@ -1,10 +1,27 @@
 // Command fakeup runs both fake upstreams (an OpenAI-compatible reseller and the Gemini API) until SIGINT or
-// SIGTERM, for manual demos and benchmarks against a running gateway.
+// SIGTERM, for manual demos, benchmarks and SDK compatibility suites against a running gateway. It prints one
+// line per server started, "openai <base URL>", "gemini <base URL>" and "control <URL>", then serves.
+//
+// With -control ADDR (a loopback address; port 0 picks a free one) it also serves a small control API, so that
+// tests written in any language can inject faults and read counters. ?server= is openai or gemini; where it
+// is optional, leaving it out means both.
+//
+//	POST /fault?server=S     set a fault from a JSON body, snake_case fields of fakeup.Fault, durations as
+//	                         Go duration strings, body as text: {"status":500}, {"latency":"3s","times":1},
+//	                         {"hang":true}, {"garbage":true}, {"drop_mid_body":true}, {"stall_mid_stream":"2s"},
+//	                         {"status":429,"header":{"retry-after":"1"}}, {"prepay":true}; unknown fields: 400
+//	POST /reset?server=S     clear the fault and the counters; latency and images go back to the flags' values
+//	GET  /stats              {"openai":{"requests":N,"canceled":N,"inflight":N},"gemini":{...}}
+//	POST /latency?server=S&d=2s  wait before every answer (a client leaving during it counts as canceled)
+//	POST /images?server=S&n=2    images per answer
+//	GET  /last?server=S      the last request's body as received (server required); its path, with the
+//	                         query, in the X-Fakeup-Path header
 package main
 
 import (
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,6 +33,7 @@ import (
 func main() {
 	openaiAddr := flag.String("openai", "127.0.0.1:0", "listen address of the reseller (empty: do not start it)")
 	geminiAddr := flag.String("gemini", "127.0.0.1:0", "listen address of the Gemini API (empty: do not start it)")
+	controlAddr := flag.String("control", "", "loopback listen address of the control API (empty: none)")
 	key := flag.String("key", "", "key both servers expect (empty: accept any)")
 	imageSize := flag.Int("image-size", 0, "bytes per generated PNG (0: the 77-byte fixtures/tiny.png)")
 	images := flag.Int("images", 1, "images per answer")
@@ -23,6 +41,7 @@ func main() {
 	flag.Parse()
 
 	var servers []*fakeup.Server
+	byName := map[string]*fakeup.Server{}
 	start := func(kind fakeup.Kind, name, addr string) {
 		if addr == "" {
 			return
@@ -41,6 +60,7 @@ func main() {
 			fakeup.PNG(*imageSize) // build the image now, not on the first request
 		}
 		servers = append(servers, s)
+		byName[name] = s
 		fmt.Printf("%s %s\n", name, s.URL())
 	}
 	start(fakeup.OpenAI, "openai", *openaiAddr)
@@ -48,6 +68,16 @@ func main() {
 	if len(servers) == 0 {
 		fmt.Fprintln(os.Stderr, "fakeup: nothing to start")
 		os.Exit(2)
+	}
+	if *controlAddr != "" {
+		ln, err := listenControl(*controlAddr)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "fakeup: control: %v\n", err)
+			os.Exit(1)
+		}
+		c := &control{servers: byName, latency: *latency, images: *images}
+		go http.Serve(ln, c.handler()) //nolint:errcheck // ends with the process
+		fmt.Printf("control http://%s\n", ln.Addr())
 	}
 
 	sig := make(chan os.Signal, 1)
