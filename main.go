@@ -190,6 +190,8 @@ func buildState(cfg *config.Config, prev *proxy.State, log *zap.Logger, m *metri
 		switch pc.Kind {
 		case "openai":
 			p, err = provider.NewOpenAI(pc, popts)
+		case "gemini":
+			p, err = provider.NewGemini(pc, popts)
 		default:
 			// Validation admits only known kinds; one this build cannot speak
 			// yet is left out rather than failing the whole gateway.

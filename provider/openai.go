@@ -21,6 +21,9 @@ type Options struct {
 	TokensPerImage int64
 	// MaxBodyBytes caps an upstream answer (non-stream body or one SSE event).
 	MaxBodyBytes int
+	// Fetcher downloads images given by http(s) URL for kinds that send
+	// image bytes upstream (gemini); nil selects a default safefetch.Fetcher.
+	Fetcher ImageFetcher
 }
 
 func (o *Options) defaults() {

@@ -1,0 +1,344 @@
+package provider
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"nanogate/config"
+	"nanogate/internal/jsonx"
+	"nanogate/internal/safefetch"
+	"nanogate/upstream"
+)
+
+// ImageFetcher downloads the image an http(s) image_url of a request points
+// at, for kinds whose upstream takes image bytes rather than URLs.
+// internal/safefetch's Fetcher is the gateway's, with its SSRF guard; an
+// error that is a *safefetch.Error is the client's fault (HTTP 400).
+type ImageFetcher interface {
+	FetchImage(ctx context.Context, url string) (*safefetch.Image, error)
+}
+
+// Gemini is the gemini kind: Google's native generateContent API. Google's
+// OpenAI-compatible endpoint does not return generated images in chat
+// completions, so requests and answers are translated both ways here.
+type Gemini struct {
+	name   string
+	key    string
+	client *upstream.Client
+	models string // path up to the model name: .../models/
+	opts   Options
+	scrub  *scrubber
+	fetch  ImageFetcher
+	// ownFetch is the fetcher NewGemini made when Options had none; Close
+	// closes it.
+	ownFetch *safefetch.Fetcher
+}
+
+// NewGemini returns the provider described by cfg. Images given by http(s)
+// URL are fetched with opts.Fetcher, or with a default safefetch.Fetcher.
+func NewGemini(cfg config.Provider, opts Options) (*Gemini, error) {
+	opts.defaults()
+	c, err := upstream.New(cfg.BaseURL, upstream.Options{MaxConns: cfg.MaxConns, MaxBodyBytes: opts.MaxBodyBytes})
+	if err != nil {
+		return nil, err
+	}
+	p := &Gemini{
+		name:   cfg.Name,
+		key:    cfg.APIKey,
+		client: c,
+		models: c.BasePath() + "/models/",
+		opts:   opts,
+		scrub:  newScrubber(cfg.APIKey, cfg.BaseURL),
+		fetch:  opts.Fetcher,
+	}
+	if p.fetch == nil {
+		p.ownFetch = safefetch.New(safefetch.Options{})
+		p.fetch = p.ownFetch
+	}
+	return p, nil
+}
+
+// Name implements Provider.
+func (p *Gemini) Name() string { return p.name }
+
+// Kind implements Provider.
+func (p *Gemini) Kind() string { return "gemini" }
+
+// Close implements Provider.
+func (p *Gemini) Close() {
+	p.client.Close()
+	if p.ownFetch != nil {
+		p.ownFetch.Close()
+	}
+}
+
+// Chat implements Provider.
+func (p *Gemini) Chat(ctx context.Context, req *ChatRequest, model string) (*Result, error) {
+	resp, err := p.send(ctx, req, model, false)
+	if err != nil {
+		return nil, err
+	}
+	res, err := p.parseResult(resp.Body())
+	if err != nil {
+		resp.Release()
+		return nil, err
+	}
+	res.release = resp.Release
+	return res, nil
+}
+
+// ChatStream implements Provider.
+func (p *Gemini) ChatStream(ctx context.Context, req *ChatRequest, model string) (Stream, error) {
+	resp, err := p.send(ctx, req, model, true)
+	if err != nil {
+		return nil, err
+	}
+	return p.newStream(resp, resp.BodyStream()), nil
+}
+
+// bodyPool recycles request bodies, which carry the input images.
+var bodyPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// send checks and translates req, fetches the images it names by URL, calls
+// Google and turns a non-200 answer into an *Error.
+func (p *Gemini) send(ctx context.Context, req *ChatRequest, model string, stream bool) (*upstream.Response, error) {
+	plan, rerr := planGemini(req, model)
+	if rerr != nil {
+		return nil, p.clientError(rerr.Param, rerr.Msg)
+	}
+	if err := p.fetchImages(ctx, req, plan); err != nil {
+		return nil, err
+	}
+
+	ureq := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(ureq)
+	ureq.Header.SetMethod(fasthttp.MethodPost)
+	method := ":generateContent"
+	if stream {
+		method = ":streamGenerateContent?alt=sse"
+		ureq.Header.Set("Accept", "text/event-stream")
+	}
+	ureq.SetRequestURI(p.models + url.PathEscape(model) + method)
+	ureq.Header.SetContentType("application/json")
+	// The key goes in a header, never in the URL: URLs end up in logs.
+	ureq.Header.Set("x-goog-api-key", p.key)
+	buf := bodyPool.Get().(*[]byte)
+	body := appendGeminiBody((*buf)[:0], req, plan)
+	plan.fetched = nil
+	ureq.SetBodyRaw(body)
+
+	resp, err := p.client.Do(ctx, ureq, stream)
+	// Do has written the whole request by the time it returns.
+	ureq.SetBodyRaw(nil)
+	if cap(body) <= 8<<20 {
+		*buf = body[:0]
+		bodyPool.Put(buf)
+	}
+	if err != nil {
+		if err == upstream.ErrBodyTooLarge {
+			return nil, &Error{Provider: p.name, Kind: KindInvalidResponse, Message: "upstream answer too large", Err: err}
+		}
+		return nil, transportError(p.name, err)
+	}
+	if resp.StatusCode() == fasthttp.StatusOK {
+		if stream && !bytes.HasPrefix(resp.Header.ContentType(), []byte("text/event-stream")) {
+			// A proxy's error page, or Google's JSON-array stream: not
+			// what was asked for.
+			resp.Release()
+			return nil, p.invalid("upstream answered 200 without an event stream")
+		}
+		return resp, nil
+	}
+	defer resp.Release()
+	if stream {
+		var b bytes.Buffer
+		if _, err := io.Copy(&b, io.LimitReader(resp.BodyStream(), 1<<20)); err != nil {
+			return nil, transportError(p.name, err)
+		}
+		return nil, p.statusError(resp.StatusCode(), b.Bytes())
+	}
+	return nil, p.statusError(resp.StatusCode(), resp.Body())
+}
+
+// fetchImages downloads the http(s) image URLs of req, in the order
+// appendGeminiBody writes them.
+func (p *Gemini) fetchImages(ctx context.Context, req *ChatRequest, plan *geminiPlan) error {
+	for i := range req.Messages {
+		m := &req.Messages[i]
+		if isSystemRole(m.Role) {
+			continue
+		}
+		for j := range m.Parts {
+			img := m.Parts[j].Image
+			if img == nil || img.B64 != nil {
+				continue
+			}
+			param := "messages[" + strconv.Itoa(i) + "].content[" + strconv.Itoa(j) + "].image_url.url"
+			got, err := p.fetch.FetchImage(ctx, string(img.URL))
+			if err != nil {
+				if ctx.Err() != nil {
+					return transportError(p.name, ctx.Err())
+				}
+				var fe *safefetch.Error
+				if errors.As(err, &fe) {
+					return p.clientError(param, "'"+param+"': "+fe.Reason+".")
+				}
+				return p.clientError(param, "'"+param+"': the image URL could not be fetched.")
+			}
+			if !imageMIMEs[got.MIME] {
+				return p.clientError(param, "'"+param+"': the image has media type "+got.MIME+", which the model does not read.")
+			}
+			plan.fetched = append(plan.fetched, fetchedImage{mime: got.MIME, data: got.Data})
+		}
+	}
+	return nil
+}
+
+// clientError is a request the gateway refuses before calling Google.
+func (p *Gemini) clientError(param, msg string) *Error {
+	return &Error{Provider: p.name, Kind: KindClient, Status: fasthttp.StatusBadRequest, Param: param, Message: msg}
+}
+
+func (p *Gemini) invalid(msg string) *Error {
+	return &Error{Provider: p.name, Kind: KindInvalidResponse, Status: fasthttp.StatusOK, Message: msg}
+}
+
+// googleError is what the gateway reads of Google's error envelope:
+// {"error":{"code","message","status","details":[{"@type",...}]}}.
+type googleError struct {
+	code    int
+	message string
+	status  string // INVALID_ARGUMENT, RESOURCE_EXHAUSTED...
+	reason  string // google.rpc.ErrorInfo reason, e.g. API_KEY_INVALID
+	retry   time.Duration
+	// hasRetry: a google.rpc.RetryInfo detail was present.
+	hasRetry bool
+	// daily: a google.rpc.QuotaFailure names a per-day quota, which no
+	// short wait fixes.
+	daily bool
+}
+
+// parseGoogleError reads Google's envelope, also wrapped in an array as
+// Google's compatibility layer sends it. ok is false when body is not one.
+func parseGoogleError(body []byte) (g googleError, ok bool) {
+	if jsonx.KindOf(body) == jsonx.Array {
+		if first, ok := jsonx.Index(body, 0); ok {
+			body = first
+		}
+	}
+	e, found := jsonx.Get(body, "error")
+	if !found || jsonx.KindOf(e) != jsonx.Object {
+		return g, false
+	}
+	jsonx.ObjectEach(e, func(k, v []byte) error {
+		switch string(k) {
+		case "code":
+			n, _ := jsonx.Int(v)
+			g.code = int(n)
+		case "message":
+			g.message, _ = jsonx.Unquote(v)
+		case "status":
+			g.status, _ = jsonx.Unquote(v)
+		case "details":
+			jsonx.ArrayEach(v, func(_ int, d []byte) error {
+				g.detail(d)
+				return nil
+			})
+		}
+		return nil
+	})
+	return g, true
+}
+
+func (g *googleError) detail(d []byte) {
+	t, _ := jsonx.Get(d, "@type")
+	typ, _ := jsonx.Unquote(t)
+	switch {
+	case strings.HasSuffix(typ, "google.rpc.ErrorInfo"):
+		if v, ok := jsonx.Get(d, "reason"); ok {
+			g.reason, _ = jsonx.Unquote(v)
+		}
+	case strings.HasSuffix(typ, "google.rpc.RetryInfo"):
+		if v, ok := jsonx.Get(d, "retryDelay"); ok {
+			s, _ := jsonx.Unquote(v)
+			g.retry, g.hasRetry = parseProtoDuration(s)
+		}
+	case strings.HasSuffix(typ, "google.rpc.QuotaFailure"):
+		vs, _ := jsonx.Get(d, "violations")
+		jsonx.ArrayEach(vs, func(_ int, v []byte) error {
+			if id, ok := jsonx.Get(v, "quotaId"); ok && bytes.Contains(id, []byte("PerDay")) {
+				g.daily = true
+			}
+			return nil
+		})
+	}
+}
+
+// parseProtoDuration reads a google.protobuf.Duration in JSON ("13s",
+// "13.516893206s").
+func parseProtoDuration(s string) (time.Duration, bool) {
+	v, ok := strings.CutSuffix(s, "s")
+	if !ok {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 || f > 1e6 {
+		return 0, false
+	}
+	return time.Duration(f * float64(time.Second)), true
+}
+
+// statusError classifies a non-200 answer (SPEC section 8). Google's key,
+// account and model problems are the gateway's configuration, never the
+// client's request, even when Google says 400.
+func (p *Gemini) statusError(status int, body []byte) *Error {
+	e := &Error{Provider: p.name, Status: status}
+	g, _ := parseGoogleError(body)
+	e.Type = g.status
+	e.Message = p.scrub.clean(g.message)
+	if e.Message == "" {
+		e.Message = "upstream answered HTTP " + strconv.Itoa(status)
+	}
+	switch {
+	case status == fasthttp.StatusTooManyRequests:
+		// A per-minute quota says how long to wait. Prepaid credit at zero
+		// or a daily quota says nothing useful and lasts hours: an outage
+		// of this provider rather than a pause.
+		e.RetryAfter = g.retry
+		e.Kind = KindConfig
+		if g.hasRetry && !g.daily {
+			e.Kind = KindRateLimited
+		}
+	case status >= 500:
+		e.Kind = KindServer
+	case status == fasthttp.StatusUnauthorized, status == fasthttp.StatusForbidden, status == fasthttp.StatusNotFound:
+		e.Kind = KindConfig
+	case status == fasthttp.StatusBadRequest && googleConfigProblem(g):
+		e.Kind = KindConfig
+	case status == fasthttp.StatusRequestTimeout:
+		e.Kind = KindTimeout
+	case status >= 400:
+		e.Kind = KindClient
+	default:
+		e.Kind = KindInvalidResponse
+	}
+	return e
+}
+
+// googleConfigProblem tells a 400 caused by the gateway's key or account
+// (a wrong or expired key, a region or plan Google does not serve) from one
+// caused by the request.
+func googleConfigProblem(g googleError) bool {
+	return strings.HasPrefix(g.reason, "API_KEY_") ||
+		g.status == "FAILED_PRECONDITION" ||
+		strings.Contains(g.message, "API key")
+}
