@@ -59,12 +59,13 @@ type stats struct {
 	Inflight int64 `json:"inflight"`
 }
 
-// control serves the control API over the running fakes. latency and images are the command line's values,
-// which POST /reset restores.
+// control serves the control API over the running fakes. latency, images and imageSize are the command
+// line's values, which POST /reset restores.
 type control struct {
-	servers map[string]*fakeup.Server // "openai", "gemini"
-	latency time.Duration
-	images  int
+	servers   map[string]*fakeup.Server // "openai", "gemini"
+	latency   time.Duration
+	images    int
+	imageSize int
 }
 
 // listenControl checks that addr is a loopback address (the API can make the fakes hang or fail) and listens.
@@ -112,6 +113,7 @@ func (c *control) handler() http.Handler {
 			s.Reset()
 			s.SetLatency(c.latency)
 			s.SetImages(c.images)
+			s.SetImageSize(c.imageSize)
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
@@ -150,6 +152,22 @@ func (c *control) handler() http.Handler {
 		}
 		for _, s := range targets {
 			s.SetImages(n)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /image-size", func(w http.ResponseWriter, r *http.Request) {
+		targets, ok := c.targets(w, r, true)
+		if !ok {
+			return
+		}
+		n, err := strconv.Atoi(r.URL.Query().Get("bytes"))
+		if err != nil || n < 0 || n > 64<<20 {
+			http.Error(w, "image-size: bytes must be a size up to 64 MiB", http.StatusBadRequest)
+			return
+		}
+		fakeup.PNG(n) // build it now, not inside the next request's latency
+		for _, s := range targets {
+			s.SetImageSize(n)
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})

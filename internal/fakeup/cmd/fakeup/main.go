@@ -10,10 +10,12 @@
 //	                         Go duration strings, body as text: {"status":500}, {"latency":"3s","times":1},
 //	                         {"hang":true}, {"garbage":true}, {"drop_mid_body":true}, {"stall_mid_stream":"2s"},
 //	                         {"status":429,"header":{"retry-after":"1"}}, {"prepay":true}; unknown fields: 400
-//	POST /reset?server=S     clear the fault and the counters; latency and images go back to the flags' values
+//	POST /reset?server=S     clear the fault and the counters; latency, images and image size go back to the
+//	                         flags' values
 //	GET  /stats              {"openai":{"requests":N,"canceled":N,"inflight":N},"gemini":{...}}
 //	POST /latency?server=S&d=2s  wait before every answer (a client leaving during it counts as canceled)
 //	POST /images?server=S&n=2    images per answer
+//	POST /image-size?server=S&bytes=1500000  bytes per generated PNG (0: fixtures/tiny.png)
 //	GET  /last?server=S      the last request's body as received (server required); its path, with the
 //	                         query, in the X-Fakeup-Path header
 package main
@@ -75,7 +77,7 @@ func main() {
 			fmt.Fprintf(os.Stderr, "fakeup: control: %v\n", err)
 			os.Exit(1)
 		}
-		c := &control{servers: byName, latency: *latency, images: *images}
+		c := &control{servers: byName, latency: *latency, images: *images, imageSize: *imageSize}
 		go http.Serve(ln, c.handler()) //nolint:errcheck // ends with the process
 		fmt.Printf("control http://%s\n", ln.Addr())
 	}
