@@ -1,0 +1,360 @@
+// Package accounting keeps nanogate's books: one usage Record per finished
+// request, totals per team, key, model and provider for every day, month and
+// all time, team budgets with in-flight reservations, and the usage reports
+// of GET /v1/usage and GET /admin/usage (JSON and CSV).
+//
+// Money is integer micro-dollars everywhere (int64); it becomes USD only when
+// a report is written, by formatting the integer as a decimal, so sums are
+// exact whatever the number of records.
+//
+// Two Stores share one contract and one test suite: Redis (one Lua script per
+// record, idempotent by record id, keys hash-tagged per team so that Redis
+// Cluster works) and Memory (embedded, persisted append-only to a JSON-lines
+// file and rebuilt from it on start). The Recorder sits in front of a Store:
+// the gateway hands it records off the response path, and it spools them to
+// a local file while the Store is unreachable and replays them, exactly once,
+// when it is back.
+//
+// A record's totals: a request a provider served (Record.Provider set) counts
+// in requests, its images, tokens and cost in the other totals; a request
+// that no provider served (every attempt failed, Provider "") counts only in
+// failed, and whatever usage it carries is ignored, so it never costs
+// anything.
+package accounting
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"nanogate/config"
+)
+
+// Record is the usage of one finished request.
+type Record struct {
+	// ID is the request id; applying a record twice counts it once.
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"` // when the request finished; it picks the day and month
+	Key  string    `json:"key"`  // the key's name, never its secret
+	Team string    `json:"team"` // "" for a key without a team
+	// Model is the public model name the client asked for.
+	Model string `json:"model"`
+	// Provider is the provider that served the request, "" when none did
+	// (every attempt failed): such a record counts in failed and costs
+	// nothing.
+	Provider string `json:"provider"`
+	Attempts int    `json:"attempts"`
+	Images   int64  `json:"images"`
+	// PromptTokens are the input tokens of the serving provider.
+	PromptTokens int64 `json:"prompt_tokens"`
+	// TextTokens are the output tokens that are not images.
+	TextTokens int64 `json:"text_tokens"`
+	// ImageTokens are billing.tokens_per_image × Images, computed by the
+	// caller.
+	ImageTokens int64 `json:"image_tokens"`
+	// CostMicros is what the serving provider charges (Cost at its price).
+	CostMicros int64 `json:"cost_micros"`
+	// ListCostMicros is the same usage at Google's official price
+	// (Pricer.Cost); ListCostMicros - CostMicros is what routing saved.
+	ListCostMicros int64 `json:"list_cost_micros"`
+	Status         int   `json:"status"` // the HTTP status answered to the client
+	Stream         bool  `json:"stream"`
+}
+
+// Failed reports whether no provider served the request.
+func (r *Record) Failed() bool { return r.Provider == "" }
+
+// Validate reports a record that can never be applied.
+func (r *Record) Validate() error {
+	switch {
+	case r.ID == "":
+		return errors.New("accounting: record without an id")
+	case r.Time.IsZero():
+		return fmt.Errorf("accounting: record %s without a time", r.ID)
+	case r.Images < 0 || r.PromptTokens < 0 || r.TextTokens < 0 || r.ImageTokens < 0 ||
+		r.CostMicros < 0 || r.ListCostMicros < 0:
+		return fmt.Errorf("accounting: record %s with a negative count", r.ID)
+	}
+	return nil
+}
+
+// deltas is what the record adds to every total it touches, in the order of
+// metricNames.
+func (r *Record) deltas() [numMetrics]int64 {
+	if r.Failed() {
+		return [numMetrics]int64{mFailed: 1}
+	}
+	return [numMetrics]int64{
+		mRequests:   1,
+		mImages:     r.Images,
+		mPrompt:     r.PromptTokens,
+		mCompletion: r.TextTokens + r.ImageTokens,
+		mImageTok:   r.ImageTokens,
+		mCost:       r.CostMicros,
+		mListCost:   r.ListCostMicros,
+	}
+}
+
+// Totals are the sums over a set of records.
+type Totals struct {
+	Requests int64 // records a provider served
+	Failed   int64 // records no provider served (not billed)
+	Images   int64
+	// PromptTokens are input tokens.
+	PromptTokens int64
+	// CompletionTokens are text and image output tokens.
+	CompletionTokens int64
+	ImageTokens      int64
+	CostMicros       int64
+	ListCostMicros   int64
+}
+
+// Metric indices, shared by both stores; metricNames are their short names
+// in Redis hash fields.
+const (
+	mRequests = iota
+	mFailed
+	mImages
+	mPrompt
+	mCompletion
+	mImageTok
+	mCost
+	mListCost
+	numMetrics
+)
+
+var metricNames = [numMetrics]string{"req", "fail", "img", "pt", "ct", "it", "cost", "list"}
+
+func (t *Totals) ptr(m int) *int64 {
+	switch m {
+	case mRequests:
+		return &t.Requests
+	case mFailed:
+		return &t.Failed
+	case mImages:
+		return &t.Images
+	case mPrompt:
+		return &t.PromptTokens
+	case mCompletion:
+		return &t.CompletionTokens
+	case mImageTok:
+		return &t.ImageTokens
+	case mCost:
+		return &t.CostMicros
+	default:
+		return &t.ListCostMicros
+	}
+}
+
+func (t *Totals) addDeltas(d *[numMetrics]int64) {
+	for m := range numMetrics {
+		*t.ptr(m) += d[m]
+	}
+}
+
+// Add adds o to t.
+func (t *Totals) Add(o Totals) {
+	for m := range numMetrics {
+		*t.ptr(m) += *o.ptr(m)
+	}
+}
+
+// Zero reports whether nothing was counted.
+func (t Totals) Zero() bool { return t == Totals{} }
+
+// Bucket holds one team's totals for one period, with its keys, models and
+// providers.
+type Bucket struct {
+	Period    string // a day "2026-11-25", a month "2026-11" or "total"
+	Team      Totals
+	Keys      map[string]*Totals
+	Models    map[string]*Totals
+	Providers map[string]*Totals
+}
+
+func newBucket(period string) *Bucket {
+	return &Bucket{Period: period, Keys: map[string]*Totals{}, Models: map[string]*Totals{},
+		Providers: map[string]*Totals{}}
+}
+
+func (b *Bucket) add(r *Record) {
+	d := r.deltas()
+	b.Team.addDeltas(&d)
+	for _, dm := range r.dims() {
+		m := b.dim(dm.kind)
+		t := m[dm.name]
+		if t == nil {
+			t = &Totals{}
+			m[dm.name] = t
+		}
+		t.addDeltas(&d)
+	}
+}
+
+func (b *Bucket) dim(kind byte) map[string]*Totals {
+	switch kind {
+	case 'k':
+		return b.Keys
+	case 'm':
+		return b.Models
+	default:
+		return b.Providers
+	}
+}
+
+type dim struct {
+	kind byte // 'k' key, 'm' model, 'p' provider
+	name string
+}
+
+// dims are the key, model and provider totals a record touches besides its
+// team's; a failed record has no provider.
+func (r *Record) dims() []dim {
+	d := make([]dim, 0, 3)
+	d = append(d, dim{'k', r.Key}, dim{'m', r.Model})
+	if r.Provider != "" {
+		d = append(d, dim{'p', r.Provider})
+	}
+	return d
+}
+
+// Reservation is money set aside for an in-flight request of a team with a
+// budget. Apply releases it when the request's record (same ID and team)
+// arrives; one never settled expires after Options.ReservationTTL.
+type Reservation struct {
+	ID     string
+	Team   string
+	Micros int64 // the estimate set aside; 0 for a team without a budget
+	// Period is the budget period checked ("2026-11", "2026-11-25", "total").
+	Period string
+	// BudgetMicros, SpentMicros and ReservedMicros are the budget, the
+	// spend of the period and the other reservations in flight when the
+	// check ran, for messages and headers.
+	BudgetMicros   int64
+	SpentMicros    int64
+	ReservedMicros int64
+}
+
+// ErrBudgetExceeded means a team's spend in its budget period, plus its
+// in-flight reservations, plus the request's estimate would exceed its
+// budget. The gateway answers 429 insufficient_quota with x-should-retry:
+// false; it lasts until the period rolls over (UTC).
+var ErrBudgetExceeded = errors.New("accounting: team budget exceeded")
+
+// Store keeps totals and reservations. Both implementations pass one test
+// suite (store_test.go).
+type Store interface {
+	// Apply adds a record to every total it touches and releases the
+	// reservation of the record's team with the record's ID, in one atomic
+	// step. A record whose ID was applied before (within Options.IDWindow)
+	// changes nothing; applied reports whether it counted.
+	Apply(ctx context.Context, rec Record) (applied bool, err error)
+	// ApplyBatch applies records as Apply does, pipelined where the
+	// backend can; on an error some may have been applied, and the batch
+	// may be applied again as a whole.
+	ApplyBatch(ctx context.Context, recs []Record) (applied int, err error)
+	// Reserve checks a team's budget and sets estimateMicros aside under
+	// id, in one atomic step. Over budget it returns ErrBudgetExceeded
+	// and a Reservation describing the check. Reserving an id again
+	// replaces its previous estimate.
+	Reserve(ctx context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error)
+	// Release drops a reservation that no record will settle (a request
+	// that ended before routing). Releasing twice is harmless.
+	Release(ctx context.Context, r Reservation) error
+	// Reserved is the sum of a team's unexpired reservations.
+	Reserved(ctx context.Context, team string) (int64, error)
+	// Read returns the team's bucket for each period, empty when nothing
+	// was recorded.
+	Read(ctx context.Context, team string, periods []string) ([]*Bucket, error)
+	// Teams lists every team with recorded usage ("" for keys without a
+	// team), sorted.
+	Teams(ctx context.Context) ([]string, error)
+	// Close flushes and releases what the store holds (never a client it
+	// was given).
+	Close() error
+}
+
+// Options tune both stores; the zero value takes the defaults.
+type Options struct {
+	// Now is the clock (time.Now): it picks the budget period of Reserve
+	// and expires reservations.
+	Now func() time.Time
+	// ReservationTTL is how long a reservation that no record settles
+	// counts against the budget (a crashed replica's).
+	ReservationTTL time.Duration
+	// IDWindow is how long after a record's day its id is remembered:
+	// a replay within it counts once.
+	IDWindow time.Duration
+	// DayRetention is how long daily buckets are kept; monthly and total
+	// ones are kept forever.
+	DayRetention time.Duration
+}
+
+// Defaults of Options.
+const (
+	DefaultReservationTTL = 10 * time.Minute
+	DefaultIDWindow       = 35 * 24 * time.Hour
+	DefaultDayRetention   = 400 * 24 * time.Hour
+)
+
+func (o Options) withDefaults() Options {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.ReservationTTL <= 0 {
+		o.ReservationTTL = DefaultReservationTTL
+	}
+	if o.IDWindow <= 0 {
+		o.IDWindow = DefaultIDWindow
+	}
+	if o.DayRetention <= 0 {
+		o.DayRetention = DefaultDayRetention
+	}
+	return o
+}
+
+// PeriodTotal names the all-time period.
+const PeriodTotal = "total"
+
+// Day is t's UTC day as a period name, "2026-11-25".
+func Day(t time.Time) string { return t.UTC().Format(time.DateOnly) }
+
+// Month is t's UTC month as a period name, "2026-11".
+func Month(t time.Time) string { return t.UTC().Format("2006-01") }
+
+// BudgetPeriod is the period a budget of the given kind (daily, monthly,
+// total) is checked against at now; an unknown kind is monthly, the
+// default.
+func BudgetPeriod(kind string, now time.Time) string {
+	switch kind {
+	case "daily":
+		return Day(now)
+	case "total":
+		return PeriodTotal
+	default:
+		return Month(now)
+	}
+}
+
+// PeriodEnd is when a budget of the given kind next rolls over after now
+// (UTC midnight); the zero time for total.
+func PeriodEnd(kind string, now time.Time) time.Time {
+	now = now.UTC()
+	y, m, d := now.Date()
+	switch kind {
+	case "daily":
+		return time.Date(y, m, d+1, 0, 0, 0, 0, time.UTC)
+	case "total":
+		return time.Time{}
+	default:
+		return time.Date(y, m+1, 1, 0, 0, 0, 0, time.UTC)
+	}
+}
+
+// periods are the buckets a record at t adds to: its day, month and total.
+func periods(t time.Time) [3]string { return [3]string{Day(t), Month(t), PeriodTotal} }
+
+// budgetMicros is the budget in micro-dollars, rounded as prices are.
+func budgetMicros(b config.Budget) int64 { return int64(math.Round(b.USD * 1e6)) }

@@ -1,0 +1,438 @@
+package accounting
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"nanogate/config"
+)
+
+// DefaultUsagePath is the embedded store's file.
+const DefaultUsagePath = "data/usage.jsonl"
+
+// Durability of the embedded store's file: every applied record is written
+// to the file (the kernel's page cache) before Apply returns, so a crash of
+// the process loses nothing; the file is fsynced at most SyncInterval after
+// a write, after SyncRecords writes, and on Close, so a crash of the machine
+// loses at most that much.
+const (
+	SyncInterval = 100 * time.Millisecond
+	SyncRecords  = 64
+)
+
+// Memory is the embedded Store of a single replica: totals and reservations
+// in memory, every applied record appended as one JSON line to a file from
+// which the totals are rebuilt on start. Reservations live in memory only
+// (they belong to requests in flight, which a restart ends).
+type Memory struct {
+	o    Options
+	log  *zap.Logger
+	path string
+
+	mu       sync.Mutex
+	f        *os.File // nil without a file, and once closed
+	size     int64    // bytes of whole records in f
+	unsynced int
+	closed   bool
+	fileErr  error // the last write or fsync error, nil once a write succeeds
+	teams    map[string]map[string]*Bucket
+	ids      map[idKey]int64 // applied ids -> the unix day of their record
+	resv     map[string]*teamResv
+	pruned   time.Time
+
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+type idKey struct{ team, id string }
+
+type teamResv struct {
+	byID map[string]memResv
+	sum  int64
+}
+
+type memResv struct {
+	micros  int64
+	expires time.Time
+}
+
+// OpenMemory opens (creating it if need be) the embedded store persisted in
+// path, rebuilding its totals from the records there; path "" keeps nothing
+// on disk (tests). A last line cut short by a crash is dropped (it was never
+// acknowledged); a malformed line elsewhere is logged and skipped. log may be
+// nil.
+func OpenMemory(path string, o Options, log *zap.Logger) (*Memory, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	m := &Memory{o: o.withDefaults(), log: log, path: path, teams: map[string]map[string]*Bucket{},
+		ids: map[idKey]int64{}, resv: map[string]*teamResv{}, kick: make(chan struct{}, 1),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	m.pruned = m.o.Now()
+	if path == "" {
+		close(m.done)
+		return m, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("accounting: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("accounting: %w", err)
+	}
+	n, err := m.load(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	m.f = f
+	log.Info("accounting: embedded store loaded", zap.String("path", path), zap.Int("records", n),
+		zap.Int64("bytes", m.size))
+	go m.syncLoop()
+	return m, nil
+}
+
+// load applies every record of f and leaves m.size at the end of the last
+// whole line, truncating a torn tail.
+func (m *Memory) load(f *os.File) (int, error) {
+	r := bufio.NewReaderSize(f, 1<<16)
+	var off int64
+	records := 0
+	cutoff := m.o.Now().Add(-m.o.IDWindow)
+	for line := 1; ; line++ {
+		b, err := r.ReadBytes('\n')
+		if errors.Is(err, io.EOF) {
+			if len(b) > 0 {
+				m.log.Warn("accounting: dropping a torn last line of the usage file",
+					zap.String("path", f.Name()), zap.Int("bytes", len(b)))
+				if err := f.Truncate(off); err != nil {
+					return records, fmt.Errorf("accounting: truncate torn tail of %s: %w", f.Name(), err)
+				}
+			}
+			m.size = off
+			return records, nil
+		}
+		if err != nil {
+			return records, fmt.Errorf("accounting: read %s: %w", f.Name(), err)
+		}
+		off += int64(len(b))
+		var rec Record
+		if err := json.Unmarshal(bytes.TrimSpace(b), &rec); err != nil {
+			m.log.Error("accounting: skipping a malformed line of the usage file", zap.String("path", f.Name()),
+				zap.Int("line", line), zap.Error(err))
+			continue
+		}
+		if err := rec.Validate(); err != nil {
+			m.log.Error("accounting: skipping an invalid record of the usage file", zap.String("path", f.Name()),
+				zap.Int("line", line), zap.Error(err))
+			continue
+		}
+		if _, dup := m.ids[idKey{rec.Team, rec.ID}]; dup {
+			continue
+		}
+		m.add(&rec, rec.Time.After(cutoff))
+		records++
+	}
+}
+
+// add counts rec; remember says whether its id is still inside the window.
+func (m *Memory) add(rec *Record, remember bool) {
+	buckets := m.teams[rec.Team]
+	if buckets == nil {
+		buckets = map[string]*Bucket{}
+		m.teams[rec.Team] = buckets
+	}
+	for _, p := range periods(rec.Time) {
+		b := buckets[p]
+		if b == nil {
+			b = newBucket(p)
+			buckets[p] = b
+		}
+		b.add(rec)
+	}
+	if remember {
+		m.ids[idKey{rec.Team, rec.ID}] = unixDay(rec.Time)
+	}
+}
+
+func unixDay(t time.Time) int64 { return t.Unix() / 86400 }
+
+// Apply implements Store.
+func (m *Memory) Apply(_ context.Context, rec Record) (bool, error) {
+	if err := rec.Validate(); err != nil {
+		return false, err
+	}
+	rec.Time = rec.Time.UTC()
+	var line []byte
+	if m.path != "" {
+		var err error
+		if line, err = json.Marshal(&rec); err != nil {
+			return false, fmt.Errorf("accounting: encode %s: %w", rec.ID, err)
+		}
+		line = append(line, '\n')
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return false, errors.New("accounting: store closed")
+	}
+	k := idKey{rec.Team, rec.ID}
+	if _, dup := m.ids[k]; dup {
+		m.releaseLocked(rec.Team, rec.ID)
+		return false, nil
+	}
+	if m.f != nil {
+		if n, err := m.f.Write(line); err != nil {
+			// A partial line would glue itself to the next one: cut it
+			// off, so the file stays whole lines.
+			if n > 0 {
+				if terr := m.f.Truncate(m.size); terr != nil {
+					err = errors.Join(err, terr)
+				}
+			}
+			m.fileErr = err
+			return false, fmt.Errorf("accounting: write %s: %w", m.path, err)
+		}
+		m.fileErr = nil
+		m.size += int64(len(line))
+		if m.unsynced++; m.unsynced >= SyncRecords {
+			select {
+			case m.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+	m.add(&rec, true)
+	m.releaseLocked(rec.Team, rec.ID)
+	m.pruneLocked()
+	return true, nil
+}
+
+// ApplyBatch implements Store.
+func (m *Memory) ApplyBatch(ctx context.Context, recs []Record) (int, error) {
+	applied := 0
+	for _, r := range recs {
+		ok, err := m.Apply(ctx, r)
+		if err != nil {
+			return applied, err
+		}
+		if ok {
+			applied++
+		}
+	}
+	return applied, nil
+}
+
+// pruneLocked forgets, once an hour, ids older than the id window and daily
+// buckets older than the retention, as Redis expires them.
+func (m *Memory) pruneLocked() {
+	now := m.o.Now()
+	if now.Sub(m.pruned) < time.Hour {
+		return
+	}
+	m.pruned = now
+	oldID := unixDay(now.Add(-m.o.IDWindow)) - 1
+	for k, day := range m.ids {
+		if day < oldID {
+			delete(m.ids, k)
+		}
+	}
+	oldDay := Day(now.Add(-m.o.DayRetention - 24*time.Hour))
+	for _, buckets := range m.teams {
+		for p := range buckets {
+			if len(p) == len(time.DateOnly) && p < oldDay {
+				delete(buckets, p)
+			}
+		}
+	}
+}
+
+func (m *Memory) syncLoop() {
+	defer close(m.done)
+	t := time.NewTicker(SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		case <-m.kick:
+		}
+		m.sync()
+	}
+}
+
+func (m *Memory) sync() {
+	m.mu.Lock()
+	f, n := m.f, m.unsynced
+	m.unsynced = 0
+	m.mu.Unlock()
+	if f == nil || n == 0 {
+		return
+	}
+	if err := f.Sync(); err != nil {
+		m.log.Error("accounting: fsync of the usage file failed: recent records may not survive a crash of the machine",
+			zap.String("path", m.path), zap.Error(err))
+		m.mu.Lock()
+		m.fileErr = err
+		m.unsynced += n
+		m.mu.Unlock()
+	}
+}
+
+// Healthy reports whether the usage file takes writes.
+func (m *Memory) Healthy() (bool, string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fileErr != nil {
+		return false, "accounting: usage file " + m.path + ": " + m.fileErr.Error()
+	}
+	return true, ""
+}
+
+// Reserve implements Store.
+func (m *Memory) Reserve(_ context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
+	now := m.o.Now()
+	r := Reservation{ID: id, Team: team, Micros: max(estimateMicros, 0), Period: BudgetPeriod(b.Period, now),
+		BudgetMicros: budgetMicros(b)}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tr := m.teamResvLocked(team, now)
+	if bk := m.teams[team][r.Period]; bk != nil {
+		r.SpentMicros = bk.Team.CostMicros
+	}
+	prev, had := tr.byID[id]
+	r.ReservedMicros = tr.sum
+	if had {
+		r.ReservedMicros -= prev.micros
+	}
+	if r.SpentMicros+r.ReservedMicros+r.Micros > r.BudgetMicros {
+		return r, ErrBudgetExceeded
+	}
+	tr.sum += r.Micros - prev.micros
+	tr.byID[id] = memResv{r.Micros, now.Add(m.o.ReservationTTL)}
+	return r, nil
+}
+
+// teamResvLocked returns the team's reservations without the expired ones.
+func (m *Memory) teamResvLocked(team string, now time.Time) *teamResv {
+	tr := m.resv[team]
+	if tr == nil {
+		tr = &teamResv{byID: map[string]memResv{}}
+		m.resv[team] = tr
+	}
+	for id, r := range tr.byID {
+		if !now.Before(r.expires) {
+			delete(tr.byID, id)
+			tr.sum -= r.micros
+		}
+	}
+	return tr
+}
+
+func (m *Memory) releaseLocked(team, id string) {
+	tr := m.resv[team]
+	if tr == nil {
+		return
+	}
+	if r, ok := tr.byID[id]; ok {
+		delete(tr.byID, id)
+		tr.sum -= r.micros
+	}
+}
+
+// Release implements Store.
+func (m *Memory) Release(_ context.Context, r Reservation) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.releaseLocked(r.Team, r.ID)
+	return nil
+}
+
+// Reserved implements Store.
+func (m *Memory) Reserved(_ context.Context, team string) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.teamResvLocked(team, m.o.Now()).sum, nil
+}
+
+// Read implements Store.
+func (m *Memory) Read(_ context.Context, team string, periods []string) ([]*Bucket, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Bucket, len(periods))
+	for i, p := range periods {
+		out[i] = m.teams[team][p].clone(p)
+	}
+	return out, nil
+}
+
+// clone copies b (an empty bucket of period p when b is nil).
+func (b *Bucket) clone(p string) *Bucket {
+	c := newBucket(p)
+	if b == nil {
+		return c
+	}
+	c.Team = b.Team
+	for _, pair := range [][2]map[string]*Totals{{c.Keys, b.Keys}, {c.Models, b.Models}, {c.Providers, b.Providers}} {
+		for name, t := range pair[1] {
+			tc := *t
+			pair[0][name] = &tc
+		}
+	}
+	return c
+}
+
+// Teams implements Store.
+func (m *Memory) Teams(context.Context) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	teams := make([]string, 0, len(m.teams))
+	for t := range m.teams {
+		teams = append(teams, t)
+	}
+	slices.Sort(teams)
+	return teams, nil
+}
+
+// Close implements Store: the file is fsynced and closed; later Applies
+// fail.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	m.mu.Unlock()
+	if m.path == "" {
+		return nil
+	}
+	close(m.stop)
+	<-m.done
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	err := m.f.Sync()
+	if cerr := m.f.Close(); err == nil {
+		err = cerr
+	}
+	m.f = nil
+	if err != nil {
+		return fmt.Errorf("accounting: close %s: %w", m.path, err)
+	}
+	return nil
+}

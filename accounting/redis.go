@@ -1,0 +1,384 @@
+package accounting
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"nanogate/config"
+)
+
+// Redis is the Store of replicas sharing Redis (single node or Cluster).
+//
+// Every key of a team starts with the hash tag {prefix+team}, so one record
+// and one reservation touch a single slot and each is one Lua script:
+//
+//	{nanogate:design}:acct:u:2026-11-25  hash: daily totals (expire DayRetention after the day)
+//	{nanogate:design}:acct:u:2026-11     hash: monthly totals (kept)
+//	{nanogate:design}:acct:u:total       hash: all-time totals (kept)
+//	{nanogate:design}:acct:ids:2026-11-25 hash: ids applied that day (expire IDWindow after the day)
+//	{nanogate:design}:acct:resv          hash: reservation id -> micro-dollars
+//	{nanogate:design}:acct:resv:exp      zset: reservation id -> expiry (unix ms)
+//	{nanogate:design}:acct:resv:sum      string: sum of the reservations
+//	nanogate:acct:teams                  set: teams with usage (for /admin/usage)
+//
+// Fields of a totals hash are "t|<metric>" for the team, "k|<key>|<metric>",
+// "m|<model>|<metric>" and "p|<provider>|<metric>", metrics being req, fail,
+// img, pt, ct, it, cost, list (see Totals). Redis must persist its data
+// (appendonly yes) for these to be books: a Redis that restarts empty has
+// forgotten them.
+type Redis struct {
+	c      redis.UniversalClient
+	prefix string
+	o      Options
+	// indexed holds the teams known to be in the team index, so that the
+	// index is written once per team and process.
+	indexed sync.Map
+}
+
+// NewRedis returns the Redis store over c, with keys under cfg.KeyPrefix
+// (config.DefaultRedisKeyPrefix when cfg is nil or has none). The caller owns
+// c: Close does not close it.
+func NewRedis(c redis.UniversalClient, cfg *config.Redis, o Options) *Redis {
+	prefix := config.DefaultRedisKeyPrefix
+	if cfg != nil && cfg.KeyPrefix != "" {
+		prefix = cfg.KeyPrefix
+	}
+	return &Redis{c: c, prefix: prefix, o: o.withDefaults()}
+}
+
+func (s *Redis) tag(team string) string { return "{" + s.prefix + team + "}:acct:" }
+
+func (s *Redis) bucketKey(team, period string) string { return s.tag(team) + "u:" + period }
+
+func (s *Redis) indexKey() string { return s.prefix + "acct:teams" }
+
+func (s *Redis) resvKeys(team string) []string {
+	t := s.tag(team)
+	return []string{t + "resv", t + "resv:exp", t + "resv:sum"}
+}
+
+// applyScript adds one record to its day, month and total buckets and
+// releases the reservation with the record's id, unless the id was applied
+// before (HSETNX of the id in its day's id hash), all in one step.
+//
+// KEYS: ids, day, month, total, resv, resv:exp, resv:sum.
+// ARGV: id, ids expiry (unix s), day expiry (unix s), n, n field prefixes,
+// then one value per metric.
+var applyScript = redis.NewScript(`
+local function release()
+  local amt = redis.call('HGET', KEYS[5], ARGV[1])
+  if amt then
+    redis.call('HDEL', KEYS[5], ARGV[1])
+    redis.call('ZREM', KEYS[6], ARGV[1])
+    redis.call('DECRBY', KEYS[7], amt)
+  end
+end
+if redis.call('HSETNX', KEYS[1], ARGV[1], '1') == 0 then
+  release()
+  return 0
+end
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+local names = {` + luaNames() + `}
+local nd = tonumber(ARGV[4])
+local base = 4 + nd
+for b = 2, 4 do
+  for d = 5, 4 + nd do
+    for m = 1, #names do
+      local v = ARGV[base + m]
+      if v ~= '0' then
+        redis.call('HINCRBY', KEYS[b], ARGV[d] .. names[m], v)
+      end
+    end
+  end
+end
+redis.call('EXPIREAT', KEYS[2], ARGV[3])
+release()
+return 1
+`)
+
+func luaNames() string {
+	q := make([]string, len(metricNames))
+	for i, n := range metricNames {
+		q[i] = "'" + n + "'"
+	}
+	return strings.Join(q, ", ")
+}
+
+// purge drops the reservations expired at ARGV[now] (at most 1000 a call:
+// the rest go on the next one).
+const luaPurge = `
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, 1000)
+for _, id in ipairs(expired) do
+  local amt = redis.call('HGET', KEYS[2], id)
+  if amt then
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('DECRBY', KEYS[4], amt)
+  end
+  redis.call('ZREM', KEYS[3], id)
+end
+`
+
+// reserveScript checks the budget and reserves, in one step.
+//
+// KEYS: the budget period's bucket, resv, resv:exp, resv:sum.
+// ARGV: now (unix ms), id, estimate, budget, expiry (unix ms).
+// Returns {admitted 0|1, spent, reserved by others}.
+var reserveScript = redis.NewScript(luaPurge + `
+local spent = tonumber(redis.call('HGET', KEYS[1], 't|cost') or '0')
+local reserved = tonumber(redis.call('GET', KEYS[4]) or '0')
+local prev = redis.call('HGET', KEYS[2], ARGV[2])
+if prev then reserved = reserved - tonumber(prev) end
+if spent + reserved + tonumber(ARGV[3]) > tonumber(ARGV[4]) then
+  return {0, spent, reserved}
+end
+if prev then redis.call('DECRBY', KEYS[4], prev) end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2])
+redis.call('INCRBY', KEYS[4], ARGV[3])
+return {1, spent, reserved}
+`)
+
+// reservedScript purges expired reservations and returns the sum of the
+// rest. KEYS: unused, resv, resv:exp, resv:sum. ARGV: now (unix ms).
+var reservedScript = redis.NewScript(luaPurge + `
+return tonumber(redis.call('GET', KEYS[4]) or '0')
+`)
+
+// releaseScript drops one reservation. KEYS: resv, resv:exp, resv:sum.
+// ARGV: id.
+var releaseScript = redis.NewScript(`
+local amt = redis.call('HGET', KEYS[1], ARGV[1])
+if amt then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('DECRBY', KEYS[3], amt)
+end
+return 0
+`)
+
+func (s *Redis) applyArgs(rec *Record) (keys []string, args []any) {
+	day := rec.Time.UTC().Truncate(24 * time.Hour)
+	p := periods(rec.Time)
+	t := s.tag(rec.Team)
+	keys = append([]string{t + "ids:" + p[0], t + "u:" + p[0], t + "u:" + p[1], t + "u:" + p[2]},
+		s.resvKeys(rec.Team)...)
+	dims := rec.dims()
+	args = make([]any, 0, 4+1+len(dims)+numMetrics)
+	args = append(args, rec.ID,
+		day.Add(24*time.Hour+s.o.IDWindow).Unix(),
+		day.Add(24*time.Hour+s.o.DayRetention).Unix(),
+		len(dims)+1, "t|")
+	for _, d := range dims {
+		args = append(args, string(d.kind)+"|"+d.name+"|")
+	}
+	for _, v := range rec.deltas() {
+		args = append(args, v)
+	}
+	return keys, args
+}
+
+// index adds teams to the team index unless this process did already.
+// It runs before the records are applied, so a team with usage is always
+// listed (a listed team without usage is harmless).
+func (s *Redis) index(ctx context.Context, recs []Record) error {
+	var add []any
+	for i := range recs {
+		if _, ok := s.indexed.Load(recs[i].Team); !ok && !slices.Contains(add, any(recs[i].Team)) {
+			add = append(add, recs[i].Team)
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	if err := s.c.SAdd(ctx, s.indexKey(), add...).Err(); err != nil {
+		return fmt.Errorf("accounting: index teams: %w", err)
+	}
+	for _, t := range add {
+		s.indexed.Store(t, true)
+	}
+	return nil
+}
+
+// Apply implements Store.
+func (s *Redis) Apply(ctx context.Context, rec Record) (bool, error) {
+	if err := rec.Validate(); err != nil {
+		return false, err
+	}
+	if err := s.index(ctx, []Record{rec}); err != nil {
+		return false, err
+	}
+	keys, args := s.applyArgs(&rec)
+	n, err := applyScript.Run(ctx, s.c, keys, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("accounting: apply %s: %w", rec.ID, err)
+	}
+	return n == 1, nil
+}
+
+// ApplyBatch implements Store: one pipeline of one script call per record.
+func (s *Redis) ApplyBatch(ctx context.Context, recs []Record) (int, error) {
+	for i := range recs {
+		if err := recs[i].Validate(); err != nil {
+			return 0, err
+		}
+	}
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	if err := s.index(ctx, recs); err != nil {
+		return 0, err
+	}
+	n, err := s.applyPipelined(ctx, recs)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// A restarted or flushed Redis forgot the script: load it and run
+		// the batch again (the records that did run count once anyway).
+		if lerr := applyScript.Load(ctx, s.c).Err(); lerr != nil {
+			return 0, fmt.Errorf("accounting: load script: %w", lerr)
+		}
+		n, err = s.applyPipelined(ctx, recs)
+	}
+	return n, err
+}
+
+func (s *Redis) applyPipelined(ctx context.Context, recs []Record) (int, error) {
+	cmds := make([]*redis.Cmd, len(recs))
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range recs {
+			keys, args := s.applyArgs(&recs[i])
+			cmds[i] = applyScript.EvalSha(ctx, p, keys, args...)
+		}
+		return nil
+	})
+	applied := 0
+	for i, c := range cmds {
+		n, cerr := c.Int()
+		if cerr != nil {
+			// The first command's error is the batch's: a NOSCRIPT one
+			// must reach ApplyBatch as is.
+			return applied, fmt.Errorf("accounting: apply %s: %w", recs[i].ID, cerr)
+		}
+		applied += n
+	}
+	if err != nil {
+		return applied, fmt.Errorf("accounting: apply batch: %w", err)
+	}
+	return applied, nil
+}
+
+// Reserve implements Store.
+func (s *Redis) Reserve(ctx context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
+	now := s.o.Now()
+	r := Reservation{ID: id, Team: team, Micros: max(estimateMicros, 0), Period: BudgetPeriod(b.Period, now),
+		BudgetMicros: budgetMicros(b)}
+	keys := append([]string{s.bucketKey(team, r.Period)}, s.resvKeys(team)...)
+	res, err := reserveScript.Run(ctx, s.c, keys, now.UnixMilli(), id, r.Micros, r.BudgetMicros,
+		now.Add(s.o.ReservationTTL).UnixMilli()).Int64Slice()
+	if err != nil {
+		return r, fmt.Errorf("accounting: reserve for team %q: %w", team, err)
+	}
+	if len(res) != 3 {
+		return r, fmt.Errorf("accounting: reserve for team %q: unexpected reply %v", team, res)
+	}
+	r.SpentMicros, r.ReservedMicros = res[1], res[2]
+	if res[0] != 1 {
+		return r, ErrBudgetExceeded
+	}
+	return r, nil
+}
+
+// Release implements Store.
+func (s *Redis) Release(ctx context.Context, r Reservation) error {
+	if err := releaseScript.Run(ctx, s.c, s.resvKeys(r.Team), r.ID).Err(); err != nil {
+		return fmt.Errorf("accounting: release %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// Reserved implements Store.
+func (s *Redis) Reserved(ctx context.Context, team string) (int64, error) {
+	keys := append([]string{s.bucketKey(team, PeriodTotal)}, s.resvKeys(team)...)
+	n, err := reservedScript.Run(ctx, s.c, keys, s.o.Now().UnixMilli()).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("accounting: reserved of team %q: %w", team, err)
+	}
+	return n, nil
+}
+
+// Read implements Store: one pipeline of HGETALL.
+func (s *Redis) Read(ctx context.Context, team string, periods []string) ([]*Bucket, error) {
+	cmds := make([]*redis.MapStringStringCmd, len(periods))
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, per := range periods {
+			cmds[i] = p.HGetAll(ctx, s.bucketKey(team, per))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("accounting: read team %q: %w", team, err)
+	}
+	out := make([]*Bucket, len(periods))
+	for i, c := range cmds {
+		b, err := parseBucket(periods[i], c.Val())
+		if err != nil {
+			return nil, fmt.Errorf("accounting: read team %q: %w", team, err)
+		}
+		out[i] = b
+	}
+	return out, nil
+}
+
+func parseBucket(period string, fields map[string]string) (*Bucket, error) {
+	b := newBucket(period)
+	for f, v := range fields {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("field %q of %s: %w", f, period, err)
+		}
+		last := strings.LastIndexByte(f, '|')
+		if last < 1 {
+			return nil, fmt.Errorf("field %q of %s: malformed", f, period)
+		}
+		m := slices.Index(metricNames[:], f[last+1:])
+		if m < 0 {
+			continue // a metric of a newer version: not ours to show
+		}
+		t := &b.Team
+		switch f[0] {
+		case 't':
+		case 'k', 'm', 'p':
+			name := f[2:last]
+			dm := b.dim(f[0])
+			if t = dm[name]; t == nil {
+				t = &Totals{}
+				dm[name] = t
+			}
+		default:
+			continue
+		}
+		*t.ptr(m) = n
+	}
+	return b, nil
+}
+
+// Teams implements Store.
+func (s *Redis) Teams(ctx context.Context) ([]string, error) {
+	teams, err := s.c.SMembers(ctx, s.indexKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("accounting: list teams: %w", err)
+	}
+	slices.Sort(teams)
+	return teams, nil
+}
+
+// Ping reports whether Redis answers.
+func (s *Redis) Ping(ctx context.Context) error { return s.c.Ping(ctx).Err() }
+
+// Close implements Store; the client stays open (its owner closes it).
+func (s *Redis) Close() error { return nil }
