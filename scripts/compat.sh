@@ -152,14 +152,6 @@ start_stack() {
 		die "the gateway did not become healthy"
 	fi
 	export NANOGATE_COMPAT_BASE_URL="http://127.0.0.1:$port/v1"
-
-	# A gateway that does not speak the gemini kind yet disables that provider and says so; the suites then
-	# skip the gemini cases, loudly. Any other reason for a missing provider fails them.
-	export NANOGATE_COMPAT_GEMINI=1
-	if grep '"providers of a kind this build does not speak are disabled"' "$dir/gateway.log" | grep -q '"google"'; then
-		NANOGATE_COMPAT_GEMINI=0
-		echo "compat: NOTE: this gateway build does not speak the gemini kind; its cases are skipped"
-	fi
 }
 
 # show_logs prints what the stack logged, for a failed suite.

@@ -17,8 +17,8 @@ func TestChatCompletionReturnsMarkdownPNG(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Object != "chat.completion" || r.Model != k.model || len(r.Choices) != 1 {
-			t.Fatalf("object %q, model %q, %d choices", r.Object, r.Model, len(r.Choices))
+		if r.Object != "chat.completion" || r.ID == "" || r.Created < 1_600_000_000 || r.Model != k.model || len(r.Choices) != 1 {
+			t.Fatalf("object %q, id %q, created %d, model %q, %d choices", r.Object, r.ID, r.Created, r.Model, len(r.Choices))
 		}
 		ch := r.Choices[0]
 		if ch.Message.Role != "assistant" || ch.FinishReason != "stop" {

@@ -27,7 +27,6 @@ var env struct {
 	restrictedKey                    string // may use modelBoth only
 	limitedKey                       string // 1 request per minute
 	maxAttempts                      int
-	geminiServed                     bool
 }
 
 // kind is an upstream kind: the fake that serves it, the provider name the gateway reports, and the public
@@ -55,7 +54,6 @@ func TestMain(m *testing.M) {
 	env.control = need("NANOGATE_COMPAT_CONTROL")
 	env.modelBoth = need("NANOGATE_COMPAT_MODEL_BOTH")
 	fmt.Sscan(need("NANOGATE_COMPAT_MAX_ATTEMPTS"), &env.maxAttempts)
-	env.geminiServed = os.Getenv("NANOGATE_COMPAT_GEMINI") != "0"
 	kinds = []kind{
 		{"openai", "openai", "reseller", need("NANOGATE_COMPAT_MODEL_OPENAI")},
 		{"gemini", "gemini", "google", need("NANOGATE_COMPAT_MODEL_GEMINI")},
@@ -73,14 +71,10 @@ func newClient(key string, extra ...option.RequestOption) openai.Client {
 }
 
 // forEachKind runs fn as subtest [kind] for each upstream kind, from clean fakes (no fault, zero counters),
-// leaving them clean. The gemini cases are skipped only when the gateway build said it does not speak that
-// kind (scripts/compat.sh reads its log).
+// leaving them clean.
 func forEachKind(t *testing.T, fn func(t *testing.T, k kind)) {
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) {
-			if k.name == "gemini" && !env.geminiServed {
-				t.Skip("this gateway build does not speak the gemini kind")
-			}
 			cleanFakes(t)
 			fn(t, k)
 		})

@@ -26,9 +26,7 @@ func TestModelsListPerKey(t *testing.T) {
 	}
 	want := []string{env.modelBoth}
 	for _, k := range kinds {
-		if k.name != "gemini" || env.geminiServed {
-			want = append(want, k.model)
-		}
+		want = append(want, k.model)
 	}
 	slices.Sort(want)
 	if got := ids(env.key); !slices.Equal(got, want) {

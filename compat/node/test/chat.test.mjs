@@ -27,6 +27,8 @@ async function assertServedOnce(k) {
 forEachKind("chat.completions.create returns the image as a markdown PNG", async (k) => {
   const r = await client().chat.completions.create({ model: k.model, messages: prompt });
   assert.equal(r.object, "chat.completion");
+  assert.ok(r.id, "id");
+  assert.ok(r.created > 1_600_000_000, `created ${r.created}`);
   assert.equal(r.model, k.model);
   assert.equal(r.choices.length, 1);
   const c = r.choices[0];

@@ -24,7 +24,6 @@ export const env = {
   control: need("NANOGATE_COMPAT_CONTROL"),
   modelBoth: need("NANOGATE_COMPAT_MODEL_BOTH"),
   maxAttempts: Number(need("NANOGATE_COMPAT_MAX_ATTEMPTS")),
-  geminiServed: process.env.NANOGATE_COMPAT_GEMINI !== "0",
 };
 
 // kinds are the upstream kinds: the fake that serves each, the provider name the gateway reports and the
@@ -41,12 +40,10 @@ export function client(key = env.key, extra = {}) {
 }
 
 // forEachKind declares test `${name} [kind]` for each upstream kind. Each starts from clean fakes (no fault,
-// zero counters) and leaves them clean. The gemini cases are skipped only when the gateway build said it
-// does not speak that kind (scripts/compat.sh reads its log).
+// zero counters) and leaves them clean.
 export function forEachKind(name, fn) {
   for (const k of kinds) {
-    const skip = k.kind === "gemini" && !env.geminiServed ? "this gateway build does not speak the gemini kind" : false;
-    test(`${name} [${k.kind}]`, { skip }, async () => {
+    test(`${name} [${k.kind}]`, async () => {
       await reset();
       try {
         await fn(k);
