@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -37,9 +36,6 @@ type Redis struct {
 	c      redis.UniversalClient
 	prefix string
 	o      Options
-	// indexed holds the teams known to be in the team index, so that the
-	// index is written once per team and process.
-	indexed sync.Map
 }
 
 // NewRedis returns the Redis store over c, with keys under cfg.KeyPrefix
@@ -184,45 +180,15 @@ func (s *Redis) applyArgs(rec *Record) (keys []string, args []any) {
 	return keys, args
 }
 
-// index adds teams to the team index unless this process did already.
-// It runs before the records are applied, so a team with usage is always
-// listed (a listed team without usage is harmless).
-func (s *Redis) index(ctx context.Context, recs []Record) error {
-	var add []any
-	for i := range recs {
-		if _, ok := s.indexed.Load(recs[i].Team); !ok && !slices.Contains(add, any(recs[i].Team)) {
-			add = append(add, recs[i].Team)
-		}
-	}
-	if len(add) == 0 {
-		return nil
-	}
-	if err := s.c.SAdd(ctx, s.indexKey(), add...).Err(); err != nil {
-		return fmt.Errorf("accounting: index teams: %w", err)
-	}
-	for _, t := range add {
-		s.indexed.Store(t, true)
-	}
-	return nil
-}
-
 // Apply implements Store.
 func (s *Redis) Apply(ctx context.Context, rec Record) (bool, error) {
-	if err := rec.Validate(); err != nil {
-		return false, err
-	}
-	if err := s.index(ctx, []Record{rec}); err != nil {
-		return false, err
-	}
-	keys, args := s.applyArgs(&rec)
-	n, err := applyScript.Run(ctx, s.c, keys, args...).Int()
-	if err != nil {
-		return false, fmt.Errorf("accounting: apply %s: %w", rec.ID, err)
-	}
-	return n == 1, nil
+	n, err := s.ApplyBatch(ctx, []Record{rec})
+	return n == 1, err
 }
 
-// ApplyBatch implements Store: one pipeline of one script call per record.
+// ApplyBatch implements Store: one pipeline holding one script call per
+// record, after an SADD of their teams to the team index (so a team with
+// usage is always listed; a listed team without usage is harmless).
 func (s *Redis) ApplyBatch(ctx context.Context, recs []Record) (int, error) {
 	for i := range recs {
 		if err := recs[i].Validate(); err != nil {
@@ -231,9 +197,6 @@ func (s *Redis) ApplyBatch(ctx context.Context, recs []Record) (int, error) {
 	}
 	if len(recs) == 0 {
 		return 0, nil
-	}
-	if err := s.index(ctx, recs); err != nil {
-		return 0, err
 	}
 	n, err := s.applyPipelined(ctx, recs)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
@@ -248,8 +211,15 @@ func (s *Redis) ApplyBatch(ctx context.Context, recs []Record) (int, error) {
 }
 
 func (s *Redis) applyPipelined(ctx context.Context, recs []Record) (int, error) {
+	teams := make([]any, 0, 1)
+	for i := range recs {
+		if !slices.Contains(teams, any(recs[i].Team)) {
+			teams = append(teams, recs[i].Team)
+		}
+	}
 	cmds := make([]*redis.Cmd, len(recs))
 	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.SAdd(ctx, s.indexKey(), teams...)
 		for i := range recs {
 			keys, args := s.applyArgs(&recs[i])
 			cmds[i] = applyScript.EvalSha(ctx, p, keys, args...)
@@ -260,8 +230,8 @@ func (s *Redis) applyPipelined(ctx context.Context, recs []Record) (int, error) 
 	for i, c := range cmds {
 		n, cerr := c.Int()
 		if cerr != nil {
-			// The first command's error is the batch's: a NOSCRIPT one
-			// must reach ApplyBatch as is.
+			// The first failed script's error is the batch's: a NOSCRIPT
+			// one must reach ApplyBatch as is.
 			return applied, fmt.Errorf("accounting: apply %s: %w", recs[i].ID, cerr)
 		}
 		applied += n

@@ -221,7 +221,7 @@ func testBuckets(t *testing.T, newStore backend) {
 		time.Date(2026, 11, 30, 23, 59, 59, 999e6, time.UTC),
 		time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
 		time.Date(2026, 12, 31, 23, 0, 0, 0, time.FixedZone("UTC+5", 5*3600)), // 18:00 UTC
-		time.Date(2027, 1, 1, 0, 30, 0, 0, time.FixedZone("UTC+1", 3600)),    // 2026-12-31 23:30 UTC
+		time.Date(2027, 1, 1, 0, 30, 0, 0, time.FixedZone("UTC+1", 3600)),     // 2026-12-31 23:30 UTC
 		time.Date(2027, 1, 1, 0, 30, 0, 0, time.UTC),
 	} {
 		recs = append(recs, served(p, fmt.Sprint("r", i), at, "k", "t", "laozhang", 1, int64(i+1), 10, 10))
