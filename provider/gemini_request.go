@@ -73,24 +73,23 @@ var geminiParams = map[string]geminiParam{
 	// Bookkeeping that does not change the answer.
 	"user": accept, "metadata": accept, "store": accept, "safety_identifier": accept,
 	"prompt_cache_key": accept, "parallel_tool_calls": accept,
-	"modalities":        modalitiesParam,
-	"presence_penalty":  penaltyParam,
-	"frequency_penalty": penaltyParam,
-	"logprobs":          refuseUnless(isFalse, "the gateway does not return log probabilities"),
-	"top_logprobs":      refuseUnless(isZero, "the gateway does not return log probabilities"),
-	"logit_bias":        refuseUnless(isEmptyObject, "Google's API has no logit bias"),
-	"response_format":   refuseUnless(isTextFormat, "the image model answers with text and images, not JSON"),
-	"tools":             refuseUnless(isEmptyArray, "the image model has no tools"),
-	"functions":         refuseUnless(isEmptyArray, "the image model has no tools"),
-	"tool_choice":       refuseUnless(isNoneOrAuto, "the image model has no tools"),
-	"function_call":     refuseUnless(isNoneOrAuto, "the image model has no tools"),
-	"service_tier":      refuseUnless(isString("auto", "default"), "only the default service tier is available"),
-	"verbosity":         refuseUnless(isString("medium"), "the image model has no verbosity setting"),
-	"reasoning_effort":  refuseUnless(never, "the image model has no reasoning setting"),
-	"prediction":        refuseUnless(never, "predicted outputs are not supported"),
-	"audio":             refuseUnless(never, "the image model does not produce audio"),
-	"web_search_options": refuseUnless(never,
-		"the image model does not search the web"),
+	"modalities":         modalitiesParam,
+	"presence_penalty":   penaltyParam,
+	"frequency_penalty":  penaltyParam,
+	"logprobs":           refuseUnless(isFalse, "the gateway does not return log probabilities"),
+	"top_logprobs":       refuseUnless(isZero, "the gateway does not return log probabilities"),
+	"logit_bias":         refuseUnless(isEmptyObject, "Google's API has no logit bias"),
+	"response_format":    refuseUnless(isTextFormat, "the image model answers with text and images, not JSON"),
+	"tools":              refuseUnless(isEmptyArray, "the image model has no tools"),
+	"functions":          refuseUnless(isEmptyArray, "the image model has no tools"),
+	"tool_choice":        refuseUnless(isNoneOrAuto, "the image model has no tools"),
+	"function_call":      refuseUnless(isNoneOrAuto, "the image model has no tools"),
+	"service_tier":       refuseUnless(isString("auto", "default"), "only the default service tier is available"),
+	"verbosity":          refuseUnless(isString("medium"), "the image model has no verbosity setting"),
+	"reasoning_effort":   refuseUnless(never, "the image model has no reasoning setting"),
+	"prediction":         refuseUnless(never, "predicted outputs are not supported"),
+	"audio":              refuseUnless(never, "the image model does not produce audio"),
+	"web_search_options": refuseUnless(never, "the image model does not search the web"),
 }
 
 func accept(string, []byte, *geminiPlan) *RequestError { return nil }
@@ -112,7 +111,7 @@ func isZero(v []byte) bool { n, err := jsonx.Float(v); return err == nil && n ==
 
 func isEmptyArray(v []byte) bool {
 	_, ok := jsonx.Index(v, 0)
-	return !ok && jsonx.KindOf(v) == jsonx.Array && jsonx.Valid(v)
+	return !ok && jsonx.KindOf(v) == jsonx.Array
 }
 
 func isEmptyObject(v []byte) bool {
@@ -261,11 +260,14 @@ func planGemini(req *ChatRequest, model string) (*geminiPlan, *RequestError) {
 // Consecutive messages of one role are merged into one content, since
 // Google's turns alternate between user and model.
 func appendGeminiBody(dst []byte, req *ChatRequest, plan *geminiPlan) []byte {
-	if n := len(req.Raw) + 512; cap(dst) < n {
-		for _, f := range plan.fetched {
-			n += base64.StdEncoding.EncodedLen(len(f.data)) + 64
-		}
-		dst = make([]byte, 0, n)
+	// One allocation at most: the body is about the client's, plus the
+	// fetched images in base64.
+	n := len(dst) + len(req.Raw) + 512
+	for _, f := range plan.fetched {
+		n += base64.StdEncoding.EncodedLen(len(f.data)) + 64
+	}
+	if cap(dst) < n {
+		dst = append(make([]byte, 0, n), dst...)
 	}
 	dst = append(dst, '{')
 	w := partWriter{}
