@@ -2,12 +2,17 @@ package compat
 
 import (
 	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/ssestream"
 )
 
 func TestChatCompletionReturnsMarkdownPNG(t *testing.T) {
@@ -183,4 +188,125 @@ func TestRawResponseShowsRequestIDAndProvider(t *testing.T) {
 		}
 		oneImage(t, r.Choices[0].Message.Content)
 	})
+}
+
+func TestMultiTurnSendsTheAssistantMessageBack(t *testing.T) {
+	forEachKind(t, func(t *testing.T, k kind) {
+		c := newClient(env.key)
+		first, err := c.Chat.Completions.New(ctx(t), openai.ChatCompletionNewParams{Model: k.model, Messages: prompt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		url := markdownImages(first.Choices[0].Message.Content)
+		oneImage(t, first.Choices[0].Message.Content)
+		second, err := c.Chat.Completions.New(ctx(t), openai.ChatCompletionNewParams{
+			Model: k.model,
+			Messages: []openai.ChatCompletionMessageParamUnion{
+				prompt[0], first.Choices[0].Message.ToParam(), openai.UserMessage("make it blue"),
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		oneImage(t, second.Choices[0].Message.Content)
+
+		body := lastBody(t, k.server)
+		if k.name == "gemini" {
+			// The image of the earlier answer is an image again for Google, in the model's turn.
+			b64, _ := strings.CutPrefix(url[0], "data:image/png;base64,")
+			if got := geminiInlineImages(t, body); !slices.Equal(got, []string{b64}) {
+				t.Errorf("the Gemini fake got %d inlineData parts, want the earlier image", len(got))
+			}
+			if !strings.Contains(string(body), `"role":"model"`) {
+				t.Errorf("no model turn in %.300s", body)
+			}
+		} else {
+			var req struct {
+				Messages []struct{ Role, Content string }
+			}
+			if err := json.Unmarshal(body, &req); err != nil || len(req.Messages) != 3 || req.Messages[1].Role != "assistant" ||
+				!slices.Equal(markdownImages(req.Messages[1].Content), url) {
+				t.Errorf("the reseller got %.300s", body)
+			}
+		}
+	})
+}
+
+func TestImagesFormatHeader(t *testing.T) {
+	forEachKind(t, func(t *testing.T, k kind) {
+		c := newClient(env.key)
+		r, err := c.Chat.Completions.New(ctx(t), openai.ChatCompletionNewParams{Model: k.model, Messages: prompt},
+			option.WithHeader("x-nanogate-image-format", "images"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := r.Choices[0].Message
+		if n := len(markdownImages(m.Content)); n != 0 {
+			t.Errorf("%d images left in content", n)
+		}
+		// message.images is not a field of the SDK's type: it comes from ExtraFields, as a Go user reads it.
+		var images []struct {
+			Type     string
+			ImageURL struct{ URL string } `json:"image_url"`
+		}
+		if err := json.Unmarshal([]byte(m.JSON.ExtraFields["images"].Raw()), &images); err != nil || len(images) != 1 {
+			t.Fatalf("message.images %q: %v", m.JSON.ExtraFields["images"].Raw(), err)
+		}
+		if images[0].Type != "image_url" {
+			t.Errorf("type %q", images[0].Type)
+		}
+		assertPNG(t, images[0].ImageURL.URL)
+	})
+}
+
+func TestStreamCutMidwayIsAnSDKError(t *testing.T) {
+	forEachKind(t, func(t *testing.T, k kind) {
+		setFault(t, k.server, map[string]any{"drop_mid_body": true})
+		c := newClient(env.key)
+		s := c.Chat.Completions.NewStreaming(ctx(t), openai.ChatCompletionNewParams{Model: k.model, Messages: prompt})
+		defer s.Close()
+		var content string
+		for s.Next() {
+			if ch := s.Current(); len(ch.Choices) > 0 {
+				content += ch.Choices[0].Delta.Content
+			}
+		}
+		var se *ssestream.StreamError
+		if !errors.As(s.Err(), &se) || !strings.Contains(se.Message, `"upstream_error"`) {
+			t.Fatalf("error %v after %q, want the SDK's StreamError with code upstream_error", s.Err(), content)
+		}
+		if n := len(markdownImages(content)); n != 0 {
+			t.Errorf("%d images in a cut stream", n)
+		}
+	})
+}
+
+func TestImageConfigReachesGoogle(t *testing.T) {
+	cleanFakes(t)
+	k := kindNamed("gemini")
+	c := newClient(env.key)
+	r, err := c.Chat.Completions.New(ctx(t), openai.ChatCompletionNewParams{Model: k.model, Messages: prompt},
+		option.WithJSONSet("image_config", map[string]string{"aspect_ratio": "16:9"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oneImage(t, r.Choices[0].Message.Content)
+	type imageConfig struct {
+		AspectRatio  string `json:"aspectRatio"`
+		AspectRatio2 string `json:"aspect_ratio"`
+	}
+	var req struct {
+		GenerationConfig struct {
+			ImageConfig  *imageConfig `json:"imageConfig"`
+			ImageConfig2 *imageConfig `json:"image_config"`
+		} `json:"generationConfig"`
+	}
+	body := lastBody(t, k.server)
+	if err := json.Unmarshal(body, &req); err != nil {
+		t.Fatal(err)
+	}
+	ic := cmp.Or(req.GenerationConfig.ImageConfig, req.GenerationConfig.ImageConfig2, &imageConfig{})
+	if got := cmp.Or(ic.AspectRatio, ic.AspectRatio2); got != "16:9" {
+		t.Errorf("aspect ratio %q, want 16:9; body %.300s", got, body)
+	}
 }

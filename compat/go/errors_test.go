@@ -38,7 +38,7 @@ func assertNoUpstreamCall(t *testing.T) {
 }
 
 func TestClientErrors(t *testing.T) {
-	model := kinds[0].model
+	model := kindNamed("openai").model
 	cases := []struct {
 		name, key, model string
 		zeroN            bool // send "n": 0

@@ -81,6 +81,15 @@ func forEachKind(t *testing.T, fn func(t *testing.T, k kind)) {
 	}
 }
 
+func kindNamed(name string) kind {
+	for _, k := range kinds {
+		if k.name == name {
+			return k
+		}
+	}
+	panic("no kind " + name)
+}
+
 // cleanFakes resets the fakes now and when t ends.
 func cleanFakes(t *testing.T) {
 	t.Helper()

@@ -1,15 +1,19 @@
 // chat.completions with the openai npm package: plain, multi-image editing, streaming, raw responses.
 
 import assert from "node:assert/strict";
+import OpenAI from "openai";
 import {
   assertPNG,
+  caseTest,
   client,
   forEachKind,
   geminiInlineImages,
   inputPNGs,
+  kinds,
   lastBody,
   markdownImages,
   resellerImageURLs,
+  setFault,
   setImageSize,
   stats,
 } from "./harness.mjs";
@@ -145,4 +149,67 @@ forEachKind("withResponse() shows x-request-id and x-nanogate-provider", async (
   assert.equal(data._request_id, id);
   assert.equal(response.headers.get("x-nanogate-provider"), k.provider);
   assert.equal(markdownImages(data.choices[0].message.content).length, 1);
+});
+
+forEachKind("multi-turn editing: the assistant message goes back as the SDK returned it", async (k) => {
+  const c = client();
+  const first = await c.chat.completions.create({ model: k.model, messages: prompt });
+  const [url] = markdownImages(first.choices[0].message.content);
+  assertPNG(url);
+  const second = await c.chat.completions.create({
+    model: k.model,
+    messages: [...prompt, first.choices[0].message, { role: "user", content: "make it blue" }],
+  });
+  assertPNG(markdownImages(second.choices[0].message.content)[0]);
+
+  const body = await lastBody(k.server);
+  if (k.kind === "gemini") {
+    // The image of the earlier answer is an image again for Google, in the model's turn.
+    const model = body.contents.find((c) => c.role === "model");
+    assert.ok(model, `a model turn in ${JSON.stringify(body).slice(0, 300)}`);
+    assert.deepEqual(geminiInlineImages({ contents: [model] }), [url.slice(url.indexOf(",") + 1)]);
+  } else {
+    assert.equal(body.messages[1].role, "assistant");
+    assert.deepEqual(markdownImages(body.messages[1].content), [url]);
+  }
+});
+
+forEachKind("x-nanogate-image-format: images puts the images in message.images", async (k) => {
+  const r = await client().chat.completions.create(
+    { model: k.model, messages: prompt },
+    { headers: { "x-nanogate-image-format": "images" } },
+  );
+  const m = r.choices[0].message;
+  assert.deepEqual(markdownImages(m.content), [], "no image left in content");
+  assert.equal(m.images.length, 1);
+  assert.equal(m.images[0].type, "image_url");
+  assertPNG(m.images[0].image_url.url);
+});
+
+forEachKind("an upstream cut mid-stream is an SDK error, not a truncated answer", async (k) => {
+  await setFault({ drop_mid_body: true }, k.server);
+  const stream = await client().chat.completions.create({ model: k.model, messages: prompt, stream: true });
+  let content = "";
+  let err;
+  try {
+    for await (const chunk of stream) content += chunk.choices[0]?.delta?.content ?? "";
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err instanceof OpenAI.APIError, `want an APIError, got ${err?.constructor?.name} after ${JSON.stringify(content)}`);
+  assert.equal(err.code, "upstream_error");
+  assert.deepEqual(markdownImages(content), []);
+});
+
+caseTest("the image_config extension (SDK extra body) reaches Google as imageConfig [gemini]", async () => {
+  const k = kinds.find((k) => k.kind === "gemini");
+  const r = await client().chat.completions.create({
+    model: k.model,
+    messages: prompt,
+    image_config: { aspect_ratio: "16:9" },
+  });
+  assertPNG(markdownImages(r.choices[0].message.content)[0]);
+  const gc = (await lastBody(k.server)).generationConfig ?? {};
+  const ic = gc.imageConfig ?? gc.image_config ?? {};
+  assert.equal(ic.aspectRatio ?? ic.aspect_ratio, "16:9", `generationConfig ${JSON.stringify(gc)}`);
 });

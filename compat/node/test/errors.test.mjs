@@ -5,7 +5,7 @@ import OpenAI from "openai";
 import { caseTest, client, env, forEachKind, kinds, setFault, setLatency, stats, waitFor } from "./harness.mjs";
 
 const prompt = [{ role: "user", content: "draw a nano banana" }];
-const model = kinds[0].model;
+const model = kinds.find((k) => k.kind === "openai").model;
 
 // rejects runs the call and checks the SDK error class, status and OpenAI code; the gateway's x-request-id
 // reaches err.requestID.
