@@ -443,6 +443,17 @@ var b64Alphabet = func() (t [256]bool) {
 	return t
 }()
 
+// b64OK is the standard base64 alphabet as a 0/1 table: the check ANDs eight
+// lookups at a time instead of branching on each byte.
+var b64OK = func() (t [256]uint8) {
+	for c, ok := range b64Alphabet {
+		if ok {
+			t[c] = 1
+		}
+	}
+	return t
+}()
+
 // ValidBase64 reports whether b is non-empty padded standard base64. It checks
 // the alphabet and the length without decoding, so megabytes pass in
 // microseconds.
@@ -451,17 +462,20 @@ func ValidBase64(b []byte) bool {
 	if n == 0 || n%4 != 0 {
 		return false
 	}
-	pad := 0
 	if b[n-1] == '=' {
-		pad++
-		if b[n-2] == '=' {
-			pad++
+		n--
+		if b[n-1] == '=' {
+			n--
 		}
 	}
-	for _, c := range b[:n-pad] {
-		if !b64Alphabet[c] {
-			return false
-		}
+	b = b[:n]
+	acc := uint8(1)
+	for len(b) >= 8 {
+		acc &= b64OK[b[0]] & b64OK[b[1]] & b64OK[b[2]] & b64OK[b[3]] & b64OK[b[4]] & b64OK[b[5]] & b64OK[b[6]] & b64OK[b[7]]
+		b = b[8:]
 	}
-	return true
+	for _, c := range b {
+		acc &= b64OK[c]
+	}
+	return acc == 1
 }

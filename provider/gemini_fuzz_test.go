@@ -76,7 +76,7 @@ func checkEvent(t *testing.T, ev *Event) {
 	if ev.Text != nil && !jsonx.Valid(append(append([]byte{'"'}, ev.Text...), '"')) {
 		t.Fatalf("text is not JSON string content: %q", ev.Text)
 	}
-	if ev.Image != nil && (!validB64(ev.Image.B64) || !strings.HasPrefix(ev.Image.MIME, "image/")) {
+	if ev.Image != nil && (!ValidBase64(ev.Image.B64) || !strings.HasPrefix(ev.Image.MIME, "image/")) {
 		t.Fatalf("bad image %q %.40q", ev.Image.MIME, ev.Image.B64)
 	}
 	if ev.Choice < 0 || ev.Choice >= MaxN {

@@ -179,41 +179,6 @@ func vEnum(v []byte) string {
 	return s
 }
 
-// b64OK is the standard base64 alphabet as a 0/1 table, for validB64.
-var b64OK = func() (t [256]uint8) {
-	for c := range 256 {
-		if b64Alphabet[c] {
-			t[c] = 1
-		}
-	}
-	return t
-}()
-
-// validB64 is ValidBase64 unrolled by eight: a generated image is megabytes
-// of base64, and the per-byte loop was the largest cost of reading one.
-func validB64(b []byte) bool {
-	n := len(b)
-	if n == 0 || n%4 != 0 {
-		return false
-	}
-	if b[n-1] == '=' {
-		n--
-		if b[n-1] == '=' {
-			n--
-		}
-	}
-	b = b[:n]
-	acc := uint8(1)
-	for len(b) >= 8 {
-		acc &= b64OK[b[0]] & b64OK[b[1]] & b64OK[b[2]] & b64OK[b[3]] & b64OK[b[4]] & b64OK[b[5]] & b64OK[b[6]] & b64OK[b[7]]
-		b = b[8:]
-	}
-	for _, c := range b {
-		acc &= b64OK[c]
-	}
-	return acc == 1
-}
-
 // geminiPart is one part of a candidate's content.
 type geminiPart struct {
 	text  []byte // JSON-escaped, nil if none
@@ -254,7 +219,7 @@ func readPart(p []byte) (part geminiPart, ok bool, bad bool) {
 		if bytes.IndexByte(part.image.B64, '\\') >= 0 {
 			part.image.B64 = bytes.ReplaceAll(part.image.B64, []byte(`\/`), []byte("/"))
 		}
-		if !validB64(part.image.B64) {
+		if !ValidBase64(part.image.B64) {
 			return part, false, true
 		}
 		part.text = nil

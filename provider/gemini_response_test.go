@@ -235,13 +235,13 @@ func TestVWalkerMatchesJSONX(t *testing.T) {
 
 func TestValidB64(t *testing.T) {
 	for _, s := range []string{redB64, checkB64, "QUJD", "QUI=", "QQ==", strings.Repeat("QUJD", 100)} {
-		if !validB64([]byte(s)) || !ValidBase64([]byte(s)) {
+		if !ValidBase64([]byte(s)) {
 			t.Errorf("%q refused", s)
 		}
 	}
 	for _, s := range []string{"", "QUJ", "QU=D", "Q===", "QUJD\n", "QUJD QUJD", "QUJD-_==", strings.Repeat("QUJD", 100) + "QU!D"} {
-		if validB64([]byte(s)) != ValidBase64([]byte(s)) {
-			t.Errorf("%q: validB64 and ValidBase64 disagree", s)
+		if ValidBase64([]byte(s)) {
+			t.Errorf("%q accepted", s)
 		}
 	}
 }

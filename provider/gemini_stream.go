@@ -3,7 +3,6 @@ package provider
 import (
 	"errors"
 	"io"
-	"sync"
 
 	"github.com/valyala/fasthttp"
 
@@ -38,29 +37,6 @@ type geminiStream struct {
 
 func (p *Gemini) newStream(resp *upstream.Response, body io.Reader) *geminiStream {
 	return &geminiStream{p: p, resp: resp, sse: getSSEReader(body, p.opts.MaxBodyBytes)}
-}
-
-// ssePool recycles SSE readers with their line buffers: an image event is
-// one line of megabytes, and growing a fresh buffer to that size for every
-// stream cost about five times the line in allocations.
-var ssePool sync.Pool
-
-func getSSEReader(body io.Reader, max int) *sseReader {
-	r, ok := ssePool.Get().(*sseReader)
-	if !ok {
-		return newSSEReader(body, max)
-	}
-	r.br.Reset(body)
-	r.data, r.line, r.long, r.max = r.data[:0], r.line[:0], false, max
-	return r
-}
-
-func putSSEReader(r *sseReader) {
-	if cap(r.data)+cap(r.line) > 32<<20 {
-		return // a rare giant event: let it go rather than pin it
-	}
-	r.br.Reset(nil)
-	ssePool.Put(r)
 }
 
 // Close implements Stream. The spans of the last event are invalid after it.

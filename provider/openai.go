@@ -96,7 +96,7 @@ func (p *OpenAI) ChatStream(ctx context.Context, req *ChatRequest, model string)
 	return &openaiStream{
 		p:    p,
 		resp: resp,
-		sse:  newSSEReader(resp.BodyStream(), p.opts.MaxBodyBytes),
+		sse:  getSSEReader(resp.BodyStream(), p.opts.MaxBodyBytes),
 	}, nil
 }
 
@@ -434,6 +434,10 @@ type openaiStream struct {
 
 // Close implements Stream.
 func (s *openaiStream) Close() {
+	if s.sse != nil {
+		putSSEReader(s.sse)
+		s.sse = nil
+	}
 	if s.resp != nil {
 		s.resp.Release()
 		s.resp = nil

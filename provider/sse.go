@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 )
 
 // ErrEventTooLarge is returned for an SSE event over the reader's cap.
@@ -73,7 +74,7 @@ func (s *sseReader) Next() ([]byte, error) {
 				off := len(line) - len(v)
 				buf := s.line
 				s.line = s.data[:0]
-				s.data = buf[off : off+len(v) : off+len(v)]
+				s.data = buf[off : off+len(v)]
 			} else {
 				s.data = append(s.data, v...)
 			}
@@ -110,4 +111,27 @@ func (s *sseReader) readLine() ([]byte, error) {
 	line = bytes.TrimSuffix(line, []byte("\n"))
 	line = bytes.TrimSuffix(line, []byte("\r"))
 	return line, err
+}
+
+// ssePool recycles SSE readers with their line buffers: an image event is
+// one line of megabytes, and growing a fresh buffer to that size for every
+// stream cost about five times the line in allocations.
+var ssePool sync.Pool
+
+func getSSEReader(body io.Reader, max int) *sseReader {
+	r, ok := ssePool.Get().(*sseReader)
+	if !ok {
+		return newSSEReader(body, max)
+	}
+	r.br.Reset(body)
+	r.data, r.line, r.long, r.max = r.data[:0], r.line[:0], false, max
+	return r
+}
+
+func putSSEReader(r *sseReader) {
+	if cap(r.data)+cap(r.line) > 32<<20 {
+		return // a rare giant event: let it go rather than pin it
+	}
+	r.br.Reset(nil)
+	ssePool.Put(r)
 }
