@@ -1,0 +1,84 @@
+package ratelimit
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_800_000_000, 0)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func memoryBackend(t *testing.T) *backend {
+	clock := newFakeClock()
+	return &backend{lim: NewMemory(clock.Now), fake: true, advance: clock.Advance, start: time.Now()}
+}
+
+func TestMemory(t *testing.T) { runSuite(t, memoryBackend) }
+
+func TestMemoryStats(t *testing.T) {
+	m := NewMemory(newFakeClock().Now)
+	r := Request{Key: "k", Tokens: 10, Limits: Limits{KeyRPM: 2, KeyTPM: 100}}
+	for range 3 {
+		allow(t, m, r)
+	}
+	m.Adjust(context.Background(), r, 5)
+	m.Adjust(context.Background(), r, 0) // no-op
+	want := Stats{Decisions: 3, Refusals: 1, Adjusts: 1}
+	if got := m.Stats(); got != want {
+		t.Errorf("Stats = %+v, want %+v", got, want)
+	}
+}
+
+// TestMemoryAllowDoesNotAllocate: once a key's buckets exist, a decision
+// allocates nothing.
+func TestMemoryAllowDoesNotAllocate(t *testing.T) {
+	m := NewMemory(nil)
+	r := Request{Key: "design-ci", Team: "design", Tokens: 1290,
+		Limits: Limits{KeyRPM: 60, KeyTPM: 200000, TeamRPM: 600, TeamTPM: 2000000}}
+	ctx := context.Background()
+	m.Allow(ctx, r)
+	if n := testing.AllocsPerRun(1000, func() { m.Allow(ctx, r) }); n != 0 {
+		t.Errorf("Allow allocates %v times per decision, want 0", n)
+	}
+	if n := testing.AllocsPerRun(1000, func() { m.Adjust(ctx, r, 10) }); n != 0 {
+		t.Errorf("Adjust allocates %v times, want 0", n)
+	}
+}
+
+func TestEffectiveLimit(t *testing.T) {
+	for _, tc := range []struct{ in, want int64 }{
+		{1, 1}, {60, 60}, {7, 7}, {2_000_000, 2_000_000},
+		{75_059_993, 75_059_993},       // largest limit exact whatever its divisors
+		{75_059_999, 75_059_990},       // rounded to a multiple of 10
+		{1_000_000_007, 1_000_000_000}, // rounded to a multiple of 10^k
+		{MaxLimit + 1, 750_599_930_000_000},
+	} {
+		got := effectiveLimit(tc.in)
+		if got != tc.want {
+			t.Errorf("effectiveLimit(%d) = %d, want %d", tc.in, got, tc.want)
+		}
+		p := paramsFor(tc.in)
+		if p.cap > maxUnits || p.cap != p.limit*p.unit || p.rate*minuteMicros != p.cap {
+			t.Errorf("paramsFor(%d) = %+v: not exact", tc.in, p)
+		}
+	}
+}

@@ -1,0 +1,369 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// backend is one Limiter under the shared suite, with its clock: a fake one
+// that advance moves (Memory), or real time that advance sleeps through
+// (Redis, whose clock is the server's). Against real time, results may show
+// the refill of the time the test took: within and near allow exactly that.
+type backend struct {
+	lim     Limiter
+	fake    bool
+	advance func(time.Duration)
+	start   time.Time
+}
+
+type newBackend func(t *testing.T) *backend
+
+// within checks a count of tokens that, on a real clock, may have grown by
+// the refill of perSecond since the test started.
+func (b *backend) within(t *testing.T, what string, got, want int64, perSecond float64) {
+	t.Helper()
+	hi := want
+	if !b.fake {
+		hi += int64(math.Ceil(time.Since(b.start).Seconds() * perSecond))
+	}
+	if got < want || got > hi {
+		if hi == want {
+			t.Errorf("%s = %d, want %d", what, got, want)
+		} else {
+			t.Errorf("%s = %d, want %d..%d", what, got, want, hi)
+		}
+	}
+}
+
+// near checks a duration that, on a real clock, may have shrunk by the time
+// the test took since it started (and is rounded up to the µs).
+func (b *backend) near(t *testing.T, what string, got, want time.Duration) {
+	t.Helper()
+	lo := want
+	if !b.fake {
+		lo -= time.Since(b.start) + time.Millisecond
+	}
+	if got < lo || got > want+time.Microsecond {
+		t.Errorf("%s = %v, want %v..%v", what, got, lo, want)
+	}
+}
+
+// allow is Allow that fails the test on an error.
+func allow(t *testing.T, l Limiter, r Request) Result {
+	t.Helper()
+	res, err := l.Allow(context.Background(), r)
+	if err != nil {
+		t.Fatalf("Allow(%+v): %v", r, err)
+	}
+	return res
+}
+
+// drain sends r until it is refused (at most max times) and returns how many
+// were admitted.
+func drain(t *testing.T, l Limiter, r Request, max int) int64 {
+	t.Helper()
+	n := int64(0)
+	for range max {
+		if !allow(t, l, r).Allowed {
+			return n
+		}
+		n++
+	}
+	t.Fatalf("%d requests admitted, expected a refusal", max)
+	return n
+}
+
+// runSuite is the behaviour every Limiter shares (SPEC section 5).
+func runSuite(t *testing.T, nb newBackend) {
+	t.Run("BurstAgainstFullBucketAdmitsExactlyCapacity", func(t *testing.T) {
+		b := nb(t)
+		r := Request{Key: t.Name(), Limits: Limits{KeyRPM: 50}}
+		admitted := 0
+		for i := range 150 {
+			res := allow(t, b.lim, r)
+			if res.Allowed != (i < 50) {
+				t.Fatalf("request %d: Allowed = %v", i+1, res.Allowed)
+			}
+			if res.Allowed {
+				admitted++
+			}
+		}
+		if admitted != 50 {
+			t.Errorf("admitted %d, want 50", admitted)
+		}
+	})
+
+	t.Run("ConcurrentBurstAdmitsExactlyCapacity", func(t *testing.T) {
+		b := nb(t)
+		const L = 60
+		r := Request{Key: "k", Team: t.Name(), Tokens: 1290,
+			Limits: Limits{KeyRPM: 1000, KeyTPM: 1000 * 1290, TeamRPM: L, TeamTPM: 100 * 1290}}
+		var admitted atomic.Int64
+		var wg sync.WaitGroup
+		for range 3 * L {
+			wg.Go(func() {
+				res, err := b.lim.Allow(context.Background(), r)
+				if err != nil {
+					t.Error(err)
+				}
+				if res.Allowed {
+					admitted.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if got := admitted.Load(); got != L {
+			t.Errorf("admitted %d of %d concurrent requests, want exactly %d", got, 3*L, L)
+		}
+	})
+
+	t.Run("TeamLimitIsSharedByItsKeys", func(t *testing.T) {
+		b := nb(t)
+		team := t.Name()
+		lim := Limits{KeyRPM: 8, TeamRPM: 10}
+		a := Request{Key: "a", Team: team, Limits: lim}
+		c := Request{Key: "c", Team: team, Limits: lim}
+		if n := drain(t, b.lim, a, 20); n != 8 {
+			t.Fatalf("key a admitted %d, want its own limit 8", n)
+		}
+		res := allow(t, b.lim, a)
+		// The key is empty (one request at 8 RPM: 7.5 s); the team still
+		// has 2.
+		if res.Refused != RefusedKeyRPM {
+			t.Errorf("key a refused by %q, want key_rpm", res.Refused)
+		}
+		b.near(t, "RetryAfter", res.RetryAfter, 7500*time.Millisecond)
+		if n := drain(t, b.lim, c, 20); n != 2 {
+			t.Fatalf("key c admitted %d, want the team's remaining 2", n)
+		}
+		res = allow(t, b.lim, c)
+		if res.Refused != RefusedTeamRPM {
+			t.Errorf("key c refused by %q, want team_rpm", res.Refused)
+		}
+		if res.LimitRequests != 10 || res.RemainingRequests != 0 {
+			t.Errorf("request headers: limit %d remaining %d, want the team's 10 and 0", res.LimitRequests, res.RemainingRequests)
+		}
+	})
+
+	t.Run("RefusalChargesNothing", func(t *testing.T) {
+		b := nb(t)
+		lim := Limits{KeyRPM: 100, KeyTPM: 5000, TeamRPM: 50, TeamTPM: 100000}
+		r := Request{Key: "k", Team: t.Name(), Tokens: 3000, Limits: lim}
+		res := allow(t, b.lim, r)
+		if !res.Allowed {
+			t.Fatal("first request refused")
+		}
+		b.within(t, "RemainingRequests", res.RemainingRequests, 49, 50.0/60)
+		b.within(t, "RemainingTokens", res.RemainingTokens, 2000, 5000.0/60)
+		res = allow(t, b.lim, r) // 3000 more tokens than the key has
+		if res.Allowed || res.Refused != RefusedKeyTPM {
+			t.Fatalf("second request: Allowed %v Refused %q, want refused by key_tpm", res.Allowed, res.Refused)
+		}
+		b.within(t, "RemainingRequests after refusal", res.RemainingRequests, 49, 50.0/60)
+		b.within(t, "RemainingTokens after refusal", res.RemainingTokens, 2000, 5000.0/60)
+		// Nothing was charged: the key's 2000 tokens and the team's requests
+		// are all still there.
+		r.Tokens = 2000
+		res = allow(t, b.lim, r)
+		if !res.Allowed {
+			t.Fatal("request for the remaining 2000 tokens refused")
+		}
+		b.within(t, "RemainingRequests", res.RemainingRequests, 48, 50.0/60)
+		b.within(t, "RemainingTokens", res.RemainingTokens, 0, 5000.0/60)
+	})
+
+	t.Run("ImageRequestsAgainstSmallTPM", func(t *testing.T) {
+		b := nb(t)
+		r := Request{Key: t.Name(), Tokens: 1290, Limits: Limits{KeyRPM: 1000, KeyTPM: 10000}}
+		if n := drain(t, b.lim, r, 20); n != 7 { // 7 × 1290 = 9030 ≤ 10000 < 8 × 1290
+			t.Errorf("admitted %d requests of 1290 tokens under 10000 TPM, want 7", n)
+		}
+		res := allow(t, b.lim, r)
+		if res.Refused != RefusedKeyTPM || res.LimitTokens != 10000 {
+			t.Errorf("Refused %q LimitTokens %d, want key_tpm and 10000", res.Refused, res.LimitTokens)
+		}
+		b.within(t, "RemainingTokens", res.RemainingTokens, 970, 10000.0/60)
+		// 320 tokens missing at 10000/60 per second: 1.92 s.
+		b.near(t, "RetryAfter", res.RetryAfter, 1920*time.Millisecond)
+	})
+
+	t.Run("TokensAboveCapacityAreRefusedForGood", func(t *testing.T) {
+		b := nb(t)
+		r := Request{Key: "k", Team: t.Name(), Tokens: 1290, Limits: Limits{KeyRPM: 1, KeyTPM: 100000, TeamTPM: 1000}}
+		res := allow(t, b.lim, r)
+		if res.Allowed || res.Refused != RefusedTeamTPM || res.RetryAfter != 0 {
+			t.Fatalf("Allowed %v Refused %q RetryAfter %v, want refused by team_tpm with RetryAfter 0", res.Allowed, res.Refused, res.RetryAfter)
+		}
+		// Nothing charged: the key's single request per minute is intact.
+		r.Tokens = 1000
+		if res := allow(t, b.lim, r); !res.Allowed {
+			t.Fatalf("request within capacity refused by %q", res.Refused)
+		}
+		// Over capacity is named even when another limit also refuses.
+		r.Tokens = 1290
+		res = allow(t, b.lim, r)
+		if res.Refused != RefusedTeamTPM || res.RetryAfter != 0 {
+			t.Errorf("Refused %q RetryAfter %v, want team_tpm and 0", res.Refused, res.RetryAfter)
+		}
+	})
+
+	t.Run("AdjustRefundsAndDebts", func(t *testing.T) {
+		b := nb(t)
+		ctx := context.Background()
+		r := Request{Key: t.Name(), Tokens: 1290, Limits: Limits{KeyTPM: 6000}} // 100 tokens/s
+		if n := drain(t, b.lim, r, 10); n != 4 {
+			t.Fatalf("admitted %d, want 4", n)
+		}
+		// The responses used less: a refund of 1290 makes room for one more.
+		if err := b.lim.Adjust(ctx, r, -1290); err != nil {
+			t.Fatal(err)
+		}
+		res := allow(t, b.lim, r)
+		if !res.Allowed {
+			t.Fatal("refused after a refund")
+		}
+		b.within(t, "RemainingTokens", res.RemainingTokens, 840, 100)
+		// A debt takes the bucket below zero: then even a request of no
+		// tokens waits until it is repaid.
+		if err := b.lim.Adjust(ctx, r, 5000); err != nil {
+			t.Fatal(err)
+		}
+		r.Tokens = 0
+		res = allow(t, b.lim, r)
+		if res.Allowed || res.Refused != RefusedKeyTPM || res.RemainingTokens != 0 {
+			t.Fatalf("in debt: Allowed %v Refused %q Remaining %d, want refused by key_tpm with 0 left", res.Allowed, res.Refused, res.RemainingTokens)
+		}
+		b.near(t, "RetryAfter", res.RetryAfter, 41600*time.Millisecond)    // 4160 tokens of debt at 100/s
+		b.near(t, "ResetTokens", res.ResetTokens, 101600*time.Millisecond) // 10160 tokens to full
+		// A refund is capped at capacity.
+		if err := b.lim.Adjust(ctx, r, -1_000_000); err != nil {
+			t.Fatal(err)
+		}
+		res = allow(t, b.lim, r)
+		if !res.Allowed || res.RemainingTokens != 6000 || res.ResetTokens != 0 {
+			t.Errorf("after a large refund: Allowed %v Remaining %d Reset %v, want a full bucket of 6000", res.Allowed, res.RemainingTokens, res.ResetTokens)
+		}
+		// Adjust of a request without token limits is a no-op.
+		if err := b.lim.Adjust(ctx, Request{Key: t.Name(), Limits: Limits{KeyRPM: 5}}, 100); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("AdjustOfAFreshBucket", func(t *testing.T) {
+		b := nb(t)
+		r := Request{Key: "k", Team: t.Name(), Tokens: 100, Limits: Limits{KeyRPM: 60, KeyTPM: 6000, TeamRPM: 600, TeamTPM: 60000}}
+		if err := b.lim.Adjust(context.Background(), r, 1000); err != nil {
+			t.Fatal(err)
+		}
+		res := allow(t, b.lim, r)
+		if !res.Allowed || res.LimitRequests != 60 || res.LimitTokens != 6000 {
+			t.Fatalf("%+v", res)
+		}
+		b.within(t, "RemainingRequests", res.RemainingRequests, 59, 1)
+		b.within(t, "RemainingTokens", res.RemainingTokens, 4900, 100)
+	})
+
+	t.Run("RefillAfterWaiting", func(t *testing.T) {
+		b := nb(t)
+		r := Request{Key: t.Name(), Limits: Limits{KeyRPM: 600}} // 10 per second
+		b.within(t, "admitted from full", drain(t, b.lim, r, 2000), 600, 10)
+		b.advance(time.Second)
+		b.start = time.Now()
+		b.within(t, "admitted after 1 s", drain(t, b.lim, r, 2000), 10, 10)
+		b.advance(350 * time.Millisecond)
+		b.start = time.Now()
+		b.within(t, "admitted after 350 ms", drain(t, b.lim, r, 2000), 3, 10)
+	})
+
+	t.Run("ResultFields", func(t *testing.T) {
+		b := nb(t)
+		r := Request{Key: "k", Team: t.Name(), Tokens: 1000,
+			Limits: Limits{KeyRPM: 60, KeyTPM: 120000, TeamRPM: 120, TeamTPM: 600000}}
+		res := allow(t, b.lim, r)
+		if !res.Allowed || res.Refused != "" || res.RetryAfter != 0 || res.Degraded {
+			t.Errorf("first request: %+v", res)
+		}
+		// The key's limits are the tighter ones (59 of 60 requests left
+		// against 119 of 120; 119000 tokens against 599000).
+		if res.LimitRequests != 60 || res.LimitTokens != 120000 {
+			t.Errorf("limits %d/%d, want the key's 60/120000", res.LimitRequests, res.LimitTokens)
+		}
+		b.within(t, "RemainingRequests", res.RemainingRequests, 59, 1)
+		b.within(t, "RemainingTokens", res.RemainingTokens, 119000, 2000)
+		b.near(t, "ResetRequests", res.ResetRequests, time.Second)      // one request at 1 per second
+		b.near(t, "ResetTokens", res.ResetTokens, 500*time.Millisecond) // 1000 tokens at 2000 per second
+		n := drain(t, b.lim, r, 200)
+		b.within(t, "admitted", n+1, 60, 1)
+		res = allow(t, b.lim, r)
+		if res.Allowed || res.Refused != RefusedKeyRPM || res.RemainingRequests != 0 || res.LimitRequests != 60 {
+			t.Errorf("refusal: %+v", res)
+		}
+		if res.RetryAfter <= 0 || res.RetryAfter > time.Second {
+			t.Errorf("RetryAfter = %v, want in (0, 1s]", res.RetryAfter)
+		}
+		if res.ResetRequests <= 59*time.Second || res.ResetRequests > 60*time.Second {
+			t.Errorf("ResetRequests = %v, want just under 60s", res.ResetRequests)
+		}
+		// No limits at all: allowed, no headers.
+		res = allow(t, b.lim, Request{Key: "free", Tokens: 100})
+		if res != (Result{Allowed: true}) {
+			t.Errorf("without limits: %+v", res)
+		}
+		// Team limits need a team.
+		res = allow(t, b.lim, Request{Key: t.Name() + "-solo", Limits: Limits{TeamRPM: 1, TeamTPM: 1}})
+		if res != (Result{Allowed: true}) {
+			t.Errorf("team limits without a team: %+v", res)
+		}
+	})
+
+	t.Run("LimitChangeKeepsTheTokens", func(t *testing.T) {
+		b := nb(t)
+		r := Request{Key: t.Name(), Limits: Limits{KeyRPM: 60}}
+		b.within(t, "Remaining", allow(t, b.lim, r).RemainingRequests, 59, 1)
+		r.Limits.KeyRPM = 120 // a reload raised it: 59 tokens, now under 120
+		b.within(t, "Remaining after raise", allow(t, b.lim, r).RemainingRequests, 58, 2)
+		r.Limits.KeyRPM = 30 // lowered: capped at the new capacity
+		b.within(t, "Remaining after cut", allow(t, b.lim, r).RemainingRequests, 29, 0)
+	})
+
+	t.Run("LargeLimitsStayExact", func(t *testing.T) {
+		b := nb(t)
+		// 75 million is the largest limit whose units are exact whatever its
+		// divisors; 1 billion exercises rounding (a multiple of 10^k).
+		for _, limit := range []int64{75_000_001, 1_000_000_007, MaxLimit * 2} {
+			r := Request{Key: fmt.Sprint(t.Name(), limit), Tokens: 1, Limits: Limits{KeyTPM: limit}}
+			res := allow(t, b.lim, r)
+			want := effectiveLimit(limit)
+			if !res.Allowed || res.LimitTokens != want {
+				t.Fatalf("limit %d: %+v", limit, res)
+			}
+			b.within(t, "RemainingTokens", res.RemainingTokens, want-1, float64(want)/60)
+			r.Tokens = want - 1
+			res = allow(t, b.lim, r)
+			if !res.Allowed {
+				t.Fatalf("limit %d: the last %d tokens refused", limit, want-1)
+			}
+			b.within(t, "RemainingTokens", res.RemainingTokens, 0, float64(want)/60)
+		}
+	})
+
+	t.Run("KeysWithoutTeamAreOwnBuckets", func(t *testing.T) {
+		b := nb(t)
+		name := t.Name()
+		// A key without a team and a team of the same name do not meet.
+		if n := drain(t, b.lim, Request{Key: name, Limits: Limits{KeyRPM: 3}}, 10); n != 3 {
+			t.Fatalf("solo key admitted %d, want 3", n)
+		}
+		if n := drain(t, b.lim, Request{Key: name, Team: name, Limits: Limits{KeyRPM: 3}}, 10); n != 3 {
+			t.Fatalf("team key admitted %d, want 3", n)
+		}
+		if n := drain(t, b.lim, Request{Key: "x", Team: name, Limits: Limits{TeamRPM: 2}}, 10); n != 2 {
+			t.Fatalf("team admitted %d, want 2", n)
+		}
+	})
+}
