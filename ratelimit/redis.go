@@ -1,0 +1,573 @@
+package ratelimit
+
+import (
+	"context"
+	"crypto/sha1"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"nanogate/config"
+)
+
+var (
+	//go:embed allow.lua
+	allowLua string
+	//go:embed adjust.lua
+	adjustLua string
+
+	allowScript  = newScript(allowLua)
+	adjustScript = newScript(adjustLua)
+)
+
+// script is a Lua script sent as EVALSHA, and as EVAL when the server does
+// not have it (NOSCRIPT: the script did not run, so sending it again is
+// safe). Its arguments are boxed once, for allocation-free command building.
+type script struct{ sha, src any }
+
+func newScript(src string) script {
+	sum := sha1.Sum([]byte(src))
+	return script{sha: hex.EncodeToString(sum[:]), src: src}
+}
+
+// Boxed command words and small numbers, so that building a command does
+// not allocate for them.
+var (
+	argEvalSHA any = "evalsha"
+	argEval    any = "eval"
+	argNumKeys     = [...]any{"0", "1", "2", "3", "4"}
+	argOne     any = int64(1)
+)
+
+// argsPool holds the argument slices of commands, reused once a command has
+// returned (go-redis keeps no reference to them).
+var argsPool = sync.Pool{New: func() any { s := make([]any, 0, 3+5*numKinds); return &s }}
+
+// probeInterval is how often Redis is tried again once it failed; meanwhile
+// decisions go straight to the fallback (or ErrUnavailable) in microseconds.
+const probeInterval = 200 * time.Millisecond
+
+// NewClient returns the Redis client of cfg: a single-node client for one
+// address (an address starting with "/" is a unix socket), a Redis Cluster
+// client for several. Its timeouts are cfg's (config defaults when zero), and
+// it never retries a command by itself: a script that charges limits must not
+// run twice because its reply was lost. Context deadlines bound the socket
+// I/O, so a decision never waits past its decision_timeout.
+func NewClient(cfg config.Redis) redis.UniversalClient {
+	cfg = withDefaults(cfg)
+	if len(cfg.Addrs) > 1 {
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:                 cfg.Addrs,
+			Password:              cfg.Password,
+			DialTimeout:           cfg.DialTimeout,
+			ReadTimeout:           cfg.ReadTimeout,
+			WriteTimeout:          cfg.WriteTimeout,
+			PoolTimeout:           max(cfg.ReadTimeout, cfg.DecisionTimeout),
+			ContextTimeoutEnabled: true,
+			MaxRetries:            -1,
+			DialerRetries:         1,
+			// No redirects either: the cluster client replays a command on
+			// another node after a network error within its redirect loop.
+			// Redis.Allow follows MOVED itself, where replaying is safe.
+			MaxRedirects: -1,
+		})
+	}
+	addr := ""
+	if len(cfg.Addrs) == 1 {
+		addr = cfg.Addrs[0]
+	}
+	return redis.NewClient(&redis.Options{
+		Addr:                  addr,
+		Password:              cfg.Password,
+		DB:                    cfg.DB,
+		DialTimeout:           cfg.DialTimeout,
+		ReadTimeout:           cfg.ReadTimeout,
+		WriteTimeout:          cfg.WriteTimeout,
+		PoolTimeout:           max(cfg.ReadTimeout, cfg.DecisionTimeout),
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+		DialerRetries:         1,
+	})
+}
+
+// withDefaults fills the zero fields of a config.Redis built in Go (Parse
+// already applies config.Defaults).
+func withDefaults(cfg config.Redis) config.Redis {
+	if cfg.OnOutage == "" {
+		cfg.OnOutage = "open"
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = config.DefaultRedisDialTimeout
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = config.DefaultRedisReadTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = config.DefaultRedisWriteTimeout
+	}
+	if cfg.DecisionTimeout <= 0 {
+		cfg.DecisionTimeout = config.DefaultRedisDecisionTimeout
+	}
+	return cfg
+}
+
+// Redis is the limiter shared by every replica: each decision is one Lua
+// script (one round trip) that reads the time from Redis, checks every bucket
+// of the request and charges them all or none. The buckets of one decision
+// share the team's hash tag, so they live in one slot of a Redis Cluster
+// while different teams spread over it.
+//
+// While Redis is unreachable, decisions follow cfg.OnOutage: "open" decides
+// with a local Memory limiter with the same limits (Result.Degraded), and
+// "closed" returns ErrUnavailable. After a failure, Redis is tried again by
+// one request at most every 200 ms; the others do not wait for it.
+type Redis struct {
+	client   redis.UniversalClient
+	prefix   string
+	timeout  time.Duration
+	open     bool
+	log      *zap.Logger
+	fallback *Memory
+	start    time.Time
+
+	// Outage state, per hash slot on a cluster (a dead node takes only its
+	// slots to the fallback) and in slots[0] on a single node: 0 while the
+	// slot answers, else 1 + the time (ns since start) from which one
+	// request may try Redis again.
+	slots     []atomic.Int64
+	downSlots atomic.Int64
+	outageMu  sync.Mutex // orders the outage log lines
+	downSince time.Time
+
+	namesMu sync.RWMutex
+	names   map[string]map[string]*keyNames // team -> key -> names and boxed arguments
+
+	decisions, refusals, fallbackN, unavailable, redisErrors, adjusts, outages atomic.Uint64
+}
+
+// keyNames are the Redis keys of one (team, key) pair, by kind, and the index
+// of their hash slot in Redis.slots; and, boxed for the script's arguments,
+// the keys and the parameters of the limits they were last used with. A
+// keyNames is immutable once published: new limits publish a new one.
+type keyNames struct {
+	key    [numKinds]string
+	slot   int
+	limits Limits
+	keyArg [numKinds]any
+	params [numKinds][3]any // limit, unit, rate
+}
+
+// NewRedis returns a limiter on client (see NewClient) with cfg's key prefix,
+// decision timeout and outage policy. logger may be nil.
+func NewRedis(client redis.UniversalClient, cfg config.Redis, logger *zap.Logger) *Redis {
+	cfg = withDefaults(cfg)
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	slots := 1
+	if _, ok := client.(*redis.ClusterClient); ok {
+		slots = numSlots
+	}
+	return &Redis{
+		client:   client,
+		prefix:   cfg.KeyPrefix,
+		timeout:  cfg.DecisionTimeout,
+		open:     cfg.OnOutage != "closed",
+		log:      logger,
+		fallback: NewMemory(nil),
+		start:    time.Now(),
+		slots:    make([]atomic.Int64, slots),
+		names:    map[string]map[string]*keyNames{},
+	}
+}
+
+// Allow implements Limiter.
+func (l *Redis) Allow(ctx context.Context, r Request) (Result, error) {
+	pl := makePlan(&r)
+	if pl.n == 0 {
+		l.decisions.Add(1)
+		return Result{Allowed: true}, nil
+	}
+	names := l.keyNames(&r)
+	slot := &l.slots[names.slot]
+	if !l.mayTry(slot) {
+		return l.degraded(&r, &pl, nil)
+	}
+	res, err := l.eval(ctx, names, &pl)
+	if err == nil {
+		l.up(slot)
+		l.decisions.Add(1)
+		if !res.Allowed {
+			l.refusals.Add(1)
+		}
+		return res, nil
+	}
+	l.redisErrors.Add(1)
+	if ctx.Err() != nil {
+		// The caller gave up (the client left): not Redis's fault.
+		return Result{}, fmt.Errorf("ratelimit: %w", ctx.Err())
+	}
+	if outage(err) {
+		l.failed(slot, err)
+	}
+	return l.degraded(&r, &pl, err)
+}
+
+// Adjust implements Limiter. While Redis is unreachable the correction goes
+// to the fallback limiter ("open") or is dropped with ErrUnavailable
+// ("closed"); Adjust never probes Redis.
+func (l *Redis) Adjust(ctx context.Context, r Request, delta int64) error {
+	pl := makePlan(&r).tpmOnly()
+	if delta == 0 || pl.n == 0 {
+		return nil
+	}
+	l.adjusts.Add(1)
+	names := l.keyNames(&r)
+	slot := &l.slots[names.slot]
+	if slot.Load() == 0 {
+		err := l.evalAdjust(ctx, names, &pl, delta)
+		if err == nil {
+			return nil
+		}
+		l.redisErrors.Add(1)
+		if ctx.Err() != nil {
+			return fmt.Errorf("ratelimit: %w", ctx.Err())
+		}
+		if outage(err) {
+			l.failed(slot, err)
+		}
+		if !l.open {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	} else if !l.open {
+		return ErrUnavailable
+	}
+	l.fallback.adjust(&r, &pl, delta)
+	return nil
+}
+
+// Stats implements Limiter.
+func (l *Redis) Stats() Stats {
+	return Stats{
+		Decisions:   l.decisions.Load(),
+		Refusals:    l.refusals.Load(),
+		Fallback:    l.fallbackN.Load(),
+		Unavailable: l.unavailable.Load(),
+		RedisErrors: l.redisErrors.Load(),
+		Adjusts:     l.adjusts.Load(),
+		Outages:     l.outages.Load(),
+	}
+}
+
+// Degraded reports whether Redis (or, on a cluster, some of its slots) is
+// currently considered unreachable.
+func (l *Redis) Degraded() bool { return l.downSlots.Load() > 0 }
+
+// Ping checks that Redis answers, for /readyz. On a cluster it pings every
+// master.
+func (l *Redis) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, max(l.timeout, time.Second))
+	defer cancel()
+	if c, ok := l.client.(*redis.ClusterClient); ok {
+		return c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+			return n.Ping(ctx).Err()
+		})
+	}
+	return l.client.Ping(ctx).Err()
+}
+
+// Close closes the Redis client.
+func (l *Redis) Close() error { return l.client.Close() }
+
+// degraded answers a request while Redis cannot: cause is the error that
+// sent it here, nil when Redis was already known to be down.
+func (l *Redis) degraded(r *Request, pl *plan, cause error) (Result, error) {
+	if !l.open {
+		l.unavailable.Add(1)
+		if cause != nil {
+			return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, cause)
+		}
+		return Result{}, ErrUnavailable
+	}
+	res := l.fallback.allow(r, pl)
+	res.Degraded = true
+	l.fallbackN.Add(1)
+	l.decisions.Add(1)
+	if !res.Allowed {
+		l.refusals.Add(1)
+	}
+	return res, nil
+}
+
+func (l *Redis) sinceStart() int64 { return int64(time.Since(l.start)) }
+
+// mayTry reports whether this request may go to Redis: always while its slot
+// answers; during an outage, only the first request after probeInterval.
+func (l *Redis) mayTry(slot *atomic.Int64) bool {
+	next := slot.Load()
+	if next == 0 {
+		return true
+	}
+	now := l.sinceStart()
+	return now+1 >= next && slot.CompareAndSwap(next, now+1+int64(probeInterval))
+}
+
+// failed records that Redis did not answer for slot; the first failure of an
+// outage logs it. Slots go down and up under outageMu, so that downSlots
+// counts them exactly.
+func (l *Redis) failed(slot *atomic.Int64, err error) {
+	next := l.sinceStart() + 1 + int64(probeInterval)
+	if old := slot.Load(); old != 0 {
+		slot.CompareAndSwap(old, max(old, next))
+		return
+	}
+	l.outageMu.Lock()
+	defer l.outageMu.Unlock()
+	if !slot.CompareAndSwap(0, next) || l.downSlots.Add(1) != 1 {
+		return
+	}
+	l.outages.Add(1)
+	l.downSince = time.Now()
+	policy := "deciding with a local limiter on each replica until it is back"
+	if !l.open {
+		policy = "refusing requests with 503 until it is back"
+	}
+	l.log.Warn("rate limiter: redis unreachable; "+policy, zap.Error(err))
+}
+
+// up records that Redis answered for slot; the answer that ends an outage
+// logs it.
+func (l *Redis) up(slot *atomic.Int64) {
+	if slot.Load() == 0 {
+		return
+	}
+	l.outageMu.Lock()
+	defer l.outageMu.Unlock()
+	for {
+		old := slot.Load()
+		if old == 0 {
+			return // another request ended it
+		}
+		if slot.CompareAndSwap(old, 0) {
+			break
+		}
+	}
+	if l.downSlots.Add(-1) != 0 {
+		return
+	}
+	l.log.Info("rate limiter: redis reachable again", zap.Duration("outage", time.Since(l.downSince)))
+}
+
+// outage reports whether err means Redis cannot answer (as opposed to an
+// answer that is an error, such as a key of the wrong type).
+func outage(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return true // network, timeout, pool, closed client
+	}
+	for _, p := range []string{"CLUSTERDOWN", "LOADING", "MASTERDOWN", "READONLY", "NOAUTH", "WRONGPASS"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// redirected reports whether err is a cluster redirection: the script did
+// not run, so running it again is safe.
+func redirected(err error) bool {
+	return err != nil && redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK") ||
+		redis.HasErrorPrefix(err, "TRYAGAIN")
+}
+
+// run runs a script with args (whose first two places it fills) under the
+// decision timeout, following cluster redirections (whose topology the client
+// reloads in the background) until the deadline: after a redirection or a
+// NOSCRIPT the script did not run, so running it again is safe.
+func (l *Redis) run(ctx context.Context, s script, args []any) *redis.Cmd {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	args[0], args[1] = argEvalSHA, s.sha
+	for wait := 100 * time.Microsecond; ; wait *= 2 {
+		cmd := l.client.Do(ctx, args...)
+		err := cmd.Err()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			args[0], args[1] = argEval, s.src
+			cmd = l.client.Do(ctx, args...)
+			err = cmd.Err()
+			args[0], args[1] = argEvalSHA, s.sha
+		}
+		if !redirected(err) {
+			return cmd
+		}
+		select {
+		case <-ctx.Done():
+			return cmd
+		case <-time.After(wait):
+		}
+	}
+}
+
+// commandArgs starts the arguments of a script over the buckets of pl: two
+// places for run, the number of keys, the keys.
+func commandArgs(names *keyNames, pl *plan) *[]any {
+	buf := argsPool.Get().(*[]any)
+	a := append((*buf)[:0], nil, nil, argNumKeys[pl.n])
+	for i := 0; i < pl.n; i++ {
+		a = append(a, names.keyArg[pl.kinds[i]])
+	}
+	*buf = a
+	return buf
+}
+
+func releaseArgs(buf *[]any) {
+	clear(*buf)
+	argsPool.Put(buf)
+}
+
+func (l *Redis) eval(ctx context.Context, names *keyNames, pl *plan) (Result, error) {
+	buf := commandArgs(names, pl)
+	var tokens any
+	for i := 0; i < pl.n; i++ {
+		k := pl.kinds[i]
+		p := &names.params[k]
+		cost := argOne
+		if k.tokens() {
+			if tokens == nil {
+				tokens = pl.cost[i]
+			}
+			cost = tokens
+		}
+		*buf = append(*buf, p[0], p[1], p[2], cost)
+	}
+	cmd := l.run(ctx, allowScript, *buf)
+	releaseArgs(buf)
+	reply, err := cmd.Text()
+	if err != nil {
+		return Result{}, err
+	}
+	var st [numKinds]state
+	allowed, ok := parseReply(reply, pl.n, &st)
+	if !ok {
+		return Result{}, fmt.Errorf("ratelimit: allow script returned %q for %d buckets", reply, pl.n)
+	}
+	return compose(pl, &st, allowed), nil
+}
+
+// parseReply reads allow.lua's "allowed r1 s1 w1 ..." into st.
+func parseReply(s string, n int, st *[numKinds]state) (allowed, ok bool) {
+	next := func() (int64, bool) {
+		i := strings.IndexByte(s, ' ')
+		if i < 0 {
+			i = len(s)
+		}
+		v, err := strconv.ParseInt(s[:i], 10, 64)
+		s = s[min(i+1, len(s)):]
+		return v, err == nil
+	}
+	a, ok := next()
+	for i := 0; i < n && ok; i++ {
+		var okR, okS, okW bool
+		st[i].remaining, okR = next()
+		st[i].reset, okS = next()
+		st[i].retry, okW = next()
+		ok = okR && okS && okW
+	}
+	return a == 1, ok && s == ""
+}
+
+func (l *Redis) evalAdjust(ctx context.Context, names *keyNames, pl *plan, delta int64) error {
+	buf := commandArgs(names, pl)
+	for i := 0; i < pl.n; i++ {
+		p := &names.params[pl.kinds[i]]
+		*buf = append(*buf, p[0], p[1], p[2])
+	}
+	// The script bounds the delta per bucket as clampDelta does.
+	*buf = append(*buf, delta)
+	err := l.run(ctx, adjustScript, *buf).Err()
+	releaseArgs(buf)
+	return err
+}
+
+// keyNames returns the Redis keys of r's buckets and the boxed arguments of
+// its limits, built once per (team, key) and limits.
+func (l *Redis) keyNames(r *Request) *keyNames {
+	l.namesMu.RLock()
+	n := l.names[r.Team][r.Key]
+	l.namesMu.RUnlock()
+	if n != nil && n.limits == r.Limits {
+		return n
+	}
+	if n == nil {
+		n = bucketKeys(l.prefix, r.Team, r.Key)
+		if len(l.slots) > 1 {
+			n.slot = int(keySlot(n.key[keyRPM]))
+		}
+		for k, name := range n.key {
+			n.keyArg[k] = name
+		}
+	} else {
+		c := *n
+		n = &c
+	}
+	n.limits = r.Limits
+	for k, limit := range [numKinds]int64{r.Limits.KeyRPM, r.Limits.KeyTPM, r.Limits.TeamRPM, r.Limits.TeamTPM} {
+		n.params[k] = [3]any{}
+		if limit > 0 {
+			p := paramsFor(limit)
+			n.params[k] = [3]any{p.limit, p.unit, p.rate}
+		}
+	}
+	l.namesMu.Lock()
+	byKey := l.names[r.Team]
+	if byKey == nil {
+		byKey = map[string]*keyNames{}
+		l.names[r.Team] = byKey
+	}
+	byKey[r.Key] = n
+	l.namesMu.Unlock()
+	return n
+}
+
+// bucketKeys names the buckets of key in team. The hash tag is the team's
+// ({t:team}), or the key's own ({k:key}) for a key without a team, so that
+// the buckets of one decision share a slot. Names are escaped so that no two
+// (team, key) pairs share a Redis key whatever characters they hold.
+func bucketKeys(prefix, team, key string) *keyNames {
+	var n keyNames
+	if team == "" {
+		base := prefix + "rl:{k:" + escape(key) + "}:"
+		n.key[keyRPM], n.key[keyTPM] = base+"rpm", base+"tpm"
+		return &n
+	}
+	base := prefix + "rl:{t:" + escape(team) + "}:"
+	n.key[teamRPM], n.key[teamTPM] = base+"rpm", base+"tpm"
+	n.key[keyRPM], n.key[keyTPM] = base+"k:"+escape(key)+":rpm", base+"k:"+escape(key)+":tpm"
+	return &n
+}
+
+// escape %-encodes the characters that delimit parts of a bucket's key.
+func escape(s string) string {
+	if !strings.ContainsAny(s, "%:{}") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '%', ':', '{', '}':
+			fmt.Fprintf(&b, "%%%02X", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
