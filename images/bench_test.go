@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Offloading a 1.5 MB image: decoding its base64 into the store and
@@ -12,6 +13,13 @@ import (
 func BenchmarkOffloadFS(b *testing.B) {
 	e := newFSEnv(b, nil)
 	benchOffload(b, e.off)
+}
+
+// The same into an S3 server on loopback (versitygw over a temporary
+// directory): one streamed PUT with chunk signatures, then presigning.
+func BenchmarkOffloadS3(b *testing.B) {
+	v := startVersity(b)
+	benchOffload(b, NewOffloader(v.store(b, time.Hour), Options{}))
 }
 
 func benchOffload(b *testing.B, off *Offloader) {
@@ -35,6 +43,16 @@ func BenchmarkResolveFS(b *testing.B) {
 		b.Fatal(err)
 	}
 	benchResolve(b, e.off, link)
+}
+
+func BenchmarkResolveS3(b *testing.B) {
+	v := startVersity(b)
+	off := NewOffloader(v.store(b, time.Hour), Options{})
+	link, err := off.Offload(context.Background(), "image/png", b64(testImage(imageSize, 33)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchResolve(b, off, link)
 }
 
 func benchResolve(b *testing.B, off *Offloader, link string) {

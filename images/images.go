@@ -114,7 +114,7 @@ func NewOffloader(store Store, opts Options) *Offloader {
 	return &Offloader{store: store, putTimeout: opts.PutTimeout, maxResolve: opts.MaxResolveBytes}
 }
 
-// New builds the store cfg configures (cfg.Store: "filesystem") and
+// New builds the store cfg configures (cfg.Store: "filesystem" or "s3") and
 // an Offloader over it with default Options. publicURL is
 // config.Server.PublicURL, the base of the filesystem store's links. The
 // filesystem store creates cfg.Dir and starts its sweeper: Close the
@@ -125,8 +125,10 @@ func New(cfg config.Offload, publicURL string, logger *zap.Logger) (*Offloader, 
 	switch cfg.Store {
 	case "filesystem", "":
 		store, err = NewFS(FSConfig{Dir: cfg.Dir, PublicURL: publicURL, SigningKey: cfg.SigningKey, TTL: cfg.TTL}, logger)
+	case "s3":
+		store, err = NewS3(cfg.S3, cfg.TTL)
 	default:
-		err = fmt.Errorf("images: unknown offload store %q (filesystem)", cfg.Store)
+		err = fmt.Errorf("images: unknown offload store %q (filesystem or s3)", cfg.Store)
 	}
 	if err != nil {
 		return nil, err
