@@ -16,6 +16,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v go >/dev/null 2>&1 || { echo "test.sh: Go is not installed (https://go.dev/doc/install)"; exit 1; }
 
+# Pinned test tools (versitygw for the S3 tests) into .tools/bin, on PATH.
+. scripts/tools.sh
+
 echo "test.sh: go vet"
 go vet ./...
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
@@ -24,3 +27,7 @@ if [ -n "$unformatted" ]; then
 fi
 echo "test.sh: go test -race"
 go test -race -count=1 -timeout 15m ./...
+
+# The official OpenAI SDKs (Node, Go) against the real binary.
+echo "test.sh: SDK compatibility suites"
+./scripts/compat.sh
