@@ -488,6 +488,72 @@ func TestClusterNodeOutage(t *testing.T) {
 	}
 }
 
+// TestClusterSlotMigration: when a team's slot moves to another node (a
+// resharding), the limiter follows the MOVED redirection itself (the client
+// does not, so that it never replays a charging script after a network error)
+// and the team's buckets keep counting where they were.
+func TestClusterSlotMigration(t *testing.T) {
+	addrs := startCluster(t)
+	l := newTestRedis(t, testConfig(addrs...))
+	ctx := context.Background()
+	r := Request{Team: "migrating", Key: "k", Limits: Limits{KeyRPM: 100, TeamRPM: 10}}
+	for range 4 {
+		if !allow(t, l, r).Allowed {
+			t.Fatal("refused before the migration")
+		}
+	}
+	names := l.keyNames(&r)
+	slot := int(keySlot(names.key[teamRPM]))
+	owner, err := l.client.(*redis.ClusterClient).MasterForKey(ctx, names.key[teamRPM])
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := map[string]*redis.Client{}
+	ids := map[string]string{}
+	for _, a := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: a})
+		defer c.Close()
+		nodes[a] = c
+		if ids[a], err = c.ClusterMyID(ctx).Result(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srcAddr := owner.Options().Addr
+	dstAddr := addrs[0]
+	if dstAddr == srcAddr {
+		dstAddr = addrs[1]
+	}
+	src, dst := nodes[srcAddr], nodes[dstAddr]
+	must := func(cmd *redis.Cmd) {
+		t.Helper()
+		if err := cmd.Err(); err != nil {
+			t.Fatalf("%v: %v", cmd.Args(), err)
+		}
+	}
+	must(dst.Do(ctx, "cluster", "setslot", slot, "importing", ids[srcAddr]))
+	must(src.Do(ctx, "cluster", "setslot", slot, "migrating", ids[dstAddr]))
+	keys, err := src.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("keys in slot %d: %v, %v", slot, keys, err)
+	}
+	host, port, _ := net.SplitHostPort(dstAddr)
+	args := []any{"migrate", host, port, "", 0, 5000, "keys"}
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	must(src.Do(ctx, args...))
+	for _, c := range nodes {
+		must(c.Do(ctx, "cluster", "setslot", slot, "node", ids[dstAddr]))
+	}
+	// The client still sends the slot to its old owner: MOVED.
+	if n := drain(t, l, r, 20); n != 6 {
+		t.Errorf("admitted %d after the migration, want the 6 the team had left", n)
+	}
+	if n, err := dst.Exists(ctx, keys...).Result(); err != nil || n != 2 {
+		t.Errorf("buckets on the new owner: %d, %v", n, err)
+	}
+}
+
 // TestBucketKeys: the buckets of one decision share a hash slot, different
 // teams do not all share one, and no two (team, key) pairs share a key.
 func TestBucketKeys(t *testing.T) {
