@@ -21,6 +21,7 @@ import (
 	"nanogate/auth"
 	"nanogate/config"
 	"nanogate/gateway"
+	"nanogate/images"
 	"nanogate/metrics"
 	"nanogate/provider"
 	"nanogate/proxy"
@@ -71,8 +72,13 @@ func run(args []string) int {
 			return 1
 		}
 	}
-	m := metrics.New()
-	st, closeState, skipped, err := buildState(cfg, nil, log, m)
+	d, err := newDeps(cfg, log)
+	if err != nil {
+		log.Error("startup failed", zap.Error(err))
+		return 1
+	}
+	defer d.close()
+	st, closeState, skipped, err := buildState(cfg, nil, d)
 	if err != nil {
 		log.Error("startup failed", zap.Error(err))
 		return 1
@@ -80,7 +86,7 @@ func run(args []string) int {
 	if len(skipped) > 0 {
 		log.Warn("providers of a kind this build does not speak are disabled", zap.Strings("providers", skipped))
 	}
-	srv := proxy.New(st, log, m)
+	srv := proxy.New(st, log, d.metrics)
 	ln, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
 		log.Error("listen failed", zap.Error(err))
@@ -104,7 +110,7 @@ func run(args []string) int {
 			return 0
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				closeState = reload(*path, srv, closeState, log, m)
+				closeState = reload(*path, srv, closeState, d)
 				continue
 			}
 			return drain(srv, cfg, sigs, closeState, log)
@@ -144,7 +150,8 @@ func drain(srv *proxy.Server, cfg *config.Config, sigs chan os.Signal, closeStat
 
 // reload builds a new state from the config file and swaps it in; an invalid
 // config leaves the old one in force.
-func reload(path string, srv *proxy.Server, closeOld func(), log *zap.Logger, m *metrics.Metrics) func() {
+func reload(path string, srv *proxy.Server, closeOld func(), d *deps) func() {
+	log := d.log
 	cfg, warnings, err := config.Load(path)
 	if err != nil {
 		log.Error("reload refused: invalid config; the old one stays in force", zap.Error(err))
@@ -153,7 +160,7 @@ func reload(path string, srv *proxy.Server, closeOld func(), log *zap.Logger, m 
 	for _, w := range warnings {
 		log.Warn("config", zap.String("warning", w))
 	}
-	st, closeNew, skipped, err := buildState(cfg, srv.State(), log, m)
+	st, closeNew, skipped, err := buildState(cfg, srv.State(), d)
 	if len(skipped) > 0 {
 		log.Warn("providers of a kind this build does not speak are disabled", zap.Strings("providers", skipped))
 	}
@@ -169,9 +176,50 @@ func reload(path string, srv *proxy.Server, closeOld func(), log *zap.Logger, m 
 	return closeNew
 }
 
+// deps are the parts that live as long as the process, across reloads:
+// logger, metrics and the stores holding state.
+type deps struct {
+	log     *zap.Logger
+	metrics *metrics.Metrics
+	offload *images.Offloader
+}
+
+func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
+	d := &deps{log: log, metrics: metrics.New()}
+	if wantsOffload(cfg) {
+		off, err := images.New(cfg.Images.Offload, cfg.Server.PublicURL, log)
+		if err != nil {
+			return nil, fmt.Errorf("images.offload: %w", err)
+		}
+		d.offload = off
+	}
+	return d, nil
+}
+
+// wantsOffload: the store is set up when offload is on globally or for a key,
+// and its settings are usable.
+func wantsOffload(cfg *config.Config) bool {
+	if cfg.Images.Offload.Enabled {
+		return true
+	}
+	for _, k := range cfg.Keys {
+		if k.OffloadImages != nil && *k.OffloadImages {
+			return cfg.Images.Offload.Store == "s3" || len(cfg.Images.Offload.SigningKey) >= images.MinSigningKey
+		}
+	}
+	return false
+}
+
+func (d *deps) close() {
+	if d.offload != nil {
+		d.offload.Close()
+	}
+}
+
 // buildState makes providers, router, gateway and key table from cfg. Provider
 // health carries over from prev (a reload).
-func buildState(cfg *config.Config, prev *proxy.State, log *zap.Logger, m *metrics.Metrics) (*proxy.State, func(), []string, error) {
+func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, func(), []string, error) {
+	log, m := d.log, d.metrics
 	var skipped []string
 	popts := provider.Options{TokensPerImage: int64(cfg.Billing.TokensPerImage)}
 	var entries []router.Entry
@@ -213,8 +261,14 @@ func buildState(cfg *config.Config, prev *proxy.State, log *zap.Logger, m *metri
 	st := &proxy.State{
 		Config:  cfg,
 		Keys:    auth.NewTable(cfg.Keys),
-		Gateway: gateway.New(router.New(entries, cfg.Routing, prevRouter, log, m), cfg.Billing.TokensPerImage),
+		Gateway: gateway.New(router.New(entries, cfg.Routing, prevRouter, log, m), gateway.Options{
+			TokensPerImage: cfg.Billing.TokensPerImage,
+			Offload:        d.offload,
+			OffloadDefault: cfg.Images.Offload.Enabled,
+			Log:            log,
+		}),
 		Format:  format,
+		Offload: d.offload,
 	}
 	return st, closeAll, skipped, nil
 }

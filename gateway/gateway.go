@@ -7,8 +7,12 @@ package gateway
 import (
 	"context"
 	"errors"
+	"strconv"
+
+	"go.uber.org/zap"
 
 	"nanogate/auth"
+	"nanogate/images"
 	"nanogate/provider"
 	"nanogate/router"
 )
@@ -25,11 +29,33 @@ var (
 type Gateway struct {
 	router         *router.Router
 	tokensPerImage int64
+	offload        *images.Offloader
+	offloadDefault bool
+	log            *zap.Logger
 }
 
-// New returns a Gateway routing through r, billing tokensPerImage per image.
-func New(r *router.Router, tokensPerImage int) *Gateway {
-	return &Gateway{router: r, tokensPerImage: int64(tokensPerImage)}
+// Options are the parts of a Gateway besides its router.
+type Options struct {
+	// TokensPerImage is billed per generated image (billing.tokens_per_image).
+	TokensPerImage int
+	// Offload stores images and returns links; nil when no store is set up.
+	Offload *images.Offloader
+	// OffloadDefault is images.offload.enabled; a key's offload_images
+	// overrides it.
+	OffloadDefault bool
+	Log            *zap.Logger
+}
+
+// New returns a Gateway routing through r.
+func New(r *router.Router, o Options) *Gateway {
+	if o.TokensPerImage <= 0 {
+		o.TokensPerImage = 1290
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	return &Gateway{router: r, tokensPerImage: int64(o.TokensPerImage), offload: o.Offload,
+		offloadDefault: o.OffloadDefault, log: o.Log}
 }
 
 // Router returns the router (for model listings).
@@ -67,6 +93,9 @@ type StreamAnswer struct {
 	Stream provider.Stream
 	First  *provider.Event
 	Served router.Served
+	// offload: images are replaced by links as they pass.
+	offload bool
+	ctx     context.Context
 }
 
 // Check returns an error when the caller may not run req.
@@ -85,9 +114,19 @@ func (g *Gateway) Chat(ctx context.Context, caller *auth.Caller, req *provider.C
 	if err := g.Check(caller, req.Model); err != nil {
 		return nil, router.Served{}, err
 	}
+	if err := g.resolveLinks(ctx, req); err != nil {
+		return nil, router.Served{}, err
+	}
 	res, served, err := g.router.Chat(ctx, req)
 	if err != nil {
 		return nil, served, err
+	}
+	if g.offloads(caller) {
+		for i := range res.Choices {
+			for j := range res.Choices[i].Images {
+				g.offloadImage(ctx, &res.Choices[i].Images[j])
+			}
+		}
 	}
 	return &Answer{Result: res, Served: served, Usage: g.Bill(res.Usage, res.Images())}, served, nil
 }
@@ -97,9 +136,60 @@ func (g *Gateway) ChatStream(ctx context.Context, caller *auth.Caller, req *prov
 	if err := g.Check(caller, req.Model); err != nil {
 		return nil, router.Served{}, err
 	}
+	if err := g.resolveLinks(ctx, req); err != nil {
+		return nil, router.Served{}, err
+	}
 	st, first, served, err := g.router.ChatStream(ctx, req)
 	if err != nil {
 		return nil, served, err
 	}
-	return &StreamAnswer{Stream: st, First: first, Served: served}, served, nil
+	return &StreamAnswer{Stream: st, First: first, Served: served, offload: g.offloads(caller), ctx: ctx}, served, nil
+}
+
+// offloads reports whether the caller's images become links.
+func (g *Gateway) offloads(c *auth.Caller) bool {
+	if g.offload == nil {
+		return false
+	}
+	if c != nil && c.OffloadImages != nil {
+		return *c.OffloadImages
+	}
+	return g.offloadDefault
+}
+
+// offloadImage stores img and sets its link. A store that fails leaves the
+// image inline: the client gets its image either way.
+func (g *Gateway) offloadImage(ctx context.Context, img *provider.Image) {
+	link, err := g.offload.Offload(ctx, img.MIME, img.B64)
+	if err != nil {
+		g.log.Warn("image offload failed; answering with inline base64", zap.Error(err))
+		return
+	}
+	img.URL = link
+}
+
+// resolveLinks turns image links this gateway issued back into image data,
+// read from the store instead of fetched (multi-turn editing with links).
+func (g *Gateway) resolveLinks(ctx context.Context, req *provider.ChatRequest) error {
+	if g.offload == nil || req.ImageInputs == 0 {
+		return nil
+	}
+	for i := range req.Messages {
+		for j := range req.Messages[i].Parts {
+			in := req.Messages[i].Parts[j].Image
+			if in == nil || in.B64 != nil {
+				continue
+			}
+			mime, b64, ok, err := g.offload.Resolve(ctx, string(in.URL))
+			if err != nil {
+				return &provider.RequestError{Param: "messages[" + strconv.Itoa(i) + "].content",
+					Msg: "The image link cannot be used: " + err.Error()}
+			}
+			if ok {
+				in.MIME, in.B64 = mime, b64
+				req.Resolved = true
+			}
+		}
+	}
+	return nil
 }

@@ -66,6 +66,27 @@ func (s *segs) bytes(p piece) []byte {
 	return s.small[p.off:p.end]
 }
 
+// image writes img inside a JSON string: its link, or its data URL with the
+// base64 as an ext piece. It returns where the open small piece starts.
+func (s *segs) image(from int, img *provider.Image) int {
+	if img.URL != "" {
+		s.small = appendEscaped(s.small, img.URL)
+		return from
+	}
+	s.small = appendDataURLStart(s.small, img.MIME)
+	s.cut(from)
+	s.ext(img.B64)
+	return s.mark()
+}
+
+// appendEscaped writes s JSON-escaped, without the quotes.
+func appendEscaped(b []byte, s string) []byte {
+	n := len(b)
+	b = jsonx.AppendString(b, s)
+	copy(b[n:], b[n+1:len(b)-1])
+	return b[:len(b)-2]
+}
+
 // appendDataURLStart writes "data:<mime>;base64," and leaves the payload to ext.
 func appendDataURLStart(b []byte, mime string) []byte {
 	b = append(b, "data:"...)
@@ -123,10 +144,7 @@ func renderMessage(s *segs, from int, c *provider.Choice, f Format) int {
 	switch {
 	case f == FormatDataURL && len(imgs) > 0:
 		s.small = append(s.small, '"')
-		s.small = appendDataURLStart(s.small, imgs[0].MIME)
-		s.cut(from)
-		s.ext(imgs[0].B64)
-		from = s.mark()
+		from = s.image(from, &imgs[0])
 		s.small = append(s.small, '"')
 		imgs = imgs[1:]
 		if len(imgs) == 0 {
@@ -137,15 +155,12 @@ func renderMessage(s *segs, from int, c *provider.Choice, f Format) int {
 	case f == FormatMarkdown:
 		s.small = append(s.small, '"')
 		s.small = append(s.small, c.Text...)
-		for i, img := range imgs {
+		for i := range imgs {
 			if i > 0 || len(c.Text) > 0 {
 				s.small = append(s.small, `\n\n`...)
 			}
 			s.small = append(s.small, "![image]("...)
-			s.small = appendDataURLStart(s.small, img.MIME)
-			s.cut(from)
-			s.ext(img.B64)
-			from = s.mark()
+			from = s.image(from, &imgs[i])
 			s.small = append(s.small, ')')
 		}
 		s.small = append(s.small, '"')
@@ -164,15 +179,12 @@ func renderMessage(s *segs, from int, c *provider.Choice, f Format) int {
 
 func renderImageList(s *segs, from int, imgs []provider.Image) int {
 	s.small = append(s.small, '[')
-	for i, img := range imgs {
+	for i := range imgs {
 		if i > 0 {
 			s.small = append(s.small, ',')
 		}
 		s.small = append(s.small, `{"type":"image_url","image_url":{"url":"`...)
-		s.small = appendDataURLStart(s.small, img.MIME)
-		s.cut(from)
-		s.ext(img.B64)
-		from = s.mark()
+		from = s.image(from, &imgs[i])
 		s.small = append(s.small, `"}}`...)
 	}
 	s.small = append(s.small, ']')

@@ -305,14 +305,22 @@ func (b *StreamBody) image(c int, img *provider.Image, write func([]byte) error)
 		b.buf = append(b.buf, `{"images":[{"type":"image_url","image_url":{"url":"`...)
 		suffix = `"}}]}`
 	}
-	b.buf = appendDataURLStart(b.buf, img.MIME)
-	if err := write(b.buf); err != nil {
-		return err
+	if b.sa.offload && img.URL == "" {
+		b.g.offloadImage(b.sa.ctx, img)
 	}
-	if err := write(img.B64); err != nil {
-		return err
+	if img.URL != "" {
+		b.buf = appendEscaped(b.buf, img.URL)
+	} else {
+		b.buf = appendDataURLStart(b.buf, img.MIME)
+		if err := write(b.buf); err != nil {
+			return err
+		}
+		if err := write(img.B64); err != nil {
+			return err
+		}
+		b.buf = b.buf[:0]
 	}
-	b.buf = append(b.buf[:0], suffix...)
+	b.buf = append(b.buf, suffix...)
 	b.buf = b.chunkEnd(b.buf, "")
 	return write(b.buf)
 }

@@ -40,6 +40,9 @@ type ChatRequest struct {
 	Params []string
 	// ImageInputs counts image parts over all messages.
 	ImageInputs int
+	// Resolved is set when an image link was replaced by its data: the
+	// client's raw messages no longer say what is sent upstream.
+	Resolved bool
 }
 
 // Message is one chat message.

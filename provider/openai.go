@@ -147,6 +147,12 @@ func appendOpenAIBody(dst []byte, req *ChatRequest, model string, stream bool) [
 		switch string(key) {
 		case "model", "image_config", "stream_options", "stream":
 			return nil
+		case "messages":
+			if req.Resolved {
+				dst = append(dst, `,"messages":`...)
+				dst = appendMessages(dst, req.Messages)
+				return nil
+			}
 		}
 		dst = append(dst, ',')
 		dst = jsonx.AppendStringBytes(dst, key)
@@ -158,6 +164,44 @@ func appendOpenAIBody(dst []byte, req *ChatRequest, model string, stream bool) [
 		dst = append(dst, `,"stream":true,"stream_options":{"include_usage":true}`...)
 	}
 	return append(dst, '}')
+}
+
+// appendMessages writes messages from their parsed form: used when image
+// links were resolved to data, so the upstream gets the images themselves.
+func appendMessages(dst []byte, msgs []Message) []byte {
+	dst = append(dst, '[')
+	for i, m := range msgs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"role":`...)
+		dst = jsonx.AppendString(dst, m.Role)
+		dst = append(dst, `,"content":[`...)
+		for j, p := range m.Parts {
+			if j > 0 {
+				dst = append(dst, ',')
+			}
+			if p.Image == nil {
+				dst = append(dst, `{"type":"text","text":"`...)
+				dst = append(dst, p.Text...)
+				dst = append(dst, `"}`...)
+				continue
+			}
+			dst = append(dst, `{"type":"image_url","image_url":{"url":`...)
+			if p.Image.B64 != nil {
+				dst = append(dst, `"data:`...)
+				dst = append(dst, p.Image.MIME...)
+				dst = append(dst, ";base64,"...)
+				dst = append(dst, p.Image.B64...)
+				dst = append(dst, '"')
+			} else {
+				dst = jsonx.AppendStringBytes(dst, p.Image.URL)
+			}
+			dst = append(dst, `}}`...)
+		}
+		dst = append(dst, `]}`...)
+	}
+	return append(dst, ']')
 }
 
 // statusError classifies a non-200 answer.

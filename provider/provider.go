@@ -73,6 +73,9 @@ type Image struct {
 	MIME string
 	// B64 is the standard base64 encoding of the image bytes.
 	B64 []byte
+	// URL, when set, is a link to the stored image that answers carry
+	// instead of the data (images.offload).
+	URL string
 }
 
 // Usage is what the upstream reported, split so that the gateway can bill

@@ -5,6 +5,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"nanogate/auth"
 	"nanogate/config"
 	"nanogate/gateway"
+	"nanogate/images"
 	"nanogate/metrics"
 )
 
@@ -29,6 +31,8 @@ type State struct {
 	Keys    *auth.Table
 	Gateway *gateway.Gateway
 	Format  gateway.Format
+	// Offload serves /images/ links when the filesystem store is on.
+	Offload *images.Offloader
 }
 
 // Server serves the OpenAI-compatible API.
@@ -112,6 +116,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			s.handleAdminProviders(ctx, st)
 		}
 	default:
+		if bytes.HasPrefix(path, []byte("/images/")) && st.Offload != nil {
+			if h := st.Offload.Handler(); h != nil {
+				h(ctx)
+				return
+			}
+		}
 		writeError(ctx, errNotFound)
 	}
 }
