@@ -259,8 +259,8 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 		prevRouter = prev.Gateway.Router()
 	}
 	st := &proxy.State{
-		Config:  cfg,
-		Keys:    auth.NewTable(cfg.Keys),
+		Config: cfg,
+		Keys:   auth.NewTable(cfg.Keys),
 		Gateway: gateway.New(router.New(entries, cfg.Routing, prevRouter, log, m), gateway.Options{
 			TokensPerImage: cfg.Billing.TokensPerImage,
 			Offload:        d.offload,
