@@ -58,8 +58,9 @@ type Result struct {
 	// "team_tpm". When several refuse, it is the one that can never pass,
 	// else the one that makes the client wait the longest.
 	Refused string
-	// Degraded is set when Redis was unreachable and the decision was made
-	// by the replica's local fallback limiter (on_outage: open).
+	// Degraded is set when Redis could not decide (unreachable, or answering
+	// an error) and the decision was made by the replica's local fallback
+	// limiter (on_outage: open).
 	Degraded bool
 }
 

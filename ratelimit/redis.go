@@ -385,8 +385,8 @@ func outage(err error) bool {
 // redirected reports whether err is a cluster redirection: the script did
 // not run, so running it again is safe.
 func redirected(err error) bool {
-	return err != nil && redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK") ||
-		redis.HasErrorPrefix(err, "TRYAGAIN")
+	return err != nil && (redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK") ||
+		redis.HasErrorPrefix(err, "TRYAGAIN"))
 }
 
 // run runs a script with args (whose first two places it fills) under the
