@@ -18,7 +18,8 @@
 # limits land). The suites find all this in NANOGATE_COMPAT_* variables.
 #
 # Needs go, node (20 or newer) and npm; network only for `npm ci` and Go modules. Exit status: 0 when every
-# suite passed.
+# suite passed, 1 when one failed (the stack's logs are printed), 2 when a tool is missing or the stack did not
+# start.
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
