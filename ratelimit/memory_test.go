@@ -82,3 +82,22 @@ func TestEffectiveLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestLevelRefill: the level refills by rate per µs, exactly up to capacity.
+func TestLevelRefill(t *testing.T) {
+	p := paramsFor(7) // unit 60e6, rate 7 per µs, capacity 420e6
+	for _, tc := range []struct{ lvl, el, want int64 }{
+		{0, 0, 0},
+		{0, 1, 7},
+		{p.cap - 14, 1, p.cap - 7},
+		{p.cap - 14, 2, p.cap},
+		{p.cap - 15, 2, p.cap - 1}, // need/rate = 2: not yet full
+		{p.cap - 15, 3, p.cap},
+		{-p.cap, 120_000_000, p.cap},
+		{p.cap, 1 << 40, p.cap},
+	} {
+		if got := level(tc.lvl, 1000, p.unit, 1000+tc.el, &p); got != tc.want {
+			t.Errorf("level(%d) after %d µs = %d, want %d", tc.lvl, tc.el, got, tc.want)
+		}
+	}
+}

@@ -132,6 +132,7 @@ func withDefaults(cfg config.Redis) config.Redis {
 // one request at most every 200 ms; the others do not wait for it.
 type Redis struct {
 	client   redis.UniversalClient
+	scripts  [2]script // allow, adjust
 	prefix   string
 	timeout  time.Duration
 	open     bool
@@ -150,6 +151,10 @@ type Redis struct {
 
 	namesMu sync.RWMutex
 	names   map[string]map[string]*keyNames // team -> key -> names and boxed arguments
+
+	// now is nil but in tests, which replace the scripts by ones that read
+	// the time from their last two arguments (seconds, µs) instead of TIME.
+	now func() time.Time
 
 	decisions, refusals, fallbackN, unavailable, redisErrors, adjusts, outages atomic.Uint64
 }
@@ -179,6 +184,7 @@ func NewRedis(client redis.UniversalClient, cfg config.Redis, logger *zap.Logger
 	}
 	return &Redis{
 		client:   client,
+		scripts:  [2]script{allowScript, adjustScript},
 		prefix:   cfg.KeyPrefix,
 		timeout:  cfg.DecisionTimeout,
 		open:     cfg.OnOutage != "closed",
@@ -449,7 +455,8 @@ func (l *Redis) eval(ctx context.Context, names *keyNames, pl *plan) (Result, er
 		}
 		*buf = append(*buf, p[0], p[1], p[2], cost)
 	}
-	cmd := l.run(ctx, allowScript, *buf)
+	l.appendTime(buf)
+	cmd := l.run(ctx, l.scripts[0], *buf)
 	releaseArgs(buf)
 	reply, err := cmd.Text()
 	if err != nil {
@@ -461,6 +468,14 @@ func (l *Redis) eval(ctx context.Context, names *keyNames, pl *plan) (Result, er
 		return Result{}, fmt.Errorf("ratelimit: allow script returned %q for %d buckets", reply, pl.n)
 	}
 	return compose(pl, &st, allowed), nil
+}
+
+// appendTime appends the fake time of tests.
+func (l *Redis) appendTime(buf *[]any) {
+	if l.now != nil {
+		t := l.now()
+		*buf = append(*buf, t.Unix(), t.Nanosecond()/1000)
+	}
 }
 
 // parseReply reads allow.lua's "allowed r1 s1 w1 ..." into st.
@@ -493,7 +508,8 @@ func (l *Redis) evalAdjust(ctx context.Context, names *keyNames, pl *plan, delta
 	}
 	// The script bounds the delta per bucket as clampDelta does.
 	*buf = append(*buf, delta)
-	err := l.run(ctx, adjustScript, *buf).Err()
+	l.appendTime(buf)
+	err := l.run(ctx, l.scripts[1], *buf).Err()
 	releaseArgs(buf)
 	return err
 }
