@@ -53,6 +53,28 @@ func BenchmarkRedisAllowParallel(b *testing.B) {
 	}
 }
 
+// BenchmarkRedisGetBaseline is one GET through the same client: the floor of
+// any round trip to Redis on this machine, for comparison.
+func BenchmarkRedisGetBaseline(b *testing.B) {
+	for _, tr := range transports {
+		b.Run(tr.name, func(b *testing.B) {
+			c := tr.limiter(b).(*Redis).client
+			ctx := context.Background()
+			c.Set(ctx, "x", "1", 0)
+			b.ReportAllocs()
+			cpu := cpuTime()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := c.Get(ctx, "x").Err(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			reportCPU(b, cpu)
+		})
+	}
+}
+
 var transports = []struct {
 	name    string
 	limiter func(b *testing.B) Limiter
