@@ -300,7 +300,7 @@ func (r *ChatRequest) parseMessage(i int, m []byte) (Message, error) {
 	if jsonx.KindOf(m) != jsonx.Object {
 		return msg, badParam(p, "'%s' must be an object.", p)
 	}
-	var content []byte
+	var content, images []byte
 	hasContent := false
 	err := jsonx.ObjectEach(m, func(key, v []byte) error {
 		switch string(key) {
@@ -315,6 +315,10 @@ func (r *ChatRequest) parseMessage(i int, m []byte) (Message, error) {
 			msg.Role = s
 		case "content":
 			content, hasContent = v, true
+		case "images":
+			// The gateway's own "images" answer format: a client that sends
+			// the assistant message back as it got it must be understood.
+			images = v
 		case "name", "refusal", "annotations", "audio":
 		case "tool_calls", "tool_call_id", "function_call":
 			return badParam(p+"."+string(key), "'%s.%s' is not supported: the image model has no tools.", p, key)
@@ -329,33 +333,76 @@ func (r *ChatRequest) parseMessage(i int, m []byte) (Message, error) {
 	if msg.Role == "" {
 		return msg, badParam(p+".role", "'%s.role' is required.", p)
 	}
-	if !hasContent || jsonx.KindOf(content) == jsonx.Null {
-		if msg.Role == "assistant" {
-			return msg, nil
-		}
-		return msg, badParam(p+".content", "'%s.content' is required.", p)
+	if err := r.parseContent(p, content, hasContent, &msg); err != nil {
+		return msg, err
 	}
+	// Images beside the content come after it, as the images format puts them.
+	if err := r.parseMessageImages(p, images, &msg); err != nil {
+		return msg, err
+	}
+	if len(msg.Parts) == 0 && msg.Role != "assistant" {
+		if !hasContent || jsonx.KindOf(content) == jsonx.Null {
+			return msg, badParam(p+".content", "'%s.content' is required.", p)
+		}
+		return msg, badParam(p+".content", "'%s.content' must not be empty.", p)
+	}
+	return msg, nil
+}
+
+// parseContent reads a message's content: a string or an array of parts.
+func (r *ChatRequest) parseContent(p string, content []byte, has bool, msg *Message) error {
 	switch jsonx.KindOf(content) {
+	case jsonx.Invalid, jsonx.Null:
+		if has && jsonx.KindOf(content) == jsonx.Invalid {
+			return badParam(p+".content", "'%s.content' must be a string or an array of content parts.", p)
+		}
+		return nil
 	case jsonx.String:
-		msg.Parts = append(msg.Parts, Part{Text: content[1 : len(content)-1]})
-		return msg, nil
+		text := content[1 : len(content)-1]
+		if msg.Role == "assistant" && bytes.HasPrefix(text, []byte("data:image/")) {
+			// The data_url answer format sent back: the content is an image.
+			if img, err := parseImageURL(p+".content", content); err == nil {
+				r.ImageInputs++
+				msg.Parts = append(msg.Parts, Part{Image: img})
+				return nil
+			}
+		}
+		msg.Parts = append(msg.Parts, Part{Text: text})
+		return nil
 	case jsonx.Array:
 	default:
-		return msg, badParam(p+".content", "'%s.content' must be a string or an array of content parts.", p)
+		return badParam(p+".content", "'%s.content' must be a string or an array of content parts.", p)
 	}
-	err = jsonx.ArrayEach(content, func(j int, part []byte) error {
-		pp := p + ".content[" + strconv.Itoa(j) + "]"
-		pt, err := r.parsePart(pp, part)
+	return jsonx.ArrayEach(content, func(j int, part []byte) error {
+		pt, err := r.parsePart(p+".content["+strconv.Itoa(j)+"]", part)
 		if err != nil {
 			return err
 		}
 		msg.Parts = append(msg.Parts, pt)
 		return nil
 	})
-	if err == nil && len(msg.Parts) == 0 && msg.Role != "assistant" {
-		err = badParam(p+".content", "'%s.content' must not be empty.", p)
+}
+
+// parseMessageImages reads a message's "images" list (image_url parts), as the
+// gateway's images format answers carry them.
+func (r *ChatRequest) parseMessageImages(p string, v []byte, msg *Message) error {
+	if v == nil || jsonx.KindOf(v) == jsonx.Null {
+		return nil
 	}
-	return msg, err
+	if jsonx.KindOf(v) != jsonx.Array {
+		return badParam(p+".images", "'%s.images' must be an array of image_url parts.", p)
+	}
+	return jsonx.ArrayEach(v, func(j int, part []byte) error {
+		pt, err := r.parsePart(p+".images["+strconv.Itoa(j)+"]", part)
+		if err != nil {
+			return err
+		}
+		if pt.Image == nil {
+			return badParam(p+".images["+strconv.Itoa(j)+"]", "'%s.images' must hold image_url parts.", p)
+		}
+		msg.Parts = append(msg.Parts, pt)
+		return nil
+	})
 }
 
 func (r *ChatRequest) parsePart(p string, part []byte) (Part, error) {

@@ -121,3 +121,27 @@ func FuzzParseChatRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestParseAnswerShapesSentBack: clients append the assistant message they
+// got to the next request; every answer format of the gateway must parse,
+// with its image as an image input.
+func TestParseAnswerShapesSentBack(t *testing.T) {
+	img := `data:image/png;base64,` + tinyB64
+	tests := map[string]string{
+		"images format":   `{"role":"assistant","content":"here","images":[{"type":"image_url","image_url":{"url":"` + img + `"}}]}`,
+		"data_url format": `{"role":"assistant","content":"` + img + `"}`,
+	}
+	for name, msg := range tests {
+		t.Run(name, func(t *testing.T) {
+			r, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"draw"},` + msg + `,{"role":"user","content":"bluer"}]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := r.Messages[1]
+			last := a.Parts[len(a.Parts)-1]
+			if last.Image == nil || string(last.Image.B64) != tinyB64 || r.ImageInputs != 1 {
+				t.Fatalf("assistant parts %+v", a.Parts)
+			}
+		})
+	}
+}

@@ -137,15 +137,16 @@ func (p *OpenAI) send(ctx context.Context, req *ChatRequest, model string, strea
 	return nil, p.statusError(resp, resp.Body())
 }
 
-// appendOpenAIBody copies the client's body with the provider's model name,
-// without nanogate's own extensions, and with usage always requested for
-// streams (the gateway bills from it; the client only sees it if it asked).
+// appendOpenAIBody copies the client's body with the provider's model name and
+// with usage always requested for streams (the gateway bills from it; the
+// client only sees it if it asked). image_config goes along: it is the field
+// OpenRouter-style resellers take the aspect ratio of Gemini images from.
 func appendOpenAIBody(dst []byte, req *ChatRequest, model string, stream bool) []byte {
 	dst = append(dst, `{"model":`...)
 	dst = jsonx.AppendString(dst, model)
 	jsonx.ObjectEach(req.Raw, func(key, v []byte) error {
 		switch string(key) {
-		case "model", "image_config", "stream_options", "stream":
+		case "model", "stream_options", "stream":
 			return nil
 		case "messages":
 			if req.Resolved {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -154,8 +155,9 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string) {
 		return
 	}
 	ctx.Response.Header.Set("x-nanogate-provider", served.Provider)
+	// One id shape whatever the upstream (Google's responseId is not one).
 	id := ans.Result.ID
-	if id == "" {
+	if !strings.HasPrefix(id, "chatcmpl-") {
 		id = "chatcmpl-" + rid
 	}
 	if ans.Result.Created == 0 {
