@@ -74,3 +74,38 @@ func TestRedisReloadsItsScriptsAfterAFlush(t *testing.T) {
 	}
 	checkBucket(t, s, recs, "t", PeriodTotal)
 }
+
+// FuzzComboField: any key, model and provider names survive the field
+// encoding, and no other field parses as a combination by accident of a
+// name.
+func FuzzComboField(f *testing.F) {
+	f.Add("design-ci", "gemini-2.5-flash-image-preview", "laozhang", "cost")
+	f.Add("a|b", "1:2", "", "req")
+	f.Add("", "", "", "list")
+	f.Add("c3:abc|", "é{ü}", "p|x|", "fail")
+	f.Fuzz(func(t *testing.T, key, model, provider, metric string) {
+		if metric == "" {
+			return
+		}
+		names, m, ok := parseCombo(comboPrefix(key, model, provider) + metric)
+		if !ok || names != [3]string{key, model, provider} || m != metric {
+			t.Fatalf("round trip of %q %q %q %q = %q %q %v", key, model, provider, metric, names, m, ok)
+		}
+		parseCombo(key) // never panics on anything
+	})
+}
+
+// TestRedisOddNames: names with the separators in them stay apart.
+func TestRedisOddNames(t *testing.T) {
+	srv := redistest.Start(t)
+	s := NewRedis(newClient(t, srv.Addr), nil, Options{})
+	p := NewPricer(testConfig())
+	recs := []Record{
+		served(p, "1", nov25, "a|b", "t", "laozhang", 1, 1, 0, 0),
+		served(p, "2", nov25, "a", "t", "laozhang", 1, 2, 0, 0),
+		served(p, "3", nov25, "1:a", "t", "google", 1, 3, 0, 0),
+		failedRecord("4", nov25, "", "t", 1),
+	}
+	mustApply(t, s, recs...)
+	checkBucket(t, s, recs, "t", PeriodTotal)
+}

@@ -1,0 +1,150 @@
+package accounting
+
+import (
+	"context"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"nanogate/config"
+	"nanogate/internal/redistest"
+)
+
+// Throughput of the stores, in records per second. Run:
+//
+//	go test -run '^$' -bench . -benchtime 3s ./accounting/
+
+var benchSeq atomic.Int64
+
+func benchRecord(p *Pricer) Record {
+	i := benchSeq.Add(1)
+	r := Record{ID: "bench-" + strconv.FormatInt(i, 10), Time: time.Now(), Key: "k" + strconv.FormatInt(i%8, 10),
+		Team: "team" + strconv.FormatInt(i%4, 10), Model: previewModel, Provider: "laozhang", Attempts: 1,
+		Images: 1, PromptTokens: 25, TextTokens: 10, ImageTokens: 1290, Status: 200}
+	p.Charge(&r)
+	return r
+}
+
+func reportRate(b *testing.B) {
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+func benchRedis(b *testing.B) *Redis {
+	srv := redistest.Start(b)
+	return NewRedis(newClient(b, srv.Addr), &config.Redis{KeyPrefix: "bench:"}, Options{})
+}
+
+// BenchmarkRedisApply: one record, one script, one round trip at a time.
+func BenchmarkRedisApply(b *testing.B) {
+	s, p, ctx := benchRedis(b), NewPricer(testConfig()), context.Background()
+	for b.Loop() {
+		if _, err := s.Apply(ctx, benchRecord(p)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportRate(b)
+}
+
+// BenchmarkRedisApplyConcurrent: 32 writers, one record each per round
+// trip, as 32 gateway goroutines calling Apply would.
+func BenchmarkRedisApplyConcurrent(b *testing.B) {
+	s, p, ctx := benchRedis(b), NewPricer(testConfig()), context.Background()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Apply(ctx, benchRecord(p)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	reportRate(b)
+}
+
+// BenchmarkRedisApplyBatch: the Recorder's way, pipelines of 64 scripts.
+func BenchmarkRedisApplyBatch(b *testing.B) {
+	s, p, ctx := benchRedis(b), NewPricer(testConfig()), context.Background()
+	batch := make([]Record, 0, 64)
+	flush := func() {
+		if _, err := s.ApplyBatch(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		batch = batch[:0]
+	}
+	for b.Loop() {
+		if batch = append(batch, benchRecord(p)); len(batch) == cap(batch) {
+			flush()
+		}
+	}
+	flush()
+	reportRate(b)
+}
+
+// BenchmarkRecorderRedis: records handed to a Recorder by 32 goroutines
+// until Redis has them all (Close waits for the last).
+func BenchmarkRecorderRedis(b *testing.B) {
+	s, p := benchRedis(b), NewPricer(testConfig())
+	r := NewRecorder(s, RecorderOptions{SpoolPath: filepath.Join(b.TempDir(), "spool.jsonl"), Queue: 1 << 16})
+	b.SetParallelism(16)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r.Record(benchRecord(p))
+		}
+	})
+	if err := r.Close(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	reportRate(b)
+	if st := r.Stats(); st.Applied != int64(b.N) {
+		b.Fatalf("applied %d of %d (%+v)", st.Applied, b.N, st)
+	}
+}
+
+// BenchmarkMemoryApply: the embedded store with its file (fsync batched).
+func BenchmarkMemoryApply(b *testing.B) {
+	m, err := OpenMemory(filepath.Join(b.TempDir(), "usage.jsonl"), Options{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	p, ctx := NewPricer(testConfig()), context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := m.Apply(ctx, benchRecord(p)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportRate(b)
+}
+
+// discard is a store that takes records and forgets them.
+type discard struct{ Store }
+
+func (discard) ApplyBatch(_ context.Context, recs []Record) (int, error) { return len(recs), nil }
+
+// BenchmarkRecord is the cost on the request path: the hand-over alone,
+// while the writer keeps up (it is given time to drain, off the clock,
+// every 1024 records; a caller faster than the writer spools, see
+// BenchmarkRecorderRedis).
+func BenchmarkRecord(b *testing.B) {
+	r := NewRecorder(discard{}, RecorderOptions{SpoolPath: filepath.Join(b.TempDir(), "spool.jsonl")})
+	defer r.Close(context.Background())
+	rec := benchRecord(NewPricer(testConfig()))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		r.Record(rec)
+		if i%1024 == 1023 {
+			b.StopTimer()
+			r.Flush(context.Background())
+			b.StartTimer()
+		}
+	}
+	b.StopTimer()
+	if st := r.Stats(); st.Spooled > 0 {
+		b.Fatalf("%d of %d records spooled: the writer fell behind", st.Spooled, b.N)
+	}
+}
