@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,8 +25,10 @@ import (
 //
 // cpu-us/op is the gateway process's own CPU time (user + kernel) per
 // decision, the Redis server's excluded, and user-us/op its user-space part
-// (the rest is the kernel's side of the socket calls); p50-us and p99-us are
-// the latency of one decision under RunParallel.
+// (the rest is the kernel's side of the socket calls); server-us/op is the
+// time Redis spends in the script; p50-us and p99-us are the latency of one
+// decision under RunParallel. BenchmarkRedisGetBaseline is the floor: one
+// GET through the same client.
 
 func benchRequest(i int) Request {
 	return Request{
@@ -113,6 +117,7 @@ func benchSerial(b *testing.B, l Limiter) {
 		}
 	}
 	b.ReportAllocs()
+	resetServerStats(b, l)
 	cpu := cpuTime()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -122,6 +127,34 @@ func benchSerial(b *testing.B, l Limiter) {
 	}
 	b.StopTimer()
 	reportCPU(b, cpu)
+	reportServer(b, l)
+}
+
+// resetServerStats and reportServer measure the time Redis spends running
+// the script (INFO commandstats), reported as server-us/op.
+func resetServerStats(b *testing.B, l Limiter) {
+	if r, ok := l.(*Redis); ok {
+		if err := r.client.ConfigResetStat(context.Background()).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func reportServer(b *testing.B, l Limiter) {
+	r, ok := l.(*Redis)
+	if !ok {
+		return
+	}
+	info, err := r.client.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, stats, _ := strings.Cut(info, "cmdstat_evalsha:")
+	_, perCall, _ := strings.Cut(stats, "usec_per_call=")
+	perCall, _, _ = strings.Cut(perCall, ",")
+	if v, err := strconv.ParseFloat(perCall, 64); err == nil {
+		b.ReportMetric(v, "server-us/op")
+	}
 }
 
 func benchParallel(b *testing.B, l Limiter) {
@@ -135,6 +168,7 @@ func benchParallel(b *testing.B, l Limiter) {
 	var all []time.Duration
 	var next atomic.Int64
 	b.ReportAllocs()
+	resetServerStats(b, l)
 	cpu := cpuTime()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -155,6 +189,7 @@ func benchParallel(b *testing.B, l Limiter) {
 	})
 	b.StopTimer()
 	reportCPU(b, cpu)
+	reportServer(b, l)
 	if len(all) > 0 {
 		slices.Sort(all)
 		b.ReportMetric(float64(all[len(all)/2].Nanoseconds())/1e3, "p50-us")
