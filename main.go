@@ -14,10 +14,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"nanogate/accounting"
 	"nanogate/auth"
 	"nanogate/config"
 	"nanogate/gateway"
@@ -179,13 +182,33 @@ func reload(path string, srv *proxy.Server, closeOld func(), d *deps) func() {
 // deps are the parts that live as long as the process, across reloads:
 // logger, metrics and the stores holding state.
 type deps struct {
-	log     *zap.Logger
-	metrics *metrics.Metrics
-	offload *images.Offloader
+	log      *zap.Logger
+	metrics  *metrics.Metrics
+	offload  *images.Offloader
+	store    accounting.Store
+	recorder *accounting.Recorder
+	redis    []redis.UniversalClient
 }
 
 func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 	d := &deps{log: log, metrics: metrics.New()}
+	if cfg.Redis != nil {
+		// Accounting scripts are idempotent by record id, so this client may
+		// retry and wait longer than the limiter's, which must not.
+		c := redis.NewUniversalClient(&redis.UniversalOptions{
+			Addrs: cfg.Redis.Addrs, Password: cfg.Redis.Password, DB: cfg.Redis.DB,
+			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		})
+		d.redis = append(d.redis, c)
+		d.store = accounting.NewRedis(c, cfg.Redis, accounting.Options{})
+	} else {
+		st, err := accounting.OpenMemory(accounting.DefaultUsagePath, accounting.Options{}, log)
+		if err != nil {
+			return nil, fmt.Errorf("usage records: %w", err)
+		}
+		d.store = st
+	}
+	d.recorder = accounting.NewRecorder(d.store, accounting.RecorderOptions{Log: log})
 	if wantsOffload(cfg) {
 		off, err := images.New(cfg.Images.Offload, cfg.Server.PublicURL, log)
 		if err != nil {
@@ -210,7 +233,17 @@ func wantsOffload(cfg *config.Config) bool {
 	return false
 }
 
+// close flushes usage records (and the spool) and releases the stores.
 func (d *deps) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.recorder.Close(ctx); err != nil {
+		d.log.Error("flushing usage records", zap.Error(err))
+	}
+	d.store.Close()
+	for _, c := range d.redis {
+		c.Close()
+	}
 	if d.offload != nil {
 		d.offload.Close()
 	}
@@ -254,6 +287,14 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 		entries = append(entries, router.Entry{Provider: p, Config: pc})
 	}
 	format, _ := gateway.ParseFormat(cfg.Images.Format)
+	acct := &gateway.Accounting{
+		Store: d.store, Recorder: d.recorder, Pricer: accounting.NewPricer(cfg),
+		Teams:    map[string]*config.Team{},
+		FailOpen: cfg.Redis == nil || cfg.Redis.OnOutage != "closed",
+	}
+	for i := range cfg.Teams {
+		acct.Teams[cfg.Teams[i].Name] = &cfg.Teams[i]
+	}
 	var prevRouter *router.Router
 	if prev != nil {
 		prevRouter = prev.Gateway.Router()
@@ -266,9 +307,11 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 			Offload:        d.offload,
 			OffloadDefault: cfg.Images.Offload.Enabled,
 			Log:            log,
+			Accounting:     acct,
 		}),
-		Format:  format,
-		Offload: d.offload,
+		Accounting: acct,
+		Format:     format,
+		Offload:    d.offload,
 	}
 	return st, closeAll, skipped, nil
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"syscall"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,9 @@ type opts struct {
 	cooldown    string // default 30s
 	strategy    string
 	adminKey    string
+	budget      string // YAML of the design team's budget, e.g. "{ usd: 0.1, period: monthly }"
+	extra       string // more top-level YAML (a redis block)
+	dir         string // the gateway's working directory (default: a new temp dir)
 }
 
 func startEnv(t *testing.T, o opts) *env {
@@ -106,8 +110,10 @@ routing:
   health: { failure_threshold: %d, cooldown: %s }
 images: { format: %s }
 admin_key: "%s"
+%s
 teams:
   - name: design
+%s
 keys:
   - name: ci
     team: design
@@ -116,9 +122,19 @@ keys:
     team: design
     key: ${OTHER_KEY}
     models: [other-model]
-`, o.maxBody, cheap.URL(), model, o.timeout, dear.URL(), model, o.timeout, o.maxAttempts, o.strategy, o.threshold, o.cooldown, o.format, o.adminKey)
-	gw := gwtest.Start(t, cfg, "CHEAP_KEY="+upstreamK1, "DEAR_KEY="+upstreamK2, "CLIENT_KEY="+clientKey, "OTHER_KEY="+otherKey)
+`, o.maxBody, cheap.URL(), model, o.timeout, dear.URL(), model, o.timeout, o.maxAttempts, o.strategy, o.threshold, o.cooldown, o.format, o.adminKey, o.extra, budgetLine(o.budget))
+	if o.dir == "" {
+		o.dir = t.TempDir()
+	}
+	gw := gwtest.StartIn(t, o.dir, cfg, "CHEAP_KEY="+upstreamK1, "DEAR_KEY="+upstreamK2, "CLIENT_KEY="+clientKey, "OTHER_KEY="+otherKey)
 	return &env{gw: gw, cheap: cheap, dear: dear}
+}
+
+func budgetLine(b string) string {
+	if b == "" {
+		return ""
+	}
+	return "    budget: " + b
 }
 
 var client = &http.Client{Timeout: 60 * time.Second}
@@ -285,3 +301,5 @@ func mustRead(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+const sigterm = syscall.SIGTERM

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -32,6 +33,8 @@ type Gateway struct {
 	offload        *images.Offloader
 	offloadDefault bool
 	log            *zap.Logger
+	acct           *Accounting
+	budgetDown     atomic.Bool
 }
 
 // Options are the parts of a Gateway besides its router.
@@ -44,6 +47,8 @@ type Options struct {
 	// overrides it.
 	OffloadDefault bool
 	Log            *zap.Logger
+	// Accounting bills requests and holds team budgets; nil: not counted.
+	Accounting *Accounting
 }
 
 // New returns a Gateway routing through r.
@@ -55,7 +60,7 @@ func New(r *router.Router, o Options) *Gateway {
 		o.Log = zap.NewNop()
 	}
 	return &Gateway{router: r, tokensPerImage: int64(o.TokensPerImage), offload: o.Offload,
-		offloadDefault: o.OffloadDefault, log: o.Log}
+		offloadDefault: o.OffloadDefault, log: o.Log, acct: o.Accounting}
 }
 
 // Router returns the router (for model listings).
@@ -109,14 +114,34 @@ func (g *Gateway) Check(caller *auth.Caller, model string) error {
 	return nil
 }
 
+// admit runs what comes before routing: the model check, the budget
+// reservation and the resolution of image links. On error nothing is held.
+func (g *Gateway) admit(ctx context.Context, call *Call) error {
+	if err := g.Check(call.Caller, call.Req.Model); err != nil {
+		return err
+	}
+	if err := g.reserve(ctx, call); err != nil {
+		return err
+	}
+	if err := g.resolveLinks(ctx, call.Req); err != nil {
+		g.release(call)
+		return err
+	}
+	return nil
+}
+
+// Admitted reports whether the call got past admission: only those are
+// recorded with Finish.
+func (c *Call) Admitted() bool { return c.admitted }
+
 // Chat runs a non-stream chat request. The Answer's result must be released.
-func (g *Gateway) Chat(ctx context.Context, caller *auth.Caller, req *provider.ChatRequest) (*Answer, router.Served, error) {
-	if err := g.Check(caller, req.Model); err != nil {
+// Once the call is admitted, the caller records it with Finish.
+func (g *Gateway) Chat(ctx context.Context, call *Call) (*Answer, router.Served, error) {
+	if err := g.admit(ctx, call); err != nil {
 		return nil, router.Served{}, err
 	}
-	if err := g.resolveLinks(ctx, req); err != nil {
-		return nil, router.Served{}, err
-	}
+	call.admitted = true
+	caller, req := call.Caller, call.Req
 	res, served, err := g.router.Chat(ctx, req)
 	if err != nil {
 		return nil, served, err
@@ -131,14 +156,14 @@ func (g *Gateway) Chat(ctx context.Context, caller *auth.Caller, req *provider.C
 	return &Answer{Result: res, Served: served, Usage: g.Bill(res.Usage, res.Images())}, served, nil
 }
 
-// ChatStream opens a stream for req. The stream must be closed.
-func (g *Gateway) ChatStream(ctx context.Context, caller *auth.Caller, req *provider.ChatRequest) (*StreamAnswer, router.Served, error) {
-	if err := g.Check(caller, req.Model); err != nil {
+// ChatStream opens a stream for the call. The stream must be closed; once the
+// call is admitted, the caller records it with Finish.
+func (g *Gateway) ChatStream(ctx context.Context, call *Call) (*StreamAnswer, router.Served, error) {
+	if err := g.admit(ctx, call); err != nil {
 		return nil, router.Served{}, err
 	}
-	if err := g.resolveLinks(ctx, req); err != nil {
-		return nil, router.Served{}, err
-	}
+	call.admitted = true
+	caller, req := call.Caller, call.Req
 	st, first, served, err := g.router.ChatStream(ctx, req)
 	if err != nil {
 		return nil, served, err

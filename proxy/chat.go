@@ -31,10 +31,17 @@ type reqLog struct {
 	gone    bool
 	errCode string
 	known   func(string) bool
+	call    *gateway.Call
+	gw      *gateway.Gateway
+	cost    int64
 }
 
 func (s *Server) logRequest(l *reqLog) {
-	fields := make([]zap.Field, 0, 18)
+	if l.call != nil && l.call.Admitted() {
+		rec := l.gw.Finish(l.call, l.served, l.usage, l.status, l.stream)
+		l.cost = rec.CostMicros
+	}
+	fields := make([]zap.Field, 0, 20)
 	fields = append(fields,
 		zap.String("request_id", l.id),
 		zap.String("route", "chat"),
@@ -54,6 +61,7 @@ func (s *Server) logRequest(l *reqLog) {
 		zap.Int64("images", l.usage.Images),
 		zap.Int64("prompt_tokens", l.usage.PromptTokens),
 		zap.Int64("completion_tokens", l.usage.CompletionTokens),
+		zap.Int64("cost_micros", l.cost),
 	)
 	if l.finish != "" {
 		fields = append(fields, zap.String("finish_reason", l.finish))
@@ -93,6 +101,7 @@ func (s *Server) record(l *reqLog) {
 		m.Tokens.WithLabelValues(l.served.Provider, model, "prompt").Add(float64(l.usage.PromptTokens))
 		m.Tokens.WithLabelValues(l.served.Provider, model, "text").Add(float64(l.usage.TextTokens))
 		m.Tokens.WithLabelValues(l.served.Provider, model, "image").Add(float64(l.usage.ImageTokens))
+		m.CostMicros.WithLabelValues(l.served.Provider, model).Add(float64(l.cost))
 	}
 }
 
@@ -103,7 +112,7 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, l *reqLog, e *apiError) {
 }
 
 func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string) {
-	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows}
+	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, gw: st.Gateway}
 	caller, aerr := authenticate(ctx, st.Keys)
 	if aerr != nil {
 		s.fail(ctx, l, aerr)
@@ -143,7 +152,9 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string) {
 		s.chatStream(ctx, st, l, req, format, rctx, cancel, stopWatch)
 		return
 	}
-	ans, served, err := st.Gateway.Chat(rctx, caller, req)
+	call := &gateway.Call{ID: s.ids.next(), Caller: caller, Req: req}
+	l.call = call
+	ans, served, err := st.Gateway.Chat(rctx, call)
 	stopWatch()
 	cancel()
 	l.served = served
@@ -175,7 +186,9 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string) {
 
 func (s *Server) chatStream(ctx *fasthttp.RequestCtx, st *State, l *reqLog, req *provider.ChatRequest, format gateway.Format,
 	rctx context.Context, cancel context.CancelFunc, stopWatch func()) {
-	sa, served, err := st.Gateway.ChatStream(rctx, l.caller, req)
+	call := &gateway.Call{ID: s.ids.next(), Caller: l.caller, Req: req}
+	l.call = call
+	sa, served, err := st.Gateway.ChatStream(rctx, call)
 	l.served = served
 	if err != nil {
 		stopWatch()

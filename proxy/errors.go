@@ -61,6 +61,12 @@ func toAPIError(err error, model string) *apiError {
 	case errors.Is(err, gateway.ErrModelNotAllowed):
 		return &apiError{Status: fasthttp.StatusForbidden, Type: "invalid_request_error", Code: "model_not_allowed", Param: "model",
 			Message: "This API key may not use the model '" + model + "'."}
+	case errors.Is(err, gateway.ErrBudgetExceeded):
+		return &apiError{Status: fasthttp.StatusTooManyRequests, Type: "insufficient_quota", Code: "insufficient_quota", NoRetry: true,
+			Message: "Your team's budget for this period is spent; requests are refused until the period rolls over (UTC)."}
+	case errors.Is(err, gateway.ErrAccountingUnavailable):
+		return &apiError{Status: fasthttp.StatusServiceUnavailable, Type: "server_error", Code: "limiter_unavailable",
+			Message: "The gateway cannot check limits or budgets right now."}
 	case errors.Is(err, router.ErrNoProvider):
 		return &apiError{Status: fasthttp.StatusServiceUnavailable, Type: "server_error", Code: "no_provider_available", NoRetry: true,
 			Message: "No provider is available for the model '" + model + "'."}

@@ -7,6 +7,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,8 @@ type State struct {
 	Format  gateway.Format
 	// Offload serves /images/ links when the filesystem store is on.
 	Offload *images.Offloader
+	// Accounting answers the usage APIs; nil when not set up.
+	Accounting *gateway.Accounting
 }
 
 // Server serves the OpenAI-compatible API.
@@ -111,6 +114,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.handleReady(ctx, st)
 	case "/metrics":
 		s.prom(ctx)
+	case "/v1/usage", "/usage":
+		s.handleUsage(ctx, st)
+	case "/admin/usage":
+		if s.admin(ctx, st) {
+			s.handleAdminUsage(ctx, st)
+		}
 	case "/admin/providers":
 		if s.admin(ctx, st) {
 			s.handleAdminProviders(ctx, st)
@@ -251,6 +260,14 @@ func (s *Server) handleReady(ctx *fasthttp.RequestCtx, st *State) {
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 		ctx.SetBodyString(`{"status":"unavailable","reason":"no usable provider"}` + "\n")
 		return
+	}
+	if a := st.Accounting; a != nil && a.Recorder != nil {
+		if ok, why := a.Recorder.Healthy(); !ok {
+			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+			b, _ := json.Marshal(map[string]string{"status": "unavailable", "reason": "usage records: " + why})
+			ctx.SetBody(append(b, '\n'))
+			return
+		}
 	}
 	ctx.SetBodyString(`{"status":"ready"}` + "\n")
 }

@@ -60,10 +60,12 @@ type Gateway struct {
 	// ConfigPath is the config file the process reads (rewrite it and send
 	// SIGHUP to test reloads).
 	ConfigPath string
-	cmd        *exec.Cmd
-	logs       *syncBuffer
-	done       chan struct{}
-	code       int
+	// Dir is the working directory of the process.
+	Dir  string
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan struct{}
+	code int
 }
 
 type syncBuffer struct {
@@ -99,6 +101,13 @@ func FreeAddr(t testing.TB) string {
 // /healthz answers and stops the process when the test ends.
 func Start(t testing.TB, config string, env ...string) *Gateway {
 	t.Helper()
+	return StartIn(t, t.TempDir(), config, env...)
+}
+
+// StartIn is Start with the process working in dir, so that a second
+// gateway can pick up what a first one left there (embedded usage records).
+func StartIn(t testing.TB, dir, config string, env ...string) *Gateway {
+	t.Helper()
 	addr := FreeAddr(t)
 	config = replaceAll(config, "{{ADDR}}", addr)
 	path := filepath.Join(t.TempDir(), "config.yaml")
@@ -107,6 +116,10 @@ func Start(t testing.TB, config string, env ...string) *Gateway {
 	}
 	g := &Gateway{t: t, URL: "http://" + addr, Addr: addr, ConfigPath: path, logs: &syncBuffer{}, done: make(chan struct{})}
 	g.cmd = exec.Command(Binary(t), "-config", path)
+	// Relative paths of the config (data/usage.jsonl, ...) land in a
+	// directory of the test's own.
+	g.Dir = dir
+	g.cmd.Dir = g.Dir
 	g.cmd.Env = append(os.Environ(), env...)
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
 	if err := g.cmd.Start(); err != nil {

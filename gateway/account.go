@@ -1,0 +1,140 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"nanogate/accounting"
+	"nanogate/auth"
+	"nanogate/config"
+	"nanogate/provider"
+	"nanogate/router"
+)
+
+// ErrBudgetExceeded: the caller's team spent its budget for the period.
+var ErrBudgetExceeded = accounting.ErrBudgetExceeded
+
+// ErrAccountingUnavailable: the budget could not be checked (Redis down with
+// on_outage: closed).
+var ErrAccountingUnavailable = errors.New("budget check unavailable")
+
+// Accounting is what the gateway needs to bill requests and hold budgets.
+type Accounting struct {
+	Store    accounting.Store
+	Recorder *accounting.Recorder
+	Pricer   *accounting.Pricer
+	// Teams by name, for their budgets.
+	Teams map[string]*config.Team
+	// FailOpen admits requests when the budget store is unreachable
+	// (redis.on_outage: open).
+	FailOpen bool
+}
+
+// Call is the state of one request's journey between its admission and its
+// record.
+type Call struct {
+	// ID is a server-made unique id: records are counted once per id, so
+	// it is never the client's x-request-id.
+	ID     string
+	Caller *auth.Caller
+	Req    *provider.ChatRequest
+	resv   *accounting.Reservation
+	// admitted: past the model check and the budget; Finish records it.
+	admitted bool
+}
+
+// estimateTokens guesses a request's prompt tokens from its size: about four
+// bytes of text per token and Google's 258 tokens per input image.
+func estimateTokens(req *provider.ChatRequest) int64 {
+	var text int64
+	for i := range req.Messages {
+		for _, p := range req.Messages[i].Parts {
+			text += int64(len(p.Text))
+		}
+	}
+	return text/4 + 258*int64(req.ImageInputs)
+}
+
+// textAllowance is the text output a request may produce besides its images.
+func textAllowance(req *provider.ChatRequest) int64 {
+	if req.MaxTokens > 0 {
+		return req.MaxTokens
+	}
+	return 256
+}
+
+// reserve sets the estimated cost aside in the caller's team budget.
+func (g *Gateway) reserve(ctx context.Context, call *Call) error {
+	a := g.acct
+	if a == nil || call.Caller == nil || call.Caller.Team == "" {
+		return nil
+	}
+	team := a.Teams[call.Caller.Team]
+	if team == nil || team.Budget == nil {
+		return nil
+	}
+	n := int64(max(call.Req.N, 1))
+	est := a.Pricer.Estimate(call.Req.Model, n, estimateTokens(call.Req), n*textAllowance(call.Req))
+	r, err := a.Store.Reserve(ctx, team.Name, *team.Budget, call.ID, est)
+	switch {
+	case err == nil:
+		call.resv = &r
+		return nil
+	case errors.Is(err, accounting.ErrBudgetExceeded):
+		return err
+	case a.FailOpen:
+		g.warnOnce(&g.budgetDown, "budget store unreachable: admitting without budget checks", err)
+		return nil
+	}
+	return ErrAccountingUnavailable
+}
+
+// warnOnce logs a degraded state once until it clears.
+func (g *Gateway) warnOnce(flag *atomic.Bool, msg string, err error) {
+	if flag.CompareAndSwap(false, true) {
+		g.log.Warn(msg, zap.Error(err))
+		time.AfterFunc(time.Minute, func() { flag.Store(false) })
+	}
+}
+
+// release drops the reservation of a call that ends before routing.
+func (g *Gateway) release(call *Call) {
+	if call.resv == nil || g.acct == nil {
+		return
+	}
+	r := *call.resv
+	call.resv = nil
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	g.acct.Store.Release(ctx, r)
+}
+
+// Finish records a call that was admitted: billed at the provider that served
+// it, or as failed (costing nothing) when none did. It never blocks: the
+// record goes to a queue written off the response path, and settles the
+// budget reservation of the same id. It returns the record for the log.
+func (g *Gateway) Finish(call *Call, served router.Served, u Usage, status int, stream bool) accounting.Record {
+	rec := accounting.Record{
+		ID: call.ID, Time: time.Now(), Model: call.Req.Model, Provider: served.Provider,
+		Attempts: served.Attempts, Status: status, Stream: stream,
+	}
+	if call.Caller != nil {
+		rec.Key, rec.Team = call.Caller.Name, call.Caller.Team
+	}
+	if served.Provider != "" && status == 200 {
+		rec.Images, rec.PromptTokens, rec.TextTokens, rec.ImageTokens = u.Images, u.PromptTokens, u.TextTokens, u.ImageTokens
+	} else {
+		rec.Provider = ""
+	}
+	if g.acct == nil {
+		return rec
+	}
+	g.acct.Pricer.Charge(&rec)
+	g.acct.Recorder.Record(rec)
+	call.resv = nil
+	return rec
+}
