@@ -12,8 +12,8 @@ import (
 	"net/http"
 	"os"
 	"regexp"
-	"syscall"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
