@@ -28,6 +28,7 @@ import (
 	"nanogate/metrics"
 	"nanogate/provider"
 	"nanogate/proxy"
+	"nanogate/ratelimit"
 	"nanogate/router"
 )
 
@@ -188,10 +189,14 @@ type deps struct {
 	store    accounting.Store
 	recorder *accounting.Recorder
 	redis    []redis.UniversalClient
+	limiter  ratelimit.Limiter
 }
 
 func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 	d := &deps{log: log, metrics: metrics.New()}
+	// go-redis would print every failed dial of an outage on its own.
+	redis.SetLogger(ratelimit.RedisLogger(log))
+	d.limiter = ratelimit.New(cfg, log)
 	if cfg.Redis != nil {
 		// Accounting scripts are idempotent by record id, so this client may
 		// retry and wait longer than the limiter's, which must not.
@@ -241,6 +246,7 @@ func (d *deps) close() {
 		d.log.Error("flushing usage records", zap.Error(err))
 	}
 	d.store.Close()
+	d.limiter.Close()
 	for _, c := range d.redis {
 		c.Close()
 	}
@@ -308,7 +314,9 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 			OffloadDefault: cfg.Images.Offload.Enabled,
 			Log:            log,
 			Accounting:     acct,
+			Limiter:        d.limiter,
 		}),
+		Limiter:    d.limiter,
 		Accounting: acct,
 		Format:     format,
 		Offload:    d.offload,

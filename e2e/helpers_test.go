@@ -48,6 +48,8 @@ type opts struct {
 	budget      string // YAML of the design team's budget, e.g. "{ usd: 0.1, period: monthly }"
 	extra       string // more top-level YAML (a redis block)
 	dir         string // the gateway's working directory (default: a new temp dir)
+	keyLimits   string // YAML lines added to key ci, e.g. "    rpm: 3\n"
+	teamLimits  string // YAML lines added to team design
 }
 
 func startEnv(t *testing.T, o opts) *env {
@@ -114,15 +116,17 @@ admin_key: "%s"
 teams:
   - name: design
 %s
+%s
 keys:
   - name: ci
     team: design
     key: ${CLIENT_KEY}
+%s
   - name: restricted
     team: design
     key: ${OTHER_KEY}
     models: [other-model]
-`, o.maxBody, cheap.URL(), model, o.timeout, dear.URL(), model, o.timeout, o.maxAttempts, o.strategy, o.threshold, o.cooldown, o.format, o.adminKey, o.extra, budgetLine(o.budget))
+`, o.maxBody, cheap.URL(), model, o.timeout, dear.URL(), model, o.timeout, o.maxAttempts, o.strategy, o.threshold, o.cooldown, o.format, o.adminKey, o.extra, budgetLine(o.budget), o.teamLimits, o.keyLimits)
 	if o.dir == "" {
 		o.dir = t.TempDir()
 	}

@@ -12,6 +12,7 @@ import (
 	"nanogate/auth"
 	"nanogate/config"
 	"nanogate/provider"
+	"nanogate/ratelimit"
 	"nanogate/router"
 )
 
@@ -45,6 +46,12 @@ type Call struct {
 	resv   *accounting.Reservation
 	// admitted: past the model check and the budget; Finish records it.
 	admitted bool
+	// Limit is the rate-limit decision, for the x-ratelimit-* headers; nil
+	// when no limiter ran.
+	Limit    *ratelimit.Result
+	limitReq ratelimit.Request
+	tokens   int64 // estimate charged to the TPM buckets
+	charged  bool
 }
 
 // estimateTokens guesses a request's prompt tokens from its size: about four
@@ -130,6 +137,7 @@ func (g *Gateway) Finish(call *Call, served router.Served, u Usage, status int, 
 	} else {
 		rec.Provider = ""
 	}
+	g.settleTokens(call, rec.PromptTokens+rec.TextTokens+rec.ImageTokens)
 	if g.acct == nil {
 		return rec
 	}

@@ -15,6 +15,7 @@ import (
 	"nanogate/auth"
 	"nanogate/images"
 	"nanogate/provider"
+	"nanogate/ratelimit"
 	"nanogate/router"
 )
 
@@ -35,6 +36,7 @@ type Gateway struct {
 	log            *zap.Logger
 	acct           *Accounting
 	budgetDown     atomic.Bool
+	limiter        ratelimit.Limiter
 }
 
 // Options are the parts of a Gateway besides its router.
@@ -49,6 +51,8 @@ type Options struct {
 	Log            *zap.Logger
 	// Accounting bills requests and holds team budgets; nil: not counted.
 	Accounting *Accounting
+	// Limiter enforces RPM and TPM; nil: no limits.
+	Limiter ratelimit.Limiter
 }
 
 // New returns a Gateway routing through r.
@@ -60,7 +64,7 @@ func New(r *router.Router, o Options) *Gateway {
 		o.Log = zap.NewNop()
 	}
 	return &Gateway{router: r, tokensPerImage: int64(o.TokensPerImage), offload: o.Offload,
-		offloadDefault: o.OffloadDefault, log: o.Log, acct: o.Accounting}
+		offloadDefault: o.OffloadDefault, log: o.Log, acct: o.Accounting, limiter: o.Limiter}
 }
 
 // Router returns the router (for model listings).
@@ -120,11 +124,16 @@ func (g *Gateway) admit(ctx context.Context, call *Call) error {
 	if err := g.Check(call.Caller, call.Req.Model); err != nil {
 		return err
 	}
+	if err := g.limit(ctx, call); err != nil {
+		return err
+	}
 	if err := g.reserve(ctx, call); err != nil {
+		g.settleTokens(call, 0)
 		return err
 	}
 	if err := g.resolveLinks(ctx, call.Req); err != nil {
 		g.release(call)
+		g.settleTokens(call, 0)
 		return err
 	}
 	return nil

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -105,6 +106,14 @@ func (s *Server) record(l *reqLog) {
 	}
 }
 
+// journeyError maps an error of the gateway's journey to the client's answer.
+func (s *Server) journeyError(err error, call *gateway.Call) *apiError {
+	if errors.Is(err, gateway.ErrRateLimited) && call.Limit != nil {
+		return rateLimitError(call.Limit, call.Caller)
+	}
+	return toAPIError(err, call.Req.Model)
+}
+
 func (s *Server) fail(ctx *fasthttp.RequestCtx, l *reqLog, e *apiError) {
 	writeError(ctx, e)
 	l.status, l.errCode = e.Status, e.Code
@@ -158,8 +167,9 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string) {
 	stopWatch()
 	cancel()
 	l.served = served
+	setLimitHeaders(ctx, call.Limit)
 	if err != nil {
-		e := toAPIError(err, req.Model)
+		e := s.journeyError(err, call)
 		triedMessage(e, served.Tried)
 		l.err = err
 		s.fail(ctx, l, e)
@@ -190,10 +200,11 @@ func (s *Server) chatStream(ctx *fasthttp.RequestCtx, st *State, l *reqLog, req 
 	l.call = call
 	sa, served, err := st.Gateway.ChatStream(rctx, call)
 	l.served = served
+	setLimitHeaders(ctx, call.Limit)
 	if err != nil {
 		stopWatch()
 		cancel()
-		e := toAPIError(err, req.Model)
+		e := s.journeyError(err, call)
 		triedMessage(e, served.Tried)
 		l.err = err
 		s.fail(ctx, l, e)

@@ -2,13 +2,16 @@ package proxy
 
 import (
 	"errors"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"nanogate/gateway"
 	"nanogate/internal/jsonx"
 	"nanogate/provider"
+	"nanogate/ratelimit"
 	"nanogate/router"
 )
 
@@ -21,6 +24,9 @@ type apiError struct {
 	Message string
 	// NoRetry marks answers a client retry cannot fix (x-should-retry: false).
 	NoRetry bool
+	// RetryAfter is sent as retry-after (seconds, rounded up) and
+	// retry-after-ms, which the OpenAI SDKs honour.
+	RetryAfter time.Duration
 }
 
 func (e *apiError) Error() string { return e.Message }
@@ -64,7 +70,7 @@ func toAPIError(err error, model string) *apiError {
 	case errors.Is(err, gateway.ErrBudgetExceeded):
 		return &apiError{Status: fasthttp.StatusTooManyRequests, Type: "insufficient_quota", Code: "insufficient_quota", NoRetry: true,
 			Message: "Your team's budget for this period is spent; requests are refused until the period rolls over (UTC)."}
-	case errors.Is(err, gateway.ErrAccountingUnavailable):
+	case errors.Is(err, gateway.ErrAccountingUnavailable), errors.Is(err, gateway.ErrLimiterUnavailable):
 		return &apiError{Status: fasthttp.StatusServiceUnavailable, Type: "server_error", Code: "limiter_unavailable",
 			Message: "The gateway cannot check limits or budgets right now."}
 	case errors.Is(err, router.ErrNoProvider):
@@ -108,6 +114,10 @@ func writeError(ctx *fasthttp.RequestCtx, e *apiError) {
 	ctx.SetContentType("application/json")
 	if e.NoRetry {
 		ctx.Response.Header.Set("x-should-retry", "false")
+	}
+	if e.RetryAfter > 0 {
+		ctx.Response.Header.Set("retry-after", strconv.FormatInt(ratelimit.RetryAfterSeconds(e.RetryAfter), 10))
+		ctx.Response.Header.Set("retry-after-ms", strconv.FormatInt(int64((e.RetryAfter+time.Millisecond-1)/time.Millisecond), 10))
 	}
 	b := make([]byte, 0, 160+len(e.Message))
 	b = append(b, `{"error":{"message":`...)

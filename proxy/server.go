@@ -23,6 +23,7 @@ import (
 	"nanogate/gateway"
 	"nanogate/images"
 	"nanogate/metrics"
+	"nanogate/ratelimit"
 )
 
 // State is everything a reload replaces at once. Requests take one State at
@@ -36,6 +37,8 @@ type State struct {
 	Offload *images.Offloader
 	// Accounting answers the usage APIs; nil when not set up.
 	Accounting *gateway.Accounting
+	// Limiter is asked about Redis for /readyz.
+	Limiter ratelimit.Limiter
 }
 
 // Server serves the OpenAI-compatible API.
@@ -260,6 +263,23 @@ func (s *Server) handleReady(ctx *fasthttp.RequestCtx, st *State) {
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 		ctx.SetBodyString(`{"status":"unavailable","reason":"no usable provider"}` + "\n")
 		return
+	}
+	if rl, ok := st.Limiter.(*ratelimit.Redis); ok && st.Config.Redis != nil {
+		c, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := rl.Ping(c)
+		cancel()
+		// With on_outage: open the gateway keeps serving without Redis:
+		// taking every replica out of its load balancer at once would turn
+		// a degraded state into an outage. It says so, but stays ready.
+		if err != nil && st.Config.Redis.OnOutage == "closed" {
+			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+			ctx.SetBodyString(`{"status":"unavailable","reason":"redis unreachable"}` + "\n")
+			return
+		}
+		if err != nil {
+			ctx.SetBodyString(`{"status":"ready","redis":"unreachable: limits are per replica, records are spooled"}` + "\n")
+			return
+		}
 	}
 	if a := st.Accounting; a != nil && a.Recorder != nil {
 		if ok, why := a.Recorder.Healthy(); !ok {
