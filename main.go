@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -214,13 +217,25 @@ func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 		d.store = st
 	}
 	d.recorder = accounting.NewRecorder(d.store, accounting.RecorderOptions{Log: log})
-	if wantsOffload(cfg) {
-		off, err := images.New(cfg.Images.Offload, cfg.Server.PublicURL, log)
-		if err != nil {
-			return nil, fmt.Errorf("images.offload: %w", err)
+	oc := cfg.Images.Offload
+	if !wantsOffload(cfg) {
+		// The Images API serves response_format url from the filesystem
+		// store even with chat offload off; without a configured signing
+		// key it signs with one of its own, kept beside the images.
+		oc.Store = "filesystem"
+		if len(oc.SigningKey) < images.MinSigningKey {
+			key, err := localSigningKey(oc.Dir)
+			if err != nil {
+				return nil, fmt.Errorf("images: %w", err)
+			}
+			oc.SigningKey = key
 		}
-		d.offload = off
 	}
+	off, err := images.New(oc, cfg.Server.PublicURL, log)
+	if err != nil {
+		return nil, fmt.Errorf("images.offload: %w", err)
+	}
+	d.offload = off
 	return d, nil
 }
 
@@ -239,6 +254,27 @@ func wantsOffload(cfg *config.Config) bool {
 }
 
 // close flushes usage records (and the spool) and releases the stores.
+// localSigningKey reads, or makes once, the random key that signs image links
+// when none is configured, so that links survive a restart.
+func localSigningKey(dir string) (string, error) {
+	path := filepath.Join(dir, ".signing-key")
+	if b, err := os.ReadFile(path); err == nil && len(b) >= images.MinSigningKey {
+		return string(b), nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	key := hex.EncodeToString(raw[:])
+	if err := os.WriteFile(path, []byte(key), 0o600); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
 func (d *deps) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -52,6 +52,17 @@ type Call struct {
 	limitReq ratelimit.Request
 	tokens   int64 // estimate charged to the TPM buckets
 	charged  bool
+	// images asked for by an Images API request (each its own upstream
+	// call); 0 for chat, where the request's n counts.
+	images int
+}
+
+// wanted is how many images the call asks for, for estimates.
+func (c *Call) wanted() int64 {
+	if c.images > 0 {
+		return int64(c.images)
+	}
+	return int64(max(c.Req.N, 1))
 }
 
 // estimateTokens guesses a request's prompt tokens from its size: about four
@@ -84,7 +95,7 @@ func (g *Gateway) reserve(ctx context.Context, call *Call) error {
 	if team == nil || team.Budget == nil {
 		return nil
 	}
-	n := int64(max(call.Req.N, 1))
+	n := call.wanted()
 	est := a.Pricer.Estimate(call.Req.Model, n, estimateTokens(call.Req), n*textAllowance(call.Req))
 	r, err := a.Store.Reserve(ctx, team.Name, *team.Budget, call.ID, est)
 	switch {

@@ -20,7 +20,7 @@ func (g *Gateway) limit(ctx context.Context, call *Call) error {
 	if g.limiter == nil || call.Caller == nil {
 		return nil
 	}
-	n := int64(max(call.Req.N, 1))
+	n := call.wanted()
 	call.tokens = estimateTokens(call.Req) + n*(g.tokensPerImage+textAllowance(call.Req))
 	call.limitReq = ratelimit.Request{Key: call.Caller.Name, Team: call.Caller.Team, Tokens: call.tokens,
 		Limits: ratelimit.Limits{KeyRPM: call.Caller.RPM, KeyTPM: call.Caller.TPM}}

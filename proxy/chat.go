@@ -35,6 +35,14 @@ type reqLog struct {
 	call    *gateway.Call
 	gw      *gateway.Gateway
 	cost    int64
+	route   string // "chat" when empty
+}
+
+func (l *reqLog) routeName() string {
+	if l.route == "" {
+		return "chat"
+	}
+	return l.route
 }
 
 func (s *Server) logRequest(l *reqLog) {
@@ -45,7 +53,7 @@ func (s *Server) logRequest(l *reqLog) {
 	fields := make([]zap.Field, 0, 20)
 	fields = append(fields,
 		zap.String("request_id", l.id),
-		zap.String("route", "chat"),
+		zap.String("route", l.routeName()),
 		zap.String("model", l.model),
 		zap.Bool("stream", l.stream),
 		zap.Int("status", l.status),
@@ -89,10 +97,11 @@ func (s *Server) record(l *reqLog) {
 	if model != "" && (l.known == nil || !l.known(model)) {
 		model = "unknown"
 	}
-	m.Requests.WithLabelValues("chat", metrics.Status(l.status), l.served.Provider, model).Inc()
-	m.RequestDuration.WithLabelValues("chat").Observe(time.Since(l.start).Seconds())
+	route := l.routeName()
+	m.Requests.WithLabelValues(route, metrics.Status(l.status), l.served.Provider, model).Inc()
+	m.RequestDuration.WithLabelValues(route).Observe(time.Since(l.start).Seconds())
 	if l.served.Attempts > 0 {
-		m.Attempts.WithLabelValues("chat").Observe(float64(l.served.Attempts))
+		m.Attempts.WithLabelValues(route).Observe(float64(l.served.Attempts))
 	}
 	if l.gone {
 		m.ClientGone.Inc()

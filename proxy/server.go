@@ -104,6 +104,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.handleChat(ctx, st, rid)
+	case "/v1/images/generations", "/images/generations", "/v1/images/edits", "/images/edits":
+		if !ctx.IsPost() {
+			writeError(ctx, errMethod)
+			return
+		}
+		s.handleImages(ctx, st, rid, bytes.HasSuffix(path, []byte("/edits")))
 	case "/v1/models", "/models":
 		if !ctx.IsGet() {
 			writeError(ctx, errMethod)

@@ -1,0 +1,161 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+
+	"nanogate/internal/jsonx"
+	"nanogate/provider"
+	"nanogate/router"
+)
+
+// ErrContentPolicy: the model refused to draw (NO_IMAGE, safety, a blocked
+// prompt) for every image asked.
+var ErrContentPolicy = errors.New("the model returned no image")
+
+// ContentPolicyError carries the model's reason.
+type ContentPolicyError struct{ Reason string }
+
+func (e *ContentPolicyError) Error() string { return e.Reason }
+
+// Is makes errors.Is(err, ErrContentPolicy) true.
+func (e *ContentPolicyError) Is(target error) bool { return target == ErrContentPolicy }
+
+// ImagesAnswer is the outcome of an Images API request.
+type ImagesAnswer struct {
+	// Images produced, in the order of the upstream calls; each has URL set
+	// when a link was asked for and the store took it.
+	Images []provider.Image
+	// Usage sums the calls that produced something.
+	Usage Usage
+	// Served lists the provider of each successful call.
+	Served  []router.Served
+	results []*provider.Result
+}
+
+// Release frees the upstream buffers behind the images.
+func (a *ImagesAnswer) Release() {
+	for _, r := range a.results {
+		r.Release()
+	}
+	a.results = nil
+}
+
+// Provider names the providers that served, for the response header.
+func (a *ImagesAnswer) Provider() string {
+	name := ""
+	for _, s := range a.Served {
+		if name == "" {
+			name = s.Provider
+		} else if name != s.Provider {
+			return name + "," + s.Provider
+		}
+	}
+	return name
+}
+
+// Images runs an Images API request: n upstream calls of call.Req at once
+// (Gemini answers one image per call), each routed and failed over on its
+// own, admitted and limited as one request of n images. It fails only when
+// no call produced an image. Every call is recorded; the answer's images
+// must be released.
+func (g *Gateway) Images(ctx context.Context, call *Call, n int, links bool) (*ImagesAnswer, error) {
+	call.images = n
+	if err := g.admit(ctx, call); err != nil {
+		return nil, err
+	}
+	call.admitted = true
+	type outcome struct {
+		res    *provider.Result
+		served router.Served
+		err    error
+	}
+	outs := make([]outcome, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			res, served, err := g.router.Chat(ctx, call.Req)
+			outs[i] = outcome{res, served, err}
+		}(i)
+	}
+	wg.Wait()
+
+	ans := &ImagesAnswer{}
+	var lastErr error
+	var refusal string
+	var used int64
+	for i, o := range outs {
+		// Its own Call: tokens are settled once for the whole request below.
+		sub := &Call{ID: call.ID, Caller: call.Caller, Req: call.Req, admitted: true}
+		if i > 0 {
+			// One record per upstream call; the first settles the budget
+			// reservation made under the request's id.
+			sub.ID = call.ID + "-" + strconv.Itoa(i+1)
+		}
+		if o.err != nil {
+			lastErr = o.err
+			g.Finish(sub, o.served, Usage{}, 502, false)
+			continue
+		}
+		u := g.Bill(o.res.Usage, o.res.Images())
+		for ci := range o.res.Choices {
+			c := &o.res.Choices[ci]
+			if len(c.Images) == 0 && c.FinishReason == "content_filter" && refusal == "" {
+				refusal = unescape(c.Text)
+			}
+			for j := range c.Images {
+				img := c.Images[j]
+				if links {
+					if g.offload != nil {
+						g.offloadImage(ctx, &img)
+					} else {
+						g.log.Warn("image link asked but no image store is set up; answering with base64")
+					}
+				}
+				ans.Images = append(ans.Images, img)
+			}
+		}
+		ans.results = append(ans.results, o.res)
+		ans.Served = append(ans.Served, o.served)
+		ans.Usage = addUsage(ans.Usage, u)
+		used += u.PromptTokens + u.TextTokens + u.ImageTokens
+		g.Finish(sub, o.served, u, 200, false)
+	}
+	g.settleTokens(call, used)
+	if len(ans.Images) > 0 {
+		return ans, nil
+	}
+	ans.Release()
+	switch {
+	case refusal != "":
+		return nil, &ContentPolicyError{Reason: refusal}
+	case lastErr != nil:
+		return nil, lastErr
+	}
+	return nil, &provider.Error{Provider: "all", Kind: provider.KindInvalidResponse, Message: "no image was returned"}
+}
+
+func addUsage(a, b Usage) Usage {
+	a.PromptTokens += b.PromptTokens
+	a.TextTokens += b.TextTokens
+	a.Images += b.Images
+	a.ImageTokens += b.ImageTokens
+	a.CompletionTokens += b.CompletionTokens
+	a.TotalTokens += b.TotalTokens
+	return a
+}
+
+// unescape turns JSON-escaped string content into text.
+func unescape(esc []byte) string {
+	q := make([]byte, 0, len(esc)+2)
+	q = append(append(append(q, '"'), esc...), '"')
+	s, err := jsonx.Unquote(q)
+	if err != nil {
+		return string(esc)
+	}
+	return s
+}
