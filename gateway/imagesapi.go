@@ -1,0 +1,280 @@
+package gateway
+
+import (
+	"errors"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"nanogate/internal/jsonx"
+	"nanogate/provider"
+)
+
+// The OpenAI Images API requests, as the HTTP server and batch workers read
+// them, and their answer.
+
+func badImagesParam(param, msg string) error { return &provider.RequestError{Param: param, Msg: msg} }
+
+// ChatRequest is the chat request that asks the model for one image: the
+// prompt, then the input images in order.
+func (r *ImagesRequest) ChatRequest() (*provider.ChatRequest, error) {
+	return provider.ParseChatRequest(r.chatBody())
+}
+
+// AppendResponse writes OpenAI's images answer for a.
+func (a *ImagesAnswer) AppendResponse(b []byte) []byte {
+	if b == nil {
+		b = make([]byte, 0, imagesSize(a))
+	}
+	return appendImagesResponse(b, a)
+}
+
+// Limits of the Images API.
+const (
+	maxImagesN = 10
+	// MaxEditFile caps one input image (Google's inline-data limit).
+	MaxEditFile = 20 << 20
+	// MaxPromptBytes caps a prompt.
+	MaxPromptBytes = 32 << 10
+)
+
+// ImagesRequest is a parsed /v1/images/generations or /v1/images/edits call.
+type ImagesRequest struct {
+	Model, Prompt string
+	N             int
+	Aspect        string
+	// Links: response_format url.
+	Links  bool
+	Inputs []InputImage
+}
+
+// InputImage is an image to edit, base64-encoded.
+type InputImage struct {
+	MIME string
+	B64  []byte
+}
+
+// sizeRatios are OpenAI's sizes and their Gemini aspect ratios.
+var sizeRatios = map[string]string{
+	"1024x1024": "1:1", "1792x1024": "16:9", "1024x1792": "9:16", "1536x1024": "3:2", "1024x1536": "2:3",
+	"256x256": "1:1", "512x512": "1:1", "auto": "",
+}
+
+// geminiRatios are the ratios gemini-2.5-flash-image takes, as numbers.
+var geminiRatios = []struct {
+	name string
+	v    float64
+}{{"1:1", 1}, {"2:3", 2.0 / 3}, {"3:2", 1.5}, {"3:4", 0.75}, {"4:3", 4.0 / 3}, {"4:5", 0.8}, {"5:4", 1.25},
+	{"9:16", 9.0 / 16}, {"16:9", 16.0 / 9}, {"21:9", 21.0 / 9}}
+
+// aspectFor maps an OpenAI size to the nearest supported aspect ratio.
+func AspectFor(size string) (string, bool) {
+	if r, ok := sizeRatios[size]; ok {
+		return r, true
+	}
+	w, h, ok := strings.Cut(size, "x")
+	if !ok {
+		return "", false
+	}
+	wi, err1 := strconv.Atoi(w)
+	hi, err2 := strconv.Atoi(h)
+	if err1 != nil || err2 != nil || wi <= 0 || hi <= 0 || wi > 16384 || hi > 16384 {
+		return "", false
+	}
+	want := math.Log(float64(wi) / float64(hi))
+	best, bestD := "", math.Inf(1)
+	for _, r := range geminiRatios {
+		if d := math.Abs(math.Log(r.v) - want); d < bestD {
+			best, bestD = r.name, d
+		}
+	}
+	return best, true
+}
+
+// imagesParam applies one parameter common to both endpoints.
+func (r *ImagesRequest) Param(k, v string) error {
+	switch k {
+	case "model":
+		r.Model = v
+	case "prompt":
+		r.Prompt = v
+	case "n":
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxImagesN {
+			return badImagesParam("n", "'n' must be an integer from 1 to 10.")
+		}
+		r.N = n
+	case "size":
+		a, ok := AspectFor(v)
+		if !ok {
+			return badImagesParam("size", "'size' must be WIDTHxHEIGHT (e.g. 1024x1024, 1792x1024, 1024x1792) or auto.")
+		}
+		r.Aspect = a
+	case "response_format":
+		switch v {
+		case "b64_json", "":
+			r.Links = false
+		case "url":
+			r.Links = true
+		default:
+			return badImagesParam("response_format", "'response_format' must be b64_json or url.")
+		}
+	case "quality", "style", "user":
+		// Accepted for compatibility; the model has no such settings.
+	case "mask":
+		return badImagesParam("mask", "'mask' is not supported: Gemini edits the whole image from the prompt. Describe the area to change in the prompt instead.")
+	default:
+		return badImagesParam(k, "Unrecognized request argument supplied: "+k)
+	}
+	return nil
+}
+
+func (r *ImagesRequest) Finish(defaultModel string) error {
+	if strings.TrimSpace(r.Prompt) == "" {
+		return badImagesParam("prompt", "'prompt' is required.")
+	}
+	if len(r.Prompt) > MaxPromptBytes {
+		return badImagesParam("prompt", "'prompt' is too long.")
+	}
+	if r.Model == "" {
+		r.Model = defaultModel
+	}
+	if r.N == 0 {
+		r.N = 1
+	}
+	return nil
+}
+
+// parseGenerations reads the JSON body of /v1/images/generations.
+func ParseImagesGeneration(body []byte) (*ImagesRequest, error) {
+	if jsonx.KindOf(body) != jsonx.Object || !jsonx.Valid(body) {
+		return nil, badImagesParam("", "We could not parse the JSON body of your request: it must be one JSON object.")
+	}
+	r := &ImagesRequest{}
+	var aerr error
+	seen := map[string]bool{}
+	jsonx.ObjectEach(body, func(key, v []byte) error {
+		k := string(key)
+		if seen[k] {
+			aerr = badImagesParam(k, "Duplicate key "+strconv.Quote(k)+" in the request body.")
+			return errStop
+		}
+		seen[k] = true
+		var s string
+		switch jsonx.KindOf(v) {
+		case jsonx.Null:
+			return nil
+		case jsonx.String:
+			s, _ = jsonx.Unquote(v)
+		case jsonx.Number:
+			if k != "n" {
+				aerr = badImagesParam(k, "'"+k+"' must be a string.")
+				return errStop
+			}
+			s = string(v)
+		default:
+			aerr = badImagesParam(k, "'"+k+"' has the wrong type.")
+			return errStop
+		}
+		if k == "n" && jsonx.KindOf(v) != jsonx.Number {
+			aerr = badImagesParam("n", "'n' must be an integer from 1 to 10.")
+			return errStop
+		}
+		if e := r.Param(k, s); e != nil {
+			aerr = e
+			return errStop
+		}
+		return nil
+	})
+	if aerr != nil {
+		return nil, aerr
+	}
+	return r, nil
+}
+
+var errStop = errors.New("stop")
+
+// chatBody synthesises the chat request that asks the model for one image:
+// the prompt, then the input images in order.
+func (r *ImagesRequest) chatBody() []byte {
+	size := 128 + len(r.Prompt)
+	for _, in := range r.Inputs {
+		size += len(in.B64) + 80
+	}
+	b := make([]byte, 0, size)
+	b = append(b, `{"model":`...)
+	b = jsonx.AppendString(b, r.Model)
+	b = append(b, `,"messages":[{"role":"user","content":[{"type":"text","text":`...)
+	b = jsonx.AppendString(b, r.Prompt)
+	b = append(b, '}')
+	for _, in := range r.Inputs {
+		b = append(b, `,{"type":"image_url","image_url":{"url":"data:`...)
+		b = append(b, in.MIME...)
+		b = append(b, ";base64,"...)
+		b = append(b, in.B64...)
+		b = append(b, `"}}`...)
+	}
+	b = append(b, `]}]`...)
+	if r.Aspect != "" {
+		b = append(b, `,"image_config":{"aspect_ratio":`...)
+		b = jsonx.AppendString(b, r.Aspect)
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+// defaultImageModel is the first image model configured.
+func DefaultImageModel(models []string) string {
+	for _, m := range models {
+		if strings.Contains(m, "image") {
+			return m
+		}
+	}
+	if len(models) > 0 {
+		return models[0]
+	}
+	return ""
+}
+
+func imagesSize(a *ImagesAnswer) int {
+	n := 256
+	for _, img := range a.Images {
+		n += len(img.B64) + len(img.URL) + 32
+	}
+	return n
+}
+
+// appendImagesResponse writes OpenAI's images response with the usage block
+// of GPT image models (output tokens are 1290 per image).
+func appendImagesResponse(b []byte, a *ImagesAnswer) []byte {
+	b = append(b, `{"created":`...)
+	b = strconv.AppendInt(b, time.Now().Unix(), 10)
+	b = append(b, `,"data":[`...)
+	for i, img := range a.Images {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if img.URL != "" {
+			b = append(b, `{"url":`...)
+			b = jsonx.AppendString(b, img.URL)
+			b = append(b, '}')
+			continue
+		}
+		b = append(b, `{"b64_json":"`...)
+		b = append(b, img.B64...)
+		b = append(b, `"}`...)
+	}
+	u := a.Usage
+	b = append(b, `],"usage":{"input_tokens":`...)
+	b = strconv.AppendInt(b, u.PromptTokens, 10)
+	b = append(b, `,"input_tokens_details":{"text_tokens":`...)
+	b = strconv.AppendInt(b, u.PromptTokens, 10)
+	b = append(b, `,"image_tokens":0},"output_tokens":`...)
+	b = strconv.AppendInt(b, u.ImageTokens, 10)
+	b = append(b, `,"output_tokens_details":{"text_tokens":0,"image_tokens":`...)
+	b = strconv.AppendInt(b, u.ImageTokens, 10)
+	b = append(b, `},"total_tokens":`...)
+	b = strconv.AppendInt(b, u.PromptTokens+u.ImageTokens, 10)
+	return append(b, "}}\n"...)
+}
