@@ -3,8 +3,11 @@ package gateway
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
+
+	"go.uber.org/zap"
 
 	"nanogate/internal/jsonx"
 	"nanogate/provider"
@@ -98,7 +101,16 @@ func (b *StreamBody) finishStream(sum StreamSummary) {
 var errClient = errors.New("client write failed")
 
 // WriteTo relays the stream until it ends.
-func (b *StreamBody) WriteTo(w io.Writer) (int64, error) {
+func (b *StreamBody) WriteTo(w io.Writer) (n int64, err error) {
+	// This runs on fasthttp's connection goroutine, outside the handler's
+	// recovery: a panic here must not take the process down.
+	defer func() {
+		if v := recover(); v != nil {
+			b.g.log.Error("stream relay panic", zap.String("panic_type", fmt.Sprintf("%T", v)), zap.Stack("stack"))
+			b.finishStream(StreamSummary{Err: errors.New("internal error in the stream relay")})
+			err = errClient
+		}
+	}()
 	var total int64
 	write := func(p []byte) error {
 		n, err := w.Write(p)
@@ -108,7 +120,7 @@ func (b *StreamBody) WriteTo(w io.Writer) (int64, error) {
 		}
 		return nil
 	}
-	err := b.relay(write)
+	err = b.relay(write)
 	switch {
 	case err == nil:
 		b.finishStream(StreamSummary{})

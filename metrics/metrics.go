@@ -24,6 +24,7 @@ type Metrics struct {
 	Tokens          *prometheus.CounterVec   // provider, model, kind
 	CostMicros      *prometheus.CounterVec   // provider, model
 	ClientGone      prometheus.Counter
+	Panics          prometheus.Counter
 }
 
 // New creates and registers the collectors (with Go runtime and process ones).
@@ -63,9 +64,12 @@ func New() *Metrics {
 		ClientGone: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nanogate_client_disconnects_total", Help: "Requests whose client left before the answer was complete.",
 		}),
+		Panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nanogate_panics_total", Help: "Handler panics recovered into a 500.",
+		}),
 	}
 	r.MustRegister(m.Requests, m.RequestDuration, m.Upstream, m.Attempts, m.CircuitState, m.Transitions,
-		m.Images, m.Tokens, m.CostMicros, m.ClientGone,
+		m.Images, m.Tokens, m.CostMicros, m.ClientGone, m.Panics,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"nanogate/auth"
 	"nanogate/config"
+	"nanogate/dashboard"
 	"nanogate/gateway"
 	"nanogate/images"
 	"nanogate/metrics"
@@ -96,6 +98,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	st := s.state.Load()
 	rid := s.ids.requestID(ctx.Request.Header.Peek("x-request-id"))
 	ctx.Response.Header.Set("x-request-id", rid)
+	defer s.recoverPanic(ctx, rid)
 	path := ctx.Path()
 	switch string(path) {
 	case "/v1/chat/completions", "/chat/completions":
@@ -133,6 +136,15 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		if s.admin(ctx, st) {
 			s.handleAdminProviders(ctx, st)
 		}
+	case dashboard.Root, dashboard.Page, dashboard.ScriptPath, dashboard.StylePath:
+		// The page holds no data (its script calls the admin APIs above with
+		// the bearer key), so it is served without auth; like them, it is
+		// absent when no admin key is configured.
+		if st.Config.AdminKey == "" {
+			writeError(ctx, errAdminDisabled)
+			return
+		}
+		dashboard.Serve(ctx)
 	default:
 		if bytes.HasPrefix(path, []byte("/images/")) && st.Offload != nil {
 			if h := st.Offload.Handler(); h != nil {
@@ -142,6 +154,23 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		writeError(ctx, errNotFound)
 	}
+}
+
+// recoverPanic turns a panic in a handler into a 500 in OpenAI's envelope with
+// the request id, logged once (without the panic value, which could hold
+// request data) and counted. The stack is logged: it names code, not data.
+func (s *Server) recoverPanic(ctx *fasthttp.RequestCtx, rid string) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.metrics.Panics.Inc()
+	s.log.Error("handler panic", zap.String("request_id", rid), zap.String("path", string(ctx.Path())),
+		zap.String("panic_type", fmt.Sprintf("%T", v)), zap.Stack("stack"))
+	ctx.Response.Reset()
+	ctx.Response.Header.Set("x-request-id", rid)
+	writeError(ctx, &apiError{Status: fasthttp.StatusInternalServerError, Type: "server_error", Code: "internal_error",
+		Message: "Internal error (request " + rid + ")."})
 }
 
 // handleServerError answers errors fasthttp meets before a handler runs, in
