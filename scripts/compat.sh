@@ -14,8 +14,10 @@
 #
 # The gateway serves three public models: gemini-2.5-flash-image-preview (reseller only),
 # gemini-2.5-flash-image (gemini only) and nano-banana (both; routing.max_attempts 2). Client keys: one
-# unrestricted, one allowed only nano-banana, one limited to 1 request per minute (for the 429 case, when rate
-# limits land). The suites find all this in NANOGATE_COMPAT_* variables.
+# unrestricted, one allowed only nano-banana, and three with rate limits: 1 request per minute (a second call is
+# a 429), 30 per minute (an empty bucket refills one request every 2 s, which the SDKs' retries wait out) and
+# a generous RPM and TPM (for the x-ratelimit-* headers of admitted answers). The suites find all this in
+# NANOGATE_COMPAT_* variables.
 #
 # Needs go, node (20 or newer) and npm; network only for `npm ci` and Go modules. Exit status: 0 when every
 # suite passed, 1 when one failed (the stack's logs are printed), 2 when a tool is missing or the stack did not
@@ -71,6 +73,11 @@ upstream_key="up-compat-upstream-key-0451"
 export NANOGATE_COMPAT_KEY="sk-compat-full-access-0123456789"
 export NANOGATE_COMPAT_RESTRICTED_KEY="sk-compat-only-nano-banana-9876"
 export NANOGATE_COMPAT_LIMITED_KEY="sk-compat-one-request-a-minute-42"
+export NANOGATE_COMPAT_REFILL_KEY="sk-compat-thirty-requests-a-minute-7"
+export NANOGATE_COMPAT_METERED_KEY="sk-compat-metered-rpm-and-tpm-1234"
+export NANOGATE_COMPAT_REFILL_RPM=30
+export NANOGATE_COMPAT_METERED_RPM=6000
+export NANOGATE_COMPAT_METERED_TPM=1000000
 export NANOGATE_COMPAT_MODEL_OPENAI="gemini-2.5-flash-image-preview"
 export NANOGATE_COMPAT_MODEL_GEMINI="gemini-2.5-flash-image"
 export NANOGATE_COMPAT_MODEL_BOTH="nano-banana"
@@ -137,9 +144,19 @@ start_stack() {
 		    team: compat
 		    key: \${COMPAT_LIMITED_KEY}
 		    rpm: 1
+		  - name: refill
+		    team: compat
+		    key: \${COMPAT_REFILL_KEY}
+		    rpm: $NANOGATE_COMPAT_REFILL_RPM
+		  - name: metered
+		    team: compat
+		    key: \${COMPAT_METERED_KEY}
+		    rpm: $NANOGATE_COMPAT_METERED_RPM
+		    tpm: $NANOGATE_COMPAT_METERED_TPM
 	EOF
 	COMPAT_UPSTREAM_KEY=$upstream_key COMPAT_FULL_KEY=$NANOGATE_COMPAT_KEY \
 		COMPAT_RESTRICTED_KEY=$NANOGATE_COMPAT_RESTRICTED_KEY COMPAT_LIMITED_KEY=$NANOGATE_COMPAT_LIMITED_KEY \
+		COMPAT_REFILL_KEY=$NANOGATE_COMPAT_REFILL_KEY COMPAT_METERED_KEY=$NANOGATE_COMPAT_METERED_KEY \
 		bash -c 'cd "$1" && exec "$2" -config config.yaml' _ "$dir" "$tmp/nanogate" >"$dir/gateway.log" 2>&1 &
 	pids+=($!)
 	local gw=$!
