@@ -5,7 +5,9 @@
 // kind (the reseller and the Gemini API) with the model that only that kind serves.
 
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { test } from "node:test";
+import { deflateSync } from "node:zlib";
 import OpenAI from "openai";
 
 function need(name) {
@@ -21,6 +23,11 @@ export const env = {
   key: need("NANOGATE_COMPAT_KEY"),
   restrictedKey: need("NANOGATE_COMPAT_RESTRICTED_KEY"), // may use modelBoth only
   limitedKey: need("NANOGATE_COMPAT_LIMITED_KEY"), // 1 request per minute
+  refillKey: need("NANOGATE_COMPAT_REFILL_KEY"), // refillRPM requests per minute: an empty bucket refills soon
+  refillRPM: Number(need("NANOGATE_COMPAT_REFILL_RPM")),
+  meteredKey: need("NANOGATE_COMPAT_METERED_KEY"), // meteredRPM and meteredTPM, never reached by the suite
+  meteredRPM: Number(need("NANOGATE_COMPAT_METERED_RPM")),
+  meteredTPM: Number(need("NANOGATE_COMPAT_METERED_TPM")),
   control: need("NANOGATE_COMPAT_CONTROL"),
   modelBoth: need("NANOGATE_COMPAT_MODEL_BOTH"),
   maxAttempts: Number(need("NANOGATE_COMPAT_MAX_ATTEMPTS")),
@@ -128,11 +135,17 @@ function crc32(buf) {
   return (c ^ 0xffffffff) >>> 0;
 }
 
-// assertPNG decodes a data URL and checks that it is a PNG: the signature, then an IHDR chunk of 13 bytes
-// with a non-zero size and a valid CRC. It returns the decoded bytes and the size.
+// assertPNG decodes a data URL and checks that it is a PNG (assertPNGBytes). It returns the decoded bytes and
+// the size.
 export function assertPNG(dataURL) {
   assert.match(dataURL, /^data:image\/png;base64,/);
-  const png = Buffer.from(dataURL.slice(dataURL.indexOf(",") + 1), "base64");
+  return assertPNGBytes(Buffer.from(dataURL.slice(dataURL.indexOf(",") + 1), "base64"));
+}
+
+// assertPNGBytes checks that png is a PNG: the signature, then an IHDR chunk of 13 bytes with a non-zero size
+// and a valid CRC. It returns the bytes and the size.
+export function assertPNGBytes(png) {
+  assert.ok(png.length >= 33, `${png.length} bytes is too short for a PNG`);
   assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], "PNG signature");
   assert.equal(png.readUInt32BE(8), 13, "IHDR length");
   assert.equal(png.subarray(12, 16).toString("latin1"), "IHDR");
@@ -141,6 +154,40 @@ export function assertPNG(dataURL) {
   assert.ok(width > 0 && height > 0, `IHDR size ${width}x${height}`);
   assert.equal(png.readUInt32BE(29), crc32(png.subarray(12, 29)), "IHDR CRC");
   return { png, width, height };
+}
+
+export const sha256 = (buf) => createHash("sha256").update(buf).digest("hex");
+
+// makePNG builds a valid RGB PNG of width x height pixels of deterministic noise (seeded), so that it does not
+// compress: about 3 x width x height bytes, large enough to cross many buffers of a multipart upload.
+export function makePNG(width, height, seed) {
+  const raw = Buffer.alloc((width * 3 + 1) * height);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < raw.length; i++) {
+    if (i % (width * 3 + 1) === 0) continue; // filter type 0 at the start of each row
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    raw[i] = x & 0xff;
+  }
+  const chunk = (type, data) => {
+    const b = Buffer.alloc(12 + data.length);
+    b.writeUInt32BE(data.length, 0);
+    b.write(type, 4, "latin1");
+    data.copy(b, 8);
+    b.writeUInt32BE(crc32(b.subarray(4, 8 + data.length)), 8 + data.length);
+    return b;
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8); // 8 bits per channel, RGB, deflate, no filter, no interlace
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", ihdr),
+    chunk("IDAT", deflateSync(raw)),
+    chunk("IEND", Buffer.alloc(0)),
+  ]);
 }
 
 // geminiInlineImages returns the base64 of the inline images of a generateContent body, in order, whichever
