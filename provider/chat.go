@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 
 	"nanogate/internal/jsonx"
 )
@@ -97,6 +98,9 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	i := jsonx.SkipWS(body, 0)
 	if i >= len(body) || body[i] != '{' || !jsonx.Valid(body) {
 		return nil, &RequestError{Msg: "We could not parse the JSON body of your request: it must be one JSON object."}
+	}
+	if !utf8.Valid(body) {
+		return nil, &RequestError{Msg: "The request body is not valid UTF-8."}
 	}
 	r := &ChatRequest{Raw: body, N: 1}
 	seen := make(map[string]bool, 8)
@@ -478,6 +482,9 @@ func parseImageURL(param string, s []byte) (*ImageInput, error) {
 		}
 		if !ValidBase64(payload) {
 			return nil, badParam(param, "'%s' does not hold valid base64 image data.", param)
+		}
+		if why := checkImageB64(m, payload); why != "" {
+			return nil, badParam(param, "'%s' is not a usable image: %s.", param, why)
 		}
 		return &ImageInput{URL: u, MIME: m, B64: payload}, nil
 	case bytes.HasPrefix(u, []byte("https://")), bytes.HasPrefix(u, []byte("http://")):

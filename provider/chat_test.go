@@ -1,6 +1,8 @@
 package provider
 
 import (
+	"encoding/base64"
+	"encoding/binary"
 	"os"
 	"strings"
 	"testing"
@@ -98,7 +100,7 @@ func TestParseChatRequestErrors(t *testing.T) {
 }
 
 func TestParseChatRequestTooManyImages(t *testing.T) {
-	part := `{"type":"image_url","image_url":{"url":"data:image/png;base64,QUJD"}}`
+	part := `{"type":"image_url","image_url":{"url":"data:image/png;base64,` + tinyB64 + `"}}`
 	parts := strings.TrimSuffix(strings.Repeat(part+",", MaxImageInputs+1), ",")
 	_, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":[` + parts + `]}]}`))
 	if re, ok := err.(*RequestError); !ok || !strings.Contains(re.Msg, "too many images") {
@@ -143,5 +145,51 @@ func TestParseAnswerShapesSentBack(t *testing.T) {
 				t.Fatalf("assistant parts %+v", a.Parts)
 			}
 		})
+	}
+}
+
+func TestImageInputsAreCheckedByContent(t *testing.T) {
+	png := func(w, h uint32) string {
+		b := []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR")
+		b = binary.BigEndian.AppendUint32(b, w)
+		b = binary.BigEndian.AppendUint32(b, h)
+		b = append(b, 8, 2, 0, 0, 0, 0, 0, 0, 0)
+		return base64.StdEncoding.EncodeToString(b)
+	}
+	jpeg := func(w, h uint16) string {
+		b := []byte{0xff, 0xd8, 0xff, 0xe0, 0x00, 0x04, 'J', 'F', 0xff, 0xc0, 0x00, 0x11, 0x08}
+		b = binary.BigEndian.AppendUint16(b, h)
+		b = binary.BigEndian.AppendUint16(b, w)
+		b = append(b, 3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1)
+		return base64.StdEncoding.EncodeToString(b)
+	}
+	tests := []struct {
+		name, mime, b64 string
+		ok              bool
+	}{
+		{"fixture png", "image/png", tinyB64, true},
+		{"png 1024", "image/png", png(1024, 1024), true},
+		{"jpeg 800x600", "image/jpeg", jpeg(800, 600), true},
+		{"decompression bomb", "image/png", png(100000, 100000), false},
+		{"too many pixels", "image/png", png(16000, 16000), false},
+		{"jpeg bomb", "image/jpeg", jpeg(65000, 65000), false},
+		{"garbage", "image/png", base64.StdEncoding.EncodeToString([]byte("not an image at all....")), false},
+		{"png declared as jpeg", "image/jpeg", tinyB64, false},
+		{"png header cut", "image/png", base64.StdEncoding.EncodeToString([]byte("\x89PNG\r\n\x1a\n")), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:` + tt.mime + `;base64,` + tt.b64 + `"}}]}]}`))
+			if (err == nil) != tt.ok {
+				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+}
+
+func TestInvalidUTF8IsRefused(t *testing.T) {
+	_, err := ParseChatRequest([]byte("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}"))
+	if _, ok := err.(*RequestError); !ok {
+		t.Fatalf("err = %v", err)
 	}
 }
