@@ -125,3 +125,16 @@ func TestModelsListsWhatTheKeyMayUse(t *testing.T) {
 		t.Errorf("restricted key sees %q", got)
 	}
 }
+
+func TestFailedAuthIsRateLimitedPerAddress(t *testing.T) {
+	e := startEnv(t, opts{})
+	codes := map[int]int{}
+	for i := 0; i < 70; i++ {
+		resp := e.post(t, chatBody(""), "Authorization", "Bearer sk-guess-"+itoa(i))
+		readAll(t, resp)
+		codes[resp.StatusCode]++
+	}
+	if codes[401] != 60 || codes[429] != 10 {
+		t.Fatalf("statuses %v, want 60 x 401 then 429", codes)
+	}
+}

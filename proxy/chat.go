@@ -131,7 +131,7 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, l *reqLog, e *apiError) {
 
 func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string) {
 	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, gw: st.Gateway}
-	caller, aerr := authenticate(ctx, st.Keys)
+	caller, aerr := s.authenticate(ctx, st.Keys)
 	if aerr != nil {
 		s.fail(ctx, l, aerr)
 		return

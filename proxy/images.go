@@ -105,7 +105,7 @@ func readEditImage(part *multipart.Part) (gateway.InputImage, *apiError) {
 // the same limits, routing and accounting as chat.
 func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, edits bool) {
 	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, gw: st.Gateway, route: "images"}
-	caller, aerr := authenticate(ctx, st.Keys)
+	caller, aerr := s.authenticate(ctx, st.Keys)
 	if aerr != nil {
 		s.fail(ctx, l, aerr)
 		return

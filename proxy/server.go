@@ -51,11 +51,12 @@ type Server struct {
 	ids     *idGen
 	metrics *metrics.Metrics
 	prom    fasthttp.RequestHandler
+	guard   *authGuard
 }
 
 // New returns a server for st, recording into m.
 func New(st *State, log *zap.Logger, m *metrics.Metrics) *Server {
-	s := &Server{log: log, ids: newIDGen(), metrics: m}
+	s := &Server{log: log, ids: newIDGen(), metrics: m, guard: newAuthGuard(60)}
 	s.prom = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	s.state.Store(st)
 	sc := st.Config.Server
@@ -229,6 +230,18 @@ func (s *Server) drainBody(ctx *fasthttp.RequestCtx) {
 
 // authenticate finds the caller from the Authorization, x-api-key or
 // x-goog-api-key header.
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx, keys *auth.Table) (*auth.Caller, *apiError) {
+	ip := clientIP(ctx)
+	if s.guard.blocked(ip) {
+		return nil, errAuthFlood
+	}
+	c, e := authenticate(ctx, keys)
+	if e != nil {
+		s.guard.fail(ip)
+	}
+	return c, e
+}
+
 func authenticate(ctx *fasthttp.RequestCtx, keys *auth.Table) (*auth.Caller, *apiError) {
 	var secret []byte
 	if h := ctx.Request.Header.Peek("Authorization"); len(h) > 0 {
@@ -253,7 +266,7 @@ func authenticate(ctx *fasthttp.RequestCtx, keys *auth.Table) (*auth.Caller, *ap
 }
 
 func (s *Server) handleModels(ctx *fasthttp.RequestCtx, st *State) {
-	caller, aerr := authenticate(ctx, st.Keys)
+	caller, aerr := s.authenticate(ctx, st.Keys)
 	if aerr != nil {
 		writeError(ctx, aerr)
 		return

@@ -17,7 +17,7 @@ var errNoAccounting = &apiError{Status: fasthttp.StatusNotFound, Type: "invalid_
 // handleUsage answers GET /v1/usage: the caller's key and team for the
 // team's current budget period.
 func (s *Server) handleUsage(ctx *fasthttp.RequestCtx, st *State) {
-	caller, aerr := authenticate(ctx, st.Keys)
+	caller, aerr := s.authenticate(ctx, st.Keys)
 	if aerr != nil {
 		writeError(ctx, aerr)
 		return
