@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/base64"
+	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -152,5 +154,51 @@ func TestSIGHUPReloads(t *testing.T) {
 	}
 	if strings.Contains(e.gw.Logs(), newKey) {
 		t.Fatal("the reload logged a key")
+	}
+}
+
+// TestHalfSentConnectionsDoNotBlockService: 200 connections that send half a
+// request and stall do not keep a real request from being served.
+func TestHalfSentConnectionsDoNotBlockService(t *testing.T) {
+	e := startEnv(t, opts{})
+	var conns []net.Conn
+	for i := 0; i < 200; i++ {
+		c, err := net.Dial("tcp", e.gw.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if i%2 == 0 {
+			c.Write([]byte("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"mo"))
+		}
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	resp := e.post(t, chatBody(""))
+	readAll(t, resp)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d with 200 stalled connections open", resp.StatusCode)
+	}
+}
+
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	e := startEnv(t, opts{})
+	e.cheap.SetLatency(time.Minute)
+	go func() {
+		req, _ := http.NewRequest("POST", e.gw.URL+"/v1/chat/completions", strings.NewReader(chatBody("")))
+		req.Header.Set("Authorization", "Bearer "+clientKey)
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	waitFor(t, 10*time.Second, "a request in flight", func() bool { return e.cheap.InFlight() == 1 })
+	e.gw.Signal(syscall.SIGTERM)
+	time.Sleep(200 * time.Millisecond)
+	e.gw.Signal(syscall.SIGTERM)
+	if code := e.gw.Wait(5 * time.Second); code == -1 {
+		t.Fatal("a second SIGTERM did not end the process while a request was in flight")
 	}
 }
