@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
+	"image"
+	"image/png"
 	"io"
 	"net/http"
 	"os"
@@ -26,7 +30,11 @@ var env struct {
 	baseURL, key, control, modelBoth string
 	restrictedKey                    string // may use modelBoth only
 	limitedKey                       string // 1 request per minute
+	refillKey                        string // refillRPM requests per minute: an empty bucket refills soon
+	meteredKey                       string // meteredRPM and meteredTPM, never reached by the suite
 	maxAttempts                      int
+	refillRPM, meteredRPM            int
+	meteredTPM                       int
 }
 
 // kind is an upstream kind: the fake that serves it, the provider name the gateway reports, and the public
@@ -51,6 +59,11 @@ func TestMain(m *testing.M) {
 	env.key = need("NANOGATE_COMPAT_KEY")
 	env.restrictedKey = need("NANOGATE_COMPAT_RESTRICTED_KEY")
 	env.limitedKey = need("NANOGATE_COMPAT_LIMITED_KEY")
+	env.refillKey = need("NANOGATE_COMPAT_REFILL_KEY")
+	env.meteredKey = need("NANOGATE_COMPAT_METERED_KEY")
+	fmt.Sscan(need("NANOGATE_COMPAT_REFILL_RPM"), &env.refillRPM)
+	fmt.Sscan(need("NANOGATE_COMPAT_METERED_RPM"), &env.meteredRPM)
+	fmt.Sscan(need("NANOGATE_COMPAT_METERED_TPM"), &env.meteredTPM)
 	env.control = need("NANOGATE_COMPAT_CONTROL")
 	env.modelBoth = need("NANOGATE_COMPAT_MODEL_BOTH")
 	fmt.Sscan(need("NANOGATE_COMPAT_MAX_ATTEMPTS"), &env.maxAttempts)
@@ -217,18 +230,31 @@ func markdownImages(content string) []string {
 	return out
 }
 
-// assertPNG decodes a data URL and checks that it is a PNG: the signature, then an IHDR chunk of 13 bytes
-// with a non-zero size and a valid CRC. It returns the bytes.
+// assertPNG decodes a data URL and checks that it is a PNG (assertPNGBytes). It returns the bytes.
 func assertPNG(t *testing.T, dataURL string) []byte {
 	t.Helper()
 	b64, ok := strings.CutPrefix(dataURL, "data:image/png;base64,")
 	if !ok {
 		t.Fatalf("not a PNG data URL: %.60q", dataURL)
 	}
+	return assertB64PNG(t, b64)
+}
+
+// assertB64PNG decodes standard base64 (an images response's b64_json) and checks that it is a PNG.
+func assertB64PNG(t *testing.T, b64 string) []byte {
+	t.Helper()
 	png, err := base64.StdEncoding.DecodeString(b64)
 	if err != nil {
 		t.Fatalf("base64: %v", err)
 	}
+	assertPNGBytes(t, png)
+	return png
+}
+
+// assertPNGBytes checks that png is a PNG: the signature, then an IHDR chunk of 13 bytes with a non-zero size
+// and a valid CRC.
+func assertPNGBytes(t *testing.T, png []byte) {
+	t.Helper()
 	if len(png) < 33 || !bytes.Equal(png[:8], []byte("\x89PNG\r\n\x1a\n")) {
 		t.Fatalf("no PNG signature: % x", png[:min(len(png), 8)])
 	}
@@ -241,7 +267,30 @@ func assertPNG(t *testing.T, dataURL string) []byte {
 	if binary.BigEndian.Uint32(png[29:]) != crc32.ChecksumIEEE(png[12:29]) {
 		t.Fatal("IHDR CRC mismatch")
 	}
-	return png
+}
+
+func sha256hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// makePNG encodes a w x h PNG of deterministic noise (seeded), so that it does not compress: about 4 x w x h
+// bytes, large enough to cross many buffers of a multipart upload.
+func makePNG(t *testing.T, w, h int, seed uint32) []byte {
+	t.Helper()
+	img := image.NewNRGBA(image.Rect(0, 0, w, h))
+	x := seed | 1
+	for i := range img.Pix {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		img.Pix[i] = byte(x)
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 // oneImage checks that content holds exactly one markdown PNG and returns its bytes.
