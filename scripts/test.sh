@@ -31,3 +31,7 @@ go test -race -count=1 -timeout 15m ./...
 # The official OpenAI SDKs (Node, Go) against the real binary.
 echo "test.sh: SDK compatibility suites"
 ./scripts/compat.sh
+
+# The /admin/ dashboard in headless Chromium (installed from Debian when missing).
+echo "test.sh: dashboard in a real browser"
+./scripts/browser.sh
