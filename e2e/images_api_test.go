@@ -227,3 +227,13 @@ func TestImagesBadRequestsNeverReachUpstream(t *testing.T) {
 		t.Fatalf("%d bad requests reached an upstream", n)
 	}
 }
+
+func TestImagesAcceptsSDKDefaults(t *testing.T) {
+	e := startGeminiEnv(t, googleKey)
+	resp := e.postJSON(t, "/v1/images/generations", `{"prompt":"x","stream":false,"output_format":"png","quality":"high","user":"u"}`)
+	if b := readAll(t, resp); resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	expectError(t, e.postJSON(t, "/v1/images/generations", `{"prompt":"x","stream":true}`), 400, "invalid_request")
+	expectError(t, e.postJSON(t, "/v1/images/generations", `{"prompt":"x","output_format":"webp"}`), 400, "invalid_request")
+}

@@ -122,6 +122,14 @@ func (r *ImagesRequest) Param(k, v string) error {
 		}
 	case "quality", "style", "user":
 		// Accepted for compatibility; the model has no such settings.
+	case "stream":
+		if v == "true" {
+			return badImagesParam("stream", "Streaming image generation is not supported: send stream false or leave it out.")
+		}
+	case "output_format":
+		if v != "png" && v != "" {
+			return badImagesParam("output_format", "'output_format' must be png: the model answers PNG images.")
+		}
 	case "mask":
 		return badImagesParam("mask", "'mask' is not supported: Gemini edits the whole image from the prompt. Describe the area to change in the prompt instead.")
 	default:
@@ -165,6 +173,12 @@ func ParseImagesGeneration(body []byte) (*ImagesRequest, error) {
 		switch jsonx.KindOf(v) {
 		case jsonx.Null:
 			return nil
+		case jsonx.Boolean:
+			if k != "stream" {
+				aerr = badImagesParam(k, "'"+k+"' must be a string.")
+				return errStop
+			}
+			s = string(v)
 		case jsonx.String:
 			s, _ = jsonx.Unquote(v)
 		case jsonx.Number:
