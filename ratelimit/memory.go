@@ -33,10 +33,12 @@ type shard struct {
 
 type teamBuckets struct {
 	rpm, tpm bucket
-	keys     map[string]*keyBuckets
+	// brpm and btpm are the batch-only buckets (Request.Batch).
+	brpm, btpm bucket
+	keys       map[string]*keyBuckets
 }
 
-type keyBuckets struct{ rpm, tpm bucket }
+type keyBuckets struct{ rpm, tpm, brpm, btpm bucket }
 
 // bucket is one limit's state; unit 0 means never charged (full).
 type bucket struct{ lvl, ts, unit int64 }
@@ -175,6 +177,14 @@ func (sh *shard) buckets(r *Request, pl *plan, bs *[numKinds]*bucket) {
 			bs[i] = &tb.rpm
 		case teamTPM:
 			bs[i] = &tb.tpm
+		case batchKeyRPM:
+			bs[i] = &kb.brpm
+		case batchKeyTPM:
+			bs[i] = &kb.btpm
+		case batchTeamRPM:
+			bs[i] = &tb.brpm
+		case batchTeamTPM:
+			bs[i] = &tb.btpm
 		}
 	}
 }

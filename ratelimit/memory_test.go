@@ -101,3 +101,28 @@ func TestLevelRefill(t *testing.T) {
 		}
 	}
 }
+
+func TestBatchLimits(t *testing.T) {
+	l := Limits{KeyRPM: 30, KeyTPM: 1001, TeamRPM: 1, TeamTPM: 0}
+	if got, want := BatchLimits(l, 0.5), (Limits{KeyRPM: 15, KeyTPM: 500, TeamRPM: 1}); got != want {
+		t.Errorf("BatchLimits(0.5) = %+v, want %+v", got, want)
+	}
+	for _, s := range []float64{0, -1, 1, 2} {
+		if got := BatchLimits(l, s); got != (Limits{}) {
+			t.Errorf("BatchLimits(%v) = %+v, want none", s, got)
+		}
+	}
+}
+
+// TestMemoryBatchAllowDoesNotAllocate: batch decisions, with their eight
+// buckets, allocate nothing either.
+func TestMemoryBatchAllowDoesNotAllocate(t *testing.T) {
+	m := NewMemory(nil)
+	r := Request{Key: "design-ci", Team: "design", Tokens: 1290, Batch: true, Share: 0.5,
+		Limits: Limits{KeyRPM: 60, KeyTPM: 200000, TeamRPM: 600, TeamTPM: 2000000}}
+	ctx := context.Background()
+	m.Allow(ctx, r)
+	if n := testing.AllocsPerRun(1000, func() { m.Allow(ctx, r) }); n != 0 {
+		t.Errorf("Allow allocates %v times per batch decision, want 0", n)
+	}
+}

@@ -134,6 +134,10 @@ func matchModel(t *testing.T, seeds uint64, newLimiter func(*fakeClock) Limiter,
 			clock.Advance(d)
 			now := clock.Now().UnixMicro()
 			r := Request{Key: "k", Team: fmt.Sprint("t", seed), Limits: lim, Tokens: rng.Int64N(3000)}
+			if seed%2 == 1 && rng.IntN(2) == 0 {
+				// A batch line: its batch-only buckets too.
+				r.Batch, r.Share = true, 0.37
+			}
 			if rng.IntN(10) == 0 {
 				delta := rng.Int64N(4000) - 2000
 				m.Adjust(context.Background(), r, delta)

@@ -7,7 +7,9 @@
 // together: the request is admitted only if every one has room, and then all
 // are charged; a refusal charges nothing. A request costs 1 on each RPM bucket
 // and its estimated Tokens on each TPM bucket; Adjust corrects the TPM buckets
-// to the real usage once the response is done.
+// to the real usage once the response is done. Batch lines (Request.Batch)
+// also pass batch-only buckets holding a share of each limit, in the same
+// step.
 //
 // Two implementations share these semantics and one test suite: Memory, for a
 // single replica, and Redis, one Lua script per decision on a single node or a
@@ -32,6 +34,42 @@ type Request struct {
 	// Tokens is the estimate charged to the TPM buckets at admission
 	// (negative counts as 0).
 	Tokens int64
+	// Batch marks a line of a batch (package batch). Besides the limits
+	// above, the same atomic decision then checks and charges batch-only
+	// buckets whose limits are Share × each limit (BatchLimits), so that
+	// batches never take more than that share of a key's or team's rate and
+	// interactive requests keep the rest. Interactive requests never touch
+	// the batch buckets.
+	Batch bool
+	// Share is batch.max_share, in (0, 1). Batch requests with a Share of 0
+	// or at least 1 have no batch-only buckets (they may use every limit in
+	// full).
+	Share float64
+}
+
+// BatchLimits returns the limits of the batch-only buckets of a batch
+// request with share s of limits l: each limit times s, rounded down, at
+// least 1 (a limit of 0 stays 0: no limit). A share outside (0, 1) gives no
+// batch-only limits.
+func BatchLimits(l Limits, s float64) Limits {
+	if s <= 0 || s >= 1 {
+		return Limits{}
+	}
+	part := func(limit int64) int64 {
+		if limit <= 0 {
+			return 0
+		}
+		return max(1, int64(float64(limit)*s))
+	}
+	return Limits{KeyRPM: part(l.KeyRPM), KeyTPM: part(l.KeyTPM), TeamRPM: part(l.TeamRPM), TeamTPM: part(l.TeamTPM)}
+}
+
+// batchLimits is BatchLimits of a request, zero unless it is a batch line.
+func (r *Request) batchLimits() Limits {
+	if !r.Batch {
+		return Limits{}
+	}
+	return BatchLimits(r.Limits, r.Share)
 }
 
 // Result is the answer to a Request, with everything the x-ratelimit-*
@@ -55,8 +93,10 @@ type Result struct {
 	// Tokens exceed a TPM limit): retrying the same request is pointless.
 	RetryAfter time.Duration
 	// Refused names the refusing limit: "key_rpm", "key_tpm", "team_rpm" or
-	// "team_tpm". When several refuse, it is the one that can never pass,
-	// else the one that makes the client wait the longest.
+	// "team_tpm", or for a batch request one of its batch-only buckets,
+	// "batch_key_rpm" ... "batch_team_tpm". When several refuse, it is the
+	// one that can never pass, else the one that makes the client wait the
+	// longest.
 	Refused string
 	// Degraded is set when Redis could not decide (unreachable, or answering
 	// an error) and the decision was made by the replica's local fallback
@@ -70,6 +110,11 @@ const (
 	RefusedKeyTPM  = "key_tpm"
 	RefusedTeamRPM = "team_rpm"
 	RefusedTeamTPM = "team_tpm"
+
+	RefusedBatchKeyRPM  = "batch_key_rpm"
+	RefusedBatchKeyTPM  = "batch_key_tpm"
+	RefusedBatchTeamRPM = "batch_team_rpm"
+	RefusedBatchTeamTPM = "batch_team_tpm"
 )
 
 // ErrUnavailable is returned while Redis is unreachable and on_outage is
@@ -108,7 +153,8 @@ type Stats struct {
 	Outages uint64
 }
 
-// kind is one of the four limits, in the order they are checked and named.
+// kind is one of the four limits or, for batch requests, one of their four
+// batch-only buckets, in the order they are checked and named.
 type kind uint8
 
 const (
@@ -116,12 +162,27 @@ const (
 	keyTPM
 	teamRPM
 	teamTPM
+	batchKeyRPM
+	batchKeyTPM
+	batchTeamRPM
+	batchTeamTPM
 	numKinds
 )
 
-var kindNames = [numKinds]string{RefusedKeyRPM, RefusedKeyTPM, RefusedTeamRPM, RefusedTeamTPM}
+var kindNames = [numKinds]string{RefusedKeyRPM, RefusedKeyTPM, RefusedTeamRPM, RefusedTeamTPM,
+	RefusedBatchKeyRPM, RefusedBatchKeyTPM, RefusedBatchTeamRPM, RefusedBatchTeamTPM}
 
-func (k kind) tokens() bool { return k == keyTPM || k == teamTPM }
+func (k kind) tokens() bool {
+	return k == keyTPM || k == teamTPM || k == batchKeyTPM || k == batchTeamTPM
+}
+
+// limitsByKind returns the limit of every kind for r (0: the bucket does
+// not apply).
+func limitsByKind(r *Request) [numKinds]int64 {
+	b := r.batchLimits()
+	return [numKinds]int64{r.Limits.KeyRPM, r.Limits.KeyTPM, r.Limits.TeamRPM, r.Limits.TeamTPM,
+		b.KeyRPM, b.KeyTPM, b.TeamRPM, b.TeamTPM}
+}
 
 // plan lists the buckets a request touches, in kind order.
 type plan struct {
@@ -146,6 +207,14 @@ func makePlan(r *Request) plan {
 	if r.Team != "" {
 		add(teamRPM, r.Limits.TeamRPM, 1)
 		add(teamTPM, r.Limits.TeamTPM, tokens)
+	}
+	if b := r.batchLimits(); b != (Limits{}) {
+		add(batchKeyRPM, b.KeyRPM, 1)
+		add(batchKeyTPM, b.KeyTPM, tokens)
+		if r.Team != "" {
+			add(batchTeamRPM, b.TeamRPM, 1)
+			add(batchTeamTPM, b.TeamTPM, tokens)
+		}
 	}
 	return pl
 }

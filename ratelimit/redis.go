@@ -44,7 +44,7 @@ func newScript(src string) script {
 var (
 	argEvalSHA any = "evalsha"
 	argEval    any = "eval"
-	argNumKeys     = [...]any{"0", "1", "2", "3", "4"}
+	argNumKeys     = [...]any{"0", "1", "2", "3", "4", "5", "6", "7", "8"}
 	argOne     any = int64(1)
 )
 
@@ -166,7 +166,7 @@ type Redis struct {
 type keyNames struct {
 	key    [numKinds]string
 	slot   int
-	limits Limits
+	limits [numKinds]int64
 	keyArg [numKinds]any
 	params [numKinds][3]any // limit, unit, rate
 }
@@ -517,10 +517,11 @@ func (l *Redis) evalAdjust(ctx context.Context, names *keyNames, pl *plan, delta
 // keyNames returns the Redis keys of r's buckets and the boxed arguments of
 // its limits, built once per (team, key) and limits.
 func (l *Redis) keyNames(r *Request) *keyNames {
+	limits := limitsByKind(r)
 	l.namesMu.RLock()
 	n := l.names[r.Team][r.Key]
 	l.namesMu.RUnlock()
-	if n != nil && n.limits == r.Limits {
+	if n != nil && n.limits == limits {
 		return n
 	}
 	if n == nil {
@@ -535,8 +536,8 @@ func (l *Redis) keyNames(r *Request) *keyNames {
 		c := *n
 		n = &c
 	}
-	n.limits = r.Limits
-	for k, limit := range [numKinds]int64{r.Limits.KeyRPM, r.Limits.KeyTPM, r.Limits.TeamRPM, r.Limits.TeamTPM} {
+	n.limits = limits
+	for k, limit := range limits {
 		n.params[k] = [3]any{}
 		if limit > 0 {
 			p := paramsFor(limit)
@@ -557,17 +558,23 @@ func (l *Redis) keyNames(r *Request) *keyNames {
 // bucketKeys names the buckets of key in team. The hash tag is the team's
 // ({t:team}), or the key's own ({k:key}) for a key without a team, so that
 // the buckets of one decision share a slot. Names are escaped so that no two
-// (team, key) pairs share a Redis key whatever characters they hold.
+// (team, key) pairs share a Redis key whatever characters they hold. The
+// batch-only buckets are the same names with a "b:" marker before the
+// limit's name.
 func bucketKeys(prefix, team, key string) *keyNames {
 	var n keyNames
 	if team == "" {
 		base := prefix + "rl:{k:" + escape(key) + "}:"
 		n.key[keyRPM], n.key[keyTPM] = base+"rpm", base+"tpm"
+		n.key[batchKeyRPM], n.key[batchKeyTPM] = base+"b:rpm", base+"b:tpm"
 		return &n
 	}
 	base := prefix + "rl:{t:" + escape(team) + "}:"
 	n.key[teamRPM], n.key[teamTPM] = base+"rpm", base+"tpm"
-	n.key[keyRPM], n.key[keyTPM] = base+"k:"+escape(key)+":rpm", base+"k:"+escape(key)+":tpm"
+	n.key[batchTeamRPM], n.key[batchTeamTPM] = base+"b:rpm", base+"b:tpm"
+	kb := base + "k:" + escape(key) + ":"
+	n.key[keyRPM], n.key[keyTPM] = kb+"rpm", kb+"tpm"
+	n.key[batchKeyRPM], n.key[batchKeyTPM] = kb+"b:rpm", kb+"b:tpm"
 	return &n
 }
 

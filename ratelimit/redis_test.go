@@ -575,7 +575,7 @@ func TestBucketKeys(t *testing.T) {
 				t.Errorf("%q does not start with the prefix", name)
 			}
 			owner := fmt.Sprint(p) // a key's buckets are its own, a team's its team's
-			if kind(k) == teamRPM || kind(k) == teamTPM {
+			if kind(k) == teamRPM || kind(k) == teamTPM || kind(k) == batchTeamRPM || kind(k) == batchTeamTPM {
 				owner = "team " + p[0]
 			}
 			if other, dup := seen[name]; dup && other != owner {

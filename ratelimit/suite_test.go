@@ -352,6 +352,137 @@ func runSuite(t *testing.T, nb newBackend) {
 		}
 	})
 
+	t.Run("BatchLinesGetOnlyTheirShare", func(t *testing.T) {
+		b := nb(t)
+		lim := Limits{KeyRPM: 10}
+		batch := Request{Key: t.Name(), Limits: lim, Batch: true, Share: 0.5}
+		live := Request{Key: t.Name(), Limits: lim}
+		if n := drain(t, b.lim, batch, 20); n != 5 {
+			t.Fatalf("batch lines admitted %d, want 5 (half of 10)", n)
+		}
+		res := allow(t, b.lim, batch)
+		if res.Refused != RefusedBatchKeyRPM {
+			t.Errorf("batch line refused by %q, want batch_key_rpm", res.Refused)
+		}
+		// One request of a 5 RPM batch bucket: 12 s.
+		b.near(t, "RetryAfter", res.RetryAfter, 12*time.Second)
+		// Interactive traffic keeps the other half.
+		if n := drain(t, b.lim, live, 20); n != 5 {
+			t.Fatalf("interactive requests admitted %d after the batch, want the 5 left", n)
+		}
+		if res := allow(t, b.lim, live); res.Refused != RefusedKeyRPM {
+			t.Errorf("interactive request refused by %q, want key_rpm", res.Refused)
+		}
+	})
+
+	t.Run("BatchLinesChargeTheSharedLimits", func(t *testing.T) {
+		b := nb(t)
+		lim := Limits{KeyRPM: 100, TeamRPM: 10, TeamTPM: 100000}
+		live := Request{Key: "live", Team: t.Name(), Tokens: 1000, Limits: lim}
+		batch := Request{Key: "bulk", Team: t.Name(), Tokens: 1000, Limits: lim, Batch: true, Share: 0.5}
+		for i := range 8 {
+			if !allow(t, b.lim, live).Allowed {
+				t.Fatalf("interactive request %d refused", i+1)
+			}
+		}
+		// The team's batch share is 5, but only 2 of its 10 are left.
+		if n := drain(t, b.lim, batch, 20); n != 2 {
+			t.Fatalf("batch lines admitted %d, want the team's 2 left", n)
+		}
+		res := allow(t, b.lim, batch)
+		if res.Refused != RefusedTeamRPM {
+			t.Errorf("refused by %q, want team_rpm", res.Refused)
+		}
+		// A refused batch line charged nothing, in either bucket: the
+		// tightest token bucket is the team's batch share, 50000 less the
+		// two lines admitted.
+		b.within(t, "batch tokens left", res.RemainingTokens, 48000, 50000.0/60)
+	})
+
+	t.Run("BatchRefusalChargesNothing", func(t *testing.T) {
+		b := nb(t)
+		lim := Limits{KeyRPM: 60, KeyTPM: 10000}
+		batch := Request{Key: t.Name(), Tokens: 2000, Limits: lim, Batch: true, Share: 0.5}
+		// Batch TPM bucket 5000: two lines of 2000, the third refused by it.
+		if n := drain(t, b.lim, batch, 10); n != 2 {
+			t.Fatalf("admitted %d, want 2", n)
+		}
+		res := allow(t, b.lim, batch)
+		if res.Refused != RefusedBatchKeyTPM {
+			t.Fatalf("refused by %q, want batch_key_tpm", res.Refused)
+		}
+		// 1000 tokens missing at 5000/60 per second: 12 s.
+		b.near(t, "RetryAfter", res.RetryAfter, 12*time.Second)
+		// The key's own buckets lost nothing to the refusal: 6000 tokens
+		// and 58 requests are left for interactive traffic.
+		live := Request{Key: t.Name(), Tokens: 6000, Limits: lim}
+		if res := allow(t, b.lim, live); !res.Allowed {
+			t.Fatalf("interactive request for the 6000 tokens left refused by %q", res.Refused)
+		}
+	})
+
+	t.Run("BatchLineAboveItsShareNeverFits", func(t *testing.T) {
+		b := nb(t)
+		batch := Request{Key: "k", Team: t.Name(), Tokens: 1550, Limits: Limits{TeamTPM: 3000}, Batch: true, Share: 0.5}
+		res := allow(t, b.lim, batch)
+		if res.Allowed || res.Refused != RefusedBatchTeamTPM || res.RetryAfter != 0 {
+			t.Fatalf("%+v, want refused for good by batch_team_tpm", res)
+		}
+		// The same request fits interactively.
+		batch.Batch = false
+		if res := allow(t, b.lim, batch); !res.Allowed {
+			t.Fatalf("interactive: %+v", res)
+		}
+	})
+
+	t.Run("BatchAdjustCorrectsBatchBuckets", func(t *testing.T) {
+		b := nb(t)
+		r := Request{Key: t.Name(), Tokens: 1000, Limits: Limits{KeyTPM: 12000}, Batch: true, Share: 0.5} // batch: 6000, 100/s
+		if n := drain(t, b.lim, r, 10); n != 6 {
+			t.Fatalf("admitted %d, want 6", n)
+		}
+		if err := b.lim.Adjust(context.Background(), r, -2000); err != nil {
+			t.Fatal(err)
+		}
+		if n := drain(t, b.lim, r, 10); n < 2 || (b.fake && n != 2) {
+			t.Fatalf("admitted %d after a refund of 2000, want 2", n)
+		}
+	})
+
+	t.Run("ConcurrentBatchBurstAdmitsExactlyTheShare", func(t *testing.T) {
+		b := nb(t)
+		const L = 40
+		r := Request{Key: "k", Team: t.Name(), Tokens: 10, Batch: true, Share: 0.25,
+			Limits: Limits{KeyRPM: 1000, TeamRPM: L, TeamTPM: 1_000_000}}
+		var admitted atomic.Int64
+		var wg sync.WaitGroup
+		for range 2 * L {
+			wg.Go(func() {
+				res, err := b.lim.Allow(context.Background(), r)
+				if err != nil {
+					t.Error(err)
+				}
+				if res.Allowed {
+					admitted.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if got := admitted.Load(); got != L/4 {
+			t.Errorf("admitted %d of %d concurrent batch lines, want exactly %d", got, 2*L, L/4)
+		}
+	})
+
+	t.Run("ShareOutsideTheRangeAddsNoBuckets", func(t *testing.T) {
+		b := nb(t)
+		for _, share := range []float64{0, 1, 1.5} {
+			r := Request{Key: fmt.Sprint(t.Name(), share), Limits: Limits{KeyRPM: 4}, Batch: true, Share: share}
+			if n := drain(t, b.lim, r, 10); n != 4 {
+				t.Errorf("share %v: admitted %d, want the whole 4", share, n)
+			}
+		}
+	})
+
 	t.Run("KeysWithoutTeamAreOwnBuckets", func(t *testing.T) {
 		b := nb(t)
 		name := t.Name()
