@@ -43,7 +43,13 @@ type Call struct {
 	ID     string
 	Caller *auth.Caller
 	Req    *provider.ChatRequest
-	resv   *accounting.Reservation
+	// Batch marks a line of a batch (package batch): the rate limiter also
+	// checks and charges the batch-only buckets holding BatchShare
+	// (batch.max_share) of each limit, so that interactive traffic keeps
+	// the rest.
+	Batch      bool
+	BatchShare float64
+	resv       *accounting.Reservation
 	// admitted: past the model check and the budget; Finish records it.
 	admitted bool
 	// Limit is the rate-limit decision, for the x-ratelimit-* headers; nil

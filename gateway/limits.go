@@ -23,7 +23,8 @@ func (g *Gateway) limit(ctx context.Context, call *Call) error {
 	n := call.wanted()
 	call.tokens = estimateTokens(call.Req) + n*(g.tokensPerImage+textAllowance(call.Req))
 	call.limitReq = ratelimit.Request{Key: call.Caller.Name, Team: call.Caller.Team, Tokens: call.tokens,
-		Limits: ratelimit.Limits{KeyRPM: call.Caller.RPM, KeyTPM: call.Caller.TPM}}
+		Limits: ratelimit.Limits{KeyRPM: call.Caller.RPM, KeyTPM: call.Caller.TPM},
+		Batch:  call.Batch, Share: call.BatchShare}
 	if g.acct != nil {
 		if t := g.acct.Teams[call.Caller.Team]; t != nil {
 			call.limitReq.Limits.TeamRPM, call.limitReq.Limits.TeamTPM = t.RPM, t.TPM
