@@ -1,0 +1,80 @@
+package bench
+
+import (
+	"context"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"nanogate/accounting"
+	"nanogate/config"
+	"nanogate/internal/redistest"
+	"nanogate/ratelimit"
+)
+
+// The Redis round trips of a request, against a real redis-server on
+// loopback (skipped when there is none): what the limiter's decision and the
+// budget reservation cost on top of the floor, one GET through the limiter's
+// own client.
+
+func redisConfig(b *testing.B) config.Redis {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		b.Skip("redis-server not in PATH")
+	}
+	cfg := config.Redis{Addrs: []string{redistest.Start(b).Addr}}
+	cfg.KeyPrefix = "bench:"
+	return cfg
+}
+
+// BenchmarkRedisFloorGet: one GET through the limiter's client (its
+// timeouts, no retries).
+func BenchmarkRedisFloorGet(b *testing.B) {
+	c := ratelimit.NewClient(redisConfig(b))
+	defer c.Close()
+	ctx := context.Background()
+	c.Set(ctx, "bench:x", "1", 0)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.Get(ctx, "bench:x").Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLimiterRedis: one decision over the four limits of a key in a
+// team, the Lua script on Redis.
+func BenchmarkLimiterRedis(b *testing.B) {
+	cfg := redisConfig(b)
+	l := ratelimit.NewRedis(ratelimit.NewClient(cfg), cfg, nil)
+	defer l.Close()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if r, err := l.Allow(ctx, limiterRequest); err != nil || !r.Allowed || r.Degraded {
+			b.Fatal(r, err)
+		}
+	}
+}
+
+// BenchmarkBudgetReserveRedis: one budget reservation on the accounting
+// client as main.go builds it (the id string is made per call).
+func BenchmarkBudgetReserveRedis(b *testing.B) {
+	cfg := redisConfig(b)
+	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cfg.Addrs,
+		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	defer c.Close()
+	st := accounting.NewRedis(c, &cfg, accounting.Options{})
+	budget := config.Budget{USD: 1e9, Period: "monthly"}
+	ctx := context.Background()
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		i++
+		if _, err := st.Reserve(ctx, "bench", budget, "req_bench"+strconv.Itoa(i), 1000); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
