@@ -1,4 +1,4 @@
-.PHONY: test run build check
+.PHONY: test run build check bench
 
 # Every test: installs redis-server when missing, vets, runs go test -race.
 test:
@@ -12,3 +12,8 @@ build:
 
 check:
 	go run . -check -config config.yaml
+
+# Gateway vs direct side by side (fake upstreams, Redis), micro-benchmarks,
+# profiles: writes bench/RESULTS.md. `go run ./bench/run -quick` to iterate.
+bench:
+	go run ./bench/run
