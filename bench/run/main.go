@@ -18,6 +18,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"flag"
@@ -25,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,14 +75,22 @@ func main() {
 	out := flag.String("out", "bench/RESULTS.md", "report to write")
 	keep := flag.Bool("keep", false, "keep the work directory (logs, configs, binaries)")
 	noMicro := flag.Bool("no-micro", false, "skip the micro-benchmarks")
+	refresh := flag.Bool("refresh-analysis", false, "only replace the findings of the report (-out) with bench/ANALYSIS.md")
 	flag.Parse()
+	if *refresh {
+		if err := refreshAnalysis(*out); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	p := plan{
-		runs: 3, latWarm: 300 * time.Millisecond, latSmall: 2 * time.Second, latLarge: 3 * time.Second,
-		tpWarm: 400 * time.Millisecond, tp: 1500 * time.Millisecond, tpLarge: 2 * time.Second,
-		conns: []int{1, 8, 32, 128}, profCPU: 5 * time.Second, profLarge: 3 * time.Second,
-		ablFixed: 1500 * time.Millisecond, ablClosed: time.Second,
-		rss: 3 * time.Second, rssConns: 200, microCount: 3, microTime: "200ms",
+		runs: 3, latWarm: 300 * time.Millisecond, latSmall: 1200 * time.Millisecond, latLarge: 1500 * time.Millisecond,
+		tpWarm: 300 * time.Millisecond, tp: time.Second, tpLarge: 1200 * time.Millisecond,
+		conns: []int{1, 8, 32, 128}, profCPU: 4 * time.Second, profLarge: 2 * time.Second,
+		ablFixed: 800 * time.Millisecond, ablClosed: 600 * time.Millisecond,
+		rss: 2500 * time.Millisecond, rssConns: 200, microCount: 3, microTime: "150ms",
 	}
 	if *quick {
 		p = plan{
@@ -237,6 +247,24 @@ func (h *harness) run() int {
 	h.logf("wrote %s", h.out)
 	fmt.Print(h.rep.summary())
 	return 0
+}
+
+// refreshAnalysis rewrites the hand-written end of an existing report, so
+// that editing bench/ANALYSIS.md does not need a new run.
+func refreshAnalysis(out string) error {
+	report, err := os.ReadFile(out)
+	if err != nil {
+		return err
+	}
+	analysis, err := os.ReadFile(filepath.Join(filepath.Dir(out), "ANALYSIS.md"))
+	if err != nil {
+		return err
+	}
+	i := strings.Index(string(report), findingsHeading)
+	if i < 0 {
+		return fmt.Errorf("%s has no %q section", out, strings.TrimSpace(findingsHeading))
+	}
+	return os.WriteFile(out, []byte(string(report[:i])+analysisSection(analysis)), 0o644)
 }
 
 func firstLine(s string) string {
@@ -680,6 +708,7 @@ func (h *harness) profile(name string, req load.Request, c int, secs time.Durati
 	a0 := filepath.Join(h.outDir, "allocs-"+name+"-before.pprof")
 	a1 := filepath.Join(h.outDir, "allocs-"+name+".pprof")
 	m0, _ := httpGet(h.gw.url+"/metrics", 5*time.Second)
+	rs0, _ := redisCommandStats(h.redisAddr)
 	if allocs {
 		if err := save(h.gw.pprof+"/debug/pprof/allocs", a0); err != nil {
 			pr.err = err.Error()
@@ -706,7 +735,18 @@ func (h *harness) profile(name string, req load.Request, c int, secs time.Durati
 		}
 	}
 	m1, _ := httpGet(h.gw.url+"/metrics", 5*time.Second)
+	rs1, _ := redisCommandStats(h.redisAddr)
 	pr.requests = res.Total
+	if res.Total > 0 {
+		for name, s1 := range rs1 {
+			s0 := rs0[name]
+			if d := s1.calls - s0.calls; d > 0 {
+				pr.redis = append(pr.redis, redisCmd{name: name, perReq: d / float64(res.Total),
+					usecPerCall: (s1.usec - s0.usec) / d})
+			}
+		}
+		slices.SortFunc(pr.redis, func(a, b redisCmd) int { return cmp.Compare(b.perReq*b.usecPerCall, a.perReq*a.usecPerCall) })
+	}
 	for _, k := range []struct {
 		metric string
 		dst    *float64

@@ -325,3 +325,50 @@ func ioCalls(pid int) (r, w int64) {
 	}
 	return r, w
 }
+
+// cmdStat is one line of Redis's INFO commandstats.
+type cmdStat struct{ calls, usec float64 }
+
+// redisCommandStats reads INFO commandstats over a raw connection.
+func redisCommandStats(addr string) (map[string]cmdStat, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("INFO commandstats\r\n")); err != nil {
+		return nil, err
+	}
+	br := bufio.NewReader(c)
+	head, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(head, "$") {
+		return nil, fmt.Errorf("INFO: unexpected reply %q", head)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(head[1:]))
+	body := make([]byte, n)
+	if _, err := io.ReadFull(br, body); err != nil {
+		return nil, err
+	}
+	out := map[string]cmdStat{}
+	for _, line := range strings.Split(string(body), "\r\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		name, found := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !found {
+			continue
+		}
+		var s cmdStat
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			f, _ := strconv.ParseFloat(v, 64)
+			switch k {
+			case "calls":
+				s.calls = f
+			case "usec":
+				s.usec = f
+			}
+		}
+		out[name] = s
+	}
+	return out, nil
+}

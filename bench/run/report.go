@@ -217,6 +217,12 @@ func (c *ablCase) failures() int {
 	return n
 }
 
+// redisCmd is one Redis command's share of a profiled phase.
+type redisCmd struct {
+	name                string
+	perReq, usecPerCall float64
+}
+
 type profResult struct {
 	name                  string
 	c                     int
@@ -230,6 +236,7 @@ type profResult struct {
 	allocComponents       []share
 	topFlat, topCum       string
 	allocTop, allocObjTop string
+	redis                 []redisCmd
 }
 
 type rssResult struct {
@@ -560,6 +567,19 @@ func (r *report) markdown() string {
 		for _, s := range p.kinds {
 			w("| %s | %.1f%% |\n", s.name, s.pct)
 		}
+		if len(p.redis) > 0 {
+			w("\nRedis commands per request during the phase (INFO commandstats; µs is Redis's own time in the command,\n" +
+				"Lua scripts included, on the same cores):\n\n| command | calls / request | µs / call | µs / request |\n|---|---|---|---|\n")
+			total := 0.0
+			for _, c := range p.redis {
+				if c.name == "info" {
+					continue
+				}
+				w("| %s | %.2f | %.1f | %.1f |\n", c.name, c.perReq, c.usecPerCall, c.perReq*c.usecPerCall)
+				total += c.perReq * c.usecPerCall
+			}
+			w("| total | | | %.1f |\n", total)
+		}
 		w("\n<details><summary>pprof -top (flat)</summary>\n\n```\n%s\n```\n</details>\n\n", p.topFlat)
 		w("<details><summary>pprof -top -cum</summary>\n\n```\n%s\n```\n</details>\n\n", p.topCum)
 		if p.allocTop != "" {
@@ -577,15 +597,21 @@ func (r *report) markdown() string {
 		}
 	}
 
-	w("## Findings and proposed optimisations\n\n")
-	if len(r.analysis) > 0 {
-		w("From bench/ANALYSIS.md (written by hand from a full run; the tables above are this run's).\n\n")
-		b.Write(r.analysis)
-		w("\n")
-	} else {
-		w("(bench/ANALYSIS.md is missing.)\n")
-	}
+	b.WriteString(analysisSection(r.analysis))
 	return b.String()
+}
+
+// findingsHeading starts the hand-written part of the report.
+const findingsHeading = "## Findings and proposed optimisations\n"
+
+// analysisSection is the end of the report: bench/ANALYSIS.md, written by
+// hand from a full run.
+func analysisSection(analysis []byte) string {
+	if len(analysis) == 0 {
+		return findingsHeading + "\n(bench/ANALYSIS.md is missing.)\n"
+	}
+	return findingsHeading + "\nFrom bench/ANALYSIS.md, written by hand from a full run (its figures are that run's; the tables above\n" +
+		"are this one's).\n\n" + string(analysis)
 }
 
 func (r *report) rssConnsOr(n int) int {
