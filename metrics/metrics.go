@@ -25,6 +25,12 @@ type Metrics struct {
 	CostMicros      *prometheus.CounterVec   // provider, model
 	ClientGone      prometheus.Counter
 	Panics          prometheus.Counter
+
+	BatchLines       *prometheus.CounterVec // outcome: this replica's finished batch lines
+	BatchWaits       *prometheus.CounterVec // reason: batch lines held back by limits or budget
+	BatchQueueDepth  prometheus.Gauge       // lines of active batches without an outcome
+	BatchesActive    prometheus.Gauge
+	BatchWorkersBusy prometheus.Gauge
 }
 
 // New creates and registers the collectors (with Go runtime and process ones).
@@ -67,9 +73,27 @@ func New() *Metrics {
 		Panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nanogate_panics_total", Help: "Handler panics recovered into a 500.",
 		}),
+		BatchLines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nanogate_batch_lines_total",
+			Help: "Batch lines this replica finished, by outcome (completed, failed, skipped); rate() is lines per second.",
+		}, []string{"outcome"}),
+		BatchWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nanogate_batch_waits_total",
+			Help: "Batch lines held back to wait for room instead of failing, by reason (rate_limit, budget, limiter, retry).",
+		}, []string{"reason"}),
+		BatchQueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nanogate_batch_queue_depth", Help: "Lines of active batches (every replica's) without an outcome yet.",
+		}),
+		BatchesActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nanogate_batches_active", Help: "Batches that are neither finished nor failed.",
+		}),
+		BatchWorkersBusy: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nanogate_batch_workers_busy", Help: "Batch lines this replica is running now.",
+		}),
 	}
 	r.MustRegister(m.Requests, m.RequestDuration, m.Upstream, m.Attempts, m.CircuitState, m.Transitions,
 		m.Images, m.Tokens, m.CostMicros, m.ClientGone, m.Panics,
+		m.BatchLines, m.BatchWaits, m.BatchQueueDepth, m.BatchesActive, m.BatchWorkersBusy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
