@@ -1,0 +1,339 @@
+package batch
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"nanogate/internal/redistest"
+)
+
+// storeBackend is one Store under the shared suite.
+type storeBackend struct {
+	s Store
+	// shared: several replicas share the store (lines can be reclaimed).
+	shared bool
+	// reopen returns the store as a restarted process finds it (nil: the
+	// state is not the process's).
+	reopen func() Store
+}
+
+func localBackend(t *testing.T) *storeBackend {
+	dir := t.TempDir()
+	s, err := OpenLocal(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &storeBackend{s: s}
+	b.reopen = func() Store {
+		b.s.Close()
+		s, err := OpenLocal(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.s = s
+		return s
+	}
+	t.Cleanup(func() { b.s.Close() })
+	return b
+}
+
+func redisBackend(t *testing.T) *storeBackend {
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { c.Close() })
+	return &storeBackend{s: NewRedis(c, "test:"), shared: true}
+}
+
+func TestLocalStore(t *testing.T) { runStoreSuite(t, localBackend) }
+func TestRedisStore(t *testing.T) { runStoreSuite(t, redisBackend) }
+
+func testBatch(id, owner string) *Batch {
+	return &Batch{ID: id, Owner: owner, Team: "design", Key: "ci", Endpoint: EndpointChat, InputFileID: "file-x",
+		CompletionWindow: "24h", Status: StatusInProgress, CreatedAt: 1, InProgressAt: 1, ExpiresAt: 86401}
+}
+
+func spans(n int) []Span {
+	out := make([]Span, n)
+	for i := range out {
+		out[i] = Span{Off: int64(100 * i), Len: 99}
+	}
+	return out
+}
+
+// must returns a function that fails t on an error and returns the value:
+// must[T](t)(f()).
+func must[T any](t *testing.T) func(T, error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+func runStoreSuite(t *testing.T, nb func(t *testing.T) *storeBackend) {
+	ctx := context.Background()
+	now := time.Now()
+
+	t.Run("CreateGetListUpdate", func(t *testing.T) {
+		b := nb(t)
+		var ids []string
+		for i := range 5 {
+			id := NewBatchID(now.Add(time.Duration(i) * time.Millisecond))
+			owner := "t:design"
+			if i == 2 {
+				owner = "t:ops"
+			}
+			if err := b.s.Create(ctx, testBatch(id, owner), spans(3)); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		got := must[*Batch](t)(b.s.Get(ctx, ids[0]))
+		if got.Status != StatusInProgress || got.Counts != (Counts{Total: 3}) || got.Key != "ci" {
+			t.Fatalf("Get: %+v", got)
+		}
+		if _, err := b.s.Get(ctx, NewBatchID(now)); err != ErrNotFound {
+			t.Fatalf("Get of an unknown batch: %v", err)
+		}
+		page, more, err := b.s.List(ctx, "t:design", "", 2)
+		if err != nil || !more || len(page) != 2 || page[0].ID != ids[4] || page[1].ID != ids[3] {
+			t.Fatalf("first page: %v %v %v", page, more, err)
+		}
+		page, more, err = b.s.List(ctx, "t:design", ids[3], 2)
+		if err != nil || more || len(page) != 2 || page[0].ID != ids[1] || page[1].ID != ids[0] {
+			t.Fatalf("second page: %d batches, more %v, %v", len(page), more, err)
+		}
+		all, _, _ := b.s.List(ctx, "", "", 100)
+		if len(all) != 5 {
+			t.Fatalf("every owner: %d", len(all))
+		}
+		up, err := b.s.Update(ctx, ids[0], func(x *Batch) bool {
+			x.Status, x.CompletedAt, x.Counts.Completed = StatusCompleted, 9, 1000
+			return true
+		})
+		if err != nil || up.Status != StatusCompleted || up.Counts.Completed != 0 {
+			t.Fatalf("Update: %+v %v", up, err)
+		}
+		if got := must[*Batch](t)(b.s.Get(ctx, ids[0])); got.CompletedAt != 9 || got.Counts.Completed != 0 {
+			t.Fatalf("after Update: %+v", got)
+		}
+		active := must[[]string](t)(b.s.Active(ctx))
+		if slices.Contains(active, ids[0]) || len(active) != 4 {
+			t.Fatalf("active %v", active)
+		}
+		if _, err := b.s.Update(ctx, NewBatchID(now), func(*Batch) bool { return true }); err != ErrNotFound {
+			t.Fatalf("Update of an unknown batch: %v", err)
+		}
+	})
+
+	t.Run("AFailedBatchIsNotActive", func(t *testing.T) {
+		b := nb(t)
+		bt := testBatch(NewBatchID(now), "t:design")
+		bt.Status, bt.Errors = StatusFailed, []LineError{{Code: "empty_file", Message: "empty"}}
+		if err := b.s.Create(ctx, bt, nil); err != nil {
+			t.Fatal(err)
+		}
+		got := must[*Batch](t)(b.s.Get(ctx, bt.ID))
+		if got.Status != StatusFailed || len(got.Errors) != 1 || got.Counts != (Counts{}) {
+			t.Fatalf("%+v", got)
+		}
+		if active := must[[]string](t)(b.s.Active(ctx)); len(active) != 0 {
+			t.Fatalf("active %v", active)
+		}
+		if page, _, _ := b.s.List(ctx, "t:design", "", 10); len(page) != 1 {
+			t.Fatalf("listed %d", len(page))
+		}
+	})
+
+	t.Run("EveryLineIsTakenOnce", func(t *testing.T) {
+		b := nb(t)
+		id := NewBatchID(now)
+		const n = 50
+		if err := b.s.Create(ctx, testBatch(id, "t:design"), spans(n)); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		seen := map[int]int{}
+		var wg sync.WaitGroup
+		for c := range 4 {
+			wg.Go(func() {
+				for {
+					tasks, err := b.s.Take(ctx, id, fmt.Sprint("c", c), 3)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if len(tasks) == 0 {
+						return
+					}
+					mu.Lock()
+					for _, tk := range tasks {
+						seen[tk.Line]++
+						if tk.Span != (Span{Off: int64(100 * tk.Line), Len: 99}) {
+							t.Errorf("line %d: span %+v", tk.Line, tk.Span)
+						}
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if len(seen) != n {
+			t.Fatalf("%d lines taken, want %d", len(seen), n)
+		}
+		for line, k := range seen {
+			if k != 1 {
+				t.Errorf("line %d taken %d times", line, k)
+			}
+		}
+	})
+
+	t.Run("DoneCountsOnce", func(t *testing.T) {
+		b := nb(t)
+		id := NewBatchID(now)
+		b.s.Create(ctx, testBatch(id, "t:design"), spans(3))
+		tasks := must[[]Task](t)(b.s.Take(ctx, id, "a", 10))
+		if len(tasks) != 3 {
+			t.Fatalf("took %d", len(tasks))
+		}
+		c := must[Counts](t)(b.s.Done(ctx, tasks[0], kindCompleted, []byte(`{"custom_id":"a"}`)))
+		if c != (Counts{Total: 3, Completed: 1}) {
+			t.Fatalf("counts %+v", c)
+		}
+		// The same line again (a reclaimed copy that ran too): not counted.
+		c = must[Counts](t)(b.s.Done(ctx, tasks[0], kindFailed, []byte(`{"custom_id":"a2"}`)))
+		if c != (Counts{Total: 3, Completed: 1}) {
+			t.Fatalf("counts after a second outcome %+v", c)
+		}
+		if ok := must[bool](t)(b.s.HasResult(ctx, tasks[0])); !ok {
+			t.Fatal("no result after Done")
+		}
+		if ok := must[bool](t)(b.s.HasResult(ctx, tasks[1])); ok {
+			t.Fatal("a result before Done")
+		}
+		must[Counts](t)(b.s.Done(ctx, tasks[1], kindFailed, []byte(`{"custom_id":"b"}`)))
+		c = must[Counts](t)(b.s.Done(ctx, tasks[2], kindSkipped, nil))
+		if c != (Counts{Total: 3, Completed: 1, Failed: 1, Skipped: 1}) || !c.Done() {
+			t.Fatalf("final counts %+v", c)
+		}
+		got := map[string]byte{}
+		err := b.s.Results(ctx, id, func(kind byte, line []byte) error {
+			got[string(line)] = kind
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]byte{`{"custom_id":"a"}`: kindCompleted, `{"custom_id":"b"}`: kindFailed, "": kindSkipped}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("results %v, want %v", got, want)
+		}
+		if more := must[[]Task](t)(b.s.Take(ctx, id, "b", 10)); len(more) != 0 {
+			t.Fatalf("lines handed out again after Done: %v", more)
+		}
+		// Dropped: no more outcomes count, and the batch's lines are gone.
+		b.s.Update(ctx, id, func(x *Batch) bool { x.Status = StatusCompleted; return true })
+		if err := b.s.Drop(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := b.s.Done(ctx, tasks[2], kindCompleted, []byte("x")); c.Completed > 1 {
+			t.Fatalf("an outcome counted after Drop: %+v", c)
+		}
+		if got := must[*Batch](t)(b.s.Get(ctx, id)); got.Status != StatusCompleted {
+			t.Fatalf("after Drop: %+v", got)
+		}
+	})
+
+	t.Run("LinesOfADeadConsumerAreReclaimed", func(t *testing.T) {
+		b := nb(t)
+		if !b.shared {
+			t.Skip("one replica: nothing to reclaim")
+		}
+		id := NewBatchID(now)
+		b.s.Create(ctx, testBatch(id, "t:design"), spans(4))
+		held := must[[]Task](t)(b.s.Take(ctx, id, "dead", 2))
+		alive := must[[]Task](t)(b.s.Take(ctx, id, "alive", 2))
+		time.Sleep(300 * time.Millisecond)
+		// The live consumer's heartbeat keeps its lines.
+		if err := b.s.Touch(ctx, "alive", alive); err != nil {
+			t.Fatal(err)
+		}
+		got := must[[]Task](t)(b.s.Reclaim(ctx, id, "rescuer", 200*time.Millisecond, 10))
+		lines := []int{}
+		for _, tk := range got {
+			lines = append(lines, tk.Line)
+		}
+		slices.Sort(lines)
+		if want := []int{held[0].Line, held[1].Line}; !slices.Equal(lines, want) {
+			t.Fatalf("reclaimed %v, want the dead consumer's %v", lines, want)
+		}
+		// A touch by the dead consumer, back from the dead, does not take
+		// them back.
+		b.s.Touch(ctx, "dead", held)
+		time.Sleep(250 * time.Millisecond)
+		b.s.Touch(ctx, "rescuer", got)
+		if again := must[[]Task](t)(b.s.Reclaim(ctx, id, "x", 200*time.Millisecond, 10)); len(again) != 2 || again[0].Line != alive[0].Line && again[0].Line != alive[1].Line {
+			t.Fatalf("second reclaim: %+v, want only the lines alive stopped touching", again)
+		}
+		// An acknowledged line is never reclaimed.
+		must[Counts](t)(b.s.Done(ctx, got[0], kindCompleted, []byte("{}")))
+		must[Counts](t)(b.s.Done(ctx, got[1], kindCompleted, []byte("{}")))
+		time.Sleep(250 * time.Millisecond)
+		for _, tk := range must[[]Task](t)(b.s.Reclaim(ctx, id, "y", 200*time.Millisecond, 10)) {
+			if tk.Line == got[0].Line || tk.Line == got[1].Line {
+				t.Fatalf("line %d reclaimed after Done", tk.Line)
+			}
+		}
+	})
+
+	t.Run("RestartRunsWhatWasNotDone", func(t *testing.T) {
+		b := nb(t)
+		if b.reopen == nil {
+			t.Skip("the state outlives the process")
+		}
+		id := NewBatchID(now)
+		b.s.Create(ctx, testBatch(id, "t:design"), spans(4))
+		tasks := must[[]Task](t)(b.s.Take(ctx, id, "a", 4))
+		must[Counts](t)(b.s.Done(ctx, tasks[1], kindCompleted, []byte(`{"n":1}`)))
+		must[Counts](t)(b.s.Done(ctx, tasks[3], kindFailed, []byte(`{"n":3}`)))
+		s := b.reopen()
+		got := must[*Batch](t)(s.Get(ctx, id))
+		if got.Counts != (Counts{Total: 4, Completed: 1, Failed: 1}) || got.Status != StatusInProgress {
+			t.Fatalf("after restart: %+v", got)
+		}
+		again := must[[]Task](t)(s.Take(ctx, id, "a", 10))
+		if len(again) != 2 || again[0].Line != 0 || again[1].Line != 2 {
+			t.Fatalf("taken after restart: %+v", again)
+		}
+	})
+
+	t.Run("LockHasOneHolder", func(t *testing.T) {
+		b := nb(t)
+		id := NewBatchID(now)
+		if ok := must[bool](t)(b.s.Lock(ctx, id, "a", time.Second)); !ok {
+			t.Fatal("first lock refused")
+		}
+		if ok := must[bool](t)(b.s.Lock(ctx, id, "b", time.Second)); ok {
+			t.Fatal("second holder got the lock")
+		}
+		if ok := must[bool](t)(b.s.Lock(ctx, id, "a", time.Second)); !ok {
+			t.Fatal("holder could not extend")
+		}
+		b.s.Unlock(ctx, id, "b") // not the holder: no effect
+		if ok := must[bool](t)(b.s.Lock(ctx, id, "b", time.Second)); ok {
+			t.Fatal("unlock by another holder released the lock")
+		}
+		b.s.Unlock(ctx, id, "a")
+		if ok := must[bool](t)(b.s.Lock(ctx, id, "b", time.Second)); !ok {
+			t.Fatal("lock not free after unlock")
+		}
+	})
+}
