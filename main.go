@@ -13,9 +13,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 
 	"nanogate/accounting"
 	"nanogate/auth"
+	"nanogate/batch"
 	"nanogate/config"
 	"nanogate/gateway"
 	"nanogate/images"
@@ -94,6 +97,8 @@ func run(args []string) int {
 		log.Warn("providers of a kind this build does not speak are disabled", zap.Strings("providers", skipped))
 	}
 	srv := proxy.New(st, log, d.metrics)
+	// Batch lines run with the configuration in force, reloads included.
+	d.batches.Start(func() batch.Runtime { return srv.State().BatchRuntime() })
 	ln, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
 		log.Error("listen failed", zap.Error(err))
@@ -120,19 +125,31 @@ func run(args []string) int {
 				closeState = reload(*path, srv, closeState, d)
 				continue
 			}
-			return drain(srv, cfg, sigs, closeState, log)
+			return drain(srv, d, cfg, sigs, closeState, log)
 		}
 	}
 }
 
-// drain stops accepting, waits for in-flight requests up to the shutdown
-// timeout, and exits 0. A second signal exits at once.
-func drain(srv *proxy.Server, cfg *config.Config, sigs chan os.Signal, closeState func(), log *zap.Logger) int {
+// drain stops accepting, waits for in-flight requests and batch lines up to
+// the shutdown timeout, and exits 0. A second signal exits at once.
+func drain(srv *proxy.Server, d *deps, cfg *config.Config, sigs chan os.Signal, closeState func(), log *zap.Logger) int {
 	log.Info("draining", zap.Duration("timeout", cfg.Server.ShutdownTimeout))
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- srv.Shutdown(ctx) }()
+	go func() {
+		// Batch workers stop taking lines at once and finish the running
+		// ones, alongside the HTTP requests, before the accounting recorder
+		// is closed (d.close).
+		stopped := make(chan struct{})
+		go func() {
+			d.batches.Stop(ctx)
+			close(stopped)
+		}()
+		err := srv.Shutdown(ctx)
+		<-stopped
+		done <- err
+	}()
 	for {
 		select {
 		case err := <-done:
@@ -193,6 +210,8 @@ type deps struct {
 	recorder *accounting.Recorder
 	redis    []redis.UniversalClient
 	limiter  ratelimit.Limiter
+	batches  *batch.Manager
+	bstore   batch.Store
 }
 
 func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
@@ -236,7 +255,40 @@ func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 		return nil, fmt.Errorf("images.offload: %w", err)
 	}
 	d.offload = off
+	if err := d.newBatches(cfg); err != nil {
+		return nil, err
+	}
 	return d, nil
+}
+
+// newBatches builds the batch manager: files in a "files" directory beside
+// the image store's (shared by the replicas, as the image store's is), and
+// batches in Redis when it is configured, else in a "batches" directory
+// there.
+func (d *deps) newBatches(cfg *config.Config) error {
+	root := filepath.Dir(filepath.Clean(cfg.Images.Offload.Dir))
+	files, err := batch.NewFS(filepath.Join(root, "files"))
+	if err != nil {
+		return err
+	}
+	if cfg.Redis != nil && len(d.redis) > 0 {
+		d.bstore = batch.NewRedis(d.redis[0], cfg.Redis.KeyPrefix)
+	} else if d.bstore, err = batch.OpenLocal(filepath.Join(root, "batches"), d.log); err != nil {
+		return err
+	}
+	wo := batch.WebhookOptions{Log: d.log}
+	// For tests only: their webhook receivers listen on loopback, which
+	// webhooks may not reach otherwise.
+	for _, a := range strings.Split(os.Getenv("NANOGATE_TEST_WEBHOOK_ADDRS"), ",") {
+		if ap, err := netip.ParseAddrPort(strings.TrimSpace(a)); err == nil {
+			wo.AllowAddrs = append(wo.AllowAddrs, ap)
+		}
+	}
+	d.batches = batch.New(d.bstore, files, batch.Options{
+		Workers: cfg.Batch.Workers, Share: cfg.Batch.MaxShare, ReclaimAfter: cfg.Batch.ReclaimAfter,
+		Log: d.log, Metrics: d.metrics, Webhooks: batch.NewWebhooks(wo),
+	})
+	return nil
 }
 
 // wantsOffload: the store is set up when offload is on globally or for a key,
@@ -278,6 +330,9 @@ func localSigningKey(dir string) (string, error) {
 func (d *deps) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// Lines that finish record usage: the recorder closes after them.
+	d.batches.Stop(ctx)
+	d.bstore.Close()
 	if err := d.recorder.Close(ctx); err != nil {
 		d.log.Error("flushing usage records", zap.Error(err))
 	}
@@ -356,6 +411,7 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 		Accounting: acct,
 		Format:     format,
 		Offload:    d.offload,
+		Batches:    d.batches,
 	}
 	return st, closeAll, skipped, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"nanogate/auth"
+	"nanogate/batch"
 	"nanogate/config"
 	"nanogate/dashboard"
 	"nanogate/gateway"
@@ -41,6 +42,8 @@ type State struct {
 	Accounting *gateway.Accounting
 	// Limiter is asked about Redis for /readyz.
 	Limiter ratelimit.Limiter
+	// Batches serves the Files and Batches APIs; nil when not set up.
+	Batches *batch.Manager
 }
 
 // Server serves the OpenAI-compatible API.
@@ -137,6 +140,14 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		if s.admin(ctx, st) {
 			s.handleAdminProviders(ctx, st)
 		}
+	case "/v1/files", "/files":
+		s.handleFiles(ctx, st)
+	case "/v1/batches", "/batches":
+		s.handleBatches(ctx, st)
+	case "/admin/batches":
+		if s.admin(ctx, st) {
+			s.handleAdminBatches(ctx, st)
+		}
 	case dashboard.Root, dashboard.Page, dashboard.ScriptPath, dashboard.StylePath:
 		// The page holds no data (its script calls the admin APIs above with
 		// the bearer key), so it is served without auth; like them, it is
@@ -147,6 +158,14 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		dashboard.Serve(ctx)
 	default:
+		if rest, ok := batchPath(path, "/v1/files/", "/files/"); ok {
+			s.handleFile(ctx, st, rest)
+			return
+		}
+		if rest, ok := batchPath(path, "/v1/batches/", "/batches/"); ok {
+			s.handleBatch(ctx, st, rest)
+			return
+		}
 		if bytes.HasPrefix(path, []byte("/images/")) && st.Offload != nil {
 			if h := st.Offload.Handler(); h != nil {
 				h(ctx)

@@ -1,0 +1,490 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"mime/multipart"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"nanogate/auth"
+	"nanogate/batch"
+)
+
+// The Files and Batches APIs (OpenAI's shapes): the handlers authenticate,
+// read the request and call the batch Manager, which owns files, batches and
+// their execution.
+
+var (
+	errNoBatches = &apiError{Status: fasthttp.StatusNotFound, Type: "invalid_request_error", Code: "not_found",
+		Message: "Batches are not set up on this gateway."}
+	errNoFile = &apiError{Status: fasthttp.StatusNotFound, Type: "invalid_request_error", Code: "not_found",
+		Message: "No such file."}
+	errNoBatch = &apiError{Status: fasthttp.StatusNotFound, Type: "invalid_request_error", Code: "not_found",
+		Message: "No such batch."}
+	errBatchStore = &apiError{Status: fasthttp.StatusServiceUnavailable, Type: "server_error", Code: "batch_unavailable",
+		Message: "Batches and files cannot be read or written right now."}
+)
+
+// batchCaller authenticates a Files or Batches request.
+func (s *Server) batchCaller(ctx *fasthttp.RequestCtx, st *State) (*auth.Caller, bool) {
+	caller, aerr := authenticate(ctx, st.Keys)
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return nil, false
+	}
+	if st.Batches == nil {
+		writeError(ctx, errNoBatches)
+		return nil, false
+	}
+	return caller, true
+}
+
+// batchError answers an error of the batch Manager.
+func (s *Server) batchError(ctx *fasthttp.RequestCtx, err error, notFound *apiError) {
+	var pe *batch.ParamError
+	switch {
+	case errors.As(err, &pe):
+		code := "invalid_request"
+		if pe.Status == fasthttp.StatusNotFound {
+			code = "not_found"
+		}
+		writeError(ctx, &apiError{Status: pe.Status, Type: "invalid_request_error", Code: code, Param: pe.Param, Message: pe.Message})
+	case errors.Is(err, batch.ErrNotFound):
+		writeError(ctx, notFound)
+	case errors.Is(err, batch.ErrFileTooLarge):
+		writeError(ctx, &apiError{Status: fasthttp.StatusRequestEntityTooLarge, Type: "invalid_request_error",
+			Code: "request_too_large", Param: "file", Message: "The file is larger than this gateway accepts."})
+	default:
+		s.log.Error("batch store", zap.Error(err))
+		writeError(ctx, errBatchStore)
+	}
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(ctx, &apiError{Status: 500, Type: "server_error", Code: "internal_error", Message: "Internal error."})
+		return
+	}
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(b, '\n'))
+}
+
+func storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 30*time.Second)
+}
+
+// listPage is OpenAI's cursor page.
+type listPage[T any] struct {
+	Object  string  `json:"object"`
+	Data    []T     `json:"data"`
+	FirstID *string `json:"first_id"`
+	LastID  *string `json:"last_id"`
+	HasMore bool    `json:"has_more"`
+}
+
+func page[T any](data []T, id func(T) string, more bool) listPage[T] {
+	p := listPage[T]{Object: "list", Data: data, HasMore: more}
+	if p.Data == nil {
+		p.Data = []T{}
+	}
+	if len(data) > 0 {
+		first, last := id(data[0]), id(data[len(data)-1])
+		p.FirstID, p.LastID = &first, &last
+	}
+	return p
+}
+
+// queryLimit reads ?limit= within [1, most], def when absent.
+func queryLimit(ctx *fasthttp.RequestCtx, def, most int) (int, *apiError) {
+	v := ctx.QueryArgs().Peek("limit")
+	if len(v) == 0 {
+		return def, nil
+	}
+	n, err := strconv.Atoi(string(v))
+	if err != nil || n < 1 || n > most {
+		return 0, errInvalid("limit", "'limit' must be an integer from 1 to "+strconv.Itoa(most)+".")
+	}
+	return n, nil
+}
+
+// handleFiles serves /v1/files: POST uploads, GET lists.
+func (s *Server) handleFiles(ctx *fasthttp.RequestCtx, st *State) {
+	caller, ok := s.batchCaller(ctx, st)
+	if !ok {
+		return
+	}
+	switch {
+	case ctx.IsPost():
+		s.uploadFile(ctx, st, caller)
+	case ctx.IsGet():
+		s.listFiles(ctx, st, caller)
+	default:
+		writeError(ctx, errMethod)
+	}
+}
+
+// uploadFile reads a multipart upload (file, purpose) part by part; the
+// file part goes straight to the store, never held whole in memory again.
+func (s *Server) uploadFile(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller) {
+	mt, params, err := mime.ParseMediaType(string(ctx.Request.Header.ContentType()))
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		writeError(ctx, &apiError{Status: fasthttp.StatusUnsupportedMediaType, Type: "invalid_request_error",
+			Code: "invalid_request", Message: "The request body must be multipart/form-data with a boundary."})
+		return
+	}
+	sctx, cancel := storeCtx()
+	defer cancel()
+	files := st.Batches.Files()
+	maxBytes := min(int64(batch.MaxFileBytes), st.Config.Server.MaxBodyBytes)
+	mr := multipart.NewReader(bytes.NewReader(ctx.PostBody()), params["boundary"])
+	var w batch.FileWriter
+	defer func() {
+		if w != nil {
+			w.Abort()
+		}
+	}()
+	purpose := ""
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			writeError(ctx, errInvalid("", "The multipart body is malformed or truncated."))
+			return
+		}
+		switch name := part.FormName(); name {
+		case "file":
+			if w != nil {
+				writeError(ctx, errInvalid("file", "Send one file per upload."))
+				return
+			}
+			now := time.Now()
+			w, err = files.Create(sctx, batch.File{ID: batch.NewFileID(now), CreatedAt: now.Unix(),
+				Filename: cleanFilename(part.FileName()), Owner: batch.OwnerOf(caller.Team, caller.Name)}, maxBytes)
+			if err != nil {
+				s.batchError(ctx, err, errNoFile)
+				return
+			}
+			if _, err := io.Copy(w, part); err != nil {
+				if errors.Is(err, batch.ErrFileTooLarge) {
+					s.batchError(ctx, err, errNoFile)
+				} else {
+					writeError(ctx, errInvalid("file", "The multipart body is malformed or truncated."))
+				}
+				return
+			}
+		case "purpose", "expires_after[anchor]", "expires_after[seconds]":
+			v, err := io.ReadAll(io.LimitReader(part, 256))
+			if err != nil {
+				writeError(ctx, errInvalid("", "The multipart body is malformed or truncated."))
+				return
+			}
+			if name == "purpose" {
+				purpose = string(v)
+			}
+			// expires_after is accepted; files are kept until deleted.
+		default:
+			writeError(ctx, errInvalid(name, "Unrecognized request argument supplied: "+name))
+			return
+		}
+	}
+	switch {
+	case w == nil:
+		writeError(ctx, errInvalid("file", "'file' is required."))
+		return
+	case purpose == "":
+		writeError(ctx, errInvalid("purpose", "'purpose' is required."))
+		return
+	case purpose != batch.PurposeBatch:
+		writeError(ctx, errInvalid("purpose", "'purpose' must be batch: this gateway keeps files for batches only."))
+		return
+	}
+	w.Meta().Purpose = purpose
+	f, err := w.Commit()
+	w = nil
+	if err != nil {
+		s.batchError(ctx, err, errNoFile)
+		return
+	}
+	s.log.Info("file uploaded", zap.String("file", f.ID), zap.String("key", caller.Name), zap.String("team", caller.Team),
+		zap.Int64("bytes", f.Bytes))
+	writeJSON(ctx, f)
+}
+
+// cleanFilename keeps the base name of an uploaded file's name, valid
+// UTF-8, at most 255 bytes.
+func cleanFilename(name string) string {
+	name = path.Base(strings.ReplaceAll(name, "\\", "/"))
+	if name == "." || name == "/" || !utf8.ValidString(name) {
+		name = "upload.jsonl"
+	}
+	for len(name) > 255 {
+		_, size := utf8.DecodeLastRuneInString(name)
+		name = name[:len(name)-size]
+	}
+	return name
+}
+
+func (s *Server) listFiles(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller) {
+	limit, aerr := queryLimit(ctx, 10000, 10000)
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	args := ctx.QueryArgs()
+	after := string(args.Peek("after"))
+	if after != "" && !batch.ValidFileID(after) {
+		writeError(ctx, errInvalid("after", "'after' is not a file id."))
+		return
+	}
+	asc := false
+	switch string(args.Peek("order")) {
+	case "", "desc":
+	case "asc":
+		asc = true
+	default:
+		writeError(ctx, errInvalid("order", "'order' must be asc or desc."))
+		return
+	}
+	sctx, cancel := storeCtx()
+	defer cancel()
+	fs, more, err := st.Batches.Files().List(sctx, batch.OwnerOf(caller.Team, caller.Name), string(args.Peek("purpose")),
+		after, limit, asc)
+	if err != nil {
+		s.batchError(ctx, err, errNoFile)
+		return
+	}
+	writeJSON(ctx, page(fs, func(f *batch.File) string { return f.ID }, more))
+}
+
+// handleFile serves /v1/files/{id} (GET, DELETE) and /v1/files/{id}/content
+// (GET). Another owner's file is answered 404, as one that does not exist.
+func (s *Server) handleFile(ctx *fasthttp.RequestCtx, st *State, rest string) {
+	caller, ok := s.batchCaller(ctx, st)
+	if !ok {
+		return
+	}
+	id, sub, _ := strings.Cut(rest, "/")
+	if (sub != "" && sub != "content") || !batch.ValidFileID(id) {
+		writeError(ctx, errNoFile)
+		return
+	}
+	sctx, cancel := storeCtx()
+	defer cancel()
+	files := st.Batches.Files()
+	f, err := files.Stat(sctx, id)
+	if err == nil && f.Owner != batch.OwnerOf(caller.Team, caller.Name) {
+		err = batch.ErrNotFound
+	}
+	if err != nil {
+		s.batchError(ctx, err, errNoFile)
+		return
+	}
+	switch {
+	case sub == "content" && ctx.IsGet():
+		rc, f, err := files.Open(sctx, id)
+		if err != nil {
+			s.batchError(ctx, err, errNoFile)
+			return
+		}
+		ctx.SetContentType("application/octet-stream")
+		ctx.Response.Header.Set("Content-Disposition", `attachment; filename="`+strings.ReplaceAll(f.Filename, `"`, "")+`"`)
+		// fasthttp closes rc once the body is sent.
+		ctx.SetBodyStream(rc, int(f.Bytes))
+	case sub == "" && ctx.IsGet():
+		writeJSON(ctx, f)
+	case sub == "" && ctx.IsDelete():
+		if err := files.Delete(sctx, id); err != nil {
+			s.batchError(ctx, err, errNoFile)
+			return
+		}
+		s.log.Info("file deleted", zap.String("file", id), zap.String("key", caller.Name), zap.String("team", caller.Team))
+		writeJSON(ctx, map[string]any{"id": id, "object": "file", "deleted": true})
+	default:
+		writeError(ctx, errMethod)
+	}
+}
+
+// createBatchBody is the body of POST /v1/batches.
+type createBatchBody struct {
+	InputFileID      string            `json:"input_file_id"`
+	Endpoint         string            `json:"endpoint"`
+	CompletionWindow string            `json:"completion_window"`
+	Metadata         map[string]string `json:"metadata"`
+	// Accepted for the SDKs; output files are kept until deleted.
+	OutputExpiresAfter json.RawMessage `json:"output_expires_after"`
+}
+
+// handleBatches serves /v1/batches: POST creates, GET lists.
+func (s *Server) handleBatches(ctx *fasthttp.RequestCtx, st *State) {
+	caller, ok := s.batchCaller(ctx, st)
+	if !ok {
+		return
+	}
+	sctx, cancel := storeCtx()
+	defer cancel()
+	switch {
+	case ctx.IsPost():
+		if !jsonContentType(ctx.Request.Header.ContentType()) {
+			writeError(ctx, errContentType)
+			return
+		}
+		var body createBatchBody
+		dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&body); err != nil {
+			writeError(ctx, errInvalid("", "We could not parse the JSON body of your request: "+err.Error()))
+			return
+		}
+		if aerr := checkMetadata(body.Metadata); aerr != nil {
+			writeError(ctx, aerr)
+			return
+		}
+		if body.InputFileID == "" {
+			writeError(ctx, errInvalid("input_file_id", "'input_file_id' is required."))
+			return
+		}
+		rt := st.BatchRuntime()
+		b, err := st.Batches.Create(sctx, rt, caller, batch.CreateParams{InputFileID: body.InputFileID,
+			Endpoint: body.Endpoint, CompletionWindow: body.CompletionWindow, Metadata: body.Metadata})
+		if err != nil {
+			s.batchError(ctx, err, errNoFile)
+			return
+		}
+		writeJSON(ctx, b)
+	case ctx.IsGet():
+		limit, aerr := queryLimit(ctx, 20, 100)
+		if aerr != nil {
+			writeError(ctx, aerr)
+			return
+		}
+		bs, more, err := st.Batches.List(sctx, caller, string(ctx.QueryArgs().Peek("after")), limit)
+		if err != nil {
+			s.batchError(ctx, err, errNoBatch)
+			return
+		}
+		writeJSON(ctx, page(bs, func(b *batch.Batch) string { return b.ID }, more))
+	default:
+		writeError(ctx, errMethod)
+	}
+}
+
+// checkMetadata applies OpenAI's limits: 16 pairs, keys of 64 and values of
+// 512 characters at most.
+func checkMetadata(md map[string]string) *apiError {
+	if len(md) > 16 {
+		return errInvalid("metadata", "'metadata' holds at most 16 pairs.")
+	}
+	for k, v := range md {
+		if utf8.RuneCountInString(k) > 64 || utf8.RuneCountInString(v) > 512 {
+			return errInvalid("metadata", "'metadata' keys are at most 64 characters, values 512.")
+		}
+	}
+	return nil
+}
+
+// handleBatch serves /v1/batches/{id} (GET) and /v1/batches/{id}/cancel
+// (POST).
+func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, st *State, rest string) {
+	caller, ok := s.batchCaller(ctx, st)
+	if !ok {
+		return
+	}
+	id, sub, _ := strings.Cut(rest, "/")
+	sctx, cancel := storeCtx()
+	defer cancel()
+	switch {
+	case sub == "" && ctx.IsGet():
+		b, err := st.Batches.Get(sctx, caller, id)
+		if err != nil {
+			s.batchError(ctx, err, errNoBatch)
+			return
+		}
+		writeJSON(ctx, b)
+	case sub == "cancel" && ctx.IsPost():
+		b, err := st.Batches.Cancel(sctx, caller, id)
+		if errors.Is(err, batch.ErrNotCancellable) {
+			// 400, not 409: the SDKs retry a 409, and this never changes.
+			writeError(ctx, errInvalid("", "Cannot cancel a batch with status "+b.Status+"."))
+			return
+		}
+		if err != nil {
+			s.batchError(ctx, err, errNoBatch)
+			return
+		}
+		writeJSON(ctx, b)
+	case sub == "" || sub == "cancel":
+		writeError(ctx, errMethod)
+	default:
+		writeError(ctx, errNoBatch)
+	}
+}
+
+// handleAdminBatches lists every batch (admin bearer): team, key, status,
+// counts and lines per second, newest first; ?limit= and ?after= page.
+func (s *Server) handleAdminBatches(ctx *fasthttp.RequestCtx, st *State) {
+	if st.Batches == nil {
+		writeError(ctx, errNoBatches)
+		return
+	}
+	if !ctx.IsGet() {
+		writeError(ctx, errMethod)
+		return
+	}
+	limit, aerr := queryLimit(ctx, 100, 1000)
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	after := string(ctx.QueryArgs().Peek("after"))
+	if after != "" && !batch.ValidBatchID(after) {
+		writeError(ctx, errInvalid("after", "'after' is not a batch id."))
+		return
+	}
+	sctx, cancel := storeCtx()
+	defer cancel()
+	rows, more, err := st.Batches.Admin(sctx, after, limit)
+	if err != nil {
+		s.batchError(ctx, err, errNoBatch)
+		return
+	}
+	var left int64
+	for _, r := range rows {
+		if !batch.Final(r.Status) {
+			left += r.Left
+		}
+	}
+	if rows == nil {
+		rows = []batch.AdminRow{}
+	}
+	writeJSON(ctx, map[string]any{"batches": rows, "has_more": more, "queued_lines": left,
+		"workers_per_replica": st.Config.Batch.Workers, "max_share": st.Config.Batch.MaxShare})
+}
+
+// BatchRuntime is the configuration batch lines run with, from this state.
+func (st *State) BatchRuntime() batch.Runtime {
+	return batch.Runtime{Gateway: st.Gateway, Config: st.Config, Format: st.Format, Accounting: st.Accounting}
+}
+
+// batchPath returns the rest of a Files or Batches path after its prefix.
+func batchPath(p []byte, prefixes ...string) (string, bool) {
+	for _, pre := range prefixes {
+		if rest, ok := bytes.CutPrefix(p, []byte(pre)); ok && len(rest) > 0 {
+			return string(rest), true
+		}
+	}
+	return "", false
+}
