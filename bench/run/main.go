@@ -86,11 +86,11 @@ func main() {
 	}
 
 	p := plan{
-		runs: 3, latWarm: 300 * time.Millisecond, latSmall: 1200 * time.Millisecond, latLarge: 1500 * time.Millisecond,
-		tpWarm: 300 * time.Millisecond, tp: time.Second, tpLarge: 1200 * time.Millisecond,
-		conns: []int{1, 8, 32, 128}, profCPU: 4 * time.Second, profLarge: 2 * time.Second,
-		ablFixed: 800 * time.Millisecond, ablClosed: 600 * time.Millisecond,
-		rss: 2500 * time.Millisecond, rssConns: 200, microCount: 3, microTime: "150ms",
+		runs: 3, latWarm: 250 * time.Millisecond, latSmall: time.Second, latLarge: 1200 * time.Millisecond,
+		tpWarm: 250 * time.Millisecond, tp: 800 * time.Millisecond, tpLarge: time.Second,
+		conns: []int{1, 8, 32, 128}, profCPU: 3 * time.Second, profLarge: 2 * time.Second,
+		ablFixed: 600 * time.Millisecond, ablClosed: 500 * time.Millisecond,
+		rss: 2 * time.Second, rssConns: 200, microCount: 3, microTime: "100ms",
 	}
 	if *quick {
 		p = plan{
@@ -565,7 +565,7 @@ func (h *harness) latencyPhase(sc *scenarios) {
 		{sc.large, h.plan.latLarge, "Gemini, 1.5 MB image, translated to chat.completion"},
 		{sc.stream, h.plan.latLarge, "Gemini SSE, 1.5 MB image, translated to chat.completion.chunk"},
 	} {
-		cal := load.Closed(s.sc.gateway, 1, h.plan.latWarm, 400*time.Millisecond)
+		cal := load.Closed(s.sc.gateway, 1, h.plan.latWarm, 300*time.Millisecond)
 		rate := 1000.0
 		if p50 := cal.Pct(0.5); p50 > 0 {
 			rate = min(max(0.25/p50.Seconds(), 10), 2000)
@@ -663,9 +663,9 @@ func (h *harness) ablationPhase(sc *scenarios) {
 	}
 	measure := func(c *ablCase, g *gateway, req load.Request) {
 		var r ablRun
-		r.fixed = load.Fixed(req, rate, 200*time.Millisecond, h.plan.ablFixed)
+		r.fixed = load.Fixed(req, rate, 150*time.Millisecond, h.plan.ablFixed)
 		before := h.cpuNow(g)
-		r.closed = load.Closed(req, 32, 300*time.Millisecond, h.plan.ablClosed)
+		r.closed = load.Closed(req, 32, 200*time.Millisecond, h.plan.ablClosed)
 		r.cpu = h.cpuNow(g).sub(before)
 		c.runs = append(c.runs, r)
 	}
