@@ -407,3 +407,17 @@ func TestImagesLinesUseLinksUnlessB64Asked(t *testing.T) {
 		t.Errorf("upstream requests %d, want 3 (1 + n=2)", h.up.Requests())
 	}
 }
+
+// TestPanickingLineFailsAlone: a panic in a line's journey fails that line,
+// not the replica.
+func TestPanickingLineFailsAlone(t *testing.T) {
+	store, _ := OpenLocal(t.TempDir(), nil)
+	files, _ := NewFS(t.TempDir())
+	m := New(store, files, Options{Metrics: metrics.New()})
+	m.rt = func() Runtime { return Runtime{} } // no config: the journey dereferences nil
+	b := &Batch{ID: NewBatchID(time.Now()), Key: "ci", Endpoint: EndpointChat}
+	a := m.runLineSafe(context.Background(), b, &Task{Batch: b.ID}, chatInput(1))
+	if a.kind != kindFailed || a.status != 500 || a.retry || !bytes.Contains(a.line, []byte(`"custom_id":"r0"`)) {
+		t.Fatalf("%+v: %s", a, a.line)
+	}
+}

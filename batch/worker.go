@@ -1,7 +1,9 @@
 package batch
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -313,7 +315,7 @@ func (m *Manager) runTask(t *Task) bool {
 			Message: "The batch's input file cannot be read (deleted?)."}, err)
 		a.retry = false
 	} else {
-		a = m.runLine(ctx, m.rt(), b, t, raw)
+		a = m.runLineSafe(ctx, b, t, raw)
 	}
 	switch {
 	case a.abandoned:
@@ -342,6 +344,26 @@ func (m *Manager) runTask(t *Task) bool {
 		m.finalizeAsync(b.ID)
 	}
 	return false
+}
+
+// runLineSafe runs a line; a panic in its journey fails that line (500)
+// instead of the replica: otherwise the line, taken over by the next
+// replica, would bring every replica down in turn.
+func (m *Manager) runLineSafe(ctx context.Context, b *Batch, t *Task, raw []byte) (a attempt) {
+	defer func() {
+		if v := recover(); v != nil {
+			m.log.Error("batch line panicked", zap.String("batch", b.ID), zap.Int("line", t.Line),
+				zap.String("panic_type", fmt.Sprintf("%T", v)), zap.Stack("stack"))
+			if mt := m.o.Metrics; mt != nil {
+				mt.Panics.Inc()
+			}
+			env, _ := parseEnvelope(bytes.TrimSpace(raw))
+			a = m.failed(b, t, env.customID, "", &apiError{Status: 500, Type: "server_error", Code: "internal_error",
+				Message: "Internal error while running this request."}, nil)
+			a.retry = false
+		}
+	}()
+	return m.runLine(ctx, m.rt(), b, t, raw)
 }
 
 // hold keeps t to run again after wait; pause keeps the whole batch from
