@@ -823,3 +823,35 @@ func TestBatchFilesArePrivateToTheTeam(t *testing.T) {
 		t.Errorf("no key: %d", code)
 	}
 }
+
+// TestBatchEmbeddedSurvivesACrash: the embedded gateway killed (SIGKILL) in
+// the middle of a batch and started again in the same directory rebuilds
+// its queue from the results log: the batch completes with every custom_id
+// once, each line billed once.
+func TestBatchEmbeddedSurvivesACrash(t *testing.T) {
+	t.Parallel()
+	up, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1, Latency: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	o := batchOpts{up: up, dir: t.TempDir(), workers: 2}
+	e := startBatchEnv(t, o)
+	const n = 12
+	f := upload(t, e.gw.URL, clientKey, chatLines("crash", n))
+	b := createBatch(t, e.gw.URL, clientKey, f.ID, "/v1/chat/completions")
+	waitFor(t, 10*time.Second, "lines to finish", func() bool {
+		return getBatch(t, e.gw.URL, clientKey, b.ID).RequestCounts.Completed >= 3
+	})
+	e.gw.Signal(syscall.SIGKILL)
+	e.gw.Wait(5 * time.Second)
+	e2 := startBatchEnv(t, o)
+	b = waitBatch(t, e2.gw.URL, clientKey, b.ID, "completed", 30*time.Second)
+	if b.RequestCounts.Completed != n || b.RequestCounts.Failed != 0 {
+		t.Fatalf("counts %+v", b.RequestCounts)
+	}
+	byCustomID(t, results(t, e2.gw.URL, clientKey, *b.OutputFileID), "crash", n)
+	if u := keyUsage(t, e2.gw.URL, clientKey); u.Key.Requests != n {
+		t.Errorf("billed requests %d, want %d", u.Key.Requests, n)
+	}
+}
