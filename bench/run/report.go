@@ -368,7 +368,8 @@ func (r *report) markdown() string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	w("# nanogate benchmark results\n\n")
-	w("Written by `%s` (bench/run) on %s, in %.0f s. ", r.command, r.m.Started.UTC().Format("2006-01-02 15:04 MST"), r.elapsed.Seconds())
+	w("Written by `%s` (bench/run) on %s, in %.0f s (building the binaries included). ", r.command,
+		r.m.Started.UTC().Format("2006-01-02 15:04 MST"), r.elapsed.Seconds())
 	if r.quick {
 		w("**Quick mode**: one short run per figure, noisier than `make bench`. ")
 	} else {
@@ -398,8 +399,9 @@ func (r *report) markdown() string {
 	w("- **Direct** requests are the bodies the gateway sent upstream (read back from the fake), sent to the fake\n" +
 		"  upstream with its key: the same work for the upstream, minus the gateway.\n")
 	w("- **Load generator** (bench/load): keep-alive connections, a minimal HTTP/1.1 client. At c=1 open loop on\n" +
-		"  one connection at a fixed rate (a quarter of what one connection through the gateway sustains), latency\n" +
-		"  measured from the time each request was due (no coordinated omission). Throughput phases closed loop.\n\n")
+		"  one connection at a fixed rate (a quarter of what one connection through the gateway sustains): a request\n" +
+		"  held up by a slow answer is measured from the time it was due (no coordinated omission), the generator's own\n" +
+		"  timer lateness is not counted. Throughput phases closed loop.\n\n")
 
 	w("## Targets\n\n| figure | target | measured | |\n|---|---|---|---|\n")
 	for _, t := range r.targets() {
@@ -433,7 +435,8 @@ func (r *report) markdown() string {
 			fd(c.added(.5)), fd(c.added(.9)), fd(c.added(.99)), fd(lag), errs)
 	}
 	w("\nAdded = gateway minus direct, per run, then the median. Send lag: how late the generator sent a request\n" +
-		"after its due time (its own timer error plus waiting behind a slow answer); it is inside every latency.\n\n")
+		"after its due time: its timer's own error (not counted in the latencies; sleeps overshoot by up to 1 ms on\n" +
+		"some VMs) plus any wait behind a slow answer (counted).\n\n")
 
 	tpTable := func(title string, cases []tpCase) {
 		w("%s\n\n", title)
@@ -554,7 +557,7 @@ func (r *report) markdown() string {
 		if p.allocBytes > 0 {
 			w("Allocated per request (from /metrics, go_memstats): **%.0f B in %.0f allocations**.", p.allocBytes, p.allocs)
 		}
-		w(" Files: `%s`", p.cpuFile)
+		w(" Files (left by the run in bench/out, not committed): `%s`", p.cpuFile)
 		if p.allocFile != "" {
 			w(", `%s` (`go tool pprof -sample_index=alloc_space -base bench/out/allocs-%s-before.pprof %s`)", p.allocFile, p.name, p.allocFile)
 		}
