@@ -261,20 +261,24 @@ func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 	return d, nil
 }
 
-// newBatches builds the batch manager: files in a "files" directory beside
-// the image store's (shared by the replicas, as the image store's is), and
-// batches in Redis when it is configured, else in a "batches" directory
-// there.
+// newBatches builds the batch manager. With Redis, files and batches are
+// kept there, so that every replica (each with its own data/) reads them;
+// without, in "files" and "batches" directories beside the image store's.
 func (d *deps) newBatches(cfg *config.Config) error {
-	root := filepath.Dir(filepath.Clean(cfg.Images.Offload.Dir))
-	files, err := batch.NewFS(filepath.Join(root, "files"))
-	if err != nil {
-		return err
-	}
+	var files batch.FileStore
 	if cfg.Redis != nil && len(d.redis) > 0 {
+		files = batch.NewRedisFiles(d.redis[0], cfg.Redis.KeyPrefix)
 		d.bstore = batch.NewRedis(d.redis[0], cfg.Redis.KeyPrefix)
-	} else if d.bstore, err = batch.OpenLocal(filepath.Join(root, "batches"), d.log); err != nil {
-		return err
+	} else {
+		root := filepath.Dir(filepath.Clean(cfg.Images.Offload.Dir))
+		fs, err := batch.NewFS(filepath.Join(root, "files"))
+		if err != nil {
+			return err
+		}
+		files = fs
+		if d.bstore, err = batch.OpenLocal(filepath.Join(root, "batches"), d.log); err != nil {
+			return err
+		}
 	}
 	wo := batch.WebhookOptions{Log: d.log}
 	// For tests only: their webhook receivers listen on loopback, which

@@ -9,7 +9,8 @@
 // The parts, each behind a small interface:
 //
 //   - FileStore keeps uploaded input files and the output and error files
-//     of finished batches (FS: a directory, shared by the replicas).
+//     of finished batches: RedisFiles when redis is configured (every
+//     replica reads every file), FS (a directory) otherwise.
 //   - Store keeps batches, the queue of their lines and the lines' results:
 //     Redis (a hash per batch, a stream with a consumer group for its lines,
 //     a hash of results, all hash-tagged by batch) when redis is configured,

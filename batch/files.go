@@ -79,8 +79,8 @@ type FileWriter interface {
 
 // FS is a FileStore in a directory: the content of file id in <dir>/<id>, its
 // metadata in <dir>/<id>.json, both written to a temporary name, synced and
-// renamed into place, so a file is whole or absent. Several replicas may
-// share the directory (a shared volume), as they share the image store's.
+// renamed into place, so a file is whole or absent. It is the store of the
+// embedded gateway; replicas sharing Redis use RedisFiles.
 type FS struct {
 	dir string
 	seq atomic.Uint64

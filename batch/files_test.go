@@ -8,14 +8,40 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"nanogate/internal/redistest"
 )
 
 func TestFSFiles(t *testing.T) {
-	ctx := context.Background()
-	s, err := NewFS(t.TempDir())
+	dir := t.TempDir()
+	s, err := NewFS(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	runFilesSuite(t, s)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".tmp") {
+			t.Errorf("left behind: %s", e.Name())
+		}
+	}
+}
+
+func TestRedisFiles(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer c.Close()
+	runFilesSuite(t, NewRedisFiles(c, "t:"))
+	if keys, _ := c.Keys(context.Background(), "*tmp*").Result(); len(keys) != 0 {
+		t.Errorf("left behind: %v", keys)
+	}
+}
+
+// runFilesSuite is the behaviour every FileStore shares.
+func runFilesSuite(t *testing.T, s FileStore) {
+	ctx := context.Background()
 	put := func(owner, purpose, content string, at time.Time) *File {
 		t.Helper()
 		w, err := s.Create(ctx, File{ID: NewFileID(at), Owner: owner, Filename: "f.jsonl", CreatedAt: at.Unix()}, 100)
@@ -84,11 +110,35 @@ func TestFSFiles(t *testing.T) {
 	if err := s.Delete(ctx, a.ID); err != ErrNotFound {
 		t.Fatalf("Delete twice: %v", err)
 	}
-	entries, _ := os.ReadDir(s.Dir())
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".tmp") || strings.HasPrefix(e.Name(), a.ID) {
-			t.Errorf("left behind: %s", e.Name())
-		}
+	if _, err := s.ReadAt(ctx, a.ID, 0, 1); err == nil {
+		t.Fatal("content readable after Delete")
+	}
+	// A big file goes in several chunks and reads back whole.
+	big := strings.Repeat("0123456789abcdef", 200_000)
+	w, err = s.Create(ctx, File{ID: NewFileID(now), Owner: "t:a", Purpose: PurposeBatch}, 10<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(big); i += 100_000 {
+		io.WriteString(w, big[i:min(i+100_000, len(big))])
+	}
+	f, err := w.Commit()
+	if err != nil || f.Bytes != int64(len(big)) {
+		t.Fatalf("big: %+v %v", f, err)
+	}
+	rc, _, _ = s.Open(ctx, f.ID)
+	back, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(back) != big {
+		t.Fatalf("big file read back: %d bytes", len(back))
+	}
+	if part, _ := s.ReadAt(ctx, f.ID, 3_000_001, 4); string(part) != "123"+"4" {
+		t.Fatalf("ReadAt past a chunk: %q", part)
+	}
+	// An empty file.
+	w, _ = s.Create(ctx, File{ID: NewFileID(now), Owner: "t:e", Purpose: PurposeBatch}, 10)
+	if f, err := w.Commit(); err != nil || f.Bytes != 0 {
+		t.Fatalf("empty: %+v %v", f, err)
 	}
 }
 

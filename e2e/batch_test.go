@@ -597,8 +597,8 @@ func TestBatchTwoReplicasShareOneBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer up.Close()
-	shared := filepath.Join(t.TempDir(), "images")
-	o := batchOpts{up: up, redis: rs.Addr, imagesDir: shared, workers: 2}
+	// Each replica its own data/: files and batches are shared through Redis.
+	o := batchOpts{up: up, redis: rs.Addr, workers: 2}
 	a := startBatchEnv(t, o)
 	b := startBatchEnv(t, o)
 	f := upload(t, a.gw.URL, clientKey, chatLines("two", 24))
@@ -629,8 +629,7 @@ func TestBatchReplicaKilledMidBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer up.Close()
-	shared := filepath.Join(t.TempDir(), "images")
-	o := batchOpts{up: up, redis: rs.Addr, imagesDir: shared, workers: 3, reclaim: "2s"}
+	o := batchOpts{up: up, redis: rs.Addr, workers: 3, reclaim: "2s"}
 	a := startBatchEnv(t, o)
 	b := startBatchEnv(t, o)
 	const n = 30
