@@ -66,11 +66,16 @@ batch: { max_share: 0.5 }
 teams:
   - name: design
 %s
+  - name: ops
 keys:
   - name: ci
     team: design
     key: sk-test-ci-0123456789
-%s`, up.URL(), testModel, ho.teamYAML, ho.keyYAML)
+%s
+  - name: ops
+    team: ops
+    key: sk-test-ops-0123456789
+`, up.URL(), testModel, ho.teamYAML, ho.keyYAML)
 	cfg, _, err := config.Parse([]byte(yaml), "test.yaml", func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +91,7 @@ keys:
 	rec := accounting.NewRecorder(st, accounting.RecorderOptions{SpoolPath: t.TempDir() + "/spool.jsonl"})
 	t.Cleanup(func() { rec.Close(context.Background()) })
 	acct := &gateway.Accounting{Store: st, Recorder: rec, Pricer: accounting.NewPricer(cfg),
-		Teams: map[string]*config.Team{"design": &cfg.Teams[0]}, FailOpen: true}
+		Teams: map[string]*config.Team{"design": &cfg.Teams[0], "ops": &cfg.Teams[1]}, FailOpen: true}
 	off, err := images.New(config.Offload{Store: "filesystem", Dir: t.TempDir(), TTL: time.Hour,
 		SigningKey: strings.Repeat("k", 32)}, "http://127.0.0.1:1", nil)
 	if err != nil {
@@ -123,16 +128,22 @@ keys:
 	return &harness{m: m, up: up, rt: rt, store: store, acct: st, mt: mt}
 }
 
-func (h *harness) caller() *auth.Caller {
-	k, _ := h.m.key(h.rt.Config, "ci")
+func (h *harness) caller() *auth.Caller { return h.callerOf("ci") }
+
+func (h *harness) callerOf(name string) *auth.Caller {
+	k, _ := h.m.key(h.rt.Config, name)
 	return k.caller
 }
 
-// create uploads content and creates a batch on it.
+// create uploads content and creates a batch on it, as key ci.
 func (h *harness) create(t *testing.T, endpoint string, content []byte) *Batch {
+	return h.createAs(t, h.caller(), endpoint, content)
+}
+
+func (h *harness) createAs(t *testing.T, c *auth.Caller, endpoint string, content []byte) *Batch {
 	t.Helper()
 	ctx := context.Background()
-	w, err := h.m.files.Create(ctx, File{ID: NewFileID(time.Now()), Owner: "t:design", Purpose: PurposeBatch,
+	w, err := h.m.files.Create(ctx, File{ID: NewFileID(time.Now()), Owner: OwnerOf(c.Team, c.Name), Purpose: PurposeBatch,
 		Filename: "in.jsonl"}, MaxFileBytes)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +153,7 @@ func (h *harness) create(t *testing.T, endpoint string, content []byte) *Batch {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := h.m.Create(ctx, h.rt, h.caller(), CreateParams{InputFileID: f.ID, Endpoint: endpoint, CompletionWindow: "24h"})
+	b, err := h.m.Create(ctx, h.rt, c, CreateParams{InputFileID: f.ID, Endpoint: endpoint, CompletionWindow: "24h"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,6 +283,30 @@ func TestBudgetPausesThenExpiry(t *testing.T) {
 	}
 	if quota == 0 {
 		t.Errorf("no line says the budget held it back: %q", errs)
+	}
+}
+
+// TestAPausedTeamDoesNotHoldBackOthers: lines of a team whose budget is
+// spent wait without keeping another team's batch from the workers.
+func TestAPausedTeamDoesNotHoldBackOthers(t *testing.T) {
+	h := newHarness(t, harnessOpts{teamYAML: "    budget: { usd: 0.000001, period: total }\n",
+		opts: Options{Workers: 2, BudgetPause: time.Hour}})
+	paused := h.create(t, EndpointChat, chatInput(10))
+	time.Sleep(100 * time.Millisecond)
+	other := h.createAs(t, h.callerOf("ops"), EndpointChat, chatInput(5))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := h.m.Get(context.Background(), h.callerOf("ops"), other.ID)
+		if b.Status == StatusCompleted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the other team's batch is %s %+v", b.Status, b.Counts)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if b, _ := h.m.Get(context.Background(), h.caller(), paused.ID); b.Status != StatusInProgress || b.Counts.Left() != 10 {
+		t.Fatalf("paused batch %+v", b)
 	}
 }
 

@@ -164,15 +164,17 @@ func (m *Manager) next(rr *int) bool {
 		m.mu.Unlock()
 		return true
 	}
-	// Lines waiting here hold their batches' places: take no more while
-	// as many wait as there are workers.
-	if len(m.waiting) >= m.o.Workers {
-		m.mu.Unlock()
-		return false
+	// A batch whose lines wait here (for a retry) takes no more than a
+	// worker's worth of them: the others are left to other replicas. A
+	// batch waiting for room takes none (paused).
+	waiting := map[string]int{}
+	for _, w := range m.waiting {
+		waiting[w.t.Batch]++
 	}
 	ids := make([]string, 0, len(m.info))
 	for id, b := range m.info {
-		if b.Status != StatusInProgress || b.Ending != "" || now.Before(m.paused[id]) || now.Before(m.empty[id]) {
+		if b.Status != StatusInProgress || b.Ending != "" || now.Before(m.paused[id]) || now.Before(m.empty[id]) ||
+			waiting[id] >= m.o.Workers {
 			continue
 		}
 		ids = append(ids, id)
