@@ -456,3 +456,65 @@ func TestPanickingLineFailsAlone(t *testing.T) {
 		t.Fatalf("%+v: %s", a, a.line)
 	}
 }
+
+// bothStores runs a test once with each Store.
+func bothStores(t *testing.T, run func(t *testing.T, store Store)) {
+	t.Run("Local", func(t *testing.T) {
+		s, err := OpenLocal(t.TempDir(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run(t, s)
+	})
+	t.Run("Redis", func(t *testing.T) {
+		srv := redistest.Start(t)
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		t.Cleanup(func() { c.Close() })
+		run(t, NewRedis(c, "t:"))
+	})
+}
+
+// TestCancelSkipsQueuedLines: after a cancel, queued lines are skipped (in
+// neither file), running ones finish, and the batch ends cancelled.
+func TestCancelSkipsQueuedLines(t *testing.T) {
+	bothStores(t, func(t *testing.T, store Store) {
+		h := newHarness(t, harnessOpts{store: store, opts: Options{Workers: 2}})
+		h.up.SetLatency(200 * time.Millisecond)
+		b := h.create(t, EndpointChat, chatInput(12))
+		time.Sleep(300 * time.Millisecond)
+		c, err := h.m.Cancel(context.Background(), h.caller(), b.ID)
+		if err != nil || (c.Status != StatusCancelling && c.Status != StatusCancelled) {
+			t.Fatalf("cancel: %+v %v", c, err)
+		}
+		got := h.wait(t, b.ID, StatusCancelled, 5*time.Second)
+		n := got.Counts
+		if n.Completed == 0 || n.Skipped == 0 || n.Completed+n.Skipped != 12 || n.Failed != 0 {
+			t.Fatalf("counts %+v", n)
+		}
+		if int64(h.up.Requests()) != n.Completed || int64(len(h.lines(t, got.OutputFileID))) != n.Completed {
+			t.Fatalf("%d upstream requests, %d completed", h.up.Requests(), n.Completed)
+		}
+		if _, err := h.m.Cancel(context.Background(), h.caller(), b.ID); err != nil {
+			t.Errorf("cancelling a cancelled batch: %v", err)
+		}
+	})
+}
+
+// TestExpiryWithEitherStore: an expired batch keeps its output; the lines
+// that never ran are batch_expired.
+func TestExpiryWithEitherStore(t *testing.T) {
+	bothStores(t, func(t *testing.T, store Store) {
+		h := newHarness(t, harnessOpts{store: store, opts: Options{Workers: 1}})
+		h.up.SetLatency(100 * time.Millisecond)
+		b := h.create(t, EndpointChat, chatInput(8))
+		time.Sleep(250 * time.Millisecond)
+		store.Update(context.Background(), b.ID, func(x *Batch) bool { x.ExpiresAt = time.Now().Unix() - 1; return true })
+		got := h.wait(t, b.ID, StatusExpired, 5*time.Second)
+		if got.Counts.Completed == 0 || got.Counts.Completed+got.Counts.Failed != 8 {
+			t.Fatalf("counts %+v", got.Counts)
+		}
+		if _, err := h.m.Cancel(context.Background(), h.caller(), b.ID); err != ErrNotCancellable {
+			t.Errorf("cancelling an expired batch: %v", err)
+		}
+	})
+}
