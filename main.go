@@ -220,6 +220,11 @@ func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 	redis.SetLogger(ratelimit.RedisLogger(log))
 	d.limiter = ratelimit.New(cfg, log)
 	if cfg.Redis != nil {
+		// TPM corrections go to Redis summed every 50 ms, not one script
+		// call per request.
+		d.limiter = ratelimit.NewCoalescing(d.limiter, 50*time.Millisecond)
+	}
+	if cfg.Redis != nil {
 		// Accounting scripts are idempotent by record id, so this client may
 		// retry and wait longer than the limiter's, which must not.
 		c := redis.NewUniversalClient(&redis.UniversalOptions{

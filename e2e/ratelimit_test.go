@@ -57,16 +57,24 @@ func TestTPMCountsImageTokensAndReconciles(t *testing.T) {
 	// 540 prompt + 8 text + 1290 image = 1838, and the bucket is corrected by
 	// the 288 of debt. Against a TPM of 5000: without the correction three
 	// would pass (3 x 1550); with it the third finds 2 x 1838 + 1550 > 5000.
-	e := startEnv(t, opts{keyLimits: "    tpm: 5000\n"})
-	codes := ""
-	for i := 0; i < 4; i++ {
-		resp := e.post(t, chatBody(""))
-		readAll(t, resp)
-		codes += strconv.Itoa(resp.StatusCode) + " "
-		time.Sleep(100 * time.Millisecond) // the correction lands off the response path
-	}
-	if codes != "200 200 429 429 " {
-		t.Fatalf("statuses %s", codes)
+	for _, backend := range []string{"memory", "redis"} {
+		t.Run(backend, func(t *testing.T) {
+			o := opts{keyLimits: "    tpm: 5000\n"}
+			if backend == "redis" {
+				o.extra = fmt.Sprintf("redis:\n  addrs: [%q]\n", redistest.Start(t).Addr)
+			}
+			e := startEnv(t, o)
+			codes := ""
+			for i := 0; i < 4; i++ {
+				resp := e.post(t, chatBody(""))
+				readAll(t, resp)
+				codes += strconv.Itoa(resp.StatusCode) + " "
+				time.Sleep(200 * time.Millisecond) // the correction lands off the response path
+			}
+			if codes != "200 200 429 429 " {
+				t.Fatalf("statuses %s", codes)
+			}
+		})
 	}
 }
 

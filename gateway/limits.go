@@ -54,6 +54,7 @@ func (g *Gateway) settleTokens(call *Call, used int64) {
 	if delta == 0 {
 		return
 	}
-	req := call.limitReq
-	go g.limiter.Adjust(context.Background(), req, delta)
+	// The limiter coalesces corrections (ratelimit.Coalescing on Redis), so
+	// this does not wait for a round trip.
+	g.limiter.Adjust(context.Background(), call.limitReq, delta)
 }

@@ -331,7 +331,7 @@ func (s *Server) handleReady(ctx *fasthttp.RequestCtx, st *State) {
 		ctx.SetBodyString(`{"status":"unavailable","reason":"no usable provider"}` + "\n")
 		return
 	}
-	if rl, ok := st.Limiter.(*ratelimit.Redis); ok && st.Config.Redis != nil {
+	if rl, ok := st.Limiter.(interface{ Ping(context.Context) error }); ok && st.Config.Redis != nil {
 		c, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := rl.Ping(c)
 		cancel()

@@ -1,0 +1,60 @@
+package ratelimit
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+type countingLimiter struct {
+	Limiter
+	mu     sync.Mutex
+	calls  int
+	deltas map[string]int64
+}
+
+func (c *countingLimiter) Adjust(_ context.Context, r Request, d int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	c.deltas[r.Key+"/"+r.Team] += d
+	return nil
+}
+
+func TestCoalescingSumsAdjustsPerKeyAndTeam(t *testing.T) {
+	inner := &countingLimiter{Limiter: NewMemory(nil), deltas: map[string]int64{}}
+	c := NewCoalescing(inner, time.Hour) // only Close flushes
+	a := Request{Key: "k1", Team: "t", Limits: Limits{KeyTPM: 100}}
+	b := Request{Key: "k2", Team: "t", Limits: Limits{KeyTPM: 100}}
+	for i := 0; i < 100; i++ {
+		c.Adjust(context.Background(), a, 3)
+		c.Adjust(context.Background(), b, -1)
+	}
+	c.Adjust(context.Background(), a, 0)
+	if inner.calls != 0 {
+		t.Fatal("Adjust reached the backend before a flush")
+	}
+	c.Close()
+	if inner.calls != 2 || inner.deltas["k1/t"] != 300 || inner.deltas["k2/t"] != -100 {
+		t.Fatalf("calls %d deltas %v", inner.calls, inner.deltas)
+	}
+}
+
+func TestCoalescingFlushesOnItsInterval(t *testing.T) {
+	inner := &countingLimiter{Limiter: NewMemory(nil), deltas: map[string]int64{}}
+	c := NewCoalescing(inner, 10*time.Millisecond)
+	defer c.Close()
+	c.Adjust(context.Background(), Request{Key: "k"}, 5)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		inner.mu.Lock()
+		n := inner.deltas["k/"]
+		inner.mu.Unlock()
+		if n == 5 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("the correction was never sent")
+}
