@@ -7,6 +7,10 @@ import (
 	"time"
 )
 
+// watchDelay is how long a request waits before its client is watched: fast
+// answers never pay for the watch, and a paid image call takes seconds.
+const watchDelay = 30 * time.Millisecond
+
 // watchClient calls gone when the client closes its connection while the
 // gateway waits for an upstream. fasthttp only notices a gone client when a
 // write fails, and an image takes ~10 s before the first byte: a paid upstream
@@ -23,30 +27,51 @@ func watchClient(c net.Conn, gone func()) (stop func()) {
 	if err != nil {
 		return func() {}
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var buf [1]byte
-		closed := false
-		rc.Read(func(fd uintptr) bool {
-			n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			if err == syscall.EAGAIN || err == syscall.EWOULDBLOCK {
-				return false // wait until readable
-			}
-			closed = err != nil || n == 0
-			return true
-		})
-		if closed {
-			gone()
+	var mu sync.Mutex
+	var stopped bool
+	var done chan struct{}
+	t := time.AfterFunc(watchDelay, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
 		}
-	}()
+		done = make(chan struct{})
+		go peek(rc, done, gone)
+	})
 	var once sync.Once
 	return func() {
 		once.Do(func() {
+			t.Stop()
+			mu.Lock()
+			stopped = true
+			d := done
+			mu.Unlock()
+			if d == nil {
+				return
+			}
 			// An expired read deadline wakes the parked peek.
 			c.SetReadDeadline(time.Unix(1, 0))
-			<-done
+			<-d
 			c.SetReadDeadline(time.Time{})
 		})
+	}
+}
+
+// peek waits until the socket is readable and reports a closed peer.
+func peek(rc syscall.RawConn, done chan struct{}, gone func()) {
+	defer close(done)
+	var buf [1]byte
+	closed := false
+	rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if err == syscall.EAGAIN || err == syscall.EWOULDBLOCK {
+			return false // wait until readable
+		}
+		closed = err != nil || n == 0
+		return true
+	})
+	if closed {
+		gone()
 	}
 }
