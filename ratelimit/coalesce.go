@@ -20,9 +20,14 @@ type Coalescing struct {
 	done     chan struct{}
 }
 
+// adjustKey groups the corrections that go to the same buckets: a batch
+// line's also go to its batch-only buckets, so they are never summed with
+// an interactive request's.
 type adjustKey struct {
 	key, team string
 	limits    Limits
+	batch     bool
+	share     float64
 }
 
 type pendingAdjust struct {
@@ -44,7 +49,7 @@ func (c *Coalescing) Adjust(_ context.Context, r Request, delta int64) error {
 	if delta == 0 {
 		return nil
 	}
-	k := adjustKey{r.Key, r.Team, r.Limits}
+	k := adjustKey{r.Key, r.Team, r.Limits, r.Batch, r.Share}
 	c.mu.Lock()
 	p := c.pending[k]
 	if p == nil {

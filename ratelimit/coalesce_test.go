@@ -18,7 +18,11 @@ func (c *countingLimiter) Adjust(_ context.Context, r Request, d int64) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls++
-	c.deltas[r.Key+"/"+r.Team] += d
+	k := r.Key + "/" + r.Team
+	if r.Batch {
+		k += "/batch"
+	}
+	c.deltas[k] += d
 	return nil
 }
 
@@ -57,4 +61,21 @@ func TestCoalescingFlushesOnItsInterval(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("the correction was never sent")
+}
+
+// TestCoalescingKeepsBatchCorrectionsApart: a batch line's correction also
+// goes to its batch-only buckets; an interactive request's of the same key
+// must not.
+func TestCoalescingKeepsBatchCorrectionsApart(t *testing.T) {
+	inner := &countingLimiter{Limiter: NewMemory(nil), deltas: map[string]int64{}}
+	c := NewCoalescing(inner, time.Hour)
+	live := Request{Key: "k", Team: "t", Limits: Limits{KeyTPM: 100}}
+	batch := live
+	batch.Batch, batch.Share = true, 0.5
+	c.Adjust(context.Background(), live, 7)
+	c.Adjust(context.Background(), batch, -3)
+	c.Close()
+	if inner.deltas["k/t"] != 7 || inner.deltas["k/t/batch"] != -3 {
+		t.Fatalf("deltas %v", inner.deltas)
+	}
 }
