@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -133,8 +134,17 @@ func StartIn(t testing.TB, dir, config string, env ...string) *Gateway {
 	t.Cleanup(func() {
 		g.cmd.Process.Kill()
 		<-g.done
+		// Every test checks that no secret it gave the gateway appears in
+		// anything the gateway printed, at any level.
+		logs := g.Logs()
+		for _, kv := range env {
+			name, val, _ := strings.Cut(kv, "=")
+			if isSecretName(name) && len(val) >= 8 && strings.Contains(logs, val) {
+				t.Errorf("the gateway logged the secret %s", name)
+			}
+		}
 		if t.Failed() {
-			t.Logf("gateway logs:\n%s", g.Logs())
+			t.Logf("gateway logs:\n%s", logs)
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
@@ -195,6 +205,16 @@ func Check(t testing.TB, config string, env ...string) (int, string) {
 		t.Fatal(err)
 	}
 	return 0, string(out)
+}
+
+// isSecretName tells the environment variables that carry secrets.
+func isSecretName(name string) bool {
+	for _, w := range []string{"KEY", "SECRET", "PASSWORD", "TOKEN"} {
+		if strings.Contains(strings.ToUpper(name), w) {
+			return true
+		}
+	}
+	return false
 }
 
 func replaceAll(s, old, new string) string {
