@@ -98,7 +98,7 @@ func (g *Gateway) Images(ctx context.Context, call *Call, n int, links bool) (*I
 		}
 		if o.err != nil {
 			lastErr = o.err
-			g.Finish(sub, o.served, Usage{}, 502, false)
+			g.Finish(sub, o.served, Usage{}, failedStatus(o.err), false)
 			continue
 		}
 		u := g.Bill(o.res.Usage, o.res.Images())
@@ -158,4 +158,21 @@ func unescape(esc []byte) string {
 		return string(esc)
 	}
 	return s
+}
+
+// failedStatus is the HTTP status a failed upstream call stands for in its
+// usage record.
+func failedStatus(err error) int {
+	pe, ok := provider.AsError(err)
+	switch {
+	case !ok:
+		return 502
+	case pe.Kind == provider.KindClient && pe.Status >= 400:
+		return pe.Status
+	case pe.Kind == provider.KindTimeout:
+		return 504
+	case pe.Kind == provider.KindCanceled:
+		return 499
+	}
+	return 502
 }
