@@ -246,7 +246,7 @@ func (m *Manager) failed(b *Batch, t *Task, customID []byte, reqID string, e *ap
 	}
 	body := appendErrorBody(make([]byte, 0, 160+len(e.Message)), e)
 	return attempt{kind: kindFailed, line: appendResultLine(nil, b.ID, t.Line, customID, e.Status, reqID, body),
-		status: e.Status, retry: e.transient(), errorCode: e.Code, err: err}
+		status: e.Status, retry: transient(e), errorCode: e.Code, err: err}
 }
 
 func nonce() string {

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"errors"
 	"strings"
 	"time"
 
@@ -117,10 +116,7 @@ func (s *Server) record(l *reqLog) {
 
 // journeyError maps an error of the gateway's journey to the client's answer.
 func (s *Server) journeyError(err error, call *gateway.Call) *apiError {
-	if errors.Is(err, gateway.ErrRateLimited) && call.Limit != nil {
-		return rateLimitError(call.Limit, call.Caller)
-	}
-	return toAPIError(err, call.Req.Model)
+	return gateway.ErrorFor(err, call.Req.Model, call)
 }
 
 func (s *Server) fail(ctx *fasthttp.RequestCtx, l *reqLog, e *apiError) {

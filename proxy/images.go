@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"errors"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -147,12 +146,6 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, e
 	cancel()
 	setLimitHeaders(ctx, call.Limit)
 	if err != nil {
-		var cp *gateway.ContentPolicyError
-		if errors.As(err, &cp) {
-			s.fail(ctx, l, &apiError{Status: fasthttp.StatusBadRequest, Type: "invalid_request_error",
-				Code: "content_policy_violation", Message: cp.Reason})
-			return
-		}
 		l.err = err
 		s.fail(ctx, l, s.journeyError(err, call))
 		return

@@ -1,0 +1,157 @@
+package gateway
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"nanogate/internal/jsonx"
+	"nanogate/provider"
+	"nanogate/ratelimit"
+	"nanogate/router"
+)
+
+// APIError is a failure as the OpenAI API shape shows it (SPEC section 8):
+// the HTTP server answers it, batch workers write it to error files.
+type APIError struct {
+	Status  int
+	Type    string
+	Code    string
+	Param   string
+	Message string
+	// NoRetry marks answers a client retry cannot fix (x-should-retry: false).
+	NoRetry bool
+	// RetryAfter is when a retry may succeed (retry-after, retry-after-ms).
+	RetryAfter time.Duration
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+// Invalid is a 400 about one parameter.
+func Invalid(param, msg string) *APIError {
+	return &APIError{Status: 400, Type: "invalid_request_error", Code: "invalid_request", Param: param, Message: msg}
+}
+
+// ErrorFor maps an error of a request's journey to its answer. call may be
+// nil; with a rate-limit refusal it names the limit.
+func ErrorFor(err error, model string, call *Call) *APIError {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var cp *ContentPolicyError
+	if errors.As(err, &cp) {
+		return &APIError{Status: 400, Type: "invalid_request_error", Code: "content_policy_violation", Message: cp.Reason}
+	}
+	var re *provider.RequestError
+	if errors.As(err, &re) {
+		return Invalid(re.Param, re.Msg)
+	}
+	switch {
+	case errors.Is(err, ErrRateLimited):
+		return rateLimitError(call)
+	case errors.Is(err, ErrUnknownModel):
+		return &APIError{Status: 404, Type: "invalid_request_error", Code: "model_not_found", Param: "model",
+			Message: "The model '" + model + "' does not exist or no provider serves it."}
+	case errors.Is(err, ErrModelNotAllowed):
+		return &APIError{Status: 403, Type: "invalid_request_error", Code: "model_not_allowed", Param: "model",
+			Message: "This API key may not use the model '" + model + "'."}
+	case errors.Is(err, ErrBudgetExceeded):
+		return &APIError{Status: 429, Type: "insufficient_quota", Code: "insufficient_quota", NoRetry: true,
+			Message: "Your team's budget for this period is spent; requests are refused until the period rolls over (UTC)."}
+	case errors.Is(err, ErrAccountingUnavailable), errors.Is(err, ErrLimiterUnavailable):
+		return &APIError{Status: 503, Type: "server_error", Code: "limiter_unavailable",
+			Message: "The gateway cannot check limits or budgets right now."}
+	case errors.Is(err, router.ErrNoProvider):
+		return &APIError{Status: 503, Type: "server_error", Code: "no_provider_available", NoRetry: true,
+			Message: "No provider is available for the model '" + model + "'."}
+	}
+	if pe, ok := provider.AsError(err); ok {
+		switch pe.Kind {
+		case provider.KindClient:
+			// The upstream refused the request itself: hand it back as is.
+			code := pe.Code
+			if code == "" {
+				code = "invalid_request"
+			}
+			return &APIError{Status: pe.Status, Type: "invalid_request_error", Code: code, Param: pe.Param, Message: pe.Message}
+		case provider.KindCanceled:
+			return &APIError{Status: 499, Type: "invalid_request_error", Code: "client_closed_request", Message: "The client closed the request."}
+		case provider.KindTimeout:
+			return &APIError{Status: 504, Type: "server_error", Code: "upstream_timeout", NoRetry: true,
+				Message: "The upstream provider timed out: " + pe.Error()}
+		}
+		return &APIError{Status: 502, Type: "server_error", Code: "upstream_error", NoRetry: true,
+			Message: "Every provider tried failed; last: " + pe.Error()}
+	}
+	return &APIError{Status: 500, Type: "server_error", Code: "internal_error", Message: "Internal error."}
+}
+
+// Tried prefixes a failover failure with the providers tried.
+func (e *APIError) Tried(tried []string) {
+	if len(tried) > 1 && (e.Code == "upstream_error" || e.Code == "upstream_timeout") {
+		e.Message = "Tried " + strings.Join(tried, ", ") + ". " + e.Message
+	}
+}
+
+// AppendBody writes OpenAI's error envelope (no trailing newline).
+func (e *APIError) AppendBody(b []byte) []byte {
+	b = append(b, `{"error":{"message":`...)
+	b = jsonx.AppendString(b, e.Message)
+	b = append(b, `,"type":`...)
+	b = jsonx.AppendString(b, e.Type)
+	b = append(b, `,"param":`...)
+	if e.Param == "" {
+		b = append(b, "null"...)
+	} else {
+		b = jsonx.AppendString(b, e.Param)
+	}
+	b = append(b, `,"code":`...)
+	if e.Code == "" {
+		b = append(b, "null"...)
+	} else {
+		b = jsonx.AppendString(b, e.Code)
+	}
+	return append(b, "}}"...)
+}
+
+var limitWords = map[string][2]string{
+	ratelimit.RefusedKeyRPM:       {"key", "requests per minute (RPM)"},
+	ratelimit.RefusedKeyTPM:       {"key", "tokens per minute (TPM)"},
+	ratelimit.RefusedTeamRPM:      {"team", "requests per minute (RPM)"},
+	ratelimit.RefusedTeamTPM:      {"team", "tokens per minute (TPM)"},
+	ratelimit.RefusedBatchKeyRPM:  {"key", "batch share (batch.max_share) of requests per minute"},
+	ratelimit.RefusedBatchKeyTPM:  {"key", "batch share (batch.max_share) of tokens per minute"},
+	ratelimit.RefusedBatchTeamRPM: {"team", "batch share (batch.max_share) of requests per minute"},
+	ratelimit.RefusedBatchTeamTPM: {"team", "batch share (batch.max_share) of tokens per minute"},
+}
+
+// rateLimitError is the 429 of a refused decision, naming the limit.
+func rateLimitError(call *Call) *APIError {
+	e := &APIError{Status: 429, Type: "requests", Code: "rate_limit_exceeded", Message: "Rate limit reached."}
+	if call == nil || call.Limit == nil {
+		return e
+	}
+	r := call.Limit
+	w := limitWords[r.Refused]
+	who := "this key"
+	if call.Caller != nil {
+		who = "key " + call.Caller.Name
+		if w[0] == "team" {
+			who = "team " + call.Caller.Team
+		}
+	}
+	if strings.Contains(w[1], "tokens") {
+		e.Type = "tokens"
+	}
+	e.RetryAfter = r.RetryAfter
+	if r.RetryAfter <= 0 {
+		// Larger than the bucket: waiting never helps.
+		e.NoRetry = true
+		e.Message = "Request too large for the " + w[1] + " limit of " + who + ": it can never fit. Send fewer images or tokens."
+		return e
+	}
+	e.Message = "Rate limit reached for " + who + " on " + w[1] + ". Please try again in " +
+		r.RetryAfter.Round(time.Millisecond).String() + "."
+	return e
+}

@@ -1,0 +1,48 @@
+package gateway
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"nanogate/auth"
+	"nanogate/provider"
+	"nanogate/ratelimit"
+	"nanogate/router"
+)
+
+func TestErrorForMapsEveryJourneyError(t *testing.T) {
+	limited := &Call{Caller: &auth.Caller{Name: "ci", Team: "design"},
+		Limit: &ratelimit.Result{Refused: ratelimit.RefusedTeamTPM, RetryAfter: 1500 * time.Millisecond}}
+	tests := []struct {
+		err     error
+		call    *Call
+		status  int
+		code    string
+		noRetry bool
+	}{
+		{&provider.RequestError{Param: "n", Msg: "bad"}, nil, 400, "invalid_request", false},
+		{&ContentPolicyError{Reason: "no image"}, nil, 400, "content_policy_violation", false},
+		{ErrUnknownModel, nil, 404, "model_not_found", false},
+		{ErrModelNotAllowed, nil, 403, "model_not_allowed", false},
+		{fmt.Errorf("wrapped: %w", ErrBudgetExceeded), nil, 429, "insufficient_quota", true},
+		{ErrRateLimited, limited, 429, "rate_limit_exceeded", false},
+		{ErrLimiterUnavailable, nil, 503, "limiter_unavailable", false},
+		{ErrAccountingUnavailable, nil, 503, "limiter_unavailable", false},
+		{router.ErrNoProvider, nil, 503, "no_provider_available", true},
+		{&provider.Error{Provider: "p", Kind: provider.KindClient, Status: 422, Message: "no"}, nil, 422, "invalid_request", false},
+		{&provider.Error{Provider: "p", Kind: provider.KindTimeout, Message: "slow"}, nil, 504, "upstream_timeout", true},
+		{&provider.Error{Provider: "p", Kind: provider.KindServer, Status: 500, Message: "boom"}, nil, 502, "upstream_error", true},
+		{fmt.Errorf("surprise"), nil, 500, "internal_error", false},
+	}
+	for _, tt := range tests {
+		e := ErrorFor(tt.err, "m", tt.call)
+		if e.Status != tt.status || e.Code != tt.code || e.NoRetry != tt.noRetry {
+			t.Errorf("%v -> %d %s noRetry=%v, want %d %s %v", tt.err, e.Status, e.Code, e.NoRetry, tt.status, tt.code, tt.noRetry)
+		}
+	}
+	e := ErrorFor(ErrRateLimited, "m", limited)
+	if e.RetryAfter != 1500*time.Millisecond || e.Type != "tokens" || e.Message != "Rate limit reached for team design on tokens per minute (TPM). Please try again in 1.5s." {
+		t.Errorf("rate limit error %+v", e)
+	}
+}
