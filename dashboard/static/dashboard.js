@@ -309,6 +309,40 @@
     }
   }
 
+  function renderBatches(data) {
+    const body = $('batches').tBodies[0];
+    clear(body);
+    const rows = data.batches || [];
+    $('batches-summary').textContent = rows.length === 0 ? 'no batches yet' :
+      int(data.queued_lines || 0) + ' lines queued';
+    for (const b of rows) {
+      const row = el('tr', 'batch');
+      row.dataset.batch = b.id;
+      row.dataset.status = b.status;
+      row.appendChild(td(b.id, 'name'));
+      row.appendChild(td((b.team || '–') + ' / ' + b.key, 'owner'));
+      row.appendChild(td(b.endpoint, 'kind'));
+      row.appendChild(td(b.status, 'state-cell'));
+      const cell = el('td');
+      const done = (b.completed || 0) + (b.failed || 0);
+      const share = b.total > 0 ? done / b.total : 0;
+      const prog = el('div', 'budget' + (b.failed > 0 ? ' warn' : ''));
+      const track = el('div', 'track');
+      const fill = el('div', 'fill');
+      fill.style.width = Math.min(100, Math.round(share * 100)) + '%';
+      track.appendChild(fill);
+      prog.appendChild(track);
+      prog.appendChild(el('span', 'label', int(done) + ' of ' + int(b.total)));
+      cell.appendChild(prog);
+      row.appendChild(cell);
+      row.appendChild(td(int(b.completed), 'num completed'));
+      row.appendChild(td(int(b.failed), 'num failed'));
+      row.appendChild(td(int(b.left), 'num left'));
+      row.appendChild(td((b.lines_per_second || 0).toFixed(1), 'num rate'));
+      body.appendChild(row);
+    }
+  }
+
   // ---------- sign-in, refresh ----------
 
   function showSignIn(message) {
@@ -322,6 +356,7 @@
     // Whatever the previous key showed goes away with it.
     clear($('teams').tBodies[0]);
     clear($('providers').tBodies[0]);
+    clear($('batches').tBodies[0]);
     clear($('chart'));
     $('signin').hidden = false;
     const err = $('signin-error');
@@ -341,12 +376,13 @@
     const mine = session;
     try {
       const today = utcDay(new Date());
-      const [usage, providers] = await Promise.allSettled([
+      const [usage, providers, batches] = await Promise.allSettled([
         api('/admin/usage?' + usageQuery(today)).then((r) => r.json()),
         api('/admin/providers').then((r) => r.json()),
+        api('/admin/batches?limit=20').then((r) => r.json()),
       ]);
       if (mine !== session) return;
-      const failed = [usage, providers].filter((r) => r.status === 'rejected').map((r) => r.reason);
+      const failed = [usage, providers, batches].filter((r) => r.status === 'rejected').map((r) => r.reason);
       const auth = failed.find((e) => e instanceof AuthError);
       if (auth) {
         signOut(auth.message);
@@ -358,6 +394,7 @@
         renderTeams(usage.value);
       }
       if (providers.status === 'fulfilled') renderProviders(providers.value);
+      if (batches.status === 'fulfilled') renderBatches(batches.value);
       $('signin').hidden = true;
       $('dashboard').hidden = false;
       $('signout').hidden = false;

@@ -289,6 +289,27 @@ describe("the /admin/ dashboard in Chromium", () => {
     assert.ok(csvCall && csvCall.authorization === `Bearer ${adminKey}`, "CSV not fetched with the bearer header");
   });
 
+  it("shows a batch's progress", async () => {
+    const lines = [0, 1, 2].map((i) => JSON.stringify({ custom_id: `line-${i}`, method: "POST", url: "/v1/chat/completions",
+      body: { model, messages: [{ role: "user", content: `banana ${i}` }] } })).join("\n");
+    const form = new FormData();
+    form.append("purpose", "batch");
+    form.append("file", new Blob([lines], { type: "application/jsonl" }), "lines.jsonl");
+    const auth = { Authorization: `Bearer ${keys.design}` };
+    let resp = await fetch(`${base}/v1/files`, { method: "POST", headers: auth, body: form });
+    const file = await resp.json();
+    assert.equal(resp.status, 200, JSON.stringify(file));
+    resp = await fetch(`${base}/v1/batches`, { method: "POST", headers: { ...auth, "Content-Type": "application/json" },
+      body: JSON.stringify({ input_file_id: file.id, endpoint: "/v1/chat/completions", completion_window: "24h" }) });
+    const batch = await resp.json();
+    assert.equal(resp.status, 200, JSON.stringify(batch));
+    const row = await waitRow(`#batches tr[data-batch="${batch.id}"]`, (c) => c["state-cell"] === "completed", "the batch row");
+    assert.equal(row.completed, "3");
+    assert.equal(row.failed, "0");
+    assert.equal(row.left, "0");
+    assert.match(row.owner, /^design \/ design-ci$/);
+  });
+
   it("takes a screenshot", async () => {
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: screenshot, fullPage: true });
