@@ -223,3 +223,19 @@ func replaceAll(s, old, new string) string {
 
 // Itoa is strconv.Itoa, for building configs.
 func Itoa(n int) string { return strconv.Itoa(n) }
+
+// PeakRSS returns the process's peak resident set (VmHWM) in bytes, or 0 when
+// it cannot be read.
+func (g *Gateway) PeakRSS() int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(g.cmd.Process.Pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
