@@ -105,6 +105,7 @@ func twoReplicaBurst(t *testing.T, cfg config.Redis, teams int) {
 		t.Run(tc.name, func(t *testing.T) {
 			admitted := make([]atomic.Int64, teams)
 			var wg sync.WaitGroup
+			start := time.Now()
 			for team := range teams {
 				for i := range 3 * L {
 					r := Request{Team: fmt.Sprintf("%s-team%d", t.Name(), team), Key: "k", Tokens: tc.tokens, Limits: tc.limits}
@@ -123,9 +124,12 @@ func twoReplicaBurst(t *testing.T, cfg config.Redis, teams int) {
 				}
 			}
 			wg.Wait()
+			// The bucket refills continuously (L/60 a second): on a loaded
+			// machine a slow burst may rightly get a refilled request more.
+			refill := int64(time.Since(start).Seconds() * L / 60)
 			for team := range teams {
-				if got := admitted[team].Load(); got != L {
-					t.Errorf("team %d: admitted %d of %d, want exactly %d", team, got, 3*L, L)
+				if got := admitted[team].Load(); got < L || got > L+refill {
+					t.Errorf("team %d: admitted %d of %d, want exactly %d (+%d refilled during the burst)", team, got, 3*L, L, refill)
 				}
 			}
 		})
