@@ -87,13 +87,7 @@ func (p *Gemini) Chat(ctx context.Context, req *ChatRequest, model string) (*Res
 	if err != nil {
 		return nil, err
 	}
-	res, err := p.parseResult(resp.Body())
-	if err != nil {
-		resp.Release()
-		return nil, err
-	}
-	res.release = resp.Release
-	return res, nil
+	return bufferedResult(resp, p.parseResult)
 }
 
 // ChatStream implements Provider.

@@ -17,14 +17,10 @@ import (
 // [DONE]: the body ends after the last event, and a body that ends before a
 // finishReason was cut.
 type geminiStream struct {
+	eventStream
 	p    *Gemini
-	resp *upstream.Response // nil when reading a plain io.Reader (tests)
-	sse  *sseReader
-
-	queue []Event
-	qi    int
-	imgs  []Image // backing of the queue's Image pointers
-	note  []byte  // backing of notice texts
+	imgs []Image // backing of the queue's Image pointers
+	note []byte  // backing of notice texts
 
 	images   [MaxN]int
 	texts    [MaxN]bool
@@ -36,33 +32,18 @@ type geminiStream struct {
 }
 
 func (p *Gemini) newStream(resp *upstream.Response, body io.Reader) *geminiStream {
-	return &geminiStream{p: p, resp: resp, sse: getSSEReader(body, p.opts.MaxBodyBytes)}
-}
-
-// Close implements Stream. The spans of the last event are invalid after it.
-func (s *geminiStream) Close() {
-	if s.sse != nil {
-		putSSEReader(s.sse)
-		s.sse = nil
-	}
-	if s.resp != nil {
-		s.resp.Release()
-		s.resp = nil
-	}
+	return &geminiStream{p: p, eventStream: eventStream{resp: resp, sse: getSSEReader(body, p.opts.MaxBodyBytes)}}
 }
 
 // Next implements Stream.
 func (s *geminiStream) Next() (*Event, error) {
 	for {
-		if s.qi < len(s.queue) {
-			ev := &s.queue[s.qi]
-			s.qi++
+		if ev := s.pop(); ev != nil {
 			return ev, nil
 		}
 		if s.done || s.sse == nil {
 			return nil, io.EOF
 		}
-		s.queue, s.qi = s.queue[:0], 0
 		s.imgs, s.note = s.imgs[:0], s.note[:0]
 		data, err := s.sse.Next()
 		if err == io.EOF {

@@ -78,13 +78,7 @@ func (p *OpenAI) Chat(ctx context.Context, req *ChatRequest, model string) (*Res
 	if err != nil {
 		return nil, err
 	}
-	res, err := p.parseResult(resp.Body())
-	if err != nil {
-		resp.Release()
-		return nil, err
-	}
-	res.release = resp.Release
-	return res, nil
+	return bufferedResult(resp, p.parseResult)
 }
 
 // ChatStream implements Provider.
@@ -93,11 +87,8 @@ func (p *OpenAI) ChatStream(ctx context.Context, req *ChatRequest, model string)
 	if err != nil {
 		return nil, err
 	}
-	return &openaiStream{
-		p:    p,
-		resp: resp,
-		sse:  getSSEReader(resp.BodyStream(), p.opts.MaxBodyBytes),
-	}, nil
+	return &openaiStream{p: p, eventStream: eventStream{resp: resp,
+		sse: getSSEReader(resp.BodyStream(), p.opts.MaxBodyBytes)}}, nil
 }
 
 // send calls the upstream and turns a non-200 answer into an *Error.
@@ -464,11 +455,8 @@ func (p *OpenAI) parseUsage(u []byte, images int) Usage {
 
 // openaiStream relays chat.completion.chunk events as neutral events.
 type openaiStream struct {
+	eventStream
 	p        *OpenAI
-	resp     *upstream.Response
-	sse      *sseReader
-	queue    []Event
-	qi       int
 	pending  [MaxN][]byte // held-back text that may be the start of an image
 	spare    [MaxN][]byte
 	finished bool // a finish_reason was seen
@@ -477,30 +465,15 @@ type openaiStream struct {
 	segs     []segment
 }
 
-// Close implements Stream.
-func (s *openaiStream) Close() {
-	if s.sse != nil {
-		putSSEReader(s.sse)
-		s.sse = nil
-	}
-	if s.resp != nil {
-		s.resp.Release()
-		s.resp = nil
-	}
-}
-
 // Next implements Stream.
 func (s *openaiStream) Next() (*Event, error) {
 	for {
-		if s.qi < len(s.queue) {
-			ev := &s.queue[s.qi]
-			s.qi++
+		if ev := s.pop(); ev != nil {
 			return ev, nil
 		}
 		if s.done {
 			return nil, io.EOF
 		}
-		s.queue, s.qi = s.queue[:0], 0
 		data, err := s.sse.Next()
 		if err == io.EOF {
 			if !s.finished {

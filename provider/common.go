@@ -1,0 +1,49 @@
+package provider
+
+import "nanogate/upstream"
+
+// bufferedResult parses a whole upstream answer with parse; the result keeps
+// the response (its images point into the body) until it is released.
+func bufferedResult(resp *upstream.Response, parse func([]byte) (*Result, error)) (*Result, error) {
+	res, err := parse(resp.Body())
+	if err != nil {
+		resp.Release()
+		return nil, err
+	}
+	res.release = resp.Release
+	return res, nil
+}
+
+// eventStream is what both kinds' streams share: the open answer, its SSE
+// reader, and the events decoded from one upstream event but not handed out
+// yet (one upstream event can make several).
+type eventStream struct {
+	resp  *upstream.Response // nil when reading a plain io.Reader (tests)
+	sse   *sseReader
+	queue []Event
+	qi    int
+}
+
+// pop returns the next queued event, or nil when the queue is empty, in
+// which case it is reset for the next upstream event.
+func (s *eventStream) pop() *Event {
+	if s.qi < len(s.queue) {
+		ev := &s.queue[s.qi]
+		s.qi++
+		return ev
+	}
+	s.queue, s.qi = s.queue[:0], 0
+	return nil
+}
+
+// Close implements Stream. The spans of the last event are invalid after it.
+func (s *eventStream) Close() {
+	if s.sse != nil {
+		putSSEReader(s.sse)
+		s.sse = nil
+	}
+	if s.resp != nil {
+		s.resp.Release()
+		s.resp = nil
+	}
+}
