@@ -137,4 +137,11 @@ func TestFailedAuthIsRateLimitedPerAddress(t *testing.T) {
 	if codes[401] != 60 || codes[429] != 10 {
 		t.Fatalf("statuses %v, want 60 x 401 then 429", codes)
 	}
+	// A valid key from the same address (a neighbour behind one NAT) still
+	// gets through.
+	resp := e.post(t, chatBody(""))
+	readAll(t, resp)
+	if resp.StatusCode != 200 {
+		t.Fatalf("a valid key from a blocked address got %d", resp.StatusCode)
+	}
 }
