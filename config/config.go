@@ -154,6 +154,10 @@ type Health struct {
 	// Cooldown is how long an open circuit waits before admitting one trial
 	// request.
 	Cooldown time.Duration `yaml:"cooldown"`
+	// MaxRetryAfter is the longest an upstream's retry delay (retry-after,
+	// retry-after-ms, Google's RetryInfo) benches a provider: the upstream
+	// is not trusted to take a provider out of service for longer.
+	MaxRetryAfter time.Duration `yaml:"max_retry_after"`
 }
 
 // Billing holds accounting constants.
@@ -287,6 +291,7 @@ const (
 	DefaultMaxAttempts      = 3
 	DefaultFailureThreshold = 3
 	DefaultCooldown         = 30 * time.Second
+	DefaultMaxRetryAfter    = 60 * time.Second
 
 	DefaultTokensPerImage = 1290
 
@@ -337,6 +342,7 @@ func (c *Config) Defaults() {
 	setDefault(&c.Routing.MaxAttempts, DefaultMaxAttempts)
 	setDefault(&c.Routing.Health.FailureThreshold, DefaultFailureThreshold)
 	setDefault(&c.Routing.Health.Cooldown, DefaultCooldown)
+	setDefault(&c.Routing.Health.MaxRetryAfter, DefaultMaxRetryAfter)
 
 	setDefault(&c.Billing.TokensPerImage, DefaultTokensPerImage)
 

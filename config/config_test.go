@@ -88,7 +88,7 @@ func TestParseFullSpecConfig(t *testing.T) {
 				Timeout: 120 * time.Second, MaxConns: 512,
 			},
 		},
-		Routing: Routing{Strategy: "cheapest", MaxAttempts: 3, Health: Health{FailureThreshold: 3, Cooldown: 30 * time.Second}},
+		Routing: Routing{Strategy: "cheapest", MaxAttempts: 3, Health: Health{FailureThreshold: 3, Cooldown: 30 * time.Second, MaxRetryAfter: 60 * time.Second}},
 		Billing: Billing{TokensPerImage: 1290},
 		Images: Images{Format: "markdown", Offload: Offload{
 			Enabled: false, Store: "filesystem", Dir: "./data/images", TTL: 24 * time.Hour, SigningKey: "",
@@ -139,6 +139,7 @@ keys: [{ name: k, key_sha256: "ABCDEF0123456789abcdef0123456789ABCDEF0123456789a
 		{"timeout", cfg.Providers[0].Timeout, 120 * time.Second},
 		{"offload dir", cfg.Images.Offload.Dir, "./data/images"},
 		{"batch max_share", cfg.Batch.MaxShare, 0.5},
+		{"max_retry_after", cfg.Routing.Health.MaxRetryAfter, 60 * time.Second},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {

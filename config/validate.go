@@ -289,6 +289,7 @@ func (c *Config) validateRouting(k *checker) {
 	k.atLeast("routing.max_attempts", int64(r.MaxAttempts), 1)
 	k.atLeast("routing.health.failure_threshold", int64(r.Health.FailureThreshold), 1)
 	k.positive("routing.health.cooldown", r.Health.Cooldown)
+	k.positive("routing.health.max_retry_after", r.Health.MaxRetryAfter)
 	k.atLeast("billing.tokens_per_image", int64(c.Billing.TokensPerImage), 1)
 
 	b := c.Batch

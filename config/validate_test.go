@@ -106,6 +106,7 @@ func TestValidateRules(t *testing.T) {
 		{"max_attempts", func(c *Config) { c.Routing.MaxAttempts = 0 }, []string{"routing.max_attempts: must be at least 1"}},
 		{"failure_threshold", func(c *Config) { c.Routing.Health.FailureThreshold = 0 }, []string{"routing.health.failure_threshold: must be at least 1"}},
 		{"cooldown", func(c *Config) { c.Routing.Health.Cooldown = 0 }, []string{"routing.health.cooldown: must be a positive duration"}},
+		{"max_retry_after", func(c *Config) { c.Routing.Health.MaxRetryAfter = -time.Second }, []string{"routing.health.max_retry_after: must be a positive duration"}},
 		{"tokens_per_image", func(c *Config) { c.Billing.TokensPerImage = 0 }, []string{"billing.tokens_per_image: must be at least 1"}},
 
 		{"images format", func(c *Config) { c.Images.Format = "url" }, []string{`images.format: "url" is not one of markdown, data_url, images`}},

@@ -278,17 +278,20 @@ func (g *googleError) detail(d []byte) {
 }
 
 // parseProtoDuration reads a google.protobuf.Duration in JSON ("13s",
-// "13.516893206s").
+// "13.516893206s"), bounded by MaxRetryAfter.
 func parseProtoDuration(s string) (time.Duration, bool) {
 	v, ok := strings.CutSuffix(s, "s")
 	if !ok {
 		return 0, false
 	}
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f < 0 || f > 1e6 {
+	if err != nil || f < 0 || f != f {
 		return 0, false
 	}
-	return time.Duration(f * float64(time.Second)), true
+	if f == 0 {
+		return 0, true
+	}
+	return retryDelay(f, time.Second)
 }
 
 // statusError classifies a non-200 answer (SPEC section 8). Google's key,

@@ -262,16 +262,21 @@ func parseOpenAIError(body []byte) (typ, code, param, msg string) {
 	return get("type"), get("code"), get("param"), get("message")
 }
 
-// retryAfter reads retry-after-ms or retry-after (seconds).
+// retryAfter reads retry-after-ms or retry-after (seconds), bounded by
+// MaxRetryAfter; negative or unreadable values are ignored.
 func retryAfter(r *fasthttp.Response) time.Duration {
 	if v := r.Header.Peek("retry-after-ms"); len(v) > 0 {
-		if ms, err := strconv.ParseFloat(string(v), 64); err == nil && ms > 0 {
-			return time.Duration(ms * float64(time.Millisecond))
+		if ms, err := strconv.ParseFloat(string(v), 64); err == nil {
+			if d, ok := retryDelay(ms, time.Millisecond); ok {
+				return d
+			}
 		}
 	}
 	if v := r.Header.Peek("retry-after"); len(v) > 0 {
-		if s, err := strconv.ParseFloat(string(v), 64); err == nil && s > 0 {
-			return time.Duration(s * float64(time.Second))
+		if s, err := strconv.ParseFloat(string(v), 64); err == nil {
+			if d, ok := retryDelay(s, time.Second); ok {
+				return d
+			}
 		}
 	}
 	return 0

@@ -142,7 +142,8 @@ type Error struct {
 	Code    string
 	Param   string
 	Message string
-	// RetryAfter is how long the upstream asked to wait (429), 0 if unknown.
+	// RetryAfter is how long the upstream asked to wait (429), 0 if unknown;
+	// never more than MaxRetryAfter.
 	RetryAfter time.Duration
 	Err        error
 }
@@ -159,6 +160,27 @@ func (e *Error) Unwrap() error { return e.Err }
 // Failover reports whether another provider may succeed where this one failed.
 func (e *Error) Failover() bool {
 	return e.Kind != KindClient && e.Kind != KindCanceled
+}
+
+// MaxRetryAfter bounds the retry delay read from an upstream answer. It
+// only keeps absurd values (retry-after: 999999999, which overflows a
+// Duration in nanoseconds) from turning into garbage; how long a delay may
+// bench a provider is the router's policy (routing.health.max_retry_after).
+const MaxRetryAfter = 24 * time.Hour
+
+// retryDelay turns an upstream's delay, v units long, into a Duration
+// within [0, MaxRetryAfter]. ok is false for what is no delay: negative,
+// zero, NaN.
+func retryDelay(v float64, unit time.Duration) (d time.Duration, ok bool) {
+	if !(v > 0) { // also NaN
+		return 0, false
+	}
+	// Compared before converting: a float64 beyond int64's range does not
+	// convert to a Duration.
+	if v >= float64(MaxRetryAfter)/float64(unit) {
+		return MaxRetryAfter, true
+	}
+	return time.Duration(v * float64(unit)), true
 }
 
 // AsError returns err as an *Error if it is one.

@@ -55,8 +55,10 @@ type health struct {
 
 	threshold int
 	cooldown  time.Duration
-	log       *zap.Logger
-	obs       observers
+	// maxBench caps how long an upstream's retry delay benches the provider.
+	maxBench time.Duration
+	log      *zap.Logger
+	obs      observers
 }
 
 // observers are pre-resolved metric handles (no label lookups per request).
@@ -141,8 +143,10 @@ func (h *health) report(now time.Time, trial bool, err error, took time.Duration
 		h.lastError = err.Error()
 		h.lastErrorAt = now
 		if pe != nil && pe.Kind == provider.KindRateLimited && pe.RetryAfter > 0 {
-			h.benchedUntil = now.Add(pe.RetryAfter)
-			h.log.Warn("provider benched", zap.String("provider", h.name), zap.Duration("for", pe.RetryAfter))
+			d := min(pe.RetryAfter, h.maxBench)
+			h.benchedUntil = now.Add(d)
+			h.log.Warn("provider benched", zap.String("provider", h.name), zap.Duration("for", d),
+				zap.Duration("asked", pe.RetryAfter))
 		}
 		switch {
 		case trial || h.state == HalfOpen:

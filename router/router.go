@@ -75,10 +75,17 @@ func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *m
 		log:         log,
 		now:         time.Now,
 	}
+	if prev != nil {
+		r.now = prev.now // the health it carries over is on that clock
+	}
 	threshold := max(rc.Health.FailureThreshold, 1)
 	cooldown := rc.Health.Cooldown
 	if cooldown <= 0 {
 		cooldown = 30 * time.Second
+	}
+	maxBench := rc.Health.MaxRetryAfter
+	if maxBench <= 0 {
+		maxBench = config.DefaultMaxRetryAfter
 	}
 	for _, e := range entries {
 		if e.Config.Disabled {
@@ -89,10 +96,14 @@ func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *m
 		if prev != nil && prev.health[name] != nil {
 			h = prev.health[name]
 			h.mu.Lock()
-			h.threshold, h.cooldown, h.log = threshold, cooldown, log
+			h.threshold, h.cooldown, h.maxBench, h.log = threshold, cooldown, maxBench, log
+			// A bench a previous config allowed ends within the new cap.
+			if limit := r.now().Add(maxBench); h.benchedUntil.After(limit) {
+				h.benchedUntil = limit
+			}
 			h.mu.Unlock()
 		} else {
-			h = &health{name: name, threshold: threshold, cooldown: cooldown, log: log}
+			h = &health{name: name, threshold: threshold, cooldown: cooldown, maxBench: maxBench, log: log}
 			if m != nil {
 				h.obs = observers{
 					ok:           m.Upstream.WithLabelValues(name, "ok"),

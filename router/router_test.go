@@ -207,6 +207,46 @@ func TestRetryAfterBenchesProvider(t *testing.T) {
 	}
 }
 
+// TestRetryAfterBenchIsCapped: an upstream asking for 31 years of rest
+// (retry-after: 999999999) is benched for routing.health.max_retry_after.
+func TestRetryAfterBenchIsCapped(t *testing.T) {
+	a := &fakeProvider{name: "a", fn: func(context.Context) error {
+		return &provider.Error{Provider: "a", Kind: provider.KindRateLimited, RetryAfter: 999999999 * time.Second, Message: "quota"}
+	}}
+	b := &fakeProvider{name: "b"}
+	r, clk := setup(t, config.Routing{Health: config.Health{MaxRetryAfter: 45 * time.Second}}, a, b)
+	r.Chat(context.Background(), req)
+	a.fn = nil
+	if st := r.Statuses()[0]; st.BenchedForSeconds != 45 {
+		t.Fatalf("benched for %vs, want 45s", st.BenchedForSeconds)
+	}
+	clk.add(44 * time.Second)
+	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "b" {
+		t.Fatalf("bench ended early: %+v", s)
+	}
+	clk.add(time.Second)
+	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "a" {
+		t.Fatalf("provider still benched after max_retry_after: %+v", s)
+	}
+
+	// Without the setting, the default applies; a reload with a shorter cap
+	// shortens a bench already running.
+	r, clk = setup(t, config.Routing{}, a, b)
+	a.fn = func(context.Context) error {
+		return &provider.Error{Provider: "a", Kind: provider.KindRateLimited, RetryAfter: provider.MaxRetryAfter, Message: "quota"}
+	}
+	r.Chat(context.Background(), req)
+	if st := r.Statuses()[0]; st.BenchedForSeconds != config.DefaultMaxRetryAfter.Seconds() {
+		t.Fatalf("benched for %vs, want the default %v", st.BenchedForSeconds, config.DefaultMaxRetryAfter)
+	}
+	r2 := New([]Entry{{Provider: a, Config: config.Provider{Name: "a", Models: map[string]string{"m": "up"}, Timeout: time.Second}}},
+		config.Routing{MaxAttempts: 1, Health: config.Health{FailureThreshold: 3, MaxRetryAfter: 5 * time.Second}}, r, nil, nil)
+	r2.SetClock(clk.now)
+	if st := r2.Statuses()[0]; st.BenchedForSeconds > 5 {
+		t.Fatalf("after a reload with a 5s cap: benched for %vs", st.BenchedForSeconds)
+	}
+}
+
 func TestLatencyStrategyPrefersFaster(t *testing.T) {
 	slow := &fakeProvider{name: "slow"}
 	fast := &fakeProvider{name: "fast"}
