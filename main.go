@@ -300,6 +300,19 @@ func (d *deps) newBatches(cfg *config.Config) error {
 	return nil
 }
 
+// testAddrs reads the ip:port pairs of an environment variable, for tests
+// only: their servers listen on loopback, which the gateway may not reach
+// otherwise. Configurations never set it.
+func testAddrs(env string) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, a := range strings.Split(os.Getenv(env), ",") {
+		if ap, err := netip.ParseAddrPort(strings.TrimSpace(a)); err == nil {
+			out = append(out, ap)
+		}
+	}
+	return out
+}
+
 // wantsOffload: the store is set up when offload is on globally or for a key,
 // and its settings are usable.
 func wantsOffload(cfg *config.Config) bool {
@@ -360,13 +373,21 @@ func (d *deps) close() {
 func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, func(), []string, error) {
 	log, m := d.log, d.metrics
 	var skipped []string
-	popts := provider.Options{TokensPerImage: int64(cfg.Billing.TokensPerImage)}
+	// One for every provider, so that max_bytes_in_flight holds for the
+	// process (until a reload, when requests in flight keep the old one).
+	fetches := provider.NewImageFetches(provider.FetchOptions{
+		Timeout: cfg.Images.Fetch.Timeout, MaxPerRequest: cfg.Images.Fetch.MaxPerRequest,
+		MaxBytesInFlight: cfg.Images.Fetch.MaxBytesInFlight, RequestBytes: cfg.Server.MaxBodyBytes,
+		AllowAddrs: testAddrs("NANOGATE_TEST_FETCH_ADDRS"),
+	})
+	popts := provider.Options{TokensPerImage: int64(cfg.Billing.TokensPerImage), Images: fetches}
 	var entries []router.Entry
 	var provs []provider.Provider
 	closeAll := func() {
 		for _, p := range provs {
 			p.Close()
 		}
+		fetches.Close()
 	}
 	for _, pc := range cfg.Providers {
 		if pc.Disabled {

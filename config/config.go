@@ -171,6 +171,24 @@ type Billing struct {
 type Images struct {
 	Format  string  `yaml:"format"` // markdown | data_url | images
 	Offload Offload `yaml:"offload"`
+	// Fetch bounds the downloading of input images named by URL.
+	Fetch ImageFetch `yaml:"fetch"`
+}
+
+// ImageFetch bounds the downloading of the input images that chat requests
+// name by http(s) URL, which the gateway fetches for gemini-kind providers
+// (Google takes image bytes, not URLs). The fetched images of a request
+// also count against server.max_body_bytes, at their base64 size.
+type ImageFetch struct {
+	// Timeout bounds the fetching of all the images of one request; it is
+	// the client's time, never counted against a provider.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxPerRequest is how many images of one request are fetched at once.
+	MaxPerRequest int `yaml:"max_per_request"`
+	// MaxBytesInFlight caps the fetched image bytes held by the process
+	// for all requests together; a request that finds no room in time is
+	// answered 503 with retry-after.
+	MaxBytesInFlight int64 `yaml:"max_bytes_in_flight"`
 }
 
 // Offload replaces base64 images in responses by links.
@@ -298,6 +316,13 @@ const (
 	DefaultOffloadDir = "./data/images"
 	DefaultOffloadTTL = 24 * time.Hour
 
+	DefaultFetchTimeout          = 15 * time.Second
+	DefaultFetchMaxPerRequest    = 4
+	DefaultFetchMaxBytesInFlight = 128 << 20
+	// MinFetchBytesInFlight is the largest image fetched (Google refuses
+	// inline data past 20 MB): a smaller cap could never admit it.
+	MinFetchBytesInFlight = 20 << 20
+
 	DefaultBatchWorkers      = 8
 	DefaultBatchMaxShare     = 0.5
 	DefaultBatchReclaimAfter = 60 * time.Second
@@ -351,6 +376,10 @@ func (c *Config) Defaults() {
 	setDefault(&o.Store, "filesystem")
 	setDefault(&o.Dir, DefaultOffloadDir)
 	setDefault(&o.TTL, DefaultOffloadTTL)
+	f := &c.Images.Fetch
+	setDefault(&f.Timeout, DefaultFetchTimeout)
+	setDefault(&f.MaxPerRequest, DefaultFetchMaxPerRequest)
+	setDefault(&f.MaxBytesInFlight, DefaultFetchMaxBytesInFlight)
 
 	setDefault(&c.Batch.Workers, DefaultBatchWorkers)
 	setDefault(&c.Batch.MaxShare, DefaultBatchMaxShare)

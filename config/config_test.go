@@ -93,7 +93,7 @@ func TestParseFullSpecConfig(t *testing.T) {
 		Images: Images{Format: "markdown", Offload: Offload{
 			Enabled: false, Store: "filesystem", Dir: "./data/images", TTL: 24 * time.Hour, SigningKey: "",
 			S3: S3{UseSSL: true},
-		}},
+		}, Fetch: ImageFetch{Timeout: 15 * time.Second, MaxPerRequest: 4, MaxBytesInFlight: 128 << 20}},
 		Batch: Batch{Workers: 8, MaxShare: 0.5, ReclaimAfter: 60 * time.Second},
 		Teams: []Team{{Name: "design", RPM: 600, TPM: 2000000, Budget: &Budget{USD: 500, Period: "monthly"}}},
 		Keys: []Key{{
@@ -140,6 +140,7 @@ keys: [{ name: k, key_sha256: "ABCDEF0123456789abcdef0123456789ABCDEF0123456789a
 		{"offload dir", cfg.Images.Offload.Dir, "./data/images"},
 		{"batch max_share", cfg.Batch.MaxShare, 0.5},
 		{"max_retry_after", cfg.Routing.Health.MaxRetryAfter, 60 * time.Second},
+		{"images.fetch", cfg.Images.Fetch, ImageFetch{Timeout: 15 * time.Second, MaxPerRequest: 4, MaxBytesInFlight: 128 << 20}},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {

@@ -309,6 +309,12 @@ func (c *Config) validateImages(k *checker) {
 	o := c.Images.Offload
 	k.oneOf("images.offload.store", o.Store, "filesystem", "s3")
 	k.positive("images.offload.ttl", o.TTL)
+	f := c.Images.Fetch
+	k.positive("images.fetch.timeout", f.Timeout)
+	if f.MaxPerRequest < 1 || f.MaxPerRequest > 16 {
+		k.add("images.fetch.max_per_request", "must be from 1 to 16 (a request holds at most 16 images)")
+	}
+	k.atLeast("images.fetch.max_bytes_in_flight", f.MaxBytesInFlight, MinFetchBytesInFlight)
 
 	if o.Enabled {
 		c.checkOffloadStore(func(path, msg string) {

@@ -107,6 +107,9 @@ func TestValidateRules(t *testing.T) {
 		{"failure_threshold", func(c *Config) { c.Routing.Health.FailureThreshold = 0 }, []string{"routing.health.failure_threshold: must be at least 1"}},
 		{"cooldown", func(c *Config) { c.Routing.Health.Cooldown = 0 }, []string{"routing.health.cooldown: must be a positive duration"}},
 		{"max_retry_after", func(c *Config) { c.Routing.Health.MaxRetryAfter = -time.Second }, []string{"routing.health.max_retry_after: must be a positive duration"}},
+		{"fetch timeout", func(c *Config) { c.Images.Fetch.Timeout = -time.Second }, []string{"images.fetch.timeout: must be a positive duration"}},
+		{"fetch max_per_request", func(c *Config) { c.Images.Fetch.MaxPerRequest = 17 }, []string{"images.fetch.max_per_request: must be from 1 to 16"}},
+		{"fetch max_bytes_in_flight", func(c *Config) { c.Images.Fetch.MaxBytesInFlight = 1 << 20 }, []string{"images.fetch.max_bytes_in_flight: must be at least 20971520"}},
 		{"tokens_per_image", func(c *Config) { c.Billing.TokensPerImage = 0 }, []string{"billing.tokens_per_image: must be at least 1"}},
 
 		{"images format", func(c *Config) { c.Images.Format = "url" }, []string{`images.format: "url" is not one of markdown, data_url, images`}},

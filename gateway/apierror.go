@@ -62,6 +62,9 @@ func ErrorFor(err error, model string, call *Call) *APIError {
 	case errors.Is(err, ErrAccountingUnavailable), errors.Is(err, ErrLimiterUnavailable):
 		return &APIError{Status: 503, Type: "server_error", Code: "limiter_unavailable",
 			Message: "The gateway cannot check limits or budgets right now."}
+	case errors.Is(err, provider.ErrFetchBusy):
+		return &APIError{Status: 503, Type: "server_error", Code: "image_fetch_busy", RetryAfter: provider.FetchBusyRetryAfter,
+			Message: "The gateway is fetching too many images for other requests right now; retry shortly."}
 	case errors.Is(err, router.ErrNoProvider):
 		return &APIError{Status: 503, Type: "server_error", Code: "no_provider_available", NoRetry: true,
 			Message: "No provider is available for the model '" + model + "'."}

@@ -34,12 +34,17 @@ func TestErrorForMapsEveryJourneyError(t *testing.T) {
 		{&provider.Error{Provider: "p", Kind: provider.KindTimeout, Message: "slow"}, nil, 504, "upstream_timeout", true},
 		{&provider.Error{Provider: "p", Kind: provider.KindServer, Status: 500, Message: "boom"}, nil, 502, "upstream_error", true},
 		{fmt.Errorf("surprise"), nil, 500, "internal_error", false},
+		{provider.ErrFetchBusy, nil, 503, "image_fetch_busy", false},
+		{&provider.Error{Kind: provider.KindClient, Status: 413, Code: "request_too_large", Param: "messages[0].content[1].image_url.url"}, nil, 413, "request_too_large", false},
 	}
 	for _, tt := range tests {
 		e := ErrorFor(tt.err, "m", tt.call)
 		if e.Status != tt.status || e.Code != tt.code || e.NoRetry != tt.noRetry {
 			t.Errorf("%v -> %d %s noRetry=%v, want %d %s %v", tt.err, e.Status, e.Code, e.NoRetry, tt.status, tt.code, tt.noRetry)
 		}
+	}
+	if e := ErrorFor(provider.ErrFetchBusy, "m", nil); e.RetryAfter <= 0 {
+		t.Errorf("image_fetch_busy without retry-after: %+v", e)
 	}
 	e := ErrorFor(ErrRateLimited, "m", limited)
 	if e.RetryAfter != 1500*time.Millisecond || e.Type != "tokens" || e.Message != "Rate limit reached for team design on tokens per minute (TPM). Please try again in 1.5s." {

@@ -44,6 +44,9 @@ type ChatRequest struct {
 	// Resolved is set when an image link was replaced by its data: the
 	// client's raw messages no longer say what is sent upstream.
 	Resolved bool
+	// fetched holds the images downloaded for the request (ImageFetches),
+	// until ReleaseImages.
+	fetched *fetchHold
 }
 
 // Message is one chat message.
@@ -65,8 +68,13 @@ type ImageInput struct {
 	// URL is the unescaped URL (data:, http: or https:).
 	URL []byte
 	// For data URLs: the media type and the base64 payload (a span of URL).
+	// For a fetched http(s) URL: the media type its content shows.
 	MIME string
 	B64  []byte
+	// Data is the image an http(s) URL pointed at, once ImageFetches has
+	// downloaded it for a kind that sends image bytes upstream; the URL
+	// itself is what other kinds pass on.
+	Data []byte
 }
 
 // RequestError is a client mistake in the request, reported as HTTP 400.

@@ -3,7 +3,6 @@ package provider
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"net/url"
 	"strconv"
@@ -20,11 +19,12 @@ import (
 )
 
 // ImageFetcher downloads the image an http(s) image_url of a request points
-// at, for kinds whose upstream takes image bytes rather than URLs.
-// internal/safefetch's Fetcher is the gateway's, with its SSRF guard; an
-// error that is a *safefetch.Error is the client's fault (HTTP 400).
+// at, for kinds whose upstream takes image bytes rather than URLs, charging
+// its bytes to b. internal/safefetch's Fetcher is the gateway's, with its
+// SSRF guard; an error that is a *safefetch.Error is the client's fault
+// (HTTP 400).
 type ImageFetcher interface {
-	FetchImage(ctx context.Context, url string) (*safefetch.Image, error)
+	FetchImage(ctx context.Context, url string, b safefetch.Budget) (*safefetch.Image, error)
 }
 
 // Gemini is the gemini kind: Google's native generateContent API. Google's
@@ -37,14 +37,14 @@ type Gemini struct {
 	models string // path up to the model name: .../models/
 	opts   Options
 	scrub  *scrubber
-	fetch  ImageFetcher
-	// ownFetch is the fetcher NewGemini made when Options had none; Close
-	// closes it.
-	ownFetch *safefetch.Fetcher
+	images *ImageFetches
+	// ownImages: NewGemini made images (Options had none); Close closes it.
+	ownImages bool
 }
 
 // NewGemini returns the provider described by cfg. Images given by http(s)
-// URL are fetched with opts.Fetcher, or with a default safefetch.Fetcher.
+// URL are fetched with opts.Images, or with an ImageFetches of its own
+// around opts.Fetcher (default: a safefetch.Fetcher).
 func NewGemini(cfg config.Provider, opts Options) (*Gemini, error) {
 	opts.defaults()
 	c, err := upstream.New(cfg.BaseURL, upstream.Options{MaxConns: cfg.MaxConns, MaxBodyBytes: opts.MaxBodyBytes})
@@ -58,11 +58,11 @@ func NewGemini(cfg config.Provider, opts Options) (*Gemini, error) {
 		models: c.BasePath() + "/models/",
 		opts:   opts,
 		scrub:  newScrubber(cfg.APIKey, cfg.BaseURL),
-		fetch:  opts.Fetcher,
+		images: opts.Images,
 	}
-	if p.fetch == nil {
-		p.ownFetch = safefetch.New(safefetch.Options{})
-		p.fetch = p.ownFetch
+	if p.images == nil {
+		p.images = NewImageFetches(FetchOptions{Fetcher: opts.Fetcher})
+		p.ownImages = true
 	}
 	return p, nil
 }
@@ -76,8 +76,8 @@ func (p *Gemini) Kind() string { return "gemini" }
 // Close implements Provider.
 func (p *Gemini) Close() {
 	p.client.Close()
-	if p.ownFetch != nil {
-		p.ownFetch.Close()
+	if p.ownImages {
+		p.images.Close()
 	}
 }
 
@@ -102,15 +102,29 @@ func (p *Gemini) ChatStream(ctx context.Context, req *ChatRequest, model string)
 // bodyPool recycles request bodies, which carry the input images.
 var bodyPool = sync.Pool{New: func() any { return new([]byte) }}
 
-// send checks and translates req, fetches the images it names by URL, calls
-// Google and turns a non-200 answer into an *Error.
+// Prepare implements Preparer: it checks that Google's model can take req
+// and downloads the images req names by URL, once for the request (another
+// gemini provider failed over to finds them fetched).
+func (p *Gemini) Prepare(ctx context.Context, req *ChatRequest, model string) error {
+	if _, rerr := planGemini(req, model); rerr != nil {
+		return p.clientError(rerr.Param, rerr.Msg)
+	}
+	return p.images.Fetch(ctx, req)
+}
+
+// send checks and translates req, calls Google and turns a non-200 answer
+// into an *Error. The router has fetched req's images (Prepare); a caller
+// that did not gets them fetched here, for this call only.
 func (p *Gemini) send(ctx context.Context, req *ChatRequest, model string, stream bool) (*upstream.Response, error) {
 	plan, rerr := planGemini(req, model)
 	if rerr != nil {
 		return nil, p.clientError(rerr.Param, rerr.Msg)
 	}
-	if err := p.fetchImages(ctx, req, plan); err != nil {
-		return nil, err
+	if req.fetched == nil && len(pending(req)) > 0 {
+		if err := p.images.Fetch(ctx, req); err != nil {
+			return nil, err
+		}
+		defer req.ReleaseImages()
 	}
 
 	ureq := fasthttp.AcquireRequest()
@@ -127,7 +141,6 @@ func (p *Gemini) send(ctx context.Context, req *ChatRequest, model string, strea
 	ureq.Header.Set("x-goog-api-key", p.key)
 	buf := bodyPool.Get().(*[]byte)
 	body := appendGeminiBody((*buf)[:0], req, plan)
-	plan.fetched = nil
 	ureq.SetBodyRaw(body)
 
 	resp, err := p.client.Do(ctx, ureq, stream)
@@ -161,40 +174,6 @@ func (p *Gemini) send(ctx context.Context, req *ChatRequest, model string, strea
 		return nil, p.statusError(resp.StatusCode(), b.Bytes())
 	}
 	return nil, p.statusError(resp.StatusCode(), resp.Body())
-}
-
-// fetchImages downloads the http(s) image URLs of req, in the order
-// appendGeminiBody writes them.
-func (p *Gemini) fetchImages(ctx context.Context, req *ChatRequest, plan *geminiPlan) error {
-	for i := range req.Messages {
-		m := &req.Messages[i]
-		if isSystemRole(m.Role) {
-			continue
-		}
-		for j := range m.Parts {
-			img := m.Parts[j].Image
-			if img == nil || img.B64 != nil {
-				continue
-			}
-			param := "messages[" + strconv.Itoa(i) + "].content[" + strconv.Itoa(j) + "].image_url.url"
-			got, err := p.fetch.FetchImage(ctx, string(img.URL))
-			if err != nil {
-				if ctx.Err() != nil {
-					return transportError(p.name, ctx.Err())
-				}
-				var fe *safefetch.Error
-				if errors.As(err, &fe) {
-					return p.clientError(param, "'"+param+"': "+fe.Reason+".")
-				}
-				return p.clientError(param, "'"+param+"': the image URL could not be fetched.")
-			}
-			if !imageMIMEs[got.MIME] {
-				return p.clientError(param, "'"+param+"': the image has media type "+got.MIME+", which the model does not read.")
-			}
-			plan.fetched = append(plan.fetched, fetchedImage{mime: got.MIME, data: got.Data})
-		}
-	}
-	return nil
 }
 
 // clientError is a request the gateway refuses before calling Google.

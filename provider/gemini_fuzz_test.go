@@ -18,7 +18,7 @@ import (
 // anyFetcher serves the same small PNG for every URL.
 type anyFetcher struct{}
 
-func (anyFetcher) FetchImage(context.Context, string) (*safefetch.Image, error) {
+func (anyFetcher) FetchImage(context.Context, string, safefetch.Budget) (*safefetch.Image, error) {
 	return &safefetch.Image{MIME: "image/png", Data: redPNG}, nil
 }
 
@@ -48,9 +48,10 @@ func FuzzGeminiRequest(f *testing.F) {
 			}
 			return
 		}
-		if err := p.fetchImages(context.Background(), req, plan); err != nil {
+		if err := p.images.Fetch(context.Background(), req); err != nil {
 			t.Fatalf("fetch: %v", err)
 		}
+		defer req.ReleaseImages()
 		out := appendGeminiBody(nil, req, plan)
 		if !json.Valid(out) || !jsonx.Valid(out) {
 			t.Fatalf("not JSON: %q", out)

@@ -46,13 +46,6 @@ type geminiPlan struct {
 	maxOutput  int64
 	// penalties: raw JSON numbers, nil when absent or zero.
 	presence, frequency []byte
-	// fetched are the http(s) image inputs, downloaded, in message order.
-	fetched []fetchedImage
-}
-
-type fetchedImage struct {
-	mime string
-	data []byte
 }
 
 func isSystemRole(role string) bool { return role == "system" || role == "developer" }
@@ -263,8 +256,12 @@ func appendGeminiBody(dst []byte, req *ChatRequest, plan *geminiPlan) []byte {
 	// One allocation at most: the body is about the client's, plus the
 	// fetched images in base64.
 	n := len(dst) + len(req.Raw) + 512
-	for _, f := range plan.fetched {
-		n += base64.StdEncoding.EncodedLen(len(f.data)) + 64
+	for i := range req.Messages {
+		for _, pt := range req.Messages[i].Parts {
+			if pt.Image != nil && pt.Image.Data != nil {
+				n += base64.StdEncoding.EncodedLen(len(pt.Image.Data)) + 64
+			}
+		}
 	}
 	if cap(dst) < n {
 		dst = append(make([]byte, 0, n), dst...)
@@ -290,7 +287,6 @@ func appendGeminiBody(dst []byte, req *ChatRequest, plan *geminiPlan) []byte {
 
 	dst = append(dst, `"contents":[`...)
 	w = partWriter{}
-	fetched := plan.fetched
 	var segs []segment
 	for i := range req.Messages {
 		m := &req.Messages[i]
@@ -304,13 +300,12 @@ func appendGeminiBody(dst []byte, req *ChatRequest, plan *geminiPlan) []byte {
 				dst = w.begin(dst, "", role)
 				dst = appendInlineData(dst, pt.Image.MIME, pt.Image.B64)
 			case pt.Image != nil:
-				f := fetched[0]
-				fetched = fetched[1:]
+				// An http(s) image, fetched by Prepare.
 				dst = w.begin(dst, "", role)
 				dst = append(dst, `{"inlineData":{"mimeType":`...)
-				dst = jsonx.AppendString(dst, f.mime)
+				dst = jsonx.AppendString(dst, pt.Image.MIME)
 				dst = append(dst, `,"data":"`...)
-				dst = base64.StdEncoding.AppendEncode(dst, f.data)
+				dst = base64.StdEncoding.AppendEncode(dst, pt.Image.Data)
 				dst = append(dst, `"}}`...)
 			case role == "model":
 				// A previous answer sent back for multi-turn editing carries

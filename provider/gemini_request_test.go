@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	"nanogate/config"
@@ -90,21 +91,33 @@ var (
 	redPNG   = fakeup.Fixture("tiny.png")
 	redB64   = base64.StdEncoding.EncodeToString(redPNG)
 	checkB64 = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR42mP4//8/AwQAWQAp5AX7tiFYxAAAAABJRU5ErkJggg=="
-	jpegHead = []byte("\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9")
+	// jpegHead is the head of a 2x2 JPEG: JFIF, then the frame header.
+	jpegHead = []byte("\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" +
+		"\xff\xc0\x00\x11\x08\x00\x02\x00\x02\x03\x01\x11\x00\x02\x11\x01\x03\x11\x01\xff\xd9")
 )
 
-// stubFetcher serves images from a map, as the fetcher would download them.
+// stubFetcher serves images from a map, as the fetcher would download them,
+// charging their size to the budget.
 type stubFetcher struct {
 	images map[string]*safefetch.Image
+	mu     sync.Mutex
 	calls  []string
 }
 
-func (s *stubFetcher) FetchImage(_ context.Context, url string) (*safefetch.Image, error) {
+func (s *stubFetcher) FetchImage(ctx context.Context, url string, b safefetch.Budget) (*safefetch.Image, error) {
+	s.mu.Lock()
 	s.calls = append(s.calls, url)
-	if img, ok := s.images[url]; ok {
-		return img, nil
+	s.mu.Unlock()
+	img, ok := s.images[url]
+	if !ok {
+		return nil, &safefetch.Error{Reason: "fetching the image URL answered HTTP 404"}
 	}
-	return nil, &safefetch.Error{Reason: "fetching the image URL answered HTTP 404"}
+	if b != nil {
+		if err := b.Take(ctx, int64(len(img.Data))); err != nil {
+			return nil, err
+		}
+	}
+	return img, nil
 }
 
 func newStub() *stubFetcher {
@@ -136,13 +149,11 @@ func translate(t testing.TB, p *Gemini, body []byte, model string) ([]byte, erro
 	if err != nil {
 		t.Fatalf("ParseChatRequest: %v", err)
 	}
-	plan, rerr := planGemini(req, model)
-	if rerr != nil {
-		return nil, p.clientError(rerr.Param, rerr.Msg)
-	}
-	if err := p.fetchImages(context.Background(), req, plan); err != nil {
+	if err := p.Prepare(context.Background(), req, model); err != nil {
 		return nil, err
 	}
+	defer req.ReleaseImages()
+	plan, _ := planGemini(req, model)
 	return appendGeminiBody(nil, req, plan), nil
 }
 

@@ -28,7 +28,17 @@ func checkImageB64(mime string, b64 []byte) string {
 	if err != nil {
 		return "its base64 does not decode"
 	}
-	head = head[:m]
+	return checkImageHead(mime, head[:m])
+}
+
+// checkImageBytes is checkImageB64 for an image already in bytes (one
+// fetched from an http(s) URL): the same checks, the same reasons.
+func checkImageBytes(mime string, data []byte) string {
+	return checkImageHead(mime, data[:min(len(data), headBytes)])
+}
+
+// checkImageHead judges an image from its first bytes.
+func checkImageHead(mime string, head []byte) string {
 	kind, w, h, ok := imageHeader(head)
 	switch {
 	case kind == "":

@@ -21,8 +21,12 @@ type Options struct {
 	TokensPerImage int64
 	// MaxBodyBytes caps an upstream answer (non-stream body or one SSE event).
 	MaxBodyBytes int
-	// Fetcher downloads images given by http(s) URL for kinds that send
-	// image bytes upstream (gemini); nil selects a default safefetch.Fetcher.
+	// Images fetches the images given by http(s) URL for kinds that send
+	// image bytes upstream (gemini), shared by every provider; nil: each
+	// such provider makes its own around Fetcher.
+	Images *ImageFetches
+	// Fetcher downloads one image when Images is nil; nil selects a
+	// default safefetch.Fetcher.
 	Fetcher ImageFetcher
 }
 

@@ -180,9 +180,12 @@ func (r *Router) order(model string, buf []ranked) []ranked {
 }
 
 // Chat runs a non-stream request, failing over while attempts remain.
+// Images fetched for req are dropped when it returns. Concurrent calls with
+// one req are for requests without image URLs (the Images API).
 func (r *Router) Chat(ctx context.Context, req *provider.ChatRequest) (*provider.Result, Served, error) {
+	defer req.ReleaseImages()
 	var res *provider.Result
-	served, err := r.try(ctx, req.Model, false, func(ctx context.Context, c *Candidate) error {
+	served, err := r.try(ctx, req, false, func(ctx context.Context, c *Candidate) error {
 		var err error
 		res, err = c.Provider.Chat(ctx, req, c.Model)
 		return err
@@ -192,10 +195,12 @@ func (r *Router) Chat(ctx context.Context, req *provider.ChatRequest) (*provider
 
 // ChatStream opens a stream and reads its first event, so that a provider
 // failing before anything reached the client is still failed over.
+// Its request has been sent by then: images fetched for req are dropped.
 func (r *Router) ChatStream(ctx context.Context, req *provider.ChatRequest) (provider.Stream, *provider.Event, Served, error) {
+	defer req.ReleaseImages()
 	var st provider.Stream
 	var first *provider.Event
-	served, err := r.try(ctx, req.Model, true, func(ctx context.Context, c *Candidate) error {
+	served, err := r.try(ctx, req, true, func(ctx context.Context, c *Candidate) error {
 		s, err := c.Provider.ChatStream(ctx, req, c.Model)
 		if err != nil {
 			return err
@@ -216,10 +221,15 @@ func (r *Router) ChatStream(ctx context.Context, req *provider.ChatRequest) (pro
 // by a 429) are skipped without counting an attempt. With keep, the
 // successful attempt's context outlives try (a stream is still being read)
 // and ends with ctx.
-func (r *Router) try(ctx context.Context, model string, keep bool, call func(context.Context, *Candidate) error) (Served, error) {
+//
+// A candidate that is a provider.Preparer gets req prepared before its
+// attempt (the gemini kind fetches image URLs): under ctx, not the
+// attempt's timeout, and neither timed nor reported to its health, since
+// that work and its failures are the client's. Its error ends the request.
+func (r *Router) try(ctx context.Context, req *provider.ChatRequest, keep bool, call func(context.Context, *Candidate) error) (Served, error) {
 	var served Served
 	var buf [8]ranked
-	cands := r.order(model, buf[:0])
+	cands := r.order(req.Model, buf[:0])
 	if len(cands) == 0 {
 		return served, ErrNoProvider
 	}
@@ -229,6 +239,11 @@ func (r *Router) try(ctx context.Context, model string, keep bool, call func(con
 			break
 		}
 		c := cands[i].c
+		if p, ok := c.Provider.(provider.Preparer); ok && c.health.usable(r.now()) {
+			if err := p.Prepare(ctx, req, c.Model); err != nil {
+				return served, err
+			}
+		}
 		ok, trial := c.health.allow(r.now())
 		if !ok {
 			continue

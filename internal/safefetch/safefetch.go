@@ -138,10 +138,25 @@ func New(o Options) *Fetcher {
 // Close drops idle connections.
 func (f *Fetcher) Close() { f.transport.CloseIdleConnections() }
 
-// FetchImage downloads the image at rawURL. Every failure is an *Error, but
-// for ctx ending, which returns ctx's error (the caller's deadline or
-// cancellation, not the URL's fault).
-func (f *Fetcher) FetchImage(ctx context.Context, rawURL string) (*Image, error) {
+// Budget is charged for the bytes of an image before they are held in
+// memory, so that a caller can bound what one request, or every request
+// together, makes the gateway read.
+type Budget interface {
+	// Take claims n more bytes. An error stops the fetch, and FetchImage
+	// returns it as it is.
+	Take(ctx context.Context, n int64) error
+}
+
+// chunk is how much of a body of unknown length is read before it is
+// charged to the Budget: the most read beyond a Budget that refuses.
+const chunk = 64 << 10
+
+// FetchImage downloads the image at rawURL, charging its bytes to b (nil:
+// no budget). A body whose length is announced is charged at once, before
+// any of it is read; one of unknown length as it arrives. Every failure is
+// an *Error, but for ctx ending, which returns ctx's error (the caller's
+// deadline or cancellation, not the URL's fault), and for b's own errors.
+func (f *Fetcher) FetchImage(ctx context.Context, rawURL string, b Budget) (*Image, error) {
 	u, err := checkURL(rawURL)
 	if err != nil {
 		return nil, err
@@ -170,9 +185,26 @@ func (f *Fetcher) FetchImage(ctx context.Context, rawURL string) (*Image, error)
 	if resp.ContentLength > f.opts.MaxBytes {
 		return nil, f.tooLarge()
 	}
-	data, err := readCapped(resp.Body, resp.ContentLength, f.opts.MaxBytes)
+	var data []byte
+	switch {
+	case b == nil:
+		data, err = readCapped(resp.Body, resp.ContentLength, f.opts.MaxBytes)
+	case resp.ContentLength >= 0:
+		if err := b.Take(ctx, resp.ContentLength); err != nil {
+			return nil, err
+		}
+		// net/http ends the body at Content-Length: it cannot grow past
+		// what was charged.
+		data, err = readCapped(resp.Body, resp.ContentLength, resp.ContentLength)
+	default:
+		data, err = readCharged(ctx, resp.Body, f.opts.MaxBytes, b)
+	}
 	if err != nil {
-		if errors.Is(err, errTooLarge) {
+		var be budgetError
+		switch {
+		case errors.As(err, &be):
+			return nil, be.err
+		case errors.Is(err, errTooLarge):
 			return nil, f.tooLarge()
 		}
 		return nil, f.failure(ctx, err)
@@ -205,6 +237,38 @@ func readCapped(r io.Reader, length, max int64) ([]byte, error) {
 		return nil, errTooLarge
 	}
 	return buf.Bytes(), nil
+}
+
+// budgetError carries a Budget's refusal out of readCharged, told apart
+// from a failed read.
+type budgetError struct{ err error }
+
+func (e budgetError) Error() string { return e.err.Error() }
+
+// readCharged reads r to its end, failing once it passes max bytes, and
+// charges b for each chunk before keeping it.
+func readCharged(ctx context.Context, r io.Reader, max int64, b Budget) ([]byte, error) {
+	var data []byte
+	var scratch [chunk]byte
+	for {
+		n, err := io.ReadFull(r, scratch[:])
+		if n > 0 {
+			if int64(len(data)+n) > max {
+				return nil, errTooLarge
+			}
+			if terr := b.Take(ctx, int64(n)); terr != nil {
+				return nil, budgetError{terr}
+			}
+			data = append(data, scratch[:n]...)
+		}
+		switch err {
+		case nil:
+		case io.EOF, io.ErrUnexpectedEOF:
+			return data, nil
+		default:
+			return nil, err
+		}
+	}
 }
 
 // failure turns a transport error into an *Error, or ctx's own error when

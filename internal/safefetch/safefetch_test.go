@@ -52,7 +52,7 @@ func TestFetchImageFromAllowedServer(t *testing.T) {
 	s := newServer(t, pngHandler)
 	f := allowing(Options{}, s)
 	defer f.Close()
-	img, err := f.FetchImage(context.Background(), s.URL+"/cat.png")
+	img, err := f.FetchImage(context.Background(), s.URL+"/cat.png", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestRefusesNonPublicAddressesByDefault(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := f.FetchImage(context.Background(), tt.url)
+			_, err := f.FetchImage(context.Background(), tt.url, nil)
 			var fe *Error
 			if !errors.As(err, &fe) {
 				t.Fatalf("err = %v, want *Error", err)
@@ -127,7 +127,7 @@ func TestRedirectToNonPublicAddressIsRefused(t *testing.T) {
 		// The first hop is allowed, as a public server would be; the
 		// redirect's target is not.
 		f := allowing(Options{}, outer)
-		_, err := f.FetchImage(context.Background(), outer.URL+"/a.png")
+		_, err := f.FetchImage(context.Background(), outer.URL+"/a.png", nil)
 		if !errors.Is(err, ErrNotPublic) {
 			t.Fatalf("redirect to %s: err = %v, want a refusal", target, err)
 		}
@@ -154,12 +154,12 @@ func TestRedirectsAreFollowedAndBounded(t *testing.T) {
 	})
 	f := allowing(Options{MaxRedirects: 10}, img, hops)
 	defer f.Close()
-	if _, err := f.FetchImage(context.Background(), hops.URL+"/"); err != nil {
+	if _, err := f.FetchImage(context.Background(), hops.URL+"/", nil); err != nil {
 		t.Fatalf("a chain of 5 redirects: %v", err)
 	}
 	g := allowing(Options{MaxRedirects: 2}, img, hops)
 	defer g.Close()
-	_, err := g.FetchImage(context.Background(), hops.URL+"/")
+	_, err := g.FetchImage(context.Background(), hops.URL+"/", nil)
 	if err == nil || !strings.Contains(err.Error(), "redirected more than 2 times") {
 		t.Fatalf("err = %v, want too many redirects", err)
 	}
@@ -209,7 +209,7 @@ func TestFetchRefusals(t *testing.T) {
 			s := newServer(t, tt.h)
 			f := allowing(Options{MaxBytes: 1000, Timeout: tt.timeout}, s)
 			defer f.Close()
-			_, err := f.FetchImage(context.Background(), s.URL+"/a.png")
+			_, err := f.FetchImage(context.Background(), s.URL+"/a.png", nil)
 			var fe *Error
 			if !errors.As(err, &fe) || !strings.Contains(fe.Reason, tt.want) {
 				t.Fatalf("err = %v, want *Error containing %q", err, tt.want)
@@ -221,7 +221,7 @@ func TestFetchRefusals(t *testing.T) {
 func TestFetchRefusesOtherSchemes(t *testing.T) {
 	f := New(Options{})
 	for _, u := range []string{"file:///etc/passwd", "ftp://example.com/a.png", "gopher://example.com/", "//example.com/a.png", "data:image/png;base64,AAAA", "http:///a.png"} {
-		_, err := f.FetchImage(context.Background(), u)
+		_, err := f.FetchImage(context.Background(), u, nil)
 		var fe *Error
 		if !errors.As(err, &fe) {
 			t.Errorf("%s: err = %v, want *Error", u, err)
@@ -235,7 +235,7 @@ func TestFetchReturnsContextErrors(t *testing.T) {
 	defer f.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	_, err := f.FetchImage(ctx, s.URL+"/a.png")
+	_, err := f.FetchImage(ctx, s.URL+"/a.png", nil)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want the context's deadline", err)
 	}
@@ -246,7 +246,7 @@ func TestAllowAddrsIsExact(t *testing.T) {
 	other := newServer(t, pngHandler)
 	f := allowing(Options{}, s)
 	defer f.Close()
-	if _, err := f.FetchImage(context.Background(), other.URL+"/a.png"); !errors.Is(err, ErrNotPublic) {
+	if _, err := f.FetchImage(context.Background(), other.URL+"/a.png", nil); !errors.Is(err, ErrNotPublic) {
 		t.Fatalf("another port of an allowed host: err = %v, want a refusal", err)
 	}
 }
@@ -302,5 +302,121 @@ func TestControlRefusesOtherNetworks(t *testing.T) {
 	}
 	if err := f.control("tcp4", "8.8.8.8:443", nil); err != nil {
 		t.Fatalf("public tcp: %v", err)
+	}
+}
+
+// capBudget refuses past max bytes and records what it was asked for.
+type capBudget struct {
+	max, taken int64
+	calls      []int64
+}
+
+var errOverBudget = errors.New("over budget")
+
+func (b *capBudget) Take(_ context.Context, n int64) error {
+	b.calls = append(b.calls, n)
+	if b.taken+n > b.max {
+		return errOverBudget
+	}
+	b.taken += n
+	return nil
+}
+
+// TestBudgetRefusesAnnouncedBodyBeforeReadingIt: a Content-Length over the
+// budget is refused from the headers; the server's body is still held back
+// when the refusal comes back.
+func TestBudgetRefusesAnnouncedBodyBeforeReadingIt(t *testing.T) {
+	release := make(chan struct{})
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "image/png")
+		w.Header().Set("Content-Length", "500000")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	f := allowing(Options{}, s)
+	defer f.Close()
+	b := &capBudget{max: 100000}
+	_, err := f.FetchImage(context.Background(), s.URL+"/a.png", b)
+	close(release)
+	if !errors.Is(err, errOverBudget) || len(b.calls) != 1 || b.calls[0] != 500000 {
+		t.Fatalf("err = %v, budget asked %v; want the budget's refusal of the whole announced length", err, b.calls)
+	}
+
+	// Within the budget, the announced length is charged once.
+	ok := newServer(t, pngHandler)
+	g := allowing(Options{}, ok)
+	defer g.Close()
+	b = &capBudget{max: 100000}
+	if _, err := g.FetchImage(context.Background(), ok.URL+"/a.png", b); err != nil || b.taken != int64(len(tinyPNG)) {
+		t.Fatalf("err %v, charged %d of %d bytes", err, b.taken, len(tinyPNG))
+	}
+}
+
+// TestBudgetChargesUnannouncedBodyAsItArrives: without Content-Length the
+// body is charged chunk by chunk, and reading stops at the first chunk the
+// budget refuses.
+func TestBudgetChargesUnannouncedBodyAsItArrives(t *testing.T) {
+	var sent atomic.Int64
+	big := append(append([]byte(nil), tinyPNG...), make([]byte, 4<<20)...)
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "image/png")
+		for i := 0; i < len(big); i += 8 << 10 {
+			n, err := w.Write(big[i:min(i+8<<10, len(big))])
+			sent.Add(int64(n))
+			if err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	})
+	f := allowing(Options{}, s)
+	defer f.Close()
+	b := &capBudget{max: 200 << 10}
+	_, err := f.FetchImage(context.Background(), s.URL+"/a.png", b)
+	if !errors.Is(err, errOverBudget) {
+		t.Fatalf("err = %v, want the budget's refusal", err)
+	}
+	if b.taken > b.max {
+		t.Fatalf("charged %d past a budget of %d", b.taken, b.max)
+	}
+	for _, n := range b.calls {
+		if n > chunk {
+			t.Fatalf("charged %d bytes at once; chunks are %d", n, chunk)
+		}
+	}
+
+	// Within the budget, exactly the body is charged.
+	b = &capBudget{max: 8 << 20}
+	img, err := f.FetchImage(context.Background(), s.URL+"/b.png", b)
+	if err != nil || b.taken != int64(len(big)) || len(img.Data) != len(big) {
+		t.Fatalf("err %v, charged %d for %d bytes", err, b.taken, len(big))
+	}
+}
+
+func TestSemaphoreWaitsForRoomAndGivesUp(t *testing.T) {
+	s := NewSemaphore(100)
+	if err := s.Acquire(context.Background(), 60); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Acquire(ctx, 50); !errors.Is(err, context.Canceled) || s.InUse() != 60 {
+		t.Fatalf("full: err %v, in use %d", err, s.InUse())
+	}
+	got := make(chan error, 1)
+	go func() { got <- s.Acquire(context.Background(), 50) }()
+	s.Release(60)
+	if err := <-got; err != nil || s.InUse() != 50 {
+		t.Fatalf("after a release: err %v, in use %d", err, s.InUse())
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() { got <- s.Acquire(ctx, 101) }()
+	cancel()
+	if err := <-got; !errors.Is(err, context.Canceled) || s.InUse() != 50 {
+		t.Fatalf("larger than the size: err %v, in use %d", err, s.InUse())
 	}
 }
