@@ -28,6 +28,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -186,17 +187,17 @@ func (f *Fetcher) FetchImage(ctx context.Context, rawURL string, b Budget) (*Ima
 		return nil, f.tooLarge()
 	}
 	var data []byte
-	switch {
-	case b == nil:
-		data, err = readCapped(resp.Body, resp.ContentLength, f.opts.MaxBytes)
-	case resp.ContentLength >= 0:
-		if err := b.Take(ctx, resp.ContentLength); err != nil {
-			return nil, err
+	if resp.ContentLength >= 0 {
+		if b != nil {
+			if err := b.Take(ctx, resp.ContentLength); err != nil {
+				return nil, err
+			}
 		}
-		// net/http ends the body at Content-Length: it cannot grow past
-		// what was charged.
-		data, err = readCapped(resp.Body, resp.ContentLength, resp.ContentLength)
-	default:
+		data, err = readExact(resp.Body, resp.ContentLength)
+	} else {
+		if b == nil {
+			b = unlimited{}
+		}
 		data, err = readCharged(ctx, resp.Body, f.opts.MaxBytes, b)
 	}
 	if err != nil {
@@ -222,22 +223,21 @@ func (f *Fetcher) tooLarge() *Error {
 
 var errTooLarge = errors.New("safefetch: body too large")
 
-// readCapped reads r to its end, failing once it passes max bytes.
-func readCapped(r io.Reader, length, max int64) ([]byte, error) {
-	size := int64(64 << 10)
-	if length > 0 {
-		size = length + 1 // +1: reaching EOF needs room for one more read
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, min(size, max+1)))
-	n, err := buf.ReadFrom(io.LimitReader(r, max+1))
-	if err != nil {
+// readExact reads a body of announced length into a buffer of that size.
+// net/http ends the body at its Content-Length and reports a shorter one
+// as io.ErrUnexpectedEOF, so nothing past what was charged is read.
+func readExact(r io.Reader, length int64) ([]byte, error) {
+	data := make([]byte, length)
+	if _, err := io.ReadFull(r, data); err != nil {
 		return nil, err
 	}
-	if n > max {
-		return nil, errTooLarge
-	}
-	return buf.Bytes(), nil
+	return data, nil
 }
+
+// unlimited is the Budget of a fetch that has none.
+type unlimited struct{}
+
+func (unlimited) Take(context.Context, int64) error { return nil }
 
 // budgetError carries a Budget's refusal out of readCharged, told apart
 // from a failed read.
@@ -245,25 +245,44 @@ type budgetError struct{ err error }
 
 func (e budgetError) Error() string { return e.err.Error() }
 
+// chunks recycles the pieces readCharged reads into.
+var chunks = sync.Pool{New: func() any { return new([chunk]byte) }}
+
 // readCharged reads r to its end, failing once it passes max bytes, and
-// charges b for each chunk before keeping it.
+// charges b for each chunk before keeping it. The chunks are joined once at
+// the end: growing one slice as the body arrives would leave several times
+// its size in garbage, which is memory the budget does not see.
 func readCharged(ctx context.Context, r io.Reader, max int64, b Budget) ([]byte, error) {
-	var data []byte
-	var scratch [chunk]byte
+	var kept []*[chunk]byte
+	var lens []int
+	total := 0
+	defer func() {
+		for _, c := range kept {
+			chunks.Put(c)
+		}
+	}()
 	for {
-		n, err := io.ReadFull(r, scratch[:])
-		if n > 0 {
-			if int64(len(data)+n) > max {
+		c := chunks.Get().(*[chunk]byte)
+		n, err := io.ReadFull(r, c[:])
+		if n == 0 {
+			chunks.Put(c)
+		} else {
+			kept, lens = append(kept, c), append(lens, n)
+			total += n
+			if int64(total) > max {
 				return nil, errTooLarge
 			}
 			if terr := b.Take(ctx, int64(n)); terr != nil {
 				return nil, budgetError{terr}
 			}
-			data = append(data, scratch[:n]...)
 		}
 		switch err {
 		case nil:
 		case io.EOF, io.ErrUnexpectedEOF:
+			data := make([]byte, 0, total)
+			for i, c := range kept {
+				data = append(data, c[:lens[i]]...)
+			}
 			return data, nil
 		default:
 			return nil, err
