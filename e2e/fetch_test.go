@@ -241,6 +241,22 @@ func TestFailoverToSecondGoogleDoesNotFetchAgain(t *testing.T) {
 	if parts := g.Contents[0].Parts; len(parts) != 2 || !bytes.Equal(parts[1].Data, fakeup.PNG(50000)) {
 		t.Fatalf("google2 did not get the image: %d parts", len(parts))
 	}
+
+	// A stream, with google's circuit now open: google2 fails before its
+	// first event, and the reseller gets the URL itself, not fetched again.
+	e.google2.SetFault(fakeup.Fault{Status: 503, Times: 1})
+	dog := e.host.URL() + "/dog.png?size=40000"
+	resp = e.post(t, strings.TrimSuffix(urlsBody(dog), "}")+`,"stream":true}`)
+	events := sseEvents(t, resp)
+	if resp.StatusCode != 200 || resp.Header.Get("x-nanogate-provider") != "reseller" || events[len(events)-1] != "[DONE]" {
+		t.Fatalf("stream: status %d from %q", resp.StatusCode, resp.Header.Get("x-nanogate-provider"))
+	}
+	if n := e.host.Requests(); n != 2 || e.google2.Requests() != 2 {
+		t.Fatalf("images fetched %d times for two requests; google2 called %d times", n, e.google2.Requests())
+	}
+	if !strings.Contains(string(e.reseller.LastBody()), dog) {
+		t.Fatalf("the reseller did not get the image URL")
+	}
 }
 
 // TestURLImageBombIsRefused: an image URL whose PNG header declares

@@ -104,6 +104,10 @@ type fetchHold struct {
 	left atomic.Int64
 }
 
+// fetchName stands for the provider in errors of the fetching step, which
+// belongs to no provider (it shows in logs only).
+const fetchName = "image fetch"
+
 var errRequestTooLarge = errors.New("the request with its fetched images is too large")
 
 // Take implements safefetch.Budget: the request's own room first, then the
@@ -249,24 +253,24 @@ func (f *ImageFetches) verdict(ctx, fctx context.Context, jobs []fetchJob) error
 		var fe *safefetch.Error
 		switch {
 		case errors.Is(j.err, errRequestTooLarge):
-			return &Error{Kind: KindClient, Status: fasthttp.StatusRequestEntityTooLarge, Code: "request_too_large", Param: p,
+			return &Error{Provider: fetchName, Kind: KindClient, Status: fasthttp.StatusRequestEntityTooLarge, Code: "request_too_large", Param: p,
 				Message: "'" + p + "': the images fetched from the request's URLs, counted at their base64 size with the request body, " +
 					"are larger than this gateway accepts (server.max_body_bytes: " + strconv.FormatInt(f.o.RequestBytes, 10) + " bytes)."}
 		case errors.Is(j.err, ErrFetchBusy):
 			return ErrFetchBusy
 		case errors.As(j.err, &fe):
-			return &Error{Kind: KindClient, Status: fasthttp.StatusBadRequest, Param: p, Message: "'" + p + "': " + fe.Reason + "."}
+			return &Error{Provider: fetchName, Kind: KindClient, Status: fasthttp.StatusBadRequest, Param: p, Message: "'" + p + "': " + fe.Reason + "."}
 		}
-		return &Error{Kind: KindClient, Status: fasthttp.StatusBadRequest, Param: p, Message: "'" + p + "': the image URL could not be fetched."}
+		return &Error{Provider: fetchName, Kind: KindClient, Status: fasthttp.StatusBadRequest, Param: p, Message: "'" + p + "': the image URL could not be fetched."}
 	}
 	if stopped == nil {
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
-		return transportError("image fetch", err) // the caller's end, not the URL's fault
+		return transportError(fetchName, err) // the caller's end, not the URL's fault
 	}
 	p := stopped.param()
-	return &Error{Kind: KindClient, Status: fasthttp.StatusBadRequest, Param: p,
+	return &Error{Provider: fetchName, Kind: KindClient, Status: fasthttp.StatusBadRequest, Param: p,
 		Message: "'" + p + "': fetching the request's images took longer than " + f.o.Timeout.String() + "."}
 }
 
