@@ -12,7 +12,9 @@
 //
 // On top of that a fetch is bounded in size, time and redirects, and the
 // answer must be an image twice over: an image/* Content-Type and the magic
-// bytes of a format the image model reads.
+// bytes of a format the image model reads. A caller can charge the bytes to
+// a Budget before they are held (a request's share, a Semaphore for the
+// process), so that many large images cannot add up to the gateway's memory.
 package safefetch
 
 import (
