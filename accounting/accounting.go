@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"nanogate/config"
+	"nanogate/internal/safemath"
 )
 
 // Record is the usage of one finished request.
@@ -150,14 +151,16 @@ func (t *Totals) ptr(m int) *int64 {
 
 func (t *Totals) addDeltas(d *[numMetrics]int64) {
 	for m := range numMetrics {
-		*t.ptr(m) += d[m]
+		p := t.ptr(m)
+		*p = safemath.Add(*p, d[m])
 	}
 }
 
 // Add adds o to t.
 func (t *Totals) Add(o Totals) {
 	for m := range numMetrics {
-		*t.ptr(m) += *o.ptr(m)
+		p := t.ptr(m)
+		*p = safemath.Add(*p, *o.ptr(m))
 	}
 }
 
@@ -357,4 +360,18 @@ func PeriodEnd(kind string, now time.Time) time.Time {
 func periods(t time.Time) [3]string { return [3]string{Day(t), Month(t), PeriodTotal} }
 
 // budgetMicros is the budget in micro-dollars, rounded as prices are.
-func budgetMicros(b config.Budget) int64 { return int64(math.Round(b.USD * 1e6)) }
+func budgetMicros(b config.Budget) int64 {
+	// Validation bounds budgets far below this; the clamp keeps a float
+	// beyond int64 from converting to an arbitrary value.
+	return int64(math.Round(min(max(b.USD, 0), config.MaxBudgetUSD) * 1e6))
+}
+
+// newReservation is a reservation of estimateMicros against budget b, with
+// the estimate bounded to [0, budget+1]: an estimate above the budget is
+// refused anyway, and bounding it keeps every sum a store computes (Lua
+// doubles included) exact.
+func newReservation(id, team string, b config.Budget, now time.Time, estimateMicros int64) Reservation {
+	budget := budgetMicros(b)
+	return Reservation{ID: id, Team: team, Micros: safemath.Clamp(estimateMicros, 0, budget+1),
+		Period: BudgetPeriod(b.Period, now), BudgetMicros: budget}
+}

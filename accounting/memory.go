@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"nanogate/config"
+	"nanogate/internal/safemath"
 )
 
 // DefaultUsagePath is the embedded store's file.
@@ -307,8 +308,7 @@ func (m *Memory) Healthy() (bool, string) {
 // Reserve implements Store.
 func (m *Memory) Reserve(_ context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
 	now := m.o.Now()
-	r := Reservation{ID: id, Team: team, Micros: max(estimateMicros, 0), Period: BudgetPeriod(b.Period, now),
-		BudgetMicros: budgetMicros(b)}
+	r := newReservation(id, team, b, now, estimateMicros)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	tr := m.teamResvLocked(team, now)
@@ -320,7 +320,7 @@ func (m *Memory) Reserve(_ context.Context, team string, b config.Budget, id str
 	if had {
 		r.ReservedMicros -= prev.micros
 	}
-	if r.SpentMicros+r.ReservedMicros+r.Micros > r.BudgetMicros {
+	if safemath.Sum(r.SpentMicros, r.ReservedMicros, r.Micros) > r.BudgetMicros {
 		return r, ErrBudgetExceeded
 	}
 	tr.sum += r.Micros - prev.micros

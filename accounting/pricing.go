@@ -1,6 +1,9 @@
 package accounting
 
-import "nanogate/config"
+import (
+	"nanogate/config"
+	"nanogate/internal/safemath"
+)
 
 // Cost is the price of a request's usage in integer micro-dollars:
 //
@@ -11,11 +14,12 @@ import "nanogate/config"
 // arithmetic (micro-dollars × tokens) and rounded once per record, half up,
 // to whole micro-dollars; images are whole micro-dollars already. Image
 // tokens are not charged per token: per_image covers them. Negative counts
-// count as zero.
+// count as zero, and a cost that would pass int64 is the largest int64 (a
+// reservation of it is refused, never wrapped to a small one).
 func Cost(p config.Price, images, promptTokens, textTokens int64) int64 {
 	images, promptTokens, textTokens = max(images, 0), max(promptTokens, 0), max(textTokens, 0)
-	tok := promptTokens*p.InputPerMTokMicros() + textTokens*p.OutputPerMTokMicros()
-	return images*p.PerImageMicros() + (tok+500_000)/1_000_000
+	tok := safemath.Add(safemath.Mul(promptTokens, p.InputPerMTokMicros()), safemath.Mul(textTokens, p.OutputPerMTokMicros()))
+	return safemath.Add(safemath.Mul(images, p.PerImageMicros()), safemath.Add(tok, 500_000)/1_000_000)
 }
 
 // Pricer prices usage from a configuration: what each provider charges and

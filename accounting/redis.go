@@ -281,8 +281,7 @@ func (s *Redis) applyPipelined(ctx context.Context, recs []Record) (int, error) 
 // Reserve implements Store.
 func (s *Redis) Reserve(ctx context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
 	now := s.o.Now()
-	r := Reservation{ID: id, Team: team, Micros: max(estimateMicros, 0), Period: BudgetPeriod(b.Period, now),
-		BudgetMicros: budgetMicros(b)}
+	r := newReservation(id, team, b, now, estimateMicros)
 	keys := append([]string{s.bucketKey(team, r.Period)}, s.resvKeys(team)...)
 	res, err := reserveScript.Run(ctx, s.c, keys, now.UnixMilli(), id, r.Micros, r.BudgetMicros,
 		now.Add(s.o.ReservationTTL).UnixMilli()).Int64Slice()

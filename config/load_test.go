@@ -247,7 +247,7 @@ teams:
 		"cfg.yaml:1: log.colour: unknown key",
 		`cfg.yaml:1: log.level: "loud" is not one of debug, info, warn, error`,
 		"cfg.yaml:4: teams[0].rpm: cannot unmarshal !!str `fast` into int64",
-		"cfg.yaml:5: teams[0].budget.usd: must be a positive number",
+		"cfg.yaml:5: teams[0].budget.usd: must be a positive number up to 1e+09",
 		"cfg.yaml: providers: at least one provider is required",
 	}, "\n")
 	if got != want {

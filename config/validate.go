@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -141,9 +140,18 @@ func (k *checker) atLeast(path string, v, min int64) {
 	}
 }
 
+// MaxPriceUSD and MaxBudgetUSD bound money in the configuration, so that
+// every price and budget is exact in int64 micro-dollars with room to spare.
+const (
+	MaxPriceUSD  = 1e6
+	MaxBudgetUSD = 1e9
+	// MaxTokensPerImage bounds billing.tokens_per_image.
+	MaxTokensPerImage = 1 << 20
+)
+
 func (k *checker) price(path string, v float64) {
-	if !(v >= 0) || math.IsInf(v, 0) {
-		k.add(path, "must be a non-negative number")
+	if !(v >= 0) || v > MaxPriceUSD {
+		k.add(path, "must be a number from 0 to %g", float64(MaxPriceUSD))
 	}
 }
 
@@ -290,7 +298,9 @@ func (c *Config) validateRouting(k *checker) {
 	k.atLeast("routing.health.failure_threshold", int64(r.Health.FailureThreshold), 1)
 	k.positive("routing.health.cooldown", r.Health.Cooldown)
 	k.positive("routing.health.max_retry_after", r.Health.MaxRetryAfter)
-	k.atLeast("billing.tokens_per_image", int64(c.Billing.TokensPerImage), 1)
+	if t := c.Billing.TokensPerImage; t < 1 || t > MaxTokensPerImage {
+		k.add("billing.tokens_per_image", "must be an integer from 1 to %d", MaxTokensPerImage)
+	}
 
 	b := c.Batch
 	k.atLeast("batch.workers", int64(b.Workers), 1)
@@ -360,8 +370,8 @@ func (c *Config) validateTeams(k *checker) {
 		k.nonNegative(at+".rpm", t.RPM)
 		k.nonNegative(at+".tpm", t.TPM)
 		if b := t.Budget; b != nil {
-			if !(b.USD > 0) || math.IsInf(b.USD, 0) {
-				k.add(at+".budget.usd", "must be a positive number")
+			if !(b.USD > 0) || b.USD > MaxBudgetUSD {
+				k.add(at+".budget.usd", "must be a positive number up to %g", float64(MaxBudgetUSD))
 			}
 			k.oneOf(at+".budget.period", b.Period, "daily", "monthly", "total")
 		}

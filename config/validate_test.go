@@ -95,9 +95,9 @@ func TestValidateRules(t *testing.T) {
 		{"provider no models", func(c *Config) { c.Providers[1].Models = nil }, []string{"providers[1].models: at least one model mapping"}},
 		{"provider empty public name", func(c *Config) { c.Providers[1].Models[""] = "x" }, []string{"providers[1].models: empty public model name"}},
 		{"provider empty upstream name", func(c *Config) { c.Providers[1].Models["m2"] = "" }, []string{"providers[1].models.m2: empty provider model name"}},
-		{"provider negative price", func(c *Config) { c.Providers[0].Price.PerImage = -0.01 }, []string{"providers[0].price.per_image: must be a non-negative number"}},
-		{"provider NaN price", func(c *Config) { c.Providers[0].Price.InputPerMTok = math.NaN() }, []string{"providers[0].price.input_per_mtok: must be a non-negative number"}},
-		{"provider infinite price", func(c *Config) { c.Providers[0].Price.OutputPerMTok = math.Inf(1) }, []string{"providers[0].price.output_per_mtok: must be a non-negative number"}},
+		{"provider negative price", func(c *Config) { c.Providers[0].Price.PerImage = -0.01 }, []string{"providers[0].price.per_image: must be a number from 0 to"}},
+		{"provider NaN price", func(c *Config) { c.Providers[0].Price.InputPerMTok = math.NaN() }, []string{"providers[0].price.input_per_mtok: must be a number from 0 to"}},
+		{"provider infinite price", func(c *Config) { c.Providers[0].Price.OutputPerMTok = math.Inf(1) }, []string{"providers[0].price.output_per_mtok: must be a number from 0 to"}},
 		{"provider timeout", func(c *Config) { c.Providers[0].Timeout = -time.Second }, []string{"providers[0].timeout: must be a positive duration"}},
 		{"provider max_conns", func(c *Config) { c.Providers[0].MaxConns = -1 }, []string{"providers[0].max_conns: must be at least 1"}},
 
@@ -110,7 +110,9 @@ func TestValidateRules(t *testing.T) {
 		{"fetch timeout", func(c *Config) { c.Images.Fetch.Timeout = -time.Second }, []string{"images.fetch.timeout: must be a positive duration"}},
 		{"fetch max_per_request", func(c *Config) { c.Images.Fetch.MaxPerRequest = 17 }, []string{"images.fetch.max_per_request: must be from 1 to 16"}},
 		{"fetch max_bytes_in_flight", func(c *Config) { c.Images.Fetch.MaxBytesInFlight = 1 << 20 }, []string{"images.fetch.max_bytes_in_flight: must be at least 20971520"}},
-		{"tokens_per_image", func(c *Config) { c.Billing.TokensPerImage = 0 }, []string{"billing.tokens_per_image: must be at least 1"}},
+		{"tokens_per_image", func(c *Config) { c.Billing.TokensPerImage = 0 }, []string{"billing.tokens_per_image: must be an integer from 1 to"}},
+		{"tokens_per_image huge", func(c *Config) { c.Billing.TokensPerImage = 1 << 40 }, []string{"billing.tokens_per_image: must be an integer from 1 to"}},
+		{"provider price beyond the bound", func(c *Config) { c.Providers[0].Price.OutputPerMTok = 1e300 }, []string{"providers[0].price.output_per_mtok: must be a number from 0 to"}},
 
 		{"images format", func(c *Config) { c.Images.Format = "url" }, []string{`images.format: "url" is not one of markdown, data_url, images`}},
 		{"offload store", func(c *Config) { c.Images.Offload.Store = "gcs" }, []string{`images.offload.store: "gcs" is not one of filesystem, s3`}},
@@ -153,6 +155,7 @@ func TestValidateRules(t *testing.T) {
 		{"team rpm", func(c *Config) { c.Teams[0].RPM = -1 }, []string{"teams[0].rpm: must not be negative"}},
 		{"team tpm", func(c *Config) { c.Teams[0].TPM = -1 }, []string{"teams[0].tpm: must not be negative"}},
 		{"team budget usd", func(c *Config) { c.Teams[0].Budget.USD = 0 }, []string{"teams[0].budget.usd: must be a positive number"}},
+		{"team budget beyond the bound", func(c *Config) { c.Teams[0].Budget.USD = 1e19 }, []string{"teams[0].budget.usd: must be a positive number up to"}},
 		{"team budget period", func(c *Config) { c.Teams[0].Budget.Period = "weekly" }, []string{`teams[0].budget.period: "weekly" is not one of daily, monthly, total`}},
 
 		{"key name empty", func(c *Config) { c.Keys[1].Name = "" }, []string{"keys[1].name: required"}},

@@ -11,6 +11,7 @@ import (
 	"nanogate/accounting"
 	"nanogate/auth"
 	"nanogate/config"
+	"nanogate/internal/safemath"
 	"nanogate/provider"
 	"nanogate/ratelimit"
 	"nanogate/router"
@@ -77,18 +78,29 @@ func estimateTokens(req *provider.ChatRequest) int64 {
 	var text int64
 	for i := range req.Messages {
 		for _, p := range req.Messages[i].Parts {
-			text += int64(len(p.Text))
+			text = safemath.Add(text, int64(len(p.Text)))
 		}
 	}
-	return text/4 + 258*int64(req.ImageInputs)
+	return safemath.Add(text/4, safemath.Mul(258, int64(max(req.ImageInputs, 0))))
 }
 
-// textAllowance is the text output a request may produce besides its images.
+// textAllowance is the text output a request may produce besides its images:
+// max_tokens, which parsing bounds by the model's output limit (bounded here
+// again, as this feeds limits and money), or a typical caption's 256.
 func textAllowance(req *provider.ChatRequest) int64 {
 	if req.MaxTokens > 0 {
-		return req.MaxTokens
+		return min(req.MaxTokens, provider.MaxOutputTokens)
 	}
 	return 256
+}
+
+// estimateCall is the tokens a call is charged up front: its prompt, and per
+// image asked its image tokens and text allowance. Saturating: a request
+// that would pass int64 is charged the most there is, and refused.
+func (g *Gateway) estimateCall(call *Call) int64 {
+	n := call.wanted()
+	perImage := safemath.Add(g.tokensPerImage, textAllowance(call.Req))
+	return safemath.Add(estimateTokens(call.Req), safemath.Mul(n, perImage))
 }
 
 // reserve sets the estimated cost aside in the caller's team budget.
@@ -102,7 +114,7 @@ func (g *Gateway) reserve(ctx context.Context, call *Call) error {
 		return nil
 	}
 	n := call.wanted()
-	est := a.Pricer.Estimate(call.Req.Model, n, estimateTokens(call.Req), n*textAllowance(call.Req))
+	est := a.Pricer.Estimate(call.Req.Model, n, estimateTokens(call.Req), safemath.Mul(n, textAllowance(call.Req)))
 	r, err := a.Store.Reserve(ctx, team.Name, *team.Budget, call.ID, est)
 	switch {
 	case err == nil:
@@ -154,7 +166,7 @@ func (g *Gateway) Finish(call *Call, served router.Served, u Usage, status int, 
 	} else {
 		rec.Provider = ""
 	}
-	g.settleTokens(call, rec.PromptTokens+rec.TextTokens+rec.ImageTokens)
+	g.settleTokens(call, safemath.Sum(rec.PromptTokens, rec.TextTokens, rec.ImageTokens))
 	if g.acct == nil {
 		return rec
 	}

@@ -8,12 +8,14 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"go.uber.org/zap"
 
 	"nanogate/auth"
 	"nanogate/images"
+	"nanogate/internal/safemath"
 	"nanogate/provider"
 	"nanogate/ratelimit"
 	"nanogate/router"
@@ -37,6 +39,10 @@ type Gateway struct {
 	acct           *Accounting
 	budgetDown     atomic.Bool
 	limiter        ratelimit.Limiter
+	usageClamped   func(provider, field string)
+	// clampWarned holds the providers whose usage was clamped and logged,
+	// so that a misbehaving upstream is logged once, not per request.
+	clampWarned sync.Map
 }
 
 // Options are the parts of a Gateway besides its router.
@@ -53,6 +59,9 @@ type Options struct {
 	Accounting *Accounting
 	// Limiter enforces RPM and TPM; nil: no limits.
 	Limiter ratelimit.Limiter
+	// UsageClamped counts an upstream usage field (prompt, text) that was
+	// out of bounds and clamped; nil: not counted.
+	UsageClamped func(provider, field string)
 }
 
 // New returns a Gateway routing through r.
@@ -64,7 +73,8 @@ func New(r *router.Router, o Options) *Gateway {
 		o.Log = zap.NewNop()
 	}
 	return &Gateway{router: r, tokensPerImage: int64(o.TokensPerImage), offload: o.Offload,
-		offloadDefault: o.OffloadDefault, log: o.Log, acct: o.Accounting, limiter: o.Limiter}
+		offloadDefault: o.OffloadDefault, log: o.Log, acct: o.Accounting, limiter: o.Limiter,
+		usageClamped: o.UsageClamped}
 }
 
 // Router returns the router (for model listings).
@@ -81,13 +91,51 @@ type Usage struct {
 	TotalTokens      int64
 }
 
-// Bill computes Usage from an upstream report and the images produced.
-func (g *Gateway) Bill(u provider.Usage, images int) Usage {
-	out := Usage{PromptTokens: u.PromptTokens, TextTokens: u.TextTokens, Images: int64(images)}
-	out.ImageTokens = out.Images * g.tokensPerImage
-	out.CompletionTokens = out.TextTokens + out.ImageTokens
-	out.TotalTokens = out.PromptTokens + out.CompletionTokens
+// bill computes Usage from an upstream report and the images produced,
+// with the reported tokens clamped to what the request could have used
+// (see usageCaps): a negative count is 0, and one beyond its cap is billed at
+// the cap, counted and logged once per provider. Every sum saturates.
+func (g *Gateway) bill(caps usageCaps, prov string, u provider.Usage, images int) Usage {
+	out := Usage{Images: int64(max(images, 0))}
+	out.PromptTokens = g.clampUsage(prov, "prompt", u.PromptTokens, caps.prompt)
+	out.TextTokens = g.clampUsage(prov, "text", u.TextTokens, caps.text)
+	out.ImageTokens = safemath.Mul(out.Images, g.tokensPerImage)
+	out.CompletionTokens = safemath.Add(out.TextTokens, out.ImageTokens)
+	out.TotalTokens = safemath.Add(out.PromptTokens, out.CompletionTokens)
 	return out
+}
+
+// clampUsage bounds one reported count to [0, limit].
+func (g *Gateway) clampUsage(prov, field string, n, limit int64) int64 {
+	if n >= 0 && n <= limit {
+		return n
+	}
+	if g.usageClamped != nil {
+		g.usageClamped(prov, field)
+	}
+	if _, logged := g.clampWarned.LoadOrStore(prov, true); !logged {
+		g.log.Warn("upstream reported usage out of bounds; billing the bound instead (logged once per provider)",
+			zap.String("provider", prov), zap.String("field", field), zap.Int64("reported", n), zap.Int64("bound", limit))
+	}
+	return safemath.Clamp(n, 0, limit)
+}
+
+// usageCaps are the most tokens a request could have used: its prompt
+// estimate times promptSlack plus promptFloor (estimates are rough: CJK text
+// or high-resolution image inputs count more than they guess), and the
+// model's output limit for each candidate.
+type usageCaps struct{ prompt, text int64 }
+
+const (
+	promptSlack = 8
+	promptFloor = 4096
+)
+
+func capsFor(req *provider.ChatRequest) usageCaps {
+	return usageCaps{
+		prompt: safemath.Add(safemath.Mul(estimateTokens(req), promptSlack), promptFloor),
+		text:   int64(max(req.N, 1)) * provider.MaxOutputTokens,
+	}
 }
 
 // Answer is a finished non-stream request.
@@ -105,6 +153,7 @@ type StreamAnswer struct {
 	// offload: images are replaced by links as they pass.
 	offload bool
 	ctx     context.Context
+	caps    usageCaps
 }
 
 // Check returns an error when the caller may not run req.
@@ -118,13 +167,16 @@ func (g *Gateway) Check(caller *auth.Caller, model string) error {
 	return nil
 }
 
-// admit runs what comes before routing: the model check, the budget
-// reservation and the resolution of image links. On error nothing is held.
+// admit runs what comes before routing: the rate limits, the model check,
+// the budget reservation and the resolution of image links. On error nothing
+// is held. The limits come first so that requests for unknown or forbidden
+// models count against them like any other: a refusal is not free.
 func (g *Gateway) admit(ctx context.Context, call *Call) error {
-	if err := g.Check(call.Caller, call.Req.Model); err != nil {
+	if err := g.limit(ctx, call); err != nil {
 		return err
 	}
-	if err := g.limit(ctx, call); err != nil {
+	if err := g.Check(call.Caller, call.Req.Model); err != nil {
+		g.settleTokens(call, 0)
 		return err
 	}
 	if err := g.reserve(ctx, call); err != nil {
@@ -162,7 +214,7 @@ func (g *Gateway) Chat(ctx context.Context, call *Call) (*Answer, router.Served,
 			}
 		}
 	}
-	return &Answer{Result: res, Served: served, Usage: g.Bill(res.Usage, res.Images())}, served, nil
+	return &Answer{Result: res, Served: served, Usage: g.bill(capsFor(req), served.Provider, res.Usage, res.Images())}, served, nil
 }
 
 // ChatStream opens a stream for the call. The stream must be closed; once the
@@ -177,7 +229,8 @@ func (g *Gateway) ChatStream(ctx context.Context, call *Call) (*StreamAnswer, ro
 	if err != nil {
 		return nil, served, err
 	}
-	return &StreamAnswer{Stream: st, First: first, Served: served, offload: g.offloads(caller), ctx: ctx}, served, nil
+	return &StreamAnswer{Stream: st, First: first, Served: served, offload: g.offloads(caller), ctx: ctx,
+		caps: capsFor(req)}, served, nil
 }
 
 // offloads reports whether the caller's images become links.

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"nanogate/internal/jsonx"
+	"nanogate/internal/safemath"
 	"nanogate/provider"
 	"nanogate/router"
 )
@@ -101,7 +102,7 @@ func (g *Gateway) Images(ctx context.Context, call *Call, n int, links bool) (*I
 			g.Finish(sub, o.served, Usage{}, failedStatus(o.err), false)
 			continue
 		}
-		u := g.Bill(o.res.Usage, o.res.Images())
+		u := g.bill(capsFor(call.Req), o.served.Provider, o.res.Usage, o.res.Images())
 		for ci := range o.res.Choices {
 			c := &o.res.Choices[ci]
 			if len(c.Images) == 0 && c.FinishReason == "content_filter" && refusal == "" {
@@ -122,7 +123,7 @@ func (g *Gateway) Images(ctx context.Context, call *Call, n int, links bool) (*I
 		ans.results = append(ans.results, o.res)
 		ans.Served = append(ans.Served, o.served)
 		ans.Usage = addUsage(ans.Usage, u)
-		used += u.PromptTokens + u.TextTokens + u.ImageTokens
+		used = safemath.Sum(used, u.PromptTokens, u.TextTokens, u.ImageTokens)
 		g.Finish(sub, o.served, u, 200, false)
 	}
 	g.settleTokens(call, used)
@@ -140,12 +141,12 @@ func (g *Gateway) Images(ctx context.Context, call *Call, n int, links bool) (*I
 }
 
 func addUsage(a, b Usage) Usage {
-	a.PromptTokens += b.PromptTokens
-	a.TextTokens += b.TextTokens
-	a.Images += b.Images
-	a.ImageTokens += b.ImageTokens
-	a.CompletionTokens += b.CompletionTokens
-	a.TotalTokens += b.TotalTokens
+	a.PromptTokens = safemath.Add(a.PromptTokens, b.PromptTokens)
+	a.TextTokens = safemath.Add(a.TextTokens, b.TextTokens)
+	a.Images = safemath.Add(a.Images, b.Images)
+	a.ImageTokens = safemath.Add(a.ImageTokens, b.ImageTokens)
+	a.CompletionTokens = safemath.Add(a.CompletionTokens, b.CompletionTokens)
+	a.TotalTokens = safemath.Add(a.TotalTokens, b.TotalTokens)
 	return a
 }
 

@@ -96,6 +96,9 @@ func AspectFor(size string) (string, bool) {
 func (r *ImagesRequest) Param(k, v string) error {
 	switch k {
 	case "model":
+		if len(v) > provider.MaxModelBytes {
+			return badImagesParam("model", "'model' must be at most 256 bytes.")
+		}
 		r.Model = v
 	case "prompt":
 		r.Prompt = v

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"nanogate/internal/safemath"
 	"nanogate/ratelimit"
 )
 
@@ -20,8 +21,7 @@ func (g *Gateway) limit(ctx context.Context, call *Call) error {
 	if g.limiter == nil || call.Caller == nil {
 		return nil
 	}
-	n := call.wanted()
-	call.tokens = estimateTokens(call.Req) + n*(g.tokensPerImage+textAllowance(call.Req))
+	call.tokens = g.estimateCall(call)
 	call.limitReq = ratelimit.Request{Key: call.Caller.Name, Team: call.Caller.Team, Tokens: call.tokens,
 		Limits: ratelimit.Limits{KeyRPM: call.Caller.RPM, KeyTPM: call.Caller.TPM},
 		Batch:  call.Batch, Share: call.BatchShare}
@@ -50,7 +50,7 @@ func (g *Gateway) settleTokens(call *Call, used int64) {
 		return
 	}
 	call.charged = false
-	delta := used - call.tokens
+	delta := safemath.Sub(max(used, 0), call.tokens)
 	if delta == 0 {
 		return
 	}

@@ -88,7 +88,7 @@ func (b *StreamBody) finishStream(sum StreamSummary) {
 		b.cancel()
 	}
 	if sum.Usage == (Usage{}) {
-		sum.Usage = b.g.Bill(b.upUsage, b.images)
+		sum.Usage = b.g.bill(b.sa.caps, b.sa.Served.Provider, b.upUsage, b.images)
 	}
 	if sum.FinishReason == "" {
 		sum.FinishReason = b.finish
@@ -176,7 +176,7 @@ func (b *StreamBody) relay(write func([]byte) error) error {
 		b.buf = append(b.buf[:0], "data: "...)
 		b.buf = append(b.buf, b.prefix...)
 		b.buf = append(b.buf, `],"usage":`...)
-		b.buf = appendUsage(b.buf, b.g.Bill(b.upUsage, b.images))
+		b.buf = appendUsage(b.buf, b.g.bill(b.sa.caps, b.sa.Served.Provider, b.upUsage, b.images))
 		b.buf = append(b.buf, "}\n\n"...)
 		if err := write(b.buf); err != nil {
 			return err

@@ -14,6 +14,14 @@ const (
 	MaxMessages    = 256
 	MaxImageInputs = 16
 	MaxN           = 8
+	// MaxModelBytes bounds the model id: it is echoed into errors and logs,
+	// and real ids are a few dozen bytes.
+	MaxModelBytes = 256
+	// MaxOutputTokens is the output limit of Google's image models (32768
+	// for 2.5 Flash Image and the 3.x image models): max_tokens above it
+	// could never be honoured, and an unbounded one would make the token
+	// and cost estimates meaningless.
+	MaxOutputTokens = 32768
 )
 
 // ChatRequest is an OpenAI chat completions request, parsed once. Byte slices
@@ -125,6 +133,9 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 			if err != nil {
 				return err
 			}
+			if len(s) > MaxModelBytes {
+				return badParam("model", "'model' must be at most %d bytes.", MaxModelBytes)
+			}
 			r.Model = s
 		case "messages":
 			haveMessages = true
@@ -151,8 +162,8 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 				return nil
 			}
 			n, err := jsonx.Int(v)
-			if err != nil || n < 1 {
-				return badParam(k, "'%s' must be a positive integer.", k)
+			if err != nil || n < 1 || n > MaxOutputTokens {
+				return badParam(k, "'%s' must be an integer from 1 to %d (the model's output limit).", k, MaxOutputTokens)
 			}
 			r.MaxTokens = n
 		case "temperature", "top_p":

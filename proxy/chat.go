@@ -152,11 +152,6 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string) {
 		}
 		format = f
 	}
-	if err := st.Gateway.Check(caller, req.Model); err != nil {
-		s.fail(ctx, l, toAPIError(err, req.Model))
-		return
-	}
-
 	// The upstream call lives as long as the request, and ends early when
 	// the client goes away.
 	rctx, cancel := context.WithCancel(context.Background())

@@ -27,7 +27,7 @@ for i = 1, n do
     if sl then
       l, t0, su = tonumber(sl), tonumber(st), tonumber(su)
       if su ~= u then
-        l = max(floor(l / su * u), -maxunits)
+        l = max(floor(l / su * u), -capacity)
       end
       if now > t0 then
         local fill = (now - t0) * r
@@ -38,7 +38,7 @@ for i = 1, n do
   end
   local bound = floor(2 * maxunits / u)
   local d = max(-bound, min(delta, bound))
-  l = max(-maxunits, min(l - d * u, capacity))
+  l = max(-capacity, min(l - d * u, capacity))
   if l < capacity then
     call('SET', KEYS[i], format('%d %d %d', l, max(now, t0), u), 'PX', ceil(ceil((capacity - l) / r) / 1000))
   else

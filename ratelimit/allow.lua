@@ -15,7 +15,6 @@ if redis.replicate_commands then redis.replicate_commands() end
 
 local tonumber, floor, ceil, max = tonumber, math.floor, math.ceil, math.max
 local call, match, format = redis.call, string.match, string.format
-local maxunits = 4503599627370496 -- 2^52
 
 local t = call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -34,7 +33,7 @@ for i = 1, n do
     if sl then
       l, t0, su = tonumber(sl), tonumber(st), tonumber(su)
       if su ~= u then
-        l = max(floor(l / su * u), -maxunits) -- the limit changed: same tokens, new units
+        l = max(floor(l / su * u), -capacity) -- the limit changed: same tokens, new units
       end
       if now > t0 then
         local fill = (now - t0) * r

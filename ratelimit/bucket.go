@@ -10,7 +10,8 @@ import "math"
 // g = gcd(L, 60 000 000), one token is U = 60e6/g units and the refill is
 // R = L/g units per µs, both integers; the capacity is L·U units. The state
 // of a bucket is its level in units and the µs timestamp it was computed at;
-// the level at a later time t is min(capacity, level + (t-ts)·R). A bucket
+// the level at a later time t is min(capacity, level + (t-ts)·R), and never
+// below -capacity (a debt of one minute at most). A bucket
 // that is full is the same as one never seen, so state is kept only while a
 // bucket is below capacity (Redis keys expire when it would be full again).
 
@@ -77,7 +78,7 @@ func level(lvl, ts, unit, now int64, p *params) int64 {
 		// The limit changed (a config reload): keep the tokens, in the new
 		// units. Floating point, as in Lua, so that both agree.
 		lvl = int64(math.Floor(float64(lvl) / float64(unit) * float64(p.unit)))
-		lvl = max(lvl, -maxUnits)
+		lvl = max(lvl, -p.cap)
 	}
 	if el := now - ts; el > 0 {
 		if need := p.cap - lvl; el > need/p.rate {
@@ -124,8 +125,10 @@ func clampDelta(delta int64, p *params) int64 {
 }
 
 // adjusted returns lvl corrected by delta tokens (a debt when positive),
-// bounded by the capacity above and -maxUnits below.
+// bounded by the capacity above and -capacity below: however much a request
+// really used beyond its estimate, the debt is at most one minute's limit,
+// so a bucket is full again within two minutes of its worst correction.
 func adjusted(lvl, delta int64, p *params) int64 {
 	lvl -= clampDelta(delta, p) * p.unit
-	return max(-maxUnits, min(lvl, p.cap))
+	return max(-p.cap, min(lvl, p.cap))
 }

@@ -13,7 +13,8 @@ import (
 )
 
 // model is the token bucket of the README in exact rational arithmetic: the
-// level in tokens, refilled by limit/60 000 000 per µs up to limit. The
+// level in tokens, refilled by limit/60 000 000 per µs up to limit, and
+// never below -limit. The
 // integer units of bucket.go must give exactly the same answers.
 type model struct {
 	level map[kind]*big.Rat
@@ -93,6 +94,9 @@ func (m *model) adjust(r Request, delta, now int64) {
 		l.Sub(l, rat(delta))
 		if l.Cmp(rat(limit)) > 0 {
 			l = rat(limit)
+		}
+		if l.Cmp(rat(-limit)) < 0 {
+			l = rat(-limit) // a debt is at most one minute's limit
 		}
 		m.level[pl.kinds[i]], m.ts[pl.kinds[i]] = l, now
 	}
