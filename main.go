@@ -436,6 +436,9 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 			Log:            log,
 			Accounting:     acct,
 			Limiter:        d.limiter,
+			UsageClamped: func(provider, field string) {
+				m.UsageClamped.WithLabelValues(provider, field).Inc()
+			},
 		}),
 		Limiter:    d.limiter,
 		Accounting: acct,

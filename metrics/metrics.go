@@ -24,7 +24,10 @@ type Metrics struct {
 	Tokens          *prometheus.CounterVec   // provider, model, kind
 	CostMicros      *prometheus.CounterVec   // provider, model
 	ClientGone      prometheus.Counter
-	Panics          prometheus.Counter
+	// UsageClamped counts upstream usage fields out of bounds, by provider
+	// and field (prompt, text): a sign of a misbehaving upstream.
+	UsageClamped *prometheus.CounterVec
+	Panics       prometheus.Counter
 
 	BatchLines       *prometheus.CounterVec // outcome: this replica's finished batch lines
 	BatchWaits       *prometheus.CounterVec // reason: batch lines held back by limits or budget
@@ -67,6 +70,10 @@ func New() *Metrics {
 		CostMicros: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nanogate_cost_microdollars_total", Help: "Cost at the serving provider's prices, in micro-dollars.",
 		}, []string{"provider", "model"}),
+		UsageClamped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nanogate_upstream_usage_clamped_total",
+			Help: "Upstream usage counts that were negative or beyond what the request could use, clamped before billing, by provider and field.",
+		}, []string{"provider", "field"}),
 		ClientGone: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nanogate_client_disconnects_total", Help: "Requests whose client left before the answer was complete.",
 		}),
@@ -92,7 +99,7 @@ func New() *Metrics {
 		}),
 	}
 	r.MustRegister(m.Requests, m.RequestDuration, m.Upstream, m.Attempts, m.CircuitState, m.Transitions,
-		m.Images, m.Tokens, m.CostMicros, m.ClientGone, m.Panics,
+		m.Images, m.Tokens, m.CostMicros, m.UsageClamped, m.ClientGone, m.Panics,
 		m.BatchLines, m.BatchWaits, m.BatchQueueDepth, m.BatchesActive, m.BatchWorkersBusy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

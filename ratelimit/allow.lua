@@ -33,8 +33,9 @@ for i = 1, n do
     if sl then
       l, t0, su = tonumber(sl), tonumber(st), tonumber(su)
       if su ~= u then
-        l = max(floor(l / su * u), -capacity) -- the limit changed: same tokens, new units
+        l = floor(l / su * u) -- the limit changed: same tokens, new units
       end
+      if l < -capacity then l = -capacity end -- a debt owed under a larger limit
       if now > t0 then
         local fill = (now - t0) * r
         if fill >= capacity - l then l = capacity else l = l + fill end

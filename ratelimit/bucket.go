@@ -78,8 +78,10 @@ func level(lvl, ts, unit, now int64, p *params) int64 {
 		// The limit changed (a config reload): keep the tokens, in the new
 		// units. Floating point, as in Lua, so that both agree.
 		lvl = int64(math.Floor(float64(lvl) / float64(unit) * float64(p.unit)))
-		lvl = max(lvl, -p.cap)
 	}
+	// A debt owed under a larger limit (before a reload) is at most one
+	// minute of the limit in force.
+	lvl = max(lvl, -p.cap)
 	if el := now - ts; el > 0 {
 		if need := p.cap - lvl; el > need/p.rate {
 			lvl = p.cap

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"nanogate/internal/safemath"
 )
 
 // Coalescing wraps a limiter so that TPM corrections (Adjust) are summed per
@@ -56,7 +58,7 @@ func (c *Coalescing) Adjust(_ context.Context, r Request, delta int64) error {
 		p = &pendingAdjust{req: r}
 		c.pending[k] = p
 	}
-	p.delta += delta
+	p.delta = safemath.Add(p.delta, delta) // a debt and a refund of extreme sizes must not wrap into each other
 	c.mu.Unlock()
 	return nil
 }

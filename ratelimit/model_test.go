@@ -42,6 +42,9 @@ func (m *model) levelAt(k kind, limit, now int64) *big.Rat {
 	if !ok {
 		return rat(limit)
 	}
+	if l.Cmp(rat(-limit)) < 0 {
+		l = rat(-limit) // a debt owed under a larger limit
+	}
 	l = new(big.Rat).Add(l, new(big.Rat).SetFrac64((now-m.ts[k])*limit, minuteMicros))
 	if l.Cmp(rat(limit)) > 0 {
 		l = rat(limit)
