@@ -363,7 +363,10 @@ func periods(t time.Time) [3]string { return [3]string{Day(t), Month(t), PeriodT
 func budgetMicros(b config.Budget) int64 {
 	// Validation bounds budgets far below this; the clamp keeps a float
 	// beyond int64 from converting to an arbitrary value.
-	return int64(math.Round(min(max(b.USD, 0), config.MaxBudgetUSD) * 1e6))
+	if !(b.USD > 0) { // NaN included
+		return 0
+	}
+	return int64(math.Round(min(b.USD, config.MaxBudgetUSD) * 1e6))
 }
 
 // newReservation is a reservation of estimateMicros against budget b, with

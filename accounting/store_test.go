@@ -42,6 +42,7 @@ func runStoreSuite(t *testing.T, newStore backend) {
 		{"ConcurrentReservesOverspendAtMostOneEstimate", testConcurrentReserves},
 		{"ReservationsExpire", testReservationExpiry},
 		{"BudgetRollsOverWithThePeriod", testRollover},
+		{"ExtremeReservationsStayWithinTheBudget", testExtremeReservations},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore) })
 	}
