@@ -113,3 +113,23 @@ func testExtremeReservations(t *testing.T, newStore backend) {
 		}
 	}
 }
+
+// FuzzCost checks Cost's invariants for any counts and any prices within the
+// configuration's bounds.
+func FuzzCost(f *testing.F) {
+	f.Add(int64(2), int64(100), int64(20), 0.039, 0.30, 2.50)
+	f.Add(int64(math.MaxInt64), int64(-5), int64(1e12), config.MaxPriceUSD, 120.0, 0.0)
+	f.Fuzz(func(t *testing.T, img, prompt, text int64, perImage, in, out float64) {
+		bound := func(v float64) float64 {
+			if !(v >= 0) || v > config.MaxPriceUSD {
+				return 0
+			}
+			return v
+		}
+		p := config.Price{PerImage: bound(perImage), InputPerMTok: bound(in), OutputPerMTok: bound(out)}
+		c := Cost(p, img, prompt, text)
+		if c < 0 || c < safemath.Mul(max(img, 0), p.PerImageMicros()) {
+			t.Fatalf("Cost(%+v, %d, %d, %d) = %d", p, img, prompt, text, c)
+		}
+	})
+}

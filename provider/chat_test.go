@@ -115,10 +115,18 @@ func TestParseChatRequestTooManyImages(t *testing.T) {
 func FuzzParseChatRequest(f *testing.F) {
 	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"data:image/png;base64,QUJD"}}]}]}`))
 	f.Add([]byte(`{"model":"m","messages":[{"role":"assistant","content":null}],"stream":true}`))
+	f.Add([]byte(`{"model":"m","n":2,"max_tokens":6917529027641080542,"messages":[{"role":"user","content":"x"}]}`))
+	f.Add([]byte(`{"model":"m","max_completion_tokens":32768,"messages":[{"role":"user","content":"x"}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r, err := ParseChatRequest(body)
 		if err == nil && (r.Model == "" || len(r.Messages) == 0) {
 			t.Fatalf("accepted a request without model or messages")
+		}
+		// The numbers limits and money are computed from stay bounded.
+		if err == nil && (r.MaxTokens < 0 || r.MaxTokens > MaxOutputTokens || r.N < 1 || r.N > MaxN ||
+			r.ImageInputs < 0 || r.ImageInputs > MaxImageInputs || len(r.Model) > MaxModelBytes) {
+			t.Fatalf("accepted out-of-bounds numbers: max_tokens %d, n %d, images %d, model %d bytes",
+				r.MaxTokens, r.N, r.ImageInputs, len(r.Model))
 		}
 		if err != nil {
 			if _, ok := err.(*RequestError); !ok {

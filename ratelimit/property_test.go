@@ -102,3 +102,29 @@ func TestDebtIsRepaidWithinTwoMinutes(t *testing.T) {
 		t.Fatalf("two minutes later the team is still locked out: %+v", res)
 	}
 }
+
+// FuzzBucketArithmetic checks the bucket helpers for any stored state, limit,
+// clock and correction: the level stays within [-capacity, capacity].
+func FuzzBucketArithmetic(f *testing.F) {
+	f.Add(int64(10_000), int64(-1), int64(60_000_000), int64(0), int64(5), int64(3*(1<<61)-1290))
+	f.Add(int64(1), int64(math.MinInt64), int64(1), int64(math.MaxInt64), int64(-1), int64(math.MinInt64))
+	f.Fuzz(func(t *testing.T, limit, lvl, unit, ts, now, delta int64) {
+		if limit <= 0 || unit <= 0 {
+			return // no bucket: limits are positive, units too
+		}
+		p := paramsFor(limit)
+		// A stored level is what an earlier write left: within its own
+		// bounds, in its own units.
+		old := paramsFor(max(1, unit%MaxLimit))
+		lvl = max(-old.cap, min(lvl, old.cap))
+		ts, now = ts%(1<<50), now%(1<<50) // µs timestamps of this era and a few decades on
+		l := level(lvl, ts, old.unit, now, &p)
+		if l < -p.cap || l > p.cap {
+			t.Fatalf("level %d outside ±%d", l, p.cap)
+		}
+		a := adjusted(l, delta, &p)
+		if a < -p.cap || a > p.cap {
+			t.Fatalf("adjusted %d outside ±%d", a, p.cap)
+		}
+	})
+}
