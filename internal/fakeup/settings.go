@@ -21,8 +21,8 @@ func (s *Server) SetImages(n int) { s.change(func(c *settings) { c.images = max(
 func (s *Server) SetTextTokens(n int) { s.change(func(c *settings) { c.textTokens = max(n, 0) }) }
 
 // SetPromptTokens sets the prompt tokens reported in usage (default 17 for Gemini, 540 for the reseller, as in
-// the fixtures).
-func (s *Server) SetPromptTokens(n int) { s.change(func(c *settings) { c.promptTokens = max(n, 0) }) }
+// the fixtures). Any value goes, negative or absurd: a hostile upstream's report.
+func (s *Server) SetPromptTokens(n int) { s.change(func(c *settings) { c.promptTokens = n }) }
 
 // SetOutcome selects what a successful answer holds: OutcomeImage (default) or OutcomeTextOnly on both kinds;
 // OutcomeNoImage, OutcomeImageSafety and OutcomePromptBlocked on Gemini. It panics on a mode the kind does not
