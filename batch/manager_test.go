@@ -144,7 +144,7 @@ func (h *harness) createAs(t *testing.T, c *auth.Caller, endpoint string, conten
 	t.Helper()
 	ctx := context.Background()
 	w, err := h.m.files.Create(ctx, File{ID: NewFileID(time.Now()), Owner: OwnerOf(c.Team, c.Name), Purpose: PurposeBatch,
-		Filename: "in.jsonl"}, MaxFileBytes)
+		Filename: "in.jsonl"}, MaxFileBytes, Quota{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +349,7 @@ func TestReclaimedLineWithAResultIsNotRunAgain(t *testing.T) {
 	h := newHarness(t, harnessOpts{store: store, opts: Options{ReclaimAfter: 200 * time.Millisecond}})
 	ctx := context.Background()
 	in := chatInput(3)
-	w, _ := h.m.files.Create(ctx, File{ID: NewFileID(time.Now()), Owner: "t:design", Purpose: PurposeBatch}, 1<<20)
+	w, _ := h.m.files.Create(ctx, File{ID: NewFileID(time.Now()), Owner: "t:design", Purpose: PurposeBatch}, 1<<20, Quota{})
 	w.Write(in)
 	f, _ := w.Commit()
 	v, err := validate(bytes.NewReader(in), EndpointChat, 1<<20, h.m.checker(h.rt, h.caller(), EndpointChat))
@@ -406,7 +406,7 @@ func TestCreateRefusals(t *testing.T) {
 		}
 	}
 	// Another team's file is unknown.
-	w, _ := h.m.files.Create(ctx, File{ID: NewFileID(time.Now()), Owner: "t:ops", Purpose: PurposeBatch}, 100)
+	w, _ := h.m.files.Create(ctx, File{ID: NewFileID(time.Now()), Owner: "t:ops", Purpose: PurposeBatch}, 100, Quota{})
 	w.Write(chatInput(1)[:50])
 	f, _ := w.Commit()
 	if _, err := h.m.Create(ctx, h.rt, caller, CreateParams{InputFileID: f.ID, Endpoint: EndpointChat,
