@@ -41,6 +41,7 @@ type harness struct {
 type harnessOpts struct {
 	keyYAML  string // lines added to key ci
 	teamYAML string // lines added to team design
+	topYAML  string // top-level lines (a files block)
 	store    Store
 	opts     Options
 }
@@ -63,6 +64,7 @@ providers:
     timeout: 5s
 routing: { max_attempts: 1, health: { failure_threshold: 1000 } }
 batch: { max_share: 0.5 }
+%s
 teams:
   - name: design
 %s
@@ -75,7 +77,7 @@ keys:
   - name: ops
     team: ops
     key: sk-test-ops-0123456789
-`, up.URL(), testModel, ho.teamYAML, ho.keyYAML)
+`, up.URL(), testModel, ho.topYAML, ho.teamYAML, ho.keyYAML)
 	cfg, _, err := config.Parse([]byte(yaml), "test.yaml", func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)

@@ -76,11 +76,13 @@ const quotaHold = 15 * time.Minute
 // anyway) and moves the upload's deadline to ARGV[8]. ARGV[7] is now (ms).
 // Returns {status, bytes used, files used}: 0 reserved, 1 no room for a
 // file, 2 no room for the bytes, 3 the upload's reservation is gone.
+// Counters go down by "0 - n", never "-n": Lua writes -0 as "-0", which
+// HINCRBY refuses.
 var reserveScript = redis.NewScript(`
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[7])
 for _, m in ipairs(stale) do
   local b = tonumber(redis.call('HGET', KEYS[3], m) or '0')
-  redis.call('HINCRBY', KEYS[1], 'bytes', -b)
+  redis.call('HINCRBY', KEYS[1], 'bytes', 0 - b)
   redis.call('HINCRBY', KEYS[1], 'files', -1)
   redis.call('HDEL', KEYS[3], m)
   redis.call('ZREM', KEYS[2], m)
@@ -117,7 +119,7 @@ return 0
 var releaseScript = redis.NewScript(`
 local b = redis.call('HGET', KEYS[3], ARGV[1])
 if b then
-  redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(b))
+  redis.call('HINCRBY', KEYS[1], 'bytes', 0 - tonumber(b))
   redis.call('HINCRBY', KEYS[1], 'files', -1)
   redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -128,7 +130,7 @@ return 0
 // giveBackScript gives back a removed file's ARGV[1] bytes and one file,
 // never below zero (files stored before quotas were counted).
 var giveBackScript = redis.NewScript(`
-local b = redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(ARGV[1]))
+local b = redis.call('HINCRBY', KEYS[1], 'bytes', 0 - tonumber(ARGV[1]))
 local f = redis.call('HINCRBY', KEYS[1], 'files', -1)
 if b < 0 then redis.call('HSET', KEYS[1], 'bytes', 0) end
 if f < 0 then redis.call('HSET', KEYS[1], 'files', 0) end
@@ -156,6 +158,7 @@ return {2, m}
 var commitScript = redis.NewScript(`
 local old = redis.call('HGET', KEYS[3], 'meta')
 redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('PERSIST', KEYS[2])
 redis.call('HSET', KEYS[3], 'meta', ARGV[1])
 return old
 `)
@@ -279,7 +282,9 @@ func (s *RedisFiles) Create(ctx context.Context, f File, max int64, q Quota) (Fi
 		return nil, err
 	}
 	// The key exists from the start, so that an empty file renames too.
-	if err := s.c.Set(ctx, w.tmp, "", 0).Err(); err != nil {
+	// It expires with the reservation: an upload whose replica died leaves
+	// nothing behind.
+	if err := s.c.Set(ctx, w.tmp, "", quotaHold).Err(); err != nil {
 		w.release()
 		return nil, redisFilesErr("create "+f.ID, err)
 	}
@@ -328,7 +333,12 @@ func (w *redisWriter) flush() error {
 	if err := w.s.reserve(w.ctx, w.owner, w.upload, int64(len(w.buf)), 0, w.q); err != nil {
 		return err
 	}
-	if err := w.s.c.Append(w.ctx, w.tmp, string(w.buf)).Err(); err != nil {
+	_, err := w.s.c.Pipelined(w.ctx, func(p redis.Pipeliner) error {
+		p.Append(w.ctx, w.tmp, string(w.buf))
+		p.PExpire(w.ctx, w.tmp, quotaHold)
+		return nil
+	})
+	if err != nil {
 		return redisFilesErr("write "+w.f.ID, err)
 	}
 	w.buf = w.buf[:0]
