@@ -334,8 +334,14 @@ func (w *redisWriter) flush() error {
 		return err
 	}
 	_, err := w.s.c.Pipelined(w.ctx, func(p redis.Pipeliner) error {
-		p.Append(w.ctx, w.tmp, string(w.buf))
-		p.PExpire(w.ctx, w.tmp, quotaHold)
+		if w.n == int64(len(w.buf)) {
+			// The first chunk is SET: APPEND to a short string allocates
+			// twice what it holds, and most files are one chunk.
+			p.Set(w.ctx, w.tmp, w.buf, quotaHold)
+		} else {
+			p.Append(w.ctx, w.tmp, string(w.buf))
+			p.PExpire(w.ctx, w.tmp, quotaHold)
+		}
 		return nil
 	})
 	if err != nil {
