@@ -140,13 +140,15 @@ return 0
 // removeScript deletes a file's keys (KEYS: meta, data) and returns its
 // metadata: {2, meta} when this call removed it, {0} when it was not
 // there, {1} when ARGV[1] (a time, Unix seconds) is set and the file does
-// not expire by then (replaced meanwhile by one that expires later).
+// not expire by then (replaced meanwhile by one that expires later), {3}
+// when it is set and the file never expires.
 var removeScript = redis.NewScript(`
 local m = redis.call('HGET', KEYS[1], 'meta')
 if not m then return {0} end
 if ARGV[1] ~= '' then
   local e = cjson.decode(m)['expires_at']
-  if type(e) ~= 'number' or e == 0 or e > tonumber(ARGV[1]) then return {1} end
+  if type(e) ~= 'number' or e == 0 then return {3} end
+  if e > tonumber(ARGV[1]) then return {1} end
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 return {2, m}
@@ -203,7 +205,7 @@ func (s *RedisFiles) remove(ctx context.Context, id string, notAfter time.Time) 
 	}
 	status, _ := v[0].(int64)
 	switch status {
-	case 0:
+	case 0, 3:
 		return false, s.c.ZRem(ctx, s.expiry(), id).Err()
 	case 1:
 		return false, nil
