@@ -116,10 +116,16 @@ type Batch struct {
 	ExpiredAt    int64       `json:"expired_at,omitempty"`
 	CancellingAt int64       `json:"cancelling_at,omitempty"`
 	CancelledAt  int64       `json:"cancelled_at,omitempty"`
+	// OutputExpiresAfter is the client's expiry of the output and error
+	// files, in seconds after they are written (0: files.default_ttl).
+	OutputExpiresAfter int64 `json:"output_expires_after,omitempty"`
 	// Counts are kept by the Store as lines finish; a Batch read from a
 	// Store carries the current ones.
 	Counts Counts `json:"counts"`
 }
+
+// endedAt is when a final batch reached its status (0 when it did not).
+func endedAt(b *Batch) int64 { return max(b.CompletedAt, b.FailedAt, b.ExpiredAt, b.CancelledAt) }
 
 // Counts are a batch's lines by outcome.
 type Counts struct {

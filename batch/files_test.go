@@ -44,7 +44,7 @@ func runFilesSuite(t *testing.T, s FileStore) {
 	ctx := context.Background()
 	put := func(owner, purpose, content string, at time.Time) *File {
 		t.Helper()
-		w, err := s.Create(ctx, File{ID: NewFileID(at), Owner: owner, Filename: "f.jsonl", CreatedAt: at.Unix()}, 100)
+		w, err := s.Create(ctx, File{ID: NewFileID(at), Owner: owner, Filename: "f.jsonl", CreatedAt: at.Unix()}, 100, Quota{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,7 +96,7 @@ func runFilesSuite(t *testing.T, s FileStore) {
 		t.Fatalf("purpose batch, oldest first: %v", list)
 	}
 	// Too large: nothing is left behind.
-	w, _ := s.Create(ctx, File{ID: NewFileID(now), Owner: "t:a"}, 4)
+	w, _ := s.Create(ctx, File{ID: NewFileID(now), Owner: "t:a"}, 4, Quota{})
 	if _, err := io.WriteString(w, "12345"); !errors.Is(err, ErrFileTooLarge) {
 		t.Fatalf("over the cap: %v", err)
 	}
@@ -115,7 +115,7 @@ func runFilesSuite(t *testing.T, s FileStore) {
 	}
 	// A big file goes in several chunks and reads back whole.
 	big := strings.Repeat("0123456789abcdef", 200_000)
-	w, err = s.Create(ctx, File{ID: NewFileID(now), Owner: "t:a", Purpose: PurposeBatch}, 10<<20)
+	w, err = s.Create(ctx, File{ID: NewFileID(now), Owner: "t:a", Purpose: PurposeBatch}, 10<<20, Quota{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func runFilesSuite(t *testing.T, s FileStore) {
 		t.Fatalf("ReadAt past a chunk: %q", part)
 	}
 	// An empty file.
-	w, _ = s.Create(ctx, File{ID: NewFileID(now), Owner: "t:e", Purpose: PurposeBatch}, 10)
+	w, _ = s.Create(ctx, File{ID: NewFileID(now), Owner: "t:e", Purpose: PurposeBatch}, 10, Quota{})
 	if f, err := w.Commit(); err != nil || f.Bytes != 0 {
 		t.Fatalf("empty: %+v %v", f, err)
 	}

@@ -106,9 +106,17 @@ func (m *Manager) finalize(id string) {
 // writeFiles writes the output file (completed lines) and the error file
 // (failed lines) of b; an id is "" when its file would be empty.
 func (m *Manager) writeFiles(ctx context.Context, b *Batch, now time.Time) (out, errs string, err error) {
+	fc := m.filesConfig()
+	ttl := fc.DefaultTTL
+	if b.OutputExpiresAfter > 0 {
+		ttl = time.Duration(b.OutputExpiresAfter) * time.Second
+	}
+	// Counted, never refused: the lines ran and were paid for.
+	q := QuotaFor(fc)
+	q.Force = true
 	mk := func(id, name string) (FileWriter, error) {
 		return m.files.Create(ctx, File{ID: id, Owner: b.Owner, CreatedAt: now.Unix(), Filename: name,
-			Purpose: PurposeBatchOutput}, 1<<50)
+			Purpose: PurposeBatchOutput, ExpiresAt: UnixTime(now.Add(ttl).Unix())}, 1<<50, q)
 	}
 	ow, err := mk(outputFileID(b.ID), b.ID+"_output.jsonl")
 	if err != nil {

@@ -419,6 +419,33 @@ func (s *Local) Drop(_ context.Context, id string) error {
 	return nil
 }
 
+// SweepFinished implements Store.
+func (s *Local) SweepFinished(_ context.Context, before time.Time) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	n := 0
+	for id, lb := range s.batches {
+		end := endedAt(lb.b)
+		if !Final(lb.b.Status) || end == 0 || end >= before.Unix() {
+			continue
+		}
+		if err := os.Remove(s.path(id, ".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("batch store: %w", err))
+			continue
+		}
+		if lb.res != nil {
+			lb.res.Close()
+		}
+		os.Remove(s.path(id, ".spans"))
+		os.Remove(s.path(id, ".results"))
+		delete(s.batches, id)
+		delete(s.locks, id)
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
 // Lock implements Store.
 func (s *Local) Lock(_ context.Context, id, holder string, ttl time.Duration) (bool, error) {
 	s.mu.Lock()

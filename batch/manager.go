@@ -52,6 +52,9 @@ type Options struct {
 	LimiterPause time.Duration
 	// ValidatingTimeout fails a batch whose creation was cut short (10m).
 	ValidatingTimeout time.Duration
+	// SweepEvery is how often expired files and finished batches past
+	// batch.retention are removed (1m).
+	SweepEvery time.Duration
 	// Consumer names this replica in the queue (host-pid-random).
 	Consumer string
 	Log      *zap.Logger
@@ -77,6 +80,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.LimiterPause <= 0 {
 		o.LimiterPause = 5 * time.Second
+	}
+	if o.SweepEvery <= 0 {
+		o.SweepEvery = time.Minute
 	}
 	if o.ValidatingTimeout <= 0 {
 		o.ValidatingTimeout = 10 * time.Minute
@@ -163,9 +169,10 @@ func (m *Manager) Start(rt func() Runtime) {
 		return
 	}
 	m.started, m.rt = true, rt
-	m.wg.Add(1)
+	m.wg.Add(2)
 	go m.dispatch()
 	go m.heartbeat()
+	go m.sweeper()
 }
 
 // Stop stops taking lines, waits for the running ones until ctx ends (then
@@ -227,6 +234,9 @@ type CreateParams struct {
 	Endpoint         string
 	CompletionWindow string
 	Metadata         map[string]string
+	// OutputExpiresAfter is output_expires_after.seconds, checked by
+	// CheckExpiresAfter (0: files.default_ttl).
+	OutputExpiresAfter int64
 }
 
 // ParamError is a request the client must fix (HTTP 400, or 404 for an
@@ -280,7 +290,7 @@ func (m *Manager) Create(ctx context.Context, rt Runtime, caller *auth.Caller, p
 	now := time.Now()
 	b := &Batch{ID: NewBatchID(now), Owner: owner, Team: caller.Team, Key: caller.Name, Endpoint: p.Endpoint,
 		InputFileID: p.InputFileID, CompletionWindow: p.CompletionWindow, Metadata: p.Metadata, Model: v.model,
-		CreatedAt: now.Unix(), ExpiresAt: now.Add(24 * time.Hour).Unix()}
+		CreatedAt: now.Unix(), ExpiresAt: now.Add(24 * time.Hour).Unix(), OutputExpiresAfter: p.OutputExpiresAfter}
 	if v.invalid > 0 {
 		b.Status, b.FailedAt, b.Errors = StatusFailed, now.Unix(), v.errors
 		if err := m.store.Create(ctx, b, nil); err != nil {
@@ -383,7 +393,7 @@ func (m *Manager) Admin(ctx context.Context, after string, limit int) ([]AdminRo
 	now := time.Now().Unix()
 	rows := make([]AdminRow, len(bs))
 	for i, b := range bs {
-		end := max(b.CompletedAt, b.FailedAt, b.ExpiredAt, b.CancelledAt)
+		end := endedAt(b)
 		r := AdminRow{ID: b.ID, Team: b.Team, Key: b.Key, Endpoint: b.Endpoint, Model: b.Model, Status: b.Status,
 			Total: b.Counts.Total, Completed: b.Counts.Completed, Failed: b.Counts.Failed, Skipped: b.Counts.Skipped,
 			Left: b.Counts.Left(), CreatedAt: b.CreatedAt, ExpiresAt: b.ExpiresAt, FinishedAt: end}

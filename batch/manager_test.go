@@ -41,6 +41,7 @@ type harness struct {
 type harnessOpts struct {
 	keyYAML  string // lines added to key ci
 	teamYAML string // lines added to team design
+	topYAML  string // top-level lines (a files block)
 	store    Store
 	opts     Options
 }
@@ -63,6 +64,7 @@ providers:
     timeout: 5s
 routing: { max_attempts: 1, health: { failure_threshold: 1000 } }
 batch: { max_share: 0.5 }
+%s
 teams:
   - name: design
 %s
@@ -75,7 +77,7 @@ keys:
   - name: ops
     team: ops
     key: sk-test-ops-0123456789
-`, up.URL(), testModel, ho.teamYAML, ho.keyYAML)
+`, up.URL(), testModel, ho.topYAML, ho.teamYAML, ho.keyYAML)
 	cfg, _, err := config.Parse([]byte(yaml), "test.yaml", func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +146,7 @@ func (h *harness) createAs(t *testing.T, c *auth.Caller, endpoint string, conten
 	t.Helper()
 	ctx := context.Background()
 	w, err := h.m.files.Create(ctx, File{ID: NewFileID(time.Now()), Owner: OwnerOf(c.Team, c.Name), Purpose: PurposeBatch,
-		Filename: "in.jsonl"}, MaxFileBytes)
+		Filename: "in.jsonl"}, MaxFileBytes, Quota{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +351,7 @@ func TestReclaimedLineWithAResultIsNotRunAgain(t *testing.T) {
 	h := newHarness(t, harnessOpts{store: store, opts: Options{ReclaimAfter: 200 * time.Millisecond}})
 	ctx := context.Background()
 	in := chatInput(3)
-	w, _ := h.m.files.Create(ctx, File{ID: NewFileID(time.Now()), Owner: "t:design", Purpose: PurposeBatch}, 1<<20)
+	w, _ := h.m.files.Create(ctx, File{ID: NewFileID(time.Now()), Owner: "t:design", Purpose: PurposeBatch}, 1<<20, Quota{})
 	w.Write(in)
 	f, _ := w.Commit()
 	v, err := validate(bytes.NewReader(in), EndpointChat, 1<<20, h.m.checker(h.rt, h.caller(), EndpointChat))
@@ -406,7 +408,7 @@ func TestCreateRefusals(t *testing.T) {
 		}
 	}
 	// Another team's file is unknown.
-	w, _ := h.m.files.Create(ctx, File{ID: NewFileID(time.Now()), Owner: "t:ops", Purpose: PurposeBatch}, 100)
+	w, _ := h.m.files.Create(ctx, File{ID: NewFileID(time.Now()), Owner: "t:ops", Purpose: PurposeBatch}, 100, Quota{})
 	w.Write(chatInput(1)[:50])
 	f, _ := w.Commit()
 	if _, err := h.m.Create(ctx, h.rt, caller, CreateParams{InputFileID: f.ID, Endpoint: EndpointChat,

@@ -21,8 +21,9 @@ import (
 //	<prefix>batch:{<id>}:lock   the finalization lock
 //
 // plus the indexes <prefix>batch:index and <prefix>batch:owner:<owner>
-// (sorted sets of ids, ordered by id, that is by creation) and the set
-// <prefix>batch:active.
+// (sorted sets of ids, ordered by id, that is by creation), the set
+// <prefix>batch:active and <prefix>batch:finished, final batches by the time
+// they ended (Unix seconds), which SweepFinished reads.
 //
 // Each replica reads lines with XREADGROUP as its own consumer; a line stays
 // pending until its result is written, and the result and the
@@ -50,6 +51,7 @@ func (s *Redis) lock(id string) string    { return s.key(id) + ":lock" }
 func (s *Redis) index() string            { return s.prefix + "batch:index" }
 func (s *Redis) active() string           { return s.prefix + "batch:active" }
 func (s *Redis) owner(o string) string    { return s.prefix + "batch:owner:" + o }
+func (s *Redis) finished() string         { return s.prefix + "batch:finished" }
 
 var stateFields = []string{"state", "total", "completed", "failed", "skipped"}
 
@@ -82,6 +84,7 @@ func (s *Redis) Create(ctx context.Context, b *Batch, lines []Span) error {
 			p.HSet(ctx, k, "state", encodeState(&v), "total", 0, "completed", 0, "failed", 0, "skipped", 0, "dropped", 1)
 			p.ZAdd(ctx, s.index(), redis.Z{Member: b.ID})
 			p.ZAdd(ctx, s.owner(b.Owner), redis.Z{Member: b.ID})
+			p.ZAdd(ctx, s.finished(), redis.Z{Member: b.ID, Score: float64(endedAt(&v))})
 			return nil
 		})
 		if err != nil {
@@ -198,6 +201,7 @@ func (s *Redis) Update(ctx context.Context, id string, fn func(b *Batch) bool) (
 				p.HSet(ctx, k, "state", encodeState(b))
 				if Final(b.Status) {
 					p.SRem(ctx, s.active(), id)
+					p.ZAdd(ctx, s.finished(), redis.Z{Member: id, Score: float64(endedAt(b))})
 				}
 				return nil
 			})
@@ -411,6 +415,45 @@ func (s *Redis) Drop(ctx context.Context, id string) error {
 		return fmt.Errorf("batch store: drop %s: %w", id, err)
 	}
 	return nil
+}
+
+// SweepFinished implements Store. The indexes go first and the finished
+// entry last, so a sweep cut short is finished by the next one.
+func (s *Redis) SweepFinished(ctx context.Context, before time.Time) (int, error) {
+	n := 0
+	for range 100 {
+		ids, err := s.c.ZRangeByScore(ctx, s.finished(), &redis.ZRangeBy{Min: "-inf",
+			Max: "(" + strconv.FormatInt(before.Unix(), 10), Count: 200}).Result()
+		if err != nil {
+			return n, fmt.Errorf("batch store: sweep: %w", err)
+		}
+		for _, id := range ids {
+			b, err := s.Get(ctx, id)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return n, err
+			}
+			_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+				p.ZRem(ctx, s.index(), id)
+				if b != nil {
+					p.ZRem(ctx, s.owner(b.Owner), id)
+				}
+				p.SRem(ctx, s.active(), id)
+				p.Del(ctx, s.key(id), s.queue(id), s.results(id), s.lock(id))
+				p.ZRem(ctx, s.finished(), id)
+				return nil
+			})
+			if err != nil {
+				return n, fmt.Errorf("batch store: sweep %s: %w", id, err)
+			}
+			if b != nil {
+				n++
+			}
+		}
+		if len(ids) < 200 {
+			return n, nil
+		}
+	}
+	return n, nil
 }
 
 var lockScript = redis.NewScript(`

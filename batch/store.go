@@ -79,6 +79,10 @@ type Store interface {
 	// Lock takes, or extends, the lock of a batch's finalization for
 	// holder, for ttl; false when another holder has it.
 	Lock(ctx context.Context, id, holder string, ttl time.Duration) (bool, error)
+	// SweepFinished removes the final batches that ended before before
+	// (batch.retention), state and all, and returns how many this call
+	// removed; removing one twice is harmless.
+	SweepFinished(ctx context.Context, before time.Time) (int, error)
 	// Unlock releases a lock holder took.
 	Unlock(ctx context.Context, id, holder string) error
 	Close() error

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +22,9 @@ type storeBackend struct {
 	// reopen returns the store as a restarted process finds it (nil: the
 	// state is not the process's).
 	reopen func() Store
+	// twin is another replica's handle on the same state (the store itself
+	// when there is one replica).
+	twin Store
 }
 
 func localBackend(t *testing.T) *storeBackend {
@@ -29,7 +33,7 @@ func localBackend(t *testing.T) *storeBackend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &storeBackend{s: s}
+	b := &storeBackend{s: s, twin: s}
 	b.reopen = func() Store {
 		b.s.Close()
 		s, err := OpenLocal(dir, nil)
@@ -47,7 +51,7 @@ func redisBackend(t *testing.T) *storeBackend {
 	srv := redistest.Start(t)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { c.Close() })
-	return &storeBackend{s: NewRedis(c, "test:"), shared: true}
+	return &storeBackend{s: NewRedis(c, "test:"), shared: true, twin: NewRedis(c, "test:")}
 }
 
 func TestLocalStore(t *testing.T) { runStoreSuite(t, localBackend) }
@@ -312,6 +316,91 @@ func runStoreSuite(t *testing.T, nb func(t *testing.T) *storeBackend) {
 		again := must[[]Task](t)(s.Take(ctx, id, "a", 10))
 		if len(again) != 2 || again[0].Line != 0 || again[1].Line != 2 {
 			t.Fatalf("taken after restart: %+v", again)
+		}
+	})
+
+	t.Run("FinishedBatchesAreRemovedAfterRetention", func(t *testing.T) {
+		b := nb(t)
+		end := func(id string, status string, at int64) {
+			t.Helper()
+			_, err := b.s.Update(ctx, id, func(x *Batch) bool {
+				switch x.Status = status; status {
+				case StatusCompleted:
+					x.CompletedAt = at
+				case StatusCancelled:
+					x.CancelledAt = at
+				}
+				return true
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		var ids []string
+		for i := range 4 {
+			id := NewBatchID(now.Add(time.Duration(i) * time.Millisecond))
+			if err := b.s.Create(ctx, testBatch(id, "t:design"), spans(2)); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		end(ids[0], StatusCompleted, 1000)
+		end(ids[1], StatusCancelled, 1999)
+		end(ids[2], StatusCompleted, 2000) // ended at the cut: kept
+		// ids[3] runs: kept whatever its age.
+		failed := testBatch(NewBatchID(now.Add(5*time.Millisecond)), "t:design")
+		failed.Status, failed.FailedAt = StatusFailed, 500
+		if err := b.s.Create(ctx, failed, nil); err != nil {
+			t.Fatal(err)
+		}
+		var removed atomic.Int64
+		var wg sync.WaitGroup
+		for i := range 4 {
+			s := b.s
+			if i%2 == 1 {
+				s = b.twin
+			}
+			wg.Go(func() {
+				n, err := s.SweepFinished(ctx, time.Unix(2000, 0))
+				if err != nil {
+					t.Error(err)
+				}
+				removed.Add(int64(n))
+			})
+		}
+		wg.Wait()
+		if b.shared {
+			// Replicas may both see a batch before one removes it: the
+			// count is what each saw, the removal is what matters.
+			if removed.Load() < 3 {
+				t.Fatalf("removed %d, want 3", removed.Load())
+			}
+		} else if removed.Load() != 3 {
+			t.Fatalf("removed %d, want 3", removed.Load())
+		}
+		for _, id := range []string{ids[0], ids[1], failed.ID} {
+			if _, err := b.s.Get(ctx, id); err != ErrNotFound {
+				t.Fatalf("%s after its retention: %v", id, err)
+			}
+		}
+		page, _, err := b.s.List(ctx, "t:design", "", 10)
+		if err != nil || len(page) != 2 || page[0].ID != ids[3] || page[1].ID != ids[2] {
+			t.Fatalf("listed after the sweep: %v %v", page, err)
+		}
+		if all, _, _ := b.s.List(ctx, "", "", 10); len(all) != 2 {
+			t.Fatalf("%d batches in the index, want 2", len(all))
+		}
+		if n, err := b.s.SweepFinished(ctx, time.Unix(2000, 0)); n != 0 || err != nil {
+			t.Fatalf("a second sweep: %d %v", n, err)
+		}
+		if active := must[[]string](t)(b.s.Active(ctx)); !slices.Equal(active, []string{ids[3]}) {
+			t.Fatalf("active %v", active)
+		}
+		if b.reopen != nil {
+			s := b.reopen()
+			if _, err := s.Get(ctx, ids[0]); err != ErrNotFound {
+				t.Fatalf("a removed batch after a restart: %v", err)
+			}
 		}
 	})
 

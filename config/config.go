@@ -27,6 +27,7 @@ type Config struct {
 	Billing   Billing    `yaml:"billing"`
 	Images    Images     `yaml:"images"`
 	Batch     Batch      `yaml:"batch"`
+	Files     Files      `yaml:"files"`
 	Teams     []Team     `yaml:"teams"`
 	Keys      []Key      `yaml:"keys"`
 
@@ -228,6 +229,22 @@ type Batch struct {
 	// ReclaimAfter is how long lines held by a replica that stopped
 	// heartbeating wait before another replica takes them over.
 	ReclaimAfter time.Duration `yaml:"reclaim_after"`
+	// Retention is how long a finished batch stays readable before it is
+	// removed (its files expire on their own).
+	Retention time.Duration `yaml:"retention"`
+}
+
+// Files bounds the Files API: what one team (or a key without a team) may
+// keep, and for how long, so that uploads cannot fill the shared Redis.
+type Files struct {
+	// MaxBytesPerTeam caps the bytes of a team's files, batch output and
+	// error files included.
+	MaxBytesPerTeam int64 `yaml:"max_bytes_per_team"`
+	// MaxFilesPerTeam caps the number of a team's files.
+	MaxFilesPerTeam int64 `yaml:"max_files_per_team"`
+	// DefaultTTL is the expiry of batch input and output files whose client
+	// set none (expires_after, output_expires_after).
+	DefaultTTL time.Duration `yaml:"default_ttl"`
 }
 
 // Team groups keys under shared limits and a budget.
@@ -326,6 +343,11 @@ const (
 	DefaultBatchWorkers      = 8
 	DefaultBatchMaxShare     = 0.5
 	DefaultBatchReclaimAfter = 60 * time.Second
+	DefaultBatchRetention    = 720 * time.Hour
+
+	DefaultFilesMaxBytesPerTeam = 1 << 30
+	DefaultFilesMaxFilesPerTeam = 10000
+	DefaultFilesTTL             = 720 * time.Hour
 )
 
 // Defaults fills zero values with their defaults. It is idempotent, and it
@@ -384,6 +406,10 @@ func (c *Config) Defaults() {
 	setDefault(&c.Batch.Workers, DefaultBatchWorkers)
 	setDefault(&c.Batch.MaxShare, DefaultBatchMaxShare)
 	setDefault(&c.Batch.ReclaimAfter, DefaultBatchReclaimAfter)
+	setDefault(&c.Batch.Retention, DefaultBatchRetention)
+	setDefault(&c.Files.MaxBytesPerTeam, DefaultFilesMaxBytesPerTeam)
+	setDefault(&c.Files.MaxFilesPerTeam, DefaultFilesMaxFilesPerTeam)
+	setDefault(&c.Files.DefaultTTL, DefaultFilesTTL)
 
 	for i := range c.Teams {
 		if b := c.Teams[i].Budget; b != nil {

@@ -94,7 +94,8 @@ func TestParseFullSpecConfig(t *testing.T) {
 			Enabled: false, Store: "filesystem", Dir: "./data/images", TTL: 24 * time.Hour, SigningKey: "",
 			S3: S3{UseSSL: true},
 		}, Fetch: ImageFetch{Timeout: 15 * time.Second, MaxPerRequest: 4, MaxBytesInFlight: 128 << 20}},
-		Batch: Batch{Workers: 8, MaxShare: 0.5, ReclaimAfter: 60 * time.Second},
+		Batch: Batch{Workers: 8, MaxShare: 0.5, ReclaimAfter: 60 * time.Second, Retention: 720 * time.Hour},
+		Files: Files{MaxBytesPerTeam: 1 << 30, MaxFilesPerTeam: 10000, DefaultTTL: 720 * time.Hour},
 		Teams: []Team{{Name: "design", RPM: 600, TPM: 2000000, Budget: &Budget{USD: 500, Period: "monthly"}}},
 		Keys: []Key{{
 			Name: "design-ci", Team: "design", Key: "sk-design-ci", RPM: 60, TPM: 200000,

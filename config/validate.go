@@ -308,6 +308,10 @@ func (c *Config) validateRouting(k *checker) {
 		k.add("batch.max_share", "must be greater than 0 and at most 1")
 	}
 	k.positive("batch.reclaim_after", b.ReclaimAfter)
+	k.positive("batch.retention", b.Retention)
+	k.atLeast("files.max_bytes_per_team", c.Files.MaxBytesPerTeam, 1)
+	k.atLeast("files.max_files_per_team", c.Files.MaxFilesPerTeam, 1)
+	k.positive("files.default_ttl", c.Files.DefaultTTL)
 }
 
 // minSigningKey is the shortest signing_key accepted: 256 bits, what

@@ -149,6 +149,10 @@ func TestValidateRules(t *testing.T) {
 		{"batch max_share above one", func(c *Config) { c.Batch.MaxShare = 1.5 }, []string{"batch.max_share: must be greater than 0 and at most 1"}},
 		{"batch max_share one", func(c *Config) { c.Batch.MaxShare = 1 }, nil},
 		{"batch reclaim_after", func(c *Config) { c.Batch.ReclaimAfter = 0 }, []string{"batch.reclaim_after: must be a positive duration"}},
+		{"batch retention", func(c *Config) { c.Batch.Retention = -time.Hour }, []string{"batch.retention: must be a positive duration"}},
+		{"files quotas", func(c *Config) { c.Files.MaxBytesPerTeam, c.Files.MaxFilesPerTeam = -1, -1 },
+			[]string{"files.max_bytes_per_team: must be at least 1", "files.max_files_per_team: must be at least 1"}},
+		{"files default_ttl", func(c *Config) { c.Files.DefaultTTL = -time.Second }, []string{"files.default_ttl: must be a positive duration"}},
 
 		{"team name empty", func(c *Config) { c.Teams[1].Name = "" }, []string{"teams[1].name: required"}},
 		{"team name duplicate", func(c *Config) { c.Teams[1].Name = "design" }, []string{`teams[1].name: duplicate team name "design" (also teams[0])`}},

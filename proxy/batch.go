@@ -53,7 +53,12 @@ func (s *Server) batchCaller(ctx *fasthttp.RequestCtx, st *State) (*auth.Caller,
 // batchError answers an error of the batch Manager.
 func (s *Server) batchError(ctx *fasthttp.RequestCtx, err error, notFound *apiError) {
 	var pe *batch.ParamError
+	var qe *batch.QuotaError
 	switch {
+	case errors.As(err, &qe):
+		// 400, not 429: waiting does not make room, deleting files does.
+		writeError(ctx, &apiError{Status: fasthttp.StatusBadRequest, Type: "invalid_request_error",
+			Code: "files_quota_exceeded", Param: "file", Message: qe.Error()})
 	case errors.As(err, &pe):
 		code := "invalid_request"
 		if pe.Status == fasthttp.StatusNotFound {
@@ -156,6 +161,8 @@ func (s *Server) uploadFile(ctx *fasthttp.RequestCtx, st *State, caller *auth.Ca
 		}
 	}()
 	purpose := ""
+	var anchor, seconds string
+	var expiresAfter bool
 	for {
 		part, err := mr.NextPart()
 		if err == io.EOF {
@@ -173,13 +180,14 @@ func (s *Server) uploadFile(ctx *fasthttp.RequestCtx, st *State, caller *auth.Ca
 			}
 			now := time.Now()
 			w, err = files.Create(sctx, batch.File{ID: batch.NewFileID(now), CreatedAt: now.Unix(),
-				Filename: cleanFilename(part.FileName()), Owner: batch.OwnerOf(caller.Team, caller.Name)}, maxBytes)
+				Filename: cleanFilename(part.FileName()), Owner: batch.OwnerOf(caller.Team, caller.Name)}, maxBytes,
+				batch.QuotaFor(st.Config.Files))
 			if err != nil {
 				s.batchError(ctx, err, errNoFile)
 				return
 			}
 			if _, err := io.Copy(w, part); err != nil {
-				if errors.Is(err, batch.ErrFileTooLarge) {
+				if errors.Is(err, batch.ErrFileTooLarge) || errors.Is(err, batch.ErrQuotaExceeded) {
 					s.batchError(ctx, err, errNoFile)
 				} else {
 					writeError(ctx, errInvalid("file", "The multipart body is malformed or truncated."))
@@ -192,10 +200,14 @@ func (s *Server) uploadFile(ctx *fasthttp.RequestCtx, st *State, caller *auth.Ca
 				writeError(ctx, errInvalid("", "The multipart body is malformed or truncated."))
 				return
 			}
-			if name == "purpose" {
+			switch name {
+			case "purpose":
 				purpose = string(v)
+			case "expires_after[anchor]":
+				anchor, expiresAfter = string(v), true
+			default:
+				seconds, expiresAfter = string(v), true
 			}
-			// expires_after is accepted; files are kept until deleted.
 		default:
 			writeError(ctx, errInvalid(name, "Unrecognized request argument supplied: "+name))
 			return
@@ -212,7 +224,17 @@ func (s *Server) uploadFile(ctx *fasthttp.RequestCtx, st *State, caller *auth.Ca
 		writeError(ctx, errInvalid("purpose", "'purpose' must be batch: this gateway keeps files for batches only."))
 		return
 	}
-	w.Meta().Purpose = purpose
+	ttl := int64(st.Config.Files.DefaultTTL / time.Second)
+	if expiresAfter {
+		n, perr := batch.CheckExpiresAfter(anchor, seconds, "expires_after[anchor]", "expires_after[seconds]")
+		if perr != nil {
+			s.batchError(ctx, perr, errNoFile)
+			return
+		}
+		ttl = n
+	}
+	m := w.Meta()
+	m.Purpose, m.ExpiresAt = purpose, batch.UnixTime(m.CreatedAt+ttl)
 	f, err := w.Commit()
 	w = nil
 	if err != nil {
@@ -324,8 +346,31 @@ type createBatchBody struct {
 	Endpoint         string            `json:"endpoint"`
 	CompletionWindow string            `json:"completion_window"`
 	Metadata         map[string]string `json:"metadata"`
-	// Accepted for the SDKs; output files are kept until deleted.
-	OutputExpiresAfter json.RawMessage `json:"output_expires_after"`
+	// OutputExpiresAfter is the expiry of the output and error files.
+	OutputExpiresAfter *struct {
+		Anchor  json.RawMessage `json:"anchor"`
+		Seconds json.RawMessage `json:"seconds"`
+	} `json:"output_expires_after"`
+}
+
+// outputExpiry checks output_expires_after: {"anchor":"created_at",
+// "seconds":3600..2592000}; 0 when absent.
+func (b *createBatchBody) outputExpiry() (int64, error) {
+	e := b.OutputExpiresAfter
+	if e == nil {
+		return 0, nil
+	}
+	var anchor string
+	if json.Unmarshal(e.Anchor, &anchor) != nil {
+		anchor = "" // not a string: refused as a wrong anchor
+	}
+	// seconds is a JSON number: its text is what CheckExpiresAfter parses.
+	n, perr := batch.CheckExpiresAfter(anchor, string(bytes.TrimSpace(e.Seconds)), "output_expires_after.anchor",
+		"output_expires_after.seconds")
+	if perr != nil {
+		return 0, perr
+	}
+	return n, nil
 }
 
 // handleBatches serves /v1/batches: POST creates, GET lists.
@@ -357,9 +402,15 @@ func (s *Server) handleBatches(ctx *fasthttp.RequestCtx, st *State) {
 			writeError(ctx, errInvalid("input_file_id", "'input_file_id' is required."))
 			return
 		}
+		outTTL, err := body.outputExpiry()
+		if err != nil {
+			s.batchError(ctx, err, errNoBatch)
+			return
+		}
 		rt := st.BatchRuntime()
 		b, err := st.Batches.Create(sctx, rt, caller, batch.CreateParams{InputFileID: body.InputFileID,
-			Endpoint: body.Endpoint, CompletionWindow: body.CompletionWindow, Metadata: body.Metadata})
+			Endpoint: body.Endpoint, CompletionWindow: body.CompletionWindow, Metadata: body.Metadata,
+			OutputExpiresAfter: outTTL})
 		if err != nil {
 			s.batchError(ctx, err, errNoFile)
 			return
