@@ -50,6 +50,10 @@ type Options struct {
 	BudgetPause time.Duration
 	// LimiterPause is the wait after Redis could not decide (5s).
 	LimiterPause time.Duration
+	// MaxOverloadWait caps the wait of a line the upstreams were too
+	// overloaded to take (router.Overloaded) before it runs again; 0: the
+	// delay the upstreams or circuits gave, as is.
+	MaxOverloadWait time.Duration
 	// ValidatingTimeout fails a batch whose creation was cut short (10m).
 	ValidatingTimeout time.Duration
 	// SweepEvery is how often expired files and finished batches past

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -117,6 +118,9 @@ keys:
 	if o.Poll == 0 {
 		o.Poll = 20 * time.Millisecond
 	}
+	if o.MaxOverloadWait == 0 {
+		o.MaxOverloadWait = 20 * time.Millisecond
+	}
 	if o.RetryBackoff == nil {
 		o.RetryBackoff = []time.Duration{20 * time.Millisecond, 20 * time.Millisecond}
 	}
@@ -204,17 +208,18 @@ func chatInput(n int) []byte {
 
 func TestServerErrorsAreRetriedThenFinal(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	// Two 500s, then success: the line is retried twice and completes.
-	h.up.SetFault(fakeup.Fault{Status: 500, Times: 2})
+	// Two answers that may have made an image (200s that are not JSON),
+	// then success: the line is retried twice and completes.
+	h.up.SetFault(fakeup.Fault{Garbage: true, Times: 2})
 	b := h.create(t, EndpointChat, chatInput(1))
 	b = h.wait(t, b.ID, StatusCompleted, 5*time.Second)
 	if b.Counts.Completed != 1 || h.up.Requests() != 3 {
 		t.Fatalf("counts %+v after %d upstream requests, want 1 completed after 3", b.Counts, h.up.Requests())
 	}
-	// Always 500: final after the retries, in the error file with the 502
+	// Always so: final after the retries, in the error file with the 502
 	// the HTTP API would have answered.
 	h.up.Reset()
-	h.up.SetFault(fakeup.Fault{Status: 500})
+	h.up.SetFault(fakeup.Fault{Garbage: true})
 	b = h.create(t, EndpointChat, chatInput(1))
 	b = h.wait(t, b.ID, StatusCompleted, 5*time.Second)
 	if b.Counts.Failed != 1 || b.OutputFileID != "" || h.up.Requests() != 3 {
@@ -224,6 +229,39 @@ func TestServerErrorsAreRetriedThenFinal(t *testing.T) {
 	if len(errs) != 1 || !strings.Contains(errs[0], `"status_code":502`) || !strings.Contains(errs[0], `"code":"upstream_error"`) ||
 		!strings.Contains(errs[0], `"custom_id":"r0"`) {
 		t.Fatalf("error file %q", errs)
+	}
+}
+
+// TestOverloadedLinesWaitUntilTheUpstreamRecovers: answers that cannot have
+// made an image (503 overloaded, 429 with a retry delay) never fail a line:
+// it waits and runs again, however many times, and completes once the
+// upstream recovers.
+func TestOverloadedLinesWaitUntilTheUpstreamRecovers(t *testing.T) {
+	for _, status := range []int{503, 429} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			h := newHarness(t, harnessOpts{})
+			h.up.SetFault(fakeup.Fault{Status: status, Header: map[string]string{"retry-after-ms": "10"}})
+			b := h.create(t, EndpointChat, chatInput(2))
+			deadline := time.Now().Add(5 * time.Second)
+			for h.up.Requests() < 6 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d upstream requests: the lines stopped trying", h.up.Requests())
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			got, err := h.m.Get(context.Background(), h.caller(), b.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Counts.Failed != 0 || Final(got.Status) {
+				t.Fatalf("an overloaded line failed: %+v", got)
+			}
+			h.up.ClearFault()
+			b = h.wait(t, b.ID, StatusCompleted, 5*time.Second)
+			if b.Counts.Completed != 2 || b.Counts.Failed != 0 {
+				t.Fatalf("counts %+v", b.Counts)
+			}
+		})
 	}
 }
 

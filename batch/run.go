@@ -70,6 +70,10 @@ type attempt struct {
 	why  string
 	// retry: a failure another attempt may fix (502, 503, 504).
 	retry bool
+	// overload > 0: no provider could take the line and nothing was made
+	// (router.Overloaded): it runs again after this wait, for as long as
+	// the batch has time; the batch pauses meanwhile.
+	overload time.Duration
 	// abandoned: the replica is stopping; the line stays queued.
 	abandoned bool
 
@@ -245,8 +249,16 @@ func (m *Manager) failed(b *Batch, t *Task, customID []byte, reqID string, e *ap
 		reqID = callID(b.ID, t.Line, t.try)
 	}
 	body := appendErrorBody(make([]byte, 0, 160+len(e.Message)), e)
-	return attempt{kind: kindFailed, line: appendResultLine(nil, b.ID, t.Line, customID, e.Status, reqID, body),
+	a := attempt{kind: kindFailed, line: appendResultLine(nil, b.ID, t.Line, customID, e.Status, reqID, body),
 		status: e.Status, retry: transient(e), errorCode: e.Code, err: err}
+	var ov *router.Overloaded
+	if errors.As(err, &ov) {
+		a.overload = max(ov.RetryAfter, time.Millisecond)
+		if m.o.MaxOverloadWait > 0 {
+			a.overload = min(a.overload, m.o.MaxOverloadWait)
+		}
+	}
+	return a
 }
 
 func nonce() string {

@@ -325,6 +325,12 @@ func (m *Manager) runTask(t *Task) bool {
 	case a.wait > 0:
 		m.hold(t, a.wait, a.why, t.try, true)
 		return true
+	case a.overload > 0:
+		// A new try: the failed attempt was recorded under its own id.
+		m.log.Info("batch line found the upstreams overloaded; running it again later", zap.String("batch", b.ID),
+			zap.Int("line", t.Line), zap.Int("status", a.status), zap.Duration("in", a.overload), zap.Error(a.err))
+		m.hold(t, a.overload, "upstream_overload", t.try+1, true)
+		return true
 	case a.retry && t.try < len(m.o.RetryBackoff):
 		wait := m.o.RetryBackoff[t.try]
 		m.log.Info("batch line failed; retrying", zap.String("batch", b.ID), zap.Int("line", t.Line),

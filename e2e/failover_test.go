@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -69,10 +70,13 @@ func TestUpstreamClientErrorIsNotRetried(t *testing.T) {
 	}
 }
 
+// TestAllProvidersFail: when every attempt may have made an image (a 200
+// that is not an answer, a body cut short), a retry could buy another: 502
+// with x-should-retry: false, naming the providers tried.
 func TestAllProvidersFail(t *testing.T) {
 	e := startEnv(t, opts{})
-	e.cheap.SetFault(fakeup.Fault{Status: 500})
-	e.dear.SetFault(fakeup.Fault{Status: 503})
+	e.cheap.SetFault(fakeup.Fault{Garbage: true})
+	e.dear.SetFault(fakeup.Fault{DropMidBody: true})
 	resp := e.post(t, chatBody(""))
 	if resp.Header.Get("x-should-retry") != "false" {
 		t.Errorf("x-should-retry = %q, want false", resp.Header.Get("x-should-retry"))
@@ -88,9 +92,60 @@ func TestAllProvidersFail(t *testing.T) {
 	}
 }
 
+// TestOverloadedUpstreamsAreRetryable: when no attempt could have made an
+// image (5xx answers, 429s), the answer is a 429 the SDKs retry by
+// themselves: retry-after and retry-after-ms from the smallest upstream
+// delay, and no x-should-retry: false.
+func TestOverloadedUpstreamsAreRetryable(t *testing.T) {
+	e := startEnv(t, opts{})
+	e.cheap.SetFault(fakeup.Fault{Status: 500})
+	e.dear.SetFault(fakeup.Fault{Status: 429, Header: map[string]string{"retry-after": "7"}})
+	resp := e.post(t, chatBody(""))
+	if v := resp.Header.Get("x-should-retry"); v != "" {
+		t.Errorf("x-should-retry = %q on an overload", v)
+	}
+	if resp.Header.Get("retry-after") != "7" || resp.Header.Get("retry-after-ms") != "7000" {
+		t.Errorf("retry-after %q, retry-after-ms %q, want 7 and 7000", resp.Header.Get("retry-after"), resp.Header.Get("retry-after-ms"))
+	}
+	env := expectError(t, resp, 429, "rate_limit_exceeded")
+	if !strings.Contains(env.Error.Message, "cheap") || !strings.Contains(env.Error.Message, "dear") {
+		t.Errorf("message does not name the providers tried: %q", env.Error.Message)
+	}
+	// dear is benched for its 7 s, cheap still usable: 429 again, and a
+	// second later, once cheap recovers, a success.
+	e.cheap.ClearFault()
+	resp = e.post(t, chatBody(""))
+	readAll(t, resp)
+	if resp.StatusCode != 200 || resp.Header.Get("x-nanogate-provider") != "cheap" {
+		t.Fatalf("after the overload: %d from %q", resp.StatusCode, resp.Header.Get("x-nanogate-provider"))
+	}
+}
+
+// TestEveryProviderOutIs503WithRetryAfter: once every provider's circuit is
+// open, requests get 503 no_provider_available with retry-after at the
+// earliest re-open, retryable.
+func TestEveryProviderOutIs503WithRetryAfter(t *testing.T) {
+	e := startEnv(t, opts{threshold: 1, cooldown: "20s"})
+	e.cheap.SetFault(fakeup.Fault{Status: 503})
+	e.dear.SetFault(fakeup.Fault{Status: 503})
+	readAll(t, e.post(t, chatBody(""))) // opens both circuits
+	resp := e.post(t, chatBody(""))
+	if v := resp.Header.Get("x-should-retry"); v != "" {
+		t.Errorf("x-should-retry = %q", v)
+	}
+	ra, _ := strconv.Atoi(resp.Header.Get("retry-after"))
+	if ra < 1 || ra > 20 {
+		t.Errorf("retry-after = %q, want the circuits' re-open within 20 s", resp.Header.Get("retry-after"))
+	}
+	expectError(t, resp, 503, "no_provider_available")
+	if n := e.cheap.Requests() + e.dear.Requests(); n != 2 {
+		t.Errorf("%d upstream requests: open circuits were called", n)
+	}
+}
+
 func TestMaxAttemptsBoundsFailover(t *testing.T) {
 	e := startEnv(t, opts{maxAttempts: 1})
-	e.cheap.SetFault(fakeup.Fault{Status: 500})
+	e.cheap.SetFault(fakeup.Fault{Garbage: true})
 	expectError(t, e.post(t, chatBody("")), 502, "upstream_error")
 	if e.dear.Requests() != 0 {
 		t.Fatalf("max_attempts 1 still tried a second provider")

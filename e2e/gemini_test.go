@@ -362,3 +362,33 @@ func TestGeminiKeyNeverInURLOrLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestGeminiOverloadIsRetryable: Google's 429 RESOURCE_EXHAUSTED (RetryInfo
+// retryDelay 13s) or 503 "model is overloaded", with the reseller overloaded too,
+// reach the client as a retryable 429 with Google's delay, never a
+// non-retryable answer.
+// non-retryable answer.
+func TestGeminiOverloadIsRetryable(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		fault  fakeup.Fault
+		wantRA string
+	}{
+		{"429 RetryInfo", fakeup.Fault{Status: 429}, "13"},
+		{"503 overloaded", fakeup.Fault{Status: 503}, "1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := startGeminiEnv(t, googleKey)
+			e.google.SetFault(tt.fault)
+			e.reseller.SetFault(fakeup.Fault{Status: 503})
+			resp := e.post(t, chatBody(""))
+			if v := resp.Header.Get("x-should-retry"); v != "" {
+				t.Errorf("x-should-retry = %q", v)
+			}
+			if ra := resp.Header.Get("retry-after"); ra != tt.wantRA {
+				t.Errorf("retry-after = %q, want %s", ra, tt.wantRA)
+			}
+			expectError(t, resp, 429, "rate_limit_exceeded")
+		})
+	}
+}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +48,10 @@ func ErrorFor(err error, model string, call *Call) *APIError {
 	if errors.As(err, &re) {
 		return Invalid(re.Param, re.Msg)
 	}
+	var ov *router.Overloaded
+	if errors.As(err, &ov) {
+		return overloadError(ov, model)
+	}
 	switch {
 	case errors.Is(err, ErrRateLimited):
 		return rateLimitError(call)
@@ -90,9 +95,28 @@ func ErrorFor(err error, model string, call *Call) *APIError {
 	return &APIError{Status: 500, Type: "server_error", Code: "internal_error", Message: "Internal error."}
 }
 
+// overloadError answers a request no provider took and that a retry may
+// fix without buying an image twice: retryable (no x-should-retry: false),
+// with the delay the upstreams or the circuits give. 429 while some provider
+// of the model is still usable, 503 when every one is out.
+func overloadError(ov *router.Overloaded, model string) *APIError {
+	secs := strconv.FormatInt(ratelimit.RetryAfterSeconds(ov.RetryAfter), 10)
+	last := ""
+	if ov.Last != nil {
+		last = " Last: " + ov.Last.Error()
+	}
+	if ov.AllOut {
+		return &APIError{Status: 503, Type: "server_error", Code: "no_provider_available", RetryAfter: ov.RetryAfter,
+			Message: "No provider can take a request for the model '" + model + "' right now; retry in " + secs + " s." + last}
+	}
+	return &APIError{Status: 429, Type: "requests", Code: "rate_limit_exceeded", RetryAfter: ov.RetryAfter,
+		Message: "The upstream providers are overloaded; retry in " + secs + " s." + last}
+}
+
 // Tried prefixes a failover failure with the providers tried.
 func (e *APIError) Tried(tried []string) {
-	if len(tried) > 1 && (e.Code == "upstream_error" || e.Code == "upstream_timeout") {
+	if len(tried) > 1 && (e.Code == "upstream_error" || e.Code == "upstream_timeout" ||
+		e.Code == "rate_limit_exceeded" || e.Code == "no_provider_available") {
 		e.Message = "Tried " + strings.Join(tried, ", ") + ". " + e.Message
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 )
 
@@ -160,6 +161,24 @@ func (e *Error) Unwrap() error { return e.Err }
 // Failover reports whether another provider may succeed where this one failed.
 func (e *Error) Failover() bool {
 	return e.Kind != KindClient && e.Kind != KindCanceled
+}
+
+// NothingMade reports whether the failure came before the upstream could
+// have generated (and billed) an image: a 429, an error status, or a
+// connection that was never made. A client may then safely retry; after a
+// timeout or an answer cut short, an image may exist and a retry buys
+// another.
+func (e *Error) NothingMade() bool {
+	switch e.Kind {
+	case KindRateLimited, KindServer:
+		return e.Status != 0
+	case KindConfig:
+		return e.Status == 429 // a quota that says no delay: still nothing made
+	case KindTransport:
+		var op *net.OpError
+		return errors.As(e.Err, &op) && op.Op == "dial"
+	}
+	return false
 }
 
 // MaxRetryAfter bounds the retry delay read from an upstream answer. It

@@ -103,6 +103,28 @@ func (h *health) usable(now time.Time) bool {
 	return h.state == Healthy || (h.state == Open && !now.Before(h.openUntil))
 }
 
+// wait is how long until the provider may take a request: 0 when it may
+// now. A half-open circuit's trial is in flight and decides soon: a second.
+func (h *health) wait(now time.Time) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	until := h.benchedUntil
+	switch h.state {
+	case Open:
+		if h.openUntil.After(until) {
+			until = h.openUntil
+		}
+	case HalfOpen:
+		if t := now.Add(time.Second); t.After(until) {
+			until = t
+		}
+	}
+	if !until.After(now) {
+		return 0
+	}
+	return until.Sub(now)
+}
+
 // report records the outcome of an attempt.
 func (h *health) report(now time.Time, trial bool, err error, took time.Duration) {
 	ms := float64(took.Microseconds()) / 1000

@@ -20,6 +20,62 @@ import (
 // does has its circuit open.
 var ErrNoProvider = errors.New("no provider available")
 
+// Overloaded is the failure of a request no provider took: every attempt
+// failed before an image could have been made (provider.Error.NothingMade:
+// a 429, an error status, a refused connection), or every provider was
+// skipped (circuit open, benched by a retry delay). A later retry may
+// succeed and cannot buy an image twice.
+type Overloaded struct {
+	// AllOut: no provider of the model may take a request now.
+	AllOut bool
+	// RetryAfter is when a retry may succeed: with AllOut, the earliest
+	// time a provider is usable again; otherwise the smallest delay an
+	// upstream asked for (bounded by routing.health.max_retry_after), or a
+	// second when none did.
+	RetryAfter time.Duration
+	// Last is the last upstream failure; nil when no attempt was made.
+	Last error
+}
+
+func (e *Overloaded) Error() string {
+	if e.Last != nil {
+		return e.Last.Error()
+	}
+	return ErrNoProvider.Error()
+}
+
+func (e *Overloaded) Unwrap() error { return e.Last }
+
+// Is makes errors.Is(err, ErrNoProvider) true when every provider is out.
+func (e *Overloaded) Is(target error) bool { return target == ErrNoProvider && e.AllOut }
+
+// defaultRetryAfter is the retry delay of an overload whose upstreams named
+// none, with providers still usable.
+const defaultRetryAfter = time.Second
+
+// overloaded describes the failure of a request over cands after its
+// attempts: last is the last upstream error (nil: none was tried), asked the
+// smallest delay an upstream asked for (0: none).
+func (r *Router) overloaded(cands []ranked, last error, asked time.Duration) *Overloaded {
+	now := r.now()
+	soonest := time.Duration(-1)
+	for i := range cands {
+		if d := cands[i].c.health.wait(now); soonest < 0 || d < soonest {
+			soonest = d
+		}
+	}
+	e := &Overloaded{Last: last, AllOut: soonest > 0}
+	switch {
+	case e.AllOut:
+		e.RetryAfter = soonest
+	case asked > 0:
+		e.RetryAfter = min(asked, r.maxBench)
+	default:
+		e.RetryAfter = defaultRetryAfter
+	}
+	return e
+}
+
 // Candidate is a provider able to serve a model.
 type Candidate struct {
 	Provider provider.Provider
@@ -47,6 +103,7 @@ type Router struct {
 	prices      map[string]config.Price
 	names       []string
 	maxAttempts int
+	maxBench    time.Duration // routing.health.max_retry_after
 	strategy    Strategy
 	log         *zap.Logger
 	now         func() time.Time
@@ -87,6 +144,7 @@ func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *m
 	if maxBench <= 0 {
 		maxBench = config.DefaultMaxRetryAfter
 	}
+	r.maxBench = maxBench
 	for _, e := range entries {
 		if e.Config.Disabled {
 			continue
@@ -234,6 +292,8 @@ func (r *Router) try(ctx context.Context, req *provider.ChatRequest, keep bool, 
 		return served, ErrNoProvider
 	}
 	var last error
+	var asked time.Duration // the smallest delay an upstream asked for
+	nothingMade := true     // no attempt could have produced an image
 	for i := range cands {
 		if served.Attempts >= r.maxAttempts {
 			break
@@ -265,15 +325,21 @@ func (r *Router) try(ctx context.Context, req *provider.ChatRequest, keep bool, 
 		}
 		cancel()
 		last = err
-		if pe, ok := provider.AsError(err); ok && !pe.Failover() {
+		pe, ok := provider.AsError(err)
+		if !ok || !pe.NothingMade() {
+			nothingMade = false
+		} else if pe.RetryAfter > 0 && (asked == 0 || pe.RetryAfter < asked) {
+			asked = pe.RetryAfter
+		}
+		if ok && !pe.Failover() {
 			break
 		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	if served.Attempts == 0 {
-		return served, ErrNoProvider
+	if served.Attempts == 0 || (nothingMade && ctx.Err() == nil) {
+		return served, r.overloaded(cands, last, asked)
 	}
 	return served, last
 }
