@@ -367,7 +367,6 @@ func TestGeminiKeyNeverInURLOrLogs(t *testing.T) {
 // retryDelay 13s) or 503 "model is overloaded", with the reseller overloaded too,
 // reach the client as a retryable 429 with Google's delay, never a
 // non-retryable answer.
-// non-retryable answer.
 func TestGeminiOverloadIsRetryable(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
