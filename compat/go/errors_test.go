@@ -73,11 +73,12 @@ func TestClientErrors(t *testing.T) {
 	}
 }
 
-// failingCall makes every upstream answer 500, runs one call with the SDK's default retries (2), and checks
-// the 502 and that the gateway's attempts were the only upstream calls.
+// failingCall makes every upstream answer a 200 that is not an answer (an image may have been made and
+// billed), runs one call with the SDK's default retries (2), and checks the 502 and that the gateway's attempts
+// were the only upstream calls.
 func failingCall(t *testing.T, stream bool, model string, want map[string]int64) {
 	t.Helper()
-	setFault(t, "", map[string]any{"status": 500})
+	setFault(t, "", map[string]any{"garbage": true})
 	c := newClient(env.key)
 	params := openai.ChatCompletionNewParams{Model: model, Messages: prompt}
 	var err error
@@ -120,6 +121,25 @@ func TestEveryUpstreamFailingCostsMaxAttempts(t *testing.T) {
 		t.Fatalf("the config's routing.max_attempts is %d, this case expects 2", env.maxAttempts)
 	}
 	failingCall(t, false, env.modelBoth, want)
+}
+
+// TestOverloadIsRetriedBySDK: one upstream 429 asking for 200 ms reaches the SDK as a retryable answer with
+// that delay; the SDK waits and retries on its own, and the second upstream call succeeds.
+func TestOverloadIsRetriedBySDK(t *testing.T) {
+	forEachKind(t, func(t *testing.T, k kind) {
+		setFault(t, k.server, map[string]any{"status": 429, "header": map[string]string{"retry-after-ms": "200"}, "times": 1})
+		c := newClient(env.key)
+		res, err := c.Chat.Completions.New(ctx(t), openai.ChatCompletionNewParams{Model: k.model, Messages: prompt})
+		if err != nil {
+			t.Fatalf("the SDK did not retry the overload through: %v", err)
+		}
+		if len(res.Choices) == 0 || res.Choices[0].Message.Content == "" {
+			t.Fatalf("empty answer after the retry")
+		}
+		if n := stats(t)[k.server].Requests; n != 2 {
+			t.Fatalf("%d upstream calls, want one failed and one successful", n)
+		}
+	})
 }
 
 func TestSDKTimeoutCancelsUpstreamCall(t *testing.T) {

@@ -80,10 +80,11 @@ caseTest("an unknown parameter in the body is a BadRequestError (400)", async ()
   await assertNoUpstreamCall();
 });
 
-// failingCall makes every upstream answer 500, runs one call with the SDK's default retries (2), and checks
-// the 502 and that the gateway's attempts were the only upstream calls.
+// failingCall makes every upstream answer a 200 that is not an answer (an image may have been made and
+// billed), runs one call with the SDK's default retries (2), and checks the 502 and that the gateway's attempts
+// were the only upstream calls.
 async function failingCall(params, want) {
-  await setFault({ status: 500 });
+  await setFault({ garbage: true });
   const err = await rejects(
     () => client().chat.completions.create(params),
     OpenAI.InternalServerError,
@@ -106,6 +107,15 @@ caseTest("every upstream failing on a model both kinds serve costs exactly max_a
   const want = { openai: 1, gemini: 1 };
   assert.equal(want.openai + want.gemini, env.maxAttempts, "the config's routing.max_attempts");
   await failingCall({ model: env.modelBoth, messages: prompt }, want);
+});
+
+forEachKind("an overloaded upstream (429) is retried by the SDK itself, then succeeds", async (k) => {
+  // One 429 asking for 200 ms: the gateway answers retryable (no x-should-retry: false) with that delay, the
+  // SDK waits and retries on its own, and the second upstream call succeeds.
+  await setFault({ status: 429, header: { "retry-after-ms": "200" }, times: 1 }, k.server);
+  const res = await client().chat.completions.create({ model: k.model, messages: prompt });
+  assert.ok(res.choices[0].message.content.length > 0, "an answer after the retry");
+  assert.equal((await stats())[k.server].requests, 2, "one failed and one successful upstream call");
 });
 
 forEachKind("an SDK timeout shorter than the upstream's latency cancels the upstream call", async (k) => {
