@@ -163,10 +163,8 @@ type Response struct {
 	cn     *conn
 	stop   func() bool
 	buf    []byte // body of a non-stream response, reused through the pool
-	// unarmed: stop ran before the context ended (the connection is intact).
-	unarmed bool
-	ctx     context.Context
-	done    bool // body fully read: the connection may be reused
+	ctx    context.Context
+	done   bool // body fully read: the connection may be reused
 }
 
 var respPool = sync.Pool{New: func() any { return new(Response) }}
@@ -215,10 +213,11 @@ func (c *Client) Do(ctx context.Context, req *fasthttp.Request, stream bool) (*R
 			r.Release()
 			return nil, err
 		}
-		// The body is in memory: the connection is idle from here on, and a
-		// later end of ctx must not spoil it.
-		r.unarmed = r.stop()
-		r.stop = nil
+		// The body is in memory: the connection goes back to the pool now,
+		// not when the caller releases the response. The caller keeps the
+		// body while its own client reads the answer, and a client that
+		// never reads must not hold a connection that other callers wait for.
+		r.freeConn()
 	}
 	return r, nil
 }
@@ -286,16 +285,34 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 }
 
 // Release returns the connection to the pool when the body was read to its end,
-// else closes it, and recycles the response.
+// else closes it, and recycles the response. A buffered response gave its
+// connection back when Do returned; Release then only recycles its buffer.
 func (r *Response) Release() {
+	if r.client == nil {
+		return
+	}
+	r.freeConn()
+	r.Response.Reset()
+	if cap(r.buf) > 4<<20 {
+		r.buf = nil // do not pin a huge buffer in the pool
+	}
+	r.client, r.stop, r.ctx, r.done = nil, nil, nil, false
+	respPool.Put(r)
+}
+
+// freeConn gives the response's connection back: to the pool when its body
+// was read to the end and its context did not spoil it, else closed.
+func (r *Response) freeConn() {
 	if r.cn == nil {
 		return
 	}
-	stopped := r.unarmed
+	stopped := false
 	if r.stop != nil {
 		stopped = r.stop()
+		r.stop = nil
 	}
 	cn, c := r.cn, r.client
+	r.cn = nil
 	// A fired AfterFunc has expired the deadline: that connection is spoiled.
 	reuse := r.done && stopped && !r.Response.ConnectionClose()
 	r.Response.CloseBodyStream()
@@ -304,12 +321,6 @@ func (r *Response) Release() {
 	} else {
 		c.discard(cn)
 	}
-	r.Response.Reset()
-	if cap(r.buf) > 4<<20 {
-		r.buf = nil // do not pin a huge buffer in the pool
-	}
-	r.client, r.cn, r.stop, r.ctx, r.done, r.unarmed = nil, nil, nil, nil, false, false
-	respPool.Put(r)
 }
 
 // wrapErr reports a cancelled or expired context as itself, not as the i/o

@@ -181,3 +181,64 @@ func TestPeerClosedIdleConnectionIsDetected(t *testing.T) {
 		resp.Release()
 	}
 }
+
+// A buffered answer whose caller still holds it (its client has not read the
+// answer yet) must not keep the only connection from the next call.
+func TestBufferedResponseFreesItsConnectionBeforeRelease(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write([]byte("answer"))
+	})
+	c, _ := New(s.url, Options{MaxConns: 1})
+	defer c.Close()
+	held, err := c.Do(context.Background(), post("/v1/x"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	next, err := c.Do(ctx, post("/v1/x"), false)
+	if err != nil {
+		t.Fatalf("second call with the first answer still held: %v", err)
+	}
+	if string(held.Body()) != "answer" || string(next.Body()) != "answer" {
+		t.Fatalf("bodies %q, %q", held.Body(), next.Body())
+	}
+	next.Release()
+	held.Release()
+	if n := s.conns.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1 reused", n)
+	}
+}
+
+// A stream answer holds its connection until released; released before its
+// end, the connection is closed, never handed to the next call.
+func TestUnfinishedStreamClosesItsConnection(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write([]byte("data: 1\n\n"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	c, _ := New(s.url, Options{MaxConns: 1})
+	defer c.Close()
+	resp, err := c.Do(context.Background(), post("/v1/x"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 9)
+	if _, err := io.ReadFull(resp.BodyStream(), buf); err != nil {
+		t.Fatal(err)
+	}
+	resp.Release()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	next, err := c.Do(ctx, post("/v1/x"), true)
+	if err != nil {
+		t.Fatalf("call after an abandoned stream: %v", err)
+	}
+	next.Release()
+	if n := s.conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2 (the abandoned one closed)", n)
+	}
+}
