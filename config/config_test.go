@@ -61,7 +61,7 @@ func TestParseFullSpecConfig(t *testing.T) {
 	want := &Config{
 		Server: Server{
 			Listen: "127.0.0.1:8080", PublicURL: "http://127.0.0.1:8080", MaxBodyBytes: 32 << 20,
-			ShutdownTimeout: 30 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 0,
+			ShutdownTimeout: 30 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second,
 			IdleTimeout: 120 * time.Second, MaxHeaderBytes: 16384,
 		},
 		AdminKey: "admin-secret",
@@ -133,7 +133,7 @@ keys: [{ name: k, key_sha256: "ABCDEF0123456789abcdef0123456789ABCDEF0123456789a
 		{"use_ssl absent", cfg.Images.Offload.S3.UseSSL, true},
 		{"budget period", cfg.Teams[0].Budget.Period, "monthly"},
 		{"key_sha256 lower-cased", cfg.Keys[0].KeySHA256, "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"},
-		{"write_timeout none", cfg.Server.WriteTimeout, time.Duration(0)},
+		{"write_timeout default", cfg.Server.WriteTimeout, 60 * time.Second},
 		{"concurrency", cfg.Server.Concurrency, 0},
 		{"max_conns", cfg.Providers[0].MaxConns, 512},
 		{"timeout", cfg.Providers[0].Timeout, 120 * time.Second},

@@ -303,7 +303,7 @@ func (s *Server) handleFile(ctx *fasthttp.RequestCtx, st *State, rest string) {
 		ctx.SetContentType("application/octet-stream")
 		ctx.Response.Header.Set("Content-Disposition", `attachment; filename="`+strings.ReplaceAll(f.Filename, `"`, "")+`"`)
 		// fasthttp closes rc once the body is sent.
-		ctx.SetBodyStream(rc, int(f.Bytes))
+		setBody(ctx, st, rc, int(f.Bytes))
 	case sub == "" && ctx.IsGet():
 		writeJSON(ctx, f)
 	case sub == "" && ctx.IsDelete():

@@ -191,7 +191,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string) {
 	}
 	body := gateway.NewChatBody(ans, id, req.Model, format)
 	ctx.SetContentType("application/json")
-	ctx.SetBodyStream(body, body.Len())
+	setBody(ctx, st, body, body.Len())
 	l.status, l.usage = fasthttp.StatusOK, ans.Usage
 	if len(ans.Result.Choices) > 0 {
 		l.finish = ans.Result.Choices[0].FinishReason
@@ -231,7 +231,7 @@ func (s *Server) chatStream(ctx *fasthttp.RequestCtx, st *State, l *reqLog, req 
 			}
 			s.logRequest(l)
 		})
-	ctx.SetBodyStream(body, -1)
+	setBody(ctx, st, body, -1)
 }
 
 // jsonContentType admits JSON and the types plain tools send JSON with (curl

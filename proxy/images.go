@@ -161,7 +161,8 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, e
 	ctx.Response.Header.Set("x-nanogate-provider", ans.Provider())
 	ctx.SetContentType("application/json")
 	// The body is a buffer of this request's own: no copy into fasthttp's.
-	ctx.Response.SetBodyRaw(ans.AppendResponse(nil))
+	b := ans.AppendResponse(nil)
+	setBody(ctx, st, bytes.NewReader(b), len(b))
 	// Records were written per upstream call by the gateway.
 	l.call = nil
 	l.status, l.usage = fasthttp.StatusOK, ans.Usage
