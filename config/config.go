@@ -328,6 +328,11 @@ const (
 	DefaultBatchWorkers      = 8
 	DefaultBatchMaxShare     = 0.5
 	DefaultBatchReclaimAfter = 60 * time.Second
+
+	// MinAdminKeyLen and MinClientKeyLen are the shortest admin key and
+	// client key (characters) Validate accepts.
+	MinAdminKeyLen  = 24
+	MinClientKeyLen = 16
 )
 
 // Defaults fills zero values with their defaults. It is idempotent, and it

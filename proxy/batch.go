@@ -36,18 +36,13 @@ var (
 		Message: "Batches and files cannot be read or written right now."}
 )
 
-// batchCaller authenticates a Files or Batches request.
-func (s *Server) batchCaller(ctx *fasthttp.RequestCtx, st *State) (*auth.Caller, bool) {
-	caller, aerr := authenticate(ctx, st.Keys)
-	if aerr != nil {
-		writeError(ctx, aerr)
-		return nil, false
-	}
+// batchesOn answers 404 when the Files and Batches APIs are not set up.
+func batchesOn(ctx *fasthttp.RequestCtx, st *State) bool {
 	if st.Batches == nil {
 		writeError(ctx, errNoBatches)
-		return nil, false
+		return false
 	}
-	return caller, true
+	return true
 }
 
 // batchError answers an error of the batch Manager.
@@ -120,19 +115,15 @@ func queryLimit(ctx *fasthttp.RequestCtx, def, most int) (int, *apiError) {
 }
 
 // handleFiles serves /v1/files: POST uploads, GET lists.
-func (s *Server) handleFiles(ctx *fasthttp.RequestCtx, st *State) {
-	caller, ok := s.batchCaller(ctx, st)
-	if !ok {
+func (s *Server) handleFiles(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller) {
+	if !batchesOn(ctx, st) {
 		return
 	}
-	switch {
-	case ctx.IsPost():
+	if ctx.IsPost() {
 		s.uploadFile(ctx, st, caller)
-	case ctx.IsGet():
-		s.listFiles(ctx, st, caller)
-	default:
-		writeError(ctx, errMethod)
+		return
 	}
+	s.listFiles(ctx, st, caller)
 }
 
 // uploadFile reads a multipart upload (file, purpose) part by part; the
@@ -270,15 +261,14 @@ func (s *Server) listFiles(ctx *fasthttp.RequestCtx, st *State, caller *auth.Cal
 	writeJSON(ctx, page(fs, func(f *batch.File) string { return f.ID }, more))
 }
 
-// handleFile serves /v1/files/{id} (GET, DELETE) and /v1/files/{id}/content
-// (GET). Another owner's file is answered 404, as one that does not exist.
-func (s *Server) handleFile(ctx *fasthttp.RequestCtx, st *State, rest string) {
-	caller, ok := s.batchCaller(ctx, st)
-	if !ok {
+// handleFile serves /v1/files/{id} (GET, DELETE) and, with content,
+// /v1/files/{id}/content (GET). Another owner's file is answered 404, as one
+// that does not exist.
+func (s *Server) handleFile(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller, id string, content bool) {
+	if !batchesOn(ctx, st) {
 		return
 	}
-	id, sub, _ := strings.Cut(rest, "/")
-	if (sub != "" && sub != "content") || !batch.ValidFileID(id) {
+	if !batch.ValidFileID(id) {
 		writeError(ctx, errNoFile)
 		return
 	}
@@ -294,7 +284,7 @@ func (s *Server) handleFile(ctx *fasthttp.RequestCtx, st *State, rest string) {
 		return
 	}
 	switch {
-	case sub == "content" && ctx.IsGet():
+	case content:
 		rc, f, err := files.Open(sctx, id)
 		if err != nil {
 			s.batchError(ctx, err, errNoFile)
@@ -304,17 +294,15 @@ func (s *Server) handleFile(ctx *fasthttp.RequestCtx, st *State, rest string) {
 		ctx.Response.Header.Set("Content-Disposition", `attachment; filename="`+strings.ReplaceAll(f.Filename, `"`, "")+`"`)
 		// fasthttp closes rc once the body is sent.
 		setBody(ctx, st, rc, int(f.Bytes))
-	case sub == "" && ctx.IsGet():
+	case !ctx.IsDelete():
 		writeJSON(ctx, f)
-	case sub == "" && ctx.IsDelete():
+	default:
 		if err := files.Delete(sctx, id); err != nil {
 			s.batchError(ctx, err, errNoFile)
 			return
 		}
 		s.log.Info("file deleted", zap.String("file", id), zap.String("key", caller.Name), zap.String("team", caller.Team))
 		writeJSON(ctx, map[string]any{"id": id, "object": "file", "deleted": true})
-	default:
-		writeError(ctx, errMethod)
 	}
 }
 
@@ -329,9 +317,8 @@ type createBatchBody struct {
 }
 
 // handleBatches serves /v1/batches: POST creates, GET lists.
-func (s *Server) handleBatches(ctx *fasthttp.RequestCtx, st *State) {
-	caller, ok := s.batchCaller(ctx, st)
-	if !ok {
+func (s *Server) handleBatches(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller) {
+	if !batchesOn(ctx, st) {
 		return
 	}
 	sctx, cancel := storeCtx()
@@ -365,7 +352,7 @@ func (s *Server) handleBatches(ctx *fasthttp.RequestCtx, st *State) {
 			return
 		}
 		writeJSON(ctx, b)
-	case ctx.IsGet():
+	default:
 		limit, aerr := queryLimit(ctx, 20, 100)
 		if aerr != nil {
 			writeError(ctx, aerr)
@@ -377,8 +364,6 @@ func (s *Server) handleBatches(ctx *fasthttp.RequestCtx, st *State) {
 			return
 		}
 		writeJSON(ctx, page(bs, func(b *batch.Batch) string { return b.ID }, more))
-	default:
-		writeError(ctx, errMethod)
 	}
 }
 
@@ -396,41 +381,34 @@ func checkMetadata(md map[string]string) *apiError {
 	return nil
 }
 
-// handleBatch serves /v1/batches/{id} (GET) and /v1/batches/{id}/cancel
-// (POST).
-func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, st *State, rest string) {
-	caller, ok := s.batchCaller(ctx, st)
-	if !ok {
+// handleBatch serves /v1/batches/{id} (GET) and, with cancel,
+// /v1/batches/{id}/cancel (POST).
+func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller, id string, cancelIt bool) {
+	if !batchesOn(ctx, st) {
 		return
 	}
-	id, sub, _ := strings.Cut(rest, "/")
 	sctx, cancel := storeCtx()
 	defer cancel()
-	switch {
-	case sub == "" && ctx.IsGet():
+	if !cancelIt {
 		b, err := st.Batches.Get(sctx, caller, id)
 		if err != nil {
 			s.batchError(ctx, err, errNoBatch)
 			return
 		}
 		writeJSON(ctx, b)
-	case sub == "cancel" && ctx.IsPost():
-		b, err := st.Batches.Cancel(sctx, caller, id)
-		if errors.Is(err, batch.ErrNotCancellable) {
-			// 400, not 409: the SDKs retry a 409, and this never changes.
-			writeError(ctx, errInvalid("", "Cannot cancel a batch with status "+b.Status+"."))
-			return
-		}
-		if err != nil {
-			s.batchError(ctx, err, errNoBatch)
-			return
-		}
-		writeJSON(ctx, b)
-	case sub == "" || sub == "cancel":
-		writeError(ctx, errMethod)
-	default:
-		writeError(ctx, errNoBatch)
+		return
 	}
+	b, err := st.Batches.Cancel(sctx, caller, id)
+	if errors.Is(err, batch.ErrNotCancellable) {
+		// 400, not 409: the SDKs retry a 409, and this never changes.
+		writeError(ctx, errInvalid("", "Cannot cancel a batch with status "+b.Status+"."))
+		return
+	}
+	if err != nil {
+		s.batchError(ctx, err, errNoBatch)
+		return
+	}
+	writeJSON(ctx, b)
 }
 
 // handleAdminBatches lists every batch (admin bearer): team, key, status,
@@ -438,10 +416,6 @@ func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, st *State, rest string) {
 func (s *Server) handleAdminBatches(ctx *fasthttp.RequestCtx, st *State) {
 	if st.Batches == nil {
 		writeError(ctx, errNoBatches)
-		return
-	}
-	if !ctx.IsGet() {
-		writeError(ctx, errMethod)
 		return
 	}
 	limit, aerr := queryLimit(ctx, 100, 1000)
@@ -477,14 +451,4 @@ func (s *Server) handleAdminBatches(ctx *fasthttp.RequestCtx, st *State) {
 // BatchRuntime is the configuration batch lines run with, from this state.
 func (st *State) BatchRuntime() batch.Runtime {
 	return batch.Runtime{Gateway: st.Gateway, Config: st.Config, Format: st.Format, Accounting: st.Accounting}
-}
-
-// batchPath returns the rest of a Files or Batches path after its prefix.
-func batchPath(p []byte, prefixes ...string) (string, bool) {
-	for _, pre := range prefixes {
-		if rest, ok := bytes.CutPrefix(p, []byte(pre)); ok && len(rest) > 0 {
-			return string(rest), true
-		}
-	}
-	return "", false
 }

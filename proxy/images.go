@@ -11,6 +11,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"nanogate/auth"
 	"nanogate/gateway"
 )
 
@@ -102,15 +103,10 @@ func readEditImage(part *multipart.Part) (gateway.InputImage, *apiError) {
 
 // handleImages serves /v1/images/generations and /v1/images/edits through
 // the same limits, routing and accounting as chat.
-func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, edits bool) {
-	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, gw: st.Gateway, route: "images"}
-	caller, aerr := s.authenticate(ctx, st.Keys)
-	if aerr != nil {
-		s.fail(ctx, l, aerr)
-		return
-	}
-	l.caller = caller
+func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, caller *auth.Caller, edits bool) {
+	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, gw: st.Gateway, route: "images", caller: caller}
 	var ir *gateway.ImagesRequest
+	var aerr *apiError
 	if edits {
 		l.route = "images_edits"
 		ir, aerr = parseEdits(ctx)
