@@ -64,17 +64,20 @@ func (o *Options) defaults() {
 
 // Client sends requests to one upstream host (scheme, host and port of a base URL).
 type Client struct {
-	addr     string // host:port to dial
-	host     string // Host header
-	useTLS   bool
-	tlsConf  *tls.Config
-	opts     Options
-	sem      chan struct{} // one token per open connection
-	mu       sync.Mutex
-	idle     []*conn // LIFO: the most recently used connection is the warmest
-	closed   bool
-	dialer   net.Dialer
-	basePath string
+	addr    string // host:port to dial
+	host    string // Host header
+	useTLS  bool
+	tlsConf *tls.Config
+	opts    Options
+	sem     chan struct{} // one token per open connection
+	// idleReady wakes a caller waiting for a connection when one goes back
+	// to the pool (the pool keeps its token).
+	idleReady chan struct{}
+	mu        sync.Mutex
+	idle      []*conn // LIFO: the most recently used connection is the warmest
+	closed    bool
+	dialer    net.Dialer
+	basePath  string
 }
 
 type conn struct {
@@ -95,11 +98,12 @@ func New(baseURL string, opts Options) (*Client, error) {
 	}
 	opts.defaults()
 	c := &Client{
-		host:     u.Host,
-		useTLS:   u.Scheme == "https",
-		opts:     opts,
-		sem:      make(chan struct{}, opts.MaxConns),
-		basePath: u.EscapedPath(),
+		host:      u.Host,
+		useTLS:    u.Scheme == "https",
+		opts:      opts,
+		sem:       make(chan struct{}, opts.MaxConns),
+		idleReady: make(chan struct{}, 1),
+		basePath:  u.EscapedPath(),
 	}
 	c.addr = u.Host
 	if u.Port() == "" {
@@ -342,6 +346,33 @@ func (c *Client) wrapErr(ctx context.Context, err error) error {
 }
 
 func (c *Client) acquire(ctx context.Context) (*conn, error) {
+	for {
+		cn, err := c.takeIdle()
+		if cn != nil || err != nil {
+			return cn, err
+		}
+		// A caller waits for whichever comes first: room for a new
+		// connection, or a busy one going back to the pool. Waiting for room
+		// alone would strand it while every connection sits idle, holding
+		// its token, until its context ends.
+		select {
+		case c.sem <- struct{}{}:
+			nc, err := c.dial(ctx)
+			if err != nil {
+				<-c.sem
+				return nil, c.wrapErr(ctx, err)
+			}
+			return &conn{c: nc, br: bufio.NewReaderSize(nc, 32<<10), bw: bufio.NewWriterSize(nc, 16<<10)}, nil
+		case <-c.idleReady:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// takeIdle pops the warmest idle connection that is still usable, closing
+// stale ones; nil when there is none.
+func (c *Client) takeIdle() (*conn, error) {
 	now := time.Now()
 	for {
 		c.mu.Lock()
@@ -352,28 +383,32 @@ func (c *Client) acquire(ctx context.Context) (*conn, error) {
 		n := len(c.idle)
 		if n == 0 {
 			c.mu.Unlock()
-			break
+			return nil, nil
 		}
 		cn := c.idle[n-1]
 		c.idle[n-1] = nil
 		c.idle = c.idle[:n-1]
+		more := n > 1
 		c.mu.Unlock()
+		if more {
+			// One wake-up may stand for several released connections:
+			// pass it on to the next waiter.
+			c.signalIdle()
+		}
 		if now.Sub(cn.lastUsed) < c.opts.IdleTimeout && alive(cn.c) {
 			return cn, nil
 		}
 		c.discard(cn)
 	}
+}
+
+// signalIdle wakes one caller waiting in acquire, if any, to look at the
+// idle connections again.
+func (c *Client) signalIdle() {
 	select {
-	case c.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	case c.idleReady <- struct{}{}:
+	default:
 	}
-	nc, err := c.dial(ctx)
-	if err != nil {
-		<-c.sem
-		return nil, c.wrapErr(ctx, err)
-	}
-	return &conn{c: nc, br: bufio.NewReaderSize(nc, 32<<10), bw: bufio.NewWriterSize(nc, 16<<10)}, nil
 }
 
 func (c *Client) dial(ctx context.Context) (net.Conn, error) {
@@ -406,6 +441,7 @@ func (c *Client) release(cn *conn) {
 	}
 	c.idle = append(c.idle, cn)
 	c.mu.Unlock()
+	c.signalIdle()
 }
 
 func (c *Client) discard(cn *conn) {

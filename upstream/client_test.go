@@ -242,3 +242,59 @@ func TestUnfinishedStreamClosesItsConnection(t *testing.T) {
 		t.Fatalf("%d connections, want 2 (the abandoned one closed)", n)
 	}
 }
+
+// A caller waiting for a connection gets one that goes back to the pool, not
+// only room for a new one: with every connection busy, then idle, a waiter
+// must not sit out its whole deadline.
+func TestWaiterGetsAConnectionReleasedToThePool(t *testing.T) {
+	release := make(chan struct{})
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Query().Get("hold") != "" {
+			w.Write([]byte("part1"))
+			w.(http.Flusher).Flush()
+			<-release
+		}
+		w.Write([]byte("done"))
+	})
+	c, _ := New(s.url, Options{MaxConns: 2})
+	defer c.Close()
+	var held []*Response
+	for i := 0; i < 2; i++ {
+		resp, err := c.Do(context.Background(), post("/v1/x?hold=1"), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, resp)
+	}
+	results := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := c.Do(ctx, post("/v1/x"), false)
+			if err == nil {
+				resp.Release()
+			}
+			results <- err
+		}()
+	}
+	// Let both waiters block on the full pool, then finish the busy calls:
+	// their connections go back to the pool, to be handed to the waiters.
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	for _, resp := range held {
+		if _, err := io.ReadAll(resp.BodyStream()); err != nil {
+			t.Fatal(err)
+		}
+		resp.Release()
+	}
+	for i := 0; i < 2; i++ {
+		if err := <-results; err != nil {
+			t.Fatalf("a waiter: %v", err)
+		}
+	}
+	if n := s.conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want the 2 reused", n)
+	}
+}
