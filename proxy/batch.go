@@ -19,6 +19,7 @@ import (
 
 	"nanogate/auth"
 	"nanogate/batch"
+	"nanogate/internal/clip"
 )
 
 // The Files and Batches APIs (OpenAI's shapes): the handlers authenticate,
@@ -54,7 +55,8 @@ func (s *Server) batchError(ctx *fasthttp.RequestCtx, err error, notFound *apiEr
 		if pe.Status == fasthttp.StatusNotFound {
 			code = "not_found"
 		}
-		writeError(ctx, &apiError{Status: pe.Status, Type: "invalid_request_error", Code: code, Param: pe.Param, Message: pe.Message})
+		writeError(ctx, &apiError{Status: pe.Status, Type: "invalid_request_error", Code: code, Param: clip.String(pe.Param),
+			Message: clip.To(pe.Message, maxMessage)})
 	case errors.Is(err, batch.ErrNotFound):
 		writeError(ctx, notFound)
 	case errors.Is(err, batch.ErrFileTooLarge):
@@ -188,6 +190,7 @@ func (s *Server) uploadFile(ctx *fasthttp.RequestCtx, st *State, caller *auth.Ca
 			}
 			// expires_after is accepted; files are kept until deleted.
 		default:
+			name = clip.String(name)
 			writeError(ctx, errInvalid(name, "Unrecognized request argument supplied: "+name))
 			return
 		}
@@ -333,7 +336,7 @@ func (s *Server) handleBatches(ctx *fasthttp.RequestCtx, st *State, caller *auth
 		dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&body); err != nil {
-			writeError(ctx, errInvalid("", "We could not parse the JSON body of your request: "+err.Error()))
+			writeError(ctx, errInvalid("", "We could not parse the JSON body of your request: "+clip.String(err.Error())))
 			return
 		}
 		if aerr := checkMetadata(body.Metadata); aerr != nil {

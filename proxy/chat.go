@@ -11,6 +11,7 @@ import (
 
 	"nanogate/auth"
 	"nanogate/gateway"
+	"nanogate/internal/clip"
 	"nanogate/metrics"
 	"nanogate/provider"
 	"nanogate/router"
@@ -53,7 +54,7 @@ func (s *Server) logRequest(l *reqLog) {
 	fields = append(fields,
 		zap.String("request_id", l.id),
 		zap.String("route", l.routeName()),
-		zap.String("model", l.model),
+		zap.String("model", clip.String(l.model)),
 		zap.Bool("stream", l.stream),
 		zap.Int("status", l.status),
 		zap.Float64("latency_ms", elapsedMS(l.start)),
@@ -78,8 +79,9 @@ func (s *Server) logRequest(l *reqLog) {
 		fields = append(fields, zap.String("error_code", l.errCode))
 	}
 	if l.err != nil {
-		// provider.Error messages are scrubbed of keys and upstream hosts.
-		fields = append(fields, zap.String("error", l.err.Error()))
+		// provider.Error messages are scrubbed of keys and upstream hosts;
+		// they may still quote a value of the request.
+		fields = append(fields, zap.String("error", clip.To(l.err.Error(), maxMessage)))
 	}
 	if l.gone {
 		fields = append(fields, zap.Bool("client_gone", true))
@@ -116,7 +118,7 @@ func (s *Server) record(l *reqLog) {
 
 // journeyError maps an error of the gateway's journey to the client's answer.
 func (s *Server) journeyError(err error, call *gateway.Call) *apiError {
-	return gateway.ErrorFor(err, call.Req.Model, call)
+	return gateway.ErrorFor(err, clip.String(call.Req.Model), call)
 }
 
 func (s *Server) fail(ctx *fasthttp.RequestCtx, l *reqLog, e *apiError) {

@@ -13,6 +13,7 @@ import (
 
 	"nanogate/auth"
 	"nanogate/gateway"
+	"nanogate/internal/clip"
 )
 
 // imageMagic returns the media type of an image from its first bytes.
@@ -62,6 +63,7 @@ func parseEdits(ctx *fasthttp.RequestCtx) (*gateway.ImagesRequest, *apiError) {
 		case name == "":
 			return nil, errInvalid("", "A multipart part has no name.")
 		case part.FileName() != "" && name != "mask":
+			name = clip.String(name)
 			return nil, errInvalid(name, "Unexpected file field: "+name)
 		default:
 			v, err := io.ReadAll(io.LimitReader(part, gateway.MaxPromptBytes+1))

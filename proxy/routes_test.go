@@ -26,10 +26,13 @@ const (
 // startRouteServer serves a gateway with no providers (no request reaches
 // an upstream here) and a filesystem image store on loopback.
 func startRouteServer(t *testing.T) (*Server, string) {
+	return startServerWithLog(t, zap.NewNop())
+}
+
+func startServerWithLog(t *testing.T, log *zap.Logger) (*Server, string) {
 	t.Helper()
 	cfg := &config.Config{AdminKey: testAdminKey, Keys: []config.Key{{Name: "k", Key: testClientKey}}}
 	cfg.Defaults()
-	log := zap.NewNop()
 	m := metrics.New()
 	fs, err := images.NewFS(images.FSConfig{Dir: t.TempDir(), PublicURL: "http://127.0.0.1", SigningKey: strings.Repeat("s", 32),
 		TTL: time.Hour}, log)

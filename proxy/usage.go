@@ -10,6 +10,7 @@ import (
 
 	"nanogate/accounting"
 	"nanogate/auth"
+	"nanogate/internal/clip"
 )
 
 var errNoAccounting = &apiError{Status: fasthttp.StatusNotFound, Type: "invalid_request_error", Code: "not_found",
@@ -49,7 +50,7 @@ func (s *Server) handleAdminUsage(ctx *fasthttp.RequestCtx, st *State) {
 		string(args.Peek("from")), string(args.Peek("to")), time.Now())
 	if err != nil {
 		if errors.Is(err, accounting.ErrBadQuery) {
-			writeError(ctx, errInvalid("", err.Error()))
+			writeError(ctx, errInvalid("", clip.String(err.Error())))
 			return
 		}
 		s.usageError(ctx, err)
