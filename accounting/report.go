@@ -527,12 +527,29 @@ func (r *Report) CSV() []byte {
 	})
 	for _, x := range rows {
 		t := x.t
-		w.Write([]string{x.day, x.team, x.key, itoa(t.Requests), itoa(t.Failed), itoa(t.Images),
+		w.Write([]string{csvText(x.day), csvText(x.team), csvText(x.key), itoa(t.Requests), itoa(t.Failed), itoa(t.Images),
 			itoa(t.PromptTokens), itoa(t.CompletionTokens), itoa(t.ImageTokens), FormatUSD(t.CostMicros),
 			FormatUSD(t.ListCostMicros), FormatUSD(t.ListCostMicros - t.CostMicros)})
 	}
 	w.Flush()
 	return buf.Bytes()
+}
+
+// csvText defuses a text cell that a spreadsheet would run as a formula
+// (OWASP's CSV injection guidance): one that starts with = + - @, a tab or a
+// carriage return gets a leading '. Team and key names come from whoever
+// writes the config, and "=HYPERLINK(...)" must stay text. Numeric cells are
+// the gateway's own numbers (a negative savings stays a number) and are left
+// as they are.
+func csvText(s string) string {
+	if s == "" {
+		return s
+	}
+	switch s[0] {
+	case '=', '+', '-', '@', '\t', '\r':
+		return "'" + s
+	}
+	return s
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }

@@ -54,10 +54,11 @@ type Server struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// ReadTimeout is the time allowed to read a whole request.
 	ReadTimeout time.Duration `yaml:"read_timeout"`
-	// WriteTimeout is the time allowed to write a response. It defaults to 0
-	// (none) because image generation and its streams routinely take longer
-	// than any sensible fixed bound; upstream calls are bounded by the
-	// provider's Timeout instead.
+	// WriteTimeout bounds each write of a response to the client: a write
+	// that makes no progress for this long ends the response and closes the
+	// connection. It is an idle bound, renewed as bytes go out, so a long
+	// stream or a large image to a slow but reading client is not cut; a
+	// client that stops reading is.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// IdleTimeout is how long a keep-alive connection may wait for its next
 	// request.
@@ -312,6 +313,7 @@ const (
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultReadTimeout     = 60 * time.Second
 	DefaultIdleTimeout     = 120 * time.Second
+	DefaultWriteTimeout    = 60 * time.Second
 	DefaultMaxHeaderBytes  = 16384
 
 	DefaultRedisKeyPrefix       = "nanogate:"
@@ -348,6 +350,11 @@ const (
 	DefaultFilesMaxBytesPerTeam = 1 << 30
 	DefaultFilesMaxFilesPerTeam = 10000
 	DefaultFilesTTL             = 720 * time.Hour
+
+	// MinAdminKeyLen and MinClientKeyLen are the shortest admin key and
+	// client key (characters) Validate accepts.
+	MinAdminKeyLen  = 24
+	MinClientKeyLen = 16
 )
 
 // Defaults fills zero values with their defaults. It is idempotent, and it
@@ -364,6 +371,7 @@ func (c *Config) Defaults() {
 	setDefault(&s.ShutdownTimeout, DefaultShutdownTimeout)
 	setDefault(&s.ReadTimeout, DefaultReadTimeout)
 	setDefault(&s.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&s.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&s.MaxHeaderBytes, DefaultMaxHeaderBytes)
 
 	setDefault(&c.Log.Level, "info")

@@ -59,9 +59,9 @@ teams:
     budget: {usd: 1, perid: daily}
 keys:
   - name: k1
-    key: abc
+    key: abc-0123456789abcdef
   - name: k2
-    key: abd
+    key: abd-0123456789abcdef
     webhook: http://x
 redis: {addrs: ["r:1"], db: 0, pasword: x}
 `

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Problem is one thing wrong with a config. Path names the key, as in
@@ -206,6 +207,7 @@ func (c *Config) Validate() error {
 	c.validateImages(k)
 	c.validateTeams(k)
 	c.validateKeys(k)
+	c.validateSecretLengths(k)
 	if len(k.ps) == 0 {
 		return nil
 	}
@@ -453,4 +455,20 @@ func (c *Config) validateKeys(k *checker) {
 func isHex(s string) bool {
 	_, err := hex.DecodeString(s)
 	return err == nil
+}
+
+// validateSecretLengths refuses secrets short enough to guess: the failed-auth
+// guard slows guessing, it cannot make a one-byte key safe. Keys given as
+// key_sha256 cannot be measured.
+func (c *Config) validateSecretLengths(k *checker) {
+	if n := utf8.RuneCountInString(c.AdminKey); n > 0 && n < MinAdminKeyLen {
+		k.add("admin_key", "must be at least %d characters (it has %d)", MinAdminKeyLen, n)
+	}
+	for i := range c.Keys {
+		key := &c.Keys[i]
+		if n := utf8.RuneCountInString(key.Key); n > 0 && n < MinClientKeyLen {
+			k.add(fmt.Sprintf("keys[%d].key", i), "key %s must be at least %d characters (it has %d)",
+				quote(key.Name), MinClientKeyLen, n)
+		}
+	}
 }

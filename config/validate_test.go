@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ teams:
 keys:
   - name: ci
     team: design
-    key: secret-ci
+    key: secret-ci-0123456789
     models: [m1]
   - name: other
     key_sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
@@ -73,7 +74,8 @@ func TestValidateRules(t *testing.T) {
 		{"public_url relative", func(c *Config) { c.Server.PublicURL = "/images" }, []string{"server.public_url: want an absolute"}},
 		{"max_body_bytes", func(c *Config) { c.Server.MaxBodyBytes = -1 }, []string{"server.max_body_bytes: must be at least 1"}},
 		{"read_timeout", func(c *Config) { c.Server.ReadTimeout = -time.Second }, []string{"server.read_timeout: must not be negative"}},
-		{"write_timeout zero is none", func(c *Config) { c.Server.WriteTimeout = 0 }, nil},
+		{"write_timeout zero is valid", func(c *Config) { c.Server.WriteTimeout = 0 }, nil},
+		{"write_timeout negative", func(c *Config) { c.Server.WriteTimeout = -time.Second }, []string{"server.write_timeout: must not be negative"}},
 		{"concurrency", func(c *Config) { c.Server.Concurrency = -1 }, []string{"server.concurrency: must not be negative"}},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, []string{`log.level: "verbose" is not one of debug, info, warn, error`}},
 		{"log format", func(c *Config) { c.Log.Format = "text" }, []string{`log.format: "text" is not one of json, console`}},
@@ -164,7 +166,7 @@ func TestValidateRules(t *testing.T) {
 
 		{"key name empty", func(c *Config) { c.Keys[1].Name = "" }, []string{"keys[1].name: required"}},
 		{"key name duplicate", func(c *Config) { c.Keys[1].Name = "ci" }, []string{`keys[1].name: duplicate key name "ci" (also keys[0])`}},
-		{"key and key_sha256", func(c *Config) { c.Keys[1].Key = "x" }, []string{"keys[1]: set only one of key and key_sha256"}},
+		{"key and key_sha256", func(c *Config) { c.Keys[1].Key = "another-secret-0123" }, []string{"keys[1]: set only one of key and key_sha256"}},
 		{"neither key nor key_sha256", func(c *Config) { c.Keys[1].KeySHA256 = "" }, []string{"keys[1]: one of key or key_sha256 is required"}},
 		{"key_sha256 short", func(c *Config) { c.Keys[1].KeySHA256 = "abc" }, []string{"keys[1].key_sha256: want 64 hex digits"}},
 		{"key_sha256 not hex", func(c *Config) { c.Keys[1].KeySHA256 = strings.Repeat("g", 64) }, []string{"keys[1].key_sha256: want 64 hex digits"}},
@@ -176,9 +178,9 @@ func TestValidateRules(t *testing.T) {
 		{"key model of a disabled provider", func(c *Config) { c.Providers[1].Disabled = true; c.Keys[0].Models = []string{"m2"} }, nil},
 		{"key webhook_url", func(c *Config) { c.Keys[0].WebhookURL = "example.com/hook" }, []string{"keys[0].webhook_url: want an absolute"}},
 		{"key webhook_url ok", func(c *Config) { c.Keys[0].WebhookURL = "https://example.com/hook" }, nil},
-		{"same key twice", func(c *Config) { c.Keys[1].KeySHA256 = ""; c.Keys[1].Key = "secret-ci" },
+		{"same key twice", func(c *Config) { c.Keys[1].KeySHA256 = ""; c.Keys[1].Key = "secret-ci-0123456789" },
 			[]string{`keys[1]: key "other" has the same secret as keys[0] ("ci")`}},
-		{"same key as key and as key_sha256", func(c *Config) { c.Keys[1].KeySHA256 = sha("secret-ci") },
+		{"same key as key and as key_sha256", func(c *Config) { c.Keys[1].KeySHA256 = sha("secret-ci-0123456789") },
 			[]string{`keys[1]: key "other" has the same secret as keys[0] ("ci")`}},
 		{"same key_sha256 in another case", func(c *Config) {
 			c.Keys = append(c.Keys, Key{Name: "third", KeySHA256: strings.ToUpper(c.Keys[1].KeySHA256)})
@@ -349,5 +351,32 @@ func TestProblemFormat(t *testing.T) {
 	var pv Problems
 	if !errors.As(err, &pp) || !errors.As(err, &pv) || len(pv) != len(*pp) || len(pv) == 0 {
 		t.Errorf("errors.As failed: %v %v", pp, pv)
+	}
+}
+
+func TestShortSecretsNamedWithTheirLine(t *testing.T) {
+	yml := `admin_key: ${ADMIN}
+providers: [{ name: p, kind: gemini, base_url: "https://g.example", api_key: k, models: { m: m } }]
+keys:
+  - name: long
+    key: 0123456789abcdef
+  - name: short
+    key: 0123456789abcde
+  - name: hashed
+    key_sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+`
+	got := lines(problems(t, yml, map[string]string{"ADMIN": strings.Repeat("a", 23)}))
+	want := []string{
+		"cfg.yaml:1: admin_key: must be at least 24 characters (it has 23)",
+		`cfg.yaml:7: keys[1].key: key "short" must be at least 16 characters (it has 15)`,
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, admin := range []string{strings.Repeat("a", 24), ""} {
+		fixed := strings.Replace(yml, "key: 0123456789abcde\n", "key: 0123456789abcdeX\n", 1)
+		if _, _, err := Parse([]byte(fixed), "cfg.yaml", env(map[string]string{"ADMIN": admin})); err != nil {
+			t.Errorf("admin key of %d characters: %v", len(admin), err)
+		}
 	}
 }

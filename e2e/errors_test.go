@@ -66,9 +66,9 @@ func TestOtherKeyHeadersAuthenticate(t *testing.T) {
 }
 
 func TestPathsAndMethods(t *testing.T) {
-	e := startEnv(t, opts{})
-	get := func(path, key string) *http.Response {
-		req, _ := http.NewRequest("GET", e.gw.URL+path, nil)
+	e := startEnv(t, opts{adminKey: adminKey})
+	do := func(method, path, key string) *http.Response {
+		req, _ := http.NewRequest(method, e.gw.URL+path, nil)
 		if key != "" {
 			req.Header.Set("Authorization", "Bearer "+key)
 		}
@@ -78,9 +78,21 @@ func TestPathsAndMethods(t *testing.T) {
 		}
 		return resp
 	}
+	get := func(path, key string) *http.Response { return do("GET", path, key) }
 	expectError(t, get("/v1/nothing", clientKey), 404, "not_found")
 	expectError(t, get("/v1/chat/completions", clientKey), 405, "method_not_allowed")
 	expectError(t, get("/v1/models", ""), 401, "invalid_api_key")
+	// Read-only paths answered 200 to any method once; now 405 with Allow.
+	for _, tc := range []struct{ method, path, key string }{
+		{"POST", "/v1/usage", clientKey}, {"PUT", "/admin/usage", adminKey}, {"DELETE", "/admin/providers", adminKey},
+		{"POST", "/healthz", ""},
+	} {
+		resp := do(tc.method, tc.path, tc.key)
+		if allow := resp.Header.Get("Allow"); allow != "GET, HEAD" {
+			t.Errorf("%s %s: Allow %q", tc.method, tc.path, allow)
+		}
+		expectError(t, resp, 405, "method_not_allowed")
+	}
 	for _, p := range []string{"/healthz", "/readyz"} {
 		resp := get(p, "")
 		if resp.StatusCode != 200 {
@@ -127,10 +139,22 @@ func TestModelsListsWhatTheKeyMayUse(t *testing.T) {
 }
 
 func TestFailedAuthIsRateLimitedPerAddress(t *testing.T) {
-	e := startEnv(t, opts{})
+	e := startEnv(t, opts{adminKey: adminKey})
 	codes := map[int]int{}
+	// Guesses spread over client and admin routes share one allowance.
+	paths := []string{"/v1/chat/completions", "/v1/files", "/v1/batches", "/admin/usage", "/admin/providers"}
 	for i := 0; i < 70; i++ {
-		resp := e.post(t, chatBody(""), "Authorization", "Bearer sk-guess-"+itoa(i))
+		var resp *http.Response
+		if p := paths[i%len(paths)]; p == "/v1/chat/completions" {
+			resp = e.post(t, chatBody(""), "Authorization", "Bearer sk-guess-0123456789-"+itoa(i))
+		} else {
+			req, _ := http.NewRequest("GET", e.gw.URL+p, nil)
+			req.Header.Set("Authorization", "Bearer sk-guess-0123456789-"+itoa(i))
+			var err error
+			if resp, err = client.Do(req); err != nil {
+				t.Fatal(err)
+			}
+		}
 		readAll(t, resp)
 		codes[resp.StatusCode]++
 	}

@@ -11,7 +11,7 @@ import (
 	"nanogate/internal/fakeup"
 )
 
-const adminKey = "admin-e2e-secret-777"
+const adminKey = "admin-e2e-secret-0123456789-777"
 
 func getJSON(t *testing.T, url, bearer string, v any) int {
 	t.Helper()

@@ -11,18 +11,16 @@ import (
 var errAdminDisabled = &apiError{Status: fasthttp.StatusNotFound, Type: "invalid_request_error", Code: "not_found",
 	Message: "The admin API is disabled (no admin_key configured)."}
 
-// admin checks the admin bearer token and answers the refusal itself.
-func (s *Server) admin(ctx *fasthttp.RequestCtx, st *State) bool {
-	if st.Config.AdminKey == "" {
-		writeError(ctx, errAdminDisabled)
-		return false
-	}
+// checkAdmin checks the admin bearer token, in constant time.
+func checkAdmin(ctx *fasthttp.RequestCtx, adminKey string) *apiError {
 	h := ctx.Request.Header.Peek("Authorization")
-	if len(h) < 8 || !auth.Equal(h[7:], []byte(st.Config.AdminKey)) || (string(h[:7]) != "Bearer " && string(h[:7]) != "bearer ") {
-		writeError(ctx, errBadKey)
-		return false
+	if len(h) == 0 {
+		return errMissingKey
 	}
-	return true
+	if len(h) < 8 || !auth.Equal(h[7:], []byte(adminKey)) || (string(h[:7]) != "Bearer " && string(h[:7]) != "bearer ") {
+		return errBadKey
+	}
+	return nil
 }
 
 // handleAdminProviders lists each provider's health and price.

@@ -19,6 +19,7 @@ import (
 
 	"nanogate/auth"
 	"nanogate/batch"
+	"nanogate/internal/clip"
 )
 
 // The Files and Batches APIs (OpenAI's shapes): the handlers authenticate,
@@ -36,18 +37,13 @@ var (
 		Message: "Batches and files cannot be read or written right now."}
 )
 
-// batchCaller authenticates a Files or Batches request.
-func (s *Server) batchCaller(ctx *fasthttp.RequestCtx, st *State) (*auth.Caller, bool) {
-	caller, aerr := authenticate(ctx, st.Keys)
-	if aerr != nil {
-		writeError(ctx, aerr)
-		return nil, false
-	}
+// batchesOn answers 404 when the Files and Batches APIs are not set up.
+func batchesOn(ctx *fasthttp.RequestCtx, st *State) bool {
 	if st.Batches == nil {
 		writeError(ctx, errNoBatches)
-		return nil, false
+		return false
 	}
-	return caller, true
+	return true
 }
 
 // batchError answers an error of the batch Manager.
@@ -64,7 +60,8 @@ func (s *Server) batchError(ctx *fasthttp.RequestCtx, err error, notFound *apiEr
 		if pe.Status == fasthttp.StatusNotFound {
 			code = "not_found"
 		}
-		writeError(ctx, &apiError{Status: pe.Status, Type: "invalid_request_error", Code: code, Param: pe.Param, Message: pe.Message})
+		writeError(ctx, &apiError{Status: pe.Status, Type: "invalid_request_error", Code: code, Param: clip.String(pe.Param),
+			Message: clip.To(pe.Message, maxMessage)})
 	case errors.Is(err, batch.ErrNotFound):
 		writeError(ctx, notFound)
 	case errors.Is(err, batch.ErrFileTooLarge):
@@ -125,19 +122,15 @@ func queryLimit(ctx *fasthttp.RequestCtx, def, most int) (int, *apiError) {
 }
 
 // handleFiles serves /v1/files: POST uploads, GET lists.
-func (s *Server) handleFiles(ctx *fasthttp.RequestCtx, st *State) {
-	caller, ok := s.batchCaller(ctx, st)
-	if !ok {
+func (s *Server) handleFiles(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller) {
+	if !batchesOn(ctx, st) {
 		return
 	}
-	switch {
-	case ctx.IsPost():
+	if ctx.IsPost() {
 		s.uploadFile(ctx, st, caller)
-	case ctx.IsGet():
-		s.listFiles(ctx, st, caller)
-	default:
-		writeError(ctx, errMethod)
+		return
 	}
+	s.listFiles(ctx, st, caller)
 }
 
 // uploadFile reads a multipart upload (file, purpose) part by part; the
@@ -209,6 +202,7 @@ func (s *Server) uploadFile(ctx *fasthttp.RequestCtx, st *State, caller *auth.Ca
 				seconds, expiresAfter = string(v), true
 			}
 		default:
+			name = clip.String(name)
 			writeError(ctx, errInvalid(name, "Unrecognized request argument supplied: "+name))
 			return
 		}
@@ -292,15 +286,14 @@ func (s *Server) listFiles(ctx *fasthttp.RequestCtx, st *State, caller *auth.Cal
 	writeJSON(ctx, page(fs, func(f *batch.File) string { return f.ID }, more))
 }
 
-// handleFile serves /v1/files/{id} (GET, DELETE) and /v1/files/{id}/content
-// (GET). Another owner's file is answered 404, as one that does not exist.
-func (s *Server) handleFile(ctx *fasthttp.RequestCtx, st *State, rest string) {
-	caller, ok := s.batchCaller(ctx, st)
-	if !ok {
+// handleFile serves /v1/files/{id} (GET, DELETE) and, with content,
+// /v1/files/{id}/content (GET). Another owner's file is answered 404, as one
+// that does not exist.
+func (s *Server) handleFile(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller, id string, content bool) {
+	if !batchesOn(ctx, st) {
 		return
 	}
-	id, sub, _ := strings.Cut(rest, "/")
-	if (sub != "" && sub != "content") || !batch.ValidFileID(id) {
+	if !batch.ValidFileID(id) {
 		writeError(ctx, errNoFile)
 		return
 	}
@@ -316,7 +309,7 @@ func (s *Server) handleFile(ctx *fasthttp.RequestCtx, st *State, rest string) {
 		return
 	}
 	switch {
-	case sub == "content" && ctx.IsGet():
+	case content:
 		rc, f, err := files.Open(sctx, id)
 		if err != nil {
 			s.batchError(ctx, err, errNoFile)
@@ -325,18 +318,16 @@ func (s *Server) handleFile(ctx *fasthttp.RequestCtx, st *State, rest string) {
 		ctx.SetContentType("application/octet-stream")
 		ctx.Response.Header.Set("Content-Disposition", `attachment; filename="`+strings.ReplaceAll(f.Filename, `"`, "")+`"`)
 		// fasthttp closes rc once the body is sent.
-		ctx.SetBodyStream(rc, int(f.Bytes))
-	case sub == "" && ctx.IsGet():
+		setBody(ctx, st, rc, int(f.Bytes))
+	case !ctx.IsDelete():
 		writeJSON(ctx, f)
-	case sub == "" && ctx.IsDelete():
+	default:
 		if err := files.Delete(sctx, id); err != nil {
 			s.batchError(ctx, err, errNoFile)
 			return
 		}
 		s.log.Info("file deleted", zap.String("file", id), zap.String("key", caller.Name), zap.String("team", caller.Team))
 		writeJSON(ctx, map[string]any{"id": id, "object": "file", "deleted": true})
-	default:
-		writeError(ctx, errMethod)
 	}
 }
 
@@ -374,9 +365,8 @@ func (b *createBatchBody) outputExpiry() (int64, error) {
 }
 
 // handleBatches serves /v1/batches: POST creates, GET lists.
-func (s *Server) handleBatches(ctx *fasthttp.RequestCtx, st *State) {
-	caller, ok := s.batchCaller(ctx, st)
-	if !ok {
+func (s *Server) handleBatches(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller) {
+	if !batchesOn(ctx, st) {
 		return
 	}
 	sctx, cancel := storeCtx()
@@ -391,7 +381,7 @@ func (s *Server) handleBatches(ctx *fasthttp.RequestCtx, st *State) {
 		dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&body); err != nil {
-			writeError(ctx, errInvalid("", "We could not parse the JSON body of your request: "+err.Error()))
+			writeError(ctx, errInvalid("", "We could not parse the JSON body of your request: "+clip.String(err.Error())))
 			return
 		}
 		if aerr := checkMetadata(body.Metadata); aerr != nil {
@@ -416,7 +406,7 @@ func (s *Server) handleBatches(ctx *fasthttp.RequestCtx, st *State) {
 			return
 		}
 		writeJSON(ctx, b)
-	case ctx.IsGet():
+	default:
 		limit, aerr := queryLimit(ctx, 20, 100)
 		if aerr != nil {
 			writeError(ctx, aerr)
@@ -428,8 +418,6 @@ func (s *Server) handleBatches(ctx *fasthttp.RequestCtx, st *State) {
 			return
 		}
 		writeJSON(ctx, page(bs, func(b *batch.Batch) string { return b.ID }, more))
-	default:
-		writeError(ctx, errMethod)
 	}
 }
 
@@ -447,41 +435,34 @@ func checkMetadata(md map[string]string) *apiError {
 	return nil
 }
 
-// handleBatch serves /v1/batches/{id} (GET) and /v1/batches/{id}/cancel
-// (POST).
-func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, st *State, rest string) {
-	caller, ok := s.batchCaller(ctx, st)
-	if !ok {
+// handleBatch serves /v1/batches/{id} (GET) and, with cancel,
+// /v1/batches/{id}/cancel (POST).
+func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller, id string, cancelIt bool) {
+	if !batchesOn(ctx, st) {
 		return
 	}
-	id, sub, _ := strings.Cut(rest, "/")
 	sctx, cancel := storeCtx()
 	defer cancel()
-	switch {
-	case sub == "" && ctx.IsGet():
+	if !cancelIt {
 		b, err := st.Batches.Get(sctx, caller, id)
 		if err != nil {
 			s.batchError(ctx, err, errNoBatch)
 			return
 		}
 		writeJSON(ctx, b)
-	case sub == "cancel" && ctx.IsPost():
-		b, err := st.Batches.Cancel(sctx, caller, id)
-		if errors.Is(err, batch.ErrNotCancellable) {
-			// 400, not 409: the SDKs retry a 409, and this never changes.
-			writeError(ctx, errInvalid("", "Cannot cancel a batch with status "+b.Status+"."))
-			return
-		}
-		if err != nil {
-			s.batchError(ctx, err, errNoBatch)
-			return
-		}
-		writeJSON(ctx, b)
-	case sub == "" || sub == "cancel":
-		writeError(ctx, errMethod)
-	default:
-		writeError(ctx, errNoBatch)
+		return
 	}
+	b, err := st.Batches.Cancel(sctx, caller, id)
+	if errors.Is(err, batch.ErrNotCancellable) {
+		// 400, not 409: the SDKs retry a 409, and this never changes.
+		writeError(ctx, errInvalid("", "Cannot cancel a batch with status "+b.Status+"."))
+		return
+	}
+	if err != nil {
+		s.batchError(ctx, err, errNoBatch)
+		return
+	}
+	writeJSON(ctx, b)
 }
 
 // handleAdminBatches lists every batch (admin bearer): team, key, status,
@@ -489,10 +470,6 @@ func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, st *State, rest string) {
 func (s *Server) handleAdminBatches(ctx *fasthttp.RequestCtx, st *State) {
 	if st.Batches == nil {
 		writeError(ctx, errNoBatches)
-		return
-	}
-	if !ctx.IsGet() {
-		writeError(ctx, errMethod)
 		return
 	}
 	limit, aerr := queryLimit(ctx, 100, 1000)
@@ -528,14 +505,4 @@ func (s *Server) handleAdminBatches(ctx *fasthttp.RequestCtx, st *State) {
 // BatchRuntime is the configuration batch lines run with, from this state.
 func (st *State) BatchRuntime() batch.Runtime {
 	return batch.Runtime{Gateway: st.Gateway, Config: st.Config, Format: st.Format, Accounting: st.Accounting}
-}
-
-// batchPath returns the rest of a Files or Batches path after its prefix.
-func batchPath(p []byte, prefixes ...string) (string, bool) {
-	for _, pre := range prefixes {
-		if rest, ok := bytes.CutPrefix(p, []byte(pre)); ok && len(rest) > 0 {
-			return string(rest), true
-		}
-	}
-	return "", false
 }

@@ -11,6 +11,7 @@ import (
 
 	"nanogate/auth"
 	"nanogate/gateway"
+	"nanogate/internal/clip"
 	"nanogate/metrics"
 	"nanogate/provider"
 	"nanogate/router"
@@ -53,7 +54,7 @@ func (s *Server) logRequest(l *reqLog) {
 	fields = append(fields,
 		zap.String("request_id", l.id),
 		zap.String("route", l.routeName()),
-		zap.String("model", l.model),
+		zap.String("model", clip.String(l.model)),
 		zap.Bool("stream", l.stream),
 		zap.Int("status", l.status),
 		zap.Float64("latency_ms", elapsedMS(l.start)),
@@ -78,8 +79,9 @@ func (s *Server) logRequest(l *reqLog) {
 		fields = append(fields, zap.String("error_code", l.errCode))
 	}
 	if l.err != nil {
-		// provider.Error messages are scrubbed of keys and upstream hosts.
-		fields = append(fields, zap.String("error", l.err.Error()))
+		// provider.Error messages are scrubbed of keys and upstream hosts;
+		// they may still quote a value of the request.
+		fields = append(fields, zap.String("error", clip.To(l.err.Error(), maxMessage)))
 	}
 	if l.gone {
 		fields = append(fields, zap.Bool("client_gone", true))
@@ -116,7 +118,7 @@ func (s *Server) record(l *reqLog) {
 
 // journeyError maps an error of the gateway's journey to the client's answer.
 func (s *Server) journeyError(err error, call *gateway.Call) *apiError {
-	return gateway.ErrorFor(err, call.Req.Model, call)
+	return gateway.ErrorFor(err, clip.String(call.Req.Model), call)
 }
 
 func (s *Server) fail(ctx *fasthttp.RequestCtx, l *reqLog, e *apiError) {
@@ -125,14 +127,8 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, l *reqLog, e *apiError) {
 	s.logRequest(l)
 }
 
-func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string) {
-	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, gw: st.Gateway}
-	caller, aerr := s.authenticate(ctx, st.Keys)
-	if aerr != nil {
-		s.fail(ctx, l, aerr)
-		return
-	}
-	l.caller = caller
+func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, caller *auth.Caller) {
+	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, gw: st.Gateway, caller: caller}
 	if !jsonContentType(ctx.Request.Header.ContentType()) {
 		s.fail(ctx, l, errContentType)
 		return
@@ -186,7 +182,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string) {
 	}
 	body := gateway.NewChatBody(ans, id, req.Model, format)
 	ctx.SetContentType("application/json")
-	ctx.SetBodyStream(body, body.Len())
+	setBody(ctx, st, body, body.Len())
 	l.status, l.usage = fasthttp.StatusOK, ans.Usage
 	if len(ans.Result.Choices) > 0 {
 		l.finish = ans.Result.Choices[0].FinishReason
@@ -226,7 +222,7 @@ func (s *Server) chatStream(ctx *fasthttp.RequestCtx, st *State, l *reqLog, req 
 			}
 			s.logRequest(l)
 		})
-	ctx.SetBodyStream(body, -1)
+	setBody(ctx, st, body, -1)
 }
 
 // jsonContentType admits JSON and the types plain tools send JSON with (curl

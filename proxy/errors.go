@@ -7,6 +7,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"nanogate/gateway"
+	"nanogate/internal/clip"
 	"nanogate/ratelimit"
 )
 
@@ -31,13 +32,26 @@ var (
 )
 
 // toAPIError maps an error of the request's journey to what the client sees.
-func toAPIError(err error, model string) *apiError { return gateway.ErrorFor(err, model, nil) }
+// The model is the client's string: clipped before it is quoted.
+func toAPIError(err error, model string) *apiError {
+	return gateway.ErrorFor(err, clip.String(model), nil)
+}
 
 // triedMessage prefixes a failover failure with the providers tried.
 func triedMessage(e *apiError, tried []string) { e.Tried(tried) }
 
+// maxMessage bounds an error message: it quotes at most a few of the
+// client's values, each clipped, and this is the backstop for any that was
+// not.
+const maxMessage = 4 * clip.Max
+
 // writeError writes e in OpenAI's envelope.
 func writeError(ctx *fasthttp.RequestCtx, e *apiError) {
+	if len(e.Message) > maxMessage || len(e.Param) > clip.Max {
+		c := *e
+		c.Message, c.Param = clip.To(e.Message, maxMessage), clip.String(e.Param)
+		e = &c
+	}
 	ctx.Response.ResetBody()
 	ctx.SetStatusCode(e.Status)
 	ctx.SetContentType("application/json")

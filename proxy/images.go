@@ -11,7 +11,9 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"nanogate/auth"
 	"nanogate/gateway"
+	"nanogate/internal/clip"
 )
 
 // imageMagic returns the media type of an image from its first bytes.
@@ -61,6 +63,7 @@ func parseEdits(ctx *fasthttp.RequestCtx) (*gateway.ImagesRequest, *apiError) {
 		case name == "":
 			return nil, errInvalid("", "A multipart part has no name.")
 		case part.FileName() != "" && name != "mask":
+			name = clip.String(name)
 			return nil, errInvalid(name, "Unexpected file field: "+name)
 		default:
 			v, err := io.ReadAll(io.LimitReader(part, gateway.MaxPromptBytes+1))
@@ -102,15 +105,10 @@ func readEditImage(part *multipart.Part) (gateway.InputImage, *apiError) {
 
 // handleImages serves /v1/images/generations and /v1/images/edits through
 // the same limits, routing and accounting as chat.
-func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, edits bool) {
-	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, gw: st.Gateway, route: "images"}
-	caller, aerr := s.authenticate(ctx, st.Keys)
-	if aerr != nil {
-		s.fail(ctx, l, aerr)
-		return
-	}
-	l.caller = caller
+func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, caller *auth.Caller, edits bool) {
+	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, gw: st.Gateway, route: "images", caller: caller}
 	var ir *gateway.ImagesRequest
+	var aerr *apiError
 	if edits {
 		l.route = "images_edits"
 		ir, aerr = parseEdits(ctx)
@@ -161,7 +159,8 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, e
 	ctx.Response.Header.Set("x-nanogate-provider", ans.Provider())
 	ctx.SetContentType("application/json")
 	// The body is a buffer of this request's own: no copy into fasthttp's.
-	ctx.Response.SetBodyRaw(ans.AppendResponse(nil))
+	b := ans.AppendResponse(nil)
+	setBody(ctx, st, bytes.NewReader(b), len(b))
 	// Records were written per upstream call by the gateway.
 	l.call = nil
 	l.status, l.usage = fasthttp.StatusOK, ans.Usage

@@ -5,7 +5,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,7 +21,6 @@ import (
 	"nanogate/auth"
 	"nanogate/batch"
 	"nanogate/config"
-	"nanogate/dashboard"
 	"nanogate/gateway"
 	"nanogate/images"
 	"nanogate/metrics"
@@ -103,77 +101,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	rid := s.ids.requestID(ctx.Request.Header.Peek("x-request-id"))
 	ctx.Response.Header.Set("x-request-id", rid)
 	defer s.recoverPanic(ctx, rid)
-	path := ctx.Path()
-	switch string(path) {
-	case "/v1/chat/completions", "/chat/completions":
-		if !ctx.IsPost() {
-			writeError(ctx, errMethod)
-			return
-		}
-		s.handleChat(ctx, st, rid)
-	case "/v1/images/generations", "/images/generations", "/v1/images/edits", "/images/edits":
-		if !ctx.IsPost() {
-			writeError(ctx, errMethod)
-			return
-		}
-		s.handleImages(ctx, st, rid, bytes.HasSuffix(path, []byte("/edits")))
-	case "/v1/models", "/models":
-		if !ctx.IsGet() {
-			writeError(ctx, errMethod)
-			return
-		}
-		s.handleModels(ctx, st)
-	case "/healthz":
-		ctx.SetContentType("application/json")
-		ctx.SetBodyString(`{"status":"ok"}` + "\n")
-	case "/readyz":
-		s.handleReady(ctx, st)
-	case "/metrics":
-		s.prom(ctx)
-	case "/v1/usage", "/usage":
-		s.handleUsage(ctx, st)
-	case "/admin/usage":
-		if s.admin(ctx, st) {
-			s.handleAdminUsage(ctx, st)
-		}
-	case "/admin/providers":
-		if s.admin(ctx, st) {
-			s.handleAdminProviders(ctx, st)
-		}
-	case "/v1/files", "/files":
-		s.handleFiles(ctx, st)
-	case "/v1/batches", "/batches":
-		s.handleBatches(ctx, st)
-	case "/admin/batches":
-		if s.admin(ctx, st) {
-			s.handleAdminBatches(ctx, st)
-		}
-	case dashboard.Root, dashboard.Page, dashboard.ScriptPath, dashboard.StylePath:
-		// The page holds no data (its script calls the admin APIs above with
-		// the bearer key), so it is served without auth; like them, it is
-		// absent when no admin key is configured.
-		if st.Config.AdminKey == "" {
-			writeError(ctx, errAdminDisabled)
-			return
-		}
-		dashboard.Serve(ctx)
-	default:
-		if rest, ok := batchPath(path, "/v1/files/", "/files/"); ok {
-			s.handleFile(ctx, st, rest)
-			return
-		}
-		if rest, ok := batchPath(path, "/v1/batches/", "/batches/"); ok {
-			s.handleBatch(ctx, st, rest)
-			return
-		}
-		if bytes.HasPrefix(path, []byte("/images/")) && st.Offload != nil {
-			if h := st.Offload.Handler(); h != nil {
-				h(ctx)
-				return
-			}
-		}
-		writeError(ctx, errNotFound)
-	}
+	s.serve(ctx, st, rid)
 }
 
 // recoverPanic turns a panic in a handler into a 500 in OpenAI's envelope with
@@ -248,23 +176,8 @@ func (s *Server) drainBody(ctx *fasthttp.RequestCtx) {
 }
 
 // authenticate finds the caller from the Authorization, x-api-key or
-// x-goog-api-key header.
-func (s *Server) authenticate(ctx *fasthttp.RequestCtx, keys *auth.Table) (*auth.Caller, *apiError) {
-	c, e := authenticate(ctx, keys)
-	if e == nil {
-		// A valid key never touches the guard: no lock or allocation on the
-		// path of real requests, and a client behind a shared address whose
-		// neighbour guesses keys still gets through.
-		return c, nil
-	}
-	ip := clientIP(ctx)
-	if s.guard.blocked(ip) {
-		return nil, errAuthFlood
-	}
-	s.guard.fail(ip)
-	return nil, e
-}
-
+// x-goog-api-key header. Only authorize calls it: every failure must reach
+// the failed-auth guard.
 func authenticate(ctx *fasthttp.RequestCtx, keys *auth.Table) (*auth.Caller, *apiError) {
 	var secret []byte
 	if h := ctx.Request.Header.Peek("Authorization"); len(h) > 0 {
@@ -288,12 +201,7 @@ func authenticate(ctx *fasthttp.RequestCtx, keys *auth.Table) (*auth.Caller, *ap
 	return c, nil
 }
 
-func (s *Server) handleModels(ctx *fasthttp.RequestCtx, st *State) {
-	caller, aerr := s.authenticate(ctx, st.Keys)
-	if aerr != nil {
-		writeError(ctx, aerr)
-		return
-	}
+func (s *Server) handleModels(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller) {
 	b := make([]byte, 0, 256)
 	b = append(b, `{"object":"list","data":[`...)
 	n := 0

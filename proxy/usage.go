@@ -9,6 +9,8 @@ import (
 	"go.uber.org/zap"
 
 	"nanogate/accounting"
+	"nanogate/auth"
+	"nanogate/internal/clip"
 )
 
 var errNoAccounting = &apiError{Status: fasthttp.StatusNotFound, Type: "invalid_request_error", Code: "not_found",
@@ -16,12 +18,7 @@ var errNoAccounting = &apiError{Status: fasthttp.StatusNotFound, Type: "invalid_
 
 // handleUsage answers GET /v1/usage: the caller's key and team for the
 // team's current budget period.
-func (s *Server) handleUsage(ctx *fasthttp.RequestCtx, st *State) {
-	caller, aerr := s.authenticate(ctx, st.Keys)
-	if aerr != nil {
-		writeError(ctx, aerr)
-		return
-	}
+func (s *Server) handleUsage(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller) {
 	if st.Accounting == nil {
 		writeError(ctx, errNoAccounting)
 		return
@@ -53,7 +50,7 @@ func (s *Server) handleAdminUsage(ctx *fasthttp.RequestCtx, st *State) {
 		string(args.Peek("from")), string(args.Peek("to")), time.Now())
 	if err != nil {
 		if errors.Is(err, accounting.ErrBadQuery) {
-			writeError(ctx, errInvalid("", err.Error()))
+			writeError(ctx, errInvalid("", clip.String(err.Error())))
 			return
 		}
 		s.usageError(ctx, err)

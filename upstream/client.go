@@ -64,17 +64,20 @@ func (o *Options) defaults() {
 
 // Client sends requests to one upstream host (scheme, host and port of a base URL).
 type Client struct {
-	addr     string // host:port to dial
-	host     string // Host header
-	useTLS   bool
-	tlsConf  *tls.Config
-	opts     Options
-	sem      chan struct{} // one token per open connection
-	mu       sync.Mutex
-	idle     []*conn // LIFO: the most recently used connection is the warmest
-	closed   bool
-	dialer   net.Dialer
-	basePath string
+	addr    string // host:port to dial
+	host    string // Host header
+	useTLS  bool
+	tlsConf *tls.Config
+	opts    Options
+	sem     chan struct{} // one token per open connection
+	// idleReady wakes a caller waiting for a connection when one goes back
+	// to the pool (the pool keeps its token).
+	idleReady chan struct{}
+	mu        sync.Mutex
+	idle      []*conn // LIFO: the most recently used connection is the warmest
+	closed    bool
+	dialer    net.Dialer
+	basePath  string
 }
 
 type conn struct {
@@ -95,11 +98,12 @@ func New(baseURL string, opts Options) (*Client, error) {
 	}
 	opts.defaults()
 	c := &Client{
-		host:     u.Host,
-		useTLS:   u.Scheme == "https",
-		opts:     opts,
-		sem:      make(chan struct{}, opts.MaxConns),
-		basePath: u.EscapedPath(),
+		host:      u.Host,
+		useTLS:    u.Scheme == "https",
+		opts:      opts,
+		sem:       make(chan struct{}, opts.MaxConns),
+		idleReady: make(chan struct{}, 1),
+		basePath:  u.EscapedPath(),
 	}
 	c.addr = u.Host
 	if u.Port() == "" {
@@ -163,10 +167,8 @@ type Response struct {
 	cn     *conn
 	stop   func() bool
 	buf    []byte // body of a non-stream response, reused through the pool
-	// unarmed: stop ran before the context ended (the connection is intact).
-	unarmed bool
-	ctx     context.Context
-	done    bool // body fully read: the connection may be reused
+	ctx    context.Context
+	done   bool // body fully read: the connection may be reused
 }
 
 var respPool = sync.Pool{New: func() any { return new(Response) }}
@@ -215,10 +217,11 @@ func (c *Client) Do(ctx context.Context, req *fasthttp.Request, stream bool) (*R
 			r.Release()
 			return nil, err
 		}
-		// The body is in memory: the connection is idle from here on, and a
-		// later end of ctx must not spoil it.
-		r.unarmed = r.stop()
-		r.stop = nil
+		// The body is in memory: the connection goes back to the pool now,
+		// not when the caller releases the response. The caller keeps the
+		// body while its own client reads the answer, and a client that
+		// never reads must not hold a connection that other callers wait for.
+		r.freeConn()
 	}
 	return r, nil
 }
@@ -286,16 +289,34 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 }
 
 // Release returns the connection to the pool when the body was read to its end,
-// else closes it, and recycles the response.
+// else closes it, and recycles the response. A buffered response gave its
+// connection back when Do returned; Release then only recycles its buffer.
 func (r *Response) Release() {
+	if r.client == nil {
+		return
+	}
+	r.freeConn()
+	r.Response.Reset()
+	if cap(r.buf) > 4<<20 {
+		r.buf = nil // do not pin a huge buffer in the pool
+	}
+	r.client, r.stop, r.ctx, r.done = nil, nil, nil, false
+	respPool.Put(r)
+}
+
+// freeConn gives the response's connection back: to the pool when its body
+// was read to the end and its context did not spoil it, else closed.
+func (r *Response) freeConn() {
 	if r.cn == nil {
 		return
 	}
-	stopped := r.unarmed
+	stopped := false
 	if r.stop != nil {
 		stopped = r.stop()
+		r.stop = nil
 	}
 	cn, c := r.cn, r.client
+	r.cn = nil
 	// A fired AfterFunc has expired the deadline: that connection is spoiled.
 	reuse := r.done && stopped && !r.Response.ConnectionClose()
 	r.Response.CloseBodyStream()
@@ -304,12 +325,6 @@ func (r *Response) Release() {
 	} else {
 		c.discard(cn)
 	}
-	r.Response.Reset()
-	if cap(r.buf) > 4<<20 {
-		r.buf = nil // do not pin a huge buffer in the pool
-	}
-	r.client, r.cn, r.stop, r.ctx, r.done, r.unarmed = nil, nil, nil, nil, false, false
-	respPool.Put(r)
 }
 
 // wrapErr reports a cancelled or expired context as itself, not as the i/o
@@ -331,6 +346,33 @@ func (c *Client) wrapErr(ctx context.Context, err error) error {
 }
 
 func (c *Client) acquire(ctx context.Context) (*conn, error) {
+	for {
+		cn, err := c.takeIdle()
+		if cn != nil || err != nil {
+			return cn, err
+		}
+		// A caller waits for whichever comes first: room for a new
+		// connection, or a busy one going back to the pool. Waiting for room
+		// alone would strand it while every connection sits idle, holding
+		// its token, until its context ends.
+		select {
+		case c.sem <- struct{}{}:
+			nc, err := c.dial(ctx)
+			if err != nil {
+				<-c.sem
+				return nil, c.wrapErr(ctx, err)
+			}
+			return &conn{c: nc, br: bufio.NewReaderSize(nc, 32<<10), bw: bufio.NewWriterSize(nc, 16<<10)}, nil
+		case <-c.idleReady:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// takeIdle pops the warmest idle connection that is still usable, closing
+// stale ones; nil when there is none.
+func (c *Client) takeIdle() (*conn, error) {
 	now := time.Now()
 	for {
 		c.mu.Lock()
@@ -341,28 +383,32 @@ func (c *Client) acquire(ctx context.Context) (*conn, error) {
 		n := len(c.idle)
 		if n == 0 {
 			c.mu.Unlock()
-			break
+			return nil, nil
 		}
 		cn := c.idle[n-1]
 		c.idle[n-1] = nil
 		c.idle = c.idle[:n-1]
+		more := n > 1
 		c.mu.Unlock()
+		if more {
+			// One wake-up may stand for several released connections:
+			// pass it on to the next waiter.
+			c.signalIdle()
+		}
 		if now.Sub(cn.lastUsed) < c.opts.IdleTimeout && alive(cn.c) {
 			return cn, nil
 		}
 		c.discard(cn)
 	}
+}
+
+// signalIdle wakes one caller waiting in acquire, if any, to look at the
+// idle connections again.
+func (c *Client) signalIdle() {
 	select {
-	case c.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	case c.idleReady <- struct{}{}:
+	default:
 	}
-	nc, err := c.dial(ctx)
-	if err != nil {
-		<-c.sem
-		return nil, c.wrapErr(ctx, err)
-	}
-	return &conn{c: nc, br: bufio.NewReaderSize(nc, 32<<10), bw: bufio.NewWriterSize(nc, 16<<10)}, nil
 }
 
 func (c *Client) dial(ctx context.Context) (net.Conn, error) {
@@ -395,6 +441,7 @@ func (c *Client) release(cn *conn) {
 	}
 	c.idle = append(c.idle, cn)
 	c.mu.Unlock()
+	c.signalIdle()
 }
 
 func (c *Client) discard(cn *conn) {

@@ -181,3 +181,120 @@ func TestPeerClosedIdleConnectionIsDetected(t *testing.T) {
 		resp.Release()
 	}
 }
+
+// A buffered answer whose caller still holds it (its client has not read the
+// answer yet) must not keep the only connection from the next call.
+func TestBufferedResponseFreesItsConnectionBeforeRelease(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write([]byte("answer"))
+	})
+	c, _ := New(s.url, Options{MaxConns: 1})
+	defer c.Close()
+	held, err := c.Do(context.Background(), post("/v1/x"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	next, err := c.Do(ctx, post("/v1/x"), false)
+	if err != nil {
+		t.Fatalf("second call with the first answer still held: %v", err)
+	}
+	if string(held.Body()) != "answer" || string(next.Body()) != "answer" {
+		t.Fatalf("bodies %q, %q", held.Body(), next.Body())
+	}
+	next.Release()
+	held.Release()
+	if n := s.conns.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1 reused", n)
+	}
+}
+
+// A stream answer holds its connection until released; released before its
+// end, the connection is closed, never handed to the next call.
+func TestUnfinishedStreamClosesItsConnection(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write([]byte("data: 1\n\n"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	c, _ := New(s.url, Options{MaxConns: 1})
+	defer c.Close()
+	resp, err := c.Do(context.Background(), post("/v1/x"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 9)
+	if _, err := io.ReadFull(resp.BodyStream(), buf); err != nil {
+		t.Fatal(err)
+	}
+	resp.Release()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	next, err := c.Do(ctx, post("/v1/x"), true)
+	if err != nil {
+		t.Fatalf("call after an abandoned stream: %v", err)
+	}
+	next.Release()
+	if n := s.conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2 (the abandoned one closed)", n)
+	}
+}
+
+// A caller waiting for a connection gets one that goes back to the pool, not
+// only room for a new one: with every connection busy, then idle, a waiter
+// must not sit out its whole deadline.
+func TestWaiterGetsAConnectionReleasedToThePool(t *testing.T) {
+	release := make(chan struct{})
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Query().Get("hold") != "" {
+			w.Write([]byte("part1"))
+			w.(http.Flusher).Flush()
+			<-release
+		}
+		w.Write([]byte("done"))
+	})
+	c, _ := New(s.url, Options{MaxConns: 2})
+	defer c.Close()
+	var held []*Response
+	for i := 0; i < 2; i++ {
+		resp, err := c.Do(context.Background(), post("/v1/x?hold=1"), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, resp)
+	}
+	results := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := c.Do(ctx, post("/v1/x"), false)
+			if err == nil {
+				resp.Release()
+			}
+			results <- err
+		}()
+	}
+	// Let both waiters block on the full pool, then finish the busy calls:
+	// their connections go back to the pool, to be handed to the waiters.
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	for _, resp := range held {
+		if _, err := io.ReadAll(resp.BodyStream()); err != nil {
+			t.Fatal(err)
+		}
+		resp.Release()
+	}
+	for i := 0; i < 2; i++ {
+		if err := <-results; err != nil {
+			t.Fatalf("a waiter: %v", err)
+		}
+	}
+	if n := s.conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want the 2 reused", n)
+	}
+}

@@ -1,0 +1,275 @@
+package proxy
+
+import (
+	"bytes"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"nanogate/auth"
+	"nanogate/dashboard"
+)
+
+// authKind is how a route proves who calls it.
+type authKind uint8
+
+const (
+	// authNone: public (health, metrics, the dashboard's static page).
+	authNone authKind = iota
+	// authClient: a client key from the key table.
+	authClient
+	// authAdmin: the admin key; the route is absent (404) without one.
+	authAdmin
+	// authSigned: a signed link, checked by the handler (the image store);
+	// its refusals count as failed authentications all the same.
+	authSigned
+)
+
+func (k authKind) String() string {
+	switch k {
+	case authClient:
+		return "client"
+	case authAdmin:
+		return "admin"
+	case authSigned:
+		return "signed"
+	}
+	return "none"
+}
+
+// route is one entry of the route table: where it is, which methods it
+// takes, how its caller is authenticated, and its handler. A path holds at
+// most one "{id}" segment, which matches one non-empty path segment.
+type route struct {
+	paths   []string
+	methods []string
+	auth    authKind
+	// logAs names the route in the request log; a refused authentication
+	// of such a route gets its request log line like any other failure.
+	logAs  string
+	handle func(s *Server, ctx *fasthttp.RequestCtx, r routed)
+	// allow is the Allow header of a 405: methods, and HEAD with GET.
+	allow string
+}
+
+// routed is what the handler of a route gets: the state it runs on, the
+// request id, the authenticated caller (nil for authNone and authSigned)
+// and the {id} path segment.
+type routed struct {
+	st     *State
+	rid    string
+	caller *auth.Caller
+	id     string
+}
+
+var (
+	get    = []string{fasthttp.MethodGet}
+	post   = []string{fasthttp.MethodPost}
+	getDel = []string{fasthttp.MethodGet, fasthttp.MethodDelete}
+	getPst = []string{fasthttp.MethodGet, fasthttp.MethodPost}
+)
+
+// routes is every path the gateway serves. A request goes through one
+// step, serve: find its route, check the method, authorize, then the
+// handler.
+var routes = []*route{
+	{paths: []string{"/v1/chat/completions", "/chat/completions"}, methods: post, auth: authClient, logAs: "chat",
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleChat(ctx, r.st, r.rid, r.caller) }},
+	{paths: []string{"/v1/images/generations", "/images/generations"}, methods: post, auth: authClient, logAs: "images",
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleImages(ctx, r.st, r.rid, r.caller, false) }},
+	{paths: []string{"/v1/images/edits", "/images/edits"}, methods: post, auth: authClient, logAs: "images_edits",
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleImages(ctx, r.st, r.rid, r.caller, true) }},
+	{paths: []string{"/v1/models", "/models"}, methods: get, auth: authClient,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleModels(ctx, r.st, r.caller) }},
+	{paths: []string{"/v1/usage", "/usage"}, methods: get, auth: authClient,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleUsage(ctx, r.st, r.caller) }},
+	{paths: []string{"/v1/files", "/files"}, methods: getPst, auth: authClient,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleFiles(ctx, r.st, r.caller) }},
+	{paths: []string{"/v1/files/{id}", "/files/{id}"}, methods: getDel, auth: authClient,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleFile(ctx, r.st, r.caller, r.id, false) }},
+	{paths: []string{"/v1/files/{id}/content", "/files/{id}/content"}, methods: get, auth: authClient,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleFile(ctx, r.st, r.caller, r.id, true) }},
+	{paths: []string{"/v1/batches", "/batches"}, methods: getPst, auth: authClient,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleBatches(ctx, r.st, r.caller) }},
+	{paths: []string{"/v1/batches/{id}", "/batches/{id}"}, methods: get, auth: authClient,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleBatch(ctx, r.st, r.caller, r.id, false) }},
+	{paths: []string{"/v1/batches/{id}/cancel", "/batches/{id}/cancel"}, methods: post, auth: authClient,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleBatch(ctx, r.st, r.caller, r.id, true) }},
+
+	{paths: []string{"/admin/usage"}, methods: get, auth: authAdmin,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminUsage(ctx, r.st) }},
+	{paths: []string{"/admin/providers"}, methods: get, auth: authAdmin,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminProviders(ctx, r.st) }},
+	{paths: []string{"/admin/batches"}, methods: get, auth: authAdmin,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminBatches(ctx, r.st) }},
+	// The page holds no data (its script calls the admin APIs above with the
+	// bearer key), so it is served without auth; like them, it is absent
+	// when no admin key is configured.
+	{paths: []string{dashboard.Root, dashboard.Page, dashboard.ScriptPath, dashboard.StylePath}, methods: get, auth: authNone,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) {
+			if r.st.Config.AdminKey == "" {
+				writeError(ctx, errAdminDisabled)
+				return
+			}
+			dashboard.Serve(ctx)
+		}},
+
+	{paths: []string{"/images/{id}"}, methods: get, auth: authSigned,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) {
+			if r.st.Offload != nil {
+				if h := r.st.Offload.Handler(); h != nil {
+					h(ctx)
+					return
+				}
+			}
+			writeError(ctx, errNotFound)
+		}},
+
+	{paths: []string{"/healthz"}, methods: get, auth: authNone,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) {
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(`{"status":"ok"}` + "\n")
+		}},
+	{paths: []string{"/readyz"}, methods: get, auth: authNone,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleReady(ctx, r.st) }},
+	{paths: []string{"/metrics"}, methods: get, auth: authNone,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.prom(ctx) }},
+}
+
+// patternRoute is a route path with an {id} segment, split around it.
+type patternRoute struct {
+	prefix, suffix string
+	r              *route
+}
+
+var (
+	exactRoutes   = map[string]*route{}
+	patternRoutes []patternRoute
+)
+
+func init() {
+	for _, r := range routes {
+		r.allow = strings.Join(r.methods, ", ")
+		for _, m := range r.methods {
+			if m == fasthttp.MethodGet {
+				r.allow += ", " + fasthttp.MethodHead
+			}
+		}
+		for _, p := range r.paths {
+			if pre, suf, ok := strings.Cut(p, "{id}"); ok {
+				patternRoutes = append(patternRoutes, patternRoute{prefix: pre, suffix: suf, r: r})
+				continue
+			}
+			if exactRoutes[p] != nil {
+				panic("proxy: two routes for " + p)
+			}
+			exactRoutes[p] = r
+		}
+	}
+}
+
+// findRoute returns the route of path and its {id} segment. Exact paths win
+// over patterns ("/images/edits" is not an image id).
+func findRoute(path []byte) (*route, string) {
+	if r := exactRoutes[string(path)]; r != nil {
+		return r, ""
+	}
+	for _, pr := range patternRoutes {
+		rest, ok := bytes.CutPrefix(path, []byte(pr.prefix))
+		if !ok {
+			continue
+		}
+		id, ok := bytes.CutSuffix(rest, []byte(pr.suffix))
+		if !ok || len(id) == 0 || bytes.IndexByte(id, '/') >= 0 {
+			continue
+		}
+		return pr.r, string(id)
+	}
+	return nil, ""
+}
+
+// allows reports whether the route takes method; HEAD goes with GET.
+func (r *route) allows(method []byte) bool {
+	for _, m := range r.methods {
+		if string(method) == m || (m == fasthttp.MethodGet && string(method) == fasthttp.MethodHead) {
+			return true
+		}
+	}
+	return false
+}
+
+// serve runs a request through its route: 404 for an unknown path, 405 with
+// Allow for a wrong method (before any key is looked at: the table is no
+// secret), then authorize, then the handler.
+func (s *Server) serve(ctx *fasthttp.RequestCtx, st *State, rid string) {
+	r, id := findRoute(ctx.Path())
+	if r == nil {
+		writeError(ctx, errNotFound)
+		return
+	}
+	if !r.allows(ctx.Method()) {
+		ctx.Response.Header.Set("Allow", r.allow)
+		writeError(ctx, errMethod)
+		return
+	}
+	rq := routed{st: st, rid: rid, id: id}
+	caller, aerr := s.authorize(ctx, st, r.auth)
+	if aerr != nil {
+		if r.logAs != "" {
+			s.fail(ctx, &reqLog{start: time.Now(), id: rid, route: r.logAs}, aerr)
+			return
+		}
+		writeError(ctx, aerr)
+		return
+	}
+	rq.caller = caller
+	r.handle(s, ctx, rq)
+	if r.auth == authSigned && ctx.Response.StatusCode() == fasthttp.StatusForbidden {
+		// A link whose signature does not hold is a failed authentication;
+		// a valid link is served whatever the address did before.
+		ip := clientIP(ctx)
+		if s.guard.blocked(ip) {
+			writeError(ctx, errAuthFlood)
+			return
+		}
+		s.guard.fail(ip)
+	}
+}
+
+// authorize is the one authentication step of every route. Each refusal of a
+// presented or missing credential counts against the client's address in the
+// failed-auth guard, and an address over its allowance gets 429 until the
+// guard's minute rolls over. A valid credential never touches the guard: no
+// lock or allocation on the path of real requests, and a client behind a
+// shared address whose neighbour guesses keys still gets through.
+func (s *Server) authorize(ctx *fasthttp.RequestCtx, st *State, kind authKind) (*auth.Caller, *apiError) {
+	var (
+		caller *auth.Caller
+		aerr   *apiError
+	)
+	switch kind {
+	case authNone:
+		return nil, nil
+	case authSigned:
+		// Checked by the handler: serve counts its refusals.
+		return nil, nil
+	case authClient:
+		caller, aerr = authenticate(ctx, st.Keys)
+	case authAdmin:
+		if st.Config.AdminKey == "" {
+			// Nothing to guess: the route does not exist.
+			return nil, errAdminDisabled
+		}
+		aerr = checkAdmin(ctx, st.Config.AdminKey)
+	}
+	if aerr == nil {
+		return caller, nil
+	}
+	ip := clientIP(ctx)
+	if s.guard.blocked(ip) {
+		return nil, errAuthFlood
+	}
+	s.guard.fail(ip)
+	return nil, aerr
+}
