@@ -22,8 +22,10 @@ const writePiece = 64 << 10
 // write_timeout is cut off; its stream then ends as a client that left,
 // closing the upstream call without counting against the provider.
 func setBody(ctx *fasthttp.RequestCtx, st *State, r io.Reader, size int) {
-	if d := st.Config.Server.WriteTimeout; d > 0 {
-		r = &idleWriteBody{body: r, conn: ctx.Conn(), idle: d}
+	// A context served without a connection (in-process benchmarks) has no
+	// socket to bound.
+	if d, conn := st.Config.Server.WriteTimeout, ctx.Conn(); d > 0 && conn != nil {
+		r = &idleWriteBody{body: r, conn: conn, idle: d}
 	}
 	ctx.SetBodyStream(r, size)
 }
