@@ -164,8 +164,9 @@ func TestHalfOpenAdmitsExactlyOneTrial(t *testing.T) {
 			r.Chat(context.Background(), req)
 		}()
 	}
-	// Let every other request pass b while the trial is held.
-	for b.calls.Load() < 99 {
+	// Let every other request pass b while the trial is held (b took the
+	// failover of the first request too).
+	for b.calls.Load() < 1+99 {
 		time.Sleep(time.Millisecond)
 	}
 	close(release)
