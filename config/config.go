@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"nanogate/catalog"
 )
 
 // Config is the whole of config.yaml (SPEC section 2).
@@ -30,6 +32,13 @@ type Config struct {
 	Files     Files      `yaml:"files"`
 	Teams     []Team     `yaml:"teams"`
 	Keys      []Key      `yaml:"keys"`
+	// Catalog adds models to the embedded model catalogue, or overrides
+	// fields of one of the same name (package catalog).
+	Catalog []catalog.Model `yaml:"catalog"`
+
+	// models is the catalogue resolved from Catalog by Defaults; nil until
+	// then (Models builds it).
+	models *catalog.Catalog
 
 	// Path is the file the Config was loaded from ("" when built in Go).
 	Path string `yaml:"-"`
@@ -111,6 +120,10 @@ type Provider struct {
 	// provider's own name for it.
 	Models map[string]string `yaml:"models"`
 	Price  Price             `yaml:"price"`
+	// Prices are the prices of single public models, where they differ
+	// from Price (and, on the gemini kind, from the catalogue's list
+	// prices).
+	Prices map[string]Price `yaml:"prices"`
 	// Timeout bounds one upstream call.
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxConns bounds the connections kept to this upstream.
@@ -123,14 +136,29 @@ type Provider struct {
 
 // Price is what a provider charges, in USD.
 type Price struct {
-	PerImage      float64 `yaml:"per_image"`
-	InputPerMTok  float64 `yaml:"input_per_mtok"`
-	OutputPerMTok float64 `yaml:"output_per_mtok"`
+	PerImage float64 `yaml:"per_image"`
+	// PerImageBySize prices images of some sizes (image_config.image_size:
+	// 512, 1K, 2K, 4K) apart from PerImage.
+	PerImageBySize map[string]float64 `yaml:"per_image_by_size"`
+	InputPerMTok   float64            `yaml:"input_per_mtok"`
+	OutputPerMTok  float64            `yaml:"output_per_mtok"`
 }
 
 // PerImageMicros is PerImage in integer micro-dollars, the unit accounting
 // keeps money in so that sums are exact.
 func (p Price) PerImageMicros() int64 { return micros(p.PerImage) }
+
+// PerImageAt is the price of one image of the named size: its own, else
+// PerImage.
+func (p Price) PerImageAt(size string) float64 {
+	if v, ok := p.PerImageBySize[size]; ok && size != "" {
+		return v
+	}
+	return p.PerImage
+}
+
+// PerImageMicrosAt is PerImageAt in integer micro-dollars.
+func (p Price) PerImageMicrosAt(size string) int64 { return micros(p.PerImageAt(size)) }
 
 // InputPerMTokMicros is InputPerMTok in integer micro-dollars.
 func (p Price) InputPerMTokMicros() int64 { return micros(p.InputPerMTok) }
@@ -306,6 +334,72 @@ func (c *Config) PublicModels() []string {
 	return slices.Compact(names)
 }
 
+// Models returns the model catalogue: the embedded one with Catalog
+// applied. An invalid Catalog (Validate reports it) leaves the embedded one.
+func (c *Config) Models() *catalog.Catalog {
+	if c.models == nil {
+		m, err := catalog.New(c.Catalog)
+		if err != nil {
+			m = catalog.Default()
+		}
+		c.models = m
+	}
+	return c.models
+}
+
+// ModelOf returns the catalogue's model for a public model name: the name
+// itself when the catalogue knows it, else the model the gemini providers
+// map it to, else the one any provider maps it to; nil for a model the
+// catalogue does not know (it is billed with billing.tokens_per_image and
+// the provider's price, and its image sizes pass unchecked).
+func (c *Config) ModelOf(public string) *catalog.Model {
+	cat := c.Models()
+	if m, _, ok := cat.Lookup(public); ok {
+		return m
+	}
+	for _, gemini := range []bool{true, false} {
+		for i := range c.Providers {
+			p := &c.Providers[i]
+			if (p.Kind == "gemini") != gemini {
+				continue
+			}
+			if up, ok := p.Models[public]; ok {
+				if m, _, ok := cat.Lookup(up); ok {
+					return m
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// PriceOf is what provider p charges for the public model: its Prices entry
+// for the model, else on the gemini kind the catalogue's list prices of the
+// model (per size), else its Price.
+func (c *Config) PriceOf(p *Provider, public string) Price {
+	if pr, ok := p.Prices[public]; ok {
+		return pr
+	}
+	if p.Kind == "gemini" {
+		if m := c.ModelOf(public); m != nil {
+			return ListPrice(m)
+		}
+	}
+	return p.Price
+}
+
+// ListPrice is Google's list price of m as a Price: per image by size (the
+// default size's as PerImage), and per million tokens of input and text.
+func ListPrice(m *catalog.Model) Price {
+	pr := Price{InputPerMTok: m.Price.Input, OutputPerMTok: m.Price.TextOutput,
+		PerImageBySize: make(map[string]float64, len(m.Sizes))}
+	for name := range m.Sizes {
+		pr.PerImageBySize[name], _ = m.ListUSD(name)
+	}
+	pr.PerImage, _ = m.ListUSD("")
+	return pr
+}
+
 // Default values, exported so that documentation and tests can name them.
 const (
 	DefaultListen          = "127.0.0.1:8080"
@@ -361,6 +455,9 @@ const (
 // also normalises a few values (trailing slashes of URLs, the case of
 // key_sha256) so that consumers need not.
 func (c *Config) Defaults() {
+	// The catalogue is resolved once here, before the Config is shared.
+	c.models = nil
+	c.Models()
 	s := &c.Server
 	setDefault(&s.Listen, DefaultListen)
 	if s.PublicURL == "" {

@@ -104,7 +104,7 @@ func TestParseFullSpecConfig(t *testing.T) {
 		Path: "testdata/full.yaml",
 	}
 	got := *cfg
-	got.lines = nil
+	got.lines, got.models = nil, nil
 	if !reflect.DeepEqual(&got, want) {
 		t.Errorf("config mismatch:\n got  %+v\n want %+v", got, *want)
 	}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -72,6 +74,24 @@ func Parse(data []byte, file string, getenv func(string) (string, bool)) (*Confi
 			continue
 		}
 		enabled++
+	}
+	// Google answers 404 for a model it retired: a gemini provider sends
+	// the successor instead, and the operator is told once, at load.
+	for i := range cfg.Providers {
+		pr := &cfg.Providers[i]
+		if pr.Kind != "gemini" {
+			continue
+		}
+		for _, public := range slices.Sorted(maps.Keys(pr.Models)) {
+			up := pr.Models[public]
+			m, on, ok := cfg.Models().Lookup(up)
+			if !ok || on == "" {
+				continue
+			}
+			pr.Models[public] = m.Name
+			warnings = append(warnings, cfg.at(fmt.Sprintf("providers[%d].models.%s", i, public))+
+				fmt.Sprintf("provider %s: Google retired %s on %s; sending its successor %s", pr.Name, up, on, m.Name))
+		}
 	}
 	if len(cfg.Providers) > 0 && enabled == 0 {
 		warnings = append(warnings, cfg.at("providers")+"no provider is enabled; every request will fail with 503")

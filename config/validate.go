@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"slices"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"nanogate/catalog"
 )
 
 // Problem is one thing wrong with a config. Path names the key, as in
@@ -150,6 +153,24 @@ const (
 	MaxTokensPerImage = 1 << 20
 )
 
+// priceBlock checks a Price; m, when the catalogue knows the model it
+// prices, names the sizes per_image_by_size may hold.
+func (k *checker) priceBlock(path string, p Price, m *catalog.Model) {
+	k.price(path+".per_image", p.PerImage)
+	k.price(path+".input_per_mtok", p.InputPerMTok)
+	k.price(path+".output_per_mtok", p.OutputPerMTok)
+	for _, size := range slices.Sorted(maps.Keys(p.PerImageBySize)) {
+		sp := path + ".per_image_by_size." + size
+		if m != nil {
+			if _, ok := m.Sizes[size]; !ok {
+				k.add(sp, "%s is not a size of %s (%s)", quote(size), m.Name, strings.Join(m.SizeNames(), ", "))
+				continue
+			}
+		}
+		k.price(sp, p.PerImageBySize[size])
+	}
+}
+
 func (k *checker) price(path string, v float64) {
 	if !(v >= 0) || v > MaxPriceUSD {
 		k.add(path, "must be a number from 0 to %g", float64(MaxPriceUSD))
@@ -200,6 +221,11 @@ func quote(v string) string {
 // the file and line of the key they name.
 func (c *Config) Validate() error {
 	k := &checker{c: c}
+	if cat, err := catalog.New(c.Catalog); err != nil {
+		k.add("catalog", "%s", strings.TrimPrefix(err.Error(), "catalog: "))
+	} else {
+		c.models = cat
+	}
 	c.validateServer(k)
 	c.validateRedis(k)
 	c.validateProviders(k)
@@ -285,9 +311,15 @@ func (c *Config) validateProviders(k *checker) {
 				k.add(at+".models."+name, "empty provider model name")
 			}
 		}
-		k.price(at+".price.per_image", p.Price.PerImage)
-		k.price(at+".price.input_per_mtok", p.Price.InputPerMTok)
-		k.price(at+".price.output_per_mtok", p.Price.OutputPerMTok)
+		k.priceBlock(at+".price", p.Price, nil)
+		for _, model := range slices.Sorted(maps.Keys(p.Prices)) {
+			pat := at + ".prices." + model
+			if _, ok := p.Models[model]; !ok {
+				k.add(pat, "%s is not a model this provider maps (models)", quote(model))
+				continue
+			}
+			k.priceBlock(pat, p.Prices[model], c.ModelOf(model))
+		}
 		k.positive(at+".timeout", p.Timeout)
 		k.atLeast(at+".max_conns", int64(p.MaxConns), 1)
 	}
