@@ -439,6 +439,7 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 			UsageClamped: func(provider, field string) {
 				m.UsageClamped.WithLabelValues(provider, field).Inc()
 			},
+			ModelOf: cfg.ModelOf,
 		}),
 		Limiter:    d.limiter,
 		Accounting: acct,

@@ -42,6 +42,9 @@ type Record struct {
 	Team string    `json:"team"` // "" for a key without a team
 	// Model is the public model name the client asked for.
 	Model string `json:"model"`
+	// Size is the image size asked for (image_config.image_size: 512, 1K,
+	// 2K, 4K); "" for the model's default.
+	Size string `json:"size,omitempty"`
 	// Provider is the provider that served the request, "" when none did
 	// (every attempt failed): such a record counts in failed and costs
 	// nothing.
@@ -52,8 +55,9 @@ type Record struct {
 	PromptTokens int64 `json:"prompt_tokens"`
 	// TextTokens are the output tokens that are not images.
 	TextTokens int64 `json:"text_tokens"`
-	// ImageTokens are billing.tokens_per_image × Images, computed by the
-	// caller.
+	// ImageTokens are the output tokens of the images (the catalogue's per
+	// image for the model and size, or billing.tokens_per_image), computed
+	// by the caller.
 	ImageTokens int64 `json:"image_tokens"`
 	// CostMicros is what the serving provider charges (Cost at its price).
 	CostMicros int64 `json:"cost_micros"`

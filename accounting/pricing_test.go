@@ -59,10 +59,41 @@ func TestPricerChargesTheServingProviderAndListsGooglesPrice(t *testing.T) {
 	}
 	// The estimate is at the dearest enabled provider (the disabled
 	// "other" at $0.05 is not a candidate).
-	if got := p.Estimate(previewModel, 2, 1000, 100); got != Cost(cfg.Providers[1].Price, 2, 1000, 100) {
+	if got := p.Estimate(previewModel, "", 2, 1000, 100); got != Cost(cfg.Providers[1].Price, 2, 1000, 100) {
 		t.Errorf("Estimate = %d, want Google's price %d", got, Cost(cfg.Providers[1].Price, 2, 1000, 100))
 	}
-	if got := p.Estimate("unknown", 1, 0, 0); got != 0 {
+	if got := p.Estimate("unknown", "", 1, 0, 0); got != 0 {
 		t.Errorf("Estimate of an unmapped model = %d, want 0", got)
+	}
+}
+
+// TestChargeBySize: a 3 Pro Image at 4K served by Google costs the
+// catalogue's $0.24 (and lists at it); at a reseller with a flat price it
+// costs that price and still lists at Google's $0.24 for the size.
+func TestChargeBySize(t *testing.T) {
+	cfg := &config.Config{Providers: []config.Provider{
+		{Name: "google", Kind: "gemini", Models: map[string]string{"pro": "gemini-3-pro-image"},
+			Price: config.Price{PerImage: 0.039}},
+		{Name: "reseller", Kind: "openai", Models: map[string]string{"pro": "gemini-3-pro-image"},
+			Price: config.Price{PerImage: 0.05}},
+	}}
+	p := NewPricer(cfg)
+	for _, tc := range []struct {
+		provider, size string
+		cost, list     int64
+	}{
+		{"google", "4K", 240_000, 240_000},
+		{"google", "1K", 134_000, 134_000},
+		{"google", "", 134_000, 134_000},
+		{"reseller", "4K", 50_000, 240_000},
+	} {
+		rec := Record{Model: "pro", Size: tc.size, Provider: tc.provider, Images: 1, ImageTokens: 2000, Status: 200}
+		p.Charge(&rec)
+		if rec.CostMicros != tc.cost || rec.ListCostMicros != tc.list {
+			t.Errorf("%s %q: cost %d list %d, want %d %d", tc.provider, tc.size, rec.CostMicros, rec.ListCostMicros, tc.cost, tc.list)
+		}
+	}
+	if got := p.Estimate("pro", "4K", 2, 0, 0); got != 480_000 {
+		t.Errorf("estimate of two 4K images: %d, want the dearer provider's 480000", got)
 	}
 }

@@ -59,7 +59,7 @@ func TestPropertyEstimateCoversTheImagesFloor(t *testing.T) {
 	for i := range 20000 {
 		n := anyOf(rng, extremes)
 		prompt, text := anyOf(rng, extremes), anyOf(rng, extremes)
-		est := p.Estimate(previewModel, n, prompt, text)
+		est := p.Estimate(previewModel, "", n, prompt, text)
 		floor := safemath.Mul(max(n, 0), 39_000) // google's $0.039 is the dearer
 		if est < floor || est < 0 {
 			t.Fatalf("step %d: Estimate(%d images, %d, %d) = %d below the floor %d", i, n, prompt, text, est, floor)

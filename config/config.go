@@ -39,6 +39,9 @@ type Config struct {
 	// models is the catalogue resolved from Catalog by Defaults; nil until
 	// then (Models builds it).
 	models *catalog.Catalog
+	// byPublic caches ModelOf for the public models of the providers,
+	// filled by Defaults: requests look it up several times each.
+	byPublic map[string]*catalog.Model
 
 	// Path is the file the Config was loaded from ("" when built in Go).
 	Path string `yaml:"-"`
@@ -353,6 +356,13 @@ func (c *Config) Models() *catalog.Catalog {
 // catalogue does not know (it is billed with billing.tokens_per_image and
 // the provider's price, and its image sizes pass unchecked).
 func (c *Config) ModelOf(public string) *catalog.Model {
+	if m, ok := c.byPublic[public]; ok {
+		return m
+	}
+	return c.modelOf(public)
+}
+
+func (c *Config) modelOf(public string) *catalog.Model {
 	cat := c.Models()
 	if m, _, ok := cat.Lookup(public); ok {
 		return m
@@ -458,6 +468,12 @@ func (c *Config) Defaults() {
 	// The catalogue is resolved once here, before the Config is shared.
 	c.models = nil
 	c.Models()
+	c.byPublic = map[string]*catalog.Model{}
+	for i := range c.Providers {
+		for public := range c.Providers[i].Models {
+			c.byPublic[public] = c.modelOf(public)
+		}
+	}
 	s := &c.Server
 	setDefault(&s.Listen, DefaultListen)
 	if s.PublicURL == "" {

@@ -104,7 +104,7 @@ func TestParseFullSpecConfig(t *testing.T) {
 		Path: "testdata/full.yaml",
 	}
 	got := *cfg
-	got.lines, got.models = nil, nil
+	got.lines, got.models, got.byPublic = nil, nil, nil
 	if !reflect.DeepEqual(&got, want) {
 		t.Errorf("config mismatch:\n got  %+v\n want %+v", got, *want)
 	}

@@ -99,7 +99,7 @@ func textAllowance(req *provider.ChatRequest) int64 {
 // that would pass int64 is charged the most there is, and refused.
 func (g *Gateway) estimateCall(call *Call) int64 {
 	n := call.wanted()
-	perImage := safemath.Add(g.tokensPerImage, textAllowance(call.Req))
+	perImage := safemath.Add(g.imageTokens(call.Req), textAllowance(call.Req))
 	return safemath.Add(estimateTokens(call.Req), safemath.Mul(n, perImage))
 }
 
@@ -114,7 +114,7 @@ func (g *Gateway) reserve(ctx context.Context, call *Call) error {
 		return nil
 	}
 	n := call.wanted()
-	est := a.Pricer.Estimate(call.Req.Model, n, estimateTokens(call.Req), safemath.Mul(n, textAllowance(call.Req)))
+	est := a.Pricer.Estimate(call.Req.Model, g.imageSize(call.Req), n, estimateTokens(call.Req), safemath.Mul(n, textAllowance(call.Req)))
 	r, err := a.Store.Reserve(ctx, team.Name, *team.Budget, call.ID, est)
 	switch {
 	case err == nil:
@@ -155,7 +155,7 @@ func (g *Gateway) release(call *Call) {
 // budget reservation of the same id. It returns the record for the log.
 func (g *Gateway) Finish(call *Call, served router.Served, u Usage, status int, stream bool) accounting.Record {
 	rec := accounting.Record{
-		ID: call.ID, Time: time.Now(), Model: call.Req.Model, Provider: served.Provider,
+		ID: call.ID, Time: time.Now(), Model: call.Req.Model, Size: g.imageSize(call.Req), Provider: served.Provider,
 		Attempts: served.Attempts, Status: status, Stream: stream,
 	}
 	if call.Caller != nil {

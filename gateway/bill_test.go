@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"math"
 	"testing"
 
@@ -8,6 +9,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"nanogate/catalog"
 	"nanogate/provider"
 )
 
@@ -23,8 +25,8 @@ func TestBillClampsUpstreamUsage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caps := capsFor(req)
-	if caps.prompt != estimateTokens(req)*promptSlack+promptFloor || caps.text != 2*provider.MaxOutputTokens {
+	caps := g.capsFor(req)
+	if caps.prompt != estimateTokens(req)*promptSlack+promptFloor || caps.text != 2*provider.MaxOutputTokens || caps.perImage != 1290 {
 		t.Fatalf("caps = %+v", caps)
 	}
 	tests := []struct {
@@ -78,6 +80,58 @@ func TestEstimatesSaturate(t *testing.T) {
 		}
 		if got := textAllowance(req); got != provider.MaxOutputTokens {
 			t.Errorf("max_tokens %d: allowance %d", mt, got)
+		}
+	}
+}
+
+// TestCatalogueDecidesSizesAndImageTokens: the catalogue's model decides
+// which sizes and aspect ratios pass and what one image bills; a model it
+// does not know passes as sent and bills billing.tokens_per_image.
+func TestCatalogueDecidesSizesAndImageTokens(t *testing.T) {
+	cat := catalog.Default()
+	g := New(nil, Options{TokensPerImage: 1290, ModelOf: func(public string) *catalog.Model {
+		m, _, _ := cat.Lookup(map[string]string{"pro": "gemini-3-pro-image", "flash": "gemini-3.1-flash-image"}[public])
+		return m
+	}})
+	parse := func(body string) *provider.ChatRequest {
+		req, err := provider.ParseChatRequest([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+	for _, tc := range []struct {
+		body     string
+		param    string // "" when accepted
+		perImage int64
+		billedAt string
+	}{
+		{`{"model":"pro","messages":[{"role":"user","content":"x"}],"image_config":{"image_size":"4K"}}`, "", 2000, "4K"},
+		{`{"model":"pro","messages":[{"role":"user","content":"x"}],"image_config":{"image_size":"2k"}}`, "", 1120, "2K"},
+		{`{"model":"pro","messages":[{"role":"user","content":"x"}]}`, "", 1120, "1K"},
+		{`{"model":"pro","messages":[{"role":"user","content":"x"}],"image_config":{"image_size":"512"}}`, "image_config.image_size", 0, ""},
+		{`{"model":"pro","messages":[{"role":"user","content":"x"}],"image_config":{"aspect_ratio":"1:8"}}`, "image_config.aspect_ratio", 0, ""},
+		{`{"model":"flash","messages":[{"role":"user","content":"x"}],"image_config":{"aspect_ratio":"1:8","image_size":"512"}}`, "", 747, "512"},
+		{`{"model":"other","messages":[{"role":"user","content":"x"}],"image_config":{"aspect_ratio":"7:3","image_size":"8K"}}`, "", 1290, "8K"},
+	} {
+		req := parse(tc.body)
+		err := g.checkModelParams(req)
+		if tc.param != "" {
+			var re *provider.RequestError
+			if !errors.As(err, &re) || re.Param != tc.param {
+				t.Errorf("%s: err %v, want a 400 on %s", tc.body, err, tc.param)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.body, err)
+			continue
+		}
+		if got := g.imageTokens(req); got != tc.perImage {
+			t.Errorf("%s: %d tokens per image, want %d", tc.body, got, tc.perImage)
+		}
+		if got := g.imageSize(req); got != tc.billedAt {
+			t.Errorf("%s: billed at size %q, want %q", tc.body, got, tc.billedAt)
 		}
 	}
 }

@@ -7,13 +7,16 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"go.uber.org/zap"
 
 	"nanogate/auth"
+	"nanogate/catalog"
 	"nanogate/images"
 	"nanogate/internal/safemath"
 	"nanogate/provider"
@@ -40,6 +43,7 @@ type Gateway struct {
 	budgetDown     atomic.Bool
 	limiter        ratelimit.Limiter
 	usageClamped   func(provider, field string)
+	modelOf        func(public string) *catalog.Model
 	// clampWarned holds the providers whose usage was clamped and logged,
 	// so that a misbehaving upstream is logged once, not per request.
 	clampWarned sync.Map
@@ -62,6 +66,10 @@ type Options struct {
 	// UsageClamped counts an upstream usage field (prompt, text) that was
 	// out of bounds and clamped; nil: not counted.
 	UsageClamped func(provider, field string)
+	// ModelOf returns the catalogue's model for a public model name, nil
+	// when the catalogue does not know it (config.Config.ModelOf); nil:
+	// no catalogue, every image billed TokensPerImage.
+	ModelOf func(public string) *catalog.Model
 }
 
 // New returns a Gateway routing through r.
@@ -74,7 +82,7 @@ func New(r *router.Router, o Options) *Gateway {
 	}
 	return &Gateway{router: r, tokensPerImage: int64(o.TokensPerImage), offload: o.Offload,
 		offloadDefault: o.OffloadDefault, log: o.Log, acct: o.Accounting, limiter: o.Limiter,
-		usageClamped: o.UsageClamped}
+		usageClamped: o.UsageClamped, modelOf: o.ModelOf}
 }
 
 // Router returns the router (for model listings).
@@ -99,7 +107,7 @@ func (g *Gateway) bill(caps usageCaps, prov string, u provider.Usage, images int
 	out := Usage{Images: int64(max(images, 0))}
 	out.PromptTokens = g.clampUsage(prov, "prompt", u.PromptTokens, caps.prompt)
 	out.TextTokens = g.clampUsage(prov, "text", u.TextTokens, caps.text)
-	out.ImageTokens = safemath.Mul(out.Images, g.tokensPerImage)
+	out.ImageTokens = safemath.Mul(out.Images, caps.perImage)
 	out.CompletionTokens = safemath.Add(out.TextTokens, out.ImageTokens)
 	out.TotalTokens = safemath.Add(out.PromptTokens, out.CompletionTokens)
 	return out
@@ -123,19 +131,74 @@ func (g *Gateway) clampUsage(prov, field string, n, limit int64) int64 {
 // usageCaps are the most tokens a request could have used: its prompt
 // estimate times promptSlack plus promptFloor (estimates are rough: CJK text
 // or high-resolution image inputs count more than they guess), and the
-// model's output limit for each candidate.
-type usageCaps struct{ prompt, text int64 }
+// model's output limit for each candidate. perImage is what one image bills.
+type usageCaps struct{ prompt, text, perImage int64 }
 
 const (
 	promptSlack = 8
 	promptFloor = 4096
 )
 
-func capsFor(req *provider.ChatRequest) usageCaps {
+func (g *Gateway) capsFor(req *provider.ChatRequest) usageCaps {
 	return usageCaps{
-		prompt: safemath.Add(safemath.Mul(estimateTokens(req), promptSlack), promptFloor),
-		text:   int64(max(req.N, 1)) * provider.MaxOutputTokens,
+		prompt:   safemath.Add(safemath.Mul(estimateTokens(req), promptSlack), promptFloor),
+		text:     int64(max(req.N, 1)) * provider.MaxOutputTokens,
+		perImage: g.imageTokens(req),
 	}
+}
+
+// model returns the catalogue's model for a public name, nil when unknown.
+func (g *Gateway) model(public string) *catalog.Model {
+	if g.modelOf == nil {
+		return nil
+	}
+	return g.modelOf(public)
+}
+
+// imageTokens are the output tokens one image of req bills: the
+// catalogue's for its model and size, else billing.tokens_per_image.
+func (g *Gateway) imageTokens(req *provider.ChatRequest) int64 {
+	if m := g.model(req.Model); m != nil {
+		if t, ok := m.ImageTokens(req.ImageSize); ok {
+			return t
+		}
+	}
+	return g.tokensPerImage
+}
+
+// imageSize is the size req's images are billed at: the one asked for, or
+// the catalogue model's default; "" for a model the catalogue does not know
+// that asked for none.
+func (g *Gateway) imageSize(req *provider.ChatRequest) string {
+	if req.ImageSize == "" {
+		if m := g.model(req.Model); m != nil {
+			return m.DefaultSize
+		}
+	}
+	return req.ImageSize
+}
+
+// checkModelParams refuses what the catalogue says the model cannot do: an
+// image size or aspect ratio it does not make, max_tokens above its output
+// limit. A model the catalogue does not know gets the request as sent.
+func (g *Gateway) checkModelParams(req *provider.ChatRequest) error {
+	m := g.model(req.Model)
+	if m == nil {
+		return nil
+	}
+	if _, ok := m.Size(req.ImageSize); !ok {
+		return &provider.RequestError{Param: "image_config.image_size", Msg: fmt.Sprintf(
+			"'image_config.image_size' must be one of %s for %s.", strings.Join(m.SizeNames(), ", "), req.Model)}
+	}
+	if req.AspectRatio != "" && !m.AllowsAspect(req.AspectRatio) {
+		return &provider.RequestError{Param: "image_config.aspect_ratio", Msg: fmt.Sprintf(
+			"'image_config.aspect_ratio' must be one of %s for %s.", strings.Join(m.AspectRatios, ", "), req.Model)}
+	}
+	if req.MaxTokens > m.MaxOutputTokens {
+		return &provider.RequestError{Param: "max_tokens", Msg: fmt.Sprintf(
+			"'max_tokens' must be at most %d for %s (its output limit).", m.MaxOutputTokens, req.Model)}
+	}
+	return nil
 }
 
 // Answer is a finished non-stream request.
@@ -172,6 +235,9 @@ func (g *Gateway) Check(caller *auth.Caller, model string) error {
 // is held. The limits come first so that requests for unknown or forbidden
 // models count against them like any other: a refusal is not free.
 func (g *Gateway) admit(ctx context.Context, call *Call) error {
+	if err := g.checkModelParams(call.Req); err != nil {
+		return err
+	}
 	if err := g.limit(ctx, call); err != nil {
 		return err
 	}
@@ -214,7 +280,7 @@ func (g *Gateway) Chat(ctx context.Context, call *Call) (*Answer, router.Served,
 			}
 		}
 	}
-	return &Answer{Result: res, Served: served, Usage: g.bill(capsFor(req), served.Provider, res.Usage, res.Images())}, served, nil
+	return &Answer{Result: res, Served: served, Usage: g.bill(g.capsFor(req), served.Provider, res.Usage, res.Images())}, served, nil
 }
 
 // ChatStream opens a stream for the call. The stream must be closed; once the
@@ -230,7 +296,7 @@ func (g *Gateway) ChatStream(ctx context.Context, call *Call) (*StreamAnswer, ro
 		return nil, served, err
 	}
 	return &StreamAnswer{Stream: st, First: first, Served: served, offload: g.offloads(caller), ctx: ctx,
-		caps: capsFor(req)}, served, nil
+		caps: g.capsFor(req)}, served, nil
 }
 
 // offloads reports whether the caller's images become links.

@@ -102,7 +102,7 @@ func (g *Gateway) Images(ctx context.Context, call *Call, n int, links bool) (*I
 			g.Finish(sub, o.served, Usage{}, failedStatus(o.err), false)
 			continue
 		}
-		u := g.bill(capsFor(call.Req), o.served.Provider, o.res.Usage, o.res.Images())
+		u := g.bill(g.capsFor(call.Req), o.served.Provider, o.res.Usage, o.res.Images())
 		for ci := range o.res.Choices {
 			c := &o.res.Choices[ci]
 			if len(c.Images) == 0 && c.FinishReason == "content_filter" && refusal == "" {

@@ -101,7 +101,7 @@ func TestChatBodyWritesImagesWithoutCopying(t *testing.T) {
 
 func TestBillCountsTokensPerImage(t *testing.T) {
 	g := New(nil, Options{TokensPerImage: 1290})
-	u := g.bill(usageCaps{prompt: 100, text: 100}, "p", provider.Usage{PromptTokens: 10, TextTokens: 4}, 3)
+	u := g.bill(usageCaps{prompt: 100, text: 100, perImage: 1290}, "p", provider.Usage{PromptTokens: 10, TextTokens: 4}, 3)
 	if u.ImageTokens != 3870 || u.CompletionTokens != 3874 || u.TotalTokens != 3884 || u.Images != 3 {
 		t.Fatalf("usage = %+v", u)
 	}

@@ -3,7 +3,9 @@ package provider
 import (
 	"bytes"
 	"fmt"
+	"regexp"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"nanogate/internal/jsonx"
@@ -44,6 +46,9 @@ type ChatRequest struct {
 	Stop [][]byte
 	// AspectRatio comes from the nanogate extension image_config.aspect_ratio.
 	AspectRatio string
+	// ImageSize is image_config.image_size (512, 1K, 2K, 4K); "" for the
+	// model's default.
+	ImageSize string
 	// Params lists the other top-level parameters present (OpenAI names), so a
 	// provider can refuse what it cannot honour instead of dropping it.
 	Params []string
@@ -268,11 +273,13 @@ func (r *ChatRequest) parseStop(v []byte) error {
 	})
 }
 
-// aspectRatios are the ratios gemini-2.5-flash-image accepts.
-var aspectRatios = map[string]bool{
-	"1:1": true, "2:3": true, "3:2": true, "3:4": true, "4:3": true,
-	"4:5": true, "5:4": true, "9:16": true, "16:9": true, "21:9": true,
-}
+// aspectRE and sizeRE are the shapes of image_config's values. Which ones a
+// model takes is the catalogue's to say (checked at admission); a model it
+// does not know gets what the client sent.
+var (
+	aspectRE = regexp.MustCompile(`^[1-9][0-9]?:[1-9][0-9]?$`)
+	sizeRE   = regexp.MustCompile(`^(?:512|[1-9]K)$`)
+)
 
 func (r *ChatRequest) parseImageConfig(v []byte) error {
 	if jsonx.KindOf(v) == jsonx.Null {
@@ -288,10 +295,21 @@ func (r *ChatRequest) parseImageConfig(v []byte) error {
 			if err != nil {
 				return err
 			}
-			if !aspectRatios[s] {
-				return badParam("image_config.aspect_ratio", "'image_config.aspect_ratio' must be one of 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9.")
+			if !aspectRE.MatchString(s) {
+				return badParam("image_config.aspect_ratio", "'image_config.aspect_ratio' must be a ratio such as 1:1, 16:9 or 9:16.")
 			}
 			r.AspectRatio = s
+			return nil
+		case "image_size", "imageSize":
+			s, err := str(val, "image_config.image_size")
+			if err != nil {
+				return err
+			}
+			s = strings.ToUpper(s) // Google spells 1K; "1k" means the same
+			if !sizeRE.MatchString(s) {
+				return badParam("image_config.image_size", "'image_config.image_size' must be 512, 1K, 2K or 4K.")
+			}
+			r.ImageSize = s
 			return nil
 		}
 		return badParam("image_config."+string(key), "Unrecognized argument in image_config: %s", key)

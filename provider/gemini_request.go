@@ -332,9 +332,19 @@ func appendGeminiBody(dst []byte, req *ChatRequest, plan *geminiPlan) []byte {
 	dst = append(dst, `],"generationConfig":{"responseModalities":[`...)
 	dst = append(dst, plan.modalities...)
 	dst = append(dst, ']')
-	if req.AspectRatio != "" && plan.images {
-		dst = append(dst, `,"imageConfig":{"aspectRatio":`...)
-		dst = jsonx.AppendString(dst, req.AspectRatio)
+	if (req.AspectRatio != "" || req.ImageSize != "") && plan.images {
+		dst = append(dst, `,"imageConfig":{`...)
+		if req.AspectRatio != "" {
+			dst = append(dst, `"aspectRatio":`...)
+			dst = jsonx.AppendString(dst, req.AspectRatio)
+		}
+		if req.ImageSize != "" {
+			if req.AspectRatio != "" {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, `"imageSize":`...)
+			dst = jsonx.AppendString(dst, req.ImageSize)
+		}
 		dst = append(dst, '}')
 	}
 	if plan.candidates > 1 {
