@@ -35,7 +35,7 @@ func (m *Manager) checker(rt Runtime, caller *auth.Caller, endpoint string) func
 			var ir *gateway.ImagesRequest
 			if ir, err = gateway.ParseImagesGeneration(body); err == nil {
 				if err = ir.Finish(models); err == nil {
-					req, err = ir.ChatRequest()
+					req, err = gw.ImagesChatRequest(ir)
 				}
 			}
 		}
@@ -180,7 +180,7 @@ func (m *Manager) runImages(ctx context.Context, rt Runtime, b *Batch, t *Task, 
 	}
 	var req *provider.ChatRequest
 	if err == nil {
-		req, err = ir.ChatRequest()
+		req, err = rt.Gateway.ImagesChatRequest(ir)
 	}
 	if err != nil {
 		return m.failed(b, t, env.customID, id, toAPIError(err, "", nil), err)

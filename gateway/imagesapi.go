@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,12 @@ type ImagesRequest struct {
 	Model, Prompt string
 	N             int
 	Aspect        string
+	// ImageSize is an image size the request named (size: 512, 1K, 2K or
+	// 4K); else LongSide, the longer side of a WIDTHxHEIGHT size (0 for
+	// auto), and Quality pick one (ImagesChatRequest).
+	ImageSize string
+	LongSide  int
+	Quality   string
 	// Links: response_format url.
 	Links  bool
 	Inputs []InputImage
@@ -109,11 +116,20 @@ func (r *ImagesRequest) Param(k, v string) error {
 		}
 		r.N = n
 	case "size":
+		if up := strings.ToUpper(v); imageSizes[up] > 0 {
+			r.ImageSize = up
+			return nil
+		}
 		a, ok := AspectFor(v)
 		if !ok {
-			return badImagesParam("size", "'size' must be WIDTHxHEIGHT (e.g. 1024x1024, 1792x1024, 1024x1792) or auto.")
+			return badImagesParam("size", "'size' must be WIDTHxHEIGHT (e.g. 1024x1024, 1792x1024, 1024x1792), auto, or one of Gemini's sizes 512, 1K, 2K, 4K.")
 		}
 		r.Aspect = a
+		if w, h, ok := strings.Cut(v, "x"); ok {
+			wi, _ := strconv.Atoi(w)
+			hi, _ := strconv.Atoi(h)
+			r.LongSide = max(wi, hi)
+		}
 	case "response_format":
 		switch v {
 		case "b64_json", "":
@@ -123,7 +139,14 @@ func (r *ImagesRequest) Param(k, v string) error {
 		default:
 			return badImagesParam("response_format", "'response_format' must be b64_json or url.")
 		}
-	case "quality", "style", "user":
+	case "quality":
+		switch v {
+		case "", "auto", "standard", "medium", "low", "high", "hd":
+			r.Quality = v
+		default:
+			return badImagesParam("quality", "'quality' must be auto, low, medium, high, standard or hd.")
+		}
+	case "style", "user":
 		// Accepted for compatibility; the model has no such settings.
 	case "stream":
 		if v == "true" {
@@ -233,12 +256,63 @@ func (r *ImagesRequest) chatBody() []byte {
 		b = append(b, `"}}`...)
 	}
 	b = append(b, `]}]`...)
-	if r.Aspect != "" {
-		b = append(b, `,"image_config":{"aspect_ratio":`...)
-		b = jsonx.AppendString(b, r.Aspect)
+	if r.Aspect != "" || r.ImageSize != "" {
+		b = append(b, `,"image_config":{`...)
+		if r.Aspect != "" {
+			b = append(b, `"aspect_ratio":`...)
+			b = jsonx.AppendString(b, r.Aspect)
+		}
+		if r.ImageSize != "" {
+			if r.Aspect != "" {
+				b = append(b, ',')
+			}
+			b = append(b, `"image_size":`...)
+			b = jsonx.AppendString(b, r.ImageSize)
+		}
 		b = append(b, '}')
 	}
 	return append(b, '}')
+}
+
+// imageSizes are Gemini's image sizes and the pixels of their longer side.
+var imageSizes = map[string]int{"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
+
+// ImagesChatRequest is the chat request an Images API request runs as, with
+// its image size resolved against the catalogue's model: the size named;
+// else for WIDTHxHEIGHT the smallest size the model makes that is at least
+// as large (its largest when none is); else by quality (low: the smallest,
+// high or hd: the next above the default); else the model's default.
+func (g *Gateway) ImagesChatRequest(r *ImagesRequest) (*provider.ChatRequest, error) {
+	if r.ImageSize == "" {
+		if m := g.model(r.Model); m != nil {
+			r.ImageSize = pickSize(m.SizeNames(), m.DefaultSize, r.LongSide, r.Quality)
+		}
+	}
+	return r.ChatRequest()
+}
+
+func pickSize(sizes []string, def string, longSide int, quality string) string {
+	if len(sizes) == 0 {
+		return ""
+	}
+	if longSide > 0 {
+		for _, s := range sizes {
+			if imageSizes[s] >= longSide {
+				return s
+			}
+		}
+		return sizes[len(sizes)-1]
+	}
+	i := slices.Index(sizes, def)
+	switch quality {
+	case "low":
+		return sizes[0]
+	case "high", "hd":
+		if i >= 0 && i+1 < len(sizes) {
+			return sizes[i+1]
+		}
+	}
+	return def
 }
 
 // defaultImageModel is the first image model configured.

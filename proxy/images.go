@@ -130,7 +130,7 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, c
 		return
 	}
 	l.model = ir.Model
-	req, err := ir.ChatRequest()
+	req, err := st.Gateway.ImagesChatRequest(ir)
 	if err != nil {
 		s.fail(ctx, l, toAPIError(err, ir.Model))
 		return
