@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"nanogate/internal/fakeup"
+	"nanogate/internal/gwtest"
+)
+
+// startCatalogEnv is a gateway in front of fakeup's Google serving today's
+// models under public names, priced by the catalogue.
+func startCatalogEnv(t *testing.T) (*env, *fakeup.Server) {
+	t.Helper()
+	// Google knows today's models only: the retired preview is a 404.
+	google, err := fakeup.Start(fakeup.Options{Kind: fakeup.Gemini, Key: googleKey,
+		Models: []string{"gemini-2.5-flash-image", "gemini-3-pro-image", "gemini-3.1-flash-image"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(google.Close)
+	cfg := fmt.Sprintf(`
+server: { listen: "{{ADDR}}", shutdown_timeout: 10s }
+log: { level: info, format: json }
+providers:
+  - name: google
+    kind: gemini
+    base_url: %s
+    api_key: ${GOOGLE_KEY}
+    models:
+      nano-banana: gemini-2.5-flash-image-preview
+      nano-banana-pro: gemini-3-pro-image
+      nano-banana-2: gemini-3.1-flash-image
+    price: { per_image: 0.039, input_per_mtok: 0.30, output_per_mtok: 2.50 }
+routing: { health: { failure_threshold: 100 } }
+teams:
+  - name: design
+keys:
+  - name: ci
+    team: design
+    key: ${CLIENT_KEY}
+`, google.URL())
+	gw := gwtest.Start(t, cfg, "GOOGLE_KEY="+googleKey, "CLIENT_KEY="+clientKey)
+	return &env{gw: gw}, google
+}
+
+// TestTodaysModelsAreBilledBySize: a 3 Pro Image at 4K bills 2000 image
+// tokens and $0.24; 3.1 Flash Image at 512 bills 747 and $0.045; the
+// retired 2.5 preview name is sent to Google as its successor and still
+// bills 1290 and $0.039. The size reaches Google as imageConfig.imageSize.
+func TestTodaysModelsAreBilledBySize(t *testing.T) {
+	e, google := startCatalogEnv(t)
+	for _, tc := range []struct {
+		model, imageConfig, upstream, wantSize string
+		tokens                                 int
+		cost                                   float64
+	}{
+		{"nano-banana-pro", `,"image_config":{"image_size":"4K","aspect_ratio":"16:9"}`, "gemini-3-pro-image", "4K", 2000, 0.24},
+		{"nano-banana-2", `,"image_config":{"image_size":"512","aspect_ratio":"1:8"}`, "gemini-3.1-flash-image", "512", 747, 0.045},
+		{"nano-banana", ``, "gemini-2.5-flash-image", "", 1290, 0.039},
+	} {
+		before := e.usage(t).Team.CostUSD
+		resp := e.post(t, `{"model":"`+tc.model+`","messages":[{"role":"user","content":"draw"}]`+tc.imageConfig+`}`)
+		var c completion
+		if err := json.Unmarshal(readAll(t, resp), &c); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: status %d %v", tc.model, resp.StatusCode, err)
+		}
+		if c.Usage.CompletionTokensDetails.ImageTokens != tc.tokens {
+			t.Errorf("%s: %d image tokens, want %d", tc.model, c.Usage.CompletionTokensDetails.ImageTokens, tc.tokens)
+		}
+		if p := google.LastPath(); !strings.Contains(p, "/models/"+tc.upstream+":") {
+			t.Errorf("%s: Google was asked for %s", tc.model, p)
+		}
+		var sent struct {
+			GenerationConfig struct {
+				ImageConfig struct {
+					ImageSize string `json:"imageSize"`
+				} `json:"imageConfig"`
+			} `json:"generationConfig"`
+		}
+		json.Unmarshal(google.LastBody(), &sent)
+		if got := sent.GenerationConfig.ImageConfig.ImageSize; got != tc.wantSize {
+			t.Errorf("%s: imageSize %q sent, want %q", tc.model, got, tc.wantSize)
+		}
+		var spent float64
+		waitFor(t, 10*time.Second, "the record", func() bool {
+			spent = e.usage(t).Team.CostUSD - before
+			return spent > 0
+		})
+		if d := spent - tc.cost; d > 0.0005 || d < -0.0005 {
+			t.Errorf("%s: billed $%.6f, want about $%v (the image plus a few text tokens)", tc.model, spent, tc.cost)
+		}
+	}
+	// What a model cannot do is refused before Google is asked.
+	n := google.Requests()
+	env := expectError(t, e.post(t, `{"model":"nano-banana-pro","messages":[{"role":"user","content":"draw"}],"image_config":{"image_size":"512"}}`), 400, "invalid_request")
+	if env.Error.Param == nil || *env.Error.Param != "image_config.image_size" || !strings.Contains(env.Error.Message, "1K, 2K, 4K") {
+		t.Errorf("refusal %+v", env.Error)
+	}
+	expectError(t, e.post(t, `{"model":"nano-banana","messages":[{"role":"user","content":"draw"}],"image_config":{"aspect_ratio":"1:8"}}`), 400, "invalid_request")
+	if google.Requests() != n {
+		t.Error("a refused request reached Google")
+	}
+}
