@@ -440,6 +440,7 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 				m.UsageClamped.WithLabelValues(provider, field).Inc()
 			},
 			ModelOf: cfg.ModelOf,
+			Catalog: cfg.Models(),
 		}),
 		Limiter:    d.limiter,
 		Accounting: acct,

@@ -34,6 +34,7 @@ providers:
       nano-banana: gemini-2.5-flash-image-preview
       nano-banana-pro: gemini-3-pro-image
       nano-banana-2: gemini-3.1-flash-image
+      gemini-2.5-flash-image: gemini-2.5-flash-image
     price: { per_image: 0.039, input_per_mtok: 0.30, output_per_mtok: 2.50 }
 routing: { health: { failure_threshold: 100 } }
 teams:
@@ -103,5 +104,31 @@ func TestTodaysModelsAreBilledBySize(t *testing.T) {
 	expectError(t, e.post(t, `{"model":"nano-banana","messages":[{"role":"user","content":"draw"}],"image_config":{"aspect_ratio":"1:8"}}`), 400, "invalid_request")
 	if google.Requests() != n {
 		t.Error("a refused request reached Google")
+	}
+}
+
+// TestRetiredModelIsServedByItsSuccessorWithAWarning: a client still asking
+// for gemini-2.5-flash-image-preview (retired 2025-10-31) is served by
+// gemini-2.5-flash-image with a Warning header, and the gateway logs it
+// once.
+func TestRetiredModelIsServedByItsSuccessorWithAWarning(t *testing.T) {
+	e, _ := startCatalogEnv(t)
+	for range 2 {
+		resp := e.post(t, `{"model":"gemini-2.5-flash-image-preview","messages":[{"role":"user","content":"draw"}]}`)
+		readAll(t, resp)
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		if w := resp.Header.Get("Warning"); !strings.Contains(w, "retired by Google on 2025-10-31; use gemini-2.5-flash-image") {
+			t.Errorf("Warning %q", w)
+		}
+	}
+	resp := e.post(t, `{"model":"nano-banana-pro","messages":[{"role":"user","content":"draw"}]}`)
+	readAll(t, resp)
+	if w := resp.Header.Get("Warning"); w != "" {
+		t.Errorf("a current model got Warning %q", w)
+	}
+	if n := strings.Count(e.gw.Logs(), "asked for a model Google retired"); n != 1 {
+		t.Errorf("logged %d times, want once", n)
 	}
 }

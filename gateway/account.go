@@ -62,6 +62,9 @@ type Call struct {
 	// images asked for by an Images API request (each its own upstream
 	// call); 0 for chat, where the request's n counts.
 	images int
+	// Warning is a Warning header for the answer (a model id Google
+	// retired), "" for none.
+	Warning string
 }
 
 // wanted is how many images the call asks for, for estimates.

@@ -44,6 +44,9 @@ type Gateway struct {
 	limiter        ratelimit.Limiter
 	usageClamped   func(provider, field string)
 	modelOf        func(public string) *catalog.Model
+	catalog        *catalog.Catalog
+	// retiredWarned holds the retired ids clients asked for, logged once.
+	retiredWarned sync.Map
 	// clampWarned holds the providers whose usage was clamped and logged,
 	// so that a misbehaving upstream is logged once, not per request.
 	clampWarned sync.Map
@@ -70,6 +73,9 @@ type Options struct {
 	// when the catalogue does not know it (config.Config.ModelOf); nil:
 	// no catalogue, every image billed TokensPerImage.
 	ModelOf func(public string) *catalog.Model
+	// Catalog names the model ids Google retired and their successors; nil:
+	// none known.
+	Catalog *catalog.Catalog
 }
 
 // New returns a Gateway routing through r.
@@ -82,7 +88,7 @@ func New(r *router.Router, o Options) *Gateway {
 	}
 	return &Gateway{router: r, tokensPerImage: int64(o.TokensPerImage), offload: o.Offload,
 		offloadDefault: o.OffloadDefault, log: o.Log, acct: o.Accounting, limiter: o.Limiter,
-		usageClamped: o.UsageClamped, modelOf: o.ModelOf}
+		usageClamped: o.UsageClamped, modelOf: o.ModelOf, catalog: o.Catalog}
 }
 
 // Router returns the router (for model listings).
@@ -144,6 +150,30 @@ func (g *Gateway) capsFor(req *provider.ChatRequest) usageCaps {
 		prompt:   safemath.Add(safemath.Mul(estimateTokens(req), promptSlack), promptFloor),
 		text:     int64(max(req.N, 1)) * provider.MaxOutputTokens,
 		perImage: g.imageTokens(req),
+	}
+}
+
+// resolveRetired handles a request for a model id Google retired: the
+// answer carries a Warning naming the successor, the first such request of
+// each id is logged, and when this gateway does not serve the old id but
+// serves the successor under its own name, the successor serves it.
+func (g *Gateway) resolveRetired(call *Call) {
+	if g.catalog == nil {
+		return
+	}
+	asked := call.Req.Model
+	m, on, ok := g.catalog.Lookup(asked)
+	if !ok || on == "" {
+		return
+	}
+	call.Warning = `299 nanogate "` + asked + ` was retired by Google on ` + on + `; use ` + m.Name + `"`
+	if !g.router.Knows(asked) && g.router.Knows(m.Name) {
+		call.Req.Model = m.Name
+	}
+	if _, logged := g.retiredWarned.LoadOrStore(asked, true); !logged {
+		g.log.Warn("a client asked for a model Google retired (logged once per model)",
+			zap.String("model", asked), zap.String("retired_on", on), zap.String("successor", m.Name),
+			zap.String("served_as", call.Req.Model))
 	}
 }
 
@@ -235,6 +265,7 @@ func (g *Gateway) Check(caller *auth.Caller, model string) error {
 // is held. The limits come first so that requests for unknown or forbidden
 // models count against them like any other: a refusal is not free.
 func (g *Gateway) admit(ctx context.Context, call *Call) error {
+	g.resolveRetired(call)
 	if err := g.checkModelParams(call.Req); err != nil {
 		return err
 	}

@@ -163,7 +163,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 	stopWatch()
 	cancel()
 	l.served = served
-	setLimitHeaders(ctx, call.Limit)
+	setCallHeaders(ctx, call)
 	if err != nil {
 		e := s.journeyError(err, call)
 		triedMessage(e, served.Tried)
@@ -196,7 +196,7 @@ func (s *Server) chatStream(ctx *fasthttp.RequestCtx, st *State, l *reqLog, req 
 	l.call = call
 	sa, served, err := st.Gateway.ChatStream(rctx, call)
 	l.served = served
-	setLimitHeaders(ctx, call.Limit)
+	setCallHeaders(ctx, call)
 	if err != nil {
 		stopWatch()
 		cancel()

@@ -142,7 +142,7 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, c
 	ans, err := st.Gateway.Images(rctx, call, ir.N, ir.Links)
 	stopWatch()
 	cancel()
-	setLimitHeaders(ctx, call.Limit)
+	setCallHeaders(ctx, call)
 	if err != nil {
 		l.err = err
 		s.fail(ctx, l, s.journeyError(err, call))

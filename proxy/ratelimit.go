@@ -5,8 +5,18 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"nanogate/gateway"
 	"nanogate/ratelimit"
 )
+
+// setCallHeaders writes what the journey of call has to say in headers: the
+// rate limits, and a Warning when the model asked for is one Google retired.
+func setCallHeaders(ctx *fasthttp.RequestCtx, call *gateway.Call) {
+	setLimitHeaders(ctx, call.Limit)
+	if call.Warning != "" {
+		ctx.Response.Header.Set("Warning", call.Warning)
+	}
+}
 
 // setLimitHeaders writes OpenAI's x-ratelimit-* headers for the tightest
 // request and token limits of the decision.
