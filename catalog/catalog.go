@@ -297,3 +297,53 @@ func (m *Model) ListUSD(size string) (float64, bool) {
 	}
 	return float64(s.Tokens) * m.Price.ImageOutput / 1e6, true
 }
+
+// MarkdownTable is the README's table of the catalogue's models: names,
+// sizes with their output tokens and list price per image, input tokens per
+// image, prices per million tokens and the output limit.
+func (c *Catalog) MarkdownTable() string {
+	var b strings.Builder
+	b.WriteString("| model | also answers to | size: tokens, list price per image | input image | per 1M tokens: input, text, image | max output |\n")
+	b.WriteString("|---|---|---|---|---|---|\n")
+	for _, m := range c.models {
+		var also []string
+		also = append(also, m.Aliases...)
+		for _, r := range m.Retired {
+			also = append(also, r.Name+" (retired "+r.On+")")
+		}
+		var sizes []string
+		for _, n := range m.SizeNames() {
+			usd, _ := m.ListUSD(n)
+			s := fmt.Sprintf("%s: %d, $%s", n, m.Sizes[n].Tokens, trimFloat(usd))
+			if n == m.DefaultSize {
+				s += " (default)"
+			}
+			sizes = append(sizes, s)
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %d tokens | $%s, $%s, $%s | %d |\n", m.Name, strings.Join(also, ", "),
+			strings.Join(sizes, "; "), m.InputTokensPerImage, trimFloat(m.Price.Input), trimFloat(m.Price.TextOutput),
+			trimFloat(m.Price.ImageOutput), m.MaxOutputTokens)
+	}
+	return b.String()
+}
+
+func trimFloat(v float64) string {
+	return strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.4f", v), "0"), ".")
+}
+
+// Markers of the generated table in the README.
+const (
+	TableBegin = "<!-- models:begin -->"
+	TableEnd   = "<!-- models:end -->"
+)
+
+// ReplaceTable returns doc with the text between TableBegin and TableEnd
+// replaced by table.
+func ReplaceTable(doc, table string) (string, error) {
+	i := strings.Index(doc, TableBegin)
+	j := strings.Index(doc, TableEnd)
+	if i < 0 || j < i {
+		return "", fmt.Errorf("no %s ... %s block", TableBegin, TableEnd)
+	}
+	return doc[:i+len(TableBegin)] + "\n" + table + doc[j:], nil
+}

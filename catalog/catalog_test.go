@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -113,5 +114,21 @@ func TestInvalidCataloguesAreRefused(t *testing.T) {
 	}
 	if _, err := New([]Model{base()}); err != nil {
 		t.Fatalf("the valid base is refused: %v", err)
+	}
+}
+
+// TestREADMETableIsTheCatalogue: the README's models table is generated
+// from the embedded catalogue (go run ./catalog/gen), so it cannot drift.
+func TestREADMETableIsTheCatalogue(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ReplaceTable(string(b), Default().MarkdownTable())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != want {
+		t.Fatal("README.md's models table differs from catalog/models.yaml: run go run ./catalog/gen")
 	}
 }

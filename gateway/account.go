@@ -75,16 +75,25 @@ func (c *Call) wanted() int64 {
 	return int64(max(c.Req.N, 1))
 }
 
+// defaultInputImageTokens is what one input image counts in a prompt for a
+// model the catalogue does not know (Gemini 2.5's 258).
+const defaultInputImageTokens = 258
+
 // estimateTokens guesses a request's prompt tokens from its size: about four
-// bytes of text per token and Google's 258 tokens per input image.
-func estimateTokens(req *provider.ChatRequest) int64 {
+// bytes of text per token, and per input image the catalogue's count for
+// the model (258 when it does not know it).
+func (g *Gateway) estimateTokens(req *provider.ChatRequest) int64 {
 	var text int64
 	for i := range req.Messages {
 		for _, p := range req.Messages[i].Parts {
 			text = safemath.Add(text, int64(len(p.Text)))
 		}
 	}
-	return safemath.Add(text/4, safemath.Mul(258, int64(max(req.ImageInputs, 0))))
+	perImage := int64(defaultInputImageTokens)
+	if m := g.model(req.Model); m != nil && m.InputTokensPerImage > 0 {
+		perImage = m.InputTokensPerImage
+	}
+	return safemath.Add(text/4, safemath.Mul(perImage, int64(max(req.ImageInputs, 0))))
 }
 
 // textAllowance is the text output a request may produce besides its images:
@@ -103,7 +112,7 @@ func textAllowance(req *provider.ChatRequest) int64 {
 func (g *Gateway) estimateCall(call *Call) int64 {
 	n := call.wanted()
 	perImage := safemath.Add(g.imageTokens(call.Req), textAllowance(call.Req))
-	return safemath.Add(estimateTokens(call.Req), safemath.Mul(n, perImage))
+	return safemath.Add(g.estimateTokens(call.Req), safemath.Mul(n, perImage))
 }
 
 // reserve sets the estimated cost aside in the caller's team budget.
@@ -117,7 +126,7 @@ func (g *Gateway) reserve(ctx context.Context, call *Call) error {
 		return nil
 	}
 	n := call.wanted()
-	est := a.Pricer.Estimate(call.Req.Model, g.imageSize(call.Req), n, estimateTokens(call.Req), safemath.Mul(n, textAllowance(call.Req)))
+	est := a.Pricer.Estimate(call.Req.Model, g.imageSize(call.Req), n, g.estimateTokens(call.Req), safemath.Mul(n, textAllowance(call.Req)))
 	r, err := a.Store.Reserve(ctx, team.Name, *team.Budget, call.ID, est)
 	switch {
 	case err == nil:

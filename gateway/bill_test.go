@@ -26,7 +26,7 @@ func TestBillClampsUpstreamUsage(t *testing.T) {
 		t.Fatal(err)
 	}
 	caps := g.capsFor(req)
-	if caps.prompt != estimateTokens(req)*promptSlack+promptFloor || caps.text != 2*provider.MaxOutputTokens || caps.perImage != 1290 {
+	if caps.prompt != g.estimateTokens(req)*promptSlack+promptFloor || caps.text != 2*provider.MaxOutputTokens || caps.perImage != 1290 {
 		t.Fatalf("caps = %+v", caps)
 	}
 	tests := []struct {

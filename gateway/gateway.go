@@ -147,7 +147,7 @@ const (
 
 func (g *Gateway) capsFor(req *provider.ChatRequest) usageCaps {
 	return usageCaps{
-		prompt:   safemath.Add(safemath.Mul(estimateTokens(req), promptSlack), promptFloor),
+		prompt:   safemath.Add(safemath.Mul(g.estimateTokens(req), promptSlack), promptFloor),
 		text:     int64(max(req.N, 1)) * provider.MaxOutputTokens,
 		perImage: g.imageTokens(req),
 	}
