@@ -132,3 +132,39 @@ func TestRetiredModelIsServedByItsSuccessorWithAWarning(t *testing.T) {
 		t.Errorf("logged %d times, want once", n)
 	}
 }
+
+// TestChatNIsFannedOutAsCallsOfOne: n 2 on chat is two upstream calls of one
+// answer each (Google's image models refuse candidateCount), two choices
+// and two images billed; stream with n 2 is refused before any call.
+func TestChatNIsFannedOutAsCallsOfOne(t *testing.T) {
+	e, google := startCatalogEnv(t)
+	resp := e.post(t, `{"model":"nano-banana-pro","n":2,"messages":[{"role":"user","content":"draw"}]}`)
+	var c completion
+	if err := json.Unmarshal(readAll(t, resp), &c); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("status %d %v", resp.StatusCode, err)
+	}
+	if len(c.Choices) != 2 || google.Requests() != 2 {
+		t.Fatalf("%d choices from %d upstream calls", len(c.Choices), google.Requests())
+	}
+	for i, ch := range c.Choices {
+		if !mdImage.MatchString(ch.Message.Content) {
+			t.Errorf("choice %d has no image", i)
+		}
+	}
+	if strings.Contains(string(google.LastBody()), "candidateCount") {
+		t.Error("candidateCount was sent to Google")
+	}
+	if c.Usage.CompletionTokensDetails.ImageTokens != 2*1120 {
+		t.Errorf("%d image tokens, want 2 x 1120", c.Usage.CompletionTokensDetails.ImageTokens)
+	}
+	var u usageView
+	waitFor(t, 10*time.Second, "both records", func() bool { u = e.usage(t); return u.Team.Images == 2 })
+	if u.Team.CostUSD < 0.268 || u.Team.CostUSD > 0.27 {
+		t.Errorf("two 1K images billed $%v, want about 2 x $0.134", u.Team.CostUSD)
+	}
+	n := google.Requests()
+	expectError(t, e.post(t, `{"model":"nano-banana-pro","n":2,"stream":true,"messages":[{"role":"user","content":"draw"}]}`), 400, "invalid_request")
+	if google.Requests() != n {
+		t.Error("the refused stream reached Google")
+	}
+}

@@ -65,6 +65,10 @@ type Call struct {
 	// Warning is a Warning header for the answer (a model id Google
 	// retired), "" for none.
 	Warning string
+	// billed, when set, is the usage this call's own record bills in place
+	// of the answer's: with n > 1 fanned out, the answer sums every upstream
+	// call and each of the others has a record of its own.
+	billed *Usage
 }
 
 // wanted is how many images the call asks for, for estimates.
@@ -172,6 +176,9 @@ func (g *Gateway) Finish(call *Call, served router.Served, u Usage, status int, 
 	}
 	if call.Caller != nil {
 		rec.Key, rec.Team = call.Caller.Name, call.Caller.Team
+	}
+	if call.billed != nil {
+		u = *call.billed
 	}
 	if served.Provider != "" && status == 200 {
 		rec.Images, rec.PromptTokens, rec.TextTokens, rec.ImageTokens = u.Images, u.PromptTokens, u.TextTokens, u.ImageTokens

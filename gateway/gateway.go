@@ -300,6 +300,9 @@ func (g *Gateway) Chat(ctx context.Context, call *Call) (*Answer, router.Served,
 	}
 	call.admitted = true
 	caller, req := call.Caller, call.Req
+	if req.N > 1 {
+		return g.chatFanOut(ctx, call)
+	}
 	res, served, err := g.router.Chat(ctx, req)
 	if err != nil {
 		return nil, served, err
@@ -314,9 +317,83 @@ func (g *Gateway) Chat(ctx context.Context, call *Call) (*Answer, router.Served,
 	return &Answer{Result: res, Served: served, Usage: g.bill(g.capsFor(req), served.Provider, res.Usage, res.Images())}, served, nil
 }
 
+// chatFanOut runs a chat request for n answers as n upstream calls of one
+// answer each, at once (Google's image models take no candidateCount), each
+// routed and failed over on its own. The answer holds the choices of the
+// calls that succeeded, numbered in order; it fails only when none did. The
+// first successful call is the request's own record (Finish); the others
+// are recorded here, each at the provider that served it, and the TPM
+// estimate is settled once for all of them.
+func (g *Gateway) chatFanOut(ctx context.Context, call *Call) (*Answer, router.Served, error) {
+	n := call.Req.N
+	type outcome struct {
+		req    *provider.ChatRequest
+		res    *provider.Result
+		served router.Served
+		err    error
+	}
+	outs := make([]outcome, n)
+	var wg sync.WaitGroup
+	for i := range outs {
+		outs[i].req = call.Req.Single()
+		wg.Add(1)
+		go func(o *outcome) {
+			defer wg.Done()
+			o.res, o.served, o.err = g.router.Chat(ctx, o.req)
+		}(&outs[i])
+	}
+	wg.Wait()
+
+	var (
+		results []*provider.Result
+		total   Usage
+		first   = -1
+		lastErr error
+		used    int64
+		offload = g.offloads(call.Caller)
+	)
+	for i := range outs {
+		o := &outs[i]
+		if o.err != nil {
+			lastErr = o.err
+			continue
+		}
+		if offload {
+			for ci := range o.res.Choices {
+				for j := range o.res.Choices[ci].Images {
+					g.offloadImage(ctx, &o.res.Choices[ci].Images[j])
+				}
+			}
+		}
+		u := g.bill(g.capsFor(o.req), o.served.Provider, o.res.Usage, o.res.Images())
+		total = addUsage(total, u)
+		used = safemath.Sum(used, u.PromptTokens, u.TextTokens, u.ImageTokens)
+		results = append(results, o.res)
+		if first < 0 {
+			first = i
+			call.billed = &u
+			continue
+		}
+		sub := &Call{ID: call.ID + "-" + strconv.Itoa(i+1), Caller: call.Caller, Req: o.req, admitted: true}
+		g.Finish(sub, o.served, u, 200, false)
+	}
+	if first < 0 {
+		return nil, outs[n-1].served, lastErr
+	}
+	g.settleTokens(call, used)
+	served := outs[first].served
+	return &Answer{Result: provider.Combine(results), Served: served, Usage: total}, served, nil
+}
+
 // ChatStream opens a stream for the call. The stream must be closed; once the
 // call is admitted, the caller records it with Finish.
 func (g *Gateway) ChatStream(ctx context.Context, call *Call) (*StreamAnswer, router.Served, error) {
+	if call.Req.N > 1 {
+		// Google's image models make one answer per call; a stream of n
+		// calls at once is not relayed yet.
+		return nil, router.Served{}, &provider.RequestError{Param: "n",
+			Msg: "'n' above 1 is not supported with 'stream': true; send n 1, or stream false to get n answers."}
+	}
 	if err := g.admit(ctx, call); err != nil {
 		return nil, router.Served{}, err
 	}

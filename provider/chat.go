@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -572,4 +573,35 @@ func ValidBase64(b []byte) bool {
 		acc &= b64OK[c]
 	}
 	return acc == 1
+}
+
+// Single returns a copy of r that asks for one answer (n 1, and no "n" in
+// the body sent upstream): the gateway fans a request for n answers out as
+// n such calls, since Google's image models take no candidateCount. The copy
+// shares r's messages and fetches its image links on its own.
+func (r *ChatRequest) Single() *ChatRequest {
+	c := *r
+	c.N = 1
+	c.fetched = nil
+	if i := slices.Index(c.Params, "n"); i >= 0 {
+		c.Params = slices.Delete(slices.Clone(c.Params), i, i+1)
+	}
+	raw := make([]byte, 0, len(r.Raw))
+	raw = append(raw, '{')
+	first := true
+	jsonx.ObjectEach(r.Raw, func(key, v []byte) error {
+		if string(key) == "n" {
+			return nil
+		}
+		if !first {
+			raw = append(raw, ',')
+		}
+		first = false
+		raw = jsonx.AppendStringBytes(raw, key)
+		raw = append(raw, ':')
+		raw = append(raw, v...)
+		return nil
+	})
+	c.Raw = append(raw, '}')
+	return &c
 }

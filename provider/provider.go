@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"nanogate/internal/safemath"
 )
 
 // Provider is one configured upstream.
@@ -218,4 +220,32 @@ func transportError(name string, err error) *Error {
 		return &Error{Provider: name, Kind: KindTimeout, Message: "upstream timed out", Err: err}
 	}
 	return &Error{Provider: name, Kind: KindTransport, Message: "upstream connection failed", Err: err}
+}
+
+// Combine joins the results of calls a request was fanned out to into one,
+// their choices numbered in order and their usage summed; releasing it
+// releases them all.
+func Combine(rs []*Result) *Result {
+	if len(rs) == 1 {
+		return rs[0]
+	}
+	out := &Result{}
+	for _, r := range rs {
+		if out.ID == "" {
+			out.ID, out.Created = r.ID, r.Created
+		}
+		for _, c := range r.Choices {
+			c.Index = len(out.Choices)
+			out.Choices = append(out.Choices, c)
+		}
+		out.Usage.Reported = out.Usage.Reported || r.Usage.Reported
+		out.Usage.PromptTokens = safemath.Add(out.Usage.PromptTokens, r.Usage.PromptTokens)
+		out.Usage.TextTokens = safemath.Add(out.Usage.TextTokens, r.Usage.TextTokens)
+	}
+	out.release = func() {
+		for _, r := range rs {
+			r.Release()
+		}
+	}
+	return out
 }
