@@ -222,6 +222,7 @@ func readPart(p []byte) (part geminiPart, ok bool, bad bool) {
 		if !ValidBase64(part.image.B64) {
 			return part, false, true
 		}
+		part.image.MIME = outputMIME(part.image.MIME, part.image.B64)
 		part.text = nil
 		return part, true, false
 	}

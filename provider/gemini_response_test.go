@@ -254,3 +254,32 @@ func readFile(t testing.TB, path string) []byte {
 	}
 	return b
 }
+
+// TestGeminiOutputTypeFromBytes: 3.x models answer JPEG and may label it
+// image/png; the client gets the type the bytes show, in answers and streams.
+func TestGeminiOutputTypeFromBytes(t *testing.T) {
+	p := testGemini(t, "", nil)
+	res, err := p.parseResult(fakeup.Fixture("gemini/response_3pro_interleaved_jpeg.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgs := res.Choices[0].Images
+	if len(imgs) != 2 || imgs[0].MIME != "image/jpeg" || imgs[1].MIME != "image/jpeg" {
+		t.Fatalf("images %d, types %v", len(imgs), []string{imgs[0].MIME, imgs[1].MIME})
+	}
+	// A PNG labelled JPEG is a PNG; bytes of no known kind keep their label.
+	for _, tt := range []struct{ label, b64, want string }{
+		{"image/jpeg", tinyB64, "image/png"},
+		{"image/png", tinyB64, "image/png"},
+		{"image/webp", "AAAAAAAAAAAAAAAA", "image/webp"},
+	} {
+		body := `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"` + tt.label + `","data":"` + tt.b64 + `"}}]},"finishReason":"STOP"}]}`
+		res, err := p.parseResult([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := res.Choices[0].Images[0].MIME; got != tt.want {
+			t.Errorf("%s labelled %s: %s, want %s", tt.b64[:8], tt.label, got, tt.want)
+		}
+	}
+}

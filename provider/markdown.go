@@ -96,7 +96,7 @@ func matchImage(raw []byte, i int) (int, Image, match) {
 	if !ValidBase64(data) {
 		return 0, Image{}, noMatch
 	}
-	return j + 1, Image{MIME: mime, B64: data}, matched
+	return j + 1, Image{MIME: outputMIME(mime, data), B64: data}, matched
 }
 
 // segment is a piece of escaped text or an image.

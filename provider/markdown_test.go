@@ -110,3 +110,17 @@ func FuzzSplitMarkdown(f *testing.F) {
 		}
 	})
 }
+
+// TestMarkdownImageTypeFromBytes: a reseller relaying a 3.x model passes on
+// its JPEG labelled image/png; the image keeps the type its bytes show.
+func TestMarkdownImageTypeFromBytes(t *testing.T) {
+	const jpeg = "/9j/2wCEAAgGBgcGBQgHBwcJ"
+	_, imgs := splitMarkdown([]byte(`Here.\n\n![image](data:image\/png;base64,` + jpeg + `)`))
+	if len(imgs) != 1 || imgs[0].MIME != "image/jpeg" {
+		t.Fatalf("images %+v", imgs)
+	}
+	img, ok := parseDataURL([]byte("data:image/png;base64," + jpeg))
+	if !ok || img.MIME != "image/jpeg" {
+		t.Fatalf("data URL part: %+v %v", img, ok)
+	}
+}

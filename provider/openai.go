@@ -421,7 +421,7 @@ func parseDataURL(raw []byte) (Image, bool) {
 	if len(mime) < 7 || mime[:6] != "image/" || !ValidBase64(data) {
 		return Image{}, false
 	}
-	return Image{MIME: mime, B64: data}, true
+	return Image{MIME: outputMIME(mime, data), B64: data}, true
 }
 
 func joinText(a, b []byte) []byte {
