@@ -152,6 +152,11 @@ func renderMessage(s *segs, from int, c *provider.Choice, f Format) int {
 		}
 		s.small = append(s.small, `,"images":`...)
 		return renderImageList(s, from, imgs)
+	case f == FormatMarkdown && len(c.Pieces) > 0:
+		s.small = append(s.small, '"')
+		from = renderPieces(s, from, c)
+		s.small = append(s.small, '"')
+		return from
 	case f == FormatMarkdown:
 		s.small = append(s.small, '"')
 		s.small = append(s.small, c.Text...)
@@ -175,6 +180,34 @@ func renderMessage(s *segs, from int, c *provider.Choice, f Format) int {
 	}
 	s.small = append(s.small, `,"images":`...)
 	return renderImageList(s, from, imgs)
+}
+
+// renderPieces writes the content of a markdown answer in the model's
+// order: text, image, text, image stay so, each image a paragraph of its
+// own. Adjacent runs of text are one paragraph, as the model wrote them.
+func renderPieces(s *segs, from int, c *provider.Choice) int {
+	prevText := false
+	for i, p := range c.Pieces {
+		if p.Text != nil {
+			if i > 0 && !prevText {
+				s.small = append(s.small, `\n\n`...)
+			}
+			s.small = append(s.small, p.Text...)
+			prevText = true
+			continue
+		}
+		if p.Image < 0 || p.Image >= len(c.Images) {
+			continue
+		}
+		if i > 0 {
+			s.small = append(s.small, `\n\n`...)
+		}
+		s.small = append(s.small, "![image]("...)
+		from = s.image(from, &c.Images[p.Image])
+		s.small = append(s.small, ')')
+		prevText = false
+	}
+	return from
 }
 
 func renderImageList(s *segs, from int, imgs []provider.Image) int {

@@ -471,13 +471,14 @@ func (p *Gemini) readChoice(gc geminiCandidate) (Choice, error) {
 			return
 		}
 		if part.isImg {
-			ch.Images = append(ch.Images, part.image)
+			ch.addImage(part.image)
 			imageSince = len(text) > 0
 			return
 		}
 		if len(part.text) == 0 {
 			return
 		}
+		ch.addText(part.text)
 		if text == nil {
 			text = part.text
 			return
@@ -504,6 +505,7 @@ func (p *Gemini) readChoice(gc geminiCandidate) (Choice, error) {
 		text = appendNotice(text, len(text) > 0, noImageNotice, gc.finish, gc.finishMsg)
 	}
 	ch.Text = text
+	ch.settlePieces()
 	ch.FinishReason = geminiFinish(gc.finish, hasImage)
 	return ch, nil
 }

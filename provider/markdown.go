@@ -159,33 +159,38 @@ func scanMarkdown(raw []byte, final bool, out []segment) ([]segment, int) {
 // images. Whitespace the markup leaves at the edges of the text is trimmed and
 // pieces of text around images are joined by a blank line.
 func splitMarkdown(raw []byte) ([]byte, []Image) {
-	segs, _ := scanMarkdown(raw, true, nil)
-	var images []Image
-	var text []byte
-	pieces := 0
-	for _, s := range segs {
-		if s.image != nil {
-			images = append(images, *s.image)
-			continue
-		}
-		t := trimEscapedSpace(s.text)
-		if len(t) == 0 {
-			continue
-		}
-		switch pieces {
-		case 0:
-			text = t
-		case 1:
-			text = append(append(append([]byte(nil), text...), `\n\n`...), t...)
-		default:
-			text = append(append(text, `\n\n`...), t...)
-		}
-		pieces++
-	}
-	if len(images) == 0 {
+	var ch Choice
+	splitMarkdownInto(&ch, raw)
+	if len(ch.Images) == 0 {
 		return raw, nil
 	}
-	return text, images
+	return ch.Text, ch.Images
+}
+
+// splitMarkdownInto adds the text and the markdown images of raw to ch:
+// the text to ch.Text (trimmed, runs joined by a blank line), the images to
+// ch.Images, and both to ch.Pieces in their order.
+func splitMarkdownInto(ch *Choice, raw []byte) {
+	segs, _ := scanMarkdown(raw, true, nil)
+	images := false
+	for _, s := range segs {
+		images = images || s.image != nil
+	}
+	if !images {
+		ch.Text = joinText(ch.Text, raw)
+		ch.addText(raw)
+		return
+	}
+	for _, s := range segs {
+		if s.image != nil {
+			ch.addImage(*s.image)
+			continue
+		}
+		if t := trimEscapedSpace(s.text); len(t) > 0 {
+			ch.Text = joinText(ch.Text, t)
+			ch.addText(t)
+		}
+	}
 }
 
 // trimEscapedSpace trims spaces, tabs and escaped line breaks from both ends.

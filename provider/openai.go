@@ -352,17 +352,15 @@ func (p *OpenAI) parseChoice(i int, c []byte) (Choice, error) {
 	if content, ok := jsonx.Get(msg, "content"); ok {
 		switch jsonx.KindOf(content) {
 		case jsonx.String:
-			ch.Text, ch.Images = splitMarkdown(content[1 : len(content)-1])
+			splitMarkdownInto(&ch, content[1:len(content)-1])
 		case jsonx.Array:
 			// Content parts: text and image_url parts in order.
 			err := jsonx.ArrayEach(content, func(_ int, part []byte) error {
 				if t, ok := jsonx.Get(part, "text"); ok && jsonx.KindOf(t) == jsonx.String {
-					text, imgs := splitMarkdown(t[1 : len(t)-1])
-					ch.Text = joinText(ch.Text, text)
-					ch.Images = append(ch.Images, imgs...)
+					splitMarkdownInto(&ch, t[1:len(t)-1])
 				}
 				if img, ok := imagePart(part); ok {
-					ch.Images = append(ch.Images, img)
+					ch.addImage(img)
 				}
 				return nil
 			})
@@ -378,11 +376,12 @@ func (p *OpenAI) parseChoice(i int, c []byte) (Choice, error) {
 	if imgs, ok := jsonx.Get(msg, "images"); ok && jsonx.KindOf(imgs) == jsonx.Array {
 		jsonx.ArrayEach(imgs, func(_ int, part []byte) error {
 			if img, ok := imagePart(part); ok {
-				ch.Images = append(ch.Images, img)
+				ch.addImage(img)
 			}
 			return nil
 		})
 	}
+	ch.settlePieces()
 	return ch, nil
 }
 

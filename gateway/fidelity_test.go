@@ -1,0 +1,128 @@
+package gateway
+
+import (
+	"context"
+	"testing"
+
+	"nanogate/config"
+	"nanogate/internal/fakeup"
+	"nanogate/provider"
+)
+
+// fixtureResult is the Result a real provider makes of a recorded upstream
+// answer, served on loopback by the fake upstream of kind.
+func fixtureResult(t *testing.T, kind fakeup.Kind, fixture string) *provider.Result {
+	t.Helper()
+	up, err := fakeup.Start(fakeup.Options{Kind: kind, Models: []string{"gemini-3-pro-image"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+	up.SetFault(fakeup.Fault{Body: fakeup.Fixture(fixture)})
+	req, err := provider.ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"two panels"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p provider.Provider
+	if kind == fakeup.Gemini {
+		p, err = provider.NewGemini(config.Provider{Name: "google", BaseURL: up.URL(), APIKey: "k"}, provider.Options{})
+	} else {
+		p, err = provider.NewOpenAI(config.Provider{Name: "reseller", BaseURL: up.URL(), APIKey: "k"}, provider.Options{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	res, err := p.Chat(context.Background(), req, "gemini-3-pro-image")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(res.Release)
+	return res
+}
+
+// TestInterleavedPartsKeepTheirOrder: a 3 Pro Image answer of text, image,
+// text, image reaches the client in that order in markdown; the images
+// format has the text joined in content and the images in order; data_url
+// is the first image, the second beside it. Every image is JPEG, as its
+// bytes say, although the first one is labelled image/png.
+func TestInterleavedPartsKeepTheirOrder(t *testing.T) {
+	res := fixtureResult(t, fakeup.Gemini, "gemini/response_3pro_interleaved_jpeg.json")
+	a := &Answer{Result: res, Usage: Usage{PromptTokens: 570, Images: 2}}
+	imgs := res.Choices[0].Images
+	if len(imgs) != 2 {
+		t.Fatalf("%d images", len(imgs))
+	}
+	url0 := "data:image/jpeg;base64," + string(imgs[0].B64)
+	url1 := "data:image/jpeg;base64," + string(imgs[1].B64)
+
+	msg := message(render(t, a, FormatMarkdown))
+	want := "Here is the first panel.\n\n![image](" + url0 + ")\n\nAnd the second panel.\n\n![image](" + url1 + ")"
+	if msg["content"] != want {
+		t.Errorf("markdown content:\n%.300q\nwant\n%.300q", msg["content"], want)
+	}
+
+	msg = message(render(t, a, FormatImages))
+	list, _ := msg["images"].([]any)
+	if msg["content"] != "Here is the first panel.\n\nAnd the second panel." || len(list) != 2 ||
+		imageURL(list[0]) != url0 || imageURL(list[1]) != url1 {
+		t.Errorf("images format: %.300v", msg)
+	}
+
+	msg = message(render(t, a, FormatDataURL))
+	list, _ = msg["images"].([]any)
+	if msg["content"] != url0 || len(list) != 1 || imageURL(list[0]) != url1 {
+		t.Errorf("data_url format: %.300v", msg)
+	}
+}
+
+// TestResellerMarkdownKeepsItsOrder: a reseller's markdown of text, image,
+// text is rendered back in that order.
+func TestResellerMarkdownKeepsItsOrder(t *testing.T) {
+	body := `{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"First.\n\n![image](data:image/png;base64,` +
+		b64Tiny + `)\n\nSecond."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1300,"total_tokens":1305}}`
+	res := fixtureBody(t, body)
+	msg := message(render(t, &Answer{Result: res}, FormatMarkdown))
+	if want := "First.\n\n![image](data:image/png;base64," + b64Tiny + ")\n\nSecond."; msg["content"] != want {
+		t.Errorf("content %q, want %q", msg["content"], want)
+	}
+	msg = message(render(t, &Answer{Result: res}, FormatImages))
+	if msg["content"] != "First.\n\nSecond." {
+		t.Errorf("images format content %q", msg["content"])
+	}
+}
+
+const b64Tiny = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFElEQVR42mP4z8DAAMIM////ZwAAHu8E/HMcU8wAAAAASUVORK5CYII="
+
+// fixtureBody is fixtureResult for a reseller answer given inline.
+func fixtureBody(t *testing.T, body string) *provider.Result {
+	t.Helper()
+	up, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+	up.SetFault(fakeup.Fault{Body: []byte(body)})
+	req, err := provider.ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"draw"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := provider.NewOpenAI(config.Provider{Name: "reseller", BaseURL: up.URL(), APIKey: "k"}, provider.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	res, err := p.Chat(context.Background(), req, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(res.Release)
+	return res
+}
+
+func imageURL(v any) string {
+	m, _ := v.(map[string]any)
+	iu, _ := m["image_url"].(map[string]any)
+	s, _ := iu["url"].(string)
+	return s
+}
