@@ -1,7 +1,11 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"strings"
 	"testing"
 
 	"nanogate/config"
@@ -125,4 +129,105 @@ func imageURL(v any) string {
 	iu, _ := m["image_url"].(map[string]any)
 	s, _ := iu["url"].(string)
 	return s
+}
+
+// TestRefusalAndLogprobsAlwaysPresent: OpenAI's schema requires
+// message.refusal and choices[].logprobs (nullable); a safety block is a
+// refusal with content null.
+func TestRefusalAndLogprobsAlwaysPresent(t *testing.T) {
+	for _, f := range []Format{FormatMarkdown, FormatDataURL, FormatImages} {
+		m := render(t, answer("hi", "QUJD"), f)
+		ch := m["choices"].([]any)[0].(map[string]any)
+		msg := ch["message"].(map[string]any)
+		if v, ok := msg["refusal"]; !ok || v != nil {
+			t.Errorf("format %d: refusal %v (present %v), want null", f, v, ok)
+		}
+		if v, ok := ch["logprobs"]; !ok || v != nil {
+			t.Errorf("format %d: logprobs %v (present %v), want null", f, v, ok)
+		}
+	}
+	res := fixtureResult(t, fakeup.Gemini, "gemini/response_image_safety.json")
+	msg := message(render(t, &Answer{Result: res}, FormatMarkdown))
+	if v, ok := msg["content"]; !ok || v != nil {
+		t.Errorf("content %v, want null", v)
+	}
+	if r, _ := msg["refusal"].(string); r != "The model returned no image (IMAGE_SAFETY)." {
+		t.Errorf("refusal %q", msg["refusal"])
+	}
+}
+
+// eventStream replays events.
+type eventStream struct {
+	evs []provider.Event
+	i   int
+}
+
+func (s *eventStream) Next() (*provider.Event, error) {
+	if s.i >= len(s.evs) {
+		return nil, io.EOF
+	}
+	s.i++
+	return &s.evs[s.i-1], nil
+}
+
+func (s *eventStream) Close() {}
+
+// relay runs a stream of events through StreamBody and returns its chunks.
+func relay(t *testing.T, f Format, evs ...provider.Event) []map[string]any {
+	t.Helper()
+	g := New(nil, Options{})
+	st := &eventStream{evs: evs[1:]}
+	sa := &StreamAnswer{Stream: st, First: &evs[0]}
+	b := g.NewStreamBody(sa, "id1", 7, "m", f, true, nil, nil)
+	var w bytes.Buffer
+	if _, err := b.WriteTo(&w); err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, ev := range strings.Split(strings.TrimSpace(w.String()), "\n\n") {
+		data := strings.TrimPrefix(ev, "data: ")
+		if data == "[DONE]" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(data), &m); err != nil {
+			t.Fatalf("chunk %q: %v", data, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestStreamChunksCarryLogprobsAndRefusal: every chunk choice has
+// logprobs null, the first delta has refusal null, and the reason of a
+// safety block streams in delta.refusal.
+func TestStreamChunksCarryLogprobsAndRefusal(t *testing.T) {
+	chunks := relay(t, FormatMarkdown,
+		provider.Event{Text: []byte("I cannot draw that.")},
+		provider.Event{Text: []byte(`\n\nThe model returned no image (IMAGE_SAFETY).`), Refusal: true},
+		provider.Event{FinishReason: "content_filter"},
+		provider.Event{Usage: &provider.Usage{Reported: true}})
+	var content, refusal string
+	for i, c := range chunks {
+		choices := c["choices"].([]any)
+		for _, ch := range choices {
+			ch := ch.(map[string]any)
+			if v, ok := ch["logprobs"]; !ok || v != nil {
+				t.Errorf("chunk %d: logprobs %v (present %v)", i, v, ok)
+			}
+			d := ch["delta"].(map[string]any)
+			if i == 0 {
+				if v, ok := d["refusal"]; !ok || v != nil {
+					t.Errorf("first delta %v: want refusal null", d)
+				}
+			}
+			s, _ := d["content"].(string)
+			content += s
+			s, _ = d["refusal"].(string)
+			refusal += s
+		}
+	}
+	if content != "I cannot draw that." || refusal != "The model returned no image (IMAGE_SAFETY)." {
+		t.Errorf("content %q refusal %q", content, refusal)
+	}
 }

@@ -125,7 +125,16 @@ func NewChatBody(a *Answer, id, model string, f Format) *ChatBody {
 		s.small = append(s.small, `{"index":`...)
 		s.small = strconv.AppendInt(s.small, int64(c.Index), 10)
 		s.small = append(s.small, `,"message":{"role":"assistant","content":`...)
-		from = renderMessage(s, from, c, f)
+		if refused(c) {
+			// A safety block is a refusal in OpenAI's schema: the reason
+			// in refusal, content null.
+			s.small = append(s.small, `null,"refusal":"`...)
+			s.small = append(s.small, refusalText(c.Text)...)
+			s.small = append(s.small, '"')
+		} else {
+			from = renderMessage(s, from, c, f)
+			s.small = append(s.small, `,"refusal":null`...)
+		}
 		s.small = append(s.small, `},"logprobs":null,"finish_reason":`...)
 		s.small = jsonx.AppendString(s.small, c.FinishReason)
 		s.small = append(s.small, '}')
@@ -135,6 +144,21 @@ func NewChatBody(a *Answer, id, model string, f Format) *ChatBody {
 	s.small = append(s.small, "}\n"...)
 	s.cut(from)
 	return b
+}
+
+// refused reports whether a choice is a refusal: the content filter ended
+// it and it holds no image.
+func refused(c *provider.Choice) bool {
+	return c.FinishReason == "content_filter" && len(c.Images) == 0
+}
+
+// refusalText is the JSON-escaped refusal of a choice: its text, or a
+// plain reason when the upstream gave none.
+func refusalText(text []byte) []byte {
+	if len(text) == 0 {
+		return []byte("The model returned no image (content_filter).")
+	}
+	return text
 }
 
 // renderMessage writes the content (and images) of one choice, starting right

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"encoding/base64"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -169,6 +170,20 @@ func modalitiesParam(name string, v []byte, plan *geminiPlan) *RequestError {
 	}
 	plan.images = image
 	return nil
+}
+
+// wantsImages reports whether req asks for images: it does unless its
+// modalities say text only.
+func wantsImages(req *ChatRequest) bool {
+	if !slices.Contains(req.Params, "modalities") {
+		return true
+	}
+	v, _ := jsonx.Get(req.Raw, "modalities")
+	var plan geminiPlan
+	if modalitiesParam("modalities", v, &plan) != nil {
+		return true
+	}
+	return plan.images
 }
 
 func penaltyParam(name string, v []byte, plan *geminiPlan) *RequestError {

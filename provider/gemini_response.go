@@ -282,12 +282,24 @@ func geminiFinish(reason string, hasImage bool) string {
 // needsNotice reports whether a choice that ended for reason gets an
 // explanation in its text: it made no image, and either it was stopped for
 // a reason or it said nothing at all. A plain text answer (STOP) is left as
-// the model wrote it.
-func needsNotice(reason string, hasImage, hasText bool) bool {
+// the model wrote it, and so is any text answer to a request that asked for
+// text only (modalities ["text"]): no image was missing.
+func needsNotice(reason string, hasImage, hasText, wantImages bool) bool {
 	if hasImage {
 		return false
 	}
+	if !wantImages {
+		return !hasText
+	}
 	return !(reason == "STOP" || reason == "") || !hasText
+}
+
+// noticeFor is the notice's wording: a text-only request missed no image.
+func noticeFor(wantImages bool) string {
+	if wantImages {
+		return noImageNotice
+	}
+	return noAnswerNotice
 }
 
 // appendNotice writes `The model returned no image (REASON).` and Google's
@@ -315,8 +327,9 @@ func appendNotice(dst []byte, sep bool, what, reason string, msg []byte) []byte 
 }
 
 const (
-	noImageNotice = "The model returned no image"
-	blockedNotice = "The prompt was blocked"
+	noImageNotice  = "The model returned no image"
+	noAnswerNotice = "The model returned no answer"
+	blockedNotice  = "The prompt was blocked"
 )
 
 // geminiUsage is usageMetadata. In a stream each event carries the running
@@ -410,7 +423,14 @@ func readAnswer(body []byte) geminiAnswer {
 }
 
 // parseResult reads a generateContent answer without decoding its images.
-func (p *Gemini) parseResult(body []byte) (*Result, error) {
+func (p *Gemini) parseResult(body []byte) (*Result, error) { return p.parseAnswer(body, true) }
+
+// parseTextResult is parseResult for a request that asked for text only.
+func (p *Gemini) parseTextResult(body []byte) (*Result, error) { return p.parseAnswer(body, false) }
+
+// parseAnswer reads a generateContent answer to a request that asked for
+// images or not (wantImages).
+func (p *Gemini) parseAnswer(body []byte, wantImages bool) (*Result, error) {
 	if jsonx.KindOf(body) != jsonx.Object || !jsonx.Valid(body) {
 		return nil, p.invalid("upstream answer is not JSON")
 	}
@@ -429,7 +449,7 @@ func (p *Gemini) parseResult(body []byte) (*Result, error) {
 			return
 		}
 		var ch Choice
-		ch, err = p.readChoice(readCandidate(c, pos))
+		ch, err = p.readChoice(readCandidate(c, pos), wantImages)
 		res.Choices = append(res.Choices, ch)
 		pos++
 	})
@@ -455,7 +475,7 @@ func (p *Gemini) parseResult(body []byte) (*Result, error) {
 
 // readChoice turns a candidate into a choice: its text parts joined, its
 // images in order, and, when it made no image, the reason in the text.
-func (p *Gemini) readChoice(gc geminiCandidate) (Choice, error) {
+func (p *Gemini) readChoice(gc geminiCandidate, wantImages bool) (Choice, error) {
 	ch := Choice{Index: gc.index}
 	if gc.index < 0 || gc.index >= MaxN {
 		return ch, p.invalid("upstream candidate index out of range")
@@ -498,11 +518,11 @@ func (p *Gemini) readChoice(gc geminiCandidate) (Choice, error) {
 		return ch, p.invalid("upstream image is not valid base64")
 	}
 	hasImage := len(ch.Images) > 0
-	if needsNotice(gc.finish, hasImage, len(text) > 0) {
+	if needsNotice(gc.finish, hasImage, len(text) > 0, wantImages) {
 		if !owned {
 			text = append(make([]byte, 0, len(text)+96+len(gc.finishMsg)), text...)
 		}
-		text = appendNotice(text, len(text) > 0, noImageNotice, gc.finish, gc.finishMsg)
+		text = appendNotice(text, len(text) > 0, noticeFor(wantImages), gc.finish, gc.finishMsg)
 	}
 	ch.Text = text
 	ch.settlePieces()

@@ -283,3 +283,66 @@ func TestGeminiOutputTypeFromBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestTextOnlyAnswersCarryNoNotice: a request that asked for text only
+// (modalities ["text"]) missed no image: its text answer is the model's
+// text alone, whatever the finish reason; an empty one says why.
+func TestTextOnlyAnswersCarryNoNotice(t *testing.T) {
+	p := testGemini(t, "", nil)
+	req, err := ParseChatRequest([]byte(`{"model":"m","modalities":["text"],"messages":[{"role":"user","content":"what is a panel?"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wantsImages(req) {
+		t.Fatal("a text-only request wants images")
+	}
+	for _, tt := range []struct{ body, text, finish string }{
+		{`{"candidates":[{"content":{"parts":[{"text":"A frame."}]},"finishReason":"MAX_TOKENS"}]}`, "A frame.", "length"},
+		{`{"candidates":[{"content":{"parts":[{"text":"A frame."}]},"finishReason":"STOP"}]}`, "A frame.", "stop"},
+		{`{"candidates":[{"finishReason":"SAFETY"}]}`, "The model returned no answer (SAFETY).", "content_filter"},
+	} {
+		res, err := p.parseTextResult([]byte(tt.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := res.Choices[0]; string(c.Text) != tt.text || c.FinishReason != tt.finish {
+			t.Errorf("%s: text %q finish %s", tt.body, c.Text, c.FinishReason)
+		}
+	}
+	// Asking for images, the same MAX_TOKENS answer says none came.
+	res, _ := p.parseResult([]byte(`{"candidates":[{"content":{"parts":[{"text":"A frame."}]},"finishReason":"MAX_TOKENS"}]}`))
+	if !strings.Contains(string(res.Choices[0].Text), noImageNotice) {
+		t.Errorf("image request: %q", res.Choices[0].Text)
+	}
+}
+
+// TestStreamSafetyNoticeIsARefusal: in a stream, the reason of a safety
+// block is marked as a refusal; the reason of a cut (MAX_TOKENS) is not.
+func TestStreamSafetyNoticeIsARefusal(t *testing.T) {
+	p := testGemini(t, "", nil)
+	for _, tt := range []struct {
+		event   string
+		refusal bool
+	}{
+		{`{"candidates": [{"content": {"role": "model"},"finishReason": "IMAGE_SAFETY","index": 0}]}`, true},
+		{`{"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}`, true},
+		{`{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"finishReason": "MAX_TOKENS","index": 0}]}`, false},
+	} {
+		s := p.newStream(nil, strings.NewReader("data: "+tt.event+"\r\n\r\n"))
+		var notice *Event
+		for {
+			ev, err := s.Next()
+			if err != nil {
+				break
+			}
+			if ev.Text != nil && strings.Contains(string(ev.Text), "returned no image") || strings.Contains(string(ev.Text), "blocked") {
+				e := *ev
+				notice = &e
+			}
+		}
+		s.Close()
+		if notice == nil || notice.Refusal != tt.refusal {
+			t.Errorf("%s: notice %+v, want refusal %v", tt.event, notice, tt.refusal)
+		}
+	}
+}

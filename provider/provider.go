@@ -136,8 +136,11 @@ type Stream interface {
 // Event is one piece of a streamed answer. Exactly one of Text, Image,
 // FinishReason or Usage is set.
 type Event struct {
-	Choice       int
-	Text         []byte // JSON-escaped string content
+	Choice int
+	Text   []byte // JSON-escaped string content
+	// Refusal marks Text as the reason the model refused (a safety block):
+	// OpenAI's refusal field, not content.
+	Refusal      bool
 	Image        *Image
 	FinishReason string
 	Usage        *Usage
