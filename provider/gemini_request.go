@@ -325,7 +325,7 @@ func appendGeminiBody(dst []byte, req *ChatRequest, plan *geminiPlan) []byte {
 			case role == "model":
 				// A previous answer sent back for multi-turn editing carries
 				// its image as markdown: it goes back to Google as an image.
-				segs, _ = scanMarkdown(pt.Text, true, segs[:0])
+				segs, _ = scanMarkdown(pt.Text, true, false, segs[:0])
 				for _, s := range segs {
 					if s.image != nil {
 						dst = w.begin(dst, "", role)

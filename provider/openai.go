@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -400,7 +401,16 @@ func imagePart(part []byte) (Image, bool) {
 	if jsonx.KindOf(iu) != jsonx.String {
 		return Image{}, false
 	}
-	return parseDataURL(iu[1 : len(iu)-1])
+	if img, ok := parseDataURL(iu[1 : len(iu)-1]); ok {
+		return img, true
+	}
+	// A hosted image (OpenRouter-style resellers that store their images).
+	u, err := jsonx.Unquote(iu)
+	if err != nil || len(u) > maxLinkBytes || len(u) <= len("https://") || !strings.HasPrefix(u, "https://") ||
+		strings.ContainsAny(u, " \t\r\n\"") {
+		return Image{}, false
+	}
+	return Image{URL: u}, true
 }
 
 // parseDataURL reads a JSON-escaped data:image/...;base64,... URL.
@@ -600,7 +610,7 @@ func (s *openaiStream) text(c int, raw []byte) {
 }
 
 func (s *openaiStream) emitSegments(c int, buf []byte, final bool) int {
-	segs, consumed := scanMarkdown(buf, final, s.segs[:0])
+	segs, consumed := scanMarkdown(buf, final, true, s.segs[:0])
 	s.segs = segs
 	for _, sg := range segs {
 		if sg.image != nil {
