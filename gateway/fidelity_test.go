@@ -177,7 +177,7 @@ func relay(t *testing.T, f Format, evs ...provider.Event) []map[string]any {
 	t.Helper()
 	g := New(nil, Options{})
 	st := &eventStream{evs: evs[1:]}
-	sa := &StreamAnswer{Stream: st, First: &evs[0]}
+	sa := &StreamAnswer{Stream: st, First: &evs[0], caps: usageCaps{prompt: 1 << 20, text: 1 << 20}}
 	b := g.NewStreamBody(sa, "id1", 7, "m", f, true, nil, nil)
 	var w bytes.Buffer
 	if _, err := b.WriteTo(&w); err != nil {
@@ -229,5 +229,55 @@ func TestStreamChunksCarryLogprobsAndRefusal(t *testing.T) {
 	}
 	if content != "I cannot draw that." || refusal != "The model returned no image (IMAGE_SAFETY)." {
 		t.Errorf("content %q refusal %q", content, refusal)
+	}
+}
+
+// TestPromptImageTokensReported: usage.prompt_tokens_details.image_tokens
+// is the upstream's count of input image tokens, bounded by the prompt
+// tokens billed, in answers, in the stream's usage chunk and in the Images
+// API's input_tokens_details.
+func TestPromptImageTokensReported(t *testing.T) {
+	res := fixtureResult(t, fakeup.Gemini, "gemini/response_3pro_interleaved_jpeg.json")
+	for _, tt := range []struct {
+		billed, want int64
+	}{{570, 560}, {100, 100}, {0, 0}} {
+		u := render(t, &Answer{Result: res, Usage: Usage{PromptTokens: tt.billed}}, FormatMarkdown)["usage"].(map[string]any)
+		d := u["prompt_tokens_details"].(map[string]any)
+		if d["image_tokens"] != float64(tt.want) || d["cached_tokens"] != float64(0) {
+			t.Errorf("billed prompt %d: details %v, want image_tokens %d", tt.billed, d, tt.want)
+		}
+	}
+	hostile := &provider.Result{Choices: []provider.Choice{{Text: []byte("x"), FinishReason: "stop"}},
+		Usage: provider.Usage{PromptImageTokens: -5}}
+	d := render(t, &Answer{Result: hostile, Usage: Usage{PromptTokens: 9}}, FormatMarkdown)["usage"].(map[string]any)["prompt_tokens_details"].(map[string]any)
+	if d["image_tokens"] != float64(0) {
+		t.Errorf("negative count: %v", d)
+	}
+
+	chunks := relay(t, FormatMarkdown,
+		provider.Event{Text: []byte("ok")},
+		provider.Event{FinishReason: "stop"},
+		provider.Event{Usage: &provider.Usage{Reported: true, PromptTokens: 570, PromptImageTokens: 560}})
+	last := chunks[len(chunks)-1]["usage"].(map[string]any)
+	if got := last["prompt_tokens_details"].(map[string]any)["image_tokens"]; got != float64(560) || last["prompt_tokens"] != float64(570) {
+		t.Errorf("stream usage %v", last)
+	}
+
+	ia := &ImagesAnswer{Usage: Usage{PromptTokens: 1140, Images: 2, ImageTokens: 2240},
+		results: []*provider.Result{{Usage: provider.Usage{PromptImageTokens: 560}}, {Usage: provider.Usage{PromptImageTokens: 560}}}}
+	var m struct {
+		Usage struct {
+			InputTokens  int64 `json:"input_tokens"`
+			InputDetails struct {
+				TextTokens  int64 `json:"text_tokens"`
+				ImageTokens int64 `json:"image_tokens"`
+			} `json:"input_tokens_details"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal(ia.AppendResponse(nil), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Usage.InputTokens != 1140 || m.Usage.InputDetails.ImageTokens != 1120 || m.Usage.InputDetails.TextTokens != 20 {
+		t.Errorf("images API usage %+v", m.Usage)
 	}
 }

@@ -140,7 +140,7 @@ func NewChatBody(a *Answer, id, model string, f Format) *ChatBody {
 		s.small = append(s.small, '}')
 	}
 	s.small = append(s.small, `],"usage":`...)
-	s.small = appendUsage(s.small, a.Usage)
+	s.small = appendUsage(s.small, a.Usage, a.Result.Usage.PromptImageTokens)
 	s.small = append(s.small, "}\n"...)
 	s.cut(from)
 	return b
@@ -248,17 +248,28 @@ func renderImageList(s *segs, from int, imgs []provider.Image) int {
 	return from
 }
 
-// appendUsage writes OpenAI's usage object with image tokens counted.
-func appendUsage(b []byte, u Usage) []byte {
+// appendUsage writes OpenAI's usage object with image tokens counted, in
+// the completion (generated images) and in the prompt (input images, as the
+// upstream reported them: promptImage).
+func appendUsage(b []byte, u Usage, promptImage int64) []byte {
 	b = append(b, `{"prompt_tokens":`...)
 	b = strconv.AppendInt(b, u.PromptTokens, 10)
 	b = append(b, `,"completion_tokens":`...)
 	b = strconv.AppendInt(b, u.CompletionTokens, 10)
 	b = append(b, `,"total_tokens":`...)
 	b = strconv.AppendInt(b, u.TotalTokens, 10)
-	b = append(b, `,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"image_tokens":`...)
+	b = append(b, `,"prompt_tokens_details":{"cached_tokens":0,"image_tokens":`...)
+	b = strconv.AppendInt(b, promptImageTokens(promptImage, u.PromptTokens), 10)
+	b = append(b, `},"completion_tokens_details":{"reasoning_tokens":0,"image_tokens":`...)
 	b = strconv.AppendInt(b, u.ImageTokens, 10)
 	return append(b, `}}`...)
+}
+
+// promptImageTokens bounds the upstream's count of input image tokens by
+// the prompt tokens billed: they are part of them, and an upstream's number
+// is never trusted beyond what it could be.
+func promptImageTokens(reported, prompt int64) int64 {
+	return min(max(reported, 0), max(prompt, 0))
 }
 
 // Len is the body's size in bytes.

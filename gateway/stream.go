@@ -176,7 +176,7 @@ func (b *StreamBody) relay(write func([]byte) error) error {
 		b.buf = append(b.buf[:0], "data: "...)
 		b.buf = append(b.buf, b.prefix...)
 		b.buf = append(b.buf, `],"usage":`...)
-		b.buf = appendUsage(b.buf, b.g.bill(b.sa.caps, b.sa.Served.Provider, b.upUsage, b.images))
+		b.buf = appendUsage(b.buf, b.g.bill(b.sa.caps, b.sa.Served.Provider, b.upUsage, b.images), b.upUsage.PromptImageTokens)
 		b.buf = append(b.buf, "}\n\n"...)
 		if err := write(b.buf); err != nil {
 			return err

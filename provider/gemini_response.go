@@ -338,6 +338,7 @@ type geminiUsage struct {
 	prompt, candidates, thoughts int64
 	image                        int64 // the IMAGE entry of candidatesTokensDetails
 	imageListed                  bool
+	promptImage                  int64 // the IMAGE entry of promptTokensDetails
 }
 
 func readGeminiUsage(u []byte) geminiUsage {
@@ -350,26 +351,35 @@ func readGeminiUsage(u []byte) geminiUsage {
 			g.candidates = vInt(v)
 		case "thoughtsTokenCount":
 			g.thoughts = vInt(v)
+		case "promptTokensDetails":
+			g.promptImage, _ = modalityCount(v, "IMAGE")
 		case "candidatesTokensDetails":
-			vElems(v, func(d []byte) {
-				var modality string
-				var n int64
-				vMembers(d, func(k, v []byte) {
-					switch string(k) {
-					case "modality":
-						modality = vEnum(v)
-					case "tokenCount":
-						n = vInt(v)
-					}
-				})
-				if modality == "IMAGE" {
-					g.image += n
-					g.imageListed = true
-				}
-			})
+			g.image, g.imageListed = modalityCount(v, "IMAGE")
 		}
 	})
 	return g
+}
+
+// modalityCount sums the entries of modality in a list of
+// {"modality","tokenCount"}; listed is false when there is none.
+func modalityCount(list []byte, modality string) (n int64, listed bool) {
+	vElems(list, func(d []byte) {
+		var m string
+		var c int64
+		vMembers(d, func(k, v []byte) {
+			switch string(k) {
+			case "modality":
+				m = vEnum(v)
+			case "tokenCount":
+				c = vInt(v)
+			}
+		})
+		if m == modality {
+			n += c
+			listed = true
+		}
+	})
+	return n, listed
 }
 
 // neutral splits the upstream count: candidatesTokenCount holds text and
@@ -382,7 +392,8 @@ func (g geminiUsage) neutral(images int, perImage int64) Usage {
 	if !g.imageListed {
 		img = int64(images) * perImage
 	}
-	return Usage{Reported: true, PromptTokens: g.prompt, TextTokens: max(g.candidates-img, 0) + g.thoughts}
+	return Usage{Reported: true, PromptTokens: g.prompt, TextTokens: max(g.candidates-img, 0) + g.thoughts,
+		PromptImageTokens: g.promptImage}
 }
 
 // geminiAnswer holds the top-level members of one generateContent answer

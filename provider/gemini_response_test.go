@@ -346,3 +346,31 @@ func TestStreamSafetyNoticeIsARefusal(t *testing.T) {
 		}
 	}
 }
+
+// TestPromptImageTokensAreRead: the IMAGE entry of Google's
+// promptTokensDetails, and a reseller's prompt_tokens_details.image_tokens.
+func TestPromptImageTokensAreRead(t *testing.T) {
+	p := testGemini(t, "", nil)
+	for fixture, want := range map[string]int64{
+		"gemini/response_3pro_interleaved_jpeg.json": 560,
+		"gemini/response_image_safety.json":          258,
+		"gemini/response_image.json":                 0,
+	} {
+		res, err := p.parseResult(fakeup.Fixture(fixture))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Usage.PromptImageTokens != want {
+			t.Errorf("%s: %d, want %d", fixture, res.Usage.PromptImageTokens, want)
+		}
+	}
+	o := &OpenAI{opts: Options{TokensPerImage: 1290}}
+	u := o.parseUsage([]byte(`{"prompt_tokens":300,"completion_tokens":1300,"prompt_tokens_details":{"cached_tokens":0,"image_tokens":258}}`), 1)
+	if u.PromptImageTokens != 258 || u.PromptTokens != 300 {
+		t.Errorf("reseller usage %+v", u)
+	}
+	u = o.parseUsage([]byte(`{"prompt_tokens":300,"completion_tokens":1300}`), 1)
+	if u.PromptImageTokens != 0 {
+		t.Errorf("reseller without details: %+v", u)
+	}
+}

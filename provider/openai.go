@@ -459,6 +459,9 @@ func (p *OpenAI) parseUsage(u []byte, images int) Usage {
 		return n
 	}
 	us.PromptTokens = num(u, "prompt_tokens")
+	if d, ok := jsonx.Get(u, "prompt_tokens_details"); ok && jsonx.KindOf(d) == jsonx.Object {
+		us.PromptImageTokens = num(d, "image_tokens")
+	}
 	completion := num(u, "completion_tokens")
 	var imageTokens int64
 	if d, ok := jsonx.Get(u, "completion_tokens_details"); ok && jsonx.KindOf(d) == jsonx.Object {

@@ -123,6 +123,9 @@ type Usage struct {
 	PromptTokens int64
 	// TextTokens are completion tokens that are not image tokens.
 	TextTokens int64
+	// PromptImageTokens are the prompt tokens of input images, as the
+	// upstream reported them (0 when it did not): part of PromptTokens.
+	PromptImageTokens int64
 }
 
 // Stream yields events until io.EOF. Close it exactly once.
