@@ -139,6 +139,7 @@ type chunk struct {
 		Delta struct {
 			Role    string `json:"role"`
 			Content string `json:"content"`
+			Refusal string `json:"refusal"`
 		} `json:"delta"`
 		FinishReason *string `json:"finish_reason"`
 	} `json:"choices"`

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -175,7 +176,10 @@ func TestGeminiNoImageIsContentFilterAndUnbilled(t *testing.T) {
 				t.Fatal(err)
 			}
 			ch := c.Choices[0]
-			if ch.FinishReason != "content_filter" || !strings.Contains(ch.Message.Content, reason) || mdImage.MatchString(ch.Message.Content) {
+			// A safety block is OpenAI's refusal: the reason in refusal,
+			// content null.
+			if ch.FinishReason != "content_filter" || ch.Message.Refusal == nil || !strings.Contains(*ch.Message.Refusal, reason) ||
+				ch.Message.Content != "" || !bytes.Contains(body, []byte(`"content":null`)) {
 				t.Errorf("choice %+v", ch)
 			}
 			if c.Usage.CompletionTokensDetails.ImageTokens != 0 || c.Usage.CompletionTokens != 0 {
@@ -198,7 +202,7 @@ func TestGeminiNoImageIsContentFilterAndUnbilled(t *testing.T) {
 					t.Fatalf("chunk %s: %v", ev, err)
 				}
 				for _, c := range ck.Choices {
-					text += c.Delta.Content
+					text += c.Delta.Content + c.Delta.Refusal
 					if c.FinishReason != nil {
 						finish = *c.FinishReason
 					}

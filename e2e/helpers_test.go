@@ -187,8 +187,9 @@ type completion struct {
 	Model   string `json:"model"`
 	Choices []struct {
 		Message struct {
-			Role    string `json:"role"`
-			Content string `json:"content"`
+			Role    string  `json:"role"`
+			Content string  `json:"content"`
+			Refusal *string `json:"refusal"`
 			Images  []struct {
 				Type     string `json:"type"`
 				ImageURL struct {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"nanogate/internal/jsonx"
+	"nanogate/internal/safemath"
 	"nanogate/provider"
 )
 
@@ -357,11 +358,18 @@ func appendImagesResponse(b []byte, a *ImagesAnswer) []byte {
 		b = append(b, `"}`...)
 	}
 	u := a.Usage
+	var inImage int64
+	for _, r := range a.results {
+		inImage = safemath.Add(inImage, max(r.Usage.PromptImageTokens, 0))
+	}
+	inImage = promptImageTokens(inImage, u.PromptTokens)
 	b = append(b, `],"usage":{"input_tokens":`...)
 	b = strconv.AppendInt(b, u.PromptTokens, 10)
 	b = append(b, `,"input_tokens_details":{"text_tokens":`...)
-	b = strconv.AppendInt(b, u.PromptTokens, 10)
-	b = append(b, `,"image_tokens":0},"output_tokens":`...)
+	b = strconv.AppendInt(b, u.PromptTokens-inImage, 10)
+	b = append(b, `,"image_tokens":`...)
+	b = strconv.AppendInt(b, inImage, 10)
+	b = append(b, `},"output_tokens":`...)
 	b = strconv.AppendInt(b, u.ImageTokens, 10)
 	b = append(b, `,"output_tokens_details":{"text_tokens":0,"image_tokens":`...)
 	b = strconv.AppendInt(b, u.ImageTokens, 10)

@@ -125,16 +125,40 @@ func NewChatBody(a *Answer, id, model string, f Format) *ChatBody {
 		s.small = append(s.small, `{"index":`...)
 		s.small = strconv.AppendInt(s.small, int64(c.Index), 10)
 		s.small = append(s.small, `,"message":{"role":"assistant","content":`...)
-		from = renderMessage(s, from, c, f)
+		if refused(c) {
+			// A safety block is a refusal in OpenAI's schema: the reason
+			// in refusal, content null.
+			s.small = append(s.small, `null,"refusal":"`...)
+			s.small = append(s.small, refusalText(c.Text)...)
+			s.small = append(s.small, '"')
+		} else {
+			from = renderMessage(s, from, c, f)
+			s.small = append(s.small, `,"refusal":null`...)
+		}
 		s.small = append(s.small, `},"logprobs":null,"finish_reason":`...)
 		s.small = jsonx.AppendString(s.small, c.FinishReason)
 		s.small = append(s.small, '}')
 	}
 	s.small = append(s.small, `],"usage":`...)
-	s.small = appendUsage(s.small, a.Usage)
+	s.small = appendUsage(s.small, a.Usage, a.Result.Usage.PromptImageTokens)
 	s.small = append(s.small, "}\n"...)
 	s.cut(from)
 	return b
+}
+
+// refused reports whether a choice is a refusal: the content filter ended
+// it and it holds no image.
+func refused(c *provider.Choice) bool {
+	return c.FinishReason == "content_filter" && len(c.Images) == 0
+}
+
+// refusalText is the JSON-escaped refusal of a choice: its text, or a
+// plain reason when the upstream gave none.
+func refusalText(text []byte) []byte {
+	if len(text) == 0 {
+		return []byte("The model returned no image (content_filter).")
+	}
+	return text
 }
 
 // renderMessage writes the content (and images) of one choice, starting right
@@ -152,6 +176,11 @@ func renderMessage(s *segs, from int, c *provider.Choice, f Format) int {
 		}
 		s.small = append(s.small, `,"images":`...)
 		return renderImageList(s, from, imgs)
+	case f == FormatMarkdown && len(c.Pieces) > 0:
+		s.small = append(s.small, '"')
+		from = renderPieces(s, from, c)
+		s.small = append(s.small, '"')
+		return from
 	case f == FormatMarkdown:
 		s.small = append(s.small, '"')
 		s.small = append(s.small, c.Text...)
@@ -177,6 +206,34 @@ func renderMessage(s *segs, from int, c *provider.Choice, f Format) int {
 	return renderImageList(s, from, imgs)
 }
 
+// renderPieces writes the content of a markdown answer in the model's
+// order: text, image, text, image stay so, each image a paragraph of its
+// own. Adjacent runs of text are one paragraph, as the model wrote them.
+func renderPieces(s *segs, from int, c *provider.Choice) int {
+	prevText := false
+	for i, p := range c.Pieces {
+		if p.Text != nil {
+			if i > 0 && !prevText {
+				s.small = append(s.small, `\n\n`...)
+			}
+			s.small = append(s.small, p.Text...)
+			prevText = true
+			continue
+		}
+		if p.Image < 0 || p.Image >= len(c.Images) {
+			continue
+		}
+		if i > 0 {
+			s.small = append(s.small, `\n\n`...)
+		}
+		s.small = append(s.small, "![image]("...)
+		from = s.image(from, &c.Images[p.Image])
+		s.small = append(s.small, ')')
+		prevText = false
+	}
+	return from
+}
+
 func renderImageList(s *segs, from int, imgs []provider.Image) int {
 	s.small = append(s.small, '[')
 	for i := range imgs {
@@ -191,17 +248,28 @@ func renderImageList(s *segs, from int, imgs []provider.Image) int {
 	return from
 }
 
-// appendUsage writes OpenAI's usage object with image tokens counted.
-func appendUsage(b []byte, u Usage) []byte {
+// appendUsage writes OpenAI's usage object with image tokens counted, in
+// the completion (generated images) and in the prompt (input images, as the
+// upstream reported them: promptImage).
+func appendUsage(b []byte, u Usage, promptImage int64) []byte {
 	b = append(b, `{"prompt_tokens":`...)
 	b = strconv.AppendInt(b, u.PromptTokens, 10)
 	b = append(b, `,"completion_tokens":`...)
 	b = strconv.AppendInt(b, u.CompletionTokens, 10)
 	b = append(b, `,"total_tokens":`...)
 	b = strconv.AppendInt(b, u.TotalTokens, 10)
-	b = append(b, `,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"image_tokens":`...)
+	b = append(b, `,"prompt_tokens_details":{"cached_tokens":0,"image_tokens":`...)
+	b = strconv.AppendInt(b, promptImageTokens(promptImage, u.PromptTokens), 10)
+	b = append(b, `},"completion_tokens_details":{"reasoning_tokens":0,"image_tokens":`...)
 	b = strconv.AppendInt(b, u.ImageTokens, 10)
 	return append(b, `}}`...)
+}
+
+// promptImageTokens bounds the upstream's count of input image tokens by
+// the prompt tokens billed: they are part of them, and an upstream's number
+// is never trusted beyond what it could be.
+func promptImageTokens(reported, prompt int64) int64 {
+	return min(max(reported, 0), max(prompt, 0))
 }
 
 // Len is the body's size in bytes.

@@ -176,7 +176,7 @@ func (b *StreamBody) relay(write func([]byte) error) error {
 		b.buf = append(b.buf[:0], "data: "...)
 		b.buf = append(b.buf, b.prefix...)
 		b.buf = append(b.buf, `],"usage":`...)
-		b.buf = appendUsage(b.buf, b.g.bill(b.sa.caps, b.sa.Served.Provider, b.upUsage, b.images))
+		b.buf = appendUsage(b.buf, b.g.bill(b.sa.caps, b.sa.Served.Provider, b.upUsage, b.images), b.upUsage.PromptImageTokens)
 		b.buf = append(b.buf, "}\n\n"...)
 		if err := write(b.buf); err != nil {
 			return err
@@ -215,7 +215,7 @@ func (b *StreamBody) role(c int, write func([]byte) error) error {
 	}
 	b.roleSent[c] = true
 	b.chunkStart(c)
-	b.buf = append(b.buf, `{"role":"assistant","content":""}`...)
+	b.buf = append(b.buf, `{"role":"assistant","content":"","refusal":null}`...)
 	b.buf = b.chunkEnd(b.buf, "")
 	return write(b.buf)
 }
@@ -229,6 +229,8 @@ func (b *StreamBody) event(ev *provider.Event, write func([]byte) error) error {
 	case ev.Usage != nil:
 		b.upUsage = *ev.Usage
 		return nil
+	case ev.Text != nil && ev.Refusal:
+		return b.refusal(c, ev.Text, write)
 	case ev.Text != nil:
 		if b.format == FormatDataURL {
 			// content will be the image's data URL; text is only sent if no
@@ -274,6 +276,29 @@ func (b *StreamBody) text(c int, t []byte, write func([]byte) error) error {
 	b.newlines[c] = trailingNewlines(t, b.newlines[c])
 	b.sent[c] = true
 	return write(b.buf)
+}
+
+// refusal sends the reason of a safety block as OpenAI streams a refusal:
+// in delta.refusal, not in content.
+func (b *StreamBody) refusal(c int, t []byte, write func([]byte) error) error {
+	if err := b.role(c, write); err != nil {
+		return err
+	}
+	b.chunkStart(c)
+	b.buf = append(b.buf, `{"refusal":"`...)
+	b.buf = append(b.buf, trimEscapedBreaks(t)...)
+	b.buf = append(b.buf, `"}`...)
+	b.buf = b.chunkEnd(b.buf, "")
+	return write(b.buf)
+}
+
+// trimEscapedBreaks drops the escaped blank lines that separate a notice
+// from text before it: a refusal stands on its own.
+func trimEscapedBreaks(t []byte) []byte {
+	for len(t) >= 2 && t[0] == '\\' && t[1] == 'n' {
+		t = t[2:]
+	}
+	return t
 }
 
 // trailingNewlines counts escaped newlines ("\n") ending t; prev carries the

@@ -55,8 +55,9 @@ type ChatRequest struct {
 	Params []string
 	// ImageInputs counts image parts over all messages.
 	ImageInputs int
-	// Resolved is set when an image link was replaced by its data: the
-	// client's raw messages no longer say what is sent upstream.
+	// Resolved is set when an image link was replaced by its data, or an
+	// image's declared type by the one its bytes show: the client's raw
+	// messages no longer say what is sent upstream.
 	Resolved bool
 	// fetched holds the images downloaded for the request (ImageFetches),
 	// until ReleaseImages.
@@ -403,8 +404,9 @@ func (r *ChatRequest) parseContent(p string, content []byte, has bool, msg *Mess
 		text := content[1 : len(content)-1]
 		if msg.Role == "assistant" && bytes.HasPrefix(text, []byte("data:image/")) {
 			// The data_url answer format sent back: the content is an image.
-			if img, err := parseImageURL(p+".content", content); err == nil {
+			if img, relabel, err := parseImageURL(p+".content", content); err == nil {
 				r.ImageInputs++
+				r.Resolved = r.Resolved || relabel
 				msg.Parts = append(msg.Parts, Part{Image: img})
 				return nil
 			}
@@ -482,53 +484,61 @@ func (r *ChatRequest) parsePart(p string, part []byte) (Part, error) {
 		if r.ImageInputs > MaxImageInputs {
 			return Part{}, badParam(p, "too many images in the request (at most %d).", MaxImageInputs)
 		}
-		img, err := parseImageURL(p+".image_url.url", u)
+		img, relabel, err := parseImageURL(p+".image_url.url", u)
 		if err != nil {
 			return Part{}, err
 		}
+		r.Resolved = r.Resolved || relabel
 		return Part{Image: img}, nil
 	}
 	return Part{}, badParam(p+".type", "Invalid value for '%s.type': supported types are text and image_url.", p)
 }
 
-// imageMIMEs are the input image types Gemini accepts.
-var imageMIMEs = map[string]bool{
-	"image/png": true, "image/jpeg": true, "image/webp": true,
+// imageLabels are the media types a data URL may declare: the ones Google
+// takes, image/jpg (a common misspelling of image/jpeg), and image/gif, a
+// label some clients put on whatever they send. The bytes decide what is
+// sent (checkImageHead); a label outside this list is refused.
+var imageLabels = map[string]bool{
+	"image/png": true, "image/jpeg": true, "image/jpg": true, "image/webp": true,
 	"image/heic": true, "image/heif": true, "image/gif": true,
 }
 
-func parseImageURL(param string, s []byte) (*ImageInput, error) {
-	u, err := jsonx.StringBytes(nil, s)
-	if err != nil {
-		return nil, badParam(param, "'%s' is not a valid string.", param)
+// parseImageURL reads an image_url. The relabel result reports that a data
+// URL's declared type was replaced by the one its bytes show: the raw body
+// then no longer says what goes upstream.
+func parseImageURL(param string, s []byte) (img *ImageInput, relabel bool, err error) {
+	u, uerr := jsonx.StringBytes(nil, s)
+	if uerr != nil {
+		return nil, false, badParam(param, "'%s' is not a valid string.", param)
 	}
 	switch {
 	case bytes.HasPrefix(u, []byte("data:")):
 		rest := u[len("data:"):]
 		comma := bytes.IndexByte(rest, ',')
 		if comma < 0 {
-			return nil, badParam(param, "'%s' is not a valid data URL.", param)
+			return nil, false, badParam(param, "'%s' is not a valid data URL.", param)
 		}
 		meta, payload := rest[:comma], rest[comma+1:]
 		mime, ok := bytes.CutSuffix(meta, []byte(";base64"))
 		if !ok {
-			return nil, badParam(param, "'%s' must be a base64 data URL.", param)
+			return nil, false, badParam(param, "'%s' must be a base64 data URL.", param)
 		}
-		m := string(bytes.ToLower(mime))
-		if !imageMIMEs[m] {
-			return nil, badParam(param, "'%s' has media type %q; supported: image/png, image/jpeg, image/webp, image/heic, image/heif, image/gif.", param, m)
+		label := string(bytes.ToLower(mime))
+		if !imageLabels[label] {
+			return nil, false, badParam(param, "'%s' has media type %q; supported: image/png, image/jpeg, image/webp, image/heic, image/heif.", param, label)
 		}
 		if !ValidBase64(payload) {
-			return nil, badParam(param, "'%s' does not hold valid base64 image data.", param)
+			return nil, false, badParam(param, "'%s' does not hold valid base64 image data.", param)
 		}
-		if why := checkImageB64(m, payload); why != "" {
-			return nil, badParam(param, "'%s' is not a usable image: %s.", param, why)
+		m, why := checkImageB64(label, payload)
+		if why != "" {
+			return nil, false, badParam(param, "'%s' is not a usable image: %s.", param, why)
 		}
-		return &ImageInput{URL: u, MIME: m, B64: payload}, nil
+		return &ImageInput{URL: u, MIME: m, B64: payload}, m != string(mime), nil
 	case bytes.HasPrefix(u, []byte("https://")), bytes.HasPrefix(u, []byte("http://")):
-		return &ImageInput{URL: u}, nil
+		return &ImageInput{URL: u}, false, nil
 	}
-	return nil, badParam(param, "'%s' must be a data: URL or an http(s) URL.", param)
+	return nil, false, badParam(param, "'%s' must be a data: URL or an http(s) URL.", param)
 }
 
 var b64Alphabet = func() (t [256]bool) {

@@ -178,27 +178,61 @@ func TestImageInputsAreCheckedByContent(t *testing.T) {
 		b = append(b, 3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1)
 		return base64.StdEncoding.EncodeToString(b)
 	}
+	gif := base64.StdEncoding.EncodeToString([]byte("GIF89a\x02\x00\x02\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!"))
 	tests := []struct {
 		name, mime, b64 string
-		ok              bool
+		want            string // the type sent upstream; "" when refused
 	}{
-		{"fixture png", "image/png", tinyB64, true},
-		{"png 1024", "image/png", png(1024, 1024), true},
-		{"jpeg 800x600", "image/jpeg", jpeg(800, 600), true},
-		{"decompression bomb", "image/png", png(100000, 100000), false},
-		{"too many pixels", "image/png", png(16000, 16000), false},
-		{"jpeg bomb", "image/jpeg", jpeg(65000, 65000), false},
-		{"garbage", "image/png", base64.StdEncoding.EncodeToString([]byte("not an image at all....")), false},
-		{"png declared as jpeg", "image/jpeg", tinyB64, false},
-		{"png header cut", "image/png", base64.StdEncoding.EncodeToString([]byte("\x89PNG\r\n\x1a\n")), false},
+		{"fixture png", "image/png", tinyB64, "image/png"},
+		{"png 1024", "image/png", png(1024, 1024), "image/png"},
+		{"jpeg 800x600", "image/jpeg", jpeg(800, 600), "image/jpeg"},
+		{"jpg label", "image/jpg", jpeg(800, 600), "image/jpeg"},
+		{"upper-case label", "IMAGE/JPEG", jpeg(800, 600), "image/jpeg"},
+		{"jpeg labelled png", "image/png", jpeg(16, 16), "image/jpeg"},
+		{"png labelled jpeg", "image/jpeg", tinyB64, "image/png"},
+		{"png labelled gif", "image/gif", tinyB64, "image/png"},
+		{"gif", "image/gif", gif, ""},
+		{"gif labelled png", "image/png", gif, ""},
+		{"bmp label", "image/bmp", tinyB64, ""},
+		{"decompression bomb", "image/png", png(100000, 100000), ""},
+		{"too many pixels", "image/png", png(16000, 16000), ""},
+		{"jpeg bomb", "image/jpeg", jpeg(65000, 65000), ""},
+		{"jpeg bomb labelled png", "image/png", jpeg(65000, 65000), ""},
+		{"garbage", "image/png", base64.StdEncoding.EncodeToString([]byte("not an image at all....")), ""},
+		{"png header cut", "image/png", base64.StdEncoding.EncodeToString([]byte("\x89PNG\r\n\x1a\n")), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:` + tt.mime + `;base64,` + tt.b64 + `"}}]}]}`))
-			if (err == nil) != tt.ok {
-				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
+			r, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"edit"},{"type":"image_url","image_url":{"url":"data:` + tt.mime + `;base64,` + tt.b64 + `"}}]}]}`))
+			if tt.want == "" {
+				re, ok := err.(*RequestError)
+				if !ok || re.Param != "messages[0].content[1].image_url.url" || !strings.Contains(re.Msg, re.Param) {
+					t.Fatalf("err = %#v, want a 400 naming messages[0].content[1].image_url.url", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			img := r.Messages[0].Parts[1].Image
+			if img.MIME != tt.want {
+				t.Errorf("MIME %q, want %q", img.MIME, tt.want)
+			}
+			// A corrected label must reach a reseller too: its body is
+			// rebuilt from the parsed messages, not copied.
+			if relabelled := tt.mime != tt.want; r.Resolved != relabelled {
+				t.Errorf("Resolved = %v, want %v", r.Resolved, relabelled)
 			}
 		})
+	}
+}
+
+func TestGIFRefusalNamesTheImage(t *testing.T) {
+	gif := base64.StdEncoding.EncodeToString([]byte("GIF89a\x02\x00\x02\x00\x80\x00\x00"))
+	_, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/gif;base64,` + gif + `"}}]}]}`))
+	re, ok := err.(*RequestError)
+	if !ok || re.Param != "messages[1].content[0].image_url.url" || !strings.Contains(re.Msg, "GIF") || !strings.Contains(re.Msg, "PNG, JPEG, WebP, HEIC or HEIF") {
+		t.Fatalf("err = %#v", err)
 	}
 }
 

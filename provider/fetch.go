@@ -210,8 +210,10 @@ func (f *ImageFetches) Fetch(ctx context.Context, req *ChatRequest) error {
 				j := &jobs[k]
 				j.got, j.err = f.o.Fetcher.FetchImage(fctx, string(j.img.URL), h)
 				if j.err == nil {
-					if why := checkImageBytes(j.got.MIME, j.got.Data); why != "" {
+					if m, why := checkImageBytes(j.got.MIME, j.got.Data); why != "" {
 						j.err = &safefetch.Error{Reason: "it is not a usable image: " + why}
+					} else {
+						j.got.MIME = m
 					}
 				}
 				if j.err != nil {

@@ -87,6 +87,9 @@ func (p *Gemini) Chat(ctx context.Context, req *ChatRequest, model string) (*Res
 	if err != nil {
 		return nil, err
 	}
+	if !wantsImages(req) {
+		return bufferedResult(resp, p.parseTextResult)
+	}
 	return bufferedResult(resp, p.parseResult)
 }
 
@@ -96,7 +99,9 @@ func (p *Gemini) ChatStream(ctx context.Context, req *ChatRequest, model string)
 	if err != nil {
 		return nil, err
 	}
-	return p.newStream(resp, resp.BodyStream()), nil
+	s := p.newStream(resp, resp.BodyStream())
+	s.wantImages = wantsImages(req)
+	return s, nil
 }
 
 // bodyPool recycles request bodies, which carry the input images.

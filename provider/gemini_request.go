@@ -2,6 +2,7 @@ package provider
 
 import (
 	"encoding/base64"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -171,6 +172,20 @@ func modalitiesParam(name string, v []byte, plan *geminiPlan) *RequestError {
 	return nil
 }
 
+// wantsImages reports whether req asks for images: it does unless its
+// modalities say text only.
+func wantsImages(req *ChatRequest) bool {
+	if !slices.Contains(req.Params, "modalities") {
+		return true
+	}
+	v, _ := jsonx.Get(req.Raw, "modalities")
+	var plan geminiPlan
+	if modalitiesParam("modalities", v, &plan) != nil {
+		return true
+	}
+	return plan.images
+}
+
 func penaltyParam(name string, v []byte, plan *geminiPlan) *RequestError {
 	f, err := jsonx.Float(v)
 	if err != nil || f < -2 || f > 2 {
@@ -310,7 +325,7 @@ func appendGeminiBody(dst []byte, req *ChatRequest, plan *geminiPlan) []byte {
 			case role == "model":
 				// A previous answer sent back for multi-turn editing carries
 				// its image as markdown: it goes back to Google as an image.
-				segs, _ = scanMarkdown(pt.Text, true, segs[:0])
+				segs, _ = scanMarkdown(pt.Text, true, false, segs[:0])
 				for _, s := range segs {
 					if s.image != nil {
 						dst = w.begin(dst, "", role)

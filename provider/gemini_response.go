@@ -222,6 +222,7 @@ func readPart(p []byte) (part geminiPart, ok bool, bad bool) {
 		if !ValidBase64(part.image.B64) {
 			return part, false, true
 		}
+		part.image.MIME = outputMIME(part.image.MIME, part.image.B64)
 		part.text = nil
 		return part, true, false
 	}
@@ -281,12 +282,24 @@ func geminiFinish(reason string, hasImage bool) string {
 // needsNotice reports whether a choice that ended for reason gets an
 // explanation in its text: it made no image, and either it was stopped for
 // a reason or it said nothing at all. A plain text answer (STOP) is left as
-// the model wrote it.
-func needsNotice(reason string, hasImage, hasText bool) bool {
+// the model wrote it, and so is any text answer to a request that asked for
+// text only (modalities ["text"]): no image was missing.
+func needsNotice(reason string, hasImage, hasText, wantImages bool) bool {
 	if hasImage {
 		return false
 	}
+	if !wantImages {
+		return !hasText
+	}
 	return !(reason == "STOP" || reason == "") || !hasText
+}
+
+// noticeFor is the notice's wording: a text-only request missed no image.
+func noticeFor(wantImages bool) string {
+	if wantImages {
+		return noImageNotice
+	}
+	return noAnswerNotice
 }
 
 // appendNotice writes `The model returned no image (REASON).` and Google's
@@ -314,8 +327,9 @@ func appendNotice(dst []byte, sep bool, what, reason string, msg []byte) []byte 
 }
 
 const (
-	noImageNotice = "The model returned no image"
-	blockedNotice = "The prompt was blocked"
+	noImageNotice  = "The model returned no image"
+	noAnswerNotice = "The model returned no answer"
+	blockedNotice  = "The prompt was blocked"
 )
 
 // geminiUsage is usageMetadata. In a stream each event carries the running
@@ -324,6 +338,7 @@ type geminiUsage struct {
 	prompt, candidates, thoughts int64
 	image                        int64 // the IMAGE entry of candidatesTokensDetails
 	imageListed                  bool
+	promptImage                  int64 // the IMAGE entry of promptTokensDetails
 }
 
 func readGeminiUsage(u []byte) geminiUsage {
@@ -336,26 +351,35 @@ func readGeminiUsage(u []byte) geminiUsage {
 			g.candidates = vInt(v)
 		case "thoughtsTokenCount":
 			g.thoughts = vInt(v)
+		case "promptTokensDetails":
+			g.promptImage, _ = modalityCount(v, "IMAGE")
 		case "candidatesTokensDetails":
-			vElems(v, func(d []byte) {
-				var modality string
-				var n int64
-				vMembers(d, func(k, v []byte) {
-					switch string(k) {
-					case "modality":
-						modality = vEnum(v)
-					case "tokenCount":
-						n = vInt(v)
-					}
-				})
-				if modality == "IMAGE" {
-					g.image += n
-					g.imageListed = true
-				}
-			})
+			g.image, g.imageListed = modalityCount(v, "IMAGE")
 		}
 	})
 	return g
+}
+
+// modalityCount sums the entries of modality in a list of
+// {"modality","tokenCount"}; listed is false when there is none.
+func modalityCount(list []byte, modality string) (n int64, listed bool) {
+	vElems(list, func(d []byte) {
+		var m string
+		var c int64
+		vMembers(d, func(k, v []byte) {
+			switch string(k) {
+			case "modality":
+				m = vEnum(v)
+			case "tokenCount":
+				c = vInt(v)
+			}
+		})
+		if m == modality {
+			n += c
+			listed = true
+		}
+	})
+	return n, listed
 }
 
 // neutral splits the upstream count: candidatesTokenCount holds text and
@@ -368,7 +392,8 @@ func (g geminiUsage) neutral(images int, perImage int64) Usage {
 	if !g.imageListed {
 		img = int64(images) * perImage
 	}
-	return Usage{Reported: true, PromptTokens: g.prompt, TextTokens: max(g.candidates-img, 0) + g.thoughts}
+	return Usage{Reported: true, PromptTokens: g.prompt, TextTokens: max(g.candidates-img, 0) + g.thoughts,
+		PromptImageTokens: g.promptImage}
 }
 
 // geminiAnswer holds the top-level members of one generateContent answer
@@ -409,7 +434,14 @@ func readAnswer(body []byte) geminiAnswer {
 }
 
 // parseResult reads a generateContent answer without decoding its images.
-func (p *Gemini) parseResult(body []byte) (*Result, error) {
+func (p *Gemini) parseResult(body []byte) (*Result, error) { return p.parseAnswer(body, true) }
+
+// parseTextResult is parseResult for a request that asked for text only.
+func (p *Gemini) parseTextResult(body []byte) (*Result, error) { return p.parseAnswer(body, false) }
+
+// parseAnswer reads a generateContent answer to a request that asked for
+// images or not (wantImages).
+func (p *Gemini) parseAnswer(body []byte, wantImages bool) (*Result, error) {
 	if jsonx.KindOf(body) != jsonx.Object || !jsonx.Valid(body) {
 		return nil, p.invalid("upstream answer is not JSON")
 	}
@@ -428,7 +460,7 @@ func (p *Gemini) parseResult(body []byte) (*Result, error) {
 			return
 		}
 		var ch Choice
-		ch, err = p.readChoice(readCandidate(c, pos))
+		ch, err = p.readChoice(readCandidate(c, pos), wantImages)
 		res.Choices = append(res.Choices, ch)
 		pos++
 	})
@@ -454,7 +486,7 @@ func (p *Gemini) parseResult(body []byte) (*Result, error) {
 
 // readChoice turns a candidate into a choice: its text parts joined, its
 // images in order, and, when it made no image, the reason in the text.
-func (p *Gemini) readChoice(gc geminiCandidate) (Choice, error) {
+func (p *Gemini) readChoice(gc geminiCandidate, wantImages bool) (Choice, error) {
 	ch := Choice{Index: gc.index}
 	if gc.index < 0 || gc.index >= MaxN {
 		return ch, p.invalid("upstream candidate index out of range")
@@ -470,13 +502,14 @@ func (p *Gemini) readChoice(gc geminiCandidate) (Choice, error) {
 			return
 		}
 		if part.isImg {
-			ch.Images = append(ch.Images, part.image)
+			ch.addImage(part.image)
 			imageSince = len(text) > 0
 			return
 		}
 		if len(part.text) == 0 {
 			return
 		}
+		ch.addText(part.text)
 		if text == nil {
 			text = part.text
 			return
@@ -496,13 +529,14 @@ func (p *Gemini) readChoice(gc geminiCandidate) (Choice, error) {
 		return ch, p.invalid("upstream image is not valid base64")
 	}
 	hasImage := len(ch.Images) > 0
-	if needsNotice(gc.finish, hasImage, len(text) > 0) {
+	if needsNotice(gc.finish, hasImage, len(text) > 0, wantImages) {
 		if !owned {
 			text = append(make([]byte, 0, len(text)+96+len(gc.finishMsg)), text...)
 		}
-		text = appendNotice(text, len(text) > 0, noImageNotice, gc.finish, gc.finishMsg)
+		text = appendNotice(text, len(text) > 0, noticeFor(wantImages), gc.finish, gc.finishMsg)
 	}
 	ch.Text = text
+	ch.settlePieces()
 	ch.FinishReason = geminiFinish(gc.finish, hasImage)
 	return ch, nil
 }

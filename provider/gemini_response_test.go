@@ -254,3 +254,123 @@ func readFile(t testing.TB, path string) []byte {
 	}
 	return b
 }
+
+// TestGeminiOutputTypeFromBytes: 3.x models answer JPEG and may label it
+// image/png; the client gets the type the bytes show, in answers and streams.
+func TestGeminiOutputTypeFromBytes(t *testing.T) {
+	p := testGemini(t, "", nil)
+	res, err := p.parseResult(fakeup.Fixture("gemini/response_3pro_interleaved_jpeg.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgs := res.Choices[0].Images
+	if len(imgs) != 2 || imgs[0].MIME != "image/jpeg" || imgs[1].MIME != "image/jpeg" {
+		t.Fatalf("images %d, types %v", len(imgs), []string{imgs[0].MIME, imgs[1].MIME})
+	}
+	// A PNG labelled JPEG is a PNG; bytes of no known kind keep their label.
+	for _, tt := range []struct{ label, b64, want string }{
+		{"image/jpeg", tinyB64, "image/png"},
+		{"image/png", tinyB64, "image/png"},
+		{"image/webp", "AAAAAAAAAAAAAAAA", "image/webp"},
+	} {
+		body := `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"` + tt.label + `","data":"` + tt.b64 + `"}}]},"finishReason":"STOP"}]}`
+		res, err := p.parseResult([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := res.Choices[0].Images[0].MIME; got != tt.want {
+			t.Errorf("%s labelled %s: %s, want %s", tt.b64[:8], tt.label, got, tt.want)
+		}
+	}
+}
+
+// TestTextOnlyAnswersCarryNoNotice: a request that asked for text only
+// (modalities ["text"]) missed no image: its text answer is the model's
+// text alone, whatever the finish reason; an empty one says why.
+func TestTextOnlyAnswersCarryNoNotice(t *testing.T) {
+	p := testGemini(t, "", nil)
+	req, err := ParseChatRequest([]byte(`{"model":"m","modalities":["text"],"messages":[{"role":"user","content":"what is a panel?"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wantsImages(req) {
+		t.Fatal("a text-only request wants images")
+	}
+	for _, tt := range []struct{ body, text, finish string }{
+		{`{"candidates":[{"content":{"parts":[{"text":"A frame."}]},"finishReason":"MAX_TOKENS"}]}`, "A frame.", "length"},
+		{`{"candidates":[{"content":{"parts":[{"text":"A frame."}]},"finishReason":"STOP"}]}`, "A frame.", "stop"},
+		{`{"candidates":[{"finishReason":"SAFETY"}]}`, "The model returned no answer (SAFETY).", "content_filter"},
+	} {
+		res, err := p.parseTextResult([]byte(tt.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := res.Choices[0]; string(c.Text) != tt.text || c.FinishReason != tt.finish {
+			t.Errorf("%s: text %q finish %s", tt.body, c.Text, c.FinishReason)
+		}
+	}
+	// Asking for images, the same MAX_TOKENS answer says none came.
+	res, _ := p.parseResult([]byte(`{"candidates":[{"content":{"parts":[{"text":"A frame."}]},"finishReason":"MAX_TOKENS"}]}`))
+	if !strings.Contains(string(res.Choices[0].Text), noImageNotice) {
+		t.Errorf("image request: %q", res.Choices[0].Text)
+	}
+}
+
+// TestStreamSafetyNoticeIsARefusal: in a stream, the reason of a safety
+// block is marked as a refusal; the reason of a cut (MAX_TOKENS) is not.
+func TestStreamSafetyNoticeIsARefusal(t *testing.T) {
+	p := testGemini(t, "", nil)
+	for _, tt := range []struct {
+		event   string
+		refusal bool
+	}{
+		{`{"candidates": [{"content": {"role": "model"},"finishReason": "IMAGE_SAFETY","index": 0}]}`, true},
+		{`{"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}`, true},
+		{`{"candidates": [{"content": {"parts": [{"text": "a"}],"role": "model"},"finishReason": "MAX_TOKENS","index": 0}]}`, false},
+	} {
+		s := p.newStream(nil, strings.NewReader("data: "+tt.event+"\r\n\r\n"))
+		var notice *Event
+		for {
+			ev, err := s.Next()
+			if err != nil {
+				break
+			}
+			if ev.Text != nil && strings.Contains(string(ev.Text), "returned no image") || strings.Contains(string(ev.Text), "blocked") {
+				e := *ev
+				notice = &e
+			}
+		}
+		s.Close()
+		if notice == nil || notice.Refusal != tt.refusal {
+			t.Errorf("%s: notice %+v, want refusal %v", tt.event, notice, tt.refusal)
+		}
+	}
+}
+
+// TestPromptImageTokensAreRead: the IMAGE entry of Google's
+// promptTokensDetails, and a reseller's prompt_tokens_details.image_tokens.
+func TestPromptImageTokensAreRead(t *testing.T) {
+	p := testGemini(t, "", nil)
+	for fixture, want := range map[string]int64{
+		"gemini/response_3pro_interleaved_jpeg.json": 560,
+		"gemini/response_image_safety.json":          258,
+		"gemini/response_image.json":                 0,
+	} {
+		res, err := p.parseResult(fakeup.Fixture(fixture))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Usage.PromptImageTokens != want {
+			t.Errorf("%s: %d, want %d", fixture, res.Usage.PromptImageTokens, want)
+		}
+	}
+	o := &OpenAI{opts: Options{TokensPerImage: 1290}}
+	u := o.parseUsage([]byte(`{"prompt_tokens":300,"completion_tokens":1300,"prompt_tokens_details":{"cached_tokens":0,"image_tokens":258}}`), 1)
+	if u.PromptImageTokens != 258 || u.PromptTokens != 300 {
+		t.Errorf("reseller usage %+v", u)
+	}
+	u = o.parseUsage([]byte(`{"prompt_tokens":300,"completion_tokens":1300}`), 1)
+	if u.PromptImageTokens != 0 {
+		t.Errorf("reseller without details: %+v", u)
+	}
+}

@@ -29,10 +29,12 @@ type geminiStream struct {
 	hasUsage bool
 	total    int // images over all choices
 	done     bool
+	// wantImages: the request asked for images (not text only).
+	wantImages bool
 }
 
 func (p *Gemini) newStream(resp *upstream.Response, body io.Reader) *geminiStream {
-	return &geminiStream{p: p, eventStream: eventStream{resp: resp, sse: getSSEReader(body, p.opts.MaxBodyBytes)}}
+	return &geminiStream{p: p, wantImages: true, eventStream: eventStream{resp: resp, sse: getSSEReader(body, p.opts.MaxBodyBytes)}}
 }
 
 // Next implements Stream.
@@ -104,7 +106,7 @@ func (s *geminiStream) event(data []byte) error {
 		start := len(s.note)
 		s.note = appendNotice(s.note, false, blockedNotice, a.blockReason, a.blockMsg)
 		s.queue = append(s.queue,
-			Event{Text: s.note[start:len(s.note):len(s.note)]},
+			Event{Text: s.note[start:len(s.note):len(s.note)], Refusal: true},
 			Event{FinishReason: "content_filter"})
 		s.finished = true
 	}
@@ -146,13 +148,14 @@ func (s *geminiStream) candidate(gc geminiCandidate) error {
 		return nil
 	}
 	hasImage := s.images[c] > 0
-	if needsNotice(gc.finish, hasImage, s.texts[c]) {
+	finish := geminiFinish(gc.finish, hasImage)
+	if needsNotice(gc.finish, hasImage, s.texts[c], s.wantImages) {
 		start := len(s.note)
-		s.note = appendNotice(s.note, s.texts[c], noImageNotice, gc.finish, gc.finishMsg)
-		s.queue = append(s.queue, Event{Choice: c, Text: s.note[start:len(s.note):len(s.note)]})
+		s.note = appendNotice(s.note, s.texts[c], noticeFor(s.wantImages), gc.finish, gc.finishMsg)
+		s.queue = append(s.queue, Event{Choice: c, Text: s.note[start:len(s.note):len(s.note)], Refusal: finish == "content_filter"})
 		s.texts[c] = true
 	}
-	s.queue = append(s.queue, Event{Choice: c, FinishReason: geminiFinish(gc.finish, hasImage)})
+	s.queue = append(s.queue, Event{Choice: c, FinishReason: finish})
 	s.finished = true
 	return nil
 }

@@ -17,47 +17,77 @@ const (
 // frame headers may follow large metadata segments.
 const headBytes = 64 << 10
 
-// checkImageB64 decodes the start of a base64 image and checks that its
-// content is the declared kind of image and that its declared size is sane.
-// It returns a reason when the image is refused.
-func checkImageB64(mime string, b64 []byte) string {
+// checkImageB64 decodes the start of a base64 image and judges it: the
+// media type its content shows (label, the type the client declared, only
+// tells HEIC from HEIF), or a reason when the image is refused.
+func checkImageB64(label string, b64 []byte) (mime, why string) {
 	n := min(len(b64), headBytes/3*4)
 	n -= n % 4
 	head := make([]byte, base64.StdEncoding.DecodedLen(n))
 	m, err := base64.StdEncoding.Decode(head, b64[:n])
 	if err != nil {
-		return "its base64 does not decode"
+		return "", "its base64 does not decode"
 	}
-	return checkImageHead(mime, head[:m])
+	return checkImageHead(label, head[:m])
 }
 
 // checkImageBytes is checkImageB64 for an image already in bytes (one
 // fetched from an http(s) URL): the same checks, the same reasons.
-func checkImageBytes(mime string, data []byte) string {
-	return checkImageHead(mime, data[:min(len(data), headBytes)])
+func checkImageBytes(label string, data []byte) (mime, why string) {
+	return checkImageHead(label, data[:min(len(data), headBytes)])
 }
 
-// checkImageHead judges an image from its first bytes.
-func checkImageHead(mime string, head []byte) string {
+// checkImageHead judges an image from its first bytes. The bytes decide the
+// type, not the label: clients label JPEG as PNG (3.x models answer JPEG
+// labelled image/png, and clients send that answer back), and Google would
+// refuse or misread a wrong label. GIF is refused here because Google does
+// not take it: better a clear 400 now than Google's after a paid attempt.
+func checkImageHead(label string, head []byte) (mime, why string) {
 	kind, w, h, ok := imageHeader(head)
 	switch {
 	case kind == "":
-		return "its content is not a PNG, JPEG, WebP, GIF or HEIC/HEIF image"
-	case !sameFamily(kind, mime):
-		return "its content is " + kind + ", not " + mime
+		return "", "its content is not a PNG, JPEG, WebP, HEIC or HEIF image"
+	case kind == "image/gif":
+		return "", "it is a GIF image, which the model does not take; send PNG, JPEG, WebP, HEIC or HEIF"
 	case !ok:
-		return "its " + kind + " header is damaged or cut"
+		return "", "its " + kind + " header is damaged or cut"
 	case w > MaxImageSide || h > MaxImageSide || int64(w)*int64(h) > MaxImagePixels:
-		return "its declared size is too large"
+		return "", "its declared size is too large"
 	}
-	return ""
+	if kind == "image/heic" && label == "image/heif" {
+		return label, ""
+	}
+	return kind, ""
 }
 
-func sameFamily(kind, mime string) bool {
-	if kind == "image/heic" {
-		return mime == "image/heic" || mime == "image/heif"
+// sniffB64 returns the media type the first bytes of a base64 image show, or
+// "" when they show none of the known kinds. It decodes 18 bytes on the
+// stack: cheap enough for every image of every answer.
+func sniffB64(b64 []byte) string {
+	var head [18]byte
+	n := min(len(b64), 24)
+	n -= n % 4
+	m, err := base64.StdEncoding.Decode(head[:], b64[:n])
+	if err != nil && m == 0 {
+		return ""
 	}
-	return kind == mime
+	kind, _, _, _ := imageHeader(head[:m])
+	return kind
+}
+
+// outputMIME is the media type of a generated image: what its bytes show,
+// whatever the upstream's label says. A label of the HEIC family is kept
+// when the bytes agree (HEIC and HEIF share their magic); bytes of no known
+// kind keep the label.
+func outputMIME(label string, b64 []byte) string {
+	kind := sniffB64(b64)
+	switch {
+	case kind == "":
+		return label
+	case kind == "image/heic" && label == "image/heif":
+		return label
+	}
+	return kind
 }
 
 // imageHeader reads the kind and the declared dimensions of an image from its

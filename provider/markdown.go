@@ -2,6 +2,9 @@ package provider
 
 import (
 	"bytes"
+	"strings"
+
+	"nanogate/internal/jsonx"
 )
 
 // Resellers return generated images inside the text as markdown:
@@ -18,8 +21,9 @@ const (
 )
 
 // matchImage tries to read a markdown data-URL image at raw[i] (which holds
-// "!["). It returns the end of the image markup and the image.
-func matchImage(raw []byte, i int) (int, Image, match) {
+// "!["), or with links a hosted https:// image. It returns the end of the
+// image markup and the image.
+func matchImage(raw []byte, i int, links bool) (int, Image, match) {
 	j := i + 2
 	// Alt text: anything up to "](" without a closing bracket or line break.
 	for ; j < len(raw); j++ {
@@ -33,6 +37,9 @@ func matchImage(raw []byte, i int) (int, Image, match) {
 		if j-i > 256 {
 			return 0, Image{}, noMatch
 		}
+	}
+	if links && j+2 < len(raw) && raw[j+1] == '(' && raw[j+2] == 'h' {
+		return matchLink(raw, j+2)
 	}
 	const prefix = "](data:"
 	for k := 0; k < len(prefix); k++ {
@@ -96,7 +103,65 @@ func matchImage(raw []byte, i int) (int, Image, match) {
 	if !ValidBase64(data) {
 		return 0, Image{}, noMatch
 	}
-	return j + 1, Image{MIME: mime, B64: data}, matched
+	return j + 1, Image{MIME: outputMIME(mime, data), B64: data}, matched
+}
+
+// maxLinkBytes bounds a hosted image link: real ones (signed CDN or bucket
+// links) are a few hundred bytes.
+const maxLinkBytes = 8 << 10
+
+// matchLink reads a hosted image link at raw[j] up to its closing
+// parenthesis: "https://...)". Resellers that store their images answer
+// such links instead of data URLs; the image was made (and billed) all the
+// same, so it counts as one and goes to the client as it is.
+func matchLink(raw []byte, j int) (int, Image, match) {
+	const scheme = "https:"
+	for k := 0; k < len(scheme); k++ {
+		if j+k >= len(raw) {
+			return 0, Image{}, incomplete
+		}
+		if raw[j+k] != scheme[k] {
+			return 0, Image{}, noMatch
+		}
+	}
+	start := j
+	escaped := false
+	for ; j < len(raw); j++ {
+		c := raw[j]
+		if c == ')' {
+			break
+		}
+		if j-start > maxLinkBytes || c <= ' ' || c == '"' || c == '(' || c >= 0x7f {
+			return 0, Image{}, noMatch
+		}
+		if c == '\\' {
+			// Escapes in JSON-escaped text: "\/" and "\u0026"-style only;
+			// "\n" and the like end the markup without closing it.
+			if j+1 >= len(raw) {
+				return 0, Image{}, incomplete
+			}
+			if raw[j+1] != '/' && raw[j+1] != 'u' {
+				return 0, Image{}, noMatch
+			}
+			escaped = true
+			j++
+		}
+	}
+	if j >= len(raw) {
+		return 0, Image{}, incomplete
+	}
+	link := string(raw[start:j])
+	if escaped {
+		u, err := jsonx.Unquote([]byte(`"` + link + `"`))
+		if err != nil || strings.ContainsAny(u, " \t\r\n\"") {
+			return 0, Image{}, noMatch
+		}
+		link = u
+	}
+	if len(link) <= len("https://") || !strings.HasPrefix(link, "https://") {
+		return 0, Image{}, noMatch
+	}
+	return j + 1, Image{URL: link}, matched
 }
 
 // segment is a piece of escaped text or an image.
@@ -108,7 +173,9 @@ type segment struct {
 // scanMarkdown splits raw into text and image segments. When final is false
 // it stops before a possible image that is not complete yet and returns how
 // many bytes it consumed; the caller keeps the rest and calls again with more.
-func scanMarkdown(raw []byte, final bool, out []segment) ([]segment, int) {
+// With links, hosted https:// images count as images too (answers); without,
+// only data URLs do (requests, where an image must be sent as bytes).
+func scanMarkdown(raw []byte, final, links bool, out []segment) ([]segment, int) {
 	start, i := 0, 0
 	for {
 		k := bytes.IndexByte(raw[i:], '!')
@@ -130,7 +197,7 @@ func scanMarkdown(raw []byte, final bool, out []segment) ([]segment, int) {
 			i++
 			continue
 		}
-		end, img, m := matchImage(raw, i)
+		end, img, m := matchImage(raw, i, links)
 		switch m {
 		case matched:
 			if i > start {
@@ -159,33 +226,38 @@ func scanMarkdown(raw []byte, final bool, out []segment) ([]segment, int) {
 // images. Whitespace the markup leaves at the edges of the text is trimmed and
 // pieces of text around images are joined by a blank line.
 func splitMarkdown(raw []byte) ([]byte, []Image) {
-	segs, _ := scanMarkdown(raw, true, nil)
-	var images []Image
-	var text []byte
-	pieces := 0
-	for _, s := range segs {
-		if s.image != nil {
-			images = append(images, *s.image)
-			continue
-		}
-		t := trimEscapedSpace(s.text)
-		if len(t) == 0 {
-			continue
-		}
-		switch pieces {
-		case 0:
-			text = t
-		case 1:
-			text = append(append(append([]byte(nil), text...), `\n\n`...), t...)
-		default:
-			text = append(append(text, `\n\n`...), t...)
-		}
-		pieces++
-	}
-	if len(images) == 0 {
+	var ch Choice
+	splitMarkdownInto(&ch, raw)
+	if len(ch.Images) == 0 {
 		return raw, nil
 	}
-	return text, images
+	return ch.Text, ch.Images
+}
+
+// splitMarkdownInto adds the text and the markdown images of raw to ch:
+// the text to ch.Text (trimmed, runs joined by a blank line), the images to
+// ch.Images, and both to ch.Pieces in their order.
+func splitMarkdownInto(ch *Choice, raw []byte) {
+	segs, _ := scanMarkdown(raw, true, true, nil)
+	images := false
+	for _, s := range segs {
+		images = images || s.image != nil
+	}
+	if !images {
+		ch.Text = joinText(ch.Text, raw)
+		ch.addText(raw)
+		return
+	}
+	for _, s := range segs {
+		if s.image != nil {
+			ch.addImage(*s.image)
+			continue
+		}
+		if t := trimEscapedSpace(s.text); len(t) > 0 {
+			ch.Text = joinText(ch.Text, t)
+			ch.addText(t)
+		}
+	}
 }
 
 // trimEscapedSpace trims spaces, tabs and escaped line breaks from both ends.

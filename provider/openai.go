@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -352,17 +353,15 @@ func (p *OpenAI) parseChoice(i int, c []byte) (Choice, error) {
 	if content, ok := jsonx.Get(msg, "content"); ok {
 		switch jsonx.KindOf(content) {
 		case jsonx.String:
-			ch.Text, ch.Images = splitMarkdown(content[1 : len(content)-1])
+			splitMarkdownInto(&ch, content[1:len(content)-1])
 		case jsonx.Array:
 			// Content parts: text and image_url parts in order.
 			err := jsonx.ArrayEach(content, func(_ int, part []byte) error {
 				if t, ok := jsonx.Get(part, "text"); ok && jsonx.KindOf(t) == jsonx.String {
-					text, imgs := splitMarkdown(t[1 : len(t)-1])
-					ch.Text = joinText(ch.Text, text)
-					ch.Images = append(ch.Images, imgs...)
+					splitMarkdownInto(&ch, t[1:len(t)-1])
 				}
 				if img, ok := imagePart(part); ok {
-					ch.Images = append(ch.Images, img)
+					ch.addImage(img)
 				}
 				return nil
 			})
@@ -378,11 +377,12 @@ func (p *OpenAI) parseChoice(i int, c []byte) (Choice, error) {
 	if imgs, ok := jsonx.Get(msg, "images"); ok && jsonx.KindOf(imgs) == jsonx.Array {
 		jsonx.ArrayEach(imgs, func(_ int, part []byte) error {
 			if img, ok := imagePart(part); ok {
-				ch.Images = append(ch.Images, img)
+				ch.addImage(img)
 			}
 			return nil
 		})
 	}
+	ch.settlePieces()
 	return ch, nil
 }
 
@@ -401,7 +401,16 @@ func imagePart(part []byte) (Image, bool) {
 	if jsonx.KindOf(iu) != jsonx.String {
 		return Image{}, false
 	}
-	return parseDataURL(iu[1 : len(iu)-1])
+	if img, ok := parseDataURL(iu[1 : len(iu)-1]); ok {
+		return img, true
+	}
+	// A hosted image (OpenRouter-style resellers that store their images).
+	u, err := jsonx.Unquote(iu)
+	if err != nil || len(u) > maxLinkBytes || len(u) <= len("https://") || !strings.HasPrefix(u, "https://") ||
+		strings.ContainsAny(u, " \t\r\n\"") {
+		return Image{}, false
+	}
+	return Image{URL: u}, true
 }
 
 // parseDataURL reads a JSON-escaped data:image/...;base64,... URL.
@@ -421,7 +430,7 @@ func parseDataURL(raw []byte) (Image, bool) {
 	if len(mime) < 7 || mime[:6] != "image/" || !ValidBase64(data) {
 		return Image{}, false
 	}
-	return Image{MIME: mime, B64: data}, true
+	return Image{MIME: outputMIME(mime, data), B64: data}, true
 }
 
 func joinText(a, b []byte) []byte {
@@ -450,6 +459,9 @@ func (p *OpenAI) parseUsage(u []byte, images int) Usage {
 		return n
 	}
 	us.PromptTokens = num(u, "prompt_tokens")
+	if d, ok := jsonx.Get(u, "prompt_tokens_details"); ok && jsonx.KindOf(d) == jsonx.Object {
+		us.PromptImageTokens = num(d, "image_tokens")
+	}
 	completion := num(u, "completion_tokens")
 	var imageTokens int64
 	if d, ok := jsonx.Get(u, "completion_tokens_details"); ok && jsonx.KindOf(d) == jsonx.Object {
@@ -601,7 +613,7 @@ func (s *openaiStream) text(c int, raw []byte) {
 }
 
 func (s *openaiStream) emitSegments(c int, buf []byte, final bool) int {
-	segs, consumed := scanMarkdown(buf, final, s.segs[:0])
+	segs, consumed := scanMarkdown(buf, final, true, s.segs[:0])
 	s.segs = segs
 	for _, sg := range segs {
 		if sg.image != nil {

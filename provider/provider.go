@@ -67,8 +67,44 @@ type Choice struct {
 	Text []byte
 	// Images in the order the model produced them.
 	Images []Image
+	// Pieces is the content in the order the model produced it, text and
+	// images interleaved (text, image, text, image), for answers that show
+	// them in one stream of content. Nil when the choice has no image: Text
+	// is then the whole content.
+	Pieces []Piece
 	// FinishReason uses OpenAI's words: stop, length, content_filter.
 	FinishReason string
+}
+
+// Piece is a run of text or one image of a choice's content.
+type Piece struct {
+	// Text is JSON-escaped string content; nil for an image.
+	Text []byte
+	// Image is the index of the image in the choice's Images when Text is
+	// nil.
+	Image int
+}
+
+// addImage appends img to the choice's images and to its pieces.
+func (c *Choice) addImage(img Image) {
+	c.Images = append(c.Images, img)
+	c.Pieces = append(c.Pieces, Piece{Image: len(c.Images) - 1})
+}
+
+// addText appends a run of text to the choice's pieces (not to Text, which
+// each kind joins in its own way).
+func (c *Choice) addText(t []byte) {
+	if len(t) > 0 {
+		c.Pieces = append(c.Pieces, Piece{Text: t})
+	}
+}
+
+// settlePieces drops the pieces of a choice without images: its Text says
+// it all.
+func (c *Choice) settlePieces() {
+	if len(c.Images) == 0 {
+		c.Pieces = nil
+	}
 }
 
 // Image is one generated image.
@@ -89,6 +125,9 @@ type Usage struct {
 	PromptTokens int64
 	// TextTokens are completion tokens that are not image tokens.
 	TextTokens int64
+	// PromptImageTokens are the prompt tokens of input images, as the
+	// upstream reported them (0 when it did not): part of PromptTokens.
+	PromptImageTokens int64
 }
 
 // Stream yields events until io.EOF. Close it exactly once.
@@ -102,8 +141,11 @@ type Stream interface {
 // Event is one piece of a streamed answer. Exactly one of Text, Image,
 // FinishReason or Usage is set.
 type Event struct {
-	Choice       int
-	Text         []byte // JSON-escaped string content
+	Choice int
+	Text   []byte // JSON-escaped string content
+	// Refusal marks Text as the reason the model refused (a safety block):
+	// OpenAI's refusal field, not content.
+	Refusal      bool
 	Image        *Image
 	FinishReason string
 	Usage        *Usage

@@ -82,6 +82,8 @@ var routes = []*route{
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleImages(ctx, r.st, r.rid, r.caller, true) }},
 	{paths: []string{"/v1/models", "/models"}, methods: get, auth: authClient,
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleModels(ctx, r.st, r.caller) }},
+	{paths: []string{"/v1/models/{id}", "/models/{id}"}, methods: get, auth: authClient,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleModel(ctx, r.st, r.caller, r.id) }},
 	{paths: []string{"/v1/usage", "/usage"}, methods: get, auth: authClient,
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleUsage(ctx, r.st, r.caller) }},
 	{paths: []string{"/v1/files", "/files"}, methods: getPst, auth: authClient,

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"net"
 	"net/http"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"nanogate/gateway"
 	"nanogate/images"
 	"nanogate/metrics"
+	"nanogate/provider"
 	"nanogate/router"
 )
 
@@ -176,7 +178,7 @@ func TestRouteTable(t *testing.T) {
 // unknown path is 404 whatever its method.
 func TestRouteTableCoversThePublicPaths(t *testing.T) {
 	for _, p := range []string{"/v1/chat/completions", "/chat/completions", "/v1/images/generations", "/v1/images/edits",
-		"/v1/models", "/v1/usage", "/v1/files", "/v1/files/file-1", "/v1/files/file-1/content", "/v1/batches",
+		"/v1/models", "/v1/models/gemini-2.5-flash-image", "/models/m", "/v1/usage", "/v1/files", "/v1/files/file-1", "/v1/files/file-1/content", "/v1/batches",
 		"/v1/batches/batch_1", "/v1/batches/batch_1/cancel", "/admin/usage", "/admin/providers", "/admin/batches",
 		"/admin", "/admin/", "/admin/dashboard.js", "/admin/dashboard.css", "/images/x.png", "/healthz", "/readyz", "/metrics"} {
 		if r, _ := findRoute([]byte(p)); r == nil {
@@ -207,5 +209,67 @@ func TestRouteTableCoversThePublicPaths(t *testing.T) {
 	}
 	if len(kinds) != 4 {
 		t.Errorf("auth kinds in the table: %v", kinds)
+	}
+}
+
+// TestModelRetrieve: GET /v1/models/{id} is OpenAI's model object for a
+// model the key may use, and 404 model_not_found in OpenAI's envelope for a
+// model no provider serves or the key may not use.
+func TestModelRetrieve(t *testing.T) {
+	log := zap.NewNop()
+	cfg := &config.Config{Keys: []config.Key{{Name: "k", Key: testClientKey},
+		{Name: "narrow", Key: "sk-route-table-narrow-0123", Models: []string{"other"}}}}
+	cfg.Defaults()
+	pc := config.Provider{Name: "p", Kind: "openai", BaseURL: "http://127.0.0.1:9/v1", APIKey: "x",
+		Models: map[string]string{"gemini-2.5-flash-image": "g", "other": "o"}}
+	p, err := provider.NewOpenAI(pc, provider.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	m := metrics.New()
+	st := &State{Config: cfg, Keys: auth.NewTable(cfg.Keys),
+		Gateway: gateway.New(router.New([]router.Entry{{Provider: p, Config: pc}}, cfg.Routing, nil, log, m), gateway.Options{Log: log})}
+	s := New(st, log, m)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(func() { s.srv.Shutdown() })
+	base := "http://" + ln.Addr().String()
+
+	get := func(path, key string) (int, map[string]any) {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		return resp.StatusCode, v
+	}
+	for _, path := range []string{"/v1/models/gemini-2.5-flash-image", "/models/gemini-2.5-flash-image"} {
+		code, v := get(path, testClientKey)
+		if code != 200 || v["id"] != "gemini-2.5-flash-image" || v["object"] != "model" || v["owned_by"] != "google" || v["created"] != float64(1759363200) {
+			t.Errorf("%s: %d %v", path, code, v)
+		}
+	}
+	for _, tt := range []struct{ path, key string }{
+		{"/v1/models/no-such-model", testClientKey},
+		{"/v1/models/gemini-2.5-flash-image", "sk-route-table-narrow-0123"},
+	} {
+		code, v := get(tt.path, tt.key)
+		e, _ := v["error"].(map[string]any)
+		if code != 404 || e["code"] != "model_not_found" || e["type"] != "invalid_request_error" || e["param"] != "model" {
+			t.Errorf("%s: %d %v", tt.path, code, v)
+		}
+	}
+	if code, v := get("/v1/models/other", "sk-route-table-narrow-0123"); code != 200 || v["id"] != "other" || v["created"] != float64(0) {
+		t.Errorf("allowed model of a narrow key: %d %v", code, v)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"nanogate/config"
 	"nanogate/gateway"
 	"nanogate/images"
+	"nanogate/internal/jsonx"
 	"nanogate/metrics"
 	"nanogate/ratelimit"
 )
@@ -213,15 +214,34 @@ func (s *Server) handleModels(ctx *fasthttp.RequestCtx, st *State, caller *auth.
 			b = append(b, ',')
 		}
 		n++
-		b = append(b, `{"id":"`...)
-		b = append(b, m...)
-		b = append(b, `","object":"model","created":`...)
-		b = append(b, modelCreated(m)...)
-		b = append(b, `,"owned_by":"google"}`...)
+		b = appendModel(b, m)
 	}
 	b = append(b, "]}\n"...)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(b)
+}
+
+// handleModel answers GET /v1/models/{id}: the model object when the key
+// may use a model of that id, else OpenAI's 404 model_not_found (a model
+// the key may not use is not revealed).
+func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller, id string) {
+	if !st.Gateway.Router().Knows(id) || !caller.Allows(id) {
+		writeError(ctx, &apiError{Status: fasthttp.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found",
+			Param: "model", Message: "The model '" + id + "' does not exist or you do not have access to it."})
+		return
+	}
+	b := appendModel(make([]byte, 0, 128), id)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(b, '\n'))
+}
+
+// appendModel writes OpenAI's model object.
+func appendModel(b []byte, m string) []byte {
+	b = append(b, `{"id":`...)
+	b = jsonx.AppendString(b, m)
+	b = append(b, `,"object":"model","created":`...)
+	b = append(b, modelCreated(m)...)
+	return append(b, `,"owned_by":"google"}`...)
 }
 
 // modelCreated gives the release dates of the known models (OpenAI's list

@@ -30,6 +30,10 @@ func TestChatCompletionReturnsMarkdownPNG(t *testing.T) {
 			t.Fatalf("role %q, finish_reason %q", ch.Message.Role, ch.FinishReason)
 		}
 		oneImage(t, ch.Message.Content)
+		// OpenAI's schema requires both, nullable: present as null.
+		if ch.Message.JSON.Refusal.Raw() != "null" || ch.JSON.Logprobs.Raw() != "null" {
+			t.Errorf("refusal %q, logprobs %q: want both present and null", ch.Message.JSON.Refusal.Raw(), ch.JSON.Logprobs.Raw())
+		}
 		if n := imageTokens(t, r.Usage); n != 1290 {
 			t.Errorf("image_tokens = %d, want 1290", n)
 		}
@@ -110,6 +114,11 @@ func TestStreamWithIncludeUsage(t *testing.T) {
 			}
 			if len(ch.Choices) > 0 && ch.Choices[0].FinishReason == "stop" {
 				finishes++
+			}
+			for _, c := range ch.Choices {
+				if c.JSON.Logprobs.Raw() != "null" {
+					t.Errorf("chunk %d: logprobs %q, want null", i, c.JSON.Logprobs.Raw())
+				}
 			}
 			if i < len(chunks)-1 && ch.JSON.Usage.Valid() {
 				t.Errorf("chunk %d carries usage: %s", i, ch.RawJSON())

@@ -1,8 +1,11 @@
 package compat
 
 import (
+	"errors"
 	"slices"
 	"testing"
+
+	"github.com/openai/openai-go/v3"
 )
 
 func TestModelsListPerKey(t *testing.T) {
@@ -34,5 +37,25 @@ func TestModelsListPerKey(t *testing.T) {
 	}
 	if got := ids(env.restrictedKey); !slices.Equal(got, []string{env.modelBoth}) {
 		t.Errorf("the restricted key sees %q, want only %q", got, env.modelBoth)
+	}
+}
+
+// TestModelsRetrieve: Models.Get answers a model the key may use and is a
+// 404 the SDK reports as an error for one it may not.
+func TestModelsRetrieve(t *testing.T) {
+	cleanFakes(t)
+	c := newClient(env.key)
+	m, err := c.Models.Get(ctx(t), env.modelBoth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ID != env.modelBoth || m.Object != "model" || m.OwnedBy == "" {
+		t.Errorf("model %s", m.RawJSON())
+	}
+	rc := newClient(env.restrictedKey)
+	_, err = rc.Models.Get(ctx(t), kinds[0].model)
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 404 || apiErr.Code != "model_not_found" {
+		t.Errorf("a model the key may not use: %v", err)
 	}
 }

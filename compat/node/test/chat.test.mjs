@@ -41,6 +41,9 @@ forEachKind("chat.completions.create returns the image as a markdown PNG", async
   const urls = markdownImages(c.message.content);
   assert.equal(urls.length, 1, `one markdown image in ${JSON.stringify(c.message.content.slice(0, 200))}`);
   assertPNG(urls[0]);
+  // OpenAI's schema requires both, nullable: present as null.
+  assert.ok("refusal" in c.message && c.message.refusal === null, `refusal ${c.message.refusal}`);
+  assert.ok("logprobs" in c && c.logprobs === null, `logprobs ${c.logprobs}`);
   assert.equal(r.usage.completion_tokens_details.image_tokens, 1290);
   assert.ok(r.usage.completion_tokens >= 1290);
   assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
@@ -91,6 +94,8 @@ forEachKind("streaming with stream_options.include_usage yields the deltas, then
   assert.ok(chunks.length >= 3, `${chunks.length} chunks`);
   for (const ch of chunks) assert.equal(ch.object, "chat.completion.chunk");
   assert.equal(chunks[0].choices[0].delta.role, "assistant");
+  assert.equal(chunks[0].choices[0].delta.refusal, null);
+  for (const ch of chunks) for (const c of ch.choices) assert.ok("logprobs" in c && c.logprobs === null, "logprobs null on every chunk choice");
 
   const content = chunks.map((ch) => ch.choices[0]?.delta?.content ?? "").join("");
   const urls = markdownImages(content);
