@@ -421,6 +421,9 @@ func (g *Gateway) offloads(c *auth.Caller) bool {
 // offloadImage stores img and sets its link. A store that fails leaves the
 // image inline: the client gets its image either way.
 func (g *Gateway) offloadImage(ctx context.Context, img *provider.Image) {
+	if img.URL != "" && len(img.B64) == 0 {
+		return // a reseller's hosted link: no bytes to store, the link goes as it is
+	}
 	link, err := g.offload.Offload(ctx, img.MIME, img.B64)
 	if err != nil {
 		g.log.Warn("image offload failed; answering with inline base64", zap.Error(err))
