@@ -108,12 +108,20 @@ type Usage struct {
 // bill computes Usage from an upstream report and the images produced,
 // with the reported tokens clamped to what the request could have used
 // (see usageCaps): a negative count is 0, and one beyond its cap is billed at
-// the cap, counted and logged once per provider. Every sum saturates.
+// the cap, counted and logged once per provider. Image tokens are the
+// upstream's own count when it lists one, else the catalogue's per image.
+// Every sum saturates.
 func (g *Gateway) bill(caps usageCaps, prov string, u provider.Usage, images int) Usage {
 	out := Usage{Images: int64(max(images, 0))}
 	out.PromptTokens = g.clampUsage(prov, "prompt", u.PromptTokens, caps.prompt)
 	out.TextTokens = g.clampUsage(prov, "text", u.TextTokens, caps.text)
 	out.ImageTokens = safemath.Mul(out.Images, caps.perImage)
+	if u.ImageTokensListed && out.Images > 0 {
+		// Google's own count is billed, within twice the catalogue's (or
+		// billing.tokens_per_image) per image: a size the catalogue does
+		// not price the same, never a count that could lock a team out.
+		out.ImageTokens = g.clampUsage(prov, "image", u.ImageTokens, safemath.Mul(out.ImageTokens, 2))
+	}
 	out.CompletionTokens = safemath.Add(out.TextTokens, out.ImageTokens)
 	out.TotalTokens = safemath.Add(out.PromptTokens, out.CompletionTokens)
 	return out

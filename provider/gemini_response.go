@@ -393,7 +393,7 @@ func (g geminiUsage) neutral(images int, perImage int64) Usage {
 		img = int64(images) * perImage
 	}
 	return Usage{Reported: true, PromptTokens: g.prompt, TextTokens: max(g.candidates-img, 0) + g.thoughts,
-		PromptImageTokens: g.promptImage}
+		PromptImageTokens: g.promptImage, ImageTokens: g.image, ImageTokensListed: g.imageListed}
 }
 
 // geminiAnswer holds the top-level members of one generateContent answer

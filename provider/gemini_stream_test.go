@@ -206,7 +206,7 @@ func TestGeminiChatOverSocket(t *testing.T) {
 	if img.MIME != "image/png" || string(img.B64) != fakeup.PNGBase64(size) {
 		t.Fatalf("image altered: %s, %d bytes", img.MIME, len(img.B64))
 	}
-	if res.Usage != (Usage{Reported: true, PromptTokens: 17, TextTokens: 14}) {
+	if res.Usage != (Usage{Reported: true, PromptTokens: 17, TextTokens: 14, ImageTokens: 1290, ImageTokensListed: true}) {
 		t.Errorf("usage %+v", res.Usage)
 	}
 	if s.LastAuth() != fakeKey {
@@ -306,7 +306,7 @@ func TestGeminiStreamOverSocket(t *testing.T) {
 			t.Fatalf("image %d altered", i)
 		}
 	}
-	if usage == nil || *usage != (Usage{Reported: true, PromptTokens: 17, TextTokens: 14}) {
+	if usage == nil || *usage != (Usage{Reported: true, PromptTokens: 17, TextTokens: 14, ImageTokens: 2580, ImageTokensListed: true}) {
 		t.Fatalf("usage %+v", usage)
 	}
 	if path := s.LastPath(); path != "/v1beta/models/gemini-2.5-flash-image:streamGenerateContent?alt=sse" {

@@ -128,6 +128,11 @@ type Usage struct {
 	// PromptImageTokens are the prompt tokens of input images, as the
 	// upstream reported them (0 when it did not): part of PromptTokens.
 	PromptImageTokens int64
+	// ImageTokens are the output tokens of the generated images as the
+	// upstream counted them (Gemini's candidatesTokensDetails IMAGE), when
+	// ImageTokensListed.
+	ImageTokens       int64
+	ImageTokensListed bool
 }
 
 // Stream yields events until io.EOF. Close it exactly once.
@@ -283,6 +288,9 @@ func Combine(rs []*Result) *Result {
 		out.Usage.Reported = out.Usage.Reported || r.Usage.Reported
 		out.Usage.PromptTokens = safemath.Add(out.Usage.PromptTokens, r.Usage.PromptTokens)
 		out.Usage.TextTokens = safemath.Add(out.Usage.TextTokens, r.Usage.TextTokens)
+		out.Usage.PromptImageTokens = safemath.Add(out.Usage.PromptImageTokens, r.Usage.PromptImageTokens)
+		out.Usage.ImageTokens = safemath.Add(out.Usage.ImageTokens, r.Usage.ImageTokens)
+		out.Usage.ImageTokensListed = out.Usage.ImageTokensListed || r.Usage.ImageTokensListed
 	}
 	out.release = func() {
 		for _, r := range rs {

@@ -116,20 +116,65 @@ func (s *Server) serveGemini(w http.ResponseWriter, r *http.Request, body []byte
 			variant = gemSSE
 		}
 	}
-	p := s.planFor(set, model, variant, func() *plan { return geminiPlan(set, model, variant) })
+	size := requestedImageSize(body)
+	p := s.planFor(set, model+"@"+size, variant, func() *plan { return geminiPlan(set, model, size, variant) })
 	var ib [32]byte
 	id := strconv.AppendUint(append(ib[:0], "fakeup"...), s.seq.Add(1), 36)
 	s.deliver(w, r, p, id, f)
 }
 
-// geminiPlan builds Google's answer for a configuration, a model and a variant.
-func geminiPlan(set *settings, model string, variant int) *plan {
+// requestedImageSize is generationConfig.imageConfig.imageSize of a request
+// ("" when absent), found without decoding the whole body.
+func requestedImageSize(body []byte) string {
+	const key = `"imageSize":"`
+	i := bytes.Index(body, []byte(key))
+	if i < 0 {
+		return ""
+	}
+	rest := body[i+len(key):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 || j > 8 {
+		return ""
+	}
+	return string(rest[:j])
+}
+
+// ImageTokensFor is what Google reports per generated image of model at
+// size (its docs' figures): 1290 for 2.5 Flash Image; 1120, or 2000 at 4K,
+// for 3 Pro Image; 747 / 1120 / 1680 / 2520 at 512 / 1K / 2K / 4K for 3.1
+// Flash Image.
+func ImageTokensFor(model, size string) int {
+	switch {
+	case strings.HasPrefix(model, "gemini-3-pro-image"):
+		if size == "4K" {
+			return 2000
+		}
+		return 1120
+	case strings.HasPrefix(model, "gemini-3.1-flash-image"):
+		switch size {
+		case "512":
+			return 747
+		case "2K":
+			return 1680
+		case "4K":
+			return 2520
+		}
+		return 1120
+	case strings.HasPrefix(model, "gemini-3.1-flash-lite-image"):
+		return 1120
+	}
+	return ImageTokens
+}
+
+// geminiPlan builds Google's answer for a configuration, a model, the image
+// size asked for and a variant.
+func geminiPlan(set *settings, model, size string, variant int) *plan {
 	p := &plan{header: gemJSONHeader}
 	var objs [][]byte // compact JSON of each answer object (one unless streaming)
 	var verbatim []byte
 	switch set.outcome {
 	case OutcomeImage:
-		objs, p.split, p.imgs = geminiImageObjects(set, model, variant != gemJSON)
+		objs, p.split, p.imgs = geminiImageObjects(set, model, ImageTokensFor(model, size), variant != gemJSON)
 	case OutcomeTextOnly:
 		verbatim = fx.gTextOnly
 	case OutcomeNoImage:
@@ -171,7 +216,7 @@ func geminiPlan(set *settings, model string, variant int) *plan {
 // geminiImageObjects builds the image answer: one object, or for a stream the text events with cumulative
 // usage and then one event per image. It returns the objects, the index of the first image event and the
 // images' base64.
-func geminiImageObjects(set *settings, model string, stream bool) (objs [][]byte, split int, imgs [][]byte) {
+func geminiImageObjects(set *settings, model string, perImage int, stream bool) (objs [][]byte, split int, imgs [][]byte) {
 	n, pt, tt := set.images, set.promptTokens, set.textTokens
 	imgs = make([][]byte, n)
 	for i := range n {
@@ -184,7 +229,7 @@ func geminiImageObjects(set *settings, model string, stream bool) (objs [][]byte
 		}
 		if final && n > 0 {
 			// The trap: only IMAGE is listed, the text tokens are the difference.
-			u.CandidatesTokensDetails = []gModality{{"IMAGE", ImageTokens * n}}
+			u.CandidatesTokensDetails = []gModality{{"IMAGE", perImage * n}}
 		}
 		return u
 	}
@@ -198,7 +243,7 @@ func geminiImageObjects(set *settings, model string, stream bool) (objs [][]byte
 		})
 	}
 	image := func(i int) gPart { return gPart{InlineData: &gBlob{"image/png", imageMark(i)}} }
-	total := tt + ImageTokens*n
+	total := tt + perImage*n
 
 	if !stream {
 		var parts []gPart
@@ -218,7 +263,7 @@ func geminiImageObjects(set *settings, model string, stream bool) (objs [][]byte
 	}
 	split = len(objs)
 	for i := range n {
-		objs = append(objs, obj([]gPart{image(i)}, i == n-1, tt+ImageTokens*(i+1)))
+		objs = append(objs, obj([]gPart{image(i)}, i == n-1, tt+perImage*(i+1)))
 	}
 	if len(objs) == 0 {
 		objs = append(objs, obj(nil, true, 0))
