@@ -10,11 +10,13 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
 	"nanogate/auth"
 	"nanogate/images"
+	"nanogate/images/signatures"
 	"nanogate/internal/safemath"
 	"nanogate/provider"
 	"nanogate/ratelimit"
@@ -43,6 +45,10 @@ type Gateway struct {
 	// clampWarned holds the providers whose usage was clamped and logged,
 	// so that a misbehaving upstream is logged once, not per request.
 	clampWarned sync.Map
+	sigs        signatures.Store
+	sigTTL      time.Duration
+	sigFailures atomic.Uint64
+	sigWarned   atomic.Bool
 }
 
 // Options are the parts of a Gateway besides its router.
@@ -62,6 +68,10 @@ type Options struct {
 	// UsageClamped counts an upstream usage field (prompt, text) that was
 	// out of bounds and clamped; nil: not counted.
 	UsageClamped func(provider, field string)
+	// Signatures keeps the thought signatures of generated images, for
+	// SignatureTTL (default 24h); nil: they are not kept.
+	Signatures   signatures.Store
+	SignatureTTL time.Duration
 }
 
 // New returns a Gateway routing through r.
@@ -72,9 +82,13 @@ func New(r *router.Router, o Options) *Gateway {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
-	return &Gateway{router: r, tokensPerImage: int64(o.TokensPerImage), offload: o.Offload,
+	g := &Gateway{router: r, tokensPerImage: int64(o.TokensPerImage), offload: o.Offload,
 		offloadDefault: o.OffloadDefault, log: o.Log, acct: o.Accounting, limiter: o.Limiter,
-		usageClamped: o.UsageClamped}
+		usageClamped: o.UsageClamped, sigs: o.Signatures, sigTTL: o.SignatureTTL}
+	if g.sigTTL <= 0 {
+		g.sigTTL = 24 * time.Hour
+	}
+	return g
 }
 
 // Router returns the router (for model listings).
@@ -188,6 +202,7 @@ func (g *Gateway) admit(ctx context.Context, call *Call) error {
 		g.settleTokens(call, 0)
 		return err
 	}
+	g.recallSignatures(ctx, call.Req)
 	return nil
 }
 
@@ -214,6 +229,7 @@ func (g *Gateway) Chat(ctx context.Context, call *Call) (*Answer, router.Served,
 			}
 		}
 	}
+	g.keepSignatures(ctx, res)
 	return &Answer{Result: res, Served: served, Usage: g.bill(capsFor(req), served.Provider, res.Usage, res.Images())}, served, nil
 }
 

@@ -474,3 +474,30 @@ func ImageDigest(b64 []byte) (d [32]byte, ok bool) {
 	h.Sum(d[:0])
 	return d, true
 }
+
+// ModelImages calls fn with the base64 of each image in req's assistant
+// messages that a Gemini request sends back as the model's own: image parts
+// holding data, and data-URL images written as markdown in their text. These
+// are the images whose thought signatures are worth finding.
+func ModelImages(req *ChatRequest, fn func(b64 []byte)) {
+	var segs []segment
+	for i := range req.Messages {
+		m := &req.Messages[i]
+		if m.Role != "assistant" {
+			continue
+		}
+		for _, pt := range m.Parts {
+			switch {
+			case pt.Image != nil && pt.Image.B64 != nil:
+				fn(pt.Image.B64)
+			case pt.Image == nil && len(pt.Text) > 0:
+				segs, _ = scanMarkdown(pt.Text, true, segs[:0])
+				for _, s := range segs {
+					if s.image != nil {
+						fn(s.image.B64)
+					}
+				}
+			}
+		}
+	}
+}
