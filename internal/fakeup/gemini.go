@@ -53,8 +53,9 @@ type gContent struct {
 }
 
 type gPart struct {
-	Text       string `json:"text,omitempty"`
-	InlineData *gBlob `json:"inlineData,omitempty"`
+	Text             string `json:"text,omitempty"`
+	InlineData       *gBlob `json:"inlineData,omitempty"`
+	ThoughtSignature string `json:"thoughtSignature,omitempty"`
 }
 
 type gBlob struct {
@@ -130,6 +131,7 @@ func geminiPlan(set *settings, model string, variant int) *plan {
 	switch set.outcome {
 	case OutcomeImage:
 		objs, p.split, p.imgs = geminiImageObjects(set, model, variant != gemJSON)
+		p.sigs = set.signatures
 	case OutcomeTextOnly:
 		verbatim = fx.gTextOnly
 	case OutcomeNoImage:
@@ -197,7 +199,13 @@ func geminiImageObjects(set *settings, model string, stream bool) (objs [][]byte
 			Candidates: []gCand{c}, UsageMetadata: usage(cand, final), ModelVersion: model, ResponseID: markID,
 		})
 	}
-	image := func(i int) gPart { return gPart{InlineData: &gBlob{"image/png", imageMark(i)}} }
+	image := func(i int) gPart {
+		gp := gPart{InlineData: &gBlob{"image/png", imageMark(i)}}
+		if set.signatures {
+			gp.ThoughtSignature = sigMark(i)
+		}
+		return gp
+	}
 	total := tt + ImageTokens*n
 
 	if !stream {
