@@ -31,6 +31,7 @@ import (
 	"nanogate/config"
 	"nanogate/gateway"
 	"nanogate/images"
+	"nanogate/images/signatures"
 	"nanogate/metrics"
 	"nanogate/provider"
 	"nanogate/proxy"
@@ -212,6 +213,9 @@ type deps struct {
 	limiter  ratelimit.Limiter
 	batches  *batch.Manager
 	bstore   batch.Store
+	// sigs keeps thought signatures across reloads: answers given before a
+	// reload are sent back after it.
+	sigs signatures.Store
 }
 
 func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
@@ -233,7 +237,9 @@ func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 		})
 		d.redis = append(d.redis, c)
 		d.store = accounting.NewRedis(c, cfg.Redis, accounting.Options{})
+		d.sigs = signatures.NewRedis(c, cfg.Redis.KeyPrefix)
 	} else {
+		d.sigs = signatures.NewMemory(0)
 		st, err := accounting.OpenMemory(accounting.DefaultUsagePath, accounting.Options{}, log)
 		if err != nil {
 			return nil, fmt.Errorf("usage records: %w", err)
@@ -311,6 +317,15 @@ func testAddrs(env string) []netip.AddrPort {
 		}
 	}
 	return out
+}
+
+// signatureTTL is how long thought signatures are kept: as long as image
+// links live when images become links, else a day.
+func signatureTTL(cfg *config.Config) time.Duration {
+	if wantsOffload(cfg) && cfg.Images.Offload.TTL > 0 {
+		return cfg.Images.Offload.TTL
+	}
+	return 24 * time.Hour
 }
 
 // wantsOffload: the store is set up when offload is on globally or for a key,
@@ -439,8 +454,10 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 			UsageClamped: func(provider, field string) {
 				m.UsageClamped.WithLabelValues(provider, field).Inc()
 			},
-			ModelOf: cfg.ModelOf,
-			Catalog: cfg.Models(),
+			ModelOf:      cfg.ModelOf,
+			Catalog:      cfg.Models(),
+			Signatures:   d.sigs,
+			SignatureTTL: signatureTTL(cfg),
 		}),
 		Limiter:    d.limiter,
 		Accounting: acct,

@@ -12,12 +12,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
 	"nanogate/auth"
 	"nanogate/catalog"
 	"nanogate/images"
+	"nanogate/images/signatures"
 	"nanogate/internal/safemath"
 	"nanogate/provider"
 	"nanogate/ratelimit"
@@ -50,6 +52,10 @@ type Gateway struct {
 	// clampWarned holds the providers whose usage was clamped and logged,
 	// so that a misbehaving upstream is logged once, not per request.
 	clampWarned sync.Map
+	sigs        signatures.Store
+	sigTTL      time.Duration
+	sigFailures atomic.Uint64
+	sigWarned   atomic.Bool
 }
 
 // Options are the parts of a Gateway besides its router.
@@ -76,6 +82,10 @@ type Options struct {
 	// Catalog names the model ids Google retired and their successors; nil:
 	// none known.
 	Catalog *catalog.Catalog
+	// Signatures keeps the thought signatures of generated images, for
+	// SignatureTTL (default 24h); nil: they are not kept.
+	Signatures   signatures.Store
+	SignatureTTL time.Duration
 }
 
 // New returns a Gateway routing through r.
@@ -86,9 +96,13 @@ func New(r *router.Router, o Options) *Gateway {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
-	return &Gateway{router: r, tokensPerImage: int64(o.TokensPerImage), offload: o.Offload,
+	g := &Gateway{router: r, tokensPerImage: int64(o.TokensPerImage), offload: o.Offload,
 		offloadDefault: o.OffloadDefault, log: o.Log, acct: o.Accounting, limiter: o.Limiter,
-		usageClamped: o.UsageClamped, modelOf: o.ModelOf, catalog: o.Catalog}
+		usageClamped: o.UsageClamped, modelOf: o.ModelOf, catalog: o.Catalog, sigs: o.Signatures, sigTTL: o.SignatureTTL}
+	if g.sigTTL <= 0 {
+		g.sigTTL = 24 * time.Hour
+	}
+	return g
 }
 
 // Router returns the router (for model listings).
@@ -293,6 +307,7 @@ func (g *Gateway) admit(ctx context.Context, call *Call) error {
 		g.settleTokens(call, 0)
 		return err
 	}
+	g.recallSignatures(ctx, call.Req)
 	return nil
 }
 
@@ -322,6 +337,7 @@ func (g *Gateway) Chat(ctx context.Context, call *Call) (*Answer, router.Served,
 			}
 		}
 	}
+	g.keepSignatures(ctx, res)
 	return &Answer{Result: res, Served: served, Usage: g.bill(g.capsFor(req), served.Provider, res.Usage, res.Images())}, served, nil
 }
 
@@ -373,6 +389,7 @@ func (g *Gateway) chatFanOut(ctx context.Context, call *Call) (*Answer, router.S
 				}
 			}
 		}
+		g.keepSignatures(ctx, o.res)
 		u := g.bill(g.capsFor(o.req), o.served.Provider, o.res.Usage, o.res.Images())
 		total = addUsage(total, u)
 		used = safemath.Sum(used, u.PromptTokens, u.TextTokens, u.ImageTokens)

@@ -102,6 +102,7 @@ func (g *Gateway) Images(ctx context.Context, call *Call, n int, links bool) (*I
 			g.Finish(sub, o.served, Usage{}, failedStatus(o.err), false)
 			continue
 		}
+		g.keepSignatures(ctx, o.res)
 		u := g.bill(g.capsFor(call.Req), o.served.Provider, o.res.Usage, o.res.Images())
 		for ci := range o.res.Choices {
 			c := &o.res.Choices[ci]

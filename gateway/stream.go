@@ -345,6 +345,7 @@ func (b *StreamBody) image(c int, img *provider.Image, write func([]byte) error)
 	if b.sa.offload && img.URL == "" {
 		b.g.offloadImage(b.sa.ctx, img)
 	}
+	b.g.keepSignature(b.sa.ctx, img)
 	if img.URL != "" {
 		b.buf = appendEscaped(b.buf, img.URL)
 	} else {

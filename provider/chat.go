@@ -59,6 +59,10 @@ type ChatRequest struct {
 	// image's declared type by the one its bytes show: the client's raw
 	// messages no longer say what is sent upstream.
 	Resolved bool
+	// ThoughtSignatures are the signatures of images the model drew in
+	// earlier turns, by ImageDigest; an assistant message's image found here
+	// goes back to Google with its thoughtSignature.
+	ThoughtSignatures map[[32]byte][]byte
 	// fetched holds the images downloaded for the request (ImageFetches),
 	// until ReleaseImages.
 	fetched *fetchHold

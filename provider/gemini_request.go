@@ -1,10 +1,12 @@
 package provider
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"nanogate/internal/jsonx"
 )
@@ -314,6 +316,7 @@ func appendGeminiBody(dst []byte, req *ChatRequest, plan *geminiPlan) []byte {
 			case pt.Image != nil && pt.Image.B64 != nil:
 				dst = w.begin(dst, "", role)
 				dst = appendInlineData(dst, pt.Image.MIME, pt.Image.B64)
+				dst = appendSignature(dst, req, role, pt.Image.B64)
 			case pt.Image != nil:
 				// An http(s) image, fetched by Prepare.
 				dst = w.begin(dst, "", role)
@@ -330,6 +333,7 @@ func appendGeminiBody(dst []byte, req *ChatRequest, plan *geminiPlan) []byte {
 					if s.image != nil {
 						dst = w.begin(dst, "", role)
 						dst = appendInlineData(dst, s.image.MIME, s.image.B64)
+						dst = appendSignature(dst, req, role, s.image.B64)
 					} else if t := trimEscapedSpace(s.text); len(t) > 0 {
 						dst = w.begin(dst, "", role)
 						dst = appendTextPart(dst, t)
@@ -445,4 +449,80 @@ func appendRawMember(dst []byte, name string, raw []byte) []byte {
 	dst = append(dst, name...)
 	dst = append(dst, '"', ':')
 	return append(dst, raw...)
+}
+
+// appendSignature gives the part just written (an image of role, ending in
+// '}') the thoughtSignature the model put on that image when it drew it,
+// if one is known. Only the model's own turns carry signatures.
+func appendSignature(dst []byte, req *ChatRequest, role string, b64 []byte) []byte {
+	if role != "model" || len(req.ThoughtSignatures) == 0 {
+		return dst
+	}
+	d, ok := ImageDigest(b64)
+	if !ok {
+		return dst
+	}
+	sig := req.ThoughtSignatures[d]
+	if sig == nil {
+		return dst
+	}
+	dst = append(dst[:len(dst)-1], `,"thoughtSignature":"`...)
+	dst = append(dst, sig...)
+	return append(dst, `"}`...)
+}
+
+// digestChunk is the base64 decoded per step: a multiple of 4 characters.
+const digestChunk = 4 << 14
+
+var digestBufs = sync.Pool{New: func() any { b := make([]byte, digestChunk/4*3); return &b }}
+
+// ImageDigest returns the SHA-256 of the bytes b64 (padded standard base64)
+// encodes, which names an image whatever form it travelled in: a data URL,
+// markdown, or a link whose stored bytes are the decoded image. ok is false
+// when b64 is not valid base64.
+func ImageDigest(b64 []byte) (d [32]byte, ok bool) {
+	if len(b64)%4 != 0 {
+		return d, false
+	}
+	bp := digestBufs.Get().(*[]byte)
+	defer digestBufs.Put(bp)
+	h := sha256.New()
+	for len(b64) > 0 {
+		n := min(len(b64), digestChunk)
+		m, err := base64.StdEncoding.Decode(*bp, b64[:n])
+		if err != nil {
+			return d, false
+		}
+		h.Write((*bp)[:m])
+		b64 = b64[n:]
+	}
+	h.Sum(d[:0])
+	return d, true
+}
+
+// ModelImages calls fn with the base64 of each image in req's assistant
+// messages that a Gemini request sends back as the model's own: image parts
+// holding data, and data-URL images written as markdown in their text. These
+// are the images whose thought signatures are worth finding.
+func ModelImages(req *ChatRequest, fn func(b64 []byte)) {
+	var segs []segment
+	for i := range req.Messages {
+		m := &req.Messages[i]
+		if m.Role != "assistant" {
+			continue
+		}
+		for _, pt := range m.Parts {
+			switch {
+			case pt.Image != nil && pt.Image.B64 != nil:
+				fn(pt.Image.B64)
+			case pt.Image == nil && len(pt.Text) > 0:
+				segs, _ = scanMarkdown(pt.Text, true, false, segs[:0])
+				for _, s := range segs {
+					if s.image != nil {
+						fn(s.image.B64)
+					}
+				}
+			}
+		}
+	}
 }

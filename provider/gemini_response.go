@@ -197,6 +197,8 @@ func readPart(p []byte) (part geminiPart, ok bool, bad bool) {
 			part.text = vText(v)
 		case "thought":
 			thought = string(v) == "true"
+		case "thoughtSignature":
+			part.image.Signature = readSignature(v)
 		case "inlineData":
 			vMembers(v, func(k, v []byte) {
 				switch string(k) {
@@ -226,7 +228,37 @@ func readPart(p []byte) (part geminiPart, ok bool, bad bool) {
 		part.text = nil
 		return part, true, false
 	}
+	part.image.Signature = nil
 	return part, part.text != nil, false
+}
+
+// maxThoughtSignature bounds a signature kept from an answer; Google's are
+// a few KiB of base64 at most.
+const maxThoughtSignature = 64 << 10
+
+// readSignature returns a thoughtSignature value as the base64 it holds, or
+// nil when it is not one: a signature that cannot be sent back as it is is
+// dropped, never a reason to fail the answer.
+func readSignature(v []byte) []byte {
+	sig := vText(v)
+	if len(sig) > maxThoughtSignature {
+		return nil
+	}
+	if bytes.IndexByte(sig, '\\') >= 0 {
+		sig = bytes.ReplaceAll(sig, []byte(`\/`), []byte("/"))
+	}
+	if len(sig) == 0 {
+		return nil
+	}
+	// Only the alphabet is checked, not the length: the signature is
+	// opaque and goes back exactly as it came, and the check is what makes
+	// writing it raw into the next request safe.
+	for _, c := range sig {
+		if !b64Alphabet[c] && c != '=' && c != '-' && c != '_' {
+			return nil
+		}
+	}
+	return sig
 }
 
 // geminiCandidate is what the gateway reads of one candidate.

@@ -115,6 +115,10 @@ type Image struct {
 	// URL, when set, is a link to the stored image that answers carry
 	// instead of the data (images.offload).
 	URL string
+	// Signature is the thoughtSignature Google put on the image's part
+	// (base64), nil when none: the model's context, to send back with the
+	// image on the next turn. Never shown to clients, never logged.
+	Signature []byte
 }
 
 // Usage is what the upstream reported, split so that the gateway can bill

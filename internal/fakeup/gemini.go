@@ -53,8 +53,9 @@ type gContent struct {
 }
 
 type gPart struct {
-	Text       string `json:"text,omitempty"`
-	InlineData *gBlob `json:"inlineData,omitempty"`
+	Text             string `json:"text,omitempty"`
+	InlineData       *gBlob `json:"inlineData,omitempty"`
+	ThoughtSignature string `json:"thoughtSignature,omitempty"`
 }
 
 type gBlob struct {
@@ -175,6 +176,7 @@ func geminiPlan(set *settings, model, size string, variant int) *plan {
 	switch set.outcome {
 	case OutcomeImage:
 		objs, p.split, p.imgs = geminiImageObjects(set, model, ImageTokensFor(model, size), variant != gemJSON)
+		p.sigs = set.signatures
 	case OutcomeTextOnly:
 		verbatim = fx.gTextOnly
 	case OutcomeNoImage:
@@ -242,7 +244,13 @@ func geminiImageObjects(set *settings, model string, perImage int, stream bool) 
 			Candidates: []gCand{c}, UsageMetadata: usage(cand, final), ModelVersion: model, ResponseID: markID,
 		})
 	}
-	image := func(i int) gPart { return gPart{InlineData: &gBlob{"image/png", imageMark(i)}} }
+	image := func(i int) gPart {
+		gp := gPart{InlineData: &gBlob{"image/png", imageMark(i)}}
+		if set.signatures {
+			gp.ThoughtSignature = sigMark(i)
+		}
+		return gp
+	}
 	total := tt + perImage*n
 
 	if !stream {

@@ -26,11 +26,13 @@ type GeminiContent struct {
 	Parts []GeminiPart
 }
 
-// GeminiPart is one part: text, or inline data decoded from base64.
+// GeminiPart is one part: text, or inline data decoded from base64, with the thoughtSignature sent on it (as
+// sent: base64).
 type GeminiPart struct {
-	Text     string
-	MimeType string
-	Data     []byte
+	Text             string
+	MimeType         string
+	Data             []byte
+	ThoughtSignature string
 }
 
 // Wire shapes of a request, both spellings side by side. encoding/json folds case but not underscores, so
@@ -64,6 +66,16 @@ type wirePart struct {
 	ExecutableCodeSnake      present   `json:"executable_code"`
 	CodeExecutionResult      present   `json:"codeExecutionResult"`
 	CodeExecutionResultSnake present   `json:"code_execution_result"`
+	// Not a member of the oneof: the model's context, sent back on its own parts.
+	ThoughtSignature      *string `json:"thoughtSignature"`
+	ThoughtSignatureSnake *string `json:"thought_signature"`
+}
+
+func (p *wirePart) signature() *string {
+	if p.ThoughtSignature != nil {
+		return p.ThoughtSignature
+	}
+	return p.ThoughtSignatureSnake
 }
 
 type wireBlob struct {
@@ -163,6 +175,11 @@ func checkPart(p *wirePart, at string) (msg, field string) {
 	case len(m) > 1:
 		return fmt.Sprintf("Invalid value at '%s' (oneof), oneof field 'data' is already set. Cannot set '%s'", at, m[1]), at
 	}
+	if sig := p.signature(); sig != nil && !base64Chars(*sig) {
+		// Only the alphabet is checked: the fixtures' made-up signature is not padded to a whole quantum.
+		f := at + ".thought_signature"
+		return fmt.Sprintf("Invalid value at '%s' (TYPE_BYTES), Base64 decoding failed for %q", f, clip([]byte(*sig))), f
+	}
 	b := p.blob()
 	if b == nil {
 		return "", ""
@@ -180,6 +197,16 @@ func checkPart(p *wirePart, at string) (msg, field string) {
 		return "Unable to process input image. Please retry or report in https://developers.generativeai.google/guide/troubleshooting", ""
 	}
 	return "", ""
+}
+
+// base64Chars reports whether s is non-empty and made of base64 characters (either alphabet, with padding).
+func base64Chars(s string) bool {
+	for _, c := range []byte(s) {
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '-' || c == '_' || c == '=') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // jsonBytesField checks that raw is a JSON string holding base64 (standard or URL alphabet, padded or not, as
@@ -268,6 +295,10 @@ func ParseGeminiRequest(body []byte) (*GeminiRequest, error) {
 			var gp GeminiPart
 			if p.Text != nil {
 				gp.Text = *p.Text
+			}
+			if sig := p.signature(); sig != nil {
+				gp.ThoughtSignature = *sig
+				out.SnakeCase = out.SnakeCase || p.ThoughtSignature == nil
 			}
 			if p.InlineDataSnake != nil {
 				out.SnakeCase = true

@@ -62,6 +62,9 @@ type Options struct {
 	ImageSize int           // approximate bytes per image, default 0: fixtures/tiny.png (77 bytes)
 	Images    int           // images per answer, default 1 (SetImages(0) for none)
 	Latency   time.Duration // wait before every answer
+	// ThoughtSignatures: Gemini image parts carry a thoughtSignature, as Google's 3.x image models send them,
+	// unique to each answer and image (see ThoughtSignature and LastSignatures).
+	ThoughtSignatures bool
 }
 
 // settings is the mutable configuration, copied per request so one request sees one consistent version.
@@ -70,6 +73,7 @@ type settings struct {
 	latency      time.Duration
 	imageSize    int
 	images       int
+	signatures   bool // image parts carry a thoughtSignature (Gemini)
 	textTokens   int
 	promptTokens int
 	outcome      string
@@ -102,6 +106,7 @@ type Server struct {
 	lastAuth  string
 	lastPath  string
 	lastBody  []byte
+	lastSigs  []string
 }
 
 type planKey struct {
@@ -142,6 +147,7 @@ func Start(o Options) (*Server, error) {
 		textTokens:   14, // gemini/response_image.json: 1304 = 1290 + 14
 		promptTokens: 17,
 		models:       map[string]bool{DefaultGeminiModel: true},
+		signatures:   o.ThoughtSignatures,
 	}
 	if o.Kind == OpenAI {
 		// openai/response_chat_markdown_image.json: 1298 = 1290 + 8, prompt 540.
@@ -286,6 +292,17 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, status int, ctype
 func (s *Server) deliver(w http.ResponseWriter, r *http.Request, p *plan, id []byte, f Fault) {
 	var cb [20]byte
 	v := vals{id: id, created: strconv.AppendInt(cb[:0], time.Now().Unix(), 10), imgs: p.imgs}
+	if p.sigs {
+		sigs := make([]string, len(p.imgs))
+		v.sigs = make([][]byte, len(p.imgs))
+		for i := range p.imgs {
+			sigs[i] = ThoughtSignature(string(id), i)
+			v.sigs[i] = []byte(sigs[i])
+		}
+		s.mu.Lock()
+		s.lastSigs = sigs
+		s.mu.Unlock()
+	}
 	if r.Context().Err() != nil {
 		s.gone()
 		return

@@ -2,6 +2,9 @@ package fakeup
 
 import (
 	"bytes"
+	"encoding/base64"
+	"slices"
+	"strconv"
 	"time"
 )
 
@@ -55,6 +58,22 @@ func (s *Server) SetModels(names ...string) {
 	s.change(func(c *settings) { c.models = m })
 }
 
+// SetThoughtSignatures makes Gemini image parts carry a thoughtSignature (on) or none (off, the default).
+func (s *Server) SetThoughtSignatures(on bool) { s.change(func(c *settings) { c.signatures = on }) }
+
+// ThoughtSignature is the signature a Gemini server puts on image i of the answer with response id: standard
+// base64 of a text naming both, so that each answer's signatures are its own.
+func ThoughtSignature(id string, i int) string {
+	return base64.StdEncoding.EncodeToString([]byte("fakeup thought signature of " + id + " image " + strconv.Itoa(i)))
+}
+
+// LastSignatures returns the thoughtSignatures of the last answer that carried some, one per image.
+func (s *Server) LastSignatures() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.lastSigs)
+}
+
 // Requests returns the number of requests received on any path.
 func (s *Server) Requests() int64 { return s.requests.Load() }
 
@@ -93,6 +112,6 @@ func (s *Server) Reset() {
 	s.requests.Store(0)
 	s.canceled.Store(0)
 	s.mu.Lock()
-	s.lastAuth, s.lastPath, s.lastBody = "", "", nil
+	s.lastAuth, s.lastPath, s.lastBody, s.lastSigs = "", "", nil, nil
 	s.mu.Unlock()
 }

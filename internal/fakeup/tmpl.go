@@ -15,6 +15,7 @@ import (
 const (
 	markID    = "@@ID@@"
 	markImage = "@@IMG" // followed by the image index and "@@"
+	markSig   = "@@SIG" // followed by the image index and "@@": that image's thoughtSignature
 	markEnd   = "@@"
 	// createdMark stands in for the unix time in "created" fields, which must stay a JSON number.
 	createdMark     int64 = 4242424242424
@@ -28,6 +29,7 @@ const (
 	segID
 	segCreated
 	segImage
+	segSig
 )
 
 type seg struct {
@@ -43,6 +45,7 @@ type tmpl struct{ segs []seg }
 type vals struct {
 	id, created []byte
 	imgs        [][]byte
+	sigs        [][]byte // thoughtSignature of each image, made per request
 }
 
 // plan is everything needed to answer one kind of request: the events of a stream (or the one body), where
@@ -53,9 +56,12 @@ type plan struct {
 	stream bool // flush after each event, no Content-Length
 	header http.Header
 	imgs   [][]byte
+	sigs   bool // the images carry thoughtSignatures (segSig)
 }
 
 func imageMark(i int) string { return markImage + strconv.Itoa(i) + markEnd }
+
+func sigMark(i int) string { return markSig + strconv.Itoa(i) + markEnd }
 
 func compile(b []byte) *tmpl {
 	t := &tmpl{}
@@ -83,11 +89,16 @@ func nextMark(b []byte) (at, n int, sg seg) {
 	if i := bytes.Index(b, []byte(createdMarkText)); i >= 0 && (at < 0 || i < at) {
 		at, n, sg = i, len(createdMarkText), seg{kind: segCreated}
 	}
-	if i := bytes.Index(b, []byte(markImage)); i >= 0 && (at < 0 || i < at) {
-		rest := b[i+len(markImage):]
-		if j := bytes.Index(rest, []byte(markEnd)); j > 0 {
-			if k, err := strconv.Atoi(string(rest[:j])); err == nil {
-				at, n, sg = i, len(markImage)+j+len(markEnd), seg{kind: segImage, img: k}
+	for _, m := range []struct {
+		mark string
+		kind segKind
+	}{{markImage, segImage}, {markSig, segSig}} {
+		if i := bytes.Index(b, []byte(m.mark)); i >= 0 && (at < 0 || i < at) {
+			rest := b[i+len(m.mark):]
+			if j := bytes.Index(rest, []byte(markEnd)); j > 0 {
+				if k, err := strconv.Atoi(string(rest[:j])); err == nil {
+					at, n, sg = i, len(m.mark)+j+len(markEnd), seg{kind: m.kind, img: k}
+				}
 			}
 		}
 	}
@@ -106,6 +117,8 @@ func (t *tmpl) size(v *vals) int {
 			n += len(v.created)
 		case segImage:
 			n += len(v.imgs[sg.img])
+		case segSig:
+			n += len(v.sigs[sg.img])
 		}
 	}
 	return n
@@ -128,6 +141,8 @@ func (t *tmpl) write(w io.Writer, v *vals, from, to int) error {
 			lit = v.created
 		case segImage:
 			lit = v.imgs[sg.img]
+		case segSig:
+			lit = v.sigs[sg.img]
 		}
 		n := len(lit)
 		a, b := max(from-off, 0), min(to-off, n)

@@ -94,6 +94,13 @@ export const setImageSize = (bytes, server) =>
 export async function stats() {
   return (await control("GET", "/stats")).json();
 }
+// setThoughtSignatures makes the Gemini fake sign the images it draws (reset turns it off).
+export const setThoughtSignatures = (on, server = "gemini") =>
+  control("POST", `/thought-signatures?on=${on}&server=${server}`);
+// lastSignatures returns the thoughtSignatures of the last answer the fake signed, one per image.
+export async function lastSignatures(server = "gemini") {
+  return (await (await control("GET", "/signatures" + q(server))).json()).signatures;
+}
 // lastBody returns the last request body a fake received, parsed.
 export async function lastBody(server) {
   return (await control("GET", "/last" + q(server))).json();

@@ -114,6 +114,7 @@ func (c *control) handler() http.Handler {
 			s.SetLatency(c.latency)
 			s.SetImages(c.images)
 			s.SetImageSize(c.imageSize)
+			s.SetThoughtSignatures(false)
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
@@ -170,6 +171,33 @@ func (c *control) handler() http.Handler {
 			s.SetImageSize(n)
 		}
 		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /thought-signatures", func(w http.ResponseWriter, r *http.Request) {
+		targets, ok := c.targets(w, r, true)
+		if !ok {
+			return
+		}
+		on, err := strconv.ParseBool(r.URL.Query().Get("on"))
+		if err != nil {
+			http.Error(w, "thought-signatures: on must be true or false", http.StatusBadRequest)
+			return
+		}
+		for _, s := range targets {
+			s.SetThoughtSignatures(on)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /signatures", func(w http.ResponseWriter, r *http.Request) {
+		targets, ok := c.targets(w, r, false)
+		if !ok {
+			return
+		}
+		sigs := targets[0].LastSignatures()
+		if sigs == nil {
+			sigs = []string{}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string][]string{"signatures": sigs}) //nolint:errcheck // the client went away
 	})
 	mux.HandleFunc("GET /last", func(w http.ResponseWriter, r *http.Request) {
 		targets, ok := c.targets(w, r, false)

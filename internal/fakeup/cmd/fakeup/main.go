@@ -11,13 +11,16 @@
 //	                         {"hang":true}, {"garbage":true}, {"drop_mid_body":true}, {"stall_mid_stream":"2s"},
 //	                         {"status":429,"header":{"retry-after":"1"}}, {"prepay":true}; unknown fields: 400
 //	POST /reset?server=S     clear the fault and the counters; latency, images and image size go back to the
-//	                         flags' values
+//	                         flags' values, thought signatures off
 //	GET  /stats              {"openai":{"requests":N,"canceled":N,"inflight":N},"gemini":{...}}
 //	POST /latency?server=S&d=2s  wait before every answer (a client leaving during it counts as canceled)
 //	POST /images?server=S&n=2    images per answer
 //	POST /image-size?server=S&bytes=1500000  bytes per generated PNG (0: fixtures/tiny.png)
 //	GET  /last?server=S      the last request's body as received (server required); its path, with the
 //	                         query, in the X-Fakeup-Path header
+//	POST /thought-signatures?server=S&on=true  Gemini image parts carry a thoughtSignature, unique to each
+//	                         answer and image (off again with on=false or /reset)
+//	GET  /signatures?server=S  {"signatures":[...]}: those of the last answer that carried some, one per image
 package main
 
 import (
