@@ -12,8 +12,9 @@
 # and the Gemini API, with fakeup's control API) and a gateway on free loopback ports, waits for /healthz, runs
 # the suite and stops everything, also on failure or Ctrl-C. Each suite gets a fresh gateway and fresh fakes.
 #
-# The gateway serves three public models: gemini-2.5-flash-image-preview (reseller only),
-# gemini-2.5-flash-image (gemini only) and nano-banana (both; routing.max_attempts 2). Client keys: one
+# The gateway serves four public models: gemini-2.5-flash-image-preview (reseller only),
+# gemini-2.5-flash-image (gemini only), nano-banana (both; routing.max_attempts 2) and nano-banana-pro
+# (Gemini 3 Pro Image, gemini only; its own key, so that its usage is its own). Client keys: one
 # unrestricted, one allowed only nano-banana, and three with rate limits: 1 request per minute (a second call is
 # a 429), 30 per minute (an empty bucket refills one request every 2 s, which the SDKs' retries wait out) and
 # a generous RPM and TPM (for the x-ratelimit-* headers of admitted answers). The suites find all this in
@@ -54,6 +55,8 @@ export NANOGATE_COMPAT_METERED_TPM=1000000
 export NANOGATE_COMPAT_MODEL_OPENAI="gemini-2.5-flash-image-preview"
 export NANOGATE_COMPAT_MODEL_GEMINI="gemini-2.5-flash-image"
 export NANOGATE_COMPAT_MODEL_BOTH="nano-banana"
+export NANOGATE_COMPAT_MODEL_PRO="nano-banana-pro"
+export NANOGATE_COMPAT_PRO_KEY="sk-compat-only-pro-at-4k-5555"
 export NANOGATE_COMPAT_MAX_ATTEMPTS=2
 
 # start_stack starts the fakes and a gateway for suite $1 and exports where they are. The gateway runs in the
@@ -61,7 +64,8 @@ export NANOGATE_COMPAT_MAX_ATTEMPTS=2
 start_stack() {
 	local dir="$tmp/$1" port i
 	mkdir -p "$dir"
-	"$tmp/fakeup" -key "$upstream_key" -control 127.0.0.1:0 >"$dir/fakeup.log" 2>&1 &
+	"$tmp/fakeup" -key "$upstream_key" -control 127.0.0.1:0 -models gemini-2.5-flash-image,gemini-3-pro-image \
+		>"$dir/fakeup.log" 2>&1 &
 	pids+=($!)
 	for i in $(seq 100); do
 		grep -q '^control ' "$dir/fakeup.log" && break
@@ -96,6 +100,7 @@ start_stack() {
 		    models:
 		      $NANOGATE_COMPAT_MODEL_GEMINI: gemini-2.5-flash-image
 		      $NANOGATE_COMPAT_MODEL_BOTH: gemini-2.5-flash-image
+		      $NANOGATE_COMPAT_MODEL_PRO: gemini-3-pro-image
 		    price: { per_image: 0.039, input_per_mtok: 0.30, output_per_mtok: 2.50 }
 		    timeout: 20s
 		routing:
@@ -126,10 +131,14 @@ start_stack() {
 		    key: \${COMPAT_METERED_KEY}
 		    rpm: $NANOGATE_COMPAT_METERED_RPM
 		    tpm: $NANOGATE_COMPAT_METERED_TPM
+		  - name: pro
+		    team: compat
+		    key: \${COMPAT_PRO_KEY}
 	EOF
 	COMPAT_UPSTREAM_KEY=$upstream_key COMPAT_FULL_KEY=$NANOGATE_COMPAT_KEY \
 		COMPAT_RESTRICTED_KEY=$NANOGATE_COMPAT_RESTRICTED_KEY COMPAT_LIMITED_KEY=$NANOGATE_COMPAT_LIMITED_KEY \
 		COMPAT_REFILL_KEY=$NANOGATE_COMPAT_REFILL_KEY COMPAT_METERED_KEY=$NANOGATE_COMPAT_METERED_KEY \
+		COMPAT_PRO_KEY=$NANOGATE_COMPAT_PRO_KEY \
 		bash -c 'cd "$1" && exec "$2" -config config.yaml' _ "$dir" "$tmp/nanogate" >"$dir/gateway.log" 2>&1 &
 	pids+=($!)
 	local gw=$!

@@ -28,6 +28,7 @@ import (
 // env is where scripts/compat.sh started the gateway and the fakes.
 var env struct {
 	baseURL, key, control, modelBoth string
+	modelPro, proKey                 string // Gemini 3 Pro Image (gemini only) and the key only its billing case uses
 	restrictedKey                    string // may use modelBoth only
 	limitedKey                       string // 1 request per minute
 	refillKey                        string // refillRPM requests per minute: an empty bucket refills soon
@@ -66,6 +67,8 @@ func TestMain(m *testing.M) {
 	fmt.Sscan(need("NANOGATE_COMPAT_METERED_TPM"), &env.meteredTPM)
 	env.control = need("NANOGATE_COMPAT_CONTROL")
 	env.modelBoth = need("NANOGATE_COMPAT_MODEL_BOTH")
+	env.modelPro = need("NANOGATE_COMPAT_MODEL_PRO")
+	env.proKey = need("NANOGATE_COMPAT_PRO_KEY")
 	fmt.Sscan(need("NANOGATE_COMPAT_MAX_ATTEMPTS"), &env.maxAttempts)
 	kinds = []kind{
 		{"openai", "openai", "reseller", need("NANOGATE_COMPAT_MODEL_OPENAI")},

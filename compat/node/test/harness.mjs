@@ -30,6 +30,8 @@ export const env = {
   meteredTPM: Number(need("NANOGATE_COMPAT_METERED_TPM")),
   control: need("NANOGATE_COMPAT_CONTROL"),
   modelBoth: need("NANOGATE_COMPAT_MODEL_BOTH"),
+  modelPro: need("NANOGATE_COMPAT_MODEL_PRO"), // Gemini 3 Pro Image, gemini only
+  proKey: need("NANOGATE_COMPAT_PRO_KEY"), // used only by the 4K billing case, so its usage is its own
   maxAttempts: Number(need("NANOGATE_COMPAT_MAX_ATTEMPTS")),
 };
 

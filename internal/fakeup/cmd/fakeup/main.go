@@ -29,6 +29,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -43,6 +44,7 @@ func main() {
 	imageSize := flag.Int("image-size", 0, "bytes per generated PNG (0: the 77-byte fixtures/tiny.png)")
 	images := flag.Int("images", 1, "images per answer")
 	latency := flag.Duration("latency", 0, "wait before every answer")
+	models := flag.String("models", fakeup.DefaultGeminiModel, "comma-separated model names the Gemini API knows (others: 404)")
 	flag.Parse()
 
 	var servers []*fakeup.Server
@@ -53,6 +55,7 @@ func main() {
 		}
 		s, err := fakeup.Start(fakeup.Options{
 			Kind: kind, Addr: addr, Key: *key, ImageSize: *imageSize, Images: *images, Latency: *latency,
+			Models: strings.Split(*models, ","),
 		})
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "fakeup: %s: %v\n", name, err)
