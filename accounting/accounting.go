@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"nanogate/config"
@@ -81,6 +82,8 @@ func (r *Record) Validate() error {
 	case r.Images < 0 || r.PromptTokens < 0 || r.TextTokens < 0 || r.ImageTokens < 0 ||
 		r.CostMicros < 0 || r.ListCostMicros < 0:
 		return fmt.Errorf("accounting: record %s with a negative count", r.ID)
+	case len(r.Size) > 8 || strings.ContainsAny(r.Size, " |:"):
+		return fmt.Errorf("accounting: record %s with an image size that is not one", r.ID)
 	}
 	return nil
 }
@@ -95,7 +98,7 @@ func (r *Record) deltas() [numMetrics]int64 {
 		mRequests:   1,
 		mImages:     r.Images,
 		mPrompt:     r.PromptTokens,
-		mCompletion: r.TextTokens + r.ImageTokens,
+		mCompletion: safemath.Add(r.TextTokens, r.ImageTokens),
 		mImageTok:   r.ImageTokens,
 		mCost:       r.CostMicros,
 		mListCost:   r.ListCostMicros,
@@ -179,11 +182,23 @@ type Bucket struct {
 	Keys      map[string]*Totals
 	Models    map[string]*Totals
 	Providers map[string]*Totals
+	// Sizes are the totals of each model at each image size, by SizeKey.
+	Sizes map[string]*Totals
+}
+
+// SizeKey names a model at an image size in Bucket.Sizes: the size, a
+// space, the model (sizes hold no space; a model may).
+func SizeKey(model, size string) string { return size + " " + model }
+
+// SplitSizeKey is SizeKey's inverse.
+func SplitSizeKey(k string) (model, size string) {
+	size, model, _ = strings.Cut(k, " ")
+	return model, size
 }
 
 func newBucket(period string) *Bucket {
 	return &Bucket{Period: period, Keys: map[string]*Totals{}, Models: map[string]*Totals{},
-		Providers: map[string]*Totals{}}
+		Providers: map[string]*Totals{}, Sizes: map[string]*Totals{}}
 }
 
 func (b *Bucket) add(r *Record) {
@@ -206,23 +221,28 @@ func (b *Bucket) dim(kind byte) map[string]*Totals {
 		return b.Keys
 	case 'm':
 		return b.Models
+	case 's':
+		return b.Sizes
 	default:
 		return b.Providers
 	}
 }
 
 type dim struct {
-	kind byte // 'k' key, 'm' model, 'p' provider
+	kind byte // 'k' key, 'm' model, 'p' provider, 's' model at a size (SizeKey)
 	name string
 }
 
 // dims are the key, model and provider totals a record touches besides its
 // team's; a failed record has no provider.
 func (r *Record) dims() []dim {
-	d := make([]dim, 0, 3)
+	d := make([]dim, 0, 4)
 	d = append(d, dim{'k', r.Key}, dim{'m', r.Model})
 	if r.Provider != "" {
 		d = append(d, dim{'p', r.Provider})
+	}
+	if r.Size != "" && !r.Failed() {
+		d = append(d, dim{'s', SizeKey(r.Model, r.Size)})
 	}
 	return d
 }

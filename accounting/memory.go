@@ -388,7 +388,7 @@ func (b *Bucket) clone(p string) *Bucket {
 		return c
 	}
 	c.Team = b.Team
-	for _, pair := range [][2]map[string]*Totals{{c.Keys, b.Keys}, {c.Models, b.Models}, {c.Providers, b.Providers}} {
+	for _, pair := range [][2]map[string]*Totals{{c.Keys, b.Keys}, {c.Models, b.Models}, {c.Providers, b.Providers}, {c.Sizes, b.Sizes}} {
 		for name, t := range pair[1] {
 			tc := *t
 			pair[0][name] = &tc

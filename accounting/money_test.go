@@ -68,7 +68,7 @@ func TestAMillionImagesSumToExactly35000(t *testing.T) {
 		`"prompt_tokens":0,"completion_tokens":1290000000,"image_tokens":1290000000,"cost_usd":35000,` +
 		`"list_cost_usd":39000,"savings_usd":4000},"team":{"name":"t","requests":1000000,"failed":0,` +
 		`"images":1000000,"prompt_tokens":0,"completion_tokens":1290000000,"image_tokens":1290000000,` +
-		`"cost_usd":35000,"list_cost_usd":39000,"savings_usd":4000}}`
+		`"cost_usd":35000,"list_cost_usd":39000,"savings_usd":4000,"sizes":[]}}`
 	if string(got) != want {
 		t.Errorf("usage =\n%s\nwant\n%s", got, want)
 	}

@@ -70,7 +70,8 @@ func (s *Redis) resvKeys(team string) []string {
 //
 // KEYS: ids, day, month, total, resv, resv:exp, resv:sum.
 // ARGV: id, ids expiry (unix s), day expiry (unix s), the combination's
-// field prefix, then one value per metric.
+// field prefix, one value per metric, then the field prefix of the model at
+// its image size ("" for none).
 var applyScript = redis.NewScript(`
 local function release()
   local amt = redis.call('HGET', KEYS[5], ARGV[1])
@@ -96,6 +97,15 @@ for b = 2, 4 do
   end
   if cost ~= '0' then
     redis.call('HINCRBY', KEYS[b], 't|cost', cost)
+  end
+  local sp = ARGV[5 + #names]
+  if sp and sp ~= '' then
+    for m = 1, #names do
+      local v = ARGV[4 + m]
+      if v ~= '0' then
+        redis.call('HINCRBY', KEYS[b], sp .. names[m], v)
+      end
+    end
   end
 end
 redis.call('EXPIREAT', KEYS[2], ARGV[3])
@@ -169,7 +179,7 @@ func (s *Redis) applyArgs(rec *Record) (keys []string, args []any) {
 	t := s.tag(rec.Team)
 	keys = append([]string{t + "ids:" + p[0], t + "u:" + p[0], t + "u:" + p[1], t + "u:" + p[2]},
 		s.resvKeys(rec.Team)...)
-	args = make([]any, 0, 4+numMetrics)
+	args = make([]any, 0, 5+numMetrics)
 	args = append(args, rec.ID,
 		day.Add(24*time.Hour+s.o.IDWindow).Unix(),
 		day.Add(24*time.Hour+s.o.DayRetention).Unix(),
@@ -177,7 +187,50 @@ func (s *Redis) applyArgs(rec *Record) (keys []string, args []any) {
 	for _, v := range rec.deltas() {
 		args = append(args, v)
 	}
-	return keys, args
+	sp := ""
+	if rec.Size != "" && !rec.Failed() {
+		sp = sizePrefix(rec.Model, rec.Size)
+	}
+	return keys, append(args, sp)
+}
+
+// sizePrefix is the field prefix of a model at an image size: the totals
+// by size, apart from the (key, model, provider) combinations the team's
+// totals are summed from.
+func sizePrefix(model, size string) string {
+	b := make([]byte, 0, 12+len(model)+len(size))
+	b = append(b, 's')
+	for _, s := range [2]string{model, size} {
+		b = strconv.AppendInt(b, int64(len(s)), 10)
+		b = append(b, ':')
+		b = append(b, s...)
+	}
+	return string(append(b, '|'))
+}
+
+// parseSizeField splits a size field; ok is false for any other.
+func parseSizeField(f string) (model, size, metric string, ok bool) {
+	if len(f) == 0 || f[0] != 's' {
+		return "", "", "", false
+	}
+	rest := f[1:]
+	var names [2]string
+	for i := range names {
+		colon := strings.IndexByte(rest, ':')
+		if colon < 1 {
+			return "", "", "", false
+		}
+		n, err := strconv.Atoi(rest[:colon])
+		rest = rest[colon+1:]
+		if err != nil || n < 0 || n > len(rest) {
+			return "", "", "", false
+		}
+		names[i], rest = rest[:n], rest[n:]
+	}
+	if len(rest) < 2 || rest[0] != '|' {
+		return "", "", "", false
+	}
+	return names[0], names[1], rest[1:], true
 }
 
 // comboPrefix is the field prefix of a (key, model, provider) combination.
@@ -344,6 +397,21 @@ func (s *Redis) Read(ctx context.Context, team string, periods []string) ([]*Buc
 func parseBucket(period string, fields map[string]string) (*Bucket, error) {
 	b := newBucket(period)
 	for f, v := range fields {
+		if model, size, metric, ok := parseSizeField(f); ok {
+			m := slices.Index(metricNames[:], metric)
+			n, err := strconv.ParseInt(v, 10, 64)
+			if m < 0 || err != nil {
+				continue
+			}
+			k := SizeKey(model, size)
+			t := b.Sizes[k]
+			if t == nil {
+				t = &Totals{}
+				b.Sizes[k] = t
+			}
+			*t.ptr(m) += n
+			continue
+		}
 		names, metric, ok := parseCombo(f)
 		if !ok {
 			continue // "t|cost", kept for the budget check

@@ -79,6 +79,7 @@ func KeyUsage(ctx context.Context, s Store, q KeyQuery) ([]byte, error) {
 			out = st.append(out)
 		}
 		out = appendTotals(out, &b.Team)
+		out = appendSizes(out, sorted(b.Sizes))
 		out = append(out, '}')
 	}
 	return append(out, '}'), nil
@@ -225,7 +226,9 @@ type Report struct {
 	Totals    Totals
 	Models    []Named
 	Providers []Named
-	Teams     []TeamReport
+	// Sizes are the models at each image size (Named.Name is a SizeKey).
+	Sizes []Named
+	Teams []TeamReport
 }
 
 // Named is the totals of one key, model or provider.
@@ -249,6 +252,7 @@ type TeamReport struct {
 	Keys      []Named
 	Models    []Named
 	Providers []Named
+	Sizes     []Named     // by SizeKey
 	Days      []DayTotals // a range's, or a month's or a day's for the CSV
 }
 
@@ -283,7 +287,7 @@ func Admin(ctx context.Context, s Store, q AdminQuery) (*Report, error) {
 	slices.Sort(names)
 	names = slices.Compact(names)
 
-	models, providers := map[string]*Totals{}, map[string]*Totals{}
+	models, providers, sizes := map[string]*Totals{}, map[string]*Totals{}, map[string]*Totals{}
 	for _, name := range names {
 		if q.Team != "" && name != q.Team {
 			continue
@@ -306,9 +310,12 @@ func Admin(ctx context.Context, s Store, q AdminQuery) (*Report, error) {
 		for _, n := range tr.Providers {
 			addTo(providers, n.Name, n.Totals)
 		}
+		for _, n := range tr.Sizes {
+			addTo(sizes, n.Name, n.Totals)
+		}
 		rep.Teams = append(rep.Teams, tr)
 	}
-	rep.Models, rep.Providers = sorted(models), sorted(providers)
+	rep.Models, rep.Providers, rep.Sizes = sorted(models), sorted(providers), sorted(sizes)
 	return rep, nil
 }
 
@@ -333,7 +340,7 @@ func teamReport(ctx context.Context, s Store, team string, rep *Report, dayList 
 		sum, bs = bs[0], bs[1:]
 	}
 	tr.Totals = sum.Team
-	tr.Models, tr.Providers = sorted(sum.Models), sorted(sum.Providers)
+	tr.Models, tr.Providers, tr.Sizes = sorted(sum.Models), sorted(sum.Providers), sorted(sum.Sizes)
 	keyDays := map[string][]DayTotals{}
 	for _, b := range bs {
 		tr.Days = append(tr.Days, DayTotals{b.Period, b.Team})
@@ -354,7 +361,7 @@ func teamReport(ctx context.Context, s Store, team string, rep *Report, dayList 
 
 func (b *Bucket) merge(o *Bucket) {
 	b.Team.Add(o.Team)
-	for _, pair := range [][2]map[string]*Totals{{b.Keys, o.Keys}, {b.Models, o.Models}, {b.Providers, o.Providers}} {
+	for _, pair := range [][2]map[string]*Totals{{b.Keys, o.Keys}, {b.Models, o.Models}, {b.Providers, o.Providers}, {b.Sizes, o.Sizes}} {
 		for name, t := range pair[1] {
 			addTo(pair[0], name, *t)
 		}
@@ -398,6 +405,7 @@ func (r *Report) JSON() []byte {
 	b = appendTotals(b, &r.Totals)
 	b = appendNamedList(b, "models", r.Models, false)
 	b = appendNamedList(b, "providers", r.Providers, false)
+	b = appendSizes(b, r.Sizes)
 	b = append(b, `,"teams":[`...)
 	for i := range r.Teams {
 		t := &r.Teams[i]
@@ -414,6 +422,7 @@ func (r *Report) JSON() []byte {
 		b = appendNamedList(b, "keys", t.Keys, r.Ranged)
 		b = appendNamedList(b, "models", t.Models, false)
 		b = appendNamedList(b, "providers", t.Providers, false)
+		b = appendSizes(b, t.Sizes)
 		if r.Ranged {
 			b = appendDays(b, t.Days)
 		}
@@ -437,6 +446,25 @@ func appendNamedList(b []byte, field string, list []Named, days bool) []byte {
 		if days {
 			b = appendDays(b, list[i].Days)
 		}
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+// appendSizes writes "sizes":[{"model":...,"size":...,totals}].
+func appendSizes(b []byte, list []Named) []byte {
+	b = append(b, `,"sizes":[`...)
+	for i := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		model, size := SplitSizeKey(list[i].Name)
+		b = append(b, `{"model":`...)
+		b = appendString(b, model)
+		b = append(b, `,"size":`...)
+		b = appendString(b, size)
+		b = append(b, ',')
+		b = appendTotals(b, &list[i].Totals)
 		b = append(b, '}')
 	}
 	return append(b, ']')

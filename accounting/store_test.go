@@ -145,7 +145,7 @@ func testQueries(t *testing.T, newStore backend) {
 		`"team":{"name":"design","budget_usd":500,"budget_period":"monthly","budget_current_period":"2026-11",` +
 		`"budget_spent_usd":0.109095,"reserved_usd":0,"remaining_usd":499.890905,` +
 		`"budget_resets_at":"2026-12-01T00:00:00Z","requests":2,"failed":1,"images":3,"prompt_tokens":150,` +
-		`"completion_tokens":3890,"image_tokens":3870,"cost_usd":0.109095,"list_cost_usd":0.117095,"savings_usd":0.008}}`
+		`"completion_tokens":3890,"image_tokens":3870,"cost_usd":0.109095,"list_cost_usd":0.117095,"savings_usd":0.008,"sizes":[]}}`
 	if string(got) != want {
 		t.Errorf("GET /v1/usage =\n%s\nwant\n%s", got, want)
 	}
@@ -225,9 +225,18 @@ func testBuckets(t *testing.T, newStore backend) {
 		time.Date(2027, 1, 1, 0, 30, 0, 0, time.FixedZone("UTC+1", 3600)),     // 2026-12-31 23:30 UTC
 		time.Date(2027, 1, 1, 0, 30, 0, 0, time.UTC),
 	} {
-		recs = append(recs, served(p, fmt.Sprint("r", i), at, "k", "t", "laozhang", 1, int64(i+1), 10, 10))
+		r := served(p, fmt.Sprint("r", i), at, "k", "t", "laozhang", 1, int64(i+1), 10, 10)
+		r.Size = []string{"1K", "4K", ""}[i%3] // totals by size, and records from before sizes
+		recs = append(recs, r)
 	}
+	fail := failedRecord("f", time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), "k", "t", 2)
+	fail.Size = "4K" // a failed request counts in no size
+	recs = append(recs, fail)
 	mustApply(t, s, recs...)
+	if b := read(t, s, "t", PeriodTotal); len(b.Sizes) != 2 || b.Sizes[SizeKey(previewModel, "4K")].Images != 2+5 ||
+		b.Sizes[SizeKey(previewModel, "4K")].Failed != 0 {
+		t.Errorf("sizes %v", keysOf(b.Sizes))
+	}
 	for _, period := range []string{"2026-11-30", "2026-12-01", "2026-12-31", "2027-01-01", "2026-11", "2026-12",
 		"2027-01", PeriodTotal} {
 		checkBucket(t, s, recs, "t", period)
@@ -435,7 +444,7 @@ func checkBucket(t *testing.T, s Store, recs []Record, team, period string) {
 	if want := expected(recs, team, period, all); b.Team != want {
 		t.Errorf("%s %s: team %+v\nwant %+v", team, period, b.Team, want)
 	}
-	names := map[byte]map[string]bool{'k': {}, 'm': {}, 'p': {}}
+	names := map[byte]map[string]bool{'k': {}, 'm': {}, 'p': {}, 's': {}}
 	for i := range recs {
 		r := &recs[i]
 		if r.Team == team && inPeriod(r, period) {

@@ -132,7 +132,7 @@ func TestAdminAndMetrics(t *testing.T) {
 	text := string(readAll(t, resp))
 	for _, want := range []string{
 		`nanogate_requests_total{model="gemini-2.5-flash-image-preview",provider="cheap",route="chat",status="200"} 1`,
-		`nanogate_images_total{model="gemini-2.5-flash-image-preview",provider="cheap"} 1`,
+		`nanogate_images_total{model="gemini-2.5-flash-image-preview",provider="cheap",size="1K"} 1`,
 		`nanogate_tokens_total{kind="image",model="gemini-2.5-flash-image-preview",provider="cheap"} 1290`,
 		`nanogate_circuit_state{provider="cheap"} 0`,
 		`nanogate_upstream_duration_seconds_count{outcome="ok",provider="cheap"} 1`,

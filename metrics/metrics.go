@@ -20,7 +20,7 @@ type Metrics struct {
 	Attempts        *prometheus.HistogramVec // route
 	CircuitState    *prometheus.GaugeVec     // provider
 	Transitions     *prometheus.CounterVec   // provider, to
-	Images          *prometheus.CounterVec   // provider, model
+	Images          *prometheus.CounterVec   // provider, model, size
 	Tokens          *prometheus.CounterVec   // provider, model, kind
 	CostMicros      *prometheus.CounterVec   // provider, model
 	ClientGone      prometheus.Counter
@@ -62,8 +62,8 @@ func New() *Metrics {
 			Name: "nanogate_circuit_transitions_total", Help: "Circuit state changes, by provider and new state.",
 		}, []string{"provider", "to"}),
 		Images: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nanogate_images_total", Help: "Images generated and billed, by provider and model.",
-		}, []string{"provider", "model"}),
+			Name: "nanogate_images_total", Help: "Images generated and billed, by provider, model and image size (\"\" when unknown).",
+		}, []string{"provider", "model", "size"}),
 		Tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nanogate_tokens_total", Help: "Tokens billed, by provider, model and kind (prompt, text, image).",
 		}, []string{"provider", "model", "kind"}),

@@ -35,6 +35,7 @@ type reqLog struct {
 	call    *gateway.Call
 	gw      *gateway.Gateway
 	cost    int64
+	size    string // the image size billed (bounded: the catalogue's or 512/NK)
 	route   string // "chat" when empty
 }
 
@@ -48,7 +49,7 @@ func (l *reqLog) routeName() string {
 func (s *Server) logRequest(l *reqLog) {
 	if l.call != nil && l.call.Admitted() {
 		rec := l.gw.Finish(l.call, l.served, l.usage, l.status, l.stream)
-		l.cost = rec.CostMicros
+		l.cost, l.size = rec.CostMicros, rec.Size
 	}
 	fields := make([]zap.Field, 0, 20)
 	fields = append(fields,
@@ -108,7 +109,11 @@ func (s *Server) record(l *reqLog) {
 		m.ClientGone.Inc()
 	}
 	if l.usage.Images > 0 || l.usage.TotalTokens > 0 {
-		m.Images.WithLabelValues(l.served.Provider, model).Add(float64(l.usage.Images))
+		size := l.size
+		if model == "unknown" {
+			size = "" // labels stay bounded
+		}
+		m.Images.WithLabelValues(l.served.Provider, model, size).Add(float64(l.usage.Images))
 		m.Tokens.WithLabelValues(l.served.Provider, model, "prompt").Add(float64(l.usage.PromptTokens))
 		m.Tokens.WithLabelValues(l.served.Provider, model, "text").Add(float64(l.usage.TextTokens))
 		m.Tokens.WithLabelValues(l.served.Provider, model, "image").Add(float64(l.usage.ImageTokens))
