@@ -95,6 +95,28 @@ func TestTodaysModelsAreBilledBySize(t *testing.T) {
 			t.Errorf("%s: billed $%.6f, want about $%v (the image plus a few text tokens)", tc.model, spent, tc.cost)
 		}
 	}
+	// The team's usage shows each model at the size it was billed at.
+	var u struct {
+		Team struct {
+			Sizes []struct {
+				Model   string  `json:"model"`
+				Size    string  `json:"size"`
+				Images  int64   `json:"images"`
+				CostUSD float64 `json:"cost_usd"`
+			} `json:"sizes"`
+		} `json:"team"`
+	}
+	if code := getJSON(t, e.gw.URL+"/v1/usage", clientKey, &u); code != 200 {
+		t.Fatalf("/v1/usage: %d", code)
+	}
+	sizes := map[string]float64{}
+	for _, s := range u.Team.Sizes {
+		sizes[s.Model+" "+s.Size] = s.CostUSD
+	}
+	if len(sizes) != 3 || sizes["nano-banana-pro 4K"] < 0.24 || sizes["nano-banana-2 512"] < 0.045 || sizes["nano-banana 1K"] < 0.039 {
+		t.Errorf("usage by size %+v", u.Team.Sizes)
+	}
+
 	// What a model cannot do is refused before Google is asked.
 	n := google.Requests()
 	env := expectError(t, e.post(t, `{"model":"nano-banana-pro","messages":[{"role":"user","content":"draw"}],"image_config":{"image_size":"512"}}`), 400, "invalid_request")
