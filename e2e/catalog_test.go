@@ -157,7 +157,7 @@ func TestRetiredModelIsServedByItsSuccessorWithAWarning(t *testing.T) {
 
 // TestChatNIsFannedOutAsCallsOfOne: n 2 on chat is two upstream calls of one
 // answer each (Google's image models refuse candidateCount), two choices
-// and two images billed; stream with n 2 is refused before any call.
+// and two images billed, streamed or not.
 func TestChatNIsFannedOutAsCallsOfOne(t *testing.T) {
 	e, google := startCatalogEnv(t)
 	resp := e.post(t, `{"model":"nano-banana-pro","n":2,"messages":[{"role":"user","content":"draw"}]}`)
@@ -184,9 +184,50 @@ func TestChatNIsFannedOutAsCallsOfOne(t *testing.T) {
 	if u.Team.CostUSD < 0.268 || u.Team.CostUSD > 0.27 {
 		t.Errorf("two 1K images billed $%v, want about 2 x $0.134", u.Team.CostUSD)
 	}
-	n := google.Requests()
-	expectError(t, e.post(t, `{"model":"nano-banana-pro","n":2,"stream":true,"messages":[{"role":"user","content":"draw"}]}`), 400, "invalid_request")
-	if google.Requests() != n {
-		t.Error("the refused stream reached Google")
+	// A stream of n 2 is two upstream streams relayed as choices 0 and 1,
+	// each with its image, usage summed once at the end.
+	before := google.Requests()
+	resp = e.post(t, `{"model":"nano-banana-pro","n":2,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"draw"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("stream status %d: %s", resp.StatusCode, readAll(t, resp))
+	}
+	content := map[int]string{}
+	finished := map[int]bool{}
+	var streamUsage *usage
+	for _, data := range sseEvents(t, resp) {
+		if data == "[DONE]" {
+			continue
+		}
+		var ch struct {
+			Choices []struct {
+				Index int `json:"index"`
+				Delta struct {
+					Content string `json:"content"`
+				} `json:"delta"`
+				FinishReason *string `json:"finish_reason"`
+			} `json:"choices"`
+			Usage *usage `json:"usage"`
+		}
+		if err := json.Unmarshal([]byte(data), &ch); err != nil {
+			t.Fatalf("chunk %q: %v", data, err)
+		}
+		for _, c := range ch.Choices {
+			content[c.Index] += c.Delta.Content
+			if c.FinishReason != nil {
+				finished[c.Index] = true
+			}
+		}
+		if ch.Usage != nil {
+			streamUsage = ch.Usage
+		}
+	}
+	if len(content) != 2 || !mdImage.MatchString(content[0]) || !mdImage.MatchString(content[1]) || !finished[0] || !finished[1] {
+		t.Errorf("stream choices %d, finished %v", len(content), finished)
+	}
+	if google.Requests()-before != 2 {
+		t.Errorf("%d upstream streams, want 2", google.Requests()-before)
+	}
+	if streamUsage == nil || streamUsage.CompletionTokensDetails.ImageTokens != 2*1120 {
+		t.Errorf("stream usage %+v", streamUsage)
 	}
 }

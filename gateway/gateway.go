@@ -413,17 +413,14 @@ func (g *Gateway) chatFanOut(ctx context.Context, call *Call) (*Answer, router.S
 // ChatStream opens a stream for the call. The stream must be closed; once the
 // call is admitted, the caller records it with Finish.
 func (g *Gateway) ChatStream(ctx context.Context, call *Call) (*StreamAnswer, router.Served, error) {
-	if call.Req.N > 1 {
-		// Google's image models make one answer per call; a stream of n
-		// calls at once is not relayed yet.
-		return nil, router.Served{}, &provider.RequestError{Param: "n",
-			Msg: "'n' above 1 is not supported with 'stream': true; send n 1, or stream false to get n answers."}
-	}
 	if err := g.admit(ctx, call); err != nil {
 		return nil, router.Served{}, err
 	}
 	call.admitted = true
 	caller, req := call.Caller, call.Req
+	if req.N > 1 {
+		return g.chatStreamFanOut(ctx, call)
+	}
 	st, first, served, err := g.router.ChatStream(ctx, req)
 	if err != nil {
 		return nil, served, err
