@@ -456,6 +456,7 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 			},
 			ModelOf:      cfg.ModelOf,
 			Catalog:      cfg.Models(),
+			Fetches:      fetches,
 			Signatures:   d.sigs,
 			SignatureTTL: signatureTTL(cfg),
 		}),

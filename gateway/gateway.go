@@ -47,6 +47,8 @@ type Gateway struct {
 	usageClamped   func(provider, field string)
 	modelOf        func(public string) *catalog.Model
 	catalog        *catalog.Catalog
+	fetches        *provider.ImageFetches
+	hostedDown     atomic.Bool
 	// retiredWarned holds the retired ids clients asked for, logged once.
 	retiredWarned sync.Map
 	// clampWarned holds the providers whose usage was clamped and logged,
@@ -82,6 +84,9 @@ type Options struct {
 	// Catalog names the model ids Google retired and their successors; nil:
 	// none known.
 	Catalog *catalog.Catalog
+	// Fetches copies a reseller's hosted images into the store when images
+	// become links; nil: hosted links go to the client as they are.
+	Fetches *provider.ImageFetches
 	// Signatures keeps the thought signatures of generated images, for
 	// SignatureTTL (default 24h); nil: they are not kept.
 	Signatures   signatures.Store
@@ -98,7 +103,7 @@ func New(r *router.Router, o Options) *Gateway {
 	}
 	g := &Gateway{router: r, tokensPerImage: int64(o.TokensPerImage), offload: o.Offload,
 		offloadDefault: o.OffloadDefault, log: o.Log, acct: o.Accounting, limiter: o.Limiter,
-		usageClamped: o.UsageClamped, modelOf: o.ModelOf, catalog: o.Catalog, sigs: o.Signatures, sigTTL: o.SignatureTTL}
+		usageClamped: o.UsageClamped, modelOf: o.ModelOf, catalog: o.Catalog, fetches: o.Fetches, sigs: o.Signatures, sigTTL: o.SignatureTTL}
 	if g.sigTTL <= 0 {
 		g.sigTTL = 24 * time.Hour
 	}
@@ -440,11 +445,34 @@ func (g *Gateway) offloads(c *auth.Caller) bool {
 	return g.offloadDefault
 }
 
+// copyHosted copies a reseller's hosted image into the store, so that the
+// client's link lasts as long as the store keeps images, whatever the
+// reseller does with its own. The fetch is bounded as image URL fetches are
+// (images.fetch, the SSRF guard); a link that cannot be copied goes to the
+// client as it is.
+func (g *Gateway) copyHosted(ctx context.Context, img *provider.Image) {
+	if g.fetches == nil {
+		return
+	}
+	mime, data, release, err := g.fetches.Copy(ctx, img.URL)
+	if err == nil {
+		var link string
+		link, err = g.offload.OffloadBytes(ctx, mime, data)
+		release()
+		if err == nil {
+			img.URL, img.MIME = link, mime
+			return
+		}
+	}
+	g.warnOnce(&g.hostedDown, "a reseller's hosted image could not be copied into the image store; its link goes to the client as it is", err)
+}
+
 // offloadImage stores img and sets its link. A store that fails leaves the
 // image inline: the client gets its image either way.
 func (g *Gateway) offloadImage(ctx context.Context, img *provider.Image) {
 	if img.URL != "" && len(img.B64) == 0 {
-		return // a reseller's hosted link: no bytes to store, the link goes as it is
+		g.copyHosted(ctx, img)
+		return
 	}
 	link, err := g.offload.Offload(ctx, img.MIME, img.B64)
 	if err != nil {

@@ -158,12 +158,31 @@ func (o *Offloader) Offload(ctx context.Context, mime string, b64 []byte) (link 
 	if err != nil {
 		return "", err
 	}
-	id := newID(ext)
-	mime = mimeOfExt(ext)
+	return o.put(ctx, ext, base64.NewDecoder(enc, bytes.NewReader(b64)), size)
+}
 
+// OffloadBytes is Offload for an image already decoded (one the gateway
+// fetched).
+func (o *Offloader) OffloadBytes(ctx context.Context, mime string, data []byte) (link string, err error) {
+	defer func() {
+		if err != nil {
+			o.failed.Add(1)
+		}
+	}()
+	ext := extOf(mime)
+	if ext == "" || len(data) == 0 {
+		return "", fmt.Errorf("%w: %.64q (%d bytes)", ErrUnsupportedType, mime, len(data))
+	}
+	return o.put(ctx, ext, bytes.NewReader(data), int64(len(data)))
+}
+
+// put stores size bytes from r as a new image of extension ext.
+func (o *Offloader) put(ctx context.Context, ext string, r io.Reader, size int64) (link string, err error) {
+	id := newID(ext)
+	mime := mimeOfExt(ext)
 	ctx, cancel := context.WithTimeout(ctx, o.putTimeout)
 	defer cancel()
-	if err := o.store.Put(ctx, id, mime, base64.NewDecoder(enc, bytes.NewReader(b64)), size); err != nil {
+	if err := o.store.Put(ctx, id, mime, r, size); err != nil {
 		return "", err
 	}
 	link, err = o.store.Link(id, mime)

@@ -284,3 +284,28 @@ func (f *ImageFetches) verdict(ctx, fctx context.Context, jobs []fetchJob) error
 type Preparer interface {
 	Prepare(ctx context.Context, req *ChatRequest, model string) error
 }
+
+// Copy downloads the one image at url, as Fetch does for a request's images:
+// within the timeout, the process-wide cap on bytes in flight, at most
+// what a request could send (server.max_body_bytes at base64 size), and the
+// same checks of its content. The caller stores the bytes and calls
+// release, which gives them back to the cap. The gateway copies a
+// reseller's hosted image into its own store with it.
+func (f *ImageFetches) Copy(ctx context.Context, url string) (mime string, data []byte, release func(), err error) {
+	h := &fetchHold{f: f}
+	h.left.Store(f.o.RequestBytes / 4 * 3)
+	release = func() { f.bytes.Release(h.held.Swap(0)) }
+	fctx, cancel := context.WithTimeout(ctx, f.o.Timeout)
+	defer cancel()
+	got, err := f.o.Fetcher.FetchImage(fctx, url, h)
+	if err != nil {
+		release()
+		return "", nil, func() {}, err
+	}
+	m, why := checkImageBytes(got.MIME, got.Data)
+	if why != "" {
+		release()
+		return "", nil, func() {}, &safefetch.Error{Reason: "it is not a usable image: " + why}
+	}
+	return m, got.Data, release, nil
+}
