@@ -277,6 +277,20 @@
     }
   }
 
+  function renderSizes(usage) {
+    const body = $('sizes').tBodies[0];
+    clear(body);
+    for (const s of usage.sizes || []) {
+      const row = el('tr', 'size');
+      row.dataset.model = s.model;
+      row.dataset.size = s.size;
+      row.appendChild(td(s.model, 'name'));
+      row.appendChild(td(s.size, 'size'));
+      totalsCells(row, s);
+      body.appendChild(row);
+    }
+  }
+
   function renderProviders(data) {
     const body = $('providers').tBodies[0];
     clear(body);
@@ -355,6 +369,7 @@
     $('status').textContent = '';
     // Whatever the previous key showed goes away with it.
     clear($('teams').tBodies[0]);
+    clear($('sizes').tBodies[0]);
     clear($('providers').tBodies[0]);
     clear($('batches').tBodies[0]);
     clear($('chart'));
@@ -392,6 +407,7 @@
         renderKPIs(usage.value);
         renderChart(usage.value, today);
         renderTeams(usage.value);
+        renderSizes(usage.value);
       }
       if (providers.status === 'fulfilled') renderProviders(providers.value);
       if (batches.status === 'fulfilled') renderBatches(batches.value);

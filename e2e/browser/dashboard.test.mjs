@@ -199,6 +199,10 @@ describe("the /admin/ dashboard in Chromium", () => {
     assert.equal(key.images, "3");
     assert.ok(Number(key.tokens.replace(/,/g, "")) >= 3 * 1290, `tokens ${key.tokens}`);
     assert.equal(await page.evaluate(() => window.__sameDocument), true, "the page reloaded to refresh");
+    // The model at the size it was billed at (the catalogue's default, 1K).
+    const size = await waitRow(`#sizes tr.size[data-model="${CSS_escape(model)}"][data-size="1K"]`,
+      (c) => c.images === "3", "the model at 1K");
+    assert.equal(size.name, model);
 
     // The key went as a bearer header to the admin API, and nowhere else.
     const adminCalls = requests.filter((r) => new URL(r.url).pathname.startsWith("/admin/usage"));
@@ -324,7 +328,7 @@ describe("the /admin/ dashboard in Chromium", () => {
     const view = await page.evaluate(() => ({
       stored: sessionStorage.getItem("nanogate.adminKey"),
       dashboardHidden: document.querySelector("#dashboard").hidden,
-      rows: document.querySelectorAll("#teams tbody tr, #providers tbody tr").length,
+      rows: document.querySelectorAll("#teams tbody tr, #sizes tbody tr, #providers tbody tr").length,
     }));
     assert.deepEqual(view, { stored: null, dashboardHidden: true, rows: 0 });
     // No refresh runs after sign-out.
