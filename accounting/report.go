@@ -521,6 +521,29 @@ var CSVHeader = []string{"period", "team", "key", "requests", "failed", "images"
 // usage (period is the day), sorted by day, team and key; for period=total,
 // one row per team and key with period "total". Money is exact decimal
 // USD.
+// CSVSizesHeader is the first line of SizesCSV.
+var CSVSizesHeader = []string{"period", "team", "model", "size", "requests", "failed", "images", "prompt_tokens",
+	"completion_tokens", "image_tokens", "cost_usd", "list_cost_usd", "savings_usd"}
+
+// SizesCSV is the report as CSV with one row per team, model and image
+// size for the report's period (or range): what each size cost each team.
+func (r *Report) SizesCSV() []byte {
+	var buf bytes.Buffer
+	w := csv.NewWriter(&buf)
+	w.Write(CSVSizesHeader)
+	for _, t := range r.Teams { // teams, and their sizes, are sorted
+		for _, n := range t.Sizes {
+			model, size := SplitSizeKey(n.Name)
+			x := n.Totals
+			w.Write([]string{csvText(r.Period), csvText(t.Name), csvText(model), csvText(size), itoa(x.Requests),
+				itoa(x.Failed), itoa(x.Images), itoa(x.PromptTokens), itoa(x.CompletionTokens), itoa(x.ImageTokens),
+				FormatUSD(x.CostMicros), FormatUSD(x.ListCostMicros), FormatUSD(x.ListCostMicros - x.CostMicros)})
+		}
+	}
+	w.Flush()
+	return buf.Bytes()
+}
+
 func (r *Report) CSV() []byte {
 	var buf bytes.Buffer
 	w := csv.NewWriter(&buf)

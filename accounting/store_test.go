@@ -637,3 +637,26 @@ func inPeriod(r *Record, period string) bool {
 	p := periods(r.Time)
 	return slices.Contains(p[:], period)
 }
+
+// TestSizesCSV: one row per team, model and image size, for finance.
+func TestSizesCSV(t *testing.T) {
+	s := memoryBackend(t, newClock(nov25))
+	p := NewPricer(testConfig())
+	a := served(p, "a", nov25, "design-ci", "design", "google", 1, 2, 10, 0)
+	a.Size = "1K"
+	b := served(p, "b", nov25, "mkt-1", "=marketing", "laozhang", 1, 1, 0, 0)
+	b.Size = "1K"
+	mustApply(t, s, a, b)
+	q, _ := ParseAdminQuery("", "total", "", "", nov25)
+	q.Teams = []TeamInfo{{Name: "design"}, {Name: "=marketing"}}
+	rep, err := Admin(context.Background(), s, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "period,team,model,size,requests,failed,images,prompt_tokens,completion_tokens,image_tokens,cost_usd,list_cost_usd,savings_usd\n" +
+		"total,'=marketing,gemini-2.5-flash-image-preview,1K,1,0,1,0,1290,1290,0.035,0.039,0.004\n" +
+		"total,design,gemini-2.5-flash-image-preview,1K,1,0,2,10,2580,2580,0.078003,0.078003,0\n"
+	if got := string(rep.SizesCSV()); got != want {
+		t.Errorf("sizes CSV =\n%s\nwant\n%s", got, want)
+	}
+}

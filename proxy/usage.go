@@ -66,9 +66,17 @@ func (s *Server) handleAdminUsage(ctx *fasthttp.RequestCtx, st *State) {
 		s.usageError(ctx, err)
 		return
 	}
+	by := string(args.Peek("by"))
+	if by != "" && by != "key" && by != "size" {
+		writeError(ctx, errInvalid("by", "by must be key (the default) or size."))
+		return
+	}
 	switch string(args.Peek("format")) {
 	case "csv":
 		b := rep.CSV()
+		if by == "size" {
+			b = rep.SizesCSV()
+		}
 		ctx.SetContentType("text/csv; charset=utf-8")
 		ctx.Response.Header.Set("Content-Disposition", `attachment; filename="nanogate-usage.csv"`)
 		ctx.SetBody(b)
