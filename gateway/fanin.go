@@ -143,16 +143,10 @@ func (g *Gateway) chatStreamFanOut(ctx context.Context, call *Call) (*StreamAnsw
 		err    error
 	}
 	outs := make([]opened, n)
-	var wg sync.WaitGroup
-	for i := range outs {
-		req := call.Req.Single()
-		wg.Add(1)
-		go func(o *opened) {
-			defer wg.Done()
-			o.st, o.first, o.served, o.err = g.router.ChatStream(fctx, req)
-		}(&outs[i])
-	}
-	wg.Wait()
+	inParallel(n, func(i int) {
+		o := &outs[i]
+		o.st, o.first, o.served, o.err = g.router.ChatStream(fctx, call.Req.Single())
+	})
 	var subs []provider.Stream
 	var firsts []*provider.Event
 	var served router.Served

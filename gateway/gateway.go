@@ -362,16 +362,11 @@ func (g *Gateway) chatFanOut(ctx context.Context, call *Call) (*Answer, router.S
 		err    error
 	}
 	outs := make([]outcome, n)
-	var wg sync.WaitGroup
-	for i := range outs {
-		outs[i].req = call.Req.Single()
-		wg.Add(1)
-		go func(o *outcome) {
-			defer wg.Done()
-			o.res, o.served, o.err = g.router.Chat(ctx, o.req)
-		}(&outs[i])
-	}
-	wg.Wait()
+	inParallel(n, func(i int) {
+		o := &outs[i]
+		o.req = call.Req.Single()
+		o.res, o.served, o.err = g.router.Chat(ctx, o.req)
+	})
 
 	var (
 		results []*provider.Result
@@ -413,6 +408,20 @@ func (g *Gateway) chatFanOut(ctx context.Context, call *Call) (*Answer, router.S
 	g.settleTokens(call, used)
 	served := outs[first].served
 	return &Answer{Result: provider.Combine(results), Served: served, Usage: total}, served, nil
+}
+
+// inParallel runs fn(0) to fn(n-1) at once and returns when all have: the
+// upstream calls a request fans out to.
+func inParallel(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(i)
+		}()
+	}
+	wg.Wait()
 }
 
 // ChatStream opens a stream for the call. The stream must be closed; once the

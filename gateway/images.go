@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"sync"
 
 	"nanogate/internal/jsonx"
 	"nanogate/internal/safemath"
@@ -74,16 +73,10 @@ func (g *Gateway) Images(ctx context.Context, call *Call, n int, links bool) (*I
 		err    error
 	}
 	outs := make([]outcome, n)
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			res, served, err := g.router.Chat(ctx, call.Req)
-			outs[i] = outcome{res, served, err}
-		}(i)
-	}
-	wg.Wait()
+	inParallel(n, func(i int) {
+		res, served, err := g.router.Chat(ctx, call.Req)
+		outs[i] = outcome{res, served, err}
+	})
 
 	ans := &ImagesAnswer{}
 	var lastErr error
