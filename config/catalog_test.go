@@ -89,3 +89,25 @@ catalog:
 		}
 	}
 }
+
+// TestResellerWithoutAPriceIsRefused: an openai-kind provider whose images
+// would bill $0 (budgets never bind, cheapest routing prefers it) is a
+// config error, unless each model it serves has its own price.
+func TestResellerWithoutAPriceIsRefused(t *testing.T) {
+	const reseller = `
+providers:
+  - name: reseller
+    kind: openai
+    base_url: https://example.com/v1
+    api_key: k
+    models: { a: a, b: b }
+`
+	ps := problems(t, reseller, nil)
+	if !strings.Contains(ps.Error(), `cfg.yaml:3: providers[0].price.per_image: provider "reseller" bills "a" at $0 an image`) {
+		t.Errorf("problems:\n%v", ps.Error())
+	}
+	if _, _, err := Parse([]byte(reseller+"    prices: { a: { per_image: 0.03 }, b: { per_image_by_size: { 1K: 0.03 } } }\n"),
+		"cfg.yaml", env(nil)); err != nil {
+		t.Errorf("per-model prices refused: %v", err)
+	}
+}

@@ -209,7 +209,7 @@ func TestEnvExpansion(t *testing.T) {
 		want any
 	}{
 		{"set", "admin_key: ${A}", map[string]string{"A": "x"}, adminKey, "x"},
-		{"unset is empty", "admin_key: ${A}", nil, adminKey, ""},
+		{"unset with :- is empty", "admin_key: ${A:-}", nil, adminKey, ""},
 		{"default when unset", "admin_key: ${A:-dflt}", nil, adminKey, "dflt"},
 		{"default when empty", "admin_key: ${A:-dflt}", map[string]string{"A": ""}, adminKey, "dflt"},
 		{"no default used when set", "admin_key: ${A:-dflt}", map[string]string{"A": "v"}, adminKey, "v"},
@@ -226,12 +226,12 @@ func TestEnvExpansion(t *testing.T) {
 		{"date stays a string", "admin_key: ${A}", map[string]string{"A": "2001-12-14"}, adminKey, "2001-12-14"},
 		{"int from default", "teams:\n- name: t\n  rpm: ${RPM:-600}", nil, teamRPM, int64(600)},
 		{"int from env", "teams:\n- name: t\n  rpm: ${RPM:-600}", map[string]string{"RPM": "42"}, teamRPM, int64(42)},
-		{"int from empty env", "teams:\n- name: t\n  rpm: ${RPM}", nil, teamRPM, int64(0)},
+		{"int from empty env", "teams:\n- name: t\n  rpm: ${RPM:-}", nil, teamRPM, int64(0)},
 		{"int in a flow mapping, quoted", `teams: [{name: t, rpm: "${RPM}"}]`, map[string]string{"RPM": "42"}, teamRPM, int64(42)},
 		{"float from env, quoted", "teams:\n- name: t\n  budget: {usd: '${U:-2.5}'}", nil,
 			func(c *Config) any { return c.Teams[0].Budget.USD }, 2.5},
 		{"duration from env", "routing:\n  health:\n    cooldown: ${CD:-90s}", nil, func(c *Config) any { return c.Routing.Health.Cooldown }, 90 * time.Second},
-		{"optional bool from empty env", "keys:\n- name: k\n  key: s\n  offload_images: ${O}", nil,
+		{"optional bool from empty env", "keys:\n- name: k\n  key: s\n  offload_images: ${O:-}", nil,
 			func(c *Config) any { return c.Keys[0].OffloadImages }, (*bool)(nil)},
 		{"block scalar", "admin_key: |-\n  ${A}\n  line2", map[string]string{"A": "x"}, adminKey, "x\nline2"},
 		{"sequence items", "redis:\n  addrs:\n  - ${H:-localhost}:6379\n  - ${H2}", map[string]string{"H2": "r2:6380"},
@@ -269,6 +269,7 @@ func TestEnvExpansionErrors(t *testing.T) {
 		{"admin_key: ${1BAD}\n", "cfg.yaml:1: admin_key: bad ${...}"},
 		{"admin_key: ${A B}\n", "cfg.yaml:1: admin_key: bad ${...}"},
 		{"admin_key: ${A:-${B}}\n", "cfg.yaml:1: admin_key: nested ${...}"},
+		{"admin_key: ${NANOGATE_ADMN_KEY}\n", "cfg.yaml:1: admin_key: ${NANOGATE_ADMN_KEY} is not set (write ${NANOGATE_ADMN_KEY:-} to allow it unset"},
 	}
 	for _, tc := range tests {
 		_, _, err := Parse([]byte(tc.yml), "cfg.yaml", env(nil))
@@ -281,11 +282,11 @@ func TestEnvExpansionErrors(t *testing.T) {
 func TestEmptyProviderKeyDisablesProvider(t *testing.T) {
 	cfg, warns := mustParse(t, `
 providers:
-  - { name: laozhang, kind: openai, base_url: "https://l.example/v1", api_key: "${LZ}", models: { shared: s, lz-only: l } }
+  - { name: laozhang, kind: openai, base_url: "https://l.example/v1", api_key: "${LZ}", models: { shared: s, lz-only: l }, price: { per_image: 0.035 } }
   - name: google
     kind: gemini
     base_url: https://g.example
-    api_key: ${GEMINI_API_KEY}
+    api_key: ${GEMINI_API_KEY:-}
     models: { shared: s, g-only: g }
 keys: [{ name: k, key: secret-0123456789, models: [g-only] }]
 `, map[string]string{"LZ": "sk-1"})

@@ -94,7 +94,7 @@ func Parse(data []byte, file string, getenv func(string) (string, bool)) (*Confi
 		}
 	}
 	if len(cfg.Providers) > 0 && enabled == 0 {
-		warnings = append(warnings, cfg.at("providers")+"no provider is enabled; every request will fail with 503")
+		warnings = append(warnings, cfg.at("providers")+"no provider is enabled (every api_key is empty): every model request will fail with 404 model_not_found")
 	}
 	// offload_images on a key turns offload on for it even when it is off
 	// by default (as in SPEC's example config). Offload then cannot work
@@ -340,6 +340,11 @@ func expandString(s string, getenv func(string) (string, bool)) (string, bool, e
 			return "", false, errors.New("nested ${...} in a default is not supported")
 		}
 		v, ok := getenv(name)
+		if !ok && !hasDef {
+			// A typo in a variable's name must not turn a limit off or
+			// /admin off without a word: ${NAME:-} says empty is meant.
+			return "", false, fmt.Errorf("${%s} is not set (write ${%s:-} to allow it unset, or ${%s:-default})", name, name, name)
+		}
 		if hasDef && (!ok || v == "") {
 			v = def
 		}

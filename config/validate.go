@@ -312,6 +312,17 @@ func (c *Config) validateProviders(k *checker) {
 			}
 		}
 		k.priceBlock(at+".price", p.Price, nil)
+		if p.Kind == "openai" && p.Price.PerImage == 0 {
+			// No catalogue price stands in for a reseller's: an image at
+			// $0 makes budgets never bind and cheapest routing prefer it.
+			for _, model := range slices.Sorted(maps.Keys(p.Models)) {
+				if pr, ok := p.Prices[model]; !ok || pr.PerImage == 0 && len(pr.PerImageBySize) == 0 {
+					k.add(at+".price.per_image", "provider %s bills %s at $0 an image: set price.per_image (or prices.%s)",
+						quote(p.Name), quote(model), model)
+					break
+				}
+			}
+		}
 		for _, model := range slices.Sorted(maps.Keys(p.Prices)) {
 			pat := at + ".prices." + model
 			if _, ok := p.Models[model]; !ok {

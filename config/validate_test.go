@@ -224,6 +224,7 @@ func TestValidateProblemsCarryFileAndLine(t *testing.T) {
     base_url: https://a.example
     api_key: k
     models: {m: m}
+    price: {per_image: 0.01}
   - name: b
     kind: gemini
     base_url: not-a-url
@@ -238,11 +239,11 @@ keys:
 `
 	got := problems(t, yml, nil).Error()
 	want := strings.Join([]string{
-		"cfg.yaml:9: providers[1].base_url: want an absolute http:// or https:// URL",
-		`cfg.yaml:14: keys[0].key: key "k1" is empty (is its environment variable set?)`,
-		`cfg.yaml:15: keys[0].team: no team named "ghost"`,
-		"cfg.yaml:16: keys[1]: one of key or key_sha256 is required",
-		`cfg.yaml:17: keys[1].models[1]: no provider maps model "nope"`,
+		"cfg.yaml:10: providers[1].base_url: want an absolute http:// or https:// URL",
+		`cfg.yaml:15: keys[0].key: ${K1} is not set (write ${K1:-} to allow it unset, or ${K1:-default})`,
+		`cfg.yaml:16: keys[0].team: no team named "ghost"`,
+		"cfg.yaml:17: keys[1]: one of key or key_sha256 is required",
+		`cfg.yaml:18: keys[1].models[1]: no provider maps model "nope"`,
 	}, "\n")
 	if got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
