@@ -111,3 +111,29 @@ providers:
 		t.Errorf("per-model prices refused: %v", err)
 	}
 }
+
+// TestDemoKeyAnswersOnlyOnLoopback: the README's demo key is refused when
+// the gateway listens where other machines reach it (the Docker image's
+// 0.0.0.0), and accepted on loopback.
+func TestDemoKeyAnswersOnlyOnLoopback(t *testing.T) {
+	yml := func(listen string) string {
+		return `
+server: { listen: "` + listen + `" }
+providers:
+  - { name: g, kind: gemini, base_url: "https://g.example", api_key: k, models: { m: gemini-2.5-flash-image } }
+keys:
+  - { name: demo, key: sk-nanogate-demo }
+`
+	}
+	for _, listen := range []string{"127.0.0.1:8080", "[::1]:8080", "localhost:8080"} {
+		if _, _, err := Parse([]byte(yml(listen)), "cfg.yaml", env(nil)); err != nil {
+			t.Errorf("%s: %v", listen, err)
+		}
+	}
+	for _, listen := range []string{"0.0.0.0:8080", ":8080", "10.0.0.5:8080"} {
+		ps := problems(t, yml(listen), nil)
+		if !strings.Contains(ps.Error(), "keys[0].key: the README's demo key answers only on a loopback listener") {
+			t.Errorf("%s: %v", listen, ps.Error())
+		}
+	}
+}

@@ -427,7 +427,34 @@ func (c *Config) validateTeams(k *checker) {
 	}
 }
 
+// DemoKey is the client key the README and the example config show: it
+// answers only on a loopback listener, where only this machine can use it.
+const DemoKey = "sk-nanogate-demo"
+
+// listensOnLoopback reports whether server.listen accepts only this
+// machine's connections.
+func (c *Config) listensOnLoopback() bool {
+	host, _, err := net.SplitHostPort(c.Server.Listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 func (c *Config) validateKeys(k *checker) {
+	if !c.listensOnLoopback() {
+		for i := range c.Keys {
+			if c.Keys[i].Key == DemoKey {
+				k.add(fmt.Sprintf("keys[%d].key", i), "the README's demo key answers only on a loopback listener "+
+					"(server.listen %s is reachable from other machines): give the key a secret of your own, "+
+					"e.g. DESIGN_CI_KEY=$(openssl rand -hex 24) for the example config, or use key_sha256", quote(c.Server.Listen))
+			}
+		}
+	}
 	teams := map[string]bool{}
 	for _, t := range c.Teams {
 		teams[t.Name] = true
