@@ -6,6 +6,7 @@ import (
 )
 
 const catalogBase = `
+keys: [{ name: k, key: client-key-0123456789 }]
 providers:
   - name: google
     kind: gemini
@@ -33,7 +34,7 @@ func TestRetiredGoogleModelIsSentAsItsSuccessor(t *testing.T) {
 		t.Errorf("a reseller's own model name was changed to %q", got)
 	}
 	if len(warnings) != 1 || !strings.Contains(warnings[0], "retired gemini-2.5-flash-image-preview on 2025-10-31") ||
-		!strings.Contains(warnings[0], "cfg.yaml:7:") {
+		!strings.Contains(warnings[0], "cfg.yaml:8:") {
 		t.Errorf("warnings %q", warnings)
 	}
 }
@@ -95,6 +96,7 @@ catalog:
 // config error, unless each model it serves has its own price.
 func TestResellerWithoutAPriceIsRefused(t *testing.T) {
 	const reseller = `
+keys: [{ name: k, key: client-key-0123456789 }]
 providers:
   - name: reseller
     kind: openai
@@ -103,7 +105,7 @@ providers:
     models: { a: a, b: b }
 `
 	ps := problems(t, reseller, nil)
-	if !strings.Contains(ps.Error(), `cfg.yaml:3: providers[0].price.per_image: provider "reseller" bills "a" at $0 an image`) {
+	if !strings.Contains(ps.Error(), `cfg.yaml:4: providers[0].price.per_image: provider "reseller" bills "a" at $0 an image`) {
 		t.Errorf("problems:\n%v", ps.Error())
 	}
 	if _, _, err := Parse([]byte(reseller+"    prices: { a: { per_image: 0.03 }, b: { per_image_by_size: { 1K: 0.03 } } }\n"),

@@ -27,9 +27,18 @@ var fullEnv = map[string]string{
 	"DESIGN_CI_KEY":      "sk-design-ci-0123456789",
 }
 
+// withClientKey appends a client key to yml when it has none: every
+// config needs one, and most tests are about something else.
+func withClientKey(yml string) string {
+	if strings.Contains(yml, "keys:") {
+		return yml
+	}
+	return yml + "\nkeys: [{ name: test-client, key: test-client-key-0123 }]\n"
+}
+
 func mustParse(t *testing.T, yml string, m map[string]string) (*Config, []string) {
 	t.Helper()
-	cfg, warns, err := Parse([]byte(yml), "cfg.yaml", env(m))
+	cfg, warns, err := Parse([]byte(withClientKey(yml)), "cfg.yaml", env(m))
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
@@ -342,7 +351,7 @@ func TestLoad(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.yaml")
 	t.Setenv("NANOGATE_TEST_KEY", "sk-from-env")
-	yml := `providers: [{ name: p, kind: gemini, base_url: "https://g.example", api_key: "${NANOGATE_TEST_KEY}", models: { m: m } }]`
+	yml := withClientKey(`providers: [{ name: p, kind: gemini, base_url: "https://g.example", api_key: "${NANOGATE_TEST_KEY}", models: { m: m } }]`)
 	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 // problems parses yml and returns its problems, failing if there are none.
 func problems(t *testing.T, yml string, m map[string]string) Problems {
 	t.Helper()
-	cfg, _, err := Parse([]byte(yml), "cfg.yaml", env(m))
+	cfg, _, err := Parse([]byte(withClientKey(yml)), "cfg.yaml", env(m))
 	if err == nil {
 		t.Fatalf("Parse succeeded: %+v", cfg)
 	}
@@ -177,8 +177,13 @@ func TestSyntaxErrors(t *testing.T) {
 
 func TestEmptyFileIsInvalidNotAPanic(t *testing.T) {
 	for _, yml := range []string{"", "\n# nothing\n", "~\n", "---\n"} {
-		ps := problems(t, yml, nil)
-		if got := ps.Error(); !strings.Contains(got, "providers: at least one provider is required") {
+		_, _, err := Parse([]byte(yml), "cfg.yaml", env(nil))
+		var ps *Problems
+		if !errors.As(err, &ps) {
+			t.Fatalf("%q: error %v", yml, err)
+		}
+		if got := ps.Error(); !strings.Contains(got, "providers: at least one provider is required") ||
+			!strings.Contains(got, "keys: at least one client key is required") {
 			t.Errorf("%q: %s", yml, got)
 		}
 	}

@@ -446,6 +446,9 @@ func (c *Config) listensOnLoopback() bool {
 }
 
 func (c *Config) validateKeys(k *checker) {
+	if len(c.Keys) == 0 {
+		k.add("keys", "at least one client key is required: without one every request is refused with 401")
+	}
 	if !c.listensOnLoopback() {
 		for i := range c.Keys {
 			if c.Keys[i].Key == DemoKey {
