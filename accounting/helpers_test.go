@@ -43,7 +43,7 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// testConfig is SPEC section 2's providers: the reseller at $0.035 and
+// testConfig is the example config's providers: the reseller at $0.035 and
 // Google at $0.039 per image, both at $0.30 / $2.50 per million tokens.
 func testConfig() *config.Config {
 	return &config.Config{

@@ -50,7 +50,7 @@ func runStoreSuite(t *testing.T, newStore backend) {
 
 var nov25 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 
-// fixture is SPEC's billing story: two images at the reseller; a failover
+// fixture is the README's billing story: two images at the reseller; a failover
 // served by Google on the second attempt; a request every provider failed;
 // and another team's request the day before.
 func fixture(p *Pricer) []Record {

@@ -18,7 +18,7 @@ import (
 	"nanogate/catalog"
 )
 
-// Config is the whole of config.yaml (SPEC section 2).
+// Config is the whole of config.yaml (README: Configuration).
 type Config struct {
 	Server    Server     `yaml:"server"`
 	AdminKey  string     `yaml:"admin_key"` // bearer token for /admin/*; empty disables /admin

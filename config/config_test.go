@@ -54,7 +54,7 @@ func TestParseFullSpecConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
-	// SPEC's example turns offload on for one key while offload has no
+	// The full example turns offload on for one key while offload has no
 	// signing key: served, but with a warning.
 	wantWarns := []string{"testdata/full.yaml:64: key design-ci: offload_images is true but " +
 		"images.offload.signing_key must be at least 32 bytes; its images cannot be offloaded"}

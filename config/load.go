@@ -97,7 +97,7 @@ func Parse(data []byte, file string, getenv func(string) (string, bool)) (*Confi
 		warnings = append(warnings, cfg.at("providers")+"no provider is enabled (every api_key is empty): every model request will fail with 404 model_not_found")
 	}
 	// offload_images on a key turns offload on for it even when it is off
-	// by default (as in SPEC's example config). Offload then cannot work
+	// by default (as in the full example config). Offload then cannot work
 	// without its store's settings, but the gateway can still serve base64:
 	// a warning, not an error.
 	if !cfg.Images.Offload.Enabled {

@@ -12,7 +12,7 @@ import (
 	"nanogate/router"
 )
 
-// APIError is a failure as the OpenAI API shape shows it (SPEC section 8):
+// APIError is a failure as the OpenAI API shape shows it (README: Errors):
 // the HTTP server answers it, batch workers write it to error files.
 type APIError struct {
 	Status  int

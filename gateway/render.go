@@ -8,7 +8,7 @@ import (
 	"nanogate/provider"
 )
 
-// Format is how images appear in a chat answer (SPEC section 4).
+// Format is how images appear in a chat answer (README: Images in answers).
 type Format uint8
 
 // Image formats.

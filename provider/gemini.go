@@ -278,7 +278,7 @@ func parseProtoDuration(s string) (time.Duration, bool) {
 	return retryDelay(f, time.Second)
 }
 
-// statusError classifies a non-200 answer (SPEC section 8). Google's key,
+// statusError classifies a non-200 answer (README: Errors). Google's key,
 // account and model problems are the gateway's configuration, never the
 // client's request, even when Google says 400.
 func (p *Gemini) statusError(status int, body []byte) *Error {

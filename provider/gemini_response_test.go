@@ -94,7 +94,7 @@ func TestGeminiResponseGolden(t *testing.T) {
 	}
 }
 
-// TestGeminiResponseNoImageIsAnAnswer pins SPEC section 4 on the fixtures: a
+// TestGeminiResponseNoImageIsAnAnswer pins the README's no-image rule on the fixtures: a
 // 200 without an image is content_filter with the reason in the text, and no
 // image to bill.
 func TestGeminiResponseNoImageIsAnAnswer(t *testing.T) {

@@ -1,5 +1,5 @@
 // Package ratelimit decides whether a request may pass the RPM and TPM limits
-// of its key and its team (SPEC section 5), in one atomic step per request.
+// of its key and its team (README: Rate limits), in one atomic step per request.
 //
 // Every limit is a token bucket refilled continuously: capacity = the
 // per-minute limit, refill = limit/60 per second. All the limits that apply to

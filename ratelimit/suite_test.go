@@ -78,7 +78,7 @@ func drain(t *testing.T, l Limiter, r Request, max int) int64 {
 	return n
 }
 
-// runSuite is the behaviour every Limiter shares (SPEC section 5).
+// runSuite is the behaviour every Limiter shares.
 func runSuite(t *testing.T, nb newBackend) {
 	t.Run("BurstAgainstFullBucketAdmitsExactlyCapacity", func(t *testing.T) {
 		b := nb(t)
