@@ -230,13 +230,23 @@ func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 	}
 	if cfg.Redis != nil {
 		// Accounting scripts are idempotent by record id, so this client may
-		// retry and wait longer than the limiter's, which must not.
+		// retry (the limiter's must not); it keeps the configured timeouts,
+		// and context deadlines bound its socket I/O.
+		rc := cfg.Redis
 		c := redis.NewUniversalClient(&redis.UniversalOptions{
-			Addrs: cfg.Redis.Addrs, Password: cfg.Redis.Password, DB: cfg.Redis.DB,
-			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+			Addrs: rc.Addrs, Password: rc.Password, DB: rc.DB,
+			DialTimeout: rc.DialTimeout, ReadTimeout: rc.ReadTimeout, WriteTimeout: rc.WriteTimeout,
+			ContextTimeoutEnabled: true,
 		})
 		d.redis = append(d.redis, c)
-		d.store = accounting.NewRedis(c, cfg.Redis, accounting.Options{})
+		// A budget check never waits on a dead Redis: bounded, then left
+		// alone for a while and answered locally (on_outage open) or
+		// refused at once (closed).
+		d.store = accounting.NewGuarded(accounting.NewRedis(c, cfg.Redis, accounting.Options{}), accounting.GuardOptions{
+			Timeout: max(rc.ReadTimeout, 2*rc.DecisionTimeout),
+			Local:   rc.OnOutage != "closed",
+			OnLocal: d.metrics.BudgetLocal.Inc,
+		})
 		d.sigs = signatures.NewRedis(c, cfg.Redis.KeyPrefix)
 	} else {
 		d.sigs = signatures.NewMemory(0)

@@ -102,3 +102,54 @@ func readAllQuiet(resp *http.Response) {
 		}
 	}
 }
+
+// TestBudgetsDuringARedisOutage: with Redis dead, requests of a team with a
+// budget are answered (on_outage open), their budget checks made locally
+// within what the team had left and counted in
+// nanogate_budget_local_reservations_total; with on_outage closed they are
+// refused with 503 limiter_unavailable. Timings are logged, not asserted.
+func TestBudgetsDuringARedisOutage(t *testing.T) {
+	for _, policy := range []string{"open", "closed"} {
+		t.Run(policy, func(t *testing.T) {
+			rs := redistest.Start(t)
+			e := startEnv(t, opts{budget: "{ usd: 0.20, period: monthly }",
+				extra: fmt.Sprintf("redis:\n  addrs: [%q]\n  on_outage: %s\n", rs.Addr, policy)})
+			resp := e.post(t, chatBody(""))
+			readAll(t, resp)
+			if resp.StatusCode != 200 {
+				t.Fatalf("before the outage: %d", resp.StatusCode)
+			}
+			rs.Kill()
+			var codes []int
+			var slowest time.Duration
+			for range 6 {
+				start := time.Now()
+				resp := e.post(t, chatBody(""))
+				readAll(t, resp)
+				slowest = max(slowest, time.Since(start))
+				codes = append(codes, resp.StatusCode)
+			}
+			t.Logf("on_outage %s, Redis dead: statuses %v, slowest request %v", policy, codes, slowest)
+			_, metrics := do(t, "GET", e.gw.URL+"/metrics", "", "", nil)
+			switch policy {
+			case "open":
+				// $0.20 with ~$0.0415 reserved per request: about four
+				// fit in what was left, then the local bound refuses.
+				if codes[0] != 200 || codes[len(codes)-1] != 429 {
+					t.Errorf("statuses %v: want the first served and the last over the local bound", codes)
+				}
+				if !strings.Contains(string(metrics), "nanogate_budget_local_reservations_total ") ||
+					strings.Contains(string(metrics), "nanogate_budget_local_reservations_total 0\n") {
+					t.Errorf("no local reservation counted")
+				}
+			case "closed":
+				for _, c := range codes {
+					if c != 503 {
+						t.Errorf("statuses %v, want 503s", codes)
+						break
+					}
+				}
+			}
+		})
+	}
+}

@@ -66,6 +66,8 @@ providers:
     base_url: http://127.0.0.1:1/v1
     api_key: ${K}
     models: { m: m }
+    price: { per_image: 0.035 }
+keys: [{ name: k, key: client-key-0123456789 }]
 `, "K=secret")
 	if code != 0 {
 		t.Fatalf("valid config: exit %d:\n%s", code, out)

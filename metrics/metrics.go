@@ -24,6 +24,9 @@ type Metrics struct {
 	Tokens          *prometheus.CounterVec   // provider, model, kind
 	CostMicros      *prometheus.CounterVec   // provider, model
 	ClientGone      prometheus.Counter
+	// BudgetLocal counts budget reservations made locally while the
+	// budget store (Redis) was unreachable.
+	BudgetLocal prometheus.Counter
 	// UsageClamped counts upstream usage fields out of bounds, by provider
 	// and field (prompt, text): a sign of a misbehaving upstream.
 	UsageClamped *prometheus.CounterVec
@@ -74,6 +77,10 @@ func New() *Metrics {
 			Name: "nanogate_upstream_usage_clamped_total",
 			Help: "Upstream usage counts that were negative or beyond what the request could use, clamped before billing, by provider and field.",
 		}, []string{"provider", "field"}),
+		BudgetLocal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nanogate_budget_local_reservations_total",
+			Help: "Budget reservations made by this replica alone while Redis was unreachable (on_outage: open).",
+		}),
 		ClientGone: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nanogate_client_disconnects_total", Help: "Requests whose client left before the answer was complete.",
 		}),
@@ -99,7 +106,7 @@ func New() *Metrics {
 		}),
 	}
 	r.MustRegister(m.Requests, m.RequestDuration, m.Upstream, m.Attempts, m.CircuitState, m.Transitions,
-		m.Images, m.Tokens, m.CostMicros, m.UsageClamped, m.ClientGone, m.Panics,
+		m.Images, m.Tokens, m.CostMicros, m.UsageClamped, m.BudgetLocal, m.ClientGone, m.Panics,
 		m.BatchLines, m.BatchWaits, m.BatchQueueDepth, m.BatchesActive, m.BatchWorkersBusy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
