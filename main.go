@@ -193,11 +193,16 @@ func reload(path string, srv *proxy.Server, closeOld func(), d *deps) func() {
 		log.Error("reload refused", zap.Error(err))
 		return closeOld
 	}
+	applied, restart := config.Changes(srv.State().Config, cfg)
 	srv.SetState(st)
 	// In-flight requests finish on the old providers: closing only drops
 	// their idle connections.
 	closeOld()
-	log.Info("config reloaded", zap.Strings("models", st.Gateway.Router().Models()), zap.Int("keys", st.Keys.Len()))
+	log.Info("config reloaded", zap.Strings("changed", applied), zap.Strings("models", st.Gateway.Router().Models()),
+		zap.Int("keys", st.Keys.Len()))
+	if len(restart) > 0 {
+		log.Warn("config reloaded, but these settings take effect only after a restart", zap.Strings("restart_needed", restart))
+	}
 	return closeNew
 }
 

@@ -142,6 +142,18 @@ func TestSIGHUPReloads(t *testing.T) {
 		readAll(t, resp)
 		return resp.StatusCode == 200
 	})
+	if !strings.Contains(e.gw.Logs(), `"msg":"config reloaded","changed":["keys"]`) {
+		t.Errorf("the reload's summary does not say the keys changed")
+	}
+	// A setting that needs a restart is named in a warning.
+	moved := strings.Replace(added, "max_body_bytes: ", "max_body_bytes: 1", 1)
+	if err := os.WriteFile(e.gw.ConfigPath, []byte(moved), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.gw.Signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "the restart warning", func() bool {
+		return strings.Contains(e.gw.Logs(), `"restart_needed":["server"]`)
+	})
 	if err := os.WriteFile(e.gw.ConfigPath, []byte(added+"  bogus_key: 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
