@@ -216,3 +216,21 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		t.Fatal("a second SIGTERM did not end the process while a request was in flight")
 	}
 }
+
+// TestAdminConfigShowsTheConfigInForceWithoutSecrets: GET /admin/config
+// answers the running config as YAML, every secret masked.
+func TestAdminConfigShowsTheConfigInForceWithoutSecrets(t *testing.T) {
+	e := startEnv(t, opts{adminKey: adminKey})
+	code, body := do(t, "GET", e.gw.URL+"/admin/config", adminKey, "", nil)
+	if code != 200 || !strings.Contains(string(body), "providers:") || !strings.Contains(string(body), "name: cheap") {
+		t.Fatalf("status %d:\n%s", code, body)
+	}
+	for _, secret := range []string{adminKey, clientKey, otherKey, upstreamK1, upstreamK2} {
+		if strings.Contains(string(body), secret) {
+			t.Errorf("/admin/config shows a secret")
+		}
+	}
+	if code, _ := do(t, "GET", e.gw.URL+"/admin/config", clientKey, "", nil); code != 401 {
+		t.Errorf("a client key reads /admin/config: %d", code)
+	}
+}

@@ -33,3 +33,15 @@ func (s *Server) handleAdminProviders(ctx *fasthttp.RequestCtx, st *State) {
 	ctx.SetContentType("application/json")
 	ctx.SetBody(append(b, '\n'))
 }
+
+// handleAdminConfig answers GET /admin/config: the configuration in force,
+// as YAML with every secret masked (config.Config.Masked).
+func (s *Server) handleAdminConfig(ctx *fasthttp.RequestCtx, st *State) {
+	b, err := st.Config.Masked()
+	if err != nil {
+		writeError(ctx, &apiError{Status: 500, Type: "server_error", Code: "internal_error", Message: "Internal error."})
+		return
+	}
+	ctx.SetContentType("application/yaml; charset=utf-8")
+	ctx.SetBody(b)
+}

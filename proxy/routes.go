@@ -103,6 +103,8 @@ var routes = []*route{
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminUsage(ctx, r.st) }},
 	{paths: []string{"/admin/providers"}, methods: get, auth: authAdmin,
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminProviders(ctx, r.st) }},
+	{paths: []string{"/admin/config"}, methods: get, auth: authAdmin,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminConfig(ctx, r.st) }},
 	{paths: []string{"/admin/batches"}, methods: get, auth: authAdmin,
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminBatches(ctx, r.st) }},
 	// The page holds no data (its script calls the admin APIs above with the
