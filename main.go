@@ -108,8 +108,17 @@ func run(args []string) int {
 	log.Info("nanogate listening", zap.String("addr", ln.Addr().String()),
 		zap.Strings("models", st.Gateway.Router().Models()), zap.Int("keys", st.Keys.Len()))
 
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if a := cfg.Server.AdminListen; a != "" {
+		aln, err := net.Listen("tcp", a)
+		if err != nil {
+			log.Error("admin listen failed", zap.Error(err))
+			return 1
+		}
+		log.Info("admin and metrics listening apart", zap.String("addr", aln.Addr().String()))
+		go func() { serveErr <- srv.ServeAdmin(aln) }()
+	}
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)

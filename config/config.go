@@ -80,6 +80,10 @@ type Server struct {
 	// Concurrency is the most connections served at once; 0 keeps fasthttp's
 	// default.
 	Concurrency int `yaml:"concurrency"`
+	// AdminListen, when set, is a second listener that alone serves
+	// /admin/* and /metrics (they are then absent from Listen), so that they
+	// can stay on a private network.
+	AdminListen string `yaml:"admin_listen"`
 }
 
 // Log configures the zap logger.

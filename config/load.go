@@ -93,6 +93,14 @@ func Parse(data []byte, file string, getenv func(string) (string, bool)) (*Confi
 				fmt.Sprintf("provider %s: Google retired %s on %s; sending its successor %s", pr.Name, up, on, m.Name))
 		}
 	}
+	if cfg.Server.AdminListen == "" && cfg.AdminKey != "" && !cfg.listensOnLoopback() {
+		warnings = append(warnings, cfg.at("server.listen")+"/admin/* and /metrics are served on the public listener "+
+			cfg.Server.Listen+"; set server.admin_listen to serve them apart")
+	}
+	if cfg.Redis != nil && (cfg.Images.Offload.Store == "" || cfg.Images.Offload.Store == "filesystem") {
+		warnings = append(warnings, cfg.at("images.offload.store")+"the filesystem image store is per replica while Redis "+
+			"shares everything else: a link one replica issued is not found on another; use the s3 store with several replicas")
+	}
 	if len(cfg.Providers) > 0 && enabled == 0 {
 		warnings = append(warnings, cfg.at("providers")+"no provider is enabled (every api_key is empty): every model request will fail with 404 model_not_found")
 	}

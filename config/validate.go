@@ -243,6 +243,12 @@ func (c *Config) Validate() error {
 func (c *Config) validateServer(k *checker) {
 	s := c.Server
 	k.hostPort("server.listen", s.Listen, false)
+	if s.AdminListen != "" {
+		k.hostPort("server.admin_listen", s.AdminListen, false)
+		if s.AdminListen == s.Listen {
+			k.add("server.admin_listen", "must differ from server.listen")
+		}
+	}
 	// An empty public_url is left by Defaults only when listen is invalid,
 	// which is reported above.
 	if s.PublicURL != "" {

@@ -45,6 +45,7 @@ type opts struct {
 	cooldown    string // default 30s
 	strategy    string
 	adminKey    string
+	adminListen string // server.admin_listen, empty for none
 	budget      string // YAML of the design team's budget, e.g. "{ usd: 0.1, period: monthly }"
 	extra       string // more top-level YAML (a redis block)
 	dir         string // the gateway's working directory (default: a new temp dir)
@@ -88,6 +89,7 @@ func startEnv(t *testing.T, o opts) *env {
 	cfg := fmt.Sprintf(`
 server:
   listen: "{{ADDR}}"
+  admin_listen: "%s"
   max_body_bytes: %d
   shutdown_timeout: 10s
 log: { level: info, format: json }
@@ -126,7 +128,7 @@ keys:
     team: design
     key: ${OTHER_KEY}
     models: [other-model]
-`, o.maxBody, cheap.URL(), model, o.timeout, dear.URL(), model, o.timeout, o.maxAttempts, o.strategy, o.threshold, o.cooldown, o.format, o.adminKey, o.extra, budgetLine(o.budget), o.teamLimits, o.keyLimits)
+`, o.adminListen, o.maxBody, cheap.URL(), model, o.timeout, dear.URL(), model, o.timeout, o.maxAttempts, o.strategy, o.threshold, o.cooldown, o.format, o.adminKey, o.extra, budgetLine(o.budget), o.teamLimits, o.keyLimits)
 	if o.dir == "" {
 		o.dir = t.TempDir()
 	}

@@ -234,3 +234,38 @@ func TestAdminConfigShowsTheConfigInForceWithoutSecrets(t *testing.T) {
 		t.Errorf("a client key reads /admin/config: %d", code)
 	}
 }
+
+// TestAdminListenServesAdminAndMetricsApart: with server.admin_listen,
+// /admin/* and /metrics answer only there, the API only on server.listen,
+// and both answer health checks.
+func TestAdminListenServesAdminAndMetricsApart(t *testing.T) {
+	adminAddr := gwtest.FreeAddr(t)
+	e := startEnv(t, opts{adminKey: adminKey, adminListen: adminAddr})
+	admin := "http://" + adminAddr
+	waitFor(t, 10*time.Second, "the admin listener", func() bool {
+		resp, err := client.Get(admin + "/healthz")
+		if err != nil {
+			return false
+		}
+		readAll(t, resp)
+		return resp.StatusCode == 200
+	})
+	for _, c := range []struct {
+		base, path, key string
+		want            int
+	}{
+		{admin, "/admin/providers", adminKey, 200},
+		{admin, "/metrics", "", 200},
+		{admin, "/readyz", "", 200},
+		{admin, "/v1/models", clientKey, 404},
+		{e.gw.URL, "/admin/providers", adminKey, 404},
+		{e.gw.URL, "/metrics", "", 404},
+		{e.gw.URL, "/admin/", "", 404},
+		{e.gw.URL, "/v1/models", clientKey, 200},
+		{e.gw.URL, "/healthz", "", 200},
+	} {
+		if code, _ := do(t, "GET", c.base+c.path, c.key, "", nil); code != c.want {
+			t.Errorf("%s%s: %d, want %d", c.base, c.path, code, c.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"time"
 
@@ -193,6 +194,18 @@ func findRoute(path []byte) (*route, string) {
 	return nil, ""
 }
 
+// admin reports whether the route belongs on the admin listener when there
+// is one (server.admin_listen): the admin API, its dashboard and /metrics.
+func (r *route) admin() bool {
+	return r.auth == authAdmin || slices.Contains(r.paths, "/metrics") || slices.Contains(r.paths, dashboard.Root)
+}
+
+// health reports whether the route is a health check, served on every
+// listener.
+func (r *route) health() bool {
+	return slices.Contains(r.paths, "/healthz") || slices.Contains(r.paths, "/readyz")
+}
+
 // allows reports whether the route takes method; HEAD goes with GET.
 func (r *route) allows(method []byte) bool {
 	for _, m := range r.methods {
@@ -206,8 +219,13 @@ func (r *route) allows(method []byte) bool {
 // serve runs a request through its route: 404 for an unknown path, 405 with
 // Allow for a wrong method (before any key is looked at: the table is no
 // secret), then authorize, then the handler.
-func (s *Server) serve(ctx *fasthttp.RequestCtx, st *State, rid string) {
+func (s *Server) serve(ctx *fasthttp.RequestCtx, st *State, rid string, adminListener bool) {
 	r, id := findRoute(ctx.Path())
+	// With an admin listener, each listener serves its own routes only
+	// (and both the health checks).
+	if r != nil && s.admin != nil && r.admin() != adminListener && !r.health() {
+		r = nil
+	}
 	if r == nil {
 		writeError(ctx, errNotFound)
 		return

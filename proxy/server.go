@@ -47,9 +47,12 @@ type State struct {
 
 // Server serves the OpenAI-compatible API.
 type Server struct {
-	state   atomic.Pointer[State]
-	log     *zap.Logger
-	srv     *fasthttp.Server
+	state atomic.Pointer[State]
+	log   *zap.Logger
+	srv   *fasthttp.Server
+	// admin serves /admin/* and /metrics on server.admin_listen; nil when
+	// they share srv.
+	admin   *fasthttp.Server
 	ids     *idGen
 	metrics *metrics.Metrics
 	prom    fasthttp.RequestHandler
@@ -62,8 +65,17 @@ func New(st *State, log *zap.Logger, m *metrics.Metrics) *Server {
 	s.prom = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	s.state.Store(st)
 	sc := st.Config.Server
-	s.srv = &fasthttp.Server{
-		Handler:                       s.handle,
+	s.srv = s.newHTTPServer(sc, s.handle)
+	if sc.AdminListen != "" {
+		s.admin = s.newHTTPServer(sc, s.handleAdmin)
+	}
+	return s
+}
+
+// newHTTPServer is a fasthttp server of sc's settings calling h.
+func (s *Server) newHTTPServer(sc config.Server, h fasthttp.RequestHandler) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                       h,
 		ErrorHandler:                  s.handleServerError,
 		Name:                          "nanogate",
 		ReadTimeout:                   sc.ReadTimeout,
@@ -76,10 +88,13 @@ func New(st *State, log *zap.Logger, m *metrics.Metrics) *Server {
 		NoDefaultContentType:          true,
 		DisableHeaderNamesNormalizing: false,
 		CloseOnShutdown:               true,
-		Logger:                        zapPrintf{log},
+		Logger:                        zapPrintf{s.log},
 	}
-	return s
 }
+
+// ServeAdmin accepts connections of the admin listener (server.admin_listen)
+// on ln until Shutdown.
+func (s *Server) ServeAdmin(ln net.Listener) error { return s.admin.Serve(ln) }
 
 // SetState swaps the configuration for new requests (reload).
 func (s *Server) SetState(st *State) { s.state.Store(st) }
@@ -92,17 +107,27 @@ func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
 
 // Shutdown stops accepting and waits for in-flight requests, streams
 // included, until ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error { return s.srv.ShutdownWithContext(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.admin != nil {
+		s.admin.ShutdownWithContext(ctx)
+	}
+	return s.srv.ShutdownWithContext(ctx)
+}
 
 // Handler exposes the request handler (tests and benchmarks).
 func (s *Server) Handler() fasthttp.RequestHandler { return s.handle }
 
-func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+func (s *Server) handle(ctx *fasthttp.RequestCtx) { s.handleOn(ctx, false) }
+
+// handleAdmin serves the admin listener.
+func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx) { s.handleOn(ctx, true) }
+
+func (s *Server) handleOn(ctx *fasthttp.RequestCtx, adminListener bool) {
 	st := s.state.Load()
 	rid := s.ids.requestID(ctx.Request.Header.Peek("x-request-id"))
 	ctx.Response.Header.Set("x-request-id", rid)
 	defer s.recoverPanic(ctx, rid)
-	s.serve(ctx, st, rid)
+	s.serve(ctx, st, rid, adminListener)
 }
 
 // recoverPanic turns a panic in a handler into a 500 in OpenAI's envelope with
