@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -48,6 +49,7 @@ func run(args []string) int {
 	path := fs.String("config", "config.yaml", "path of the YAML configuration")
 	check := fs.Bool("check", false, "validate the configuration, print every problem and exit (0 valid, 1 invalid)")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060); off by default")
+	watch := fs.Duration("watch-config", 0, "re-read the config file this often and reload when it changed, as SIGHUP does (0: off)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -60,7 +62,8 @@ func run(args []string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		fmt.Fprintf(os.Stderr, "%s: ok\n", *path)
+		dataDir, _ := filepath.Abs(cfg.DataDir)
+		fmt.Fprintf(os.Stderr, "%s: ok (data_dir %s)\n", *path, dataDir)
 		return 0
 	}
 	if err != nil {
@@ -122,8 +125,15 @@ func run(args []string) int {
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	changed := make(chan struct{}, 1)
+	if *watch > 0 {
+		go watchFile(*path, *watch, changed)
+	}
 	for {
 		select {
+		case <-changed:
+			log.Info("config file changed; reloading", zap.String("path", *path))
+			closeState = reload(*path, srv, closeState, d)
 		case err := <-serveErr:
 			if err != nil {
 				log.Error("server stopped", zap.Error(err))
@@ -264,13 +274,14 @@ func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 		d.sigs = signatures.NewRedis(c, cfg.Redis.KeyPrefix)
 	} else {
 		d.sigs = signatures.NewMemory(0)
-		st, err := accounting.OpenMemory(accounting.DefaultUsagePath, accounting.Options{}, log)
+		st, err := accounting.OpenMemory(filepath.Join(cfg.DataDir, "usage.jsonl"), accounting.Options{}, log)
 		if err != nil {
 			return nil, fmt.Errorf("usage records: %w", err)
 		}
 		d.store = st
 	}
-	d.recorder = accounting.NewRecorder(d.store, accounting.RecorderOptions{Log: log})
+	d.recorder = accounting.NewRecorder(d.store, accounting.RecorderOptions{Log: log,
+		SpoolPath: filepath.Join(cfg.DataDir, "usage-spool.jsonl")})
 	oc := cfg.Images.Offload
 	if !wantsOffload(cfg) {
 		// The Images API serves response_format url from the filesystem
@@ -305,7 +316,7 @@ func (d *deps) newBatches(cfg *config.Config) error {
 		files = batch.NewRedisFiles(d.redis[0], cfg.Redis.KeyPrefix)
 		d.bstore = batch.NewRedis(d.redis[0], cfg.Redis.KeyPrefix)
 	} else {
-		root := filepath.Dir(filepath.Clean(cfg.Images.Offload.Dir))
+		root := cfg.DataDir
 		fs, err := batch.NewFS(filepath.Join(root, "files"))
 		if err != nil {
 			return err
@@ -537,4 +548,28 @@ func servePprof(addr string, log *zap.Logger) error {
 	log.Info("pprof listening", zap.String("addr", ln.Addr().String()))
 	go http.Serve(ln, mux)
 	return nil
+}
+
+// watchFile signals changed whenever the content of the file at path
+// differs from the last read, checking every interval: a mounted ConfigMap
+// is replaced behind the gateway's back, without a signal. It runs for the
+// life of the process.
+func watchFile(path string, interval time.Duration, changed chan<- struct{}) {
+	sum := func() [32]byte {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return [32]byte{}
+		}
+		return sha256.Sum256(b)
+	}
+	last := sum()
+	for range time.Tick(interval) {
+		if cur := sum(); cur != last && cur != ([32]byte{}) {
+			last = cur
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		}
+	}
 }

@@ -11,6 +11,7 @@ package config
 import (
 	"math"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -32,6 +33,12 @@ type Config struct {
 	Files     Files      `yaml:"files"`
 	Teams     []Team     `yaml:"teams"`
 	Keys      []Key      `yaml:"keys"`
+	// DataDir holds every file the gateway keeps on its own disk: usage
+	// records (embedded), the usage spool, files and batches (embedded),
+	// the filesystem image store (images.offload.dir defaults under it).
+	// Relative to the working directory; a gateway started elsewhere with
+	// the same config would start new books, so deployments set it.
+	DataDir string `yaml:"data_dir"`
 	// Catalog adds models to the embedded model catalogue, or overrides
 	// fields of one of the same name (package catalog).
 	Catalog []catalog.Model `yaml:"catalog"`
@@ -440,6 +447,7 @@ const (
 
 	DefaultTokensPerImage = 1290
 
+	DefaultDataDir    = "./data"
 	DefaultOffloadDir = "./data/images"
 	DefaultOffloadTTL = 24 * time.Hour
 
@@ -521,7 +529,8 @@ func (c *Config) Defaults() {
 	setDefault(&c.Images.Format, "markdown")
 	o := &c.Images.Offload
 	setDefault(&o.Store, "filesystem")
-	setDefault(&o.Dir, DefaultOffloadDir)
+	setDefault(&c.DataDir, DefaultDataDir)
+	setDefault(&o.Dir, filepath.Join(c.DataDir, "images"))
 	setDefault(&o.TTL, DefaultOffloadTTL)
 	f := &c.Images.Fetch
 	setDefault(&f.Timeout, DefaultFetchTimeout)

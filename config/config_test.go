@@ -112,7 +112,8 @@ func TestParseFullSpecConfig(t *testing.T) {
 			Name: "design-ci", Team: "design", Key: "sk-design-ci-0123456789", RPM: 60, TPM: 200000,
 			Models: []string{"gemini-2.5-flash-image-preview"}, OffloadImages: &tru, WebhookURL: "",
 		}},
-		Path: "testdata/full.yaml",
+		DataDir: "./data",
+		Path:    "testdata/full.yaml",
 	}
 	got := *cfg
 	got.lines, got.models, got.byPublic = nil, nil, nil
@@ -149,7 +150,8 @@ keys: [{ name: k, key_sha256: "ABCDEF0123456789abcdef0123456789ABCDEF0123456789a
 		{"concurrency", cfg.Server.Concurrency, 0},
 		{"max_conns", cfg.Providers[0].MaxConns, 512},
 		{"timeout", cfg.Providers[0].Timeout, 120 * time.Second},
-		{"offload dir", cfg.Images.Offload.Dir, "./data/images"},
+		{"offload dir", cfg.Images.Offload.Dir, "data/images"},
+		{"data_dir", cfg.DataDir, "./data"},
 		{"batch max_share", cfg.Batch.MaxShare, 0.5},
 		{"max_retry_after", cfg.Routing.Health.MaxRetryAfter, 60 * time.Second},
 		{"images.fetch", cfg.Images.Fetch, ImageFetch{Timeout: 15 * time.Second, MaxPerRequest: 4, MaxBytesInFlight: 128 << 20}},

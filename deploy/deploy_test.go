@@ -130,9 +130,13 @@ func TestKubernetes(t *testing.T) {
 		}
 	}
 
-	dep := byKind["Deployment"]["nanogate"]
+	dep := byKind["StatefulSet"]["nanogate"]
 	if dep == nil {
-		t.Fatal("no Deployment nanogate")
+		t.Fatal("no StatefulSet nanogate")
+	}
+	// data_dir (the usage spool) outlives the pod.
+	if claims := list(dep, "spec", "volumeClaimTemplates"); len(claims) != 1 || str(claims[0], "metadata", "name") != "data" {
+		t.Errorf("volumeClaimTemplates %v: want one named data", claims)
 	}
 	if r := get(dep, "spec", "replicas"); r != 2 {
 		t.Errorf("replicas = %v, want 2", r)

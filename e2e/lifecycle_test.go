@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/base64"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -267,5 +268,40 @@ func TestAdminListenServesAdminAndMetricsApart(t *testing.T) {
 		if code, _ := do(t, "GET", c.base+c.path, c.key, "", nil); code != c.want {
 			t.Errorf("%s%s: %d, want %d", c.base, c.path, code, c.want)
 		}
+	}
+}
+
+// TestWatchedConfigReloadsWithoutASignal: with -watch-config, a rewritten
+// config file (a ConfigMap update) is reloaded as SIGHUP would.
+func TestWatchedConfigReloadsWithoutASignal(t *testing.T) {
+	up, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+	cfg := fmt.Sprintf(`
+server: { listen: "{{ADDR}}", shutdown_timeout: 5s }
+providers:
+  - { name: cheap, kind: openai, base_url: %s, api_key: %s, models: { %s: m }, price: { per_image: 0.035 } }
+keys:
+  - { name: ci, key: %s }
+`, up.URL(), upstreamK1, model, clientKey)
+	gw := gwtest.StartArgs(t, t.TempDir(), cfg, []string{"-watch-config", "100ms"})
+	e := &env{gw: gw}
+	orig, err := os.ReadFile(gw.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const added = "sk-e2e-added-by-watching-77"
+	if err := os.WriteFile(gw.ConfigPath, []byte(string(orig)+"  - { name: added, key: "+added+" }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the watched reload", func() bool {
+		resp := e.post(t, chatBody(""), "Authorization", "Bearer "+added)
+		readAll(t, resp)
+		return resp.StatusCode == 200
+	})
+	if !strings.Contains(gw.Logs(), "config file changed; reloading") {
+		t.Error("the reload was not logged")
 	}
 }

@@ -109,6 +109,12 @@ func Start(t testing.TB, config string, env ...string) *Gateway {
 // gateway can pick up what a first one left there (embedded usage records).
 func StartIn(t testing.TB, dir, config string, env ...string) *Gateway {
 	t.Helper()
+	return StartArgs(t, dir, config, nil, env...)
+}
+
+// StartArgs is StartIn with more command-line arguments after -config.
+func StartArgs(t testing.TB, dir, config string, args []string, env ...string) *Gateway {
+	t.Helper()
 	addr := FreeAddr(t)
 	config = replaceAll(config, "{{ADDR}}", addr)
 	path := filepath.Join(t.TempDir(), "config.yaml")
@@ -116,7 +122,7 @@ func StartIn(t testing.TB, dir, config string, env ...string) *Gateway {
 		t.Fatal(err)
 	}
 	g := &Gateway{t: t, URL: "http://" + addr, Addr: addr, ConfigPath: path, logs: &syncBuffer{}, done: make(chan struct{})}
-	g.cmd = exec.Command(Binary(t), "-config", path)
+	g.cmd = exec.Command(Binary(t), append([]string{"-config", path}, args...)...)
 	// Relative paths of the config (data/usage.jsonl, ...) land in a
 	// directory of the test's own.
 	g.Dir = dir
