@@ -21,7 +21,7 @@ import (
 // parameters, a model the key may not use) fails the batch at creation.
 func (m *Manager) checker(rt Runtime, caller *auth.Caller, endpoint string) func([]byte) (string, *LineError) {
 	gw := rt.Gateway
-	models := gateway.DefaultImageModel(gw.Router().Models())
+	models := gw.DefaultImageModel(rt.Config.ModelsInOrder())
 	return func(body []byte) (string, *LineError) {
 		var req *provider.ChatRequest
 		var err error
@@ -176,7 +176,7 @@ func (m *Manager) runChat(ctx context.Context, rt Runtime, b *Batch, t *Task, en
 func (m *Manager) runImages(ctx context.Context, rt Runtime, b *Batch, t *Task, env envelope, caller *auth.Caller, id string) attempt {
 	ir, err := gateway.ParseImagesGeneration(env.body)
 	if err == nil {
-		err = ir.Finish(gateway.DefaultImageModel(rt.Gateway.Router().Models()))
+		err = ir.Finish(rt.Gateway.DefaultImageModel(rt.Config.ModelsInOrder()))
 	}
 	var req *provider.ChatRequest
 	if err == nil {

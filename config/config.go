@@ -9,6 +9,8 @@
 package config
 
 import (
+	"fmt"
+	"maps"
 	"math"
 	"net"
 	"path/filepath"
@@ -346,6 +348,30 @@ func (c *Config) PublicModels() []string {
 	}
 	slices.Sort(names)
 	return slices.Compact(names)
+}
+
+// ModelsInOrder returns the public model names in the order the file
+// writes them (providers in order, each provider's models by line; by name
+// for a Config built in Go), each once.
+func (c *Config) ModelsInOrder() []string {
+	if c == nil {
+		return nil
+	}
+	var out []string
+	seen := map[string]bool{}
+	for i := range c.Providers {
+		names := slices.Sorted(maps.Keys(c.Providers[i].Models))
+		slices.SortStableFunc(names, func(a, b string) int {
+			return c.lines[fmt.Sprintf("providers[%d].models.%s", i, a)] - c.lines[fmt.Sprintf("providers[%d].models.%s", i, b)]
+		})
+		for _, n := range names {
+			if !seen[n] {
+				seen[n] = true
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }
 
 // Models returns the model catalogue: the embedded one with Catalog

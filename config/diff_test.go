@@ -31,3 +31,25 @@ batch: { workers: 3, max_share: 0.3 }
 		t.Errorf("restart %v, want %v", restart, want)
 	}
 }
+
+func TestModelsInOrderFollowTheFile(t *testing.T) {
+	cfg, _ := mustParse(t, `
+providers:
+  - name: r
+    kind: openai
+    base_url: https://r.example/v1
+    api_key: k
+    price: { per_image: 0.03 }
+    models:
+      zeta-image: z
+      alpha: a
+  - name: g
+    kind: gemini
+    base_url: https://g.example
+    api_key: k
+    models: { beta: gemini-2.5-flash-image, alpha: gemini-2.5-flash-image }
+`, nil)
+	if got, want := cfg.ModelsInOrder(), []string{"zeta-image", "alpha", "beta"}; !slices.Equal(got, want) {
+		t.Errorf("ModelsInOrder = %q, want %q", got, want)
+	}
+}

@@ -63,7 +63,7 @@ func ErrorFor(err error, model string, call *Call) *APIError {
 			Message: "This API key may not use the model '" + model + "'."}
 	case errors.Is(err, ErrBudgetExceeded):
 		return &APIError{Status: 429, Type: "insufficient_quota", Code: "insufficient_quota", NoRetry: true,
-			Message: "Your team's budget for this period is spent; requests are refused until the period rolls over (UTC)."}
+			Message: "Your team's budget for this period is spent or held by requests in flight; requests are refused until the period rolls over (UTC) or those requests end."}
 	case errors.Is(err, ErrAccountingUnavailable), errors.Is(err, ErrLimiterUnavailable):
 		return &APIError{Status: 503, Type: "server_error", Code: "limiter_unavailable",
 			Message: "The gateway cannot check limits or budgets right now."}

@@ -316,17 +316,26 @@ func pickSize(sizes []string, def string, longSide int, quality string) string {
 	return def
 }
 
-// defaultImageModel is the first image model configured.
-func DefaultImageModel(models []string) string {
-	for _, m := range models {
+// DefaultImageModel is the model of an Images API request that names none:
+// the first of ordered (the config's models in file order) that a provider
+// serves and whose name says image, else the first served.
+func (g *Gateway) DefaultImageModel(ordered []string) string {
+	if len(ordered) == 0 {
+		ordered = g.router.Models()
+	}
+	first := ""
+	for _, m := range ordered {
+		if !g.router.Knows(m) {
+			continue
+		}
 		if strings.Contains(m, "image") {
 			return m
 		}
+		if first == "" {
+			first = m
+		}
 	}
-	if len(models) > 0 {
-		return models[0]
-	}
-	return ""
+	return first
 }
 
 func imagesSize(a *ImagesAnswer) int {

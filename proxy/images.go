@@ -121,7 +121,7 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, c
 		}
 	}
 	if aerr == nil {
-		if err := ir.Finish(gateway.DefaultImageModel(st.Gateway.Router().Models())); err != nil {
+		if err := ir.Finish(st.Gateway.DefaultImageModel(st.Config.ModelsInOrder())); err != nil {
 			aerr = toAPIError(err, "")
 		}
 	}
