@@ -19,8 +19,11 @@ command -v go >/dev/null 2>&1 || { echo "test.sh: Go is not installed (https://g
 # Pinned test tools (versitygw for the S3 tests) into .tools/bin, on PATH.
 . scripts/tools.sh
 
-echo "test.sh: go vet"
+echo "test.sh: go vet, go mod tidy -diff"
 go vet ./...
+if ! go mod tidy -diff >/dev/null; then
+  echo "test.sh: go.mod or go.sum is not tidy (go mod tidy -diff):"; go mod tidy -diff; exit 1
+fi
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
   echo "test.sh: gofmt would change:"; echo "$unformatted"; exit 1
