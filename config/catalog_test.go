@@ -139,3 +139,24 @@ keys:
 		}
 	}
 }
+
+// TestNoUsableProviderIsRefusedOffLoopback: every provider disabled (no
+// api_key) is a warning on loopback (a try-out), an error elsewhere.
+func TestNoUsableProviderIsRefusedOffLoopback(t *testing.T) {
+	yml := func(listen string) string {
+		return `
+server: { listen: "` + listen + `" }
+providers:
+  - { name: g, kind: gemini, base_url: "https://g.example", api_key: "${GK:-}", models: { m: gemini-2.5-flash-image } }
+keys:
+  - { name: k, key: client-key-0123456789 }
+`
+	}
+	if _, warns, err := Parse([]byte(yml("127.0.0.1:8080")), "cfg.yaml", env(nil)); err != nil || len(warns) == 0 {
+		t.Errorf("on loopback: warnings %q, error %v", warns, err)
+	}
+	ps := problems(t, yml("0.0.0.0:8080"), nil)
+	if !strings.Contains(ps.Error(), "providers: no provider is enabled (every api_key is empty) on a listener other machines reach") {
+		t.Errorf("problems:\n%v", ps.Error())
+	}
+}

@@ -289,6 +289,18 @@ func (c *Config) validateProviders(k *checker) {
 	if len(c.Providers) == 0 {
 		k.add("providers", "at least one provider is required")
 	}
+	enabled := 0
+	for i := range c.Providers {
+		if !c.Providers[i].Disabled {
+			enabled++
+		}
+	}
+	// On loopback a gateway without a provider is a try-out (a warning
+	// says so); reachable from other machines it is a misconfiguration.
+	if len(c.Providers) > 0 && enabled == 0 && !c.listensOnLoopback() {
+		k.add("providers", "no provider is enabled (every api_key is empty) on a listener other machines reach (%s): "+
+			"set a provider's api_key", quote(c.Server.Listen))
+	}
 	seen := map[string]int{}
 	for i := range c.Providers {
 		p := &c.Providers[i]

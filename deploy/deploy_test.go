@@ -287,8 +287,10 @@ func TestCompose(t *testing.T) {
 			t.Errorf("nginx.conf's upstream does not include %s:8080", g)
 		}
 		env := map[string]string{}
+		// As its header says to run it: with a client key and a provider key.
+		host := map[string]string{"DESIGN_CI_KEY": "sk-design-ci-from-the-host", "LAOZHANG_API_KEY": "lz-from-the-host"}
 		for k, v := range get(s, "environment").(obj) {
-			env[k] = composeEnv(v.(string), nil)
+			env[k] = composeEnv(v.(string), host)
 		}
 		cfg := parseConfig(t, data, "config.yaml ("+g+")", env)
 		if host := strings.Split(cfg.Redis.Addrs[0], ":")[0]; host != redisName {
