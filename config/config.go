@@ -89,6 +89,11 @@ type Server struct {
 	// Concurrency is the most connections served at once; 0 keeps fasthttp's
 	// default.
 	Concurrency int `yaml:"concurrency"`
+	// TrustedProxies are the addresses (IPs or CIDR prefixes) of the
+	// reverse proxies in front of the gateway: a request from one of them
+	// is the client's at the address X-Forwarded-For names (the last one
+	// not trusted), for the failed-auth guard and the access log.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// AdminListen, when set, is a second listener that alone serves
 	// /admin/* and /metrics (they are then absent from Listen), so that they
 	// can stay on a private network.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"sort"
@@ -243,6 +244,13 @@ func (c *Config) Validate() error {
 func (c *Config) validateServer(k *checker) {
 	s := c.Server
 	k.hostPort("server.listen", s.Listen, false)
+	for i, tp := range s.TrustedProxies {
+		if _, err := netip.ParsePrefix(tp); err != nil {
+			if _, err := netip.ParseAddr(tp); err != nil {
+				k.add(fmt.Sprintf("server.trusted_proxies[%d]", i), "%s is neither an IP address nor a CIDR prefix", quote(tp))
+			}
+		}
+	}
 	if s.AdminListen != "" {
 		k.hostPort("server.admin_listen", s.AdminListen, false)
 		if s.AdminListen == s.Listen {

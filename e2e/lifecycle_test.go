@@ -305,3 +305,43 @@ keys:
 		t.Error("the reload was not logged")
 	}
 }
+
+// TestTeamMetricsAndTheAccessLog: /metrics has a series per team, and every
+// endpoint without a request log of its own (here /admin/usage and
+// /v1/models) writes an access line with the client's address and who it
+// was.
+func TestTeamMetricsAndTheAccessLog(t *testing.T) {
+	e := startEnv(t, opts{adminKey: adminKey})
+	readAll(t, e.post(t, chatBody("")))
+	if code, _ := do(t, "GET", e.gw.URL+"/admin/usage", adminKey, "", nil); code != 200 {
+		t.Fatalf("/admin/usage: %d", code)
+	}
+	if code, _ := do(t, "GET", e.gw.URL+"/v1/models", clientKey, "", nil); code != 200 {
+		t.Fatalf("/v1/models: %d", code)
+	}
+	_, metrics := do(t, "GET", e.gw.URL+"/metrics", "", "", nil)
+	for _, want := range []string{
+		`nanogate_team_requests_total{status="200",team="design"} 1`,
+		`nanogate_team_images_total{provider="cheap",team="design"} 1`,
+		`nanogate_team_cost_usd_total{provider="cheap",team="design"} 0.03`,
+		`nanogate_cost_usd_total{model="` + model + `",provider="cheap"} 0.03`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	waitFor(t, 5*time.Second, "the access lines", func() bool {
+		logs := e.gw.Logs()
+		return strings.Contains(logs, `"msg":"access"`) && strings.Contains(logs, `"path":"/admin/usage"`) &&
+			strings.Contains(logs, `"path":"/v1/models"`)
+	})
+	for _, line := range strings.Split(e.gw.Logs(), "\n") {
+		if strings.Contains(line, `"path":"/admin/usage"`) &&
+			(!strings.Contains(line, `"client_ip":"127.0.0.1"`) || !strings.Contains(line, `"key":"admin"`) || !strings.Contains(line, `"status":200`)) {
+			t.Errorf("access line %s", line)
+		}
+		if strings.Contains(line, adminKey) || strings.Contains(line, clientKey) {
+			t.Errorf("a log line holds a key: %s", line)
+		}
+	}
+}

@@ -27,6 +27,13 @@ type Metrics struct {
 	// BudgetLocal counts budget reservations made locally while the
 	// budget store (Redis) was unreachable.
 	BudgetLocal prometheus.Counter
+	// CostUSD is CostMicros in dollars, as a float counter; TeamRequests,
+	// TeamImages and TeamCostUSD break requests, images and cost down by
+	// team (teams come from the config: the label set is bounded).
+	CostUSD      *prometheus.CounterVec // provider, model
+	TeamRequests *prometheus.CounterVec // team, status
+	TeamImages   *prometheus.CounterVec // team, provider
+	TeamCostUSD  *prometheus.CounterVec // team, provider
 	// UsageClamped counts upstream usage fields out of bounds, by provider
 	// and field (prompt, text): a sign of a misbehaving upstream.
 	UsageClamped *prometheus.CounterVec
@@ -73,6 +80,18 @@ func New() *Metrics {
 		CostMicros: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nanogate_cost_microdollars_total", Help: "Cost at the serving provider's prices, in micro-dollars.",
 		}, []string{"provider", "model"}),
+		CostUSD: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nanogate_cost_usd_total", Help: "Cost at the serving provider's prices, in USD.",
+		}, []string{"provider", "model"}),
+		TeamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nanogate_team_requests_total", Help: "Requests of each team's keys (\"none\" for keys without a team), by HTTP status.",
+		}, []string{"team", "status"}),
+		TeamImages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nanogate_team_images_total", Help: "Images billed to each team, by serving provider.",
+		}, []string{"team", "provider"}),
+		TeamCostUSD: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nanogate_team_cost_usd_total", Help: "Cost billed to each team at the serving provider's prices, in USD, by provider.",
+		}, []string{"team", "provider"}),
 		UsageClamped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nanogate_upstream_usage_clamped_total",
 			Help: "Upstream usage counts that were negative or beyond what the request could use, clamped before billing, by provider and field.",
@@ -106,7 +125,7 @@ func New() *Metrics {
 		}),
 	}
 	r.MustRegister(m.Requests, m.RequestDuration, m.Upstream, m.Attempts, m.CircuitState, m.Transitions,
-		m.Images, m.Tokens, m.CostMicros, m.UsageClamped, m.BudgetLocal, m.ClientGone, m.Panics,
+		m.Images, m.Tokens, m.CostMicros, m.CostUSD, m.TeamRequests, m.TeamImages, m.TeamCostUSD, m.UsageClamped, m.BudgetLocal, m.ClientGone, m.Panics,
 		m.BatchLines, m.BatchWaits, m.BatchQueueDepth, m.BatchesActive, m.BatchWorkersBusy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

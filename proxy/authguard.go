@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net"
 	"sync"
 	"time"
 
@@ -23,13 +22,6 @@ type authGuard struct {
 
 func newAuthGuard(maxFails int) *authGuard {
 	return &authGuard{fails: map[string]int{}, maxFails: maxFails, maxIPs: 100_000, now: time.Now}
-}
-
-func clientIP(ctx *fasthttp.RequestCtx) string {
-	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		return string(a.IP.To16())
-	}
-	return ctx.RemoteAddr().String()
 }
 
 // roll starts a new window when the minute is over. Call with mu held.

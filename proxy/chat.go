@@ -118,6 +118,18 @@ func (s *Server) record(l *reqLog) {
 		m.Tokens.WithLabelValues(l.served.Provider, model, "text").Add(float64(l.usage.TextTokens))
 		m.Tokens.WithLabelValues(l.served.Provider, model, "image").Add(float64(l.usage.ImageTokens))
 		m.CostMicros.WithLabelValues(l.served.Provider, model).Add(float64(l.cost))
+		m.CostUSD.WithLabelValues(l.served.Provider, model).Add(float64(l.cost) / 1e6)
+	}
+	if l.caller != nil {
+		team := l.caller.Team
+		if team == "" {
+			team = "none"
+		}
+		m.TeamRequests.WithLabelValues(team, metrics.Status(l.status)).Inc()
+		if l.usage.Images > 0 || l.cost > 0 {
+			m.TeamImages.WithLabelValues(team, l.served.Provider).Add(float64(l.usage.Images))
+			m.TeamCostUSD.WithLabelValues(team, l.served.Provider).Add(float64(l.cost) / 1e6)
+		}
 	}
 }
 

@@ -7,9 +7,11 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
 
 	"nanogate/auth"
 	"nanogate/dashboard"
+	"nanogate/internal/clip"
 )
 
 // authKind is how a route proves who calls it.
@@ -236,10 +238,17 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, st *State, rid string, adminLis
 		return
 	}
 	rq := routed{st: st, rid: rid, id: id}
+	start := time.Now()
 	caller, aerr := s.authorize(ctx, st, r.auth)
+	if r.logAs == "" {
+		// Routes without a request log of their own (the API's reads, the
+		// admin API, links, health) get an access line: the admin audit
+		// trail among them.
+		defer func() { s.logAccess(ctx, r, rid, caller, start) }()
+	}
 	if aerr != nil {
 		if r.logAs != "" {
-			s.fail(ctx, &reqLog{start: time.Now(), id: rid, route: r.logAs}, aerr)
+			s.fail(ctx, &reqLog{start: start, id: rid, route: r.logAs}, aerr)
 			return
 		}
 		writeError(ctx, aerr)
@@ -250,7 +259,7 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, st *State, rid string, adminLis
 	if r.auth == authSigned && ctx.Response.StatusCode() == fasthttp.StatusForbidden {
 		// A link whose signature does not hold is a failed authentication;
 		// a valid link is served whatever the address did before.
-		ip := clientIP(ctx)
+		ip := s.clientIP(ctx)
 		if s.guard.blocked(ip) {
 			writeError(ctx, errAuthFlood)
 			return
@@ -288,10 +297,42 @@ func (s *Server) authorize(ctx *fasthttp.RequestCtx, st *State, kind authKind) (
 	if aerr == nil {
 		return caller, nil
 	}
-	ip := clientIP(ctx)
+	ip := s.clientIP(ctx)
 	if s.guard.blocked(ip) {
 		return nil, errAuthFlood
 	}
 	s.guard.fail(ip)
 	return nil, aerr
+}
+
+// logAccess writes the access line of a request to a route without a
+// request log: method, path (never the query: links carry signatures),
+// status, time, the client's address (server.trusted_proxies) and who it
+// was. Health checks and scrapes, which come every few seconds, log at
+// debug.
+func (s *Server) logAccess(ctx *fasthttp.RequestCtx, r *route, rid string, caller *auth.Caller, start time.Time) {
+	level := zap.InfoLevel
+	if r.health() || slices.Contains(r.paths, "/metrics") {
+		level = zap.DebugLevel
+	}
+	ce := s.log.Check(level, "access")
+	if ce == nil {
+		return
+	}
+	fields := []zap.Field{
+		zap.String("request_id", rid),
+		zap.String("method", string(ctx.Method())),
+		zap.String("path", clip.String(string(ctx.Path()))),
+		zap.Int("status", ctx.Response.StatusCode()),
+		zap.Float64("latency_ms", elapsedMS(start)),
+		zap.String("client_ip", s.clientAddr(ctx).String()),
+		zap.String("auth", r.auth.String()),
+	}
+	switch st := ctx.Response.StatusCode(); {
+	case caller != nil:
+		fields = append(fields, zap.String("key", caller.Name), zap.String("team", caller.Team))
+	case r.auth == authAdmin && st != fasthttp.StatusUnauthorized && st != fasthttp.StatusTooManyRequests:
+		fields = append(fields, zap.String("key", "admin"))
+	}
+	ce.Write(fields...)
 }

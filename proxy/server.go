@@ -57,6 +57,8 @@ type Server struct {
 	metrics *metrics.Metrics
 	prom    fasthttp.RequestHandler
 	guard   *authGuard
+	// trusted are the proxies whose X-Forwarded-For names the client.
+	trusted trusted
 }
 
 // New returns a server for st, recording into m.
@@ -65,6 +67,7 @@ func New(st *State, log *zap.Logger, m *metrics.Metrics) *Server {
 	s.prom = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	s.state.Store(st)
 	sc := st.Config.Server
+	s.trusted = parseTrusted(sc.TrustedProxies)
 	s.srv = s.newHTTPServer(sc, s.handle)
 	if sc.AdminListen != "" {
 		s.admin = s.newHTTPServer(sc, s.handleAdmin)
