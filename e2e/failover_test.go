@@ -107,9 +107,17 @@ func TestOverloadedUpstreamsAreRetryable(t *testing.T) {
 	if resp.Header.Get("retry-after") != "7" || resp.Header.Get("retry-after-ms") != "7000" {
 		t.Errorf("retry-after %q, retry-after-ms %q, want 7 and 7000", resp.Header.Get("retry-after"), resp.Header.Get("retry-after-ms"))
 	}
+	rid := resp.Header.Get("x-request-id")
 	env := expectError(t, resp, 429, "rate_limit_exceeded")
 	if !strings.Contains(env.Error.Message, "cheap") || !strings.Contains(env.Error.Message, "dear") {
 		t.Errorf("message does not name the providers tried: %q", env.Error.Message)
+	}
+	// Each failed attempt is logged with its reason and the request's id.
+	for _, p := range []string{"cheap", "dear"} {
+		want := `"msg":"upstream attempt failed","request_id":"` + rid + `","provider":"` + p + `"`
+		if !strings.Contains(e.gw.Logs(), want) {
+			t.Errorf("no log line %s", want)
+		}
 	}
 	// dear is benched for its 7 s, cheap still usable: 429 again, and a
 	// second later, once cheap recovers, a success.

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"nanogate/auth"
 	"nanogate/gateway"
 	"nanogate/internal/clip"
+	"nanogate/internal/reqid"
 	"nanogate/metrics"
 	"nanogate/provider"
 	"nanogate/router"
@@ -35,8 +37,9 @@ type reqLog struct {
 	call    *gateway.Call
 	gw      *gateway.Gateway
 	cost    int64
-	size    string // the image size billed (bounded: the catalogue's or 512/NK)
-	route   string // "chat" when empty
+	size    string     // the image size billed (bounded: the catalogue's or 512/NK)
+	ip      netip.Addr // the client's (server.trusted_proxies)
+	route   string     // "chat" when empty
 }
 
 func (l *reqLog) routeName() string {
@@ -55,6 +58,7 @@ func (s *Server) logRequest(l *reqLog) {
 	fields = append(fields,
 		zap.String("request_id", l.id),
 		zap.String("route", l.routeName()),
+		zap.String("client_ip", l.ip.String()),
 		zap.String("model", clip.String(l.model)),
 		zap.Bool("stream", l.stream),
 		zap.Int("status", l.status),
@@ -145,7 +149,8 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, l *reqLog, e *apiError) {
 }
 
 func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, caller *auth.Caller) {
-	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, gw: st.Gateway, caller: caller}
+	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, gw: st.Gateway, caller: caller,
+		ip: s.clientAddr(ctx)}
 	if !jsonContentType(ctx.Request.Header.ContentType()) {
 		s.fail(ctx, l, errContentType)
 		return
@@ -167,7 +172,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 	}
 	// The upstream call lives as long as the request, and ends early when
 	// the client goes away.
-	rctx, cancel := context.WithCancel(context.Background())
+	rctx, cancel := context.WithCancel(reqid.With(context.Background(), rid))
 	stopWatch := watchClient(ctx.Conn(), func() { l.gone = true; cancel() })
 
 	if req.Stream {

@@ -14,6 +14,7 @@ import (
 	"nanogate/auth"
 	"nanogate/gateway"
 	"nanogate/internal/clip"
+	"nanogate/internal/reqid"
 )
 
 // imageMagic returns the media type of an image from its first bytes.
@@ -106,7 +107,8 @@ func readEditImage(part *multipart.Part) (gateway.InputImage, *apiError) {
 // handleImages serves /v1/images/generations and /v1/images/edits through
 // the same limits, routing and accounting as chat.
 func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, caller *auth.Caller, edits bool) {
-	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, gw: st.Gateway, route: "images", caller: caller}
+	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, gw: st.Gateway, route: "images", caller: caller,
+		ip: s.clientAddr(ctx)}
 	var ir *gateway.ImagesRequest
 	var aerr *apiError
 	if edits {
@@ -137,7 +139,7 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, c
 	}
 	call := &gateway.Call{ID: s.ids.next(), Caller: caller, Req: req}
 	l.call = call
-	rctx, cancel := context.WithCancel(context.Background())
+	rctx, cancel := context.WithCancel(reqid.With(context.Background(), rid))
 	stopWatch := watchClient(ctx.Conn(), func() { l.gone = true; cancel() })
 	ans, err := st.Gateway.Images(rctx, call, ir.N, ir.Links)
 	stopWatch()

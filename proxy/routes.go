@@ -248,7 +248,7 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, st *State, rid string, adminLis
 	}
 	if aerr != nil {
 		if r.logAs != "" {
-			s.fail(ctx, &reqLog{start: start, id: rid, route: r.logAs}, aerr)
+			s.fail(ctx, &reqLog{start: start, id: rid, route: r.logAs, ip: s.clientAddr(ctx)}, aerr)
 			return
 		}
 		writeError(ctx, aerr)

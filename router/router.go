@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"nanogate/config"
+	"nanogate/internal/reqid"
 	"nanogate/metrics"
 	"nanogate/provider"
 )
@@ -326,6 +327,12 @@ func (r *Router) try(ctx context.Context, req *provider.ChatRequest, keep bool, 
 		cancel()
 		last = err
 		pe, ok := provider.AsError(err)
+		if ok && pe.Kind != provider.KindCanceled {
+			// provider.Error messages hold no key or upstream host.
+			r.log.Info("upstream attempt failed", zap.String("request_id", reqid.From(ctx)),
+				zap.String("provider", c.Provider.Name()), zap.Int("attempt", served.Attempts),
+				zap.Int("status", pe.Status), zap.String("reason", pe.Error()))
+		}
 		if !ok || !pe.NothingMade() {
 			nothingMade = false
 		} else if pe.RetryAfter > 0 && (asked == 0 || pe.RetryAfter < asked) {
