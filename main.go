@@ -19,9 +19,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -199,6 +201,7 @@ func reload(path string, srv *proxy.Server, closeOld func(), d *deps) func() {
 	cfg, warnings, err := config.Load(path)
 	if err != nil {
 		log.Error("reload refused: invalid config; the old one stays in force", zap.Error(err))
+		d.metrics.Reloads.WithLabelValues("refused").Inc()
 		return closeOld
 	}
 	for _, w := range warnings {
@@ -210,9 +213,11 @@ func reload(path string, srv *proxy.Server, closeOld func(), d *deps) func() {
 	}
 	if err != nil {
 		log.Error("reload refused", zap.Error(err))
+		d.metrics.Reloads.WithLabelValues("refused").Inc()
 		return closeOld
 	}
 	applied, restart := config.Changes(srv.State().Config, cfg)
+	d.metrics.Reloads.WithLabelValues("applied").Inc()
 	srv.SetState(st)
 	// In-flight requests finish on the old providers: closing only drops
 	// their idle connections.
@@ -240,6 +245,43 @@ type deps struct {
 	// sigs keeps thought signatures across reloads: answers given before a
 	// reload are sent back after it.
 	sigs signatures.Store
+	// fetches is the image fetching of the state in force, for its gauge.
+	fetches atomic.Pointer[provider.ImageFetches]
+}
+
+// registerGauges exports what the process holds now: whether Redis answers
+// (absent without Redis), the usage spool's backlog and the image bytes being
+// fetched.
+func (d *deps) registerGauges(cfg *config.Config) {
+	reg := d.metrics.Registry
+	if cfg.Redis != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "nanogate_redis_up", Help: "1 while Redis answers the limiter, the budget checks and the usage records; 0 during an outage.",
+		}, func() float64 {
+			down := d.recorder.Stats().StoreDown
+			if l, ok := d.limiter.(interface{ Degraded() bool }); ok && l.Degraded() {
+				down = true
+			}
+			if g, ok := d.store.(*accounting.Guarded); ok && g.Down() {
+				down = true
+			}
+			if down {
+				return 0
+			}
+			return 1
+		}))
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "nanogate_usage_spool_backlog", Help: "Usage records waiting in the spool for Redis.",
+	}, func() float64 { return float64(d.recorder.Stats().Backlog) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "nanogate_image_fetch_bytes_in_flight", Help: "Bytes of image URLs being fetched now (images.fetch.max_bytes_in_flight bounds them).",
+	}, func() float64 {
+		if f := d.fetches.Load(); f != nil {
+			return float64(f.InFlight())
+		}
+		return 0
+	}))
 }
 
 func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
@@ -301,6 +343,7 @@ func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 		return nil, fmt.Errorf("images.offload: %w", err)
 	}
 	d.offload = off
+	d.registerGauges(cfg)
 	if err := d.newBatches(cfg); err != nil {
 		return nil, err
 	}
@@ -430,6 +473,7 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 		MaxBytesInFlight: cfg.Images.Fetch.MaxBytesInFlight, RequestBytes: cfg.Server.MaxBodyBytes,
 		AllowAddrs: testAddrs("NANOGATE_TEST_FETCH_ADDRS"),
 	})
+	d.fetches.Store(fetches)
 	popts := provider.Options{TokensPerImage: int64(cfg.Billing.TokensPerImage), Images: fetches}
 	var entries []router.Entry
 	var provs []provider.Provider

@@ -131,6 +131,9 @@ func TestBudgetsDuringARedisOutage(t *testing.T) {
 			}
 			t.Logf("on_outage %s, Redis dead: statuses %v, slowest request %v", policy, codes, slowest)
 			_, metrics := do(t, "GET", e.gw.URL+"/metrics", "", "", nil)
+			if !strings.Contains(string(metrics), "nanogate_redis_up 0") {
+				t.Errorf("nanogate_redis_up is not 0 during the outage")
+			}
 			switch policy {
 			case "open":
 				// $0.20 with ~$0.0415 reserved per request: about four

@@ -170,6 +170,12 @@ func TestSIGHUPReloads(t *testing.T) {
 	if strings.Contains(e.gw.Logs(), newKey) {
 		t.Fatal("the reload logged a key")
 	}
+	_, metrics := do(t, "GET", e.gw.URL+"/metrics", "", "", nil)
+	for _, want := range []string{`nanogate_config_reloads_total{result="applied"} 2`, `nanogate_config_reloads_total{result="refused"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
 
 // TestHalfSentConnectionsDoNotBlockService: 200 connections that send half a

@@ -24,6 +24,8 @@ type Metrics struct {
 	Tokens          *prometheus.CounterVec   // provider, model, kind
 	CostMicros      *prometheus.CounterVec   // provider, model
 	ClientGone      prometheus.Counter
+	// Reloads counts configuration reloads by result (applied, refused).
+	Reloads *prometheus.CounterVec
 	// BudgetLocal counts budget reservations made locally while the
 	// budget store (Redis) was unreachable.
 	BudgetLocal prometheus.Counter
@@ -96,6 +98,9 @@ func New() *Metrics {
 			Name: "nanogate_upstream_usage_clamped_total",
 			Help: "Upstream usage counts that were negative or beyond what the request could use, clamped before billing, by provider and field.",
 		}, []string{"provider", "field"}),
+		Reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nanogate_config_reloads_total", Help: "Configuration reloads (SIGHUP, -watch-config), by result: applied or refused.",
+		}, []string{"result"}),
 		BudgetLocal: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nanogate_budget_local_reservations_total",
 			Help: "Budget reservations made by this replica alone while Redis was unreachable (on_outage: open).",
@@ -125,7 +130,7 @@ func New() *Metrics {
 		}),
 	}
 	r.MustRegister(m.Requests, m.RequestDuration, m.Upstream, m.Attempts, m.CircuitState, m.Transitions,
-		m.Images, m.Tokens, m.CostMicros, m.CostUSD, m.TeamRequests, m.TeamImages, m.TeamCostUSD, m.UsageClamped, m.BudgetLocal, m.ClientGone, m.Panics,
+		m.Images, m.Tokens, m.CostMicros, m.CostUSD, m.TeamRequests, m.TeamImages, m.TeamCostUSD, m.UsageClamped, m.Reloads, m.BudgetLocal, m.ClientGone, m.Panics,
 		m.BatchLines, m.BatchWaits, m.BatchQueueDepth, m.BatchesActive, m.BatchWorkersBusy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
