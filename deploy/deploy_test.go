@@ -5,6 +5,7 @@ package deploy
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -302,6 +303,83 @@ func TestCompose(t *testing.T) {
 		}
 		if get(s, "depends_on", redisName) == nil {
 			t.Errorf("%s does not depend on %s", g, redisName)
+		}
+	}
+}
+
+// TestAlertsAndDashboardNameExportedMetrics: every metric the alert rules
+// and the Grafana dashboard query is one nanogate exports, and both files
+// parse.
+func TestAlertsAndDashboardNameExportedMetrics(t *testing.T) {
+	var exported []string
+	for _, src := range []string{"../metrics/metrics.go", "../main.go"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`Name: +"(nanogate_[a-z0-9_]+)"`).FindAllSubmatch(b, -1) {
+			exported = append(exported, string(m[1]))
+		}
+	}
+	if len(exported) < 10 {
+		t.Fatalf("found %d exported metrics", len(exported))
+	}
+	known := func(name string) bool {
+		for _, suffix := range []string{"", "_bucket", "_count", "_sum"} {
+			if slices.Contains(exported, strings.TrimSuffix(name, suffix)) && (suffix == "" || strings.HasSuffix(name, suffix)) {
+				return true
+			}
+		}
+		return false
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `yaml:"alert"`
+				Expr  string `yaml:"expr"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	b, err := os.ReadFile("prometheus/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &rules); err != nil || len(rules.Groups) == 0 {
+		t.Fatalf("alerts.yaml: %v", err)
+	}
+	var exprs []string
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" || r.Expr == "" {
+				t.Errorf("a rule without alert or expr: %+v", r)
+			}
+			exprs = append(exprs, r.Expr)
+		}
+	}
+	var dash struct {
+		Panels []struct {
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	b, err = os.ReadFile("grafana/nanogate.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &dash); err != nil || len(dash.Panels) == 0 {
+		t.Fatalf("grafana/nanogate.json: %v", err)
+	}
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	for _, e := range exprs {
+		for _, name := range regexp.MustCompile(`nanogate_[a-z0-9_]+`).FindAllString(e, -1) {
+			if !known(name) {
+				t.Errorf("%q queries %s, which nanogate does not export", e, name)
+			}
 		}
 	}
 }
