@@ -40,6 +40,7 @@ import (
 	"nanogate/proxy"
 	"nanogate/ratelimit"
 	"nanogate/router"
+	"nanogate/telemetry"
 )
 
 func main() {
@@ -87,6 +88,20 @@ func run(args []string) int {
 			log.Error("pprof", zap.Error(err))
 			return 1
 		}
+	}
+	stopTracing, err := telemetry.Setup(context.Background())
+	if err != nil {
+		log.Error("tracing: OTLP exporter", zap.Error(err))
+		return 1
+	}
+	defer func() {
+		// Spans still batched go out before the process ends.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		stopTracing(ctx)
+	}()
+	if telemetry.Enabled() {
+		log.Info("tracing: exporting spans over OTLP/HTTP (OTEL_EXPORTER_OTLP_* settings)")
 	}
 	d, err := newDeps(cfg, log)
 	if err != nil {

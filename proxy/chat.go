@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"nanogate/auth"
@@ -39,6 +40,7 @@ type reqLog struct {
 	cost    int64
 	size    string     // the image size billed (bounded: the catalogue's or 512/NK)
 	ip      netip.Addr // the client's (server.trusted_proxies)
+	span    trace.Span // nil when no span was started
 	route   string     // "chat" when empty
 }
 
@@ -54,6 +56,7 @@ func (s *Server) logRequest(l *reqLog) {
 		rec := l.gw.Finish(l.call, l.served, l.usage, l.status, l.stream)
 		l.cost, l.size = rec.CostMicros, rec.Size
 	}
+	s.endSpan(l)
 	fields := make([]zap.Field, 0, 20)
 	fields = append(fields,
 		zap.String("request_id", l.id),
@@ -173,6 +176,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 	// The upstream call lives as long as the request, and ends early when
 	// the client goes away.
 	rctx, cancel := context.WithCancel(reqid.With(context.Background(), rid))
+	rctx = s.startSpan(ctx, rctx, l, "chat.completions")
 	stopWatch := watchClient(ctx.Conn(), func() { l.gone = true; cancel() })
 
 	if req.Stream {

@@ -140,6 +140,7 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, c
 	call := &gateway.Call{ID: s.ids.next(), Caller: caller, Req: req}
 	l.call = call
 	rctx, cancel := context.WithCancel(reqid.With(context.Background(), rid))
+	rctx = s.startSpan(ctx, rctx, l, "images")
 	stopWatch := watchClient(ctx.Conn(), func() { l.gone = true; cancel() })
 	ans, err := st.Gateway.Images(rctx, call, ir.N, ir.Links)
 	stopWatch()

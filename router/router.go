@@ -9,12 +9,16 @@ import (
 	"sort"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"nanogate/config"
 	"nanogate/internal/reqid"
 	"nanogate/metrics"
 	"nanogate/provider"
+	"nanogate/telemetry"
 )
 
 // ErrNoProvider means no enabled provider maps the model, or every one that
@@ -312,8 +316,20 @@ func (r *Router) try(ctx context.Context, req *provider.ChatRequest, keep bool, 
 		served.Attempts++
 		served.Tried = append(served.Tried, c.Provider.Name())
 		actx, cancel := context.WithTimeout(ctx, c.Timeout)
+		var span trace.Span
+		if telemetry.Enabled() {
+			actx, span = telemetry.Tracer().Start(actx, "upstream "+c.Provider.Name(), trace.WithSpanKind(trace.SpanKindClient),
+				trace.WithAttributes(attribute.String("nanogate.provider", c.Provider.Name()),
+					attribute.String("gen_ai.request.model", c.Model), attribute.Int("nanogate.attempt", served.Attempts)))
+		}
 		start := r.now()
 		err := call(actx, c)
+		if span != nil {
+			if err != nil {
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
+		}
 		c.health.report(r.now(), trial, err, r.now().Sub(start))
 		if err == nil {
 			served.Provider, served.Price = c.Provider.Name(), c.Price

@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"nanogate/telemetry"
 )
 
 // ErrBodyTooLarge is returned when an upstream body exceeds the configured cap.
@@ -181,6 +183,7 @@ func (c *Client) Do(ctx context.Context, req *fasthttp.Request, stream bool) (*R
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	telemetry.Inject(ctx, &req.Header) // the caller's trace goes on to the upstream
 	cn, err := c.acquire(ctx)
 	if err != nil {
 		return nil, err

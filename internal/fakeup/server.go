@@ -104,6 +104,7 @@ type Server struct {
 	faultOn   bool
 	faultLeft int
 	lastAuth  string
+	lastTrace string // the traceparent header of the last request
 	lastPath  string
 	lastBody  []byte
 	lastSigs  []string
@@ -229,6 +230,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.lastAuth = r.Header.Get(authHeader)
+	s.lastTrace = r.Header.Get("traceparent")
 	s.lastPath = p
 	s.lastBody = append(s.lastBody[:0], body...)
 	set := s.set

@@ -112,6 +112,13 @@ func (s *Server) Reset() {
 	s.requests.Store(0)
 	s.canceled.Store(0)
 	s.mu.Lock()
-	s.lastAuth, s.lastPath, s.lastBody, s.lastSigs = "", "", nil, nil
+	s.lastAuth, s.lastPath, s.lastBody, s.lastSigs, s.lastTrace = "", "", nil, nil, ""
 	s.mu.Unlock()
+}
+
+// LastTraceparent returns the W3C traceparent header of the last request ("" when it had none).
+func (s *Server) LastTraceparent() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastTrace
 }
