@@ -9,11 +9,14 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"nanogate/auth"
 	"nanogate/gateway"
 	"nanogate/internal/jsonx"
 	"nanogate/provider"
 	"nanogate/router"
+	"nanogate/telemetry"
 )
 
 // checker returns the check of a line's body for endpoint: what the HTTP
@@ -88,6 +91,11 @@ type attempt struct {
 
 // runLine runs one input line as a live request of the batch's key.
 func (m *Manager) runLine(ctx context.Context, rt Runtime, b *Batch, t *Task, raw []byte) attempt {
+	// A span per line, named by its batch (which has no span of its own:
+	// it outlives any trace).
+	ctx, end := telemetry.Span(ctx, "batch line", attribute.String("nanogate.batch_id", b.ID),
+		attribute.Int("nanogate.batch_line", t.Line))
+	defer end(nil)
 	env, lerr := parseEnvelope(bytes.TrimSpace(raw))
 	if lerr != nil {
 		// Validated at creation: the input file changed under the batch.

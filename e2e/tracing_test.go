@@ -106,9 +106,12 @@ keys:
 		names := col.names(traceID)
 		return len(names) >= 2
 	})
+	waitFor(t, 10*time.Second, "every span of the request", func() bool { return len(col.names(traceID)) >= 3 })
 	names := strings.Join(col.names(traceID), ",")
-	if !strings.Contains(names, "chat.completions") || !strings.Contains(names, "upstream cheap") {
-		t.Errorf("spans %s", names)
+	for _, want := range []string{"chat.completions", "admission", "upstream cheap"} {
+		if !strings.Contains(names, want) {
+			t.Errorf("spans %s lack %s", names, want)
+		}
 	}
 	col.mu.Lock()
 	attrs := col.attrs["chat.completions"]

@@ -24,6 +24,7 @@ import (
 	"nanogate/provider"
 	"nanogate/ratelimit"
 	"nanogate/router"
+	"nanogate/telemetry"
 )
 
 // Sentinel errors callers branch on.
@@ -291,7 +292,9 @@ func (g *Gateway) Check(caller *auth.Caller, model string) error {
 // the budget reservation and the resolution of image links. On error nothing
 // is held. The limits come first so that requests for unknown or forbidden
 // models count against them like any other: a refusal is not free.
-func (g *Gateway) admit(ctx context.Context, call *Call) error {
+func (g *Gateway) admit(ctx context.Context, call *Call) (err error) {
+	ctx, end := telemetry.Span(ctx, "admission")
+	defer func() { end(err) }()
 	g.resolveRetired(call)
 	if err := g.checkModelParams(call.Req); err != nil {
 		return err
@@ -479,6 +482,8 @@ func (g *Gateway) copyHosted(ctx context.Context, img *provider.Image) {
 // offloadImage stores img and sets its link. A store that fails leaves the
 // image inline: the client gets its image either way.
 func (g *Gateway) offloadImage(ctx context.Context, img *provider.Image) {
+	ctx, end := telemetry.Span(ctx, "image offload")
+	defer end(nil)
 	if img.URL != "" && len(img.B64) == 0 {
 		g.copyHosted(ctx, img)
 		return

@@ -305,7 +305,10 @@ func (r *Router) try(ctx context.Context, req *provider.ChatRequest, keep bool, 
 		}
 		c := cands[i].c
 		if p, ok := c.Provider.(provider.Preparer); ok && c.health.usable(r.now()) {
-			if err := p.Prepare(ctx, req, c.Model); err != nil {
+			pctx, end := telemetry.Span(ctx, "image fetch")
+			err := p.Prepare(pctx, req, c.Model)
+			end(err)
+			if err != nil {
 				return served, err
 			}
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -81,5 +82,21 @@ func Extract(ctx context.Context, h *fasthttp.RequestHeader) context.Context {
 func Inject(ctx context.Context, h *fasthttp.RequestHeader) {
 	if trace.SpanContextFromContext(ctx).IsValid() {
 		propagator.Inject(ctx, headerCarrier{h})
+	}
+}
+
+// Span starts a child span of ctx named name, and returns the context that
+// carries it and the function that ends it (recording err, if any). Without
+// trace export it starts nothing and costs nothing.
+func Span(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, func(err error)) {
+	if !Enabled() {
+		return ctx, func(error) {}
+	}
+	ctx, span := Tracer().Start(ctx, name, trace.WithAttributes(attrs...))
+	return ctx, func(err error) {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
 	}
 }
