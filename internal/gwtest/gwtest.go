@@ -27,6 +27,15 @@ var (
 	buildErr  error
 )
 
+// Cleanup removes the binary Binary built: call it from TestMain after the
+// tests ran, so that each run does not leave tens of megabytes in the
+// temporary directory.
+func Cleanup() {
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+}
+
 // Binary builds nanogate once and returns its path.
 func Binary(t testing.TB) string {
 	t.Helper()
