@@ -310,3 +310,24 @@ func mustRead(t *testing.T, path string) string {
 }
 
 const sigterm = syscall.SIGTERM
+
+// startOneReseller is a gateway in front of one fake reseller ("cheap"), with
+// the client key in team design, run with more command-line args and
+// environment.
+func startOneReseller(t *testing.T, args []string, environ ...string) (*env, *fakeup.Server) {
+	t.Helper()
+	up, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+	cfg := fmt.Sprintf(`
+server: { listen: "{{ADDR}}", shutdown_timeout: 5s }
+providers:
+  - { name: cheap, kind: openai, base_url: %s, api_key: %s, models: { %s: m }, price: { per_image: 0.035 } }
+teams: [{ name: design }]
+keys:
+  - { name: ci, team: design, key: %s }
+`, up.URL(), upstreamK1, model, clientKey)
+	return &env{gw: gwtest.StartArgs(t, t.TempDir(), cfg, args, environ...), cheap: up}, up
+}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/base64"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -280,20 +279,8 @@ func TestAdminListenServesAdminAndMetricsApart(t *testing.T) {
 // TestWatchedConfigReloadsWithoutASignal: with -watch-config, a rewritten
 // config file (a ConfigMap update) is reloaded as SIGHUP would.
 func TestWatchedConfigReloadsWithoutASignal(t *testing.T) {
-	up, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(up.Close)
-	cfg := fmt.Sprintf(`
-server: { listen: "{{ADDR}}", shutdown_timeout: 5s }
-providers:
-  - { name: cheap, kind: openai, base_url: %s, api_key: %s, models: { %s: m }, price: { per_image: 0.035 } }
-keys:
-  - { name: ci, key: %s }
-`, up.URL(), upstreamK1, model, clientKey)
-	gw := gwtest.StartArgs(t, t.TempDir(), cfg, []string{"-watch-config", "100ms"})
-	e := &env{gw: gw}
+	e, _ := startOneReseller(t, []string{"-watch-config", "100ms"})
+	gw := e.gw
 	orig, err := os.ReadFile(gw.ConfigPath)
 	if err != nil {
 		t.Fatal(err)

@@ -13,9 +13,6 @@ import (
 
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
-
-	"nanogate/internal/fakeup"
-	"nanogate/internal/gwtest"
 )
 
 // collector is an OTLP/HTTP trace receiver on loopback: it keeps the spans
@@ -78,21 +75,7 @@ func (c *collector) names(trace string) []string {
 // too.
 func TestTracesJoinTheClientsTrace(t *testing.T) {
 	col := startCollector(t)
-	up, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(up.Close)
-	cfg := fmt.Sprintf(`
-server: { listen: "{{ADDR}}", shutdown_timeout: 5s }
-providers:
-  - { name: cheap, kind: openai, base_url: %s, api_key: %s, models: { %s: m }, price: { per_image: 0.035 } }
-teams: [{ name: design }]
-keys:
-  - { name: ci, team: design, key: %s }
-`, up.URL(), upstreamK1, model, clientKey)
-	gw := gwtest.Start(t, cfg, "OTEL_EXPORTER_OTLP_ENDPOINT="+col.url, "OTEL_BSP_SCHEDULE_DELAY=100")
-	e := &env{gw: gw}
+	e, up := startOneReseller(t, nil, "OTEL_EXPORTER_OTLP_ENDPOINT="+col.url, "OTEL_BSP_SCHEDULE_DELAY=100")
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	resp := e.post(t, chatBody(""), "traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
 	readAll(t, resp)
