@@ -36,6 +36,7 @@ import (
 	"nanogate/images"
 	"nanogate/images/signatures"
 	"nanogate/metrics"
+	"nanogate/openai"
 	"nanogate/provider"
 	"nanogate/proxy"
 	"nanogate/ratelimit"
@@ -502,14 +503,8 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 		if pc.Disabled {
 			continue
 		}
-		var p provider.Provider
-		var err error
-		switch pc.Kind {
-		case "openai":
-			p, err = provider.NewOpenAI(pc, popts)
-		case "gemini":
-			p, err = provider.NewGemini(pc, popts)
-		default:
+		p, err := provider.New(pc, popts)
+		if errors.Is(err, provider.ErrUnknownKind) {
 			// Validation admits only known kinds; one this build cannot speak
 			// yet is left out rather than failing the whole gateway.
 			skipped = append(skipped, pc.Name)
@@ -522,7 +517,7 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 		provs = append(provs, p)
 		entries = append(entries, router.Entry{Provider: p, Config: pc})
 	}
-	format, _ := gateway.ParseFormat(cfg.Images.Format)
+	format, _ := openai.ParseFormat(cfg.Images.Format)
 	acct := &gateway.Accounting{
 		Store: d.store, Recorder: d.recorder, Pricer: accounting.NewPricer(cfg),
 		Teams:    map[string]*config.Team{},

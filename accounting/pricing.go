@@ -58,7 +58,7 @@ func NewPricer(cfg *config.Config) *Pricer {
 			if _, ok := p.list[model]; !ok {
 				if m := cfg.ModelOf(model); m != nil {
 					p.list[model] = config.ListPrice(m)
-				} else if pc.Kind == "gemini" {
+				} else if pc.Kind == config.KindGemini {
 					p.list[model] = pr
 				}
 			}

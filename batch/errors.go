@@ -7,10 +7,11 @@ import (
 
 	"nanogate/gateway"
 	"nanogate/internal/jsonx"
+	"nanogate/openai"
 )
 
 // apiError is a line's failure as the HTTP API would have answered it.
-type apiError = gateway.APIError
+type apiError = openai.Error
 
 // transient reports whether running the line again later may succeed: the
 // gateway's own failover already tried every provider, but an outage often
@@ -22,7 +23,7 @@ func transient(e *apiError) bool {
 // toAPIError maps an error of a line's journey to what the HTTP API answers
 // for it, for the line's error file entry.
 func toAPIError(err error, model string, call *gateway.Call) *apiError {
-	return gateway.ErrorFor(err, model, call)
+	return openai.ErrorFor(err, model, call)
 }
 
 // appendErrorBody writes OpenAI's error envelope.

@@ -130,12 +130,12 @@ func (m *Manager) writeFiles(ctx context.Context, b *Batch, now time.Time) (out,
 	defer ew.Abort()
 	var nOut, nErr int
 	nl := []byte{'\n'}
-	err = m.store.Results(ctx, b.ID, func(kind byte, line []byte) error {
+	err = m.store.Results(ctx, b.ID, func(kind Outcome, line []byte) error {
 		var w FileWriter
 		switch kind {
-		case kindCompleted:
+		case Completed:
 			w, nOut = ow, nOut+1
-		case kindFailed:
+		case Failed:
 			w, nErr = ew, nErr+1
 		default:
 			return nil

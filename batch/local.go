@@ -41,7 +41,7 @@ type Local struct {
 type localBatch struct {
 	b       *Batch
 	spans   []Span
-	outcome []byte       // kind per line, 0 while none
+	outcome []Outcome    // per line, 0 while none, 0 while none
 	taken   map[int]bool // lines handed out and not yet done
 	next    int          // lines before it were all handed out once
 	res     *os.File     // results, opened for appending
@@ -101,7 +101,7 @@ func (s *Local) load(id string) error {
 		return err
 	}
 	lb.spans = decodeSpans(raw)
-	lb.outcome = make([]byte, len(lb.spans))
+	lb.outcome = make([]Outcome, len(lb.spans))
 	b.Counts = Counts{Total: int64(len(lb.spans))}
 	if err := s.replay(lb); err != nil {
 		return err
@@ -149,14 +149,14 @@ func (s *Local) replay(lb *localBatch) error {
 }
 
 // A results record is "<line> <kind> <file line>\n".
-func appendRecord(b []byte, line int, kind byte, out []byte) []byte {
+func appendRecord(b []byte, line int, kind Outcome, out []byte) []byte {
 	b = strconv.AppendInt(b, int64(line), 10)
-	b = append(b, ' ', kind, ' ')
+	b = append(b, ' ', byte(kind), ' ')
 	b = append(b, out...)
 	return append(b, '\n')
 }
 
-func parseRecord(rec []byte) (line int, kind byte, out []byte, ok bool) {
+func parseRecord(rec []byte) (line int, kind Outcome, out []byte, ok bool) {
 	rec = bytes.TrimSuffix(rec, []byte("\n"))
 	num, rest, ok1 := bytes.Cut(rec, []byte(" "))
 	if !ok1 || len(rest) < 2 || rest[1] != ' ' {
@@ -166,16 +166,16 @@ func parseRecord(rec []byte) (line int, kind byte, out []byte, ok bool) {
 	if err != nil {
 		return 0, 0, nil, false
 	}
-	return n, rest[0], rest[2:], true
+	return n, Outcome(rest[0]), rest[2:], true
 }
 
-func count(c *Counts, kind byte) {
+func count(c *Counts, kind Outcome) {
 	switch kind {
-	case kindCompleted:
+	case Completed:
 		c.Completed++
-	case kindFailed:
+	case Failed:
 		c.Failed++
-	case kindSkipped:
+	case Skipped:
 		c.Skipped++
 	}
 }
@@ -222,7 +222,7 @@ func (s *Local) Create(_ context.Context, b *Batch, lines []Span) error {
 		res.Close()
 		return fmt.Errorf("batch store: %w", err)
 	}
-	s.batches[b.ID] = &localBatch{b: &c, spans: lines, outcome: make([]byte, len(lines)), taken: map[int]bool{}, res: res}
+	s.batches[b.ID] = &localBatch{b: &c, spans: lines, outcome: make([]Outcome, len(lines)), taken: map[int]bool{}, res: res}
 	return nil
 }
 
@@ -338,7 +338,7 @@ func (s *Local) HasResult(_ context.Context, t Task) (bool, error) {
 
 // Done implements Store: the record is synced to disk before the line
 // counts.
-func (s *Local) Done(_ context.Context, t Task, kind byte, line []byte) (Counts, error) {
+func (s *Local) Done(_ context.Context, t Task, kind Outcome, line []byte) (Counts, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	lb := s.batches[t.Batch]
@@ -371,7 +371,7 @@ func (s *Local) Ack(_ context.Context, t Task) error {
 }
 
 // Results implements Store.
-func (s *Local) Results(_ context.Context, id string, fn func(kind byte, line []byte) error) error {
+func (s *Local) Results(_ context.Context, id string, fn func(kind Outcome, line []byte) error) error {
 	f, err := os.Open(s.path(id, ".results"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil

@@ -19,6 +19,7 @@ import (
 	"nanogate/config"
 	"nanogate/gateway"
 	"nanogate/metrics"
+	"nanogate/openai"
 )
 
 // Runtime is the configuration in force: the HTTP server's state, read again
@@ -26,7 +27,7 @@ import (
 type Runtime struct {
 	Gateway    *gateway.Gateway
 	Config     *config.Config
-	Format     gateway.Format
+	Format     openai.Format
 	Accounting *gateway.Accounting
 }
 

@@ -410,7 +410,7 @@ func TestReclaimedLineWithAResultIsNotRunAgain(t *testing.T) {
 	}
 	unacked := tasks[1]
 	unacked.ref = ""
-	store.Done(ctx, unacked, kindCompleted, []byte(`{"custom_id":"r1"}`))
+	store.Done(ctx, unacked, Completed, []byte(`{"custom_id":"r1"}`))
 	store.Update(ctx, b.ID, func(x *Batch) bool { x.Status = StatusInProgress; return true })
 
 	got := h.wait(t, b.ID, StatusCompleted, 5*time.Second)
@@ -492,7 +492,7 @@ func TestPanickingLineFailsAlone(t *testing.T) {
 	m.rt = func() Runtime { return Runtime{} } // no config: the journey dereferences nil
 	b := &Batch{ID: NewBatchID(time.Now()), Key: "ci", Endpoint: EndpointChat}
 	a := m.runLineSafe(context.Background(), b, &Task{Batch: b.ID}, chatInput(1))
-	if a.kind != kindFailed || a.status != 500 || a.retry || !bytes.Contains(a.line, []byte(`"custom_id":"r0"`)) {
+	if a.kind != Failed || a.status != 500 || a.retry || !bytes.Contains(a.line, []byte(`"custom_id":"r0"`)) {
 		t.Fatalf("%+v: %s", a, a.line)
 	}
 }

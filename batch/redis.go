@@ -345,7 +345,7 @@ return redis.call('HMGET', KEYS[1], 'total', 'completed', 'failed', 'skipped')
 `)
 
 // Done implements Store.
-func (s *Redis) Done(ctx context.Context, t Task, kind byte, line []byte) (Counts, error) {
+func (s *Redis) Done(ctx context.Context, t Task, kind Outcome, line []byte) (Counts, error) {
 	v, err := doneScript.Run(ctx, s.c, []string{s.key(t.Batch), s.results(t.Batch), s.queue(t.Batch)},
 		t.Line, string(kind), line, t.ref, group).Slice()
 	if err != nil {
@@ -379,7 +379,7 @@ func (s *Redis) Ack(ctx context.Context, t Task) error {
 }
 
 // Results implements Store.
-func (s *Redis) Results(ctx context.Context, id string, fn func(kind byte, line []byte) error) error {
+func (s *Redis) Results(ctx context.Context, id string, fn func(kind Outcome, line []byte) error) error {
 	var cursor uint64
 	for {
 		kv, next, err := s.c.HScan(ctx, s.results(id), cursor, "*", 200).Result()
@@ -391,7 +391,7 @@ func (s *Redis) Results(ctx context.Context, id string, fn func(kind byte, line 
 			if v == "" {
 				continue
 			}
-			if err := fn(v[0], []byte(v[1:])); err != nil {
+			if err := fn(Outcome(v[0]), []byte(v[1:])); err != nil {
 				return err
 			}
 		}

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -14,6 +13,7 @@ import (
 	"nanogate/auth"
 	"nanogate/gateway"
 	"nanogate/internal/jsonx"
+	"nanogate/openai"
 	"nanogate/provider"
 	"nanogate/router"
 	"nanogate/telemetry"
@@ -30,15 +30,15 @@ func (m *Manager) checker(rt Runtime, caller *auth.Caller, endpoint string) func
 		var err error
 		switch endpoint {
 		case EndpointChat:
-			req, err = provider.ParseChatRequest(body)
+			req, err = openai.ParseChatRequest(body)
 			if err == nil && req.Stream {
 				return "", &LineError{Code: "invalid_value", Param: "body.stream", Message: "'stream' is not supported in a batch."}
 			}
 		case EndpointImages:
-			var ir *gateway.ImagesRequest
-			if ir, err = gateway.ParseImagesGeneration(body); err == nil {
+			var ir *openai.ImagesRequest
+			if ir, err = openai.ParseImagesGeneration(body); err == nil {
 				if err = ir.Finish(models); err == nil {
-					req, err = gw.ImagesChatRequest(ir)
+					req, err = ir.ChatRequest(gw.Model(ir.Model))
 				}
 			}
 		}
@@ -63,9 +63,9 @@ func (m *Manager) checker(rt Runtime, caller *auth.Caller, endpoint string) func
 
 // attempt is what running a line once gave.
 type attempt struct {
-	// kind and line, when the line has its outcome: kindCompleted with its
-	// output file line, or kindFailed with its error file line.
-	kind byte
+	// kind and line, when the line has its outcome: Completed with its
+	// output file line, or Failed with its error file line.
+	kind Outcome
 	line []byte
 	// wait > 0: the line did not run (no room in a limit, budget spent,
 	// Redis down): run it again after wait.
@@ -133,7 +133,7 @@ func forceLinks(c *auth.Caller) *auth.Caller {
 }
 
 func (m *Manager) runChat(ctx context.Context, rt Runtime, b *Batch, t *Task, env envelope, caller *auth.Caller, id string) attempt {
-	req, err := provider.ParseChatRequest(env.body)
+	req, err := openai.ParseChatRequest(env.body)
 	if err == nil && req.Stream {
 		err = &provider.RequestError{Param: "stream", Msg: "'stream' is not supported in a batch."}
 	}
@@ -141,54 +141,41 @@ func (m *Manager) runChat(ctx context.Context, rt Runtime, b *Batch, t *Task, en
 		return m.failed(b, t, env.customID, id, toAPIError(err, "", nil), err)
 	}
 	call := &gateway.Call{ID: id, Caller: forceLinks(caller), Req: req, Batch: true, BatchShare: m.share(rt)}
+	defer call.Close()
 	ans, served, err := rt.Gateway.Chat(ctx, call)
 	if err != nil {
 		if a, ok := m.waitOf(err, call); ok {
 			return a
 		}
-		e := toAPIError(err, req.Model, call)
-		canceled := ctx.Err() != nil
-		if call.Admitted() {
-			if canceled {
-				// The line runs again later under the same id: this
-				// record must not take it.
-				call.ID += "-x" + nonce()
-			}
-			rt.Gateway.Finish(call, served, gateway.Usage{}, e.Status, false)
-		}
-		if canceled {
+		if ctx.Err() != nil {
+			// The line runs again later under the same id: nothing is
+			// recorded under it now.
+			call.Abandon()
 			return attempt{abandoned: true}
 		}
-		a := m.failed(b, t, env.customID, id, e, err)
+		a := m.failed(b, t, env.customID, id, toAPIError(err, req.Model, call), err)
 		a.model, a.served = req.Model, served
 		return a
 	}
-	respID := ans.Result.ID
-	if !strings.HasPrefix(respID, "chatcmpl-") {
-		respID = "chatcmpl-" + id
-	}
-	if ans.Result.Created == 0 {
-		ans.Result.Created = time.Now().Unix()
-	}
-	body := gateway.NewChatBody(ans, respID, req.Model, rt.Format)
+	body := openai.NewChatBody(ans, id, req.Model, rt.Format)
 	var buf bytes.Buffer
 	buf.Grow(body.Len())
 	body.WriteTo(&buf)
 	body.Close()
-	rec := rt.Gateway.Finish(call, served, ans.Usage, 200, false)
+	bill := call.Close()
 	line := appendResultLine(make([]byte, 0, buf.Len()+256), b.ID, t.Line, env.customID, 200, id, compact(buf.Bytes()))
-	return attempt{kind: kindCompleted, line: line, status: 200, model: req.Model, served: served, usage: ans.Usage,
-		cost: rec.CostMicros}
+	return attempt{kind: Completed, line: line, status: 200, model: req.Model, served: served, usage: ans.Usage,
+		cost: bill.CostMicros}
 }
 
 func (m *Manager) runImages(ctx context.Context, rt Runtime, b *Batch, t *Task, env envelope, caller *auth.Caller, id string) attempt {
-	ir, err := gateway.ParseImagesGeneration(env.body)
+	ir, err := openai.ParseImagesGeneration(env.body)
 	if err == nil {
 		err = ir.Finish(rt.Gateway.DefaultImageModel(rt.Config.ModelsInOrder()))
 	}
 	var req *provider.ChatRequest
 	if err == nil {
-		req, err = rt.Gateway.ImagesChatRequest(ir)
+		req, err = ir.ChatRequest(rt.Gateway.Model(ir.Model))
 	}
 	if err != nil {
 		return m.failed(b, t, env.customID, id, toAPIError(err, "", nil), err)
@@ -201,13 +188,14 @@ func (m *Manager) runImages(ctx context.Context, rt Runtime, b *Batch, t *Task, 
 		}
 	}
 	call := &gateway.Call{ID: id, Caller: caller, Req: req, Batch: true, BatchShare: m.share(rt)}
-	// The gateway records each upstream call of the request itself.
+	defer call.Close()
 	ans, err := rt.Gateway.Images(ctx, call, ir.N, links)
 	if err != nil {
 		if a, ok := m.waitOf(err, call); ok {
 			return a
 		}
 		if ctx.Err() != nil {
+			call.Abandon()
 			return attempt{abandoned: true}
 		}
 		a := m.failed(b, t, env.customID, id, toAPIError(err, ir.Model, call), err)
@@ -215,9 +203,9 @@ func (m *Manager) runImages(ctx context.Context, rt Runtime, b *Batch, t *Task, 
 		return a
 	}
 	defer ans.Release()
-	out := ans.AppendResponse(nil)
+	out := openai.AppendImagesResponse(nil, ans.Images, ans.Usage, ans.PromptImageTokens())
 	line := appendResultLine(make([]byte, 0, len(out)+256), b.ID, t.Line, env.customID, 200, id, compact(out))
-	a := attempt{kind: kindCompleted, line: line, status: 200, model: ir.Model, usage: ans.Usage}
+	a := attempt{kind: Completed, line: line, status: 200, model: ir.Model, usage: ans.Usage, cost: call.Close().CostMicros}
 	if len(ans.Served) > 0 {
 		a.served = ans.Served[0]
 		a.served.Attempts = 0
@@ -257,7 +245,7 @@ func (m *Manager) failed(b *Batch, t *Task, customID []byte, reqID string, e *ap
 		reqID = callID(b.ID, t.Line, t.try)
 	}
 	body := appendErrorBody(make([]byte, 0, 160+len(e.Message)), e)
-	a := attempt{kind: kindFailed, line: appendResultLine(nil, b.ID, t.Line, customID, e.Status, reqID, body),
+	a := attempt{kind: Failed, line: appendResultLine(nil, b.ID, t.Line, customID, e.Status, reqID, body),
 		status: e.Status, retry: transient(e), errorCode: e.Code, err: err}
 	var ov *router.Overloaded
 	if errors.As(err, &ov) {

@@ -23,11 +23,15 @@ type Task struct {
 	try int
 }
 
-// Outcome kinds of a line, as Store.Done records them.
+// Outcome is how a line ended, as Store.Done records it. Its value is the
+// byte stored with the line's result.
+type Outcome byte
+
+// Outcomes of a line.
 const (
-	kindCompleted = 'c' // in the output file
-	kindFailed    = 'f' // in the error file
-	kindSkipped   = 's' // never ran (cancelled): in neither
+	Completed Outcome = 'c' // in the output file
+	Failed    Outcome = 'f' // in the error file
+	Skipped   Outcome = 's' // never ran (cancelled): in neither
 )
 
 // Store keeps batches, the queue of their lines and the lines' results. Two
@@ -67,12 +71,12 @@ type Store interface {
 	// Done records the outcome of a task's line (kind, and for completed
 	// and failed lines the output or error file line) unless the line has
 	// one already, acknowledges the task, and returns the batch's counts.
-	Done(ctx context.Context, t Task, kind byte, line []byte) (Counts, error)
+	Done(ctx context.Context, t Task, kind Outcome, line []byte) (Counts, error)
 	// Ack acknowledges a task whose line has an outcome already.
 	Ack(ctx context.Context, t Task) error
 	// Results calls fn with every recorded outcome of batch id, in no
 	// particular order.
-	Results(ctx context.Context, id string, fn func(kind byte, line []byte) error) error
+	Results(ctx context.Context, id string, fn func(kind Outcome, line []byte) error) error
 	// Drop removes the queue and results of a batch that has its files; the
 	// batch stops being active.
 	Drop(ctx context.Context, id string) error

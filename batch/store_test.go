@@ -208,12 +208,12 @@ func runStoreSuite(t *testing.T, nb func(t *testing.T) *storeBackend) {
 		if len(tasks) != 3 {
 			t.Fatalf("took %d", len(tasks))
 		}
-		c := must[Counts](t)(b.s.Done(ctx, tasks[0], kindCompleted, []byte(`{"custom_id":"a"}`)))
+		c := must[Counts](t)(b.s.Done(ctx, tasks[0], Completed, []byte(`{"custom_id":"a"}`)))
 		if c != (Counts{Total: 3, Completed: 1}) {
 			t.Fatalf("counts %+v", c)
 		}
 		// The same line again (a reclaimed copy that ran too): not counted.
-		c = must[Counts](t)(b.s.Done(ctx, tasks[0], kindFailed, []byte(`{"custom_id":"a2"}`)))
+		c = must[Counts](t)(b.s.Done(ctx, tasks[0], Failed, []byte(`{"custom_id":"a2"}`)))
 		if c != (Counts{Total: 3, Completed: 1}) {
 			t.Fatalf("counts after a second outcome %+v", c)
 		}
@@ -223,20 +223,20 @@ func runStoreSuite(t *testing.T, nb func(t *testing.T) *storeBackend) {
 		if ok := must[bool](t)(b.s.HasResult(ctx, tasks[1])); ok {
 			t.Fatal("a result before Done")
 		}
-		must[Counts](t)(b.s.Done(ctx, tasks[1], kindFailed, []byte(`{"custom_id":"b"}`)))
-		c = must[Counts](t)(b.s.Done(ctx, tasks[2], kindSkipped, nil))
+		must[Counts](t)(b.s.Done(ctx, tasks[1], Failed, []byte(`{"custom_id":"b"}`)))
+		c = must[Counts](t)(b.s.Done(ctx, tasks[2], Skipped, nil))
 		if c != (Counts{Total: 3, Completed: 1, Failed: 1, Skipped: 1}) || !c.Done() {
 			t.Fatalf("final counts %+v", c)
 		}
-		got := map[string]byte{}
-		err := b.s.Results(ctx, id, func(kind byte, line []byte) error {
+		got := map[string]Outcome{}
+		err := b.s.Results(ctx, id, func(kind Outcome, line []byte) error {
 			got[string(line)] = kind
 			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := map[string]byte{`{"custom_id":"a"}`: kindCompleted, `{"custom_id":"b"}`: kindFailed, "": kindSkipped}
+		want := map[string]Outcome{`{"custom_id":"a"}`: Completed, `{"custom_id":"b"}`: Failed, "": Skipped}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("results %v, want %v", got, want)
 		}
@@ -248,7 +248,7 @@ func runStoreSuite(t *testing.T, nb func(t *testing.T) *storeBackend) {
 		if err := b.s.Drop(ctx, id); err != nil {
 			t.Fatal(err)
 		}
-		if c, _ := b.s.Done(ctx, tasks[2], kindCompleted, []byte("x")); c.Completed > 1 {
+		if c, _ := b.s.Done(ctx, tasks[2], Completed, []byte("x")); c.Completed > 1 {
 			t.Fatalf("an outcome counted after Drop: %+v", c)
 		}
 		if got := must[*Batch](t)(b.s.Get(ctx, id)); got.Status != StatusCompleted {
@@ -288,8 +288,8 @@ func runStoreSuite(t *testing.T, nb func(t *testing.T) *storeBackend) {
 			t.Fatalf("second reclaim: %+v, want only the lines alive stopped touching", again)
 		}
 		// An acknowledged line is never reclaimed.
-		must[Counts](t)(b.s.Done(ctx, got[0], kindCompleted, []byte("{}")))
-		must[Counts](t)(b.s.Done(ctx, got[1], kindCompleted, []byte("{}")))
+		must[Counts](t)(b.s.Done(ctx, got[0], Completed, []byte("{}")))
+		must[Counts](t)(b.s.Done(ctx, got[1], Completed, []byte("{}")))
 		time.Sleep(250 * time.Millisecond)
 		for _, tk := range must[[]Task](t)(b.s.Reclaim(ctx, id, "y", 200*time.Millisecond, 10)) {
 			if tk.Line == got[0].Line || tk.Line == got[1].Line {
@@ -306,8 +306,8 @@ func runStoreSuite(t *testing.T, nb func(t *testing.T) *storeBackend) {
 		id := NewBatchID(now)
 		b.s.Create(ctx, testBatch(id, "t:design"), spans(4))
 		tasks := must[[]Task](t)(b.s.Take(ctx, id, "a", 4))
-		must[Counts](t)(b.s.Done(ctx, tasks[1], kindCompleted, []byte(`{"n":1}`)))
-		must[Counts](t)(b.s.Done(ctx, tasks[3], kindFailed, []byte(`{"n":3}`)))
+		must[Counts](t)(b.s.Done(ctx, tasks[1], Completed, []byte(`{"n":1}`)))
+		must[Counts](t)(b.s.Done(ctx, tasks[3], Failed, []byte(`{"n":3}`)))
 		s := b.reopen()
 		got := must[*Batch](t)(s.Get(ctx, id))
 		if got.Counts != (Counts{Total: 4, Completed: 1, Failed: 1}) || got.Status != StatusInProgress {

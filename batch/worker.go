@@ -343,7 +343,7 @@ func (m *Manager) runTask(t *Task) bool {
 	m.logLine(b, t, &a, start)
 	if mt := m.o.Metrics; mt != nil {
 		outcome := "completed"
-		if a.kind == kindFailed {
+		if a.kind == Failed {
 			outcome = "failed"
 		}
 		mt.BatchLines.WithLabelValues(outcome).Inc()
@@ -407,7 +407,7 @@ func (m *Manager) flush() {
 // done records a line's outcome, retrying while the store fails (the line
 // ran and was billed: its result must not be lost if it can be helped; if
 // it is, the line runs again and its record's id is counted once).
-func (m *Manager) done(t *Task, kind byte, line []byte) (Counts, bool) {
+func (m *Manager) done(t *Task, kind Outcome, line []byte) (Counts, bool) {
 	var err error
 	for i, wait := 0, 200*time.Millisecond; i < 8; i, wait = i+1, wait*2 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -431,7 +431,7 @@ func (m *Manager) endLine(b *Batch, t *Task, why string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if b.Ending == endCancel {
-		c, err := m.store.Done(ctx, *t, kindSkipped, nil)
+		c, err := m.store.Done(ctx, *t, Skipped, nil)
 		if err == nil {
 			m.metricLine("skipped")
 			if c.Done() {
@@ -450,7 +450,7 @@ func (m *Manager) endLine(b *Batch, t *Task, why string) {
 	if why == "budget" {
 		code, msg = "insufficient_quota", "The team's budget was spent until the batch expired."
 	}
-	c, err := m.store.Done(ctx, *t, kindFailed, appendLineErrorLine(nil, b.ID, t.Line, customID, code, msg))
+	c, err := m.store.Done(ctx, *t, Failed, appendLineErrorLine(nil, b.ID, t.Line, customID, code, msg))
 	if err == nil {
 		m.metricLine("failed")
 		if c.Done() {

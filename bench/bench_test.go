@@ -18,6 +18,7 @@ import (
 	"nanogate/config"
 	"nanogate/gateway"
 	"nanogate/internal/fakeup"
+	"nanogate/openai"
 	"nanogate/provider"
 	"nanogate/ratelimit"
 )
@@ -89,7 +90,7 @@ func BenchmarkParseChatRequest(b *testing.B) {
 			b.SetBytes(int64(len(c.body)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := provider.ParseChatRequest(c.body); err != nil {
+				if _, err := openai.ParseChatRequest(c.body); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -99,7 +100,7 @@ func BenchmarkParseChatRequest(b *testing.B) {
 
 func mustParse(tb testing.TB, body string) *provider.ChatRequest {
 	tb.Helper()
-	r, err := provider.ParseChatRequest([]byte(body))
+	r, err := openai.ParseChatRequest([]byte(body))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -140,16 +141,12 @@ func BenchmarkProviderChat(b *testing.B) {
 	}{{"openai2KB", "openai", smallModel, smallBody}, {"gemini1.5MB", "gemini", largeModel, largeBody}} {
 		b.Run(c.name, func(b *testing.B) {
 			up := startCanned(b, c.kind)
-			pc := config.Provider{Name: c.kind, Kind: c.kind, APIKey: upstreamKey, Timeout: time.Minute, MaxConns: 4,
+			pc := config.Provider{Name: c.kind, Kind: config.ProviderKind(c.kind), APIKey: upstreamKey, Timeout: time.Minute, MaxConns: 4,
 				BaseURL: "http://" + up.addr() + "/v1", Models: map[string]string{c.model: c.model}}
-			var p provider.Provider
-			var err error
-			if c.kind == "openai" {
-				p, err = provider.NewOpenAI(pc, provider.Options{})
-			} else {
+			if pc.Kind == config.KindGemini {
 				pc.BaseURL = "http://" + up.addr() + "/v1beta"
-				p, err = provider.NewGemini(pc, provider.Options{})
 			}
+			p, err := provider.New(pc, provider.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -191,11 +188,11 @@ func BenchmarkChatBody(b *testing.B) {
 	}{{"2KB", smallImage}, {"1.5MB", largeImage}} {
 		b.Run(c.name, func(b *testing.B) {
 			a := answer(c.size)
-			n := gateway.NewChatBody(a, "chatcmpl-bench", smallModel, gateway.FormatMarkdown).Len()
+			n := openai.NewChatBody(a, "bench", smallModel, openai.FormatMarkdown).Len()
 			b.SetBytes(int64(n))
 			b.ReportAllocs()
 			for b.Loop() {
-				body := gateway.NewChatBody(a, "chatcmpl-bench", smallModel, gateway.FormatMarkdown)
+				body := openai.NewChatBody(a, "bench", smallModel, openai.FormatMarkdown)
 				if _, err := body.WriteTo(io.Discard); err != nil {
 					b.Fatal(err)
 				}

@@ -24,6 +24,7 @@ import (
 	"nanogate/gateway"
 	"nanogate/internal/fakeup"
 	"nanogate/metrics"
+	"nanogate/openai"
 	"nanogate/provider"
 	"nanogate/proxy"
 	"nanogate/ratelimit"
@@ -259,7 +260,7 @@ func newEnv(tb testing.TB) *env {
 		Gateway: gateway.New(router.New(entries, cfg.Routing, nil, log, m), gateway.Options{
 			TokensPerImage: cfg.Billing.TokensPerImage, Log: log, Accounting: acct, Limiter: limiter,
 		}),
-		Limiter: limiter, Accounting: acct, Format: gateway.FormatMarkdown,
+		Limiter: limiter, Accounting: acct, Format: openai.FormatMarkdown,
 	}
 	e := &env{srv: proxy.New(st, log, m), state: st}
 	e.close = func() {

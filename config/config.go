@@ -127,12 +127,22 @@ type Redis struct {
 	DecisionTimeout time.Duration `yaml:"decision_timeout"`
 }
 
+// ProviderKind is the wire format a provider speaks.
+type ProviderKind string
+
+// Provider kinds.
+const (
+	// KindOpenAI is an OpenAI-compatible chat completions API (a reseller).
+	KindOpenAI ProviderKind = "openai"
+	// KindGemini is Google's native Gemini API.
+	KindGemini ProviderKind = "gemini"
+)
+
 // Provider is one upstream serving the image model.
 type Provider struct {
 	Name string `yaml:"name"`
-	// Kind is "openai" (OpenAI-compatible chat completions) or "gemini"
-	// (Google's native API).
-	Kind string `yaml:"kind"`
+	// Kind is the provider's wire format.
+	Kind ProviderKind `yaml:"kind"`
 	// BaseURL is the upstream's API base, without a trailing slash (Defaults
 	// trims one).
 	BaseURL string `yaml:"base_url"`
@@ -412,7 +422,7 @@ func (c *Config) modelOf(public string) *catalog.Model {
 	for _, gemini := range []bool{true, false} {
 		for i := range c.Providers {
 			p := &c.Providers[i]
-			if (p.Kind == "gemini") != gemini {
+			if (p.Kind == KindGemini) != gemini {
 				continue
 			}
 			if up, ok := p.Models[public]; ok {
@@ -432,7 +442,7 @@ func (c *Config) PriceOf(p *Provider, public string) Price {
 	if pr, ok := p.Prices[public]; ok {
 		return pr
 	}
-	if p.Kind == "gemini" {
+	if p.Kind == KindGemini {
 		if m := c.ModelOf(public); m != nil {
 			return ListPrice(m)
 		}

@@ -79,7 +79,7 @@ func Parse(data []byte, file string, getenv func(string) (string, bool)) (*Confi
 	// the successor instead, and the operator is told once, at load.
 	for i := range cfg.Providers {
 		pr := &cfg.Providers[i]
-		if pr.Kind != "gemini" {
+		if pr.Kind != KindGemini {
 			continue
 		}
 		for _, public := range slices.Sorted(maps.Keys(pr.Models)) {

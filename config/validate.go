@@ -320,7 +320,7 @@ func (c *Config) validateProviders(k *checker) {
 		} else {
 			seen[p.Name] = i
 		}
-		k.oneOf(at+".kind", p.Kind, "openai", "gemini")
+		k.oneOf(at+".kind", string(p.Kind), string(KindOpenAI), string(KindGemini))
 		k.httpURL(at+".base_url", p.BaseURL)
 		if len(p.Models) == 0 {
 			k.add(at+".models", "at least one model mapping (public name: provider's name) is required")
@@ -338,7 +338,7 @@ func (c *Config) validateProviders(k *checker) {
 			}
 		}
 		k.priceBlock(at+".price", p.Price, nil)
-		if p.Kind == "openai" && p.Price.PerImage == 0 {
+		if p.Kind == KindOpenAI && p.Price.PerImage == 0 {
 			// No catalogue price stands in for a reseller's: an image at
 			// $0 makes budgets never bind and cheapest routing prefer it.
 			for _, model := range slices.Sorted(maps.Keys(p.Models)) {

@@ -9,12 +9,9 @@ import (
 	"go.uber.org/zap"
 
 	"nanogate/accounting"
-	"nanogate/auth"
 	"nanogate/config"
 	"nanogate/internal/safemath"
 	"nanogate/provider"
-	"nanogate/ratelimit"
-	"nanogate/router"
 )
 
 // ErrBudgetExceeded: the caller's team spent its budget for the period.
@@ -34,41 +31,6 @@ type Accounting struct {
 	// FailOpen admits requests when the budget store is unreachable
 	// (redis.on_outage: open).
 	FailOpen bool
-}
-
-// Call is the state of one request's journey between its admission and its
-// record.
-type Call struct {
-	// ID is a server-made unique id: records are counted once per id, so
-	// it is never the client's x-request-id.
-	ID     string
-	Caller *auth.Caller
-	Req    *provider.ChatRequest
-	// Batch marks a line of a batch (package batch): the rate limiter also
-	// checks and charges the batch-only buckets holding BatchShare
-	// (batch.max_share) of each limit, so that interactive traffic keeps
-	// the rest.
-	Batch      bool
-	BatchShare float64
-	resv       *accounting.Reservation
-	// admitted: past the model check and the budget; Finish records it.
-	admitted bool
-	// Limit is the rate-limit decision, for the x-ratelimit-* headers; nil
-	// when no limiter ran.
-	Limit    *ratelimit.Result
-	limitReq ratelimit.Request
-	tokens   int64 // estimate charged to the TPM buckets
-	charged  bool
-	// images asked for by an Images API request (each its own upstream
-	// call); 0 for chat, where the request's n counts.
-	images int
-	// Warning is a Warning header for the answer (a model id Google
-	// retired), "" for none.
-	Warning string
-	// billed, when set, is the usage this call's own record bills in place
-	// of the answer's: with n > 1 fanned out, the answer sums every upstream
-	// call and each of the others has a record of its own.
-	billed *Usage
 }
 
 // wanted is how many images the call asks for, for estimates.
@@ -94,7 +56,7 @@ func (g *Gateway) estimateTokens(req *provider.ChatRequest) int64 {
 		}
 	}
 	perImage := int64(defaultInputImageTokens)
-	if m := g.model(req.Model); m != nil && m.InputTokensPerImage > 0 {
+	if m := g.Model(req.Model); m != nil && m.InputTokensPerImage > 0 {
 		perImage = m.InputTokensPerImage
 	}
 	return safemath.Add(text/4, safemath.Mul(perImage, int64(max(req.ImageInputs, 0))))
@@ -163,34 +125,4 @@ func (g *Gateway) release(call *Call) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	g.acct.Store.Release(ctx, r)
-}
-
-// Finish records a call that was admitted: billed at the provider that served
-// it, or as failed (costing nothing) when none did. It never blocks: the
-// record goes to a queue written off the response path, and settles the
-// budget reservation of the same id. It returns the record for the log.
-func (g *Gateway) Finish(call *Call, served router.Served, u Usage, status int, stream bool) accounting.Record {
-	rec := accounting.Record{
-		ID: call.ID, Time: time.Now(), Model: call.Req.Model, Size: g.imageSize(call.Req), Provider: served.Provider,
-		Attempts: served.Attempts, Status: status, Stream: stream,
-	}
-	if call.Caller != nil {
-		rec.Key, rec.Team = call.Caller.Name, call.Caller.Team
-	}
-	if call.billed != nil {
-		u = *call.billed
-	}
-	if served.Provider != "" && status == 200 {
-		rec.Images, rec.PromptTokens, rec.TextTokens, rec.ImageTokens = u.Images, u.PromptTokens, u.TextTokens, u.ImageTokens
-	} else {
-		rec.Provider = ""
-	}
-	g.settleTokens(call, safemath.Sum(rec.PromptTokens, rec.TextTokens, rec.ImageTokens))
-	if g.acct == nil {
-		return rec
-	}
-	g.acct.Pricer.Charge(&rec)
-	g.acct.Recorder.Record(rec)
-	call.resv = nil
-	return rec
 }

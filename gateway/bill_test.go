@@ -21,7 +21,7 @@ func TestBillClampsUpstreamUsage(t *testing.T) {
 	clamped := map[string]int{}
 	g := New(nil, Options{TokensPerImage: 1290, Log: zap.New(core),
 		UsageClamped: func(p, f string) { clamped[p+"/"+f]++ }})
-	req, err := provider.ParseChatRequest([]byte(`{"model":"m","n":2,"messages":[{"role":"user","content":"draw a cat"}]}`))
+	req, err := ParseChatRequest([]byte(`{"model":"m","n":2,"messages":[{"role":"user","content":"draw a cat"}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestCatalogueDecidesSizesAndImageTokens(t *testing.T) {
 		return m
 	}})
 	parse := func(body string) *provider.ChatRequest {
-		req, err := provider.ParseChatRequest([]byte(body))
+		req, err := ParseChatRequest([]byte(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,46 +136,23 @@ func TestCatalogueDecidesSizesAndImageTokens(t *testing.T) {
 	}
 }
 
-// TestImagesAPISizeAndQualityPickTheImageSize: OpenAI's size and quality
-// become Gemini's image size for the model the catalogue knows.
-func TestImagesAPISizeAndQualityPickTheImageSize(t *testing.T) {
-	cat := catalog.Default()
-	g := New(nil, Options{ModelOf: func(public string) *catalog.Model {
-		m, _, _ := cat.Lookup(public)
-		return m
-	}})
-	for _, tc := range []struct {
-		model, size, quality, want string
-	}{
-		{"gemini-3-pro-image", "", "", "1K"},
-		{"gemini-3-pro-image", "4096x4096", "", "4K"},
-		{"gemini-3-pro-image", "1792x1024", "", "2K"},
-		{"gemini-3-pro-image", "1024x1024", "hd", "1K"},
-		{"gemini-3-pro-image", "auto", "high", "2K"},
-		{"gemini-3-pro-image", "", "low", "1K"},
-		{"gemini-3-pro-image", "4k", "", "4K"},
-		{"gemini-3.1-flash-image", "512x512", "", "512"},
-		{"gemini-3.1-flash-image", "", "low", "512"},
-		{"gemini-2.5-flash-image", "1792x1024", "hd", "1K"},
-		{"unknown-model", "1792x1024", "hd", ""},
-	} {
-		r := &ImagesRequest{Model: tc.model, Prompt: "p", N: 1}
-		for k, v := range map[string]string{"size": tc.size, "quality": tc.quality} {
-			if v != "" {
-				if err := r.Param(k, v); err != nil {
-					t.Fatalf("%s=%s: %v", k, v, err)
-				}
-			}
-		}
-		req, err := g.ImagesChatRequest(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if req.ImageSize != tc.want {
-			t.Errorf("%s size %q quality %q: image size %q, want %q", tc.model, tc.size, tc.quality, req.ImageSize, tc.want)
-		}
+func TestBillCountsTokensPerImage(t *testing.T) {
+	g := New(nil, Options{TokensPerImage: 1290})
+	u := g.bill(usageCaps{prompt: 100, text: 100, perImage: 1290}, "p", provider.Usage{PromptTokens: 10, TextTokens: 4}, 3)
+	if u.ImageTokens != 3870 || u.CompletionTokens != 3874 || u.TotalTokens != 3884 || u.Images != 3 {
+		t.Fatalf("usage = %+v", u)
 	}
-	if err := (&ImagesRequest{}).Param("quality", "ultra"); err == nil {
-		t.Error("quality ultra accepted")
+}
+
+// TestImagesAnswerSumsPromptImageTokens: the Images API reports the input
+// image tokens of every upstream call, a negative count as 0.
+func TestImagesAnswerSumsPromptImageTokens(t *testing.T) {
+	a := &ImagesAnswer{results: []*provider.Result{
+		{Usage: provider.Usage{PromptImageTokens: 560}},
+		{Usage: provider.Usage{PromptImageTokens: -7}},
+		{Usage: provider.Usage{PromptImageTokens: 560}},
+	}}
+	if got := a.PromptImageTokens(); got != 1120 {
+		t.Fatalf("PromptImageTokens = %d, want 1120", got)
 	}
 }

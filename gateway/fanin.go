@@ -163,14 +163,15 @@ func (g *Gateway) chatStreamFanOut(ctx context.Context, call *Call) (*StreamAnsw
 	}
 	if len(subs) == 0 {
 		cancel()
+		call.fail(outs[n-1].served, lastErr)
 		return nil, outs[n-1].served, lastErr
 	}
 	f := newFanIn(subs, firsts, cancel)
 	first, err := f.Next()
 	if err != nil {
 		f.Close()
+		call.fail(served, err)
 		return nil, served, err
 	}
-	return &StreamAnswer{Stream: f, First: first, Served: served, offload: g.offloads(call.Caller), ctx: ctx,
-		caps: g.capsFor(call.Req)}, served, nil
+	return g.newStreamAnswer(ctx, call, f, first, served), served, nil
 }

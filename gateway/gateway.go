@@ -205,8 +205,8 @@ func (g *Gateway) resolveRetired(call *Call) {
 	}
 }
 
-// model returns the catalogue's model for a public name, nil when unknown.
-func (g *Gateway) model(public string) *catalog.Model {
+// Model returns the catalogue's model for a public name, nil when unknown.
+func (g *Gateway) Model(public string) *catalog.Model {
 	if g.modelOf == nil {
 		return nil
 	}
@@ -216,7 +216,7 @@ func (g *Gateway) model(public string) *catalog.Model {
 // imageTokens are the output tokens one image of req bills: the
 // catalogue's for its model and size, else billing.tokens_per_image.
 func (g *Gateway) imageTokens(req *provider.ChatRequest) int64 {
-	if m := g.model(req.Model); m != nil {
+	if m := g.Model(req.Model); m != nil {
 		if t, ok := m.ImageTokens(req.ImageSize); ok {
 			return t
 		}
@@ -229,7 +229,7 @@ func (g *Gateway) imageTokens(req *provider.ChatRequest) int64 {
 // that asked for none.
 func (g *Gateway) imageSize(req *provider.ChatRequest) string {
 	if req.ImageSize == "" {
-		if m := g.model(req.Model); m != nil {
+		if m := g.Model(req.Model); m != nil {
 			return m.DefaultSize
 		}
 	}
@@ -240,7 +240,7 @@ func (g *Gateway) imageSize(req *provider.ChatRequest) string {
 // image size or aspect ratio it does not make, max_tokens above its output
 // limit. A model the catalogue does not know gets the request as sent.
 func (g *Gateway) checkModelParams(req *provider.ChatRequest) error {
-	m := g.model(req.Model)
+	m := g.Model(req.Model)
 	if m == nil {
 		return nil
 	}
@@ -266,17 +266,6 @@ type Answer struct {
 	Usage  Usage
 }
 
-// StreamAnswer is an open stream whose first event has arrived.
-type StreamAnswer struct {
-	Stream provider.Stream
-	First  *provider.Event
-	Served router.Served
-	// offload: images are replaced by links as they pass.
-	offload bool
-	ctx     context.Context
-	caps    usageCaps
-}
-
 // Check returns an error when the caller may not run req.
 func (g *Gateway) Check(caller *auth.Caller, model string) error {
 	if !g.router.Knows(model) {
@@ -293,6 +282,7 @@ func (g *Gateway) Check(caller *auth.Caller, model string) error {
 // is held. The limits come first so that requests for unknown or forbidden
 // models count against them like any other: a refusal is not free.
 func (g *Gateway) admit(ctx context.Context, call *Call) (err error) {
+	call.g = g
 	ctx, end := telemetry.Span(ctx, "admission")
 	defer func() { end(err) }()
 	g.resolveRetired(call)
@@ -316,26 +306,23 @@ func (g *Gateway) admit(ctx context.Context, call *Call) (err error) {
 		return err
 	}
 	g.recallSignatures(ctx, call.Req)
+	call.admitted = true
 	return nil
 }
 
-// Admitted reports whether the call got past admission: only those are
-// recorded with Finish.
-func (c *Call) Admitted() bool { return c.admitted }
-
-// Chat runs a non-stream chat request. The Answer's result must be released.
-// Once the call is admitted, the caller records it with Finish.
+// Chat runs a non-stream chat request. The Answer's result must be released
+// and the call closed, whatever the outcome.
 func (g *Gateway) Chat(ctx context.Context, call *Call) (*Answer, router.Served, error) {
 	if err := g.admit(ctx, call); err != nil {
 		return nil, router.Served{}, err
 	}
-	call.admitted = true
 	caller, req := call.Caller, call.Req
 	if req.N > 1 {
 		return g.chatFanOut(ctx, call)
 	}
 	res, served, err := g.router.Chat(ctx, req)
 	if err != nil {
+		call.fail(served, err)
 		return nil, served, err
 	}
 	if g.offloads(caller) {
@@ -346,16 +333,17 @@ func (g *Gateway) Chat(ctx context.Context, call *Call) (*Answer, router.Served,
 		}
 	}
 	g.keepSignatures(ctx, res)
-	return &Answer{Result: res, Served: served, Usage: g.bill(g.capsFor(req), served.Provider, res.Usage, res.Images())}, served, nil
+	u := g.bill(g.capsFor(req), served.Provider, res.Usage, res.Images())
+	call.succeed(served, u)
+	return &Answer{Result: res, Served: served, Usage: u}, served, nil
 }
 
 // chatFanOut runs a chat request for n answers as n upstream calls of one
 // answer each, at once (Google's image models take no candidateCount), each
 // routed and failed over on its own. The answer holds the choices of the
 // calls that succeeded, numbered in order; it fails only when none did. The
-// first successful call is the request's own record (Finish); the others
-// are recorded here, each at the provider that served it, and the TPM
-// estimate is settled once for all of them.
+// first successful call is the request's own record; the others are its
+// subs, each recorded at the provider that served it when the call closes.
 func (g *Gateway) chatFanOut(ctx context.Context, call *Call) (*Answer, router.Served, error) {
 	n := call.Req.N
 	type outcome struct {
@@ -376,7 +364,6 @@ func (g *Gateway) chatFanOut(ctx context.Context, call *Call) (*Answer, router.S
 		total   Usage
 		first   = -1
 		lastErr error
-		used    int64
 		offload = g.offloads(call.Caller)
 	)
 	for i := range outs {
@@ -395,20 +382,18 @@ func (g *Gateway) chatFanOut(ctx context.Context, call *Call) (*Answer, router.S
 		g.keepSignatures(ctx, o.res)
 		u := g.bill(g.capsFor(o.req), o.served.Provider, o.res.Usage, o.res.Images())
 		total = addUsage(total, u)
-		used = safemath.Sum(used, u.PromptTokens, u.TextTokens, u.ImageTokens)
 		results = append(results, o.res)
 		if first < 0 {
 			first = i
-			call.billed = &u
+			call.succeed(o.served, u)
 			continue
 		}
-		sub := &Call{ID: call.ID + "-" + strconv.Itoa(i+1), Caller: call.Caller, Req: o.req, admitted: true}
-		g.Finish(sub, o.served, u, 200, false)
+		call.sub(i+1).succeed(o.served, u)
 	}
 	if first < 0 {
+		call.fail(outs[n-1].served, lastErr)
 		return nil, outs[n-1].served, lastErr
 	}
-	g.settleTokens(call, used)
 	served := outs[first].served
 	return &Answer{Result: provider.Combine(results), Served: served, Usage: total}, served, nil
 }
@@ -427,23 +412,22 @@ func inParallel(n int, fn func(i int)) {
 	wg.Wait()
 }
 
-// ChatStream opens a stream for the call. The stream must be closed; once the
-// call is admitted, the caller records it with Finish.
+// ChatStream opens a stream for the call. The stream must be closed (it
+// bills what it made on the call), then the call, whatever the outcome.
 func (g *Gateway) ChatStream(ctx context.Context, call *Call) (*StreamAnswer, router.Served, error) {
 	if err := g.admit(ctx, call); err != nil {
 		return nil, router.Served{}, err
 	}
-	call.admitted = true
-	caller, req := call.Caller, call.Req
-	if req.N > 1 {
+	call.stream = true
+	if call.Req.N > 1 {
 		return g.chatStreamFanOut(ctx, call)
 	}
-	st, first, served, err := g.router.ChatStream(ctx, req)
+	st, first, served, err := g.router.ChatStream(ctx, call.Req)
 	if err != nil {
+		call.fail(served, err)
 		return nil, served, err
 	}
-	return &StreamAnswer{Stream: st, First: first, Served: served, offload: g.offloads(caller), ctx: ctx,
-		caps: g.capsFor(req)}, served, nil
+	return g.newStreamAnswer(ctx, call, st, first, served), served, nil
 }
 
 // offloads reports whether the caller's images become links.

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"strconv"
 
 	"nanogate/internal/jsonx"
 	"nanogate/internal/safemath"
@@ -43,6 +42,16 @@ func (a *ImagesAnswer) Release() {
 	a.results = nil
 }
 
+// PromptImageTokens sums the upstreams' counts of input image tokens, each
+// at least 0.
+func (a *ImagesAnswer) PromptImageTokens() int64 {
+	var n int64
+	for _, r := range a.results {
+		n = safemath.Add(n, max(r.Usage.PromptImageTokens, 0))
+	}
+	return n
+}
+
 // Provider names the providers that served, for the response header.
 func (a *ImagesAnswer) Provider() string {
 	name := ""
@@ -59,14 +68,13 @@ func (a *ImagesAnswer) Provider() string {
 // Images runs an Images API request: n upstream calls of call.Req at once
 // (Gemini answers one image per call), each routed and failed over on its
 // own, admitted and limited as one request of n images. It fails only when
-// no call produced an image. Every call is recorded; the answer's images
-// must be released.
+// no call produced an image. Every upstream call is recorded when the call
+// closes; the answer's images must be released.
 func (g *Gateway) Images(ctx context.Context, call *Call, n int, links bool) (*ImagesAnswer, error) {
 	call.images = n
 	if err := g.admit(ctx, call); err != nil {
 		return nil, err
 	}
-	call.admitted = true
 	type outcome struct {
 		res    *provider.Result
 		served router.Served
@@ -81,18 +89,16 @@ func (g *Gateway) Images(ctx context.Context, call *Call, n int, links bool) (*I
 	ans := &ImagesAnswer{}
 	var lastErr error
 	var refusal string
-	var used int64
 	for i, o := range outs {
-		// Its own Call: tokens are settled once for the whole request below.
-		sub := &Call{ID: call.ID, Caller: call.Caller, Req: call.Req, admitted: true}
+		// One record per upstream call; the first, under the request's
+		// id, settles the budget reservation made under it.
+		rec := call
 		if i > 0 {
-			// One record per upstream call; the first settles the budget
-			// reservation made under the request's id.
-			sub.ID = call.ID + "-" + strconv.Itoa(i+1)
+			rec = call.sub(i + 1)
 		}
 		if o.err != nil {
 			lastErr = o.err
-			g.Finish(sub, o.served, Usage{}, failedStatus(o.err), false)
+			rec.fail(o.served, o.err)
 			continue
 		}
 		g.keepSignatures(ctx, o.res)
@@ -117,10 +123,8 @@ func (g *Gateway) Images(ctx context.Context, call *Call, n int, links bool) (*I
 		ans.results = append(ans.results, o.res)
 		ans.Served = append(ans.Served, o.served)
 		ans.Usage = addUsage(ans.Usage, u)
-		used = safemath.Sum(used, u.PromptTokens, u.TextTokens, u.ImageTokens)
-		g.Finish(sub, o.served, u, 200, false)
+		rec.succeed(o.served, u)
 	}
-	g.settleTokens(call, used)
 	if len(ans.Images) > 0 {
 		return ans, nil
 	}
@@ -153,21 +157,4 @@ func unescape(esc []byte) string {
 		return string(esc)
 	}
 	return s
-}
-
-// failedStatus is the HTTP status a failed upstream call stands for in its
-// usage record.
-func failedStatus(err error) int {
-	pe, ok := provider.AsError(err)
-	switch {
-	case !ok:
-		return 502
-	case pe.Kind == provider.KindClient && pe.Status >= 400:
-		return pe.Status
-	case pe.Kind == provider.KindTimeout:
-		return 504
-	case pe.Kind == provider.KindCanceled:
-		return 499
-	}
-	return 502
 }

@@ -71,7 +71,7 @@ func NewGemini(cfg config.Provider, opts Options) (*Gemini, error) {
 func (p *Gemini) Name() string { return p.name }
 
 // Kind implements Provider.
-func (p *Gemini) Kind() string { return "gemini" }
+func (p *Gemini) Kind() config.ProviderKind { return config.KindGemini }
 
 // Close implements Provider.
 func (p *Gemini) Close() {

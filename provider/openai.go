@@ -72,7 +72,7 @@ func NewOpenAI(cfg config.Provider, opts Options) (*OpenAI, error) {
 func (p *OpenAI) Name() string { return p.name }
 
 // Kind implements Provider.
-func (p *OpenAI) Kind() string { return "openai" }
+func (p *OpenAI) Kind() config.ProviderKind { return config.KindOpenAI }
 
 // Close implements Provider.
 func (p *OpenAI) Close() { p.client.Close() }

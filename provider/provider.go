@@ -17,15 +17,38 @@ import (
 	"net"
 	"time"
 
+	"nanogate/config"
 	"nanogate/internal/safemath"
 )
+
+// ErrUnknownKind: the provider's kind is not one this build speaks.
+var ErrUnknownKind = errors.New("unknown provider kind")
+
+// New makes the provider of c's kind.
+func New(c config.Provider, o Options) (Provider, error) {
+	switch c.Kind {
+	case config.KindOpenAI:
+		p, err := NewOpenAI(c, o)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	case config.KindGemini:
+		p, err := NewGemini(c, o)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
+	return nil, fmt.Errorf("%w: %q", ErrUnknownKind, c.Kind)
+}
 
 // Provider is one configured upstream.
 type Provider interface {
 	// Name is the configured provider name.
 	Name() string
-	// Kind is "openai" or "gemini".
-	Kind() string
+	// Kind is the wire format the provider speaks.
+	Kind() config.ProviderKind
 	// Chat sends a non-stream chat request for the provider's model name.
 	Chat(ctx context.Context, req *ChatRequest, model string) (*Result, error)
 	// ChatStream opens a stream. Errors before the first event come from here.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -16,6 +15,7 @@ import (
 	"nanogate/internal/clip"
 	"nanogate/internal/reqid"
 	"nanogate/metrics"
+	"nanogate/openai"
 	"nanogate/provider"
 	"nanogate/router"
 )
@@ -35,8 +35,6 @@ type reqLog struct {
 	gone    bool
 	errCode string
 	known   func(string) bool
-	call    *gateway.Call
-	gw      *gateway.Gateway
 	cost    int64
 	size    string     // the image size billed (bounded: the catalogue's or 512/NK)
 	ip      netip.Addr // the client's (server.trusted_proxies)
@@ -51,11 +49,15 @@ func (l *reqLog) routeName() string {
 	return l.route
 }
 
+// closeCall closes the request's call, which bills it, and keeps the bill
+// for the log line. Every handler that made a call closes it before its
+// log line, whatever happened; the log line itself never bills.
+func (l *reqLog) closeCall(call *gateway.Call) {
+	b := call.Close()
+	l.cost, l.size = b.CostMicros, b.Size
+}
+
 func (s *Server) logRequest(l *reqLog) {
-	if l.call != nil && l.call.Admitted() {
-		rec := l.gw.Finish(l.call, l.served, l.usage, l.status, l.stream)
-		l.cost, l.size = rec.CostMicros, rec.Size
-	}
 	s.endSpan(l)
 	fields := make([]zap.Field, 0, 20)
 	fields = append(fields,
@@ -142,7 +144,7 @@ func (s *Server) record(l *reqLog) {
 
 // journeyError maps an error of the gateway's journey to the client's answer.
 func (s *Server) journeyError(err error, call *gateway.Call) *apiError {
-	return gateway.ErrorFor(err, clip.String(call.Req.Model), call)
+	return openai.ErrorFor(err, clip.String(call.Req.Model), call)
 }
 
 func (s *Server) fail(ctx *fasthttp.RequestCtx, l *reqLog, e *apiError) {
@@ -152,13 +154,13 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, l *reqLog, e *apiError) {
 }
 
 func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, caller *auth.Caller) {
-	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, gw: st.Gateway, caller: caller,
+	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, caller: caller,
 		ip: s.clientAddr(ctx)}
 	if !jsonContentType(ctx.Request.Header.ContentType()) {
 		s.fail(ctx, l, errContentType)
 		return
 	}
-	req, err := provider.ParseChatRequest(ctx.PostBody())
+	req, err := openai.ParseChatRequest(ctx.PostBody())
 	if err != nil {
 		s.fail(ctx, l, toAPIError(err, ""))
 		return
@@ -166,7 +168,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 	l.model, l.stream = req.Model, req.Stream
 	format := st.Format
 	if h := ctx.Request.Header.Peek("x-nanogate-image-format"); len(h) > 0 {
-		f, ok := gateway.ParseFormat(string(h))
+		f, ok := openai.ParseFormat(string(h))
 		if !ok {
 			s.fail(ctx, l, errInvalid("x-nanogate-image-format", "The header x-nanogate-image-format must be markdown, data_url or images."))
 			return
@@ -184,12 +186,12 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 		return
 	}
 	call := &gateway.Call{ID: s.ids.next(), Caller: caller, Req: req}
-	l.call = call
 	ans, served, err := st.Gateway.Chat(rctx, call)
 	stopWatch()
 	cancel()
 	l.served = served
 	setCallHeaders(ctx, call)
+	l.closeCall(call)
 	if err != nil {
 		e := s.journeyError(err, call)
 		triedMessage(e, served.Tried)
@@ -198,15 +200,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 		return
 	}
 	ctx.Response.Header.Set("x-nanogate-provider", served.Provider)
-	// One id shape whatever the upstream (Google's responseId is not one).
-	id := ans.Result.ID
-	if !strings.HasPrefix(id, "chatcmpl-") {
-		id = "chatcmpl-" + rid
-	}
-	if ans.Result.Created == 0 {
-		ans.Result.Created = time.Now().Unix()
-	}
-	body := gateway.NewChatBody(ans, id, req.Model, format)
+	body := openai.NewChatBody(ans, rid, req.Model, format)
 	ctx.SetContentType("application/json")
 	setBody(ctx, st, body, body.Len())
 	l.status, l.usage = fasthttp.StatusOK, ans.Usage
@@ -216,16 +210,16 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 	s.logRequest(l)
 }
 
-func (s *Server) chatStream(ctx *fasthttp.RequestCtx, st *State, l *reqLog, req *provider.ChatRequest, format gateway.Format,
+func (s *Server) chatStream(ctx *fasthttp.RequestCtx, st *State, l *reqLog, req *provider.ChatRequest, format openai.Format,
 	rctx context.Context, cancel context.CancelFunc, stopWatch func()) {
 	call := &gateway.Call{ID: s.ids.next(), Caller: l.caller, Req: req}
-	l.call = call
 	sa, served, err := st.Gateway.ChatStream(rctx, call)
 	l.served = served
 	setCallHeaders(ctx, call)
 	if err != nil {
 		stopWatch()
 		cancel()
+		l.closeCall(call)
 		e := s.journeyError(err, call)
 		triedMessage(e, served.Tried)
 		l.err = err
@@ -239,15 +233,19 @@ func (s *Server) chatStream(ctx *fasthttp.RequestCtx, st *State, l *reqLog, req 
 	l.status = fasthttp.StatusOK
 	// The client watch stays on while the stream is relayed: fasthttp does
 	// not read the connection until the body is written.
-	body := st.Gateway.NewStreamBody(sa, "chatcmpl-"+l.id, time.Now().Unix(), req.Model, format, req.IncludeUsage,
-		func() { stopWatch(); cancel() },
-		func(sum gateway.StreamSummary) {
+	body := openai.NewStreamBody(sa, openai.StreamOptions{
+		ID: "chatcmpl-" + l.id, Created: time.Now().Unix(), Model: req.Model, Format: format, IncludeUsage: req.IncludeUsage,
+		Cancel: func() { stopWatch(); cancel() },
+		OnDone: func(sum openai.StreamSummary) {
 			l.usage, l.finish, l.err = sum.Usage, sum.FinishReason, sum.Err
 			if sum.ClientGone {
 				l.gone = true
 			}
+			l.closeCall(call)
 			s.logRequest(l)
-		})
+		},
+		Log: s.log,
+	})
 	setBody(ctx, st, body, -1)
 }
 

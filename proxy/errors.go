@@ -6,15 +6,15 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"nanogate/gateway"
 	"nanogate/internal/clip"
+	"nanogate/openai"
 	"nanogate/ratelimit"
 )
 
 // apiError is a client-facing failure in OpenAI's envelope.
-type apiError = gateway.APIError
+type apiError = openai.Error
 
-func errInvalid(param, msg string) *apiError { return gateway.Invalid(param, msg) }
+func errInvalid(param, msg string) *apiError { return openai.Invalid(param, msg) }
 
 var (
 	errMissingKey = &apiError{Status: fasthttp.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
@@ -34,7 +34,7 @@ var (
 // toAPIError maps an error of the request's journey to what the client sees.
 // The model is the client's string: clipped before it is quoted.
 func toAPIError(err error, model string) *apiError {
-	return gateway.ErrorFor(err, clip.String(model), nil)
+	return openai.ErrorFor(err, clip.String(model), nil)
 }
 
 // triedMessage prefixes a failover failure with the providers tried.

@@ -25,6 +25,7 @@ import (
 	"nanogate/images"
 	"nanogate/internal/jsonx"
 	"nanogate/metrics"
+	"nanogate/openai"
 	"nanogate/ratelimit"
 )
 
@@ -34,7 +35,7 @@ type State struct {
 	Config  *config.Config
 	Keys    *auth.Table
 	Gateway *gateway.Gateway
-	Format  gateway.Format
+	Format  openai.Format
 	// Offload serves /images/ links when the filesystem store is on.
 	Offload *images.Offloader
 	// Accounting answers the usage APIs; nil when not set up.

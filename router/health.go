@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"nanogate/config"
 	"nanogate/provider"
 )
 
@@ -215,17 +216,17 @@ func (h *health) ewma() float64 {
 
 // Status is a provider's health for /admin/providers.
 type Status struct {
-	Name                string  `json:"name"`
-	Kind                string  `json:"kind"`
-	State               string  `json:"state"`
-	PerImageUSD         float64 `json:"price_per_image_usd"`
-	Requests            int64   `json:"requests"`
-	Failures            int64   `json:"failures"`
-	ConsecutiveFailures int     `json:"consecutive_failures"`
-	P50MS               float64 `json:"p50_ms"`
-	P99MS               float64 `json:"p99_ms"`
-	LastError           string  `json:"last_error,omitempty"`
-	LastErrorAt         string  `json:"last_error_at,omitempty"`
+	Name                string              `json:"name"`
+	Kind                config.ProviderKind `json:"kind"`
+	State               string              `json:"state"`
+	PerImageUSD         float64             `json:"price_per_image_usd"`
+	Requests            int64               `json:"requests"`
+	Failures            int64               `json:"failures"`
+	ConsecutiveFailures int                 `json:"consecutive_failures"`
+	P50MS               float64             `json:"p50_ms"`
+	P99MS               float64             `json:"p99_ms"`
+	LastError           string              `json:"last_error,omitempty"`
+	LastErrorAt         string              `json:"last_error_at,omitempty"`
 	// TrialInSeconds: for an open circuit, time until the trial request.
 	TrialInSeconds float64 `json:"trial_in_seconds,omitempty"`
 	// BenchedForSeconds: time left of a pause a 429 asked for.

@@ -104,7 +104,7 @@ type Served struct {
 type Router struct {
 	byModel     map[string][]*Candidate
 	health      map[string]*health
-	kinds       map[string]string
+	kinds       map[string]config.ProviderKind
 	prices      map[string]config.Price
 	names       []string
 	maxAttempts int
@@ -130,7 +130,7 @@ func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *m
 	r := &Router{
 		byModel:     map[string][]*Candidate{},
 		health:      map[string]*health{},
-		kinds:       map[string]string{},
+		kinds:       map[string]config.ProviderKind{},
 		prices:      map[string]config.Price{},
 		maxAttempts: max(rc.MaxAttempts, 1),
 		strategy:    StrategyFor(rc.Strategy),

@@ -21,7 +21,7 @@ type fakeProvider struct {
 }
 
 func (f *fakeProvider) Name() string { return f.name }
-func (f *fakeProvider) Kind() string { return "openai" }
+func (f *fakeProvider) Kind() config.ProviderKind { return config.KindOpenAI }
 func (f *fakeProvider) Close()       {}
 func (f *fakeProvider) Chat(ctx context.Context, _ *provider.ChatRequest, _ string) (*provider.Result, error) {
 	f.calls.Add(1)

@@ -1,17 +1,15 @@
-package proxy
+package openai
 
 import (
 	"bytes"
 	"mime/multipart"
 	"testing"
-
-	"github.com/valyala/fasthttp"
 )
 
-// FuzzParseEdits feeds arbitrary multipart bodies to the edits parser: it must
+// FuzzParseImagesEdit feeds arbitrary multipart bodies to the edits parser: it must
 // never panic, and whatever it accepts must hold a prompt and images whose
 // content is a known image type.
-func FuzzParseEdits(f *testing.F) {
+func FuzzParseImagesEdit(f *testing.F) {
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)
 	w.SetBoundary("fuzzboundary")
@@ -23,10 +21,7 @@ func FuzzParseEdits(f *testing.F) {
 	f.Add([]byte("--fuzzboundary\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\n2\r\n--fuzzboundary--\r\n"))
 	f.Add([]byte("--fuzzboundary\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var ctx fasthttp.RequestCtx
-		ctx.Request.Header.SetContentType("multipart/form-data; boundary=fuzzboundary")
-		ctx.Request.SetBody(body)
-		r, e := parseEdits(&ctx)
+		r, e := ParseImagesEdit("multipart/form-data; boundary=fuzzboundary", body)
 		if e != nil {
 			if e.Status < 400 || e.Status > 499 {
 				t.Fatalf("status %d", e.Status)

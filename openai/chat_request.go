@@ -1,111 +1,22 @@
-package provider
+package openai
 
 import (
 	"bytes"
 	"fmt"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	"nanogate/internal/jsonx"
+	"nanogate/provider"
 )
 
-// Limits of a chat request that protect the gateway before any upstream call.
-const (
-	MaxMessages    = 256
-	MaxImageInputs = 16
-	MaxN           = 8
-	// MaxModelBytes bounds the model id: it is echoed into errors and logs,
-	// and real ids are a few dozen bytes.
-	MaxModelBytes = 256
-	// MaxOutputTokens is the output limit of Google's image models (32768
-	// for 2.5 Flash Image and the 3.x image models): max_tokens above it
-	// could never be honoured, and an unbounded one would make the token
-	// and cost estimates meaningless.
-	MaxOutputTokens = 32768
-)
+// parser fills a provider.ChatRequest from the client's JSON.
+type parser struct{ *provider.ChatRequest }
 
-// ChatRequest is an OpenAI chat completions request, parsed once. Byte slices
-// point into Raw and live as long as it does.
-type ChatRequest struct {
-	// Raw is the client's body verbatim.
-	Raw      []byte
-	Model    string
-	Messages []Message
-	Stream   bool
-	// IncludeUsage is stream_options.include_usage.
-	IncludeUsage bool
-	N            int // 1 when absent
-	// MaxTokens is max_completion_tokens or max_tokens, 0 when absent.
-	MaxTokens int64
-	// Temperature and TopP are raw JSON numbers, nil when absent.
-	Temperature, TopP []byte
-	Seed              []byte
-	// Stop holds the stop sequences as JSON-escaped string contents.
-	Stop [][]byte
-	// AspectRatio comes from the nanogate extension image_config.aspect_ratio.
-	AspectRatio string
-	// ImageSize is image_config.image_size (512, 1K, 2K, 4K); "" for the
-	// model's default.
-	ImageSize string
-	// Params lists the other top-level parameters present (OpenAI names), so a
-	// provider can refuse what it cannot honour instead of dropping it.
-	Params []string
-	// ImageInputs counts image parts over all messages.
-	ImageInputs int
-	// Resolved is set when an image link was replaced by its data, or an
-	// image's declared type by the one its bytes show: the client's raw
-	// messages no longer say what is sent upstream.
-	Resolved bool
-	// ThoughtSignatures are the signatures of images the model drew in
-	// earlier turns, by ImageDigest; an assistant message's image found here
-	// goes back to Google with its thoughtSignature.
-	ThoughtSignatures map[[32]byte][]byte
-	// fetched holds the images downloaded for the request (ImageFetches),
-	// until ReleaseImages.
-	fetched *fetchHold
-}
-
-// Message is one chat message.
-type Message struct {
-	Role  string
-	Parts []Part
-}
-
-// Part is a text or an image of a message.
-type Part struct {
-	// Text is JSON-escaped string content; nil for an image part.
-	Text []byte
-	// Image is set for image_url parts.
-	Image *ImageInput
-}
-
-// ImageInput is an image_url part.
-type ImageInput struct {
-	// URL is the unescaped URL (data:, http: or https:).
-	URL []byte
-	// For data URLs: the media type and the base64 payload (a span of URL).
-	// For a fetched http(s) URL: the media type its content shows.
-	MIME string
-	B64  []byte
-	// Data is the image an http(s) URL pointed at, once ImageFetches has
-	// downloaded it for a kind that sends image bytes upstream; the URL
-	// itself is what other kinds pass on.
-	Data []byte
-}
-
-// RequestError is a client mistake in the request, reported as HTTP 400.
-type RequestError struct {
-	Param string
-	Msg   string
-}
-
-func (e *RequestError) Error() string { return e.Msg }
-
-func badParam(param, format string, args ...any) *RequestError {
-	return &RequestError{Param: param, Msg: fmt.Sprintf(format, args...)}
+func badParam(param, format string, args ...any) *provider.RequestError {
+	return &provider.RequestError{Param: param, Msg: fmt.Sprintf(format, args...)}
 }
 
 // knownParams are OpenAI chat parameters the gateway recognises. Any other key
@@ -121,15 +32,15 @@ var knownParams = map[string]bool{
 }
 
 // ParseChatRequest parses and validates body. The returned request aliases body.
-func ParseChatRequest(body []byte) (*ChatRequest, error) {
+func ParseChatRequest(body []byte) (*provider.ChatRequest, error) {
 	i := jsonx.SkipWS(body, 0)
 	if i >= len(body) || body[i] != '{' || !jsonx.Valid(body) {
-		return nil, &RequestError{Msg: "We could not parse the JSON body of your request: it must be one JSON object."}
+		return nil, &provider.RequestError{Msg: "We could not parse the JSON body of your request: it must be one JSON object."}
 	}
 	if !utf8.Valid(body) {
-		return nil, &RequestError{Msg: "The request body is not valid UTF-8."}
+		return nil, &provider.RequestError{Msg: "The request body is not valid UTF-8."}
 	}
-	r := &ChatRequest{Raw: body, N: 1}
+	r := parser{&provider.ChatRequest{Raw: body, N: 1}}
 	seen := make(map[string]bool, 8)
 	var haveMessages bool
 	err := jsonx.ObjectEach(body, func(key, v []byte) error {
@@ -144,8 +55,8 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 			if err != nil {
 				return err
 			}
-			if len(s) > MaxModelBytes {
-				return badParam("model", "'model' must be at most %d bytes.", MaxModelBytes)
+			if len(s) > provider.MaxModelBytes {
+				return badParam("model", "'model' must be at most %d bytes.", provider.MaxModelBytes)
 			}
 			r.Model = s
 		case "messages":
@@ -164,8 +75,8 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 				return nil
 			}
 			n, err := jsonx.Int(v)
-			if err != nil || n < 1 || n > MaxN {
-				return badParam("n", "'n' must be an integer from 1 to %d.", MaxN)
+			if err != nil || n < 1 || n > provider.MaxN {
+				return badParam("n", "'n' must be an integer from 1 to %d.", provider.MaxN)
 			}
 			r.N = int(n)
 		case "max_tokens", "max_completion_tokens":
@@ -173,8 +84,8 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 				return nil
 			}
 			n, err := jsonx.Int(v)
-			if err != nil || n < 1 || n > MaxOutputTokens {
-				return badParam(k, "'%s' must be an integer from 1 to %d (the model's output limit).", k, MaxOutputTokens)
+			if err != nil || n < 1 || n > provider.MaxOutputTokens {
+				return badParam(k, "'%s' must be an integer from 1 to %d (the model's output limit).", k, provider.MaxOutputTokens)
 			}
 			r.MaxTokens = n
 		case "temperature", "top_p":
@@ -213,10 +124,10 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 		return nil
 	})
 	if err != nil {
-		if re, ok := err.(*RequestError); ok {
+		if re, ok := err.(*provider.RequestError); ok {
 			return nil, re
 		}
-		return nil, &RequestError{Msg: "We could not parse the JSON body of your request."}
+		return nil, &provider.RequestError{Msg: "We could not parse the JSON body of your request."}
 	}
 	if r.Model == "" {
 		return nil, badParam("model", "you must provide a model parameter")
@@ -224,7 +135,7 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	if !haveMessages || len(r.Messages) == 0 {
 		return nil, badParam("messages", "'messages' must be a non-empty array.")
 	}
-	return r, nil
+	return r.ChatRequest, nil
 }
 
 func str(v []byte, param string) (string, error) {
@@ -238,7 +149,7 @@ func str(v []byte, param string) (string, error) {
 	return s, nil
 }
 
-func (r *ChatRequest) parseStreamOptions(v []byte) error {
+func (r parser) parseStreamOptions(v []byte) error {
 	switch jsonx.KindOf(v) {
 	case jsonx.Null:
 		return nil
@@ -259,7 +170,7 @@ func (r *ChatRequest) parseStreamOptions(v []byte) error {
 	})
 }
 
-func (r *ChatRequest) parseStop(v []byte) error {
+func (r parser) parseStop(v []byte) error {
 	switch jsonx.KindOf(v) {
 	case jsonx.Null:
 		return nil
@@ -287,7 +198,7 @@ var (
 	sizeRE   = regexp.MustCompile(`^(?:512|[1-9]K)$`)
 )
 
-func (r *ChatRequest) parseImageConfig(v []byte) error {
+func (r parser) parseImageConfig(v []byte) error {
 	if jsonx.KindOf(v) == jsonx.Null {
 		return nil
 	}
@@ -322,13 +233,13 @@ func (r *ChatRequest) parseImageConfig(v []byte) error {
 	})
 }
 
-func (r *ChatRequest) parseMessages(v []byte) error {
+func (r parser) parseMessages(v []byte) error {
 	if jsonx.KindOf(v) != jsonx.Array {
 		return badParam("messages", "'messages' must be an array.")
 	}
 	return jsonx.ArrayEach(v, func(i int, m []byte) error {
-		if i >= MaxMessages {
-			return badParam("messages", "too many messages (at most %d).", MaxMessages)
+		if i >= provider.MaxMessages {
+			return badParam("messages", "too many messages (at most %d).", provider.MaxMessages)
 		}
 		msg, err := r.parseMessage(i, m)
 		if err != nil {
@@ -341,9 +252,9 @@ func (r *ChatRequest) parseMessages(v []byte) error {
 
 var roles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true}
 
-func (r *ChatRequest) parseMessage(i int, m []byte) (Message, error) {
+func (r parser) parseMessage(i int, m []byte) (provider.Message, error) {
 	p := "messages[" + strconv.Itoa(i) + "]"
-	var msg Message
+	var msg provider.Message
 	if jsonx.KindOf(m) != jsonx.Object {
 		return msg, badParam(p, "'%s' must be an object.", p)
 	}
@@ -397,7 +308,7 @@ func (r *ChatRequest) parseMessage(i int, m []byte) (Message, error) {
 }
 
 // parseContent reads a message's content: a string or an array of parts.
-func (r *ChatRequest) parseContent(p string, content []byte, has bool, msg *Message) error {
+func (r parser) parseContent(p string, content []byte, has bool, msg *provider.Message) error {
 	switch jsonx.KindOf(content) {
 	case jsonx.Invalid, jsonx.Null:
 		if has && jsonx.KindOf(content) == jsonx.Invalid {
@@ -411,11 +322,11 @@ func (r *ChatRequest) parseContent(p string, content []byte, has bool, msg *Mess
 			if img, relabel, err := parseImageURL(p+".content", content); err == nil {
 				r.ImageInputs++
 				r.Resolved = r.Resolved || relabel
-				msg.Parts = append(msg.Parts, Part{Image: img})
+				msg.Parts = append(msg.Parts, provider.Part{Image: img})
 				return nil
 			}
 		}
-		msg.Parts = append(msg.Parts, Part{Text: text})
+		msg.Parts = append(msg.Parts, provider.Part{Text: text})
 		return nil
 	case jsonx.Array:
 	default:
@@ -433,7 +344,7 @@ func (r *ChatRequest) parseContent(p string, content []byte, has bool, msg *Mess
 
 // parseMessageImages reads a message's "images" list (image_url parts), as the
 // gateway's images format answers carry them.
-func (r *ChatRequest) parseMessageImages(p string, v []byte, msg *Message) error {
+func (r parser) parseMessageImages(p string, v []byte, msg *provider.Message) error {
 	if v == nil || jsonx.KindOf(v) == jsonx.Null {
 		return nil
 	}
@@ -453,25 +364,25 @@ func (r *ChatRequest) parseMessageImages(p string, v []byte, msg *Message) error
 	})
 }
 
-func (r *ChatRequest) parsePart(p string, part []byte) (Part, error) {
+func (r parser) parsePart(p string, part []byte) (provider.Part, error) {
 	if jsonx.KindOf(part) != jsonx.Object {
-		return Part{}, badParam(p, "'%s' must be an object.", p)
+		return provider.Part{}, badParam(p, "'%s' must be an object.", p)
 	}
 	typ, ok := jsonx.Get(part, "type")
 	if !ok || jsonx.KindOf(typ) != jsonx.String {
-		return Part{}, badParam(p+".type", "'%s.type' is required.", p)
+		return provider.Part{}, badParam(p+".type", "'%s.type' is required.", p)
 	}
 	switch string(typ[1 : len(typ)-1]) {
 	case "text":
 		t, ok := jsonx.Get(part, "text")
 		if !ok || jsonx.KindOf(t) != jsonx.String {
-			return Part{}, badParam(p+".text", "'%s.text' must be a string.", p)
+			return provider.Part{}, badParam(p+".text", "'%s.text' must be a string.", p)
 		}
-		return Part{Text: t[1 : len(t)-1]}, nil
+		return provider.Part{Text: t[1 : len(t)-1]}, nil
 	case "image_url":
 		iu, ok := jsonx.Get(part, "image_url")
 		if !ok {
-			return Part{}, badParam(p+".image_url", "'%s.image_url' is required.", p)
+			return provider.Part{}, badParam(p+".image_url", "'%s.image_url' is required.", p)
 		}
 		var u []byte
 		switch jsonx.KindOf(iu) {
@@ -479,23 +390,23 @@ func (r *ChatRequest) parsePart(p string, part []byte) (Part, error) {
 			u = iu
 		case jsonx.Object:
 			if u, ok = jsonx.Get(iu, "url"); !ok || jsonx.KindOf(u) != jsonx.String {
-				return Part{}, badParam(p+".image_url.url", "'%s.image_url.url' must be a string.", p)
+				return provider.Part{}, badParam(p+".image_url.url", "'%s.image_url.url' must be a string.", p)
 			}
 		default:
-			return Part{}, badParam(p+".image_url", "'%s.image_url' must be an object with a url.", p)
+			return provider.Part{}, badParam(p+".image_url", "'%s.image_url' must be an object with a url.", p)
 		}
 		r.ImageInputs++
-		if r.ImageInputs > MaxImageInputs {
-			return Part{}, badParam(p, "too many images in the request (at most %d).", MaxImageInputs)
+		if r.ImageInputs > provider.MaxImageInputs {
+			return provider.Part{}, badParam(p, "too many images in the request (at most %d).", provider.MaxImageInputs)
 		}
 		img, relabel, err := parseImageURL(p+".image_url.url", u)
 		if err != nil {
-			return Part{}, err
+			return provider.Part{}, err
 		}
 		r.Resolved = r.Resolved || relabel
-		return Part{Image: img}, nil
+		return provider.Part{Image: img}, nil
 	}
-	return Part{}, badParam(p+".type", "Invalid value for '%s.type': supported types are text and image_url.", p)
+	return provider.Part{}, badParam(p+".type", "Invalid value for '%s.type': supported types are text and image_url.", p)
 }
 
 // imageLabels are the media types a data URL may declare: the ones Google
@@ -510,7 +421,7 @@ var imageLabels = map[string]bool{
 // parseImageURL reads an image_url. The relabel result reports that a data
 // URL's declared type was replaced by the one its bytes show: the raw body
 // then no longer says what goes upstream.
-func parseImageURL(param string, s []byte) (img *ImageInput, relabel bool, err error) {
+func parseImageURL(param string, s []byte) (img *provider.ImageInput, relabel bool, err error) {
 	u, uerr := jsonx.StringBytes(nil, s)
 	if uerr != nil {
 		return nil, false, badParam(param, "'%s' is not a valid string.", param)
@@ -531,91 +442,16 @@ func parseImageURL(param string, s []byte) (img *ImageInput, relabel bool, err e
 		if !imageLabels[label] {
 			return nil, false, badParam(param, "'%s' has media type %q; supported: image/png, image/jpeg, image/webp, image/heic, image/heif.", param, label)
 		}
-		if !ValidBase64(payload) {
+		if !provider.ValidBase64(payload) {
 			return nil, false, badParam(param, "'%s' does not hold valid base64 image data.", param)
 		}
-		m, why := checkImageB64(label, payload)
+		m, why := provider.CheckImageB64(label, payload)
 		if why != "" {
 			return nil, false, badParam(param, "'%s' is not a usable image: %s.", param, why)
 		}
-		return &ImageInput{URL: u, MIME: m, B64: payload}, m != string(mime), nil
+		return &provider.ImageInput{URL: u, MIME: m, B64: payload}, m != string(mime), nil
 	case bytes.HasPrefix(u, []byte("https://")), bytes.HasPrefix(u, []byte("http://")):
-		return &ImageInput{URL: u}, false, nil
+		return &provider.ImageInput{URL: u}, false, nil
 	}
 	return nil, false, badParam(param, "'%s' must be a data: URL or an http(s) URL.", param)
-}
-
-var b64Alphabet = func() (t [256]bool) {
-	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") {
-		t[c] = true
-	}
-	return t
-}()
-
-// b64OK is the standard base64 alphabet as a 0/1 table: the check ANDs eight
-// lookups at a time instead of branching on each byte.
-var b64OK = func() (t [256]uint8) {
-	for c, ok := range b64Alphabet {
-		if ok {
-			t[c] = 1
-		}
-	}
-	return t
-}()
-
-// ValidBase64 reports whether b is non-empty padded standard base64. It checks
-// the alphabet and the length without decoding, so megabytes pass in
-// microseconds.
-func ValidBase64(b []byte) bool {
-	n := len(b)
-	if n == 0 || n%4 != 0 {
-		return false
-	}
-	if b[n-1] == '=' {
-		n--
-		if b[n-1] == '=' {
-			n--
-		}
-	}
-	b = b[:n]
-	acc := uint8(1)
-	for len(b) >= 8 {
-		acc &= b64OK[b[0]] & b64OK[b[1]] & b64OK[b[2]] & b64OK[b[3]] & b64OK[b[4]] & b64OK[b[5]] & b64OK[b[6]] & b64OK[b[7]]
-		b = b[8:]
-	}
-	for _, c := range b {
-		acc &= b64OK[c]
-	}
-	return acc == 1
-}
-
-// Single returns a copy of r that asks for one answer (n 1, and no "n" in
-// the body sent upstream): the gateway fans a request for n answers out as
-// n such calls, since Google's image models take no candidateCount. The copy
-// shares r's messages and fetches its image links on its own.
-func (r *ChatRequest) Single() *ChatRequest {
-	c := *r
-	c.N = 1
-	c.fetched = nil
-	if i := slices.Index(c.Params, "n"); i >= 0 {
-		c.Params = slices.Delete(slices.Clone(c.Params), i, i+1)
-	}
-	raw := make([]byte, 0, len(r.Raw))
-	raw = append(raw, '{')
-	first := true
-	jsonx.ObjectEach(r.Raw, func(key, v []byte) error {
-		if string(key) == "n" {
-			return nil
-		}
-		if !first {
-			raw = append(raw, ',')
-		}
-		first = false
-		raw = jsonx.AppendStringBytes(raw, key)
-		raw = append(raw, ':')
-		raw = append(raw, v...)
-		return nil
-	})
-	c.Raw = append(raw, '}')
-	return &c
 }

@@ -1,4 +1,4 @@
-package gateway
+package openai
 
 import (
 	"bytes"
@@ -6,21 +6,22 @@ import (
 	"io"
 	"testing"
 
+	"nanogate/gateway"
 	"nanogate/provider"
 )
 
-func answer(text string, imgs ...string) *Answer {
+func answer(text string, imgs ...string) *gateway.Answer {
 	var images []provider.Image
 	for _, b := range imgs {
 		images = append(images, provider.Image{MIME: "image/png", B64: []byte(b)})
 	}
-	return &Answer{
+	return &gateway.Answer{
 		Result: &provider.Result{Created: 7, Choices: []provider.Choice{{Text: []byte(text), Images: images, FinishReason: "stop"}}},
-		Usage:  Usage{PromptTokens: 5, TextTokens: 3, Images: int64(len(imgs)), ImageTokens: 1290 * int64(len(imgs)), CompletionTokens: 3 + 1290*int64(len(imgs)), TotalTokens: 8 + 1290*int64(len(imgs))},
+		Usage:  gateway.Usage{PromptTokens: 5, TextTokens: 3, Images: int64(len(imgs)), ImageTokens: 1290 * int64(len(imgs)), CompletionTokens: 3 + 1290*int64(len(imgs)), TotalTokens: 8 + 1290*int64(len(imgs))},
 	}
 }
 
-func render(t *testing.T, a *Answer, f Format) map[string]any {
+func render(t *testing.T, a *gateway.Answer, f Format) map[string]any {
 	t.Helper()
 	b := NewChatBody(a, "id1", "m", f)
 	var w bytes.Buffer
@@ -96,13 +97,5 @@ func TestChatBodyWritesImagesWithoutCopying(t *testing.T) {
 	}
 	if !found || len(b.small) > 1024 {
 		t.Fatalf("the image was copied into the rendered pieces (small=%d bytes)", len(b.small))
-	}
-}
-
-func TestBillCountsTokensPerImage(t *testing.T) {
-	g := New(nil, Options{TokensPerImage: 1290})
-	u := g.bill(usageCaps{prompt: 100, text: 100, perImage: 1290}, "p", provider.Usage{PromptTokens: 10, TextTokens: 4}, 3)
-	if u.ImageTokens != 3870 || u.CompletionTokens != 3874 || u.TotalTokens != 3884 || u.Images != 3 {
-		t.Fatalf("usage = %+v", u)
 	}
 }

@@ -1,4 +1,4 @@
-package gateway
+package openai
 
 import (
 	"fmt"
@@ -6,29 +6,30 @@ import (
 	"time"
 
 	"nanogate/auth"
+	"nanogate/gateway"
 	"nanogate/provider"
 	"nanogate/ratelimit"
 	"nanogate/router"
 )
 
 func TestErrorForMapsEveryJourneyError(t *testing.T) {
-	limited := &Call{Caller: &auth.Caller{Name: "ci", Team: "design"},
+	limited := &gateway.Call{Caller: &auth.Caller{Name: "ci", Team: "design"},
 		Limit: &ratelimit.Result{Refused: ratelimit.RefusedTeamTPM, RetryAfter: 1500 * time.Millisecond}}
 	tests := []struct {
 		err     error
-		call    *Call
+		call    *gateway.Call
 		status  int
 		code    string
 		noRetry bool
 	}{
 		{&provider.RequestError{Param: "n", Msg: "bad"}, nil, 400, "invalid_request", false},
-		{&ContentPolicyError{Reason: "no image"}, nil, 400, "content_policy_violation", false},
-		{ErrUnknownModel, nil, 404, "model_not_found", false},
-		{ErrModelNotAllowed, nil, 403, "model_not_allowed", false},
-		{fmt.Errorf("wrapped: %w", ErrBudgetExceeded), nil, 429, "insufficient_quota", true},
-		{ErrRateLimited, limited, 429, "rate_limit_exceeded", false},
-		{ErrLimiterUnavailable, nil, 503, "limiter_unavailable", false},
-		{ErrAccountingUnavailable, nil, 503, "limiter_unavailable", false},
+		{&gateway.ContentPolicyError{Reason: "no image"}, nil, 400, "content_policy_violation", false},
+		{gateway.ErrUnknownModel, nil, 404, "model_not_found", false},
+		{gateway.ErrModelNotAllowed, nil, 403, "model_not_allowed", false},
+		{fmt.Errorf("wrapped: %w", gateway.ErrBudgetExceeded), nil, 429, "insufficient_quota", true},
+		{gateway.ErrRateLimited, limited, 429, "rate_limit_exceeded", false},
+		{gateway.ErrLimiterUnavailable, nil, 503, "limiter_unavailable", false},
+		{gateway.ErrAccountingUnavailable, nil, 503, "limiter_unavailable", false},
 		{router.ErrNoProvider, nil, 503, "no_provider_available", true},
 		{&provider.Error{Provider: "p", Kind: provider.KindClient, Status: 422, Message: "no"}, nil, 422, "invalid_request", false},
 		{&provider.Error{Provider: "p", Kind: provider.KindTimeout, Message: "slow"}, nil, 504, "upstream_timeout", true},
@@ -46,7 +47,7 @@ func TestErrorForMapsEveryJourneyError(t *testing.T) {
 	if e := ErrorFor(provider.ErrFetchBusy, "m", nil); e.RetryAfter <= 0 {
 		t.Errorf("image_fetch_busy without retry-after: %+v", e)
 	}
-	e := ErrorFor(ErrRateLimited, "m", limited)
+	e := ErrorFor(gateway.ErrRateLimited, "m", limited)
 	if e.RetryAfter != 1500*time.Millisecond || e.Type != "tokens" || e.Message != "Rate limit reached for team design on tokens per minute (TPM). Please try again in 1.5s." {
 		t.Errorf("rate limit error %+v", e)
 	}

@@ -1,4 +1,4 @@
-package gateway
+package openai
 
 import (
 	"errors"
@@ -8,29 +8,13 @@ import (
 	"strings"
 	"time"
 
+	"nanogate/catalog"
+	"nanogate/gateway"
 	"nanogate/internal/jsonx"
-	"nanogate/internal/safemath"
 	"nanogate/provider"
 )
 
-// The OpenAI Images API requests, as the HTTP server and batch workers read
-// them, and their answer.
-
 func badImagesParam(param, msg string) error { return &provider.RequestError{Param: param, Msg: msg} }
-
-// ChatRequest is the chat request that asks the model for one image: the
-// prompt, then the input images in order.
-func (r *ImagesRequest) ChatRequest() (*provider.ChatRequest, error) {
-	return provider.ParseChatRequest(r.chatBody())
-}
-
-// AppendResponse writes OpenAI's images answer for a.
-func (a *ImagesAnswer) AppendResponse(b []byte) []byte {
-	if b == nil {
-		b = make([]byte, 0, imagesSize(a))
-	}
-	return appendImagesResponse(b, a)
-}
 
 // Limits of the Images API.
 const (
@@ -76,7 +60,7 @@ var geminiRatios = []struct {
 }{{"1:1", 1}, {"2:3", 2.0 / 3}, {"3:2", 1.5}, {"3:4", 0.75}, {"4:3", 4.0 / 3}, {"4:5", 0.8}, {"5:4", 1.25},
 	{"9:16", 9.0 / 16}, {"16:9", 16.0 / 9}, {"21:9", 21.0 / 9}}
 
-// aspectFor maps an OpenAI size to the nearest supported aspect ratio.
+// AspectFor maps an OpenAI size to the nearest supported aspect ratio.
 func AspectFor(size string) (string, bool) {
 	if r, ok := sizeRatios[size]; ok {
 		return r, true
@@ -100,7 +84,8 @@ func AspectFor(size string) (string, bool) {
 	return best, true
 }
 
-// imagesParam applies one parameter common to both endpoints.
+// Param applies one parameter of either endpoint (a JSON field or a
+// multipart form value).
 func (r *ImagesRequest) Param(k, v string) error {
 	switch k {
 	case "model":
@@ -165,6 +150,9 @@ func (r *ImagesRequest) Param(k, v string) error {
 	return nil
 }
 
+// Finish checks what the request must hold once every parameter is read,
+// and fills in the defaults: the model (defaultModel when it names none)
+// and n.
 func (r *ImagesRequest) Finish(defaultModel string) error {
 	if strings.TrimSpace(r.Prompt) == "" {
 		return badImagesParam("prompt", "'prompt' is required.")
@@ -181,7 +169,7 @@ func (r *ImagesRequest) Finish(defaultModel string) error {
 	return nil
 }
 
-// parseGenerations reads the JSON body of /v1/images/generations.
+// ParseImagesGeneration reads the JSON body of /v1/images/generations.
 func ParseImagesGeneration(body []byte) (*ImagesRequest, error) {
 	if jsonx.KindOf(body) != jsonx.Object || !jsonx.Valid(body) {
 		return nil, badImagesParam("", "We could not parse the JSON body of your request: it must be one JSON object.")
@@ -278,18 +266,18 @@ func (r *ImagesRequest) chatBody() []byte {
 // imageSizes are Gemini's image sizes and the pixels of their longer side.
 var imageSizes = map[string]int{"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
 
-// ImagesChatRequest is the chat request an Images API request runs as, with
-// its image size resolved against the catalogue's model: the size named;
-// else for WIDTHxHEIGHT the smallest size the model makes that is at least
-// as large (its largest when none is); else by quality (low: the smallest,
-// high or hd: the next above the default); else the model's default.
-func (g *Gateway) ImagesChatRequest(r *ImagesRequest) (*provider.ChatRequest, error) {
-	if r.ImageSize == "" {
-		if m := g.model(r.Model); m != nil {
-			r.ImageSize = pickSize(m.SizeNames(), m.DefaultSize, r.LongSide, r.Quality)
-		}
+// ChatRequest is the chat request an Images API request runs as: the
+// prompt, then the input images in order, asking for one image. Its image
+// size is resolved against the catalogue's model m (nil: none known): the
+// size named; else for WIDTHxHEIGHT the smallest size the model makes that
+// is at least as large (its largest when none is); else by quality (low:
+// the smallest, high or hd: the next above the default); else the model's
+// default.
+func (r *ImagesRequest) ChatRequest(m *catalog.Model) (*provider.ChatRequest, error) {
+	if r.ImageSize == "" && m != nil {
+		r.ImageSize = pickSize(m.SizeNames(), m.DefaultSize, r.LongSide, r.Quality)
 	}
-	return r.ChatRequest()
+	return ParseChatRequest(r.chatBody())
 }
 
 func pickSize(sizes []string, def string, longSide int, quality string) string {
@@ -316,43 +304,22 @@ func pickSize(sizes []string, def string, longSide int, quality string) string {
 	return def
 }
 
-// DefaultImageModel is the model of an Images API request that names none:
-// the first of ordered (the config's models in file order) that a provider
-// serves and whose name says image, else the first served.
-func (g *Gateway) DefaultImageModel(ordered []string) string {
-	if len(ordered) == 0 {
-		ordered = g.router.Models()
-	}
-	first := ""
-	for _, m := range ordered {
-		if !g.router.Knows(m) {
-			continue
+// AppendImagesResponse writes OpenAI's images response for the images made
+// and their usage, with the usage block of GPT image models: input tokens
+// split into text and image (promptImage, the upstreams' count, bounded by
+// the prompt billed), output tokens all image tokens.
+func AppendImagesResponse(b []byte, imgs []provider.Image, u gateway.Usage, promptImage int64) []byte {
+	if b == nil {
+		n := 256
+		for _, img := range imgs {
+			n += len(img.B64) + len(img.URL) + 32
 		}
-		if strings.Contains(m, "image") {
-			return m
-		}
-		if first == "" {
-			first = m
-		}
+		b = make([]byte, 0, n)
 	}
-	return first
-}
-
-func imagesSize(a *ImagesAnswer) int {
-	n := 256
-	for _, img := range a.Images {
-		n += len(img.B64) + len(img.URL) + 32
-	}
-	return n
-}
-
-// appendImagesResponse writes OpenAI's images response with the usage block
-// of GPT image models (output tokens are 1290 per image).
-func appendImagesResponse(b []byte, a *ImagesAnswer) []byte {
 	b = append(b, `{"created":`...)
 	b = strconv.AppendInt(b, time.Now().Unix(), 10)
 	b = append(b, `,"data":[`...)
-	for i, img := range a.Images {
+	for i, img := range imgs {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -366,12 +333,7 @@ func appendImagesResponse(b []byte, a *ImagesAnswer) []byte {
 		b = append(b, img.B64...)
 		b = append(b, `"}`...)
 	}
-	u := a.Usage
-	var inImage int64
-	for _, r := range a.results {
-		inImage = safemath.Add(inImage, max(r.Usage.PromptImageTokens, 0))
-	}
-	inImage = promptImageTokens(inImage, u.PromptTokens)
+	inImage := promptImageTokens(promptImage, u.PromptTokens)
 	b = append(b, `],"usage":{"input_tokens":`...)
 	b = strconv.AppendInt(b, u.PromptTokens, 10)
 	b = append(b, `,"input_tokens_details":{"text_tokens":`...)

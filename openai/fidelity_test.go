@@ -1,4 +1,4 @@
-package gateway
+package openai
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"nanogate/config"
+	"nanogate/gateway"
 	"nanogate/internal/fakeup"
 	"nanogate/provider"
 )
@@ -23,7 +24,7 @@ func fixtureResult(t *testing.T, kind fakeup.Kind, fixture string) *provider.Res
 	}
 	t.Cleanup(up.Close)
 	up.SetFault(fakeup.Fault{Body: fakeup.Fixture(fixture)})
-	req, err := provider.ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"two panels"}]}`))
+	req, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"two panels"}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +53,7 @@ func fixtureResult(t *testing.T, kind fakeup.Kind, fixture string) *provider.Res
 // bytes say, although the first one is labelled image/png.
 func TestInterleavedPartsKeepTheirOrder(t *testing.T) {
 	res := fixtureResult(t, fakeup.Gemini, "gemini/response_3pro_interleaved_jpeg.json")
-	a := &Answer{Result: res, Usage: Usage{PromptTokens: 570, Images: 2}}
+	a := &gateway.Answer{Result: res, Usage: gateway.Usage{PromptTokens: 570, Images: 2}}
 	imgs := res.Choices[0].Images
 	if len(imgs) != 2 {
 		t.Fatalf("%d images", len(imgs))
@@ -86,11 +87,11 @@ func TestResellerMarkdownKeepsItsOrder(t *testing.T) {
 	body := `{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"First.\n\n![image](data:image/png;base64,` +
 		b64Tiny + `)\n\nSecond."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1300,"total_tokens":1305}}`
 	res := fixtureBody(t, body)
-	msg := message(render(t, &Answer{Result: res}, FormatMarkdown))
+	msg := message(render(t, &gateway.Answer{Result: res}, FormatMarkdown))
 	if want := "First.\n\n![image](data:image/png;base64," + b64Tiny + ")\n\nSecond."; msg["content"] != want {
 		t.Errorf("content %q, want %q", msg["content"], want)
 	}
-	msg = message(render(t, &Answer{Result: res}, FormatImages))
+	msg = message(render(t, &gateway.Answer{Result: res}, FormatImages))
 	if msg["content"] != "First.\n\nSecond." {
 		t.Errorf("images format content %q", msg["content"])
 	}
@@ -107,7 +108,7 @@ func fixtureBody(t *testing.T, body string) *provider.Result {
 	}
 	t.Cleanup(up.Close)
 	up.SetFault(fakeup.Fault{Body: []byte(body)})
-	req, err := provider.ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"draw"}]}`))
+	req, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"draw"}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +148,7 @@ func TestRefusalAndLogprobsAlwaysPresent(t *testing.T) {
 		}
 	}
 	res := fixtureResult(t, fakeup.Gemini, "gemini/response_image_safety.json")
-	msg := message(render(t, &Answer{Result: res}, FormatMarkdown))
+	msg := message(render(t, &gateway.Answer{Result: res}, FormatMarkdown))
 	if v, ok := msg["content"]; !ok || v != nil {
 		t.Errorf("content %v, want null", v)
 	}
@@ -156,10 +157,11 @@ func TestRefusalAndLogprobsAlwaysPresent(t *testing.T) {
 	}
 }
 
-// eventStream replays events.
+// eventStream replays events as a gateway stream would hand them on.
 type eventStream struct {
 	evs []provider.Event
 	i   int
+	up  provider.Usage
 }
 
 func (s *eventStream) Next() (*provider.Event, error) {
@@ -167,18 +169,24 @@ func (s *eventStream) Next() (*provider.Event, error) {
 		return nil, io.EOF
 	}
 	s.i++
-	return &s.evs[s.i-1], nil
+	ev := &s.evs[s.i-1]
+	if ev.Usage != nil {
+		s.up = *ev.Usage
+	}
+	return ev, nil
 }
 
 func (s *eventStream) Close() {}
 
+// Usage bills the prompt and the images as reported.
+func (s *eventStream) Usage() gateway.Usage { return gateway.Usage{PromptTokens: s.up.PromptTokens} }
+
+func (s *eventStream) PromptImageTokens() int64 { return s.up.PromptImageTokens }
+
 // relay runs a stream of events through StreamBody and returns its chunks.
 func relay(t *testing.T, f Format, evs ...provider.Event) []map[string]any {
 	t.Helper()
-	g := New(nil, Options{})
-	st := &eventStream{evs: evs[1:]}
-	sa := &StreamAnswer{Stream: st, First: &evs[0], caps: usageCaps{prompt: 1 << 20, text: 1 << 20}}
-	b := g.NewStreamBody(sa, "id1", 7, "m", f, true, nil, nil)
+	b := NewStreamBody(&eventStream{evs: evs}, StreamOptions{ID: "id1", Created: 7, Model: "m", Format: f, IncludeUsage: true})
 	var w bytes.Buffer
 	if _, err := b.WriteTo(&w); err != nil {
 		t.Fatal(err)
@@ -241,7 +249,7 @@ func TestPromptImageTokensReported(t *testing.T) {
 	for _, tt := range []struct {
 		billed, want int64
 	}{{570, 560}, {100, 100}, {0, 0}} {
-		u := render(t, &Answer{Result: res, Usage: Usage{PromptTokens: tt.billed}}, FormatMarkdown)["usage"].(map[string]any)
+		u := render(t, &gateway.Answer{Result: res, Usage: gateway.Usage{PromptTokens: tt.billed}}, FormatMarkdown)["usage"].(map[string]any)
 		d := u["prompt_tokens_details"].(map[string]any)
 		if d["image_tokens"] != float64(tt.want) || d["cached_tokens"] != float64(0) {
 			t.Errorf("billed prompt %d: details %v, want image_tokens %d", tt.billed, d, tt.want)
@@ -249,7 +257,7 @@ func TestPromptImageTokensReported(t *testing.T) {
 	}
 	hostile := &provider.Result{Choices: []provider.Choice{{Text: []byte("x"), FinishReason: "stop"}},
 		Usage: provider.Usage{PromptImageTokens: -5}}
-	d := render(t, &Answer{Result: hostile, Usage: Usage{PromptTokens: 9}}, FormatMarkdown)["usage"].(map[string]any)["prompt_tokens_details"].(map[string]any)
+	d := render(t, &gateway.Answer{Result: hostile, Usage: gateway.Usage{PromptTokens: 9}}, FormatMarkdown)["usage"].(map[string]any)["prompt_tokens_details"].(map[string]any)
 	if d["image_tokens"] != float64(0) {
 		t.Errorf("negative count: %v", d)
 	}
@@ -263,8 +271,7 @@ func TestPromptImageTokensReported(t *testing.T) {
 		t.Errorf("stream usage %v", last)
 	}
 
-	ia := &ImagesAnswer{Usage: Usage{PromptTokens: 1140, Images: 2, ImageTokens: 2240},
-		results: []*provider.Result{{Usage: provider.Usage{PromptImageTokens: 560}}, {Usage: provider.Usage{PromptImageTokens: 560}}}}
+	iu := gateway.Usage{PromptTokens: 1140, Images: 2, ImageTokens: 2240}
 	var m struct {
 		Usage struct {
 			InputTokens  int64 `json:"input_tokens"`
@@ -274,7 +281,7 @@ func TestPromptImageTokensReported(t *testing.T) {
 			} `json:"input_tokens_details"`
 		} `json:"usage"`
 	}
-	if err := json.Unmarshal(ia.AppendResponse(nil), &m); err != nil {
+	if err := json.Unmarshal(AppendImagesResponse(nil, nil, iu, 1120), &m); err != nil {
 		t.Fatal(err)
 	}
 	if m.Usage.InputTokens != 1140 || m.Usage.InputDetails.ImageTokens != 1120 || m.Usage.InputDetails.TextTokens != 20 {

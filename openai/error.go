@@ -1,4 +1,9 @@
-package gateway
+// Package openai is the OpenAI wire format as clients speak it: chat
+// completions and Images API requests (JSON and multipart), the answers and
+// stream chunks, and the error envelope. It turns bytes into the neutral
+// request of package provider and the gateway's answers back into bytes;
+// what happens in between is package gateway's.
+package openai
 
 import (
 	"errors"
@@ -6,15 +11,16 @@ import (
 	"strings"
 	"time"
 
+	"nanogate/gateway"
 	"nanogate/internal/jsonx"
 	"nanogate/provider"
 	"nanogate/ratelimit"
 	"nanogate/router"
 )
 
-// APIError is a failure as the OpenAI API shape shows it (README: Errors):
-// the HTTP server answers it, batch workers write it to error files.
-type APIError struct {
+// Error is a failure in OpenAI's error envelope (README: Errors): the HTTP
+// server answers it, batch workers write it to error files.
+type Error struct {
 	Status  int
 	Type    string
 	Code    string
@@ -26,23 +32,23 @@ type APIError struct {
 	RetryAfter time.Duration
 }
 
-func (e *APIError) Error() string { return e.Message }
+func (e *Error) Error() string { return e.Message }
 
 // Invalid is a 400 about one parameter.
-func Invalid(param, msg string) *APIError {
-	return &APIError{Status: 400, Type: "invalid_request_error", Code: "invalid_request", Param: param, Message: msg}
+func Invalid(param, msg string) *Error {
+	return &Error{Status: 400, Type: "invalid_request_error", Code: "invalid_request", Param: param, Message: msg}
 }
 
 // ErrorFor maps an error of a request's journey to its answer. call may be
 // nil; with a rate-limit refusal it names the limit.
-func ErrorFor(err error, model string, call *Call) *APIError {
-	var ae *APIError
+func ErrorFor(err error, model string, call *gateway.Call) *Error {
+	var ae *Error
 	if errors.As(err, &ae) {
 		return ae
 	}
-	var cp *ContentPolicyError
+	var cp *gateway.ContentPolicyError
 	if errors.As(err, &cp) {
-		return &APIError{Status: 400, Type: "invalid_request_error", Code: "content_policy_violation", Message: cp.Reason}
+		return &Error{Status: 400, Type: "invalid_request_error", Code: "content_policy_violation", Message: cp.Reason}
 	}
 	var re *provider.RequestError
 	if errors.As(err, &re) {
@@ -53,25 +59,25 @@ func ErrorFor(err error, model string, call *Call) *APIError {
 		return overloadError(ov, model)
 	}
 	switch {
-	case errors.Is(err, ErrRateLimited):
+	case errors.Is(err, gateway.ErrRateLimited):
 		return rateLimitError(call)
-	case errors.Is(err, ErrUnknownModel):
-		return &APIError{Status: 404, Type: "invalid_request_error", Code: "model_not_found", Param: "model",
+	case errors.Is(err, gateway.ErrUnknownModel):
+		return &Error{Status: 404, Type: "invalid_request_error", Code: "model_not_found", Param: "model",
 			Message: "The model '" + model + "' does not exist or no provider serves it."}
-	case errors.Is(err, ErrModelNotAllowed):
-		return &APIError{Status: 403, Type: "invalid_request_error", Code: "model_not_allowed", Param: "model",
+	case errors.Is(err, gateway.ErrModelNotAllowed):
+		return &Error{Status: 403, Type: "invalid_request_error", Code: "model_not_allowed", Param: "model",
 			Message: "This API key may not use the model '" + model + "'."}
-	case errors.Is(err, ErrBudgetExceeded):
-		return &APIError{Status: 429, Type: "insufficient_quota", Code: "insufficient_quota", NoRetry: true,
+	case errors.Is(err, gateway.ErrBudgetExceeded):
+		return &Error{Status: 429, Type: "insufficient_quota", Code: "insufficient_quota", NoRetry: true,
 			Message: "Your team's budget for this period is spent or held by requests in flight; requests are refused until the period rolls over (UTC) or those requests end."}
-	case errors.Is(err, ErrAccountingUnavailable), errors.Is(err, ErrLimiterUnavailable):
-		return &APIError{Status: 503, Type: "server_error", Code: "limiter_unavailable",
+	case errors.Is(err, gateway.ErrAccountingUnavailable), errors.Is(err, gateway.ErrLimiterUnavailable):
+		return &Error{Status: 503, Type: "server_error", Code: "limiter_unavailable",
 			Message: "The gateway cannot check limits or budgets right now."}
 	case errors.Is(err, provider.ErrFetchBusy):
-		return &APIError{Status: 503, Type: "server_error", Code: "image_fetch_busy", RetryAfter: provider.FetchBusyRetryAfter,
+		return &Error{Status: 503, Type: "server_error", Code: "image_fetch_busy", RetryAfter: provider.FetchBusyRetryAfter,
 			Message: "The gateway is fetching too many images for other requests right now; retry shortly."}
 	case errors.Is(err, router.ErrNoProvider):
-		return &APIError{Status: 503, Type: "server_error", Code: "no_provider_available", NoRetry: true,
+		return &Error{Status: 503, Type: "server_error", Code: "no_provider_available", NoRetry: true,
 			Message: "No provider is available for the model '" + model + "'."}
 	}
 	if pe, ok := provider.AsError(err); ok {
@@ -82,39 +88,39 @@ func ErrorFor(err error, model string, call *Call) *APIError {
 			if code == "" {
 				code = "invalid_request"
 			}
-			return &APIError{Status: pe.Status, Type: "invalid_request_error", Code: code, Param: pe.Param, Message: pe.Message}
+			return &Error{Status: pe.Status, Type: "invalid_request_error", Code: code, Param: pe.Param, Message: pe.Message}
 		case provider.KindCanceled:
-			return &APIError{Status: 499, Type: "invalid_request_error", Code: "client_closed_request", Message: "The client closed the request."}
+			return &Error{Status: 499, Type: "invalid_request_error", Code: "client_closed_request", Message: "The client closed the request."}
 		case provider.KindTimeout:
-			return &APIError{Status: 504, Type: "server_error", Code: "upstream_timeout", NoRetry: true,
+			return &Error{Status: 504, Type: "server_error", Code: "upstream_timeout", NoRetry: true,
 				Message: "The upstream provider timed out: " + pe.Error()}
 		}
-		return &APIError{Status: 502, Type: "server_error", Code: "upstream_error", NoRetry: true,
+		return &Error{Status: 502, Type: "server_error", Code: "upstream_error", NoRetry: true,
 			Message: "Every provider tried failed; last: " + pe.Error()}
 	}
-	return &APIError{Status: 500, Type: "server_error", Code: "internal_error", Message: "Internal error."}
+	return &Error{Status: 500, Type: "server_error", Code: "internal_error", Message: "Internal error."}
 }
 
 // overloadError answers a request no provider took and that a retry may
 // fix without buying an image twice: retryable (no x-should-retry: false),
 // with the delay the upstreams or the circuits give. 429 while some provider
 // of the model is still usable, 503 when every one is out.
-func overloadError(ov *router.Overloaded, model string) *APIError {
+func overloadError(ov *router.Overloaded, model string) *Error {
 	secs := strconv.FormatInt(ratelimit.RetryAfterSeconds(ov.RetryAfter), 10)
 	last := ""
 	if ov.Last != nil {
 		last = " Last: " + ov.Last.Error()
 	}
 	if ov.AllOut {
-		return &APIError{Status: 503, Type: "server_error", Code: "no_provider_available", RetryAfter: ov.RetryAfter,
+		return &Error{Status: 503, Type: "server_error", Code: "no_provider_available", RetryAfter: ov.RetryAfter,
 			Message: "No provider can take a request for the model '" + model + "' right now; retry in " + secs + " s." + last}
 	}
-	return &APIError{Status: 429, Type: "requests", Code: "rate_limit_exceeded", RetryAfter: ov.RetryAfter,
+	return &Error{Status: 429, Type: "requests", Code: "rate_limit_exceeded", RetryAfter: ov.RetryAfter,
 		Message: "The upstream providers are overloaded; retry in " + secs + " s." + last}
 }
 
 // Tried prefixes a failover failure with the providers tried.
-func (e *APIError) Tried(tried []string) {
+func (e *Error) Tried(tried []string) {
 	if len(tried) > 1 && (e.Code == "upstream_error" || e.Code == "upstream_timeout" ||
 		e.Code == "rate_limit_exceeded" || e.Code == "no_provider_available") {
 		e.Message = "Tried " + strings.Join(tried, ", ") + ". " + e.Message
@@ -122,7 +128,7 @@ func (e *APIError) Tried(tried []string) {
 }
 
 // AppendBody writes OpenAI's error envelope (no trailing newline).
-func (e *APIError) AppendBody(b []byte) []byte {
+func (e *Error) AppendBody(b []byte) []byte {
 	b = append(b, `{"error":{"message":`...)
 	b = jsonx.AppendString(b, e.Message)
 	b = append(b, `,"type":`...)
@@ -154,8 +160,8 @@ var limitWords = map[string][2]string{
 }
 
 // rateLimitError is the 429 of a refused decision, naming the limit.
-func rateLimitError(call *Call) *APIError {
-	e := &APIError{Status: 429, Type: "requests", Code: "rate_limit_exceeded", Message: "Rate limit reached."}
+func rateLimitError(call *gateway.Call) *Error {
+	e := &Error{Status: 429, Type: "requests", Code: "rate_limit_exceeded", Message: "Rate limit reached."}
 	if call == nil || call.Limit == nil {
 		return e
 	}

@@ -1,4 +1,4 @@
-package provider
+package openai
 
 import (
 	"encoding/base64"
@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"nanogate/provider"
 )
 
 func TestParseChatRequestFixture(t *testing.T) {
@@ -95,9 +97,9 @@ func TestParseChatRequestErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := ParseChatRequest([]byte(tt.body))
-			re, ok := err.(*RequestError)
+			re, ok := err.(*provider.RequestError)
 			if !ok {
-				t.Fatalf("err = %v (%T), want *RequestError", err, err)
+				t.Fatalf("err = %v (%T), want *provider.RequestError", err, err)
 			}
 			if re.Param != tt.param {
 				t.Fatalf("param = %q, want %q (msg %q)", re.Param, tt.param, re.Msg)
@@ -108,9 +110,9 @@ func TestParseChatRequestErrors(t *testing.T) {
 
 func TestParseChatRequestTooManyImages(t *testing.T) {
 	part := `{"type":"image_url","image_url":{"url":"data:image/png;base64,` + tinyB64 + `"}}`
-	parts := strings.TrimSuffix(strings.Repeat(part+",", MaxImageInputs+1), ",")
+	parts := strings.TrimSuffix(strings.Repeat(part+",", provider.MaxImageInputs+1), ",")
 	_, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":[` + parts + `]}]}`))
-	if re, ok := err.(*RequestError); !ok || !strings.Contains(re.Msg, "too many images") {
+	if re, ok := err.(*provider.RequestError); !ok || !strings.Contains(re.Msg, "too many images") {
 		t.Fatalf("err = %v", err)
 	}
 }
@@ -126,13 +128,13 @@ func FuzzParseChatRequest(f *testing.F) {
 			t.Fatalf("accepted a request without model or messages")
 		}
 		// The numbers limits and money are computed from stay bounded.
-		if err == nil && (r.MaxTokens < 0 || r.MaxTokens > MaxOutputTokens || r.N < 1 || r.N > MaxN ||
-			r.ImageInputs < 0 || r.ImageInputs > MaxImageInputs || len(r.Model) > MaxModelBytes) {
+		if err == nil && (r.MaxTokens < 0 || r.MaxTokens > provider.MaxOutputTokens || r.N < 1 || r.N > provider.MaxN ||
+			r.ImageInputs < 0 || r.ImageInputs > provider.MaxImageInputs || len(r.Model) > provider.MaxModelBytes) {
 			t.Fatalf("accepted out-of-bounds numbers: max_tokens %d, n %d, images %d, model %d bytes",
 				r.MaxTokens, r.N, r.ImageInputs, len(r.Model))
 		}
 		if err != nil {
-			if _, ok := err.(*RequestError); !ok {
+			if _, ok := err.(*provider.RequestError); !ok {
 				t.Fatalf("error of type %T", err)
 			}
 		}
@@ -205,7 +207,7 @@ func TestImageInputsAreCheckedByContent(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"edit"},{"type":"image_url","image_url":{"url":"data:` + tt.mime + `;base64,` + tt.b64 + `"}}]}]}`))
 			if tt.want == "" {
-				re, ok := err.(*RequestError)
+				re, ok := err.(*provider.RequestError)
 				if !ok || re.Param != "messages[0].content[1].image_url.url" || !strings.Contains(re.Msg, re.Param) {
 					t.Fatalf("err = %#v, want a 400 naming messages[0].content[1].image_url.url", err)
 				}
@@ -230,7 +232,7 @@ func TestImageInputsAreCheckedByContent(t *testing.T) {
 func TestGIFRefusalNamesTheImage(t *testing.T) {
 	gif := base64.StdEncoding.EncodeToString([]byte("GIF89a\x02\x00\x02\x00\x80\x00\x00"))
 	_, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/gif;base64,` + gif + `"}}]}]}`))
-	re, ok := err.(*RequestError)
+	re, ok := err.(*provider.RequestError)
 	if !ok || re.Param != "messages[1].content[0].image_url.url" || !strings.Contains(re.Msg, "GIF") || !strings.Contains(re.Msg, "PNG, JPEG, WebP, HEIC or HEIF") {
 		t.Fatalf("err = %#v", err)
 	}
@@ -238,7 +240,9 @@ func TestGIFRefusalNamesTheImage(t *testing.T) {
 
 func TestInvalidUTF8IsRefused(t *testing.T) {
 	_, err := ParseChatRequest([]byte("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}"))
-	if _, ok := err.(*RequestError); !ok {
+	if _, ok := err.(*provider.RequestError); !ok {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+const tinyB64 = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFElEQVR42mP4z8DAAMIM////ZwAAHu8E/HMcU8wAAAAASUVORK5CYII="

@@ -1,9 +1,12 @@
-package gateway
+package openai
 
 import (
 	"io"
 	"strconv"
+	"strings"
+	"time"
 
+	"nanogate/gateway"
 	"nanogate/internal/jsonx"
 	"nanogate/provider"
 )
@@ -105,7 +108,17 @@ type ChatBody struct {
 }
 
 // NewChatBody renders a as an OpenAI chat.completion for the public model.
-func NewChatBody(a *Answer, id, model string, f Format) *ChatBody {
+// The id is the upstream's when it is an OpenAI one, else "chatcmpl-" and
+// reqID: one id shape whatever the upstream (Google's responseId is not
+// one); created is now when the upstream gave none.
+func NewChatBody(a *gateway.Answer, reqID, model string, f Format) *ChatBody {
+	id := a.Result.ID
+	if !strings.HasPrefix(id, "chatcmpl-") {
+		id = "chatcmpl-" + reqID
+	}
+	if a.Result.Created == 0 {
+		a.Result.Created = time.Now().Unix()
+	}
 	b := &ChatBody{release: a.Result.Release}
 	b.small = make([]byte, 0, 512)
 	from := 0
@@ -251,7 +264,7 @@ func renderImageList(s *segs, from int, imgs []provider.Image) int {
 // appendUsage writes OpenAI's usage object with image tokens counted, in
 // the completion (generated images) and in the prompt (input images, as the
 // upstream reported them: promptImage).
-func appendUsage(b []byte, u Usage, promptImage int64) []byte {
+func appendUsage(b []byte, u gateway.Usage, promptImage int64) []byte {
 	b = append(b, `{"prompt_tokens":`...)
 	b = strconv.AppendInt(b, u.PromptTokens, 10)
 	b = append(b, `,"completion_tokens":`...)

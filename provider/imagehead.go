@@ -1,0 +1,8 @@
+package provider
+
+// CheckImageB64 reads the header of a base64 image declared as label: the
+// media type its bytes show, or why it cannot be sent upstream (not an
+// image, a type Google refuses, dimensions past the decompression-bomb
+// limits). Request parsing (package openai) checks every inline image with
+// it before any upstream call.
+func CheckImageB64(label string, b64 []byte) (mime, why string) { return checkImageB64(label, b64) }
