@@ -4,24 +4,10 @@ import (
 	"encoding/json"
 
 	"github.com/valyala/fasthttp"
-
-	"nanogate/auth"
 )
 
 var errAdminDisabled = &apiError{Status: fasthttp.StatusNotFound, Type: "invalid_request_error", Code: "not_found",
 	Message: "The admin API is disabled (no admin_key configured)."}
-
-// checkAdmin checks the admin bearer token, in constant time.
-func checkAdmin(ctx *fasthttp.RequestCtx, adminKey string) *apiError {
-	h := ctx.Request.Header.Peek("Authorization")
-	if len(h) == 0 {
-		return errMissingKey
-	}
-	if len(h) < 8 || !auth.Equal(h[7:], []byte(adminKey)) || (string(h[:7]) != "Bearer " && string(h[:7]) != "bearer ") {
-		return errBadKey
-	}
-	return nil
-}
 
 // handleAdminProviders lists each provider's health and price.
 func (s *Server) handleAdminProviders(ctx *fasthttp.RequestCtx, st *State) {

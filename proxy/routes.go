@@ -286,13 +286,13 @@ func (s *Server) authorize(ctx *fasthttp.RequestCtx, st *State, kind authKind) (
 		// Checked by the handler: serve counts its refusals.
 		return nil, nil
 	case authClient:
-		caller, aerr = authenticate(ctx, st.Keys)
+		caller, aerr = clientKey(ctx, st.Keys)
 	case authAdmin:
 		if st.Config.AdminKey == "" {
 			// Nothing to guess: the route does not exist.
 			return nil, errAdminDisabled
 		}
-		aerr = checkAdmin(ctx, st.Config.AdminKey)
+		aerr = adminKey(ctx, st.Config.AdminKey)
 	}
 	if aerr == nil {
 		return caller, nil
@@ -303,6 +303,55 @@ func (s *Server) authorize(ctx *fasthttp.RequestCtx, st *State, kind authKind) (
 	}
 	s.guard.fail(ip)
 	return nil, aerr
+}
+
+// credential is the secret a request presents: the Authorization bearer
+// token, else, where the route takes them (client keys: SDKs for other APIs
+// send these), x-api-key or x-goog-api-key. An Authorization header that is
+// not a bearer token is refused, never skipped for another header.
+func credential(ctx *fasthttp.RequestCtx, otherHeaders bool) ([]byte, *apiError) {
+	if h := ctx.Request.Header.Peek("Authorization"); len(h) > 0 {
+		if len(h) > 7 && (string(h[:7]) == "Bearer " || string(h[:7]) == "bearer ") {
+			return h[7:], nil
+		}
+		return nil, errBadKey
+	}
+	if otherHeaders {
+		if h := ctx.Request.Header.Peek("x-api-key"); len(h) > 0 {
+			return h, nil
+		}
+		if h := ctx.Request.Header.Peek("x-goog-api-key"); len(h) > 0 {
+			return h, nil
+		}
+	}
+	return nil, errMissingKey
+}
+
+// clientKey finds the caller of a client route in the key table. Only
+// authorize calls it: every refusal must reach the failed-auth guard.
+func clientKey(ctx *fasthttp.RequestCtx, keys *auth.Table) (*auth.Caller, *apiError) {
+	secret, aerr := credential(ctx, true)
+	if aerr != nil {
+		return nil, aerr
+	}
+	c := keys.Lookup(secret)
+	if c == nil {
+		return nil, errBadKey
+	}
+	return c, nil
+}
+
+// adminKey checks the admin key of an admin route, in constant time; it
+// is taken as a bearer token only. Only authorize calls it.
+func adminKey(ctx *fasthttp.RequestCtx, key string) *apiError {
+	secret, aerr := credential(ctx, false)
+	if aerr != nil {
+		return aerr
+	}
+	if !auth.Equal(secret, []byte(key)) {
+		return errBadKey
+	}
+	return nil
 }
 
 // logAccess writes the access line of a request to a route without a

@@ -205,32 +205,6 @@ func (s *Server) drainBody(ctx *fasthttp.RequestCtx) {
 	c.SetReadDeadline(time.Time{})
 }
 
-// authenticate finds the caller from the Authorization, x-api-key or
-// x-goog-api-key header. Only authorize calls it: every failure must reach
-// the failed-auth guard.
-func authenticate(ctx *fasthttp.RequestCtx, keys *auth.Table) (*auth.Caller, *apiError) {
-	var secret []byte
-	if h := ctx.Request.Header.Peek("Authorization"); len(h) > 0 {
-		if len(h) > 7 && (string(h[:7]) == "Bearer " || string(h[:7]) == "bearer ") {
-			secret = h[7:]
-		} else {
-			return nil, errBadKey
-		}
-	} else if h := ctx.Request.Header.Peek("x-api-key"); len(h) > 0 {
-		secret = h
-	} else if h := ctx.Request.Header.Peek("x-goog-api-key"); len(h) > 0 {
-		secret = h
-	}
-	if len(secret) == 0 {
-		return nil, errMissingKey
-	}
-	c := keys.Lookup(secret)
-	if c == nil {
-		return nil, errBadKey
-	}
-	return c, nil
-}
-
 func (s *Server) handleModels(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller) {
 	b := make([]byte, 0, 256)
 	b = append(b, `{"object":"list","data":[`...)
