@@ -44,18 +44,18 @@ func (m *Manager) finalize(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), finalizeLock)
 	defer cancel()
 	holder := m.o.Consumer
-	ok, err := m.store.Lock(ctx, id, holder, finalizeLock)
+	ok, err := m.outcomes.Lock(ctx, id, holder, finalizeLock)
 	if err != nil || !ok {
 		return
 	}
-	defer m.store.Unlock(context.Background(), id, holder)
-	b, err := m.store.Get(ctx, id)
+	defer m.outcomes.Unlock(context.Background(), id, holder)
+	b, err := m.ledger.Get(ctx, id)
 	if err != nil || Final(b.Status) || b.Status == StatusValidating || !b.Counts.Done() {
 		return
 	}
 	now := time.Now()
 	if b.Ending == "" && b.Status != StatusFinalizing {
-		if b, err = m.store.Update(ctx, id, func(x *Batch) bool {
+		if b, err = m.ledger.Update(ctx, id, func(x *Batch) bool {
 			if x.Status != StatusInProgress {
 				return false
 			}
@@ -71,7 +71,7 @@ func (m *Manager) finalize(id string) {
 		m.log.Error("batch: writing the output files; another try follows", zap.String("batch", id), zap.Error(err))
 		return
 	}
-	b, err = m.store.Update(ctx, id, func(x *Batch) bool {
+	b, err = m.ledger.Update(ctx, id, func(x *Batch) bool {
 		if Final(x.Status) {
 			return false
 		}
@@ -91,7 +91,7 @@ func (m *Manager) finalize(id string) {
 		m.log.Error("batch: finalizing", zap.String("batch", id), zap.Error(err))
 		return
 	}
-	if err := m.store.Drop(ctx, id); err != nil {
+	if err := m.outcomes.Drop(ctx, id); err != nil {
 		m.log.Warn("batch: dropping the queue of a finished batch", zap.String("batch", id), zap.Error(err))
 	}
 	m.mu.Lock()
@@ -130,7 +130,7 @@ func (m *Manager) writeFiles(ctx context.Context, b *Batch, now time.Time) (out,
 	defer ew.Abort()
 	var nOut, nErr int
 	nl := []byte{'\n'}
-	err = m.store.Results(ctx, b.ID, func(kind Outcome, line []byte) error {
+	err = m.outcomes.Results(ctx, b.ID, func(kind Outcome, line []byte) error {
 		var w FileWriter
 		switch kind {
 		case Completed:

@@ -106,11 +106,14 @@ func (o Options) withDefaults() Options {
 
 // Manager creates batches and runs their lines on this replica.
 type Manager struct {
-	store Store
-	files FileStore
-	o     Options
-	log   *zap.Logger
-	rt    func() Runtime
+	// The store by role: each part of the Manager uses the one it needs.
+	ledger   Ledger
+	queue    Queue
+	outcomes Outcomes
+	files    FileStore
+	o        Options
+	log      *zap.Logger
+	rt       func() Runtime
 
 	keys atomic.Pointer[keyIndex]
 
@@ -154,7 +157,7 @@ type waitingTask struct {
 func New(store Store, files FileStore, o Options) *Manager {
 	o = o.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{store: store, files: files, o: o, log: o.Log, runCtx: ctx, cancelRun: cancel,
+	return &Manager{ledger: store, queue: store, outcomes: store, files: files, o: o, log: o.Log, runCtx: ctx, cancelRun: cancel,
 		quit: make(chan struct{}), dispatched: make(chan struct{}), kick: make(chan struct{}, 1), held: map[taskKey]*Task{},
 		paused: map[string]time.Time{}, info: map[string]*Batch{}, lastRec: map[string]time.Time{},
 		empty: map[string]time.Time{}}
@@ -298,7 +301,7 @@ func (m *Manager) Create(ctx context.Context, rt Runtime, caller *auth.Caller, p
 		CreatedAt: now.Unix(), ExpiresAt: now.Add(24 * time.Hour).Unix(), OutputExpiresAfter: p.OutputExpiresAfter}
 	if v.invalid > 0 {
 		b.Status, b.FailedAt, b.Errors = StatusFailed, now.Unix(), v.errors
-		if err := m.store.Create(ctx, b, nil); err != nil {
+		if err := m.ledger.Create(ctx, b, nil); err != nil {
 			return nil, err
 		}
 		m.log.Info("batch failed validation", zap.String("batch", b.ID), zap.String("key", b.Key),
@@ -308,7 +311,7 @@ func (m *Manager) Create(ctx context.Context, rt Runtime, caller *auth.Caller, p
 		return b, nil
 	}
 	b.Status, b.InProgressAt = StatusInProgress, now.Unix()
-	if err := m.store.Create(ctx, b, v.lines); err != nil {
+	if err := m.ledger.Create(ctx, b, v.lines); err != nil {
 		return nil, err
 	}
 	b.Counts = Counts{Total: int64(len(v.lines))}
@@ -323,7 +326,7 @@ func (m *Manager) Get(ctx context.Context, caller *auth.Caller, id string) (*Bat
 	if !ValidBatchID(id) {
 		return nil, ErrNotFound
 	}
-	b, err := m.store.Get(ctx, id)
+	b, err := m.ledger.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -338,7 +341,7 @@ func (m *Manager) List(ctx context.Context, caller *auth.Caller, after string, l
 	if after != "" && !ValidBatchID(after) {
 		return nil, false, &ParamError{Status: 400, Param: "after", Message: "'after' is not a batch id."}
 	}
-	return m.store.List(ctx, OwnerOf(caller.Team, caller.Name), after, limit)
+	return m.ledger.List(ctx, OwnerOf(caller.Team, caller.Name), after, limit)
 }
 
 // Cancel stops the batch taking new lines; the running ones finish, then the
@@ -348,7 +351,7 @@ func (m *Manager) Cancel(ctx context.Context, caller *auth.Caller, id string) (*
 		return nil, err
 	}
 	var final bool
-	b, err := m.store.Update(ctx, id, func(b *Batch) bool {
+	b, err := m.ledger.Update(ctx, id, func(b *Batch) bool {
 		switch {
 		case Final(b.Status):
 			final = true
@@ -391,7 +394,7 @@ type AdminRow struct {
 
 // Admin lists every batch, newest first (at most limit, after the id after).
 func (m *Manager) Admin(ctx context.Context, after string, limit int) ([]AdminRow, bool, error) {
-	bs, more, err := m.store.List(ctx, "", after, limit)
+	bs, more, err := m.ledger.List(ctx, "", after, limit)
 	if err != nil {
 		return nil, false, err
 	}

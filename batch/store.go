@@ -34,11 +34,20 @@ const (
 	Skipped   Outcome = 's' // never ran (cancelled): in neither
 )
 
-// Store keeps batches, the queue of their lines and the lines' results. Two
+// Store keeps batches, the queue of their lines and the lines' results:
+// the three roles below, which the Manager uses apart (the API and the
+// sweeper the Ledger, workers the Queue, finalization the Outcomes). Two
 // implementations share one test suite: Redis, shared by the replicas, and
 // Local, embedded for one replica.
 type Store interface {
-	// Create saves a new batch and queues its lines. Until every line is
+	Ledger
+	Queue
+	Outcomes
+	Close() error
+}
+
+// Ledger keeps the batches themselves.
+type Ledger interface {
 	// queued the batch shows as validating, then with b.Status: a batch
 	// whose creation was cut short stays validating (the Manager fails it).
 	// The batch is active from here on (see Active).
@@ -55,7 +64,15 @@ type Store interface {
 	Update(ctx context.Context, id string, fn func(b *Batch) bool) (*Batch, error)
 	// Active lists the batches that are not final.
 	Active(ctx context.Context) ([]string, error)
+	// SweepFinished removes the final batches that ended before before
+	// (batch.retention), state and all, and returns how many this call
+	// removed; removing one twice is harmless.
+	SweepFinished(ctx context.Context, before time.Time) (int, error)
+}
 
+// Queue hands a batch's lines to the workers of every replica and takes
+// their outcomes.
+type Queue interface {
 	// Take hands at most n lines of batch id that no replica took yet to
 	// consumer.
 	Take(ctx context.Context, id, consumer string, n int) ([]Task, error)
@@ -74,6 +91,11 @@ type Store interface {
 	Done(ctx context.Context, t Task, kind Outcome, line []byte) (Counts, error)
 	// Ack acknowledges a task whose line has an outcome already.
 	Ack(ctx context.Context, t Task) error
+}
+
+// Outcomes are the recorded results of a batch's lines, read once to
+// write its files, under a lock only one replica holds.
+type Outcomes interface {
 	// Results calls fn with every recorded outcome of batch id, in no
 	// particular order.
 	Results(ctx context.Context, id string, fn func(kind Outcome, line []byte) error) error
@@ -83,11 +105,6 @@ type Store interface {
 	// Lock takes, or extends, the lock of a batch's finalization for
 	// holder, for ttl; false when another holder has it.
 	Lock(ctx context.Context, id, holder string, ttl time.Duration) (bool, error)
-	// SweepFinished removes the final batches that ended before before
-	// (batch.retention), state and all, and returns how many this call
-	// removed; removing one twice is harmless.
-	SweepFinished(ctx context.Context, before time.Time) (int, error)
 	// Unlock releases a lock holder took.
 	Unlock(ctx context.Context, id, holder string) error
-	Close() error
 }

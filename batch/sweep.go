@@ -69,7 +69,7 @@ func (m *Manager) Sweep(ctx context.Context) {
 	} else if n > 0 {
 		m.log.Info("expired files removed", zap.Int("files", n))
 	}
-	n, err := m.store.SweepFinished(ctx, time.Now().Add(-m.retention()))
+	n, err := m.ledger.SweepFinished(ctx, time.Now().Add(-m.retention()))
 	if err != nil {
 		m.storeError("removing finished batches", err)
 	} else if n > 0 {

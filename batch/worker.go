@@ -64,7 +64,7 @@ func (m *Manager) sleep() {
 func (m *Manager) refresh() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ids, err := m.store.Active(ctx)
+	ids, err := m.ledger.Active(ctx)
 	if err != nil {
 		m.storeError("listing active batches", err)
 		return
@@ -72,7 +72,7 @@ func (m *Manager) refresh() {
 	info := make(map[string]*Batch, len(ids))
 	var depth int64
 	for _, id := range ids {
-		b, err := m.store.Get(ctx, id)
+		b, err := m.ledger.Get(ctx, id)
 		if err != nil {
 			continue
 		}
@@ -108,7 +108,7 @@ func (m *Manager) refresh() {
 func (m *Manager) tend(ctx context.Context, b *Batch, now time.Time) {
 	switch {
 	case b.Status == StatusValidating && now.Sub(time.Unix(b.CreatedAt, 0)) > m.o.ValidatingTimeout:
-		nb, err := m.store.Update(ctx, b.ID, func(x *Batch) bool {
+		nb, err := m.ledger.Update(ctx, b.ID, func(x *Batch) bool {
 			if x.Status != StatusValidating {
 				return false
 			}
@@ -118,12 +118,12 @@ func (m *Manager) tend(ctx context.Context, b *Batch, now time.Time) {
 			return true
 		})
 		if err == nil && nb.Status == StatusFailed {
-			m.store.Drop(ctx, b.ID)
+			m.outcomes.Drop(ctx, b.ID)
 			m.notify(m.rt(), nb)
 		}
 	case b.Status == StatusValidating:
 	case b.Ending == "" && now.Unix() >= b.ExpiresAt:
-		nb, err := m.store.Update(ctx, b.ID, func(x *Batch) bool {
+		nb, err := m.ledger.Update(ctx, b.ID, func(x *Batch) bool {
 			if Final(x.Status) || x.Ending != "" {
 				return false
 			}
@@ -189,7 +189,7 @@ func (m *Manager) next(rr *int) bool {
 		tasks := m.reclaim(ctx, id, free)
 		if len(tasks) == 0 {
 			var err error
-			tasks, err = m.store.Take(ctx, id, m.o.Consumer, 1)
+			tasks, err = m.queue.Take(ctx, id, m.o.Consumer, 1)
 			if err != nil {
 				m.storeError("taking lines", err)
 				return false
@@ -233,7 +233,7 @@ func (m *Manager) reclaim(ctx context.Context, id string, n int) []Task {
 	if !due {
 		return nil
 	}
-	tasks, err := m.store.Reclaim(ctx, id, m.o.Consumer, m.o.ReclaimAfter, n)
+	tasks, err := m.queue.Reclaim(ctx, id, m.o.Consumer, m.o.ReclaimAfter, n)
 	if err != nil {
 		m.storeError("reclaiming lines", err)
 		return nil
@@ -279,7 +279,7 @@ func (m *Manager) batch(ctx context.Context, id string) *Batch {
 	if b != nil {
 		return b
 	}
-	b, err := m.store.Get(ctx, id)
+	b, err := m.ledger.Get(ctx, id)
 	if err != nil {
 		return nil
 	}
@@ -292,17 +292,17 @@ func (m *Manager) runTask(t *Task) bool {
 	ctx := m.runCtx
 	b := m.batch(ctx, t.Batch)
 	if b == nil || Final(b.Status) {
-		m.store.Ack(context.Background(), *t)
+		m.queue.Ack(context.Background(), *t)
 		return false
 	}
 	if b.Ending != "" {
 		m.endLine(b, t, "")
 		return false
 	}
-	if has, err := m.store.HasResult(ctx, *t); err == nil && has {
+	if has, err := m.queue.HasResult(ctx, *t); err == nil && has {
 		// A line reclaimed after its replica stored the result but died
 		// before the acknowledgement: it is not run again.
-		m.store.Ack(context.Background(), *t)
+		m.queue.Ack(context.Background(), *t)
 		return false
 	}
 	start := time.Now()
@@ -412,7 +412,7 @@ func (m *Manager) done(t *Task, kind Outcome, line []byte) (Counts, bool) {
 	for i, wait := 0, 200*time.Millisecond; i < 8; i, wait = i+1, wait*2 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var c Counts
-		c, err = m.store.Done(ctx, *t, kind, line)
+		c, err = m.queue.Done(ctx, *t, kind, line)
 		cancel()
 		if err == nil {
 			return c, true
@@ -431,7 +431,7 @@ func (m *Manager) endLine(b *Batch, t *Task, why string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if b.Ending == endCancel {
-		c, err := m.store.Done(ctx, *t, Skipped, nil)
+		c, err := m.queue.Done(ctx, *t, Skipped, nil)
 		if err == nil {
 			m.metricLine("skipped")
 			if c.Done() {
@@ -450,7 +450,7 @@ func (m *Manager) endLine(b *Batch, t *Task, why string) {
 	if why == "budget" {
 		code, msg = "insufficient_quota", "The team's budget was spent until the batch expired."
 	}
-	c, err := m.store.Done(ctx, *t, Failed, appendLineErrorLine(nil, b.ID, t.Line, customID, code, msg))
+	c, err := m.queue.Done(ctx, *t, Failed, appendLineErrorLine(nil, b.ID, t.Line, customID, code, msg))
 	if err == nil {
 		m.metricLine("failed")
 		if c.Done() {
@@ -499,7 +499,7 @@ func (m *Manager) drainEnding() {
 	defer cancel()
 	for _, b := range ending {
 		for range 10 {
-			tasks, err := m.store.Take(ctx, b.ID, m.o.Consumer, 100)
+			tasks, err := m.queue.Take(ctx, b.ID, m.o.Consumer, 100)
 			if err != nil {
 				m.storeError("draining a batch", err)
 				break
@@ -547,7 +547,7 @@ func (m *Manager) heartbeat() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), every)
-		if err := m.store.Touch(ctx, m.o.Consumer, tasks); err != nil {
+		if err := m.queue.Touch(ctx, m.o.Consumer, tasks); err != nil {
 			m.storeError("touching held lines", err)
 		}
 		cancel()
