@@ -544,6 +544,9 @@ func (r *Report) SizesCSV() []byte {
 	return buf.Bytes()
 }
 
+// CSV renders the report as CSV (CSVHeader): one row per key and day with
+// usage, or per key for the total period, sorted by day, team and key; text
+// cells are escaped against spreadsheet formula injection.
 func (r *Report) CSV() []byte {
 	var buf bytes.Buffer
 	w := csv.NewWriter(&buf)

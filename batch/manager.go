@@ -255,6 +255,7 @@ type ParamError struct {
 	Message string
 }
 
+// Error returns the message, as the API answers it.
 func (e *ParamError) Error() string { return e.Message }
 
 // Create validates the input file and, if every line is valid, queues its

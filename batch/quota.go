@@ -34,6 +34,7 @@ type QuotaError struct {
 	Used, Limit int64
 }
 
+// Error says which quota the upload would pass.
 func (e *QuotaError) Error() string {
 	unit := "files"
 	if e.Key == "files.max_bytes_per_team" {

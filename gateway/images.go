@@ -17,6 +17,7 @@ var ErrContentPolicy = errors.New("the model returned no image")
 // ContentPolicyError carries the model's reason.
 type ContentPolicyError struct{ Reason string }
 
+// Error returns the model's reason.
 func (e *ContentPolicyError) Error() string { return e.Reason }
 
 // Is makes errors.Is(err, ErrContentPolicy) true.

@@ -32,6 +32,7 @@ type Error struct {
 	RetryAfter time.Duration
 }
 
+// Error returns the message the client sees.
 func (e *Error) Error() string { return e.Message }
 
 // Invalid is a 400 about one parameter.

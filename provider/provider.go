@@ -225,6 +225,7 @@ type Error struct {
 	Err        error
 }
 
+// Error names the provider and what failed, scrubbed of keys and hosts.
 func (e *Error) Error() string {
 	if e.Status != 0 {
 		return fmt.Sprintf("%s: upstream status %d: %s", e.Provider, e.Status, e.Message)
@@ -232,6 +233,7 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %s", e.Provider, e.Message)
 }
 
+// Unwrap returns the transport or parse error behind the failure.
 func (e *Error) Unwrap() error { return e.Err }
 
 // Failover reports whether another provider may succeed where this one failed.

@@ -99,6 +99,7 @@ type RequestError struct {
 	Msg   string
 }
 
+// Error returns the message the client sees.
 func (e *RequestError) Error() string { return e.Msg }
 
 func badParam(param, format string, args ...any) *RequestError {

@@ -22,6 +22,7 @@ const (
 	HalfOpen              // one trial request is in flight
 )
 
+// String is the state's name as metrics and /admin/providers show it.
 func (s State) String() string {
 	switch s {
 	case Open:

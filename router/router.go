@@ -42,6 +42,7 @@ type Overloaded struct {
 	Last error
 }
 
+// Error says how long to wait, with the last provider's failure.
 func (e *Overloaded) Error() string {
 	if e.Last != nil {
 		return e.Last.Error()
@@ -49,6 +50,7 @@ func (e *Overloaded) Error() string {
 	return ErrNoProvider.Error()
 }
 
+// Unwrap returns the last provider's failure.
 func (e *Overloaded) Unwrap() error { return e.Last }
 
 // Is makes errors.Is(err, ErrNoProvider) true when every provider is out.

@@ -20,9 +20,9 @@ type fakeProvider struct {
 	fn    func(ctx context.Context) error
 }
 
-func (f *fakeProvider) Name() string { return f.name }
+func (f *fakeProvider) Name() string              { return f.name }
 func (f *fakeProvider) Kind() config.ProviderKind { return config.KindOpenAI }
-func (f *fakeProvider) Close()       {}
+func (f *fakeProvider) Close()                    {}
 func (f *fakeProvider) Chat(ctx context.Context, _ *provider.ChatRequest, _ string) (*provider.Result, error) {
 	f.calls.Add(1)
 	if f.fn != nil {

@@ -88,8 +88,10 @@ type Error struct {
 	Err error
 }
 
+// Error returns why the fetch was refused.
 func (e *Error) Error() string { return e.Reason }
 
+// Unwrap returns the underlying failure, nil for a refusal of policy.
 func (e *Error) Unwrap() error { return e.Err }
 
 // ErrNotPublic is the cause of a fetch refused because an address it would
