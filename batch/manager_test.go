@@ -492,7 +492,7 @@ func TestPanickingLineFailsAlone(t *testing.T) {
 	m.rt = func() Runtime { return Runtime{} } // no config: the journey dereferences nil
 	b := &Batch{ID: NewBatchID(time.Now()), Key: "ci", Endpoint: EndpointChat}
 	a := m.runLineSafe(context.Background(), b, &Task{Batch: b.ID}, chatInput(1))
-	if a.kind != Failed || a.status != 500 || a.retry || !bytes.Contains(a.line, []byte(`"custom_id":"r0"`)) {
+	if a.outcome != Failed || a.status != 500 || a.retry || !bytes.Contains(a.line, []byte(`"custom_id":"r0"`)) {
 		t.Fatalf("%+v: %s", a, a.line)
 	}
 }

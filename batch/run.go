@@ -63,10 +63,10 @@ func (m *Manager) checker(rt Runtime, caller *auth.Caller, endpoint string) func
 
 // attempt is what running a line once gave.
 type attempt struct {
-	// kind and line, when the line has its outcome: Completed with its
+	// outcome and line, when the line has its outcome: Completed with its
 	// output file line, or Failed with its error file line.
-	kind Outcome
-	line []byte
+	outcome Outcome
+	line    []byte
 	// wait > 0: the line did not run (no room in a limit, budget spent,
 	// Redis down): run it again after wait.
 	wait time.Duration
@@ -164,7 +164,7 @@ func (m *Manager) runChat(ctx context.Context, rt Runtime, b *Batch, t *Task, en
 	body.Close()
 	bill := call.Close()
 	line := appendResultLine(make([]byte, 0, buf.Len()+256), b.ID, t.Line, env.customID, 200, id, compact(buf.Bytes()))
-	return attempt{kind: Completed, line: line, status: 200, model: req.Model, served: served, usage: ans.Usage,
+	return attempt{outcome: Completed, line: line, status: 200, model: req.Model, served: served, usage: ans.Usage,
 		cost: bill.CostMicros}
 }
 
@@ -205,7 +205,7 @@ func (m *Manager) runImages(ctx context.Context, rt Runtime, b *Batch, t *Task, 
 	defer ans.Release()
 	out := openai.AppendImagesResponse(nil, ans.Images, ans.Usage, ans.PromptImageTokens())
 	line := appendResultLine(make([]byte, 0, len(out)+256), b.ID, t.Line, env.customID, 200, id, compact(out))
-	a := attempt{kind: Completed, line: line, status: 200, model: ir.Model, usage: ans.Usage, cost: call.Close().CostMicros}
+	a := attempt{outcome: Completed, line: line, status: 200, model: ir.Model, usage: ans.Usage, cost: call.Close().CostMicros}
 	if len(ans.Served) > 0 {
 		a.served = ans.Served[0]
 		a.served.Attempts = 0
@@ -245,7 +245,7 @@ func (m *Manager) failed(b *Batch, t *Task, customID []byte, reqID string, e *ap
 		reqID = callID(b.ID, t.Line, t.try)
 	}
 	body := appendErrorBody(make([]byte, 0, 160+len(e.Message)), e)
-	a := attempt{kind: Failed, line: appendResultLine(nil, b.ID, t.Line, customID, e.Status, reqID, body),
+	a := attempt{outcome: Failed, line: appendResultLine(nil, b.ID, t.Line, customID, e.Status, reqID, body),
 		status: e.Status, retry: transient(e), errorCode: e.Code, err: err}
 	var ov *router.Overloaded
 	if errors.As(err, &ov) {

@@ -339,11 +339,11 @@ func (m *Manager) runTask(t *Task) bool {
 		return true
 	}
 	m.flush()
-	counts, ok := m.done(t, a.kind, a.line)
+	counts, ok := m.done(t, a.outcome, a.line)
 	m.logLine(b, t, &a, start)
 	if mt := m.o.Metrics; mt != nil {
 		outcome := "completed"
-		if a.kind == Failed {
+		if a.outcome == Failed {
 			outcome = "failed"
 		}
 		mt.BatchLines.WithLabelValues(outcome).Inc()
