@@ -1,5 +1,6 @@
 // Package provider speaks to upstream image models. Each kind (openai.go,
-// gemini.go) translates a parsed OpenAI chat request into its wire format and
+// gemini.go) translates a parsed chat request (ChatRequest, which package
+// openai parses from the client's OpenAI body) into its wire format and
 // its answer into one provider-neutral Result or Stream, so the rest of the
 // gateway never sees an upstream format.
 //

@@ -1,7 +1,7 @@
-// Package proxy is nanogate's HTTP face: paths, authentication, the OpenAI
-// error envelope, and the lifecycle of a request read top to bottom in
-// handleChat: authenticate, parse, run the journey (package gateway), respond,
-// log.
+// Package proxy is nanogate's HTTP face: the route table, authentication,
+// and the lifecycle of a request read top to bottom in handleChat:
+// authenticate, parse (package openai), run the journey (package gateway),
+// respond (package openai renders), close the call (which bills it), log.
 package proxy
 
 import (
