@@ -101,7 +101,7 @@ keys:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { off.Close() })
-	gw := gateway.New(r, gateway.Options{TokensPerImage: 1290, Offload: off, Accounting: acct, Limiter: ratelimit.NewMemory(nil)})
+	gw := gateway.New(r, gateway.Options{TokensPerImage: 1290, Offload: off, Accounting: acct, Limiter: ratelimit.NewMemory()})
 	rt := Runtime{Gateway: gw, Config: cfg, Accounting: acct}
 	store := ho.store
 	if store == nil {

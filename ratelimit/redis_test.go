@@ -47,10 +47,8 @@ func newTestRedis(t *testing.T, cfg config.Redis) *Redis {
 	return l
 }
 
-func redisBackend(cfg config.Redis) newBackend {
-	return func(t *testing.T) *backend {
-		return &backend{lim: newTestRedis(t, cfg), advance: time.Sleep, start: time.Now()}
-	}
+func redisBackend(cfg config.Redis) suite {
+	return suite{new: func(t *testing.T) Limiter { return newTestRedis(t, cfg) }}
 }
 
 func TestRedis(t *testing.T) {
