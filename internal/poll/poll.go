@@ -17,11 +17,20 @@ const interval = 10 * time.Millisecond
 // Until calls cond until it holds, failing t with what once d has passed.
 func Until(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !Within(d, cond) {
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+	}
+}
+
+// Within calls cond until it holds or d has passed, and reports whether it
+// held: for a wait whose failure the caller handles (a retry).
+func Within(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+			return false
 		}
 		time.Sleep(interval)
 	}
+	return true
 }

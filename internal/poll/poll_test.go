@@ -55,3 +55,15 @@ func TestUntilFailsAtTheDeadline(t *testing.T) {
 		}
 	})
 }
+
+func TestWithinReportsWhetherTheConditionHeld(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		calls := 0
+		if !Within(time.Second, func() bool { calls++; return calls == 2 }) {
+			t.Error("a condition that came to hold: false")
+		}
+		if Within(time.Second, func() bool { return false }) {
+			t.Error("a condition that never held: true")
+		}
+	})
+}
