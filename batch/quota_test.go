@@ -62,7 +62,7 @@ func (q quotaSuite) run(t *testing.T, name string, f func(t *testing.T, b *files
 	})
 }
 
-// fsFilesBackend is an FS store in a synctest bubble: time.Sleep moves its
+// fsFilesBackend is an FS store in a synctest bubble: sleeping moves its
 // clock at once.
 func fsFilesBackend(t *testing.T) *filesBackend {
 	dir := t.TempDir()

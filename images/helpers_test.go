@@ -51,7 +51,7 @@ func sum(b []byte) string {
 }
 
 // advance moves the fake clock of the synctest bubble the test runs in:
-// time.Sleep returns at once, nothing else in the bubble running.
+// sleeping returns at once, nothing else in the bubble running.
 func advance(d time.Duration) { time.Sleep(d) }
 
 // fsEnv is a filesystem store with an Offloader over it, served by its

@@ -58,11 +58,11 @@ func TestCoalescingFlushesOnItsInterval(t *testing.T) {
 			return inner.deltas["k/"]
 		}
 		c.Adjust(context.Background(), Request{Key: "k"}, 5)
-		bubbleClock{}.Advance(9 * time.Millisecond)
+		sleepClock{}.Advance(9 * time.Millisecond)
 		if n := sent(); n != 0 {
 			t.Fatalf("%d sent before the interval", n)
 		}
-		bubbleClock{}.Advance(time.Millisecond)
+		sleepClock{}.Advance(time.Millisecond)
 		if n := sent(); n != 5 {
 			t.Fatalf("%d sent once the interval passed, want 5", n)
 		}

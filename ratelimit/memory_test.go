@@ -13,13 +13,13 @@ type clock interface {
 	Advance(d time.Duration)
 }
 
-// bubbleClock is the fake clock of a synctest bubble: Memory reads it, and
-// time.Sleep returns at once with it moved, nothing else in the bubble
-// running.
-type bubbleClock struct{}
+// sleepClock is the clock Memory reads, moved by sleeping: at once in the
+// synctest bubbles Memory's tests run in, nothing else in the bubble
+// running; for real against Redis, whose clock is the server's.
+type sleepClock struct{}
 
-func (bubbleClock) Now() time.Time          { return time.Now() }
-func (bubbleClock) Advance(d time.Duration) { time.Sleep(d) }
+func (sleepClock) Now() time.Time          { return time.Now() }
+func (sleepClock) Advance(d time.Duration) { time.Sleep(d) }
 
 // fakeClock is a clock tests move by hand, for the scripts of Redis, which
 // cannot run in a bubble.

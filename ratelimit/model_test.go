@@ -111,7 +111,7 @@ func (m *model) adjust(r Request, delta, now int64) {
 // make the arithmetic awkward, and wants identical results.
 func TestMemoryMatchesExactModel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		matchModel(t, 200, func() (Limiter, clock) { return NewMemory(), bubbleClock{} }, 0)
+		matchModel(t, 200, func() (Limiter, clock) { return NewMemory(), sleepClock{} }, 0)
 	})
 }
 

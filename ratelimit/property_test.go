@@ -35,7 +35,7 @@ func pick(r *rand.Rand, xs []int64) int64 {
 func TestPropertyNoBucketBelowMinusCapacity(t *testing.T) {
 	t.Run("memory", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			propertyNoDeepDebt(t, NewMemory(), bubbleClock{}.Advance, 3000)
+			propertyNoDeepDebt(t, NewMemory(), sleepClock{}.Advance, 3000)
 		})
 	})
 	t.Run("redis", func(t *testing.T) {
@@ -99,7 +99,7 @@ func TestDebtIsRepaidWithinTwoMinutes(t *testing.T) {
 		if res.Allowed || res.ResetTokens > 2*time.Minute {
 			t.Fatalf("after the huge debt: %+v", res)
 		}
-		bubbleClock{}.Advance(2 * time.Minute)
+		sleepClock{}.Advance(2 * time.Minute)
 		if res := allow(t, m, req); !res.Allowed {
 			t.Fatalf("two minutes later the team is still locked out: %+v", res)
 		}

@@ -23,7 +23,7 @@ type backend struct {
 }
 
 // advance lets d pass: at once in a bubble, for real against Redis.
-func (b *backend) advance(d time.Duration) { time.Sleep(d) }
+func (b *backend) advance(d time.Duration) { sleepClock{}.Advance(d) }
 
 // suite makes a fresh Limiter for each test of runSuite; bubble runs each
 // test in a synctest bubble.

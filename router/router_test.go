@@ -42,7 +42,7 @@ func fail(name string, kind provider.ErrorKind) func(context.Context) error {
 }
 
 // advance moves the fake clock of the synctest bubble the test runs in:
-// time.Sleep returns at once, nothing else in the bubble running.
+// sleeping returns at once, nothing else in the bubble running.
 func advance(d time.Duration) { time.Sleep(d) }
 
 func setup(t *testing.T, rc config.Routing, provs ...*fakeProvider) *Router {
