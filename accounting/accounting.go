@@ -306,7 +306,10 @@ type Store interface {
 // Options tune both stores; the zero value takes the defaults.
 type Options struct {
 	// Now is the clock (time.Now): it picks the budget period of Reserve
-	// and expires reservations.
+	// and expires reservations. Tests set it: the store suite runs the
+	// Redis store against a real redis-server at chosen dates (month and
+	// day rollovers), which no synctest bubble can hold, and the embedded
+	// store shares that suite.
 	Now func() time.Time
 	// ReservationTTL is how long a reservation that no record settles
 	// counts against the budget (a crashed replica's).

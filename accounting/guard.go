@@ -27,7 +27,6 @@ type GuardOptions struct {
 	Local bool
 	// ReservationTTL expires local reservations no record settled.
 	ReservationTTL time.Duration
-	Now            func() time.Time
 	// OnLocal counts a reservation made locally; nil: not counted.
 	OnLocal func()
 }
@@ -68,14 +67,11 @@ func NewGuarded(s Store, o GuardOptions) *Guarded {
 	if o.ReservationTTL <= 0 {
 		o.ReservationTTL = DefaultReservationTTL
 	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
 	return &Guarded{Store: s, o: o, left: map[string]int64{}, local: map[string]localResv{}}
 }
 
 // Down reports whether the backend is being left alone after a failure.
-func (g *Guarded) Down() bool { return g.o.Now().UnixNano() < g.downUntil.Load() }
+func (g *Guarded) Down() bool { return time.Now().UnixNano() < g.downUntil.Load() }
 
 // Reserve implements Store.
 func (g *Guarded) Reserve(ctx context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
@@ -97,7 +93,7 @@ func (g *Guarded) Reserve(ctx context.Context, team string, b config.Budget, id 
 		if ctx.Err() != nil {
 			return r, err
 		}
-		g.downUntil.Store(g.o.Now().Add(g.o.Pause).UnixNano())
+		g.downUntil.Store(time.Now().Add(g.o.Pause).UnixNano())
 	}
 	if !g.o.Local {
 		return Reservation{ID: id, Team: team}, ErrStoreDown
@@ -106,7 +102,7 @@ func (g *Guarded) Reserve(ctx context.Context, team string, b config.Budget, id 
 }
 
 func (g *Guarded) reserveLocal(team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
-	now := g.o.Now()
+	now := time.Now()
 	r := newReservation(id, team, b, now, estimateMicros)
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"nanogate/config"
+	"nanogate/internal/poll"
 	"nanogate/internal/redistest"
 )
 
@@ -124,19 +125,12 @@ func startCluster(t *testing.T) *redis.ClusterClient {
 	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	deadline := time.Now().Add(20 * time.Second)
 	for _, a := range addrs {
 		c := redis.NewClient(&redis.Options{Addr: a})
-		for {
+		poll.Until(t, 20*time.Second, "cluster node "+a+" to report cluster_state:ok", func() bool {
 			info, err := c.ClusterInfo(context.Background()).Result()
-			if err == nil && strings.Contains(info, "cluster_state:ok") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cluster node %s not ok: %v %s", a, err, info)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return err == nil && strings.Contains(info, "cluster_state:ok")
+		})
 		c.Close()
 	}
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: time.Second,
@@ -167,11 +161,5 @@ func mustApply(t *testing.T, s Store, recs ...Record) {
 // waitFor polls cond until it holds or 20s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 20*time.Second, what, cond)
 }

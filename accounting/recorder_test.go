@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"nanogate/internal/redistest"
@@ -211,38 +212,53 @@ func TestRecorderCloseFlushes(t *testing.T) {
 	checkBucket(t, st, append(recs, late...), "t", PeriodTotal)
 }
 
-// slow takes its time, as a Redis far away would.
-type slow struct{ Store }
-
-func (s slow) ApplyBatch(ctx context.Context, recs []Record) (int, error) {
-	time.Sleep(2 * time.Millisecond)
-	return s.Store.ApplyBatch(ctx, recs)
+// gated is a store whose batches wait until open is closed, as a Redis far
+// away or stuck would.
+type gated struct {
+	Store
+	open chan struct{}
 }
 
-// TestRecordNeverWaitsForTheStore: with a full queue, Record writes to the
-// spool itself, and everything is applied once in the end.
+func (g gated) ApplyBatch(ctx context.Context, recs []Record) (int, error) {
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return g.Store.ApplyBatch(ctx, recs)
+}
+
+// TestRecordNeverWaitsForTheStore: with the store stuck and a full queue,
+// Record writes to the spool itself, and everything is applied once the
+// store answers. In the bubble, a Record that waited for the store could
+// only return once time passed (the store's timeout, the retries): none
+// does.
 func TestRecordNeverWaitsForTheStore(t *testing.T) {
-	st, _ := OpenMemory("", Options{}, nil)
-	o := fastRetries(filepath.Join(t.TempDir(), "spool.jsonl"))
-	o.Queue, o.Batch = 4, 4
-	r := NewRecorder(slow{st}, o)
-	recs := requests(2000, "burst")
-	start := time.Now()
-	for _, rec := range recs {
-		r.Record(rec)
-	}
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("2000 Record calls took %v against a store taking 2ms a batch", d)
-	}
-	waitFor(t, "the backlog", func() bool {
-		r.Flush(context.Background())
-		return r.Stats().Backlog == 0
+	synctest.Test(t, func(t *testing.T) {
+		st, _ := OpenMemory("", Options{}, nil)
+		o := fastRetries(filepath.Join(t.TempDir(), "spool.jsonl"))
+		o.Queue, o.Batch = 4, 4
+		store := gated{Store: st, open: make(chan struct{})}
+		r := NewRecorder(store, o)
+		recs := requests(2000, "burst")
+		start := time.Now()
+		for _, rec := range recs {
+			r.Record(rec)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("2000 Record calls waited %v for a stuck store", d)
+		}
+		close(store.open)
+		waitFor(t, "the backlog", func() bool {
+			r.Flush(context.Background())
+			return r.Stats().Backlog == 0
+		})
+		closeWithin(t, r, 5*time.Second)
+		checkBucket(t, st, recs, "t", PeriodTotal)
+		if s := r.Stats(); s.Spooled == 0 || s.Applied != 2000 {
+			t.Errorf("stats %+v, want some spooled and 2000 applied", s)
+		}
 	})
-	closeWithin(t, r, 5*time.Second)
-	checkBucket(t, st, recs, "t", PeriodTotal)
-	if s := r.Stats(); s.Spooled == 0 || s.Applied != 2000 {
-		t.Errorf("stats %+v, want some spooled and 2000 applied", s)
-	}
 }
 
 // TestUnwritableSpool: the spool cannot be created (its directory is a

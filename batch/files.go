@@ -106,7 +106,6 @@ type FileWriter interface {
 type FS struct {
 	dir string
 	seq atomic.Uint64
-	now func() time.Time
 
 	mu    sync.Mutex
 	index map[string]fsEntry // committed files
@@ -124,7 +123,7 @@ func NewFS(dir string) (*FS, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("batch files: %w", err)
 	}
-	s := &FS{dir: dir, now: time.Now, index: map[string]fsEntry{}, used: map[string]*Usage{}}
+	s := &FS{dir: dir, index: map[string]fsEntry{}, used: map[string]*Usage{}}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("batch files: %w", err)
@@ -330,7 +329,7 @@ func writeAtomic(path string, data []byte, tmp string) error {
 // Stat implements FileStore.
 func (s *FS) Stat(_ context.Context, id string) (*File, error) {
 	f, err := s.stat(id)
-	if err == nil && f.ExpiresAt.expired(s.now()) {
+	if err == nil && f.ExpiresAt.expired(time.Now()) {
 		return nil, ErrNotFound
 	}
 	return f, err
@@ -398,7 +397,7 @@ func (s *FS) Delete(_ context.Context, id string) error {
 func (s *FS) Sweep(context.Context) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.now()
+	now := time.Now()
 	var errs []error
 	n := 0
 	for id, e := range s.index {

@@ -19,6 +19,7 @@ import (
 	"nanogate/gateway"
 	"nanogate/images"
 	"nanogate/internal/fakeup"
+	"nanogate/internal/poll"
 	"nanogate/internal/redistest"
 	"nanogate/metrics"
 	"nanogate/provider"
@@ -101,7 +102,7 @@ keys:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { off.Close() })
-	gw := gateway.New(r, gateway.Options{TokensPerImage: 1290, Offload: off, Accounting: acct, Limiter: ratelimit.NewMemory(nil)})
+	gw := gateway.New(r, gateway.Options{TokensPerImage: 1290, Offload: off, Accounting: acct, Limiter: ratelimit.NewMemory()})
 	rt := Runtime{Gateway: gw, Config: cfg, Accounting: acct}
 	store := ho.store
 	if store == nil {
@@ -168,20 +169,47 @@ func (h *harness) createAs(t *testing.T, c *auth.Caller, endpoint string, conten
 
 func (h *harness) wait(t *testing.T, id, status string, d time.Duration) *Batch {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		b, err := h.m.Get(context.Background(), h.caller(), id)
-		if err != nil {
+	return h.waitAs(t, h.caller(), id, "status "+status, d, func(b *Batch) bool { return b.Status == status })
+}
+
+// waitAs polls batch id as c until cond holds, and returns it.
+func (h *harness) waitAs(t *testing.T, c *auth.Caller, id, what string, d time.Duration, cond func(*Batch) bool) *Batch {
+	t.Helper()
+	var b *Batch
+	ok := poll.Within(d, func() bool {
+		var err error
+		if b, err = h.m.Get(context.Background(), c, id); err != nil {
 			t.Fatal(err)
 		}
-		if b.Status == status {
-			return b
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("batch is %s %+v, want %s", b.Status, b.Counts, status)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return cond(b)
+	})
+	if !ok {
+		t.Fatalf("batch is %s %+v after %v, want %s", b.Status, b.Counts, d, what)
 	}
+	return b
+}
+
+// waits returns how many times lines were held back for reason why, as
+// nanogate_batch_waits_total counts them.
+func (h *harness) waits(t *testing.T, why string) float64 {
+	t.Helper()
+	fams, err := h.mt.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != "nanogate_batch_waits_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == why {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 func (h *harness) lines(t *testing.T, fileID string) []string {
@@ -242,13 +270,7 @@ func TestOverloadedLinesWaitUntilTheUpstreamRecovers(t *testing.T) {
 			h := newHarness(t, harnessOpts{})
 			h.up.SetFault(fakeup.Fault{Status: status, Header: map[string]string{"retry-after-ms": "10"}})
 			b := h.create(t, EndpointChat, chatInput(2))
-			deadline := time.Now().Add(5 * time.Second)
-			for h.up.Requests() < 6 {
-				if time.Now().After(deadline) {
-					t.Fatalf("%d upstream requests: the lines stopped trying", h.up.Requests())
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			poll.Until(t, 5*time.Second, "the lines to try 6 times in all", func() bool { return h.up.Requests() >= 6 })
 			got, err := h.m.Get(context.Background(), h.caller(), b.ID)
 			if err != nil {
 				t.Fatal(err)
@@ -300,7 +322,7 @@ func TestBudgetPausesThenExpiry(t *testing.T) {
 	h := newHarness(t, harnessOpts{teamYAML: "    budget: { usd: 0.000001, period: total }\n",
 		opts: Options{BudgetPause: 30 * time.Millisecond}})
 	b := h.create(t, EndpointChat, chatInput(3))
-	time.Sleep(300 * time.Millisecond)
+	poll.Until(t, 5*time.Second, "lines held back by the budget three times", func() bool { return h.waits(t, "budget") >= 3 })
 	got, _ := h.m.Get(context.Background(), h.caller(), b.ID)
 	if got.Status != StatusInProgress || got.Counts.Left() != 3 || h.up.Requests() != 0 {
 		t.Fatalf("with the budget spent: %+v", got)
@@ -332,19 +354,10 @@ func TestAPausedTeamDoesNotHoldBackOthers(t *testing.T) {
 	h := newHarness(t, harnessOpts{teamYAML: "    budget: { usd: 0.000001, period: total }\n",
 		opts: Options{Workers: 2, BudgetPause: time.Hour}})
 	paused := h.create(t, EndpointChat, chatInput(10))
-	time.Sleep(100 * time.Millisecond)
+	poll.Until(t, 5*time.Second, "a line held back by the budget", func() bool { return h.waits(t, "budget") >= 1 })
 	other := h.createAs(t, h.callerOf("ops"), EndpointChat, chatInput(5))
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		b, _ := h.m.Get(context.Background(), h.callerOf("ops"), other.ID)
-		if b.Status == StatusCompleted {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the other team's batch is %s %+v", b.Status, b.Counts)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	h.waitAs(t, h.callerOf("ops"), other.ID, "status completed", 5*time.Second,
+		func(b *Batch) bool { return b.Status == StatusCompleted })
 	if b, _ := h.m.Get(context.Background(), h.caller(), paused.ID); b.Status != StatusInProgress || b.Counts.Left() != 10 {
 		t.Fatalf("paused batch %+v", b)
 	}
@@ -356,13 +369,8 @@ func TestExpiryKeepsWhatIsDone(t *testing.T) {
 	h := newHarness(t, harnessOpts{opts: Options{Workers: 1}})
 	h.up.SetLatency(150 * time.Millisecond)
 	b := h.create(t, EndpointChat, chatInput(10))
-	for {
-		got, _ := h.m.Get(context.Background(), h.caller(), b.ID)
-		if got.Counts.Completed >= 2 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	h.waitAs(t, h.caller(), b.ID, "two completed lines", 10*time.Second,
+		func(b *Batch) bool { return b.Counts.Completed >= 2 })
 	h.store.Update(context.Background(), b.ID, func(x *Batch) bool { x.ExpiresAt = time.Now().Unix() - 1; return true })
 	got := h.wait(t, b.ID, StatusExpired, 5*time.Second)
 	if got.Counts.Completed < 2 || got.Counts.Completed+got.Counts.Failed != 10 {
@@ -521,7 +529,8 @@ func TestCancelSkipsQueuedLines(t *testing.T) {
 		h := newHarness(t, harnessOpts{store: store, opts: Options{Workers: 2}})
 		h.up.SetLatency(200 * time.Millisecond)
 		b := h.create(t, EndpointChat, chatInput(12))
-		time.Sleep(300 * time.Millisecond)
+		h.waitAs(t, h.caller(), b.ID, "a completed line", 5*time.Second,
+			func(b *Batch) bool { return b.Counts.Completed >= 1 })
 		c, err := h.m.Cancel(context.Background(), h.caller(), b.ID)
 		if err != nil || (c.Status != StatusCancelling && c.Status != StatusCancelled) {
 			t.Fatalf("cancel: %+v %v", c, err)
@@ -547,7 +556,8 @@ func TestExpiryWithEitherStore(t *testing.T) {
 		h := newHarness(t, harnessOpts{store: store, opts: Options{Workers: 1}})
 		h.up.SetLatency(100 * time.Millisecond)
 		b := h.create(t, EndpointChat, chatInput(8))
-		time.Sleep(250 * time.Millisecond)
+		h.waitAs(t, h.caller(), b.ID, "a completed line", 5*time.Second,
+			func(b *Batch) bool { return b.Counts.Completed >= 1 })
 		store.Update(context.Background(), b.ID, func(x *Batch) bool { x.ExpiresAt = time.Now().Unix() - 1; return true })
 		got := h.wait(t, b.ID, StatusExpired, 5*time.Second)
 		if got.Counts.Completed == 0 || got.Counts.Completed+got.Counts.Failed != 8 {

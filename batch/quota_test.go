@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,8 +16,8 @@ import (
 	"nanogate/internal/redistest"
 )
 
-// clock is a settable time for the stores' expiry: tests move it instead of
-// sleeping.
+// clock is a settable time for RedisFiles' expiry: tests move it instead of
+// sleeping (against a real redis-server, no synctest bubble).
 type clock struct{ t atomic.Int64 }
 
 func newClock(t time.Time) *clock {
@@ -25,33 +26,55 @@ func newClock(t time.Time) *clock {
 	return c
 }
 
-func (c *clock) Now() time.Time                { return time.Unix(0, c.t.Load()) }
-func (c *clock) Add(d time.Duration)           { c.t.Add(int64(d)) }
-func (c *clock) Unix(d time.Duration) UnixTime { return UnixTime(c.Now().Add(d).Unix()) }
+func (c *clock) Now() time.Time      { return time.Unix(0, c.t.Load()) }
+func (c *clock) Add(d time.Duration) { c.t.Add(int64(d)) }
 
 // filesBackend is a FileStore under the quota suite, with a second handle
-// on the same files (another replica for Redis, the same store for FS).
+// on the same files (another replica for Redis, the same store for FS) and
+// its clock: a bubble's for FS, a settable one for Redis.
 type filesBackend struct {
 	s, twin FileStore
-	clk     *clock
+	now     func() time.Time
+	advance func(time.Duration)
 	// reopen returns the store as a restarted process finds it (nil: the
 	// state is not the process's).
 	reopen func() FileStore
 }
 
+// unix is the backend's time d from now.
+func (b *filesBackend) unix(d time.Duration) UnixTime { return UnixTime(b.now().Add(d).Unix()) }
+
+// quotaSuite makes a fresh backend for each test of runQuotaSuite; bubble
+// runs each test in a synctest bubble.
+type quotaSuite struct {
+	new    func(t *testing.T) *filesBackend
+	bubble bool
+}
+
+// run runs f as the subtest name, with a fresh backend.
+func (q quotaSuite) run(t *testing.T, name string, f func(t *testing.T, b *filesBackend)) {
+	t.Run(name, func(t *testing.T) {
+		if !q.bubble {
+			f(t, q.new(t))
+			return
+		}
+		synctest.Test(t, func(t *testing.T) { f(t, q.new(t)) })
+	})
+}
+
+// fsFilesBackend is an FS store in a synctest bubble: sleeping moves its
+// clock at once.
 func fsFilesBackend(t *testing.T) *filesBackend {
 	dir := t.TempDir()
-	clk := newClock(time.Now())
 	open := func() FileStore {
 		s, err := NewFS(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.now = clk.Now
 		return s
 	}
 	s := open()
-	return &filesBackend{s: s, twin: s, clk: clk, reopen: open}
+	return &filesBackend{s: s, twin: s, now: time.Now, advance: time.Sleep, reopen: open}
 }
 
 func redisFilesBackend(t *testing.T) *filesBackend {
@@ -64,11 +87,11 @@ func redisFilesBackend(t *testing.T) *filesBackend {
 		s.now = clk.Now
 		return s
 	}
-	return &filesBackend{s: open(), twin: open(), clk: clk}
+	return &filesBackend{s: open(), twin: open(), now: clk.Now, advance: clk.Add}
 }
 
-func TestFSQuota(t *testing.T)    { runQuotaSuite(t, fsFilesBackend) }
-func TestRedisQuota(t *testing.T) { runQuotaSuite(t, redisFilesBackend) }
+func TestFSQuota(t *testing.T)    { runQuotaSuite(t, quotaSuite{new: fsFilesBackend, bubble: true}) }
+func TestRedisQuota(t *testing.T) { runQuotaSuite(t, quotaSuite{new: redisFilesBackend}) }
 
 // upload stores content as a file of owner under q.
 func upload(s FileStore, owner, content string, q Quota, expires UnixTime) (*File, error) {
@@ -84,7 +107,7 @@ func upload(s FileStore, owner, content string, q Quota, expires UnixTime) (*Fil
 	return w.Commit()
 }
 
-func runQuotaSuite(t *testing.T, nb func(t *testing.T) *filesBackend) {
+func runQuotaSuite(t *testing.T, qs quotaSuite) {
 	ctx := context.Background()
 	usage := func(t *testing.T, s FileStore, owner string, want Usage) {
 		t.Helper()
@@ -107,8 +130,7 @@ func runQuotaSuite(t *testing.T, nb func(t *testing.T) *filesBackend) {
 		}
 	}
 
-	t.Run("BytesQuotaIsExactAtTheBoundary", func(t *testing.T) {
-		b := nb(t)
+	qs.run(t, "BytesQuotaIsExactAtTheBoundary", func(t *testing.T, b *filesBackend) {
 		q := Quota{MaxBytes: 100, MaxFiles: 10}
 		if _, err := upload(b.s, "t:a", strings.Repeat("a", 60), q, 0); err != nil {
 			t.Fatal(err)
@@ -130,8 +152,7 @@ func runQuotaSuite(t *testing.T, nb func(t *testing.T) *filesBackend) {
 		}
 	})
 
-	t.Run("FilesQuotaIsExactAtTheBoundary", func(t *testing.T) {
-		b := nb(t)
+	qs.run(t, "FilesQuotaIsExactAtTheBoundary", func(t *testing.T, b *filesBackend) {
 		q := Quota{MaxBytes: 1000, MaxFiles: 3}
 		for range 3 {
 			if _, err := upload(b.s, "t:a", "x", q, 0); err != nil {
@@ -143,8 +164,7 @@ func runQuotaSuite(t *testing.T, nb func(t *testing.T) *filesBackend) {
 		usage(t, b.s, "t:a", Usage{Bytes: 3, Files: 3})
 	})
 
-	t.Run("ConcurrentUploadsCannotExceedTheQuota", func(t *testing.T) {
-		b := nb(t)
+	qs.run(t, "ConcurrentUploadsCannotExceedTheQuota", func(t *testing.T, b *filesBackend) {
 		q := Quota{MaxBytes: 50, MaxFiles: 1000}
 		var ok, refused atomic.Int64
 		var wg sync.WaitGroup
@@ -172,8 +192,7 @@ func runQuotaSuite(t *testing.T, nb func(t *testing.T) *filesBackend) {
 		usage(t, b.s, "t:a", Usage{Bytes: 50, Files: 5})
 	})
 
-	t.Run("DeleteAndAbortGiveRoomBack", func(t *testing.T) {
-		b := nb(t)
+	qs.run(t, "DeleteAndAbortGiveRoomBack", func(t *testing.T, b *filesBackend) {
 		q := Quota{MaxBytes: 20, MaxFiles: 2}
 		f, err := upload(b.s, "t:a", strings.Repeat("a", 20), q, 0)
 		if err != nil {
@@ -197,8 +216,7 @@ func runQuotaSuite(t *testing.T, nb func(t *testing.T) *filesBackend) {
 		}
 	})
 
-	t.Run("BatchOutputIsCountedNeverRefused", func(t *testing.T) {
-		b := nb(t)
+	qs.run(t, "BatchOutputIsCountedNeverRefused", func(t *testing.T, b *filesBackend) {
 		q := Quota{MaxBytes: 10, MaxFiles: 1}
 		if _, err := upload(b.s, "t:a", "0123456789", q, 0); err != nil {
 			t.Fatal(err)
@@ -225,16 +243,15 @@ func runQuotaSuite(t *testing.T, nb func(t *testing.T) *filesBackend) {
 		quotaErr(t, err, "files.max_files_per_team", 2, 1)
 	})
 
-	t.Run("ExpiredFilesAreGoneAndSweptOnce", func(t *testing.T) {
-		b := nb(t)
+	qs.run(t, "ExpiredFilesAreGoneAndSweptOnce", func(t *testing.T, b *filesBackend) {
 		q := Quota{MaxBytes: 100, MaxFiles: 10}
-		soon, err := upload(b.s, "t:a", "soon", q, b.clk.Unix(time.Hour))
+		soon, err := upload(b.s, "t:a", "soon", q, b.unix(time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
-		later, _ := upload(b.s, "t:a", "later!", q, b.clk.Unix(2*time.Hour))
+		later, _ := upload(b.s, "t:a", "later!", q, b.unix(2*time.Hour))
 		never, _ := upload(b.s, "t:a", "never", q, 0)
-		if soon.ExpiresAt != b.clk.Unix(time.Hour) || never.ExpiresAt != 0 {
+		if soon.ExpiresAt != b.unix(time.Hour) || never.ExpiresAt != 0 {
 			t.Fatalf("expires_at %d, %d", soon.ExpiresAt, never.ExpiresAt)
 		}
 		if got, err := b.s.Stat(ctx, soon.ID); err != nil || got.ExpiresAt != soon.ExpiresAt {
@@ -243,7 +260,7 @@ func runQuotaSuite(t *testing.T, nb func(t *testing.T) *filesBackend) {
 		if n, err := b.s.Sweep(ctx); err != nil || n != 0 {
 			t.Fatalf("sweep before any expiry: %d %v", n, err)
 		}
-		b.clk.Add(time.Hour)
+		b.advance(time.Hour)
 		// Expired, not swept yet: answered as absent, still counted.
 		if _, err := b.s.Stat(ctx, soon.ID); err != ErrNotFound {
 			t.Fatalf("Stat of an expired file: %v", err)
@@ -255,7 +272,7 @@ func runQuotaSuite(t *testing.T, nb func(t *testing.T) *filesBackend) {
 			t.Fatalf("%d files listed, want the 2 that have not expired", len(list))
 		}
 		usage(t, b.s, "t:a", Usage{Bytes: 15, Files: 3})
-		b.clk.Add(time.Hour)
+		b.advance(time.Hour)
 		// Two replicas (or two sweeps) at once: each file removed once.
 		var removed atomic.Int64
 		var wg sync.WaitGroup
@@ -292,17 +309,16 @@ func runQuotaSuite(t *testing.T, nb func(t *testing.T) *filesBackend) {
 		}
 	})
 
-	t.Run("RestartCountsWhatIsStored", func(t *testing.T) {
-		b := nb(t)
+	qs.run(t, "RestartCountsWhatIsStored", func(t *testing.T, b *filesBackend) {
 		if b.reopen == nil {
 			t.Skip("the counters outlive the process")
 		}
 		q := Quota{MaxBytes: 100, MaxFiles: 10}
-		upload(b.s, "t:a", "0123456789", q, b.clk.Unix(time.Hour))
+		upload(b.s, "t:a", "0123456789", q, b.unix(time.Hour))
 		upload(b.s, "t:a", "01234", q, 0)
 		s := b.reopen()
 		usage(t, s, "t:a", Usage{Bytes: 15, Files: 2})
-		b.clk.Add(time.Hour)
+		b.advance(time.Hour)
 		if n, _ := s.Sweep(ctx); n != 1 {
 			t.Fatalf("swept %d after a restart, want 1", n)
 		}
@@ -328,7 +344,7 @@ func TestRedisQuotaOfADeadUploadComesBack(t *testing.T) {
 	if _, err := upload(b.twin, "t:a", strings.Repeat("y", 2<<20), q, 0); !errors.Is(err, ErrQuotaExceeded) {
 		t.Fatalf("an upload next to the held room: %v", err)
 	}
-	b.clk.Add(quotaHold + time.Second)
+	b.advance(quotaHold + time.Second)
 	if _, err := upload(b.twin, "t:a", strings.Repeat("y", 2<<20), q, 0); err != nil {
 		t.Fatalf("after the dead upload's deadline: %v", err)
 	}

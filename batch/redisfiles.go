@@ -44,7 +44,9 @@ import (
 type RedisFiles struct {
 	c      redis.UniversalClient
 	prefix string
-	now    func() time.Time
+	// now is time.Now but in tests, which move expiry and upload deadlines
+	// against a real redis-server: no synctest bubble can hold its I/O.
+	now func() time.Time
 }
 
 // NewRedisFiles returns a file store on c, its keys starting with prefix.

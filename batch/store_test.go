@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"nanogate/internal/poll"
 	"nanogate/internal/redistest"
 )
 
@@ -265,36 +266,53 @@ func runStoreSuite(t *testing.T, nb func(t *testing.T) *storeBackend) {
 		b.s.Create(ctx, testBatch(id, "t:design"), spans(4))
 		held := must[[]Task](t)(b.s.Take(ctx, id, "dead", 2))
 		alive := must[[]Task](t)(b.s.Take(ctx, id, "alive", 2))
-		time.Sleep(300 * time.Millisecond)
-		// The live consumer's heartbeat keeps its lines.
-		if err := b.s.Touch(ctx, "alive", alive); err != nil {
-			t.Fatal(err)
+		lines := func(ts []Task) []int {
+			out := []int{}
+			for _, tk := range ts {
+				out = append(out, tk.Line)
+			}
+			slices.Sort(out)
+			return out
 		}
-		got := must[[]Task](t)(b.s.Reclaim(ctx, id, "rescuer", 200*time.Millisecond, 10))
-		lines := []int{}
-		for _, tk := range got {
-			lines = append(lines, tk.Line)
-		}
-		slices.Sort(lines)
-		if want := []int{held[0].Line, held[1].Line}; !slices.Equal(lines, want) {
-			t.Fatalf("reclaimed %v, want the dead consumer's %v", lines, want)
+		// Lines idle for 200 ms are reclaimable, on Redis's clock: the test
+		// reclaims until some are, the live consumer's heartbeat keeping
+		// its lines.
+		var got []Task
+		poll.Until(t, 10*time.Second, "the dead consumer's lines to go idle", func() bool {
+			if err := b.s.Touch(ctx, "alive", alive); err != nil {
+				t.Fatal(err)
+			}
+			got = must[[]Task](t)(b.s.Reclaim(ctx, id, "rescuer", 200*time.Millisecond, 10))
+			return len(got) > 0
+		})
+		if want := lines(held); !slices.Equal(lines(got), want) {
+			t.Fatalf("reclaimed %v, want the dead consumer's %v", lines(got), want)
 		}
 		// A touch by the dead consumer, back from the dead, does not take
-		// them back.
+		// them back: had it, they would be idle with the live consumer's
+		// lines, touched for the last time just after.
 		b.s.Touch(ctx, "dead", held)
-		time.Sleep(250 * time.Millisecond)
-		b.s.Touch(ctx, "rescuer", got)
-		if again := must[[]Task](t)(b.s.Reclaim(ctx, id, "x", 200*time.Millisecond, 10)); len(again) != 2 || again[0].Line != alive[0].Line && again[0].Line != alive[1].Line {
-			t.Fatalf("second reclaim: %+v, want only the lines alive stopped touching", again)
+		b.s.Touch(ctx, "alive", alive)
+		var again []Task
+		poll.Until(t, 10*time.Second, "the live consumer's lines to go idle", func() bool {
+			b.s.Touch(ctx, "rescuer", got)
+			again = must[[]Task](t)(b.s.Reclaim(ctx, id, "x", 200*time.Millisecond, 10))
+			return len(again) > 0
+		})
+		if want := lines(alive); !slices.Equal(lines(again), want) {
+			t.Fatalf("second reclaim: %v, want only the lines alive stopped touching, %v", lines(again), want)
 		}
-		// An acknowledged line is never reclaimed.
+		// An acknowledged line is never reclaimed: x's lines, idle since
+		// after the rescuer's last touch, show when the rescuer's would be.
 		must[Counts](t)(b.s.Done(ctx, got[0], Completed, []byte("{}")))
 		must[Counts](t)(b.s.Done(ctx, got[1], Completed, []byte("{}")))
-		time.Sleep(250 * time.Millisecond)
-		for _, tk := range must[[]Task](t)(b.s.Reclaim(ctx, id, "y", 200*time.Millisecond, 10)) {
-			if tk.Line == got[0].Line || tk.Line == got[1].Line {
-				t.Fatalf("line %d reclaimed after Done", tk.Line)
-			}
+		var last []Task
+		poll.Until(t, 10*time.Second, "x's lines to go idle", func() bool {
+			last = must[[]Task](t)(b.s.Reclaim(ctx, id, "y", 200*time.Millisecond, 10))
+			return len(last) > 0
+		})
+		if want := lines(again); !slices.Equal(lines(last), want) {
+			t.Fatalf("third reclaim: %v, want x's %v and no line acknowledged", lines(last), want)
 		}
 	})
 

@@ -50,7 +50,7 @@ var limiterRequest = ratelimit.Request{Key: "bench", Team: "bench", Tokens: 1546
 // BenchmarkLimiterMemory: one decision over the four limits of a key in a
 // team, embedded (no Redis).
 func BenchmarkLimiterMemory(b *testing.B) {
-	l := ratelimit.NewMemory(nil)
+	l := ratelimit.NewMemory()
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -62,7 +62,7 @@ func BenchmarkLimiterMemory(b *testing.B) {
 
 // BenchmarkLimiterMemoryParallel: the same from every P at once, on one key.
 func BenchmarkLimiterMemoryParallel(b *testing.B) {
-	l := ratelimit.NewMemory(nil)
+	l := ratelimit.NewMemory()
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

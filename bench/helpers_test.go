@@ -224,7 +224,7 @@ func newEnv(tb testing.TB) *env {
 	cfg := parseConfig(tb, benchConfig(oa.addr(), gm.addr()))
 	log := jsonLogger()
 	m := metrics.New()
-	limiter := ratelimit.NewMemory(nil)
+	limiter := ratelimit.NewMemory()
 	store, err := accounting.OpenMemory("", accounting.Options{}, log)
 	if err != nil {
 		tb.Fatal(err)

@@ -100,6 +100,7 @@ func TestBudgetRefusesWithInsufficientQuota(t *testing.T) {
 	// costs ~$0.035: $0.1 admits two, then refuses.
 	e := startEnv(t, opts{budget: "{ usd: 0.1, period: monthly }"})
 	codes := []int{}
+	served := int64(0)
 	for i := 0; i < 4; i++ {
 		resp := e.post(t, chatBody(""))
 		readAll(t, resp)
@@ -109,7 +110,10 @@ func TestBudgetRefusesWithInsufficientQuota(t *testing.T) {
 				t.Errorf("budget 429 without x-should-retry: false")
 			}
 		}
-		time.Sleep(50 * time.Millisecond) // let the record settle its reservation
+		if resp.StatusCode == 200 {
+			served++
+		}
+		waitFor(t, 10*time.Second, "the record to settle its reservation", func() bool { return e.usage(t).Key.Images == served })
 	}
 	if codes[0] != 200 || codes[1] != 200 || codes[3] != 429 {
 		t.Fatalf("statuses %v", codes)

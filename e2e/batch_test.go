@@ -21,6 +21,7 @@ import (
 
 	"nanogate/internal/fakeup"
 	"nanogate/internal/gwtest"
+	"nanogate/internal/poll"
 	"nanogate/internal/redistest"
 )
 
@@ -258,15 +259,9 @@ func getBatch(t *testing.T, base, key, id string) batchObj {
 func waitBatch(t *testing.T, base, key, id, status string, d time.Duration) batchObj {
 	t.Helper()
 	var b batchObj
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		b = getBatch(t, base, key, id)
-		if b.Status == status {
-			return b
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !poll.Within(d, func() bool { b = getBatch(t, base, key, id); return b.Status == status }) {
+		t.Fatalf("batch %s is %s (%+v), want %s", id, b.Status, b.RequestCounts, status)
 	}
-	t.Fatalf("batch %s is %s (%+v), want %s", id, b.Status, b.RequestCounts, status)
 	return b
 }
 
@@ -684,9 +679,14 @@ func TestBatchCancel(t *testing.T) {
 	if lines := results(t, base, clientKey, *c.OutputFileID); len(lines) != done {
 		t.Errorf("output has %d lines, want %d", len(lines), done)
 	}
-	time.Sleep(time.Second)
-	if n := int(up.Requests()); n != done {
-		t.Errorf("lines ran after the batch was cancelled: %d upstream requests", n)
+	// A batch created after the cancel runs on the same two workers: had
+	// they kept taking the cancelled batch's lines, some would have run
+	// by the time it completes.
+	f2 := upload(t, base, clientKey, chatLines("after", 2))
+	b2 := createBatch(t, base, clientKey, f2.ID, "/v1/chat/completions")
+	waitBatch(t, base, clientKey, b2.ID, "completed", 15*time.Second)
+	if n := int(up.Requests()); n != done+2 {
+		t.Errorf("lines ran after the batch was cancelled: %d upstream requests, want %d and the next batch's 2", n, done)
 	}
 	// Cancelling again answers the batch; cancelling a completed one is a 400.
 	if code, _ := do(t, "POST", base+"/v1/batches/"+b.ID+"/cancel", clientKey, "", nil); code != 200 {

@@ -57,11 +57,26 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(1500 * time.Millisecond)
-	rs.Kill()
-	time.Sleep(2 * time.Second)
-	rs.Restart()
-	time.Sleep(1500 * time.Millisecond)
+	// Each phase lasts until enough requests were served in it, the outage
+	// and the recovery from when the limiter logged them.
+	served := func(what string, n int64) {
+		t.Helper()
+		from := ok.Load()
+		waitFor(t, 30*time.Second, fmt.Sprintf("%d requests served %s", n, what), func() bool { return ok.Load() >= from+n })
+	}
+	// Under this load the limiter may take Redis for down a moment before
+	// the kill too: what counts is a log line more than before the event.
+	logged := func(what string, event func()) {
+		t.Helper()
+		before := strings.Count(e.gw.Logs(), what)
+		event()
+		waitFor(t, 30*time.Second, "the log line "+what, func() bool { return strings.Count(e.gw.Logs(), what) > before })
+	}
+	served("before the outage", 300)
+	logged("rate limiter: redis unreachable", rs.Kill)
+	served("during the outage", 500)
+	logged("rate limiter: redis reachable again", rs.Restart)
+	served("after the outage", 300)
 	close(stop)
 	wg.Wait()
 	if other.Load() != 0 {

@@ -19,6 +19,7 @@ import (
 
 	"nanogate/internal/fakeup"
 	"nanogate/internal/gwtest"
+	"nanogate/internal/poll"
 )
 
 const (
@@ -288,14 +289,7 @@ func logLines(t *testing.T, gw *gwtest.Gateway) []map[string]any {
 // waitFor polls cond for up to d.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	poll.Until(t, d, what, cond)
 }
 
 func jsonDecode(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -216,7 +216,9 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	}()
 	waitFor(t, 10*time.Second, "a request in flight", func() bool { return e.cheap.InFlight() == 1 })
 	e.gw.Signal(syscall.SIGTERM)
-	time.Sleep(200 * time.Millisecond)
+	waitFor(t, 10*time.Second, "the first SIGTERM to start the drain", func() bool {
+		return strings.Contains(e.gw.Logs(), `"msg":"draining"`)
+	})
 	e.gw.Signal(syscall.SIGTERM)
 	if code := e.gw.Wait(5 * time.Second); code == -1 {
 		t.Fatal("a second SIGTERM did not end the process while a request was in flight")

@@ -71,7 +71,9 @@ func TestSlowReaderDoesNotHoldOthers(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(500 * time.Millisecond)
+	waitFor(t, 10*time.Second, "the slow reader's answer from the upstream", func() bool {
+		return e.google.Requests() == 1 && e.google.InFlight() == 0
+	})
 	for i := 0; i < 5; i++ {
 		start := time.Now()
 		resp := e.post(t, chatBody(""))

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,13 +70,41 @@ func TestTPMCountsImageTokensAndReconciles(t *testing.T) {
 				resp := e.post(t, chatBody(""))
 				readAll(t, resp)
 				codes += strconv.Itoa(resp.StatusCode) + " "
-				time.Sleep(200 * time.Millisecond) // the correction lands off the response path
+				if resp.StatusCode != 200 {
+					continue
+				}
+				// The correction lands off the response path. Only it takes
+				// tokens from the bucket after the charge, which refills.
+				charged := tokensHeader(t, resp)
+				waitFor(t, 10*time.Second, "the correction", func() bool { return e.tokensLeft(t) < charged })
 			}
 			if codes != "200 200 429 429 " {
 				t.Fatalf("statuses %s", codes)
 			}
 		})
 	}
+}
+
+// tokensHeader is an answer's x-ratelimit-remaining-tokens.
+func tokensHeader(t *testing.T, resp *http.Response) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(resp.Header.Get("x-ratelimit-remaining-tokens"), 10, 64)
+	if err != nil {
+		t.Fatalf("x-ratelimit-remaining-tokens %q", resp.Header.Get("x-ratelimit-remaining-tokens"))
+	}
+	return n
+}
+
+// tokensLeft asks how many tokens the client key's bucket holds, with a
+// request that can never fit its TPM limit, refused without a charge.
+func (e *env) tokensLeft(t *testing.T) int64 {
+	t.Helper()
+	resp := e.post(t, chatBody(`,"max_tokens":8000`))
+	readAll(t, resp)
+	if resp.StatusCode != 429 || resp.Header.Get("x-should-retry") != "false" {
+		t.Fatalf("a request above the TPM limit: %d, x-should-retry %q", resp.StatusCode, resp.Header.Get("x-should-retry"))
+	}
+	return tokensHeader(t, resp)
 }
 
 func TestImpossibleRequestIsRefusedForGood(t *testing.T) {

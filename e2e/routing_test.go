@@ -71,7 +71,7 @@ func TestCircuitOpensAndClosesAfterTrial(t *testing.T) {
 		t.Fatalf("last_error leaks: %q", pv.Providers[0].LastError)
 	}
 	e.cheap.ClearFault()
-	time.Sleep(1100 * time.Millisecond)
+	waitCooldown(t, e)
 	resp := e.post(t, chatBody(""))
 	readAll(t, resp)
 	if resp.Header.Get("x-nanogate-provider") != "cheap" {
@@ -86,11 +86,25 @@ func TestCircuitOpensAndClosesAfterTrial(t *testing.T) {
 	}
 }
 
+// waitCooldown waits until the cooldown of the first provider's open
+// circuit is over: a trial is due.
+func waitCooldown(t *testing.T, e *env) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "the open circuit's cooldown to end", func() bool {
+		var pv providersView
+		if getJSON(t, e.gw.URL+"/admin/providers", adminKey, &pv) != 200 {
+			t.Fatal("admin/providers")
+		}
+		p := pv.Providers[0]
+		return p.State == "open" && p.TrialInSeconds == 0
+	})
+}
+
 func TestHundredConcurrentAtHalfOpenMakeOneTrial(t *testing.T) {
-	e := startEnv(t, opts{threshold: 1, cooldown: "1s"})
+	e := startEnv(t, opts{threshold: 1, cooldown: "1s", adminKey: adminKey})
 	e.cheap.SetFault(fakeup.Fault{Status: 500, Times: 1})
 	readAll(t, e.post(t, chatBody("")))
-	time.Sleep(1100 * time.Millisecond)
+	waitCooldown(t, e)
 	e.cheap.Reset()
 	e.cheap.SetLatency(time.Second) // the trial is still in flight while the others arrive
 	var wg sync.WaitGroup

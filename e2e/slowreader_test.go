@@ -10,6 +10,7 @@ import (
 
 	"nanogate/internal/fakeup"
 	"nanogate/internal/gwtest"
+	"nanogate/internal/poll"
 )
 
 const (
@@ -96,13 +97,9 @@ func TestStuckReadersDoNotHoldUpstreamConnections(t *testing.T) {
 				stuckClient(t, gw.Addr, chatBody(tc.stream))
 			}
 			// All four reach the upstream in turn: the first two do not keep
-			// their connections from the next two. (Bounded wait; the
-			// assertions below are what fails if they never get there.)
-			for end := time.Now().Add(30 * time.Second); up.Requests() < 4 && time.Now().Before(end); {
-				time.Sleep(20 * time.Millisecond)
-			}
-			if n := up.Requests(); n < 4 {
-				t.Errorf("%d of the 4 stuck clients' requests reached the upstream", n)
+			// their connections from the next two.
+			if !poll.Within(30*time.Second, func() bool { return up.Requests() >= 4 }) {
+				t.Errorf("%d of the 4 stuck clients' requests reached the upstream", up.Requests())
 			}
 
 			req, _ := http.NewRequest("POST", gw.URL+"/v1/chat/completions", strings.NewReader(chatBody(tc.stream)))

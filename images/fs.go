@@ -37,8 +37,6 @@ type FSConfig struct {
 	// SweepInterval is how often files older than TTL are deleted:
 	// min(TTL/4, 10m) when 0; negative: no background sweeper (call Sweep).
 	SweepInterval time.Duration
-	// Now is the clock, time.Now when nil (tests move it).
-	Now func() time.Time
 }
 
 // MinSigningKey is the shortest signing key accepted: 256 bits, as strong as
@@ -64,7 +62,6 @@ type FS struct {
 	root   *os.Root
 	dir    string
 	ttl    time.Duration
-	now    func() time.Time
 	log    *zap.Logger
 	key    []byte
 	macs   sync.Pool // of hash.Hash (HMAC-SHA256 with key)
@@ -117,7 +114,6 @@ func NewFS(cfg FSConfig, logger *zap.Logger) (*FS, error) {
 		root:     root,
 		dir:      cfg.Dir,
 		ttl:      cfg.TTL,
-		now:      cfg.Now,
 		log:      logger,
 		key:      []byte(cfg.SigningKey),
 		scheme:   strings.ToLower(pub.Scheme),
@@ -127,9 +123,6 @@ func NewFS(cfg FSConfig, logger *zap.Logger) (*FS, error) {
 		done:     make(chan struct{}),
 	}
 	f.linkBase = f.scheme + "://" + pub.Host + f.linkPath
-	if f.now == nil {
-		f.now = time.Now
-	}
 	f.macs.New = func() any { return hmac.New(sha256.New, f.key) }
 
 	interval := cfg.SweepInterval
@@ -251,7 +244,7 @@ func (f *FS) Link(id, mime string) (string, error) {
 	if !ValidID(id) {
 		return "", ErrBadID
 	}
-	exp := f.now().Add(f.ttl).Unix()
+	exp := time.Now().Add(f.ttl).Unix()
 	b := make([]byte, 0, len(f.linkBase)+len(id)+len("?exp=&sig=")+20+sigLen)
 	b = append(b, f.linkBase...)
 	b = append(b, id...)
@@ -317,7 +310,7 @@ func verify[T ~string | ~[]byte](f *FS, id, expArg, sigArg T) (int64, error) {
 	if !hmac.Equal(got[:n], want[:]) {
 		return 0, ErrNotLink
 	}
-	if f.now().Unix() >= exp {
+	if time.Now().Unix() >= exp {
 		return 0, ErrExpired
 	}
 	return exp, nil
@@ -363,7 +356,7 @@ func (f *FS) sweepLoop(interval time.Duration) {
 // are written once) and temporary files left by writes that never finished.
 // Other files are left alone. It returns how many files it deleted.
 func (f *FS) Sweep() int {
-	now := f.now()
+	now := time.Now()
 	imageCutoff, tmpCutoff := now.Add(-f.ttl), now.Add(-staleTemp)
 	d, err := f.root.Open(".")
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -55,16 +56,29 @@ func TestFSServesExactBytes(t *testing.T) {
 			t.Errorf("%s: %q, want %q", k, got, v)
 		}
 	}
-
-	// The remaining validity, not the ttl, once time has passed.
-	e.clock.Add(20 * time.Minute)
-	resp, _ = get(t, link)
-	if got := resp.Header.Get("Cache-Control"); got != "private, max-age=2400" {
-		t.Errorf("20 minutes later, Cache-Control %q, want private, max-age=2400", got)
-	}
-	if s := e.off.Stats(); s.Offloaded != 1 || s.Bytes != imageSize || s.Served != 2 || s.Failed != 0 {
+	if s := e.off.Stats(); s.Offloaded != 1 || s.Bytes != imageSize || s.Served != 1 || s.Failed != 0 {
 		t.Errorf("stats %+v", s)
 	}
+}
+
+// Cache-Control gives the link's remaining validity, not the ttl, once time
+// has passed.
+func TestFSCacheControlIsTheRemainingValidity(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newFSStore(t, nil)
+		link, _ := e.offload(t, testImage(5000, 12))
+		if got := string(e.serve("GET", link).Header.Peek("Cache-Control")); got != "private, max-age=3600" {
+			t.Errorf("at once, Cache-Control %q, want private, max-age=3600", got)
+		}
+		advance(20 * time.Minute)
+		resp := e.serve("GET", link)
+		if got := string(resp.Header.Peek("Cache-Control")); resp.StatusCode() != 200 || got != "private, max-age=2400" {
+			t.Errorf("20 minutes later: %d, Cache-Control %q, want 200 and private, max-age=2400", resp.StatusCode(), got)
+		}
+		if s := e.off.Stats(); s.Served != 2 {
+			t.Errorf("Served %d, want 2", s.Served)
+		}
+	})
 }
 
 func TestFSHead(t *testing.T) {
@@ -144,20 +158,22 @@ func TestFSAlteredLinkForbidden(t *testing.T) {
 }
 
 func TestFSExpiredLinkForbidden(t *testing.T) {
-	e := newFSEnv(t, nil)
-	link, _ := e.offload(t, testImage(5000, 5))
-	e.clock.Add(time.Hour - time.Second)
-	if resp, _ := get(t, link); resp.StatusCode != 200 {
-		t.Fatalf("a second before expiry: %d", resp.StatusCode)
-	}
-	e.clock.Add(time.Second)
-	resp, body := get(t, link)
-	if resp.StatusCode != 403 || envelope(t, body) != "link_expired" {
-		t.Errorf("at expiry: %d %.200q", resp.StatusCode, body)
-	}
-	if _, _, ok, err := e.off.Resolve(context.Background(), link); ok || !errors.Is(err, ErrExpired) {
-		t.Errorf("Resolve of the expired link: %v, %v; want false, ErrExpired", ok, err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		e := newFSStore(t, nil)
+		link, _ := e.offload(t, testImage(5000, 5))
+		advance(time.Hour - time.Second)
+		if resp := e.serve("GET", link); resp.StatusCode() != 200 {
+			t.Fatalf("a second before expiry: %d", resp.StatusCode())
+		}
+		advance(time.Second)
+		resp := e.serve("GET", link)
+		if resp.StatusCode() != 403 || envelope(t, resp.Body()) != "link_expired" {
+			t.Errorf("at expiry: %d %.200q", resp.StatusCode(), resp.Body())
+		}
+		if _, _, ok, err := e.off.Resolve(context.Background(), link); ok || !errors.Is(err, ErrExpired) {
+			t.Errorf("Resolve of the expired link: %v, %v; want false, ErrExpired", ok, err)
+		}
+	})
 }
 
 // Malformed ids are 404 before the signature and the disk are looked at,
@@ -189,7 +205,7 @@ func TestFSMalformedIDsNotFound(t *testing.T) {
 		// A signature valid for the raw name, so that only the id check can
 		// be what refuses it.
 		name := target[len("/images/"):]
-		exp := e.clock.Now().Add(time.Hour).Unix()
+		exp := time.Now().Add(time.Hour).Unix()
 		sig := string(e.fs.appendSig(nil, name, exp))
 		if got := rawGet(t, addr, target+"?exp="+strconv.FormatInt(exp, 10)+"&sig="+sig); got != 404 {
 			t.Errorf("GET %s: %d, want 404", target, got)
@@ -288,27 +304,37 @@ func TestFSSweepDeletesOldFiles(t *testing.T) {
 	}
 }
 
-// The background sweeper runs by itself: with a one-second ttl an image is
-// gone soon after it was stored, and Close stops it.
+// The background sweeper runs by itself, every ttl/4: with a one-second ttl
+// an image is gone at the first sweep past its ttl, and Close stops it (the
+// bubble ends only once its goroutines have).
 func TestFSBackgroundSweeper(t *testing.T) {
-	e := newFSEnv(t, func(c *FSConfig) {
-		c.TTL = time.Second
-		c.SweepInterval = 0 // min(ttl/4, 10m)
-		c.Now = nil
-	})
-	_, id := e.offload(t, testImage(100, 11))
-	p := filepath.Join(e.fs.Dir(), id)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
-			break
+	synctest.Test(t, func(t *testing.T) {
+		e := newFSStore(t, func(c *FSConfig) {
+			c.TTL = time.Second
+			c.SweepInterval = 0 // min(ttl/4, 10m)
+		})
+		_, id := e.offload(t, testImage(100, 11))
+		p := filepath.Join(e.fs.Dir(), id)
+		// The file system stamps the file with the real time, years after
+		// the bubble's: stamp it with the bubble's.
+		chtime(t, p, time.Now())
+		exists := func() bool {
+			synctest.Wait() // the sweeper has swept, if it was due
+			_, err := os.Stat(p)
+			return !errors.Is(err, os.ErrNotExist)
 		}
-		if time.Now().After(deadline) {
+		advance(time.Second) // the sweep at 1s: exactly the ttl, not past it
+		if !exists() {
+			t.Fatal("the sweeper deleted an image at its ttl")
+		}
+		advance(time.Second / 4)
+		if exists() {
 			t.Fatal("the sweeper did not delete an image past its ttl")
 		}
-	}
-	if err := e.off.Close(); err != nil {
-		t.Fatal(err)
-	}
+		if err := e.off.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func chtime(t *testing.T, path string, at time.Time) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"strconv"
+	"time"
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
@@ -84,7 +85,7 @@ func (f *FS) serve(ctx *fasthttp.RequestCtx) {
 	tag := append(append(append(etag[:0], '"'), id...), '"')
 	h.SetBytesV("ETag", tag)
 	var cc [40]byte
-	h.SetBytesV("Cache-Control", strconv.AppendInt(append(cc[:0], "private, max-age="...), exp-f.now().Unix(), 10))
+	h.SetBytesV("Cache-Control", strconv.AppendInt(append(cc[:0], "private, max-age="...), exp-time.Now().Unix(), 10))
 	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 && etagMatch(inm, tag) {
 		file.Close()
 		f.notModified.Add(1)

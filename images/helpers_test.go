@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -51,61 +50,75 @@ func sum(b []byte) string {
 	return fmt.Sprintf("%x", s)
 }
 
-// clock is a settable time for tests of expiry.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// advance moves the fake clock of the synctest bubble the test runs in:
+// sleeping returns at once, nothing else in the bubble running.
+func advance(d time.Duration) { time.Sleep(d) }
 
-func newClock() *clock { return &clock{t: time.Now()} }
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-
-func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
-// fsEnv is a filesystem store served by its Handler on a real loopback
-// socket, with the store's directory inside a parent directory the test can
-// watch for stray files.
+// fsEnv is a filesystem store with an Offloader over it, served by its
+// Handler on a real loopback socket when base is set, with the store's
+// directory inside a parent directory the test can watch for stray files.
 type fsEnv struct {
 	fs     *FS
 	off    *Offloader
-	base   string // http://127.0.0.1:port
+	base   string // http://127.0.0.1:port, or the links' base without a server
 	parent string // the directory holding the store's directory
-	clock  *clock
+}
+
+// newFSStore makes a filesystem store and an Offloader over it, without a
+// server: what a synctest bubble can hold (no socket). serve answers its
+// links in-process. adjust may change the config.
+func newFSStore(t testing.TB, adjust func(*FSConfig)) *fsEnv {
+	t.Helper()
+	return newFSAt(t, "http://gw.test", adjust)
 }
 
 // newFSEnv starts a filesystem store, an Offloader over it and a fasthttp
-// server whose only handler is the store's. cfg may adjust the config.
+// server whose only handler is the store's. adjust may change the config.
 func newFSEnv(t testing.TB, adjust func(*FSConfig)) *fsEnv {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &fsEnv{parent: t.TempDir(), clock: newClock(), base: "http://" + ln.Addr().String()}
+	e := newFSAt(t, "http://"+ln.Addr().String(), adjust)
+	srv := &fasthttp.Server{Handler: e.fs.Handler()}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown() })
+	return e
+}
+
+func newFSAt(t testing.TB, base string, adjust func(*FSConfig)) *fsEnv {
+	t.Helper()
+	e := &fsEnv{parent: t.TempDir(), base: base}
 	cfg := FSConfig{
 		Dir:           filepath.Join(e.parent, "images"),
 		PublicURL:     e.base,
 		SigningKey:    testKey,
 		TTL:           time.Hour,
 		SweepInterval: -1,
-		Now:           e.clock.Now,
 	}
 	if adjust != nil {
 		adjust(&cfg)
 	}
+	var err error
 	e.fs, err = NewFS(cfg, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.off = NewOffloader(e.fs, Options{})
-	srv := &fasthttp.Server{Handler: e.fs.Handler()}
-	go srv.Serve(ln)
-	t.Cleanup(func() {
-		srv.Shutdown()
-		e.off.Close()
-	})
+	t.Cleanup(func() { e.off.Close() })
 	return e
+}
+
+// serve answers a request for link with the store's handler, in-process.
+func (e *fsEnv) serve(method, link string) *fasthttp.Response {
+	var req fasthttp.Request
+	req.Header.SetMethod(method)
+	req.SetRequestURI(link)
+	var ctx fasthttp.RequestCtx
+	ctx.Init(&req, nil, nil)
+	e.fs.Handler()(&ctx)
+	return &ctx.Response
 }
 
 // get fetches url with net/http (no client of the package's own making),

@@ -13,6 +13,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"nanogate/config"
+	"nanogate/internal/poll"
 )
 
 const (
@@ -97,21 +98,23 @@ func startVersity(t testing.TB) *versity {
 	}
 }
 
+// waitReady waits until the server accepts connections; false when it
+// exited first (its port was taken) or did not start.
 func (v *versity) waitReady() bool {
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	exited := false
+	return poll.Within(20*time.Second, func() bool {
 		select {
 		case <-v.exited:
-			return false
+			exited = true
+			return true
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", v.Endpoint, 200*time.Millisecond); err == nil {
+		c, err := net.DialTimeout("tcp", v.Endpoint, 200*time.Millisecond)
+		if err == nil {
 			c.Close()
-			return true
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
+		return err == nil
+	}) && !exited
 }
 
 // Kill stops the server at once, as a crash would, and waits until it is

@@ -16,6 +16,7 @@ import (
 	"nanogate/config"
 	"nanogate/internal/fakeup"
 	"nanogate/internal/jsonx"
+	"nanogate/internal/poll"
 	"nanogate/internal/safefetch"
 )
 
@@ -380,11 +381,7 @@ func TestGeminiStreamStall(t *testing.T) {
 	if pe, ok := AsError(err); !ok || pe.Kind != KindTimeout {
 		t.Fatalf("err = %v, want KindTimeout", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Canceled() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if s.Canceled() != 1 {
+	if !poll.Within(5*time.Second, func() bool { return s.Canceled() != 0 }) || s.Canceled() != 1 {
 		t.Fatalf("upstream saw %d cancellations", s.Canceled())
 	}
 }

@@ -17,16 +17,15 @@ type authGuard struct {
 	fails    map[string]int
 	maxFails int
 	maxIPs   int
-	now      func() time.Time
 }
 
 func newAuthGuard(maxFails int) *authGuard {
-	return &authGuard{fails: map[string]int{}, maxFails: maxFails, maxIPs: 100_000, now: time.Now}
+	return &authGuard{fails: map[string]int{}, maxFails: maxFails, maxIPs: 100_000}
 }
 
 // roll starts a new window when the minute is over. Call with mu held.
 func (g *authGuard) roll() {
-	now := g.now()
+	now := time.Now()
 	if now.Sub(g.window) >= time.Minute || len(g.fails) >= g.maxIPs {
 		g.window = now
 		clear(g.fails)

@@ -3,7 +3,6 @@ package proxy
 import (
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestRequestIDEchoesOnlySaneIDs(t *testing.T) {
@@ -43,24 +42,5 @@ func TestJSONContentType(t *testing.T) {
 		if got := jsonContentType([]byte(ct)); got != want {
 			t.Errorf("jsonContentType(%q) = %v, want %v", ct, got, want)
 		}
-	}
-}
-
-func TestAuthGuardBlocksAfterFailuresUntilTheMinuteRolls(t *testing.T) {
-	now := time.Unix(1e9, 0)
-	g := newAuthGuard(3)
-	g.now = func() time.Time { return now }
-	for i := 0; i < 3; i++ {
-		if g.blocked("a") {
-			t.Fatalf("blocked after %d failures", i)
-		}
-		g.fail("a")
-	}
-	if !g.blocked("a") || g.blocked("b") {
-		t.Fatal("the guard does not block the failing address alone")
-	}
-	now = now.Add(61 * time.Second)
-	if g.blocked("a") {
-		t.Fatal("still blocked in the next minute")
 	}
 }

@@ -38,11 +38,11 @@ func benchRequest(i int) Request {
 }
 
 func BenchmarkMemoryAllow(b *testing.B) {
-	benchSerial(b, NewMemory(nil))
+	benchSerial(b, NewMemory())
 }
 
 func BenchmarkMemoryAllowParallel(b *testing.B) {
-	benchParallel(b, NewMemory(nil))
+	benchParallel(b, NewMemory())
 }
 
 func BenchmarkRedisAllow(b *testing.B) {

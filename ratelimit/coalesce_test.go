@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -27,7 +28,7 @@ func (c *countingLimiter) Adjust(_ context.Context, r Request, d int64) error {
 }
 
 func TestCoalescingSumsAdjustsPerKeyAndTeam(t *testing.T) {
-	inner := &countingLimiter{Limiter: NewMemory(nil), deltas: map[string]int64{}}
+	inner := &countingLimiter{Limiter: NewMemory(), deltas: map[string]int64{}}
 	c := NewCoalescing(inner, time.Hour) // only Close flushes
 	a := Request{Key: "k1", Team: "t", Limits: Limits{KeyTPM: 100}}
 	b := Request{Key: "k2", Team: "t", Limits: Limits{KeyTPM: 100}}
@@ -46,28 +47,33 @@ func TestCoalescingSumsAdjustsPerKeyAndTeam(t *testing.T) {
 }
 
 func TestCoalescingFlushesOnItsInterval(t *testing.T) {
-	inner := &countingLimiter{Limiter: NewMemory(nil), deltas: map[string]int64{}}
-	c := NewCoalescing(inner, 10*time.Millisecond)
-	defer c.Close()
-	c.Adjust(context.Background(), Request{Key: "k"}, 5)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		inner.mu.Lock()
-		n := inner.deltas["k/"]
-		inner.mu.Unlock()
-		if n == 5 {
-			return
+	synctest.Test(t, func(t *testing.T) {
+		inner := &countingLimiter{Limiter: NewMemory(), deltas: map[string]int64{}}
+		c := NewCoalescing(inner, 10*time.Millisecond)
+		defer c.Close()
+		sent := func() int64 {
+			synctest.Wait()
+			inner.mu.Lock()
+			defer inner.mu.Unlock()
+			return inner.deltas["k/"]
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal("the correction was never sent")
+		c.Adjust(context.Background(), Request{Key: "k"}, 5)
+		sleepClock{}.Advance(9 * time.Millisecond)
+		if n := sent(); n != 0 {
+			t.Fatalf("%d sent before the interval", n)
+		}
+		sleepClock{}.Advance(time.Millisecond)
+		if n := sent(); n != 5 {
+			t.Fatalf("%d sent once the interval passed, want 5", n)
+		}
+	})
 }
 
 // TestCoalescingKeepsBatchCorrectionsApart: a batch line's correction also
 // goes to its batch-only buckets; an interactive request's of the same key
 // must not.
 func TestCoalescingKeepsBatchCorrectionsApart(t *testing.T) {
-	inner := &countingLimiter{Limiter: NewMemory(nil), deltas: map[string]int64{}}
+	inner := &countingLimiter{Limiter: NewMemory(), deltas: map[string]int64{}}
 	c := NewCoalescing(inner, time.Hour)
 	live := Request{Key: "k", Team: "t", Limits: Limits{KeyTPM: 100}}
 	batch := live

@@ -16,7 +16,6 @@ import (
 // Buckets are kept per name and never evicted: names come from the config, so
 // their number is bounded by it.
 type Memory struct {
-	now    func() time.Time
 	seed   maphash.Seed
 	shards [numShards]shard
 }
@@ -43,13 +42,10 @@ type keyBuckets struct{ rpm, tpm, brpm, btpm bucket }
 // bucket is one limit's state; unit 0 means never charged (full).
 type bucket struct{ lvl, ts, unit int64 }
 
-// NewMemory returns an embedded limiter reading the time from now (time.Now
-// when nil; tests pass a fake clock).
-func NewMemory(now func() time.Time) *Memory {
-	if now == nil {
-		now = time.Now
-	}
-	m := &Memory{now: now, seed: maphash.MakeSeed()}
+// NewMemory returns an embedded limiter on the local clock (tests run it in
+// a synctest bubble to move that clock).
+func NewMemory() *Memory {
+	m := &Memory{seed: maphash.MakeSeed()}
 	for i := range m.shards {
 		m.shards[i].teams = map[string]*teamBuckets{}
 		m.shards[i].solo = map[string]*keyBuckets{}
@@ -64,7 +60,7 @@ func (m *Memory) Allow(_ context.Context, r Request) (Result, error) {
 }
 
 func (m *Memory) allow(r *Request, pl *plan) Result {
-	now := m.now().UnixMicro()
+	now := time.Now().UnixMicro()
 	sh := m.shard(r)
 	sh.mu.Lock()
 	var bs [numKinds]*bucket
@@ -105,7 +101,7 @@ func (m *Memory) Adjust(_ context.Context, r Request, delta int64) error {
 }
 
 func (m *Memory) adjust(r *Request, pl *plan, delta int64) {
-	now := m.now().UnixMicro()
+	now := time.Now().UnixMicro()
 	sh := m.shard(r)
 	sh.mu.Lock()
 	var bs [numKinds]*bucket

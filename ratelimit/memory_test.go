@@ -7,7 +7,22 @@ import (
 	"time"
 )
 
-// fakeClock is a clock tests move by hand.
+// clock is the time a limiter under test reads, and how a test moves it.
+type clock interface {
+	Now() time.Time
+	Advance(d time.Duration)
+}
+
+// sleepClock is the clock Memory reads, moved by sleeping: at once in the
+// synctest bubbles Memory's tests run in, nothing else in the bubble
+// running; for real against Redis, whose clock is the server's.
+type sleepClock struct{}
+
+func (sleepClock) Now() time.Time          { return time.Now() }
+func (sleepClock) Advance(d time.Duration) { time.Sleep(d) }
+
+// fakeClock is a clock tests move by hand, for the scripts of Redis, which
+// cannot run in a bubble.
 type fakeClock struct {
 	mu  sync.Mutex
 	now time.Time
@@ -27,15 +42,12 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func memoryBackend(t *testing.T) *backend {
-	clock := newFakeClock()
-	return &backend{lim: NewMemory(clock.Now), fake: true, advance: clock.Advance, start: time.Now()}
+func TestMemory(t *testing.T) {
+	runSuite(t, suite{new: func(*testing.T) Limiter { return NewMemory() }, bubble: true})
 }
 
-func TestMemory(t *testing.T) { runSuite(t, memoryBackend) }
-
 func TestMemoryStats(t *testing.T) {
-	m := NewMemory(newFakeClock().Now)
+	m := NewMemory()
 	r := Request{Key: "k", Tokens: 10, Limits: Limits{KeyRPM: 2, KeyTPM: 100}}
 	for range 3 {
 		allow(t, m, r)
@@ -51,7 +63,7 @@ func TestMemoryStats(t *testing.T) {
 // TestMemoryAllowDoesNotAllocate: once a key's buckets exist, a decision
 // allocates nothing.
 func TestMemoryAllowDoesNotAllocate(t *testing.T) {
-	m := NewMemory(nil)
+	m := NewMemory()
 	r := Request{Key: "design-ci", Team: "design", Tokens: 1290,
 		Limits: Limits{KeyRPM: 60, KeyTPM: 200000, TeamRPM: 600, TeamTPM: 2000000}}
 	ctx := context.Background()
@@ -117,7 +129,7 @@ func TestBatchLimits(t *testing.T) {
 // TestMemoryBatchAllowDoesNotAllocate: batch decisions, with their eight
 // buckets, allocate nothing either.
 func TestMemoryBatchAllowDoesNotAllocate(t *testing.T) {
-	m := NewMemory(nil)
+	m := NewMemory()
 	r := Request{Key: "design-ci", Team: "design", Tokens: 1290, Batch: true, Share: 0.5,
 		Limits: Limits{KeyRPM: 60, KeyTPM: 200000, TeamRPM: 600, TeamTPM: 2000000}}
 	ctx := context.Background()

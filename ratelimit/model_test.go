@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"nanogate/internal/redistest"
@@ -109,14 +110,16 @@ func (m *model) adjust(r Request, delta, now int64) {
 // same random requests, corrections and clock steps, for limits chosen to
 // make the arithmetic awkward, and wants identical results.
 func TestMemoryMatchesExactModel(t *testing.T) {
-	matchModel(t, 200, func(clock *fakeClock) Limiter { return NewMemory(clock.Now) }, 0)
+	synctest.Test(t, func(t *testing.T) {
+		matchModel(t, 200, func() (Limiter, clock) { return NewMemory(), sleepClock{} }, 0)
+	})
 }
 
-// matchModel runs seeds random sequences against a limiter on a fake clock.
-// minStep bounds the clock's steps from below by the real time elapsed plus
-// minStep: Redis expires keys in real time, so the fake clock must never run
-// slower than the real one.
-func matchModel(t *testing.T, seeds uint64, newLimiter func(*fakeClock) Limiter, minStep time.Duration) {
+// matchModel runs seeds random sequences against a limiter on a fake clock,
+// a new pair for each seed. minStep bounds the clock's steps from below by
+// the real time elapsed plus minStep: Redis expires keys in real time, so the
+// fake clock must never run slower than the real one.
+func matchModel(t *testing.T, seeds uint64, newLimiter func() (Limiter, clock), minStep time.Duration) {
 	limits := []int64{1, 7, 13, 60, 600, 9029, 10000, 999_983, 2_000_000, 75_000_001}
 	for seed := range seeds {
 		rng := rand.New(rand.NewPCG(seed, 1))
@@ -127,8 +130,7 @@ func matchModel(t *testing.T, seeds uint64, newLimiter func(*fakeClock) Limiter,
 			return limits[rng.IntN(len(limits))]
 		}
 		lim := Limits{KeyRPM: pick(), KeyTPM: pick(), TeamRPM: pick(), TeamTPM: pick()}
-		clock := newFakeClock()
-		m := newLimiter(clock)
+		m, clk := newLimiter()
 		ref := &model{level: map[kind]*big.Rat{}, ts: map[kind]int64{}}
 		last := time.Now()
 		for step := range 300 {
@@ -138,8 +140,8 @@ func matchModel(t *testing.T, seeds uint64, newLimiter func(*fakeClock) Limiter,
 				d = max(d, time.Since(last)+minStep)
 				last = time.Now()
 			}
-			clock.Advance(d)
-			now := clock.Now().UnixMicro()
+			clk.Advance(d)
+			now := clk.Now().UnixMicro()
 			r := Request{Key: "k", Team: fmt.Sprint("t", seed), Limits: lim, Tokens: rng.Int64N(3000)}
 			if seed%2 == 1 && rng.IntN(2) == 0 {
 				// A batch line: its batch-only buckets too.
@@ -166,9 +168,10 @@ func matchModel(t *testing.T, seeds uint64, newLimiter func(*fakeClock) Limiter,
 func TestRedisMatchesExactModel(t *testing.T) {
 	srv := redistest.Start(t)
 	cfg := testConfig(srv.Addr)
-	matchModel(t, 30, func(clock *fakeClock) Limiter {
+	matchModel(t, 30, func() (Limiter, clock) {
+		clk := newFakeClock()
 		l := newTestRedis(t, cfg)
-		l.now = clock.Now
+		l.now = clk.Now
 		for i, src := range []string{allowLua, adjustLua} {
 			const time = "call('TIME')"
 			if !strings.Contains(src, time) {
@@ -176,6 +179,6 @@ func TestRedisMatchesExactModel(t *testing.T) {
 			}
 			l.scripts[i] = newScript(strings.Replace(src, time, "{ARGV[#ARGV - 1], ARGV[#ARGV]}", 1))
 		}
-		return l
+		return l, clk
 	}, 2*time.Millisecond)
 }

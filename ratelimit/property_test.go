@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"nanogate/internal/redistest"
@@ -33,8 +34,9 @@ func pick(r *rand.Rand, xs []int64) int64 {
 // reported remaining tokens stay within [0, limit].
 func TestPropertyNoBucketBelowMinusCapacity(t *testing.T) {
 	t.Run("memory", func(t *testing.T) {
-		clock := newFakeClock()
-		propertyNoDeepDebt(t, NewMemory(clock.Now), clock.Advance, 3000)
+		synctest.Test(t, func(t *testing.T) {
+			propertyNoDeepDebt(t, NewMemory(), sleepClock{}.Advance, 3000)
+		})
 	})
 	t.Run("redis", func(t *testing.T) {
 		srv := redistest.Start(t)
@@ -86,21 +88,22 @@ func propertyNoDeepDebt(t *testing.T, l Limiter, advance func(time.Duration), st
 // of the team out for a century. Now the team is served again two minutes
 // later.
 func TestDebtIsRepaidWithinTwoMinutes(t *testing.T) {
-	clock := newFakeClock()
-	m := NewMemory(clock.Now)
-	req := Request{Key: "k", Team: "t", Tokens: 1290, Limits: Limits{TeamTPM: 10_000, KeyTPM: 100_000}}
-	if !allow(t, m, req).Allowed {
-		t.Fatal("first request refused")
-	}
-	m.Adjust(context.Background(), req, 3*(1<<61)-1290)
-	res := allow(t, m, req)
-	if res.Allowed || res.ResetTokens > 2*time.Minute {
-		t.Fatalf("after the huge debt: %+v", res)
-	}
-	clock.Advance(2 * time.Minute)
-	if res := allow(t, m, req); !res.Allowed {
-		t.Fatalf("two minutes later the team is still locked out: %+v", res)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		m := NewMemory()
+		req := Request{Key: "k", Team: "t", Tokens: 1290, Limits: Limits{TeamTPM: 10_000, KeyTPM: 100_000}}
+		if !allow(t, m, req).Allowed {
+			t.Fatal("first request refused")
+		}
+		m.Adjust(context.Background(), req, 3*(1<<61)-1290)
+		res := allow(t, m, req)
+		if res.Allowed || res.ResetTokens > 2*time.Minute {
+			t.Fatalf("after the huge debt: %+v", res)
+		}
+		sleepClock{}.Advance(2 * time.Minute)
+		if res := allow(t, m, req); !res.Allowed {
+			t.Fatalf("two minutes later the team is still locked out: %+v", res)
+		}
+	})
 }
 
 // FuzzBucketArithmetic checks the bucket helpers for any stored state, limit,

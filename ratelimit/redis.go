@@ -154,6 +154,8 @@ type Redis struct {
 
 	// now is nil but in tests, which replace the scripts by ones that read
 	// the time from their last two arguments (seconds, µs) instead of TIME.
+	// The decisions' clock is the Redis server's, which a synctest bubble
+	// cannot move (nor hold a real server's I/O): the hook stays.
 	now func() time.Time
 
 	decisions, refusals, fallbackN, unavailable, redisErrors, adjusts, outages atomic.Uint64
@@ -189,7 +191,7 @@ func NewRedis(client redis.UniversalClient, cfg config.Redis, logger *zap.Logger
 		timeout:  cfg.DecisionTimeout,
 		open:     cfg.OnOutage != "closed",
 		log:      logger,
-		fallback: NewMemory(nil),
+		fallback: NewMemory(),
 		start:    time.Now(),
 		slots:    make([]atomic.Int64, slots),
 		names:    map[string]map[string]*keyNames{},

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"nanogate/config"
+	"nanogate/internal/poll"
 	"nanogate/internal/redistest"
 )
 
@@ -47,10 +48,8 @@ func newTestRedis(t *testing.T, cfg config.Redis) *Redis {
 	return l
 }
 
-func redisBackend(cfg config.Redis) newBackend {
-	return func(t *testing.T) *backend {
-		return &backend{lim: newTestRedis(t, cfg), advance: time.Sleep, start: time.Now()}
-	}
+func redisBackend(cfg config.Redis) suite {
+	return suite{new: func(t *testing.T) Limiter { return newTestRedis(t, cfg) }}
 }
 
 func TestRedis(t *testing.T) {
@@ -182,19 +181,12 @@ func startClusterNodes(t *testing.T, extra ...string) []*redistest.Server {
 	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	deadline := time.Now().Add(20 * time.Second)
 	for _, a := range addrs {
 		c := redis.NewClient(&redis.Options{Addr: a})
-		for {
+		poll.Until(t, 20*time.Second, "cluster node "+a+" to report cluster_state:ok", func() bool {
 			info, err := c.ClusterInfo(context.Background()).Result()
-			if err == nil && strings.Contains(info, "cluster_state:ok") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cluster node %s not ok: %v %s", a, err, info)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return err == nil && strings.Contains(info, "cluster_state:ok")
+		})
 		c.Close()
 	}
 	return nodes
@@ -234,19 +226,22 @@ func TestOutageOpen(t *testing.T) {
 	}
 	srv.Kill()
 
+	// Decisions in bursts until Redis was tried three times: the failure,
+	// then two probes 200 ms apart.
 	var slowest time.Duration
-	end := time.Now().Add(1500 * time.Millisecond)
 	n := 0
-	for time.Now().Before(end) {
-		start := time.Now()
-		res, err := l.Allow(ctx, busy)
-		slowest = max(slowest, time.Since(start))
-		if err != nil || !res.Allowed || !res.Degraded {
-			t.Fatalf("during the outage: %+v, %v", res, err)
+	poll.Until(t, 10*time.Second, "three tries of Redis during the outage", func() bool {
+		for range 10 {
+			start := time.Now()
+			res, err := l.Allow(ctx, busy)
+			slowest = max(slowest, time.Since(start))
+			if err != nil || !res.Allowed || !res.Degraded {
+				t.Fatalf("during the outage: %+v, %v", res, err)
+			}
+			n++
 		}
-		n++
-		time.Sleep(time.Millisecond)
-	}
+		return l.Stats().RedisErrors >= 3
+	})
 	if slowest > time.Second {
 		t.Errorf("a decision during the outage took %v", slowest)
 	}
@@ -279,17 +274,10 @@ func TestOutageOpen(t *testing.T) {
 // waitForRedis waits until a decision comes from Redis again.
 func waitForRedis(t *testing.T, l *Redis, r Request) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	poll.Until(t, 5*time.Second, "a decision from Redis after it came back", func() bool {
 		res, err := l.Allow(context.Background(), r)
-		if err == nil && !res.Degraded {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("decisions still not from Redis 5 s after it came back: %+v, %v", res, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err == nil && !res.Degraded
+	})
 }
 
 // TestOutageClosed: with on_outage closed, decisions fail fast with
@@ -303,19 +291,25 @@ func TestOutageClosed(t *testing.T) {
 	r := Request{Key: "k", Tokens: 100, Limits: Limits{KeyRPM: 1000, KeyTPM: 1e6}}
 	allow(t, l, r)
 	srv.Kill()
+	// Decisions in bursts until Redis was tried three times: the failure,
+	// then two probes 200 ms apart.
 	var slowest time.Duration
-	for range 200 {
-		start := time.Now()
-		_, err := l.Allow(context.Background(), r)
-		slowest = max(slowest, time.Since(start))
-		if !errors.Is(err, ErrUnavailable) {
-			t.Fatalf("Allow during the outage: %v, want ErrUnavailable", err)
+	n := 0
+	poll.Until(t, 10*time.Second, "three tries of Redis during the outage", func() bool {
+		for range 10 {
+			start := time.Now()
+			_, err := l.Allow(context.Background(), r)
+			slowest = max(slowest, time.Since(start))
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("Allow during the outage: %v, want ErrUnavailable", err)
+			}
+			if err := l.Adjust(context.Background(), r, 10); !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("Adjust during the outage: %v, want ErrUnavailable", err)
+			}
+			n++
 		}
-		if err := l.Adjust(context.Background(), r, 10); !errors.Is(err, ErrUnavailable) {
-			t.Fatalf("Adjust during the outage: %v, want ErrUnavailable", err)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return l.Stats().RedisErrors >= 3
+	})
 	if slowest > 200*time.Millisecond {
 		t.Errorf("a refusal during the outage took %v", slowest)
 	}
@@ -324,8 +318,8 @@ func TestOutageClosed(t *testing.T) {
 	}
 	srv.Restart()
 	waitForRedis(t, l, r)
-	if s := l.Stats(); s.Unavailable < 200 {
-		t.Errorf("Stats: %+v", s)
+	if s := l.Stats(); s.Unavailable < uint64(n) {
+		t.Errorf("Stats after %d refusals: %+v", n, s)
 	}
 }
 
@@ -473,15 +467,17 @@ func TestClusterNodeOutage(t *testing.T) {
 		}
 	}
 	nodes[0].Kill()
-	for range 100 {
+	// Decisions until the dead node was tried three times: the failure,
+	// then two probes 200 ms apart.
+	poll.Until(t, 10*time.Second, "three tries of the dead node", func() bool {
 		if res := allow(t, l, dead); !res.Degraded {
 			t.Fatalf("team on the dead node: %+v", res)
 		}
 		if res := allow(t, l, alive); res.Degraded {
 			t.Fatalf("team on a live node: %+v", res)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return l.Stats().RedisErrors >= 3
+	})
 	if w := countLogs(logs, zapcore.WarnLevel); w != 1 {
 		t.Errorf("%d warnings, want 1", w)
 	}

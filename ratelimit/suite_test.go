@@ -7,21 +7,43 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
-// backend is one Limiter under the shared suite, with its clock: a fake one
-// that advance moves (Memory), or real time that advance sleeps through
-// (Redis, whose clock is the server's). Against real time, results may show
-// the refill of the time the test took: within and near allow exactly that.
+// backend is one Limiter under the shared suite. Memory's tests run in a
+// synctest bubble, whose fake clock advance moves at once; Redis's on real
+// time, which advance sleeps through (the clock is the server's). Against
+// real time, results may show the refill of the time the test took: within
+// and near allow exactly that.
 type backend struct {
-	lim     Limiter
-	fake    bool
-	advance func(time.Duration)
-	start   time.Time
+	lim   Limiter
+	fake  bool
+	start time.Time
 }
 
-type newBackend func(t *testing.T) *backend
+// advance lets d pass: at once in a bubble, for real against Redis.
+func (b *backend) advance(d time.Duration) { sleepClock{}.Advance(d) }
+
+// suite makes a fresh Limiter for each test of runSuite; bubble runs each
+// test in a synctest bubble.
+type suite struct {
+	new    func(t *testing.T) Limiter
+	bubble bool
+}
+
+// run runs f as the subtest name, with a fresh backend.
+func (s suite) run(t *testing.T, name string, f func(t *testing.T, b *backend)) {
+	t.Run(name, func(t *testing.T) {
+		if !s.bubble {
+			f(t, &backend{lim: s.new(t), start: time.Now()})
+			return
+		}
+		synctest.Test(t, func(t *testing.T) {
+			f(t, &backend{lim: s.new(t), fake: true, start: time.Now()})
+		})
+	})
+}
 
 // within checks a count of tokens that, on a real clock, may have grown by
 // the refill of perSecond since the test started.
@@ -79,9 +101,8 @@ func drain(t *testing.T, l Limiter, r Request, max int) int64 {
 }
 
 // runSuite is the behaviour every Limiter shares.
-func runSuite(t *testing.T, nb newBackend) {
-	t.Run("BurstAgainstFullBucketAdmitsExactlyCapacity", func(t *testing.T) {
-		b := nb(t)
+func runSuite(t *testing.T, s suite) {
+	s.run(t, "BurstAgainstFullBucketAdmitsExactlyCapacity", func(t *testing.T, b *backend) {
 		r := Request{Key: t.Name(), Limits: Limits{KeyRPM: 50}}
 		admitted := 0
 		for i := range 150 {
@@ -98,8 +119,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		}
 	})
 
-	t.Run("ConcurrentBurstAdmitsExactlyCapacity", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "ConcurrentBurstAdmitsExactlyCapacity", func(t *testing.T, b *backend) {
 		const L = 60
 		r := Request{Key: "k", Team: t.Name(), Tokens: 1290,
 			Limits: Limits{KeyRPM: 1000, KeyTPM: 1000 * 1290, TeamRPM: L, TeamTPM: 100 * 1290}}
@@ -122,8 +142,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		}
 	})
 
-	t.Run("TeamLimitIsSharedByItsKeys", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "TeamLimitIsSharedByItsKeys", func(t *testing.T, b *backend) {
 		team := t.Name()
 		lim := Limits{KeyRPM: 8, TeamRPM: 10}
 		a := Request{Key: "a", Team: team, Limits: lim}
@@ -150,8 +169,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		}
 	})
 
-	t.Run("RefusalChargesNothing", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "RefusalChargesNothing", func(t *testing.T, b *backend) {
 		lim := Limits{KeyRPM: 100, KeyTPM: 5000, TeamRPM: 50, TeamTPM: 100000}
 		r := Request{Key: "k", Team: t.Name(), Tokens: 3000, Limits: lim}
 		res := allow(t, b.lim, r)
@@ -177,8 +195,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		b.within(t, "RemainingTokens", res.RemainingTokens, 0, 5000.0/60)
 	})
 
-	t.Run("ImageRequestsAgainstSmallTPM", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "ImageRequestsAgainstSmallTPM", func(t *testing.T, b *backend) {
 		r := Request{Key: t.Name(), Tokens: 1290, Limits: Limits{KeyRPM: 1000, KeyTPM: 10000}}
 		if n := drain(t, b.lim, r, 20); n != 7 { // 7 × 1290 = 9030 ≤ 10000 < 8 × 1290
 			t.Errorf("admitted %d requests of 1290 tokens under 10000 TPM, want 7", n)
@@ -192,8 +209,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		b.near(t, "RetryAfter", res.RetryAfter, 1920*time.Millisecond)
 	})
 
-	t.Run("TokensAboveCapacityAreRefusedForGood", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "TokensAboveCapacityAreRefusedForGood", func(t *testing.T, b *backend) {
 		r := Request{Key: "k", Team: t.Name(), Tokens: 1290, Limits: Limits{KeyRPM: 1, KeyTPM: 100000, TeamTPM: 1000}}
 		res := allow(t, b.lim, r)
 		if res.Allowed || res.Refused != RefusedTeamTPM || res.RetryAfter != 0 {
@@ -212,8 +228,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		}
 	})
 
-	t.Run("AdjustRefundsAndDebts", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "AdjustRefundsAndDebts", func(t *testing.T, b *backend) {
 		ctx := context.Background()
 		r := Request{Key: t.Name(), Tokens: 1290, Limits: Limits{KeyTPM: 6000}} // 100 tokens/s
 		if n := drain(t, b.lim, r, 10); n != 4 {
@@ -254,8 +269,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		}
 	})
 
-	t.Run("AdjustOfAFreshBucket", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "AdjustOfAFreshBucket", func(t *testing.T, b *backend) {
 		r := Request{Key: "k", Team: t.Name(), Tokens: 100, Limits: Limits{KeyRPM: 60, KeyTPM: 6000, TeamRPM: 600, TeamTPM: 60000}}
 		if err := b.lim.Adjust(context.Background(), r, 1000); err != nil {
 			t.Fatal(err)
@@ -268,8 +282,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		b.within(t, "RemainingTokens", res.RemainingTokens, 4900, 100)
 	})
 
-	t.Run("RefillAfterWaiting", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "RefillAfterWaiting", func(t *testing.T, b *backend) {
 		r := Request{Key: t.Name(), Limits: Limits{KeyRPM: 600}} // 10 per second
 		b.within(t, "admitted from full", drain(t, b.lim, r, 2000), 600, 10)
 		b.advance(time.Second)
@@ -280,8 +293,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		b.within(t, "admitted after 350 ms", drain(t, b.lim, r, 2000), 3, 10)
 	})
 
-	t.Run("ResultFields", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "ResultFields", func(t *testing.T, b *backend) {
 		r := Request{Key: "k", Team: t.Name(), Tokens: 1000,
 			Limits: Limits{KeyRPM: 60, KeyTPM: 120000, TeamRPM: 120, TeamTPM: 600000}}
 		res := allow(t, b.lim, r)
@@ -321,8 +333,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		}
 	})
 
-	t.Run("LimitChangeKeepsTheTokens", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "LimitChangeKeepsTheTokens", func(t *testing.T, b *backend) {
 		r := Request{Key: t.Name(), Limits: Limits{KeyRPM: 60}}
 		b.within(t, "Remaining", allow(t, b.lim, r).RemainingRequests, 59, 1)
 		r.Limits.KeyRPM = 120 // a reload raised it: 59 tokens, now under 120
@@ -331,8 +342,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		b.within(t, "Remaining after cut", allow(t, b.lim, r).RemainingRequests, 29, 0)
 	})
 
-	t.Run("LargeLimitsStayExact", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "LargeLimitsStayExact", func(t *testing.T, b *backend) {
 		// 75 million is the largest limit whose units are exact whatever its
 		// divisors; 1 billion exercises rounding (a multiple of 10^k).
 		for _, limit := range []int64{75_000_001, 1_000_000_007, MaxLimit * 2} {
@@ -352,8 +362,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		}
 	})
 
-	t.Run("BatchLinesGetOnlyTheirShare", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "BatchLinesGetOnlyTheirShare", func(t *testing.T, b *backend) {
 		lim := Limits{KeyRPM: 10}
 		batch := Request{Key: t.Name(), Limits: lim, Batch: true, Share: 0.5}
 		live := Request{Key: t.Name(), Limits: lim}
@@ -375,8 +384,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		}
 	})
 
-	t.Run("BatchLinesChargeTheSharedLimits", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "BatchLinesChargeTheSharedLimits", func(t *testing.T, b *backend) {
 		lim := Limits{KeyRPM: 100, TeamRPM: 10, TeamTPM: 100000}
 		live := Request{Key: "live", Team: t.Name(), Tokens: 1000, Limits: lim}
 		batch := Request{Key: "bulk", Team: t.Name(), Tokens: 1000, Limits: lim, Batch: true, Share: 0.5}
@@ -399,8 +407,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		b.within(t, "batch tokens left", res.RemainingTokens, 48000, 50000.0/60)
 	})
 
-	t.Run("BatchRefusalChargesNothing", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "BatchRefusalChargesNothing", func(t *testing.T, b *backend) {
 		lim := Limits{KeyRPM: 60, KeyTPM: 10000}
 		batch := Request{Key: t.Name(), Tokens: 2000, Limits: lim, Batch: true, Share: 0.5}
 		// Batch TPM bucket 5000: two lines of 2000, the third refused by it.
@@ -421,8 +428,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		}
 	})
 
-	t.Run("BatchLineAboveItsShareNeverFits", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "BatchLineAboveItsShareNeverFits", func(t *testing.T, b *backend) {
 		batch := Request{Key: "k", Team: t.Name(), Tokens: 1550, Limits: Limits{TeamTPM: 3000}, Batch: true, Share: 0.5}
 		res := allow(t, b.lim, batch)
 		if res.Allowed || res.Refused != RefusedBatchTeamTPM || res.RetryAfter != 0 {
@@ -435,8 +441,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		}
 	})
 
-	t.Run("BatchAdjustCorrectsBatchBuckets", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "BatchAdjustCorrectsBatchBuckets", func(t *testing.T, b *backend) {
 		r := Request{Key: t.Name(), Tokens: 1000, Limits: Limits{KeyTPM: 12000}, Batch: true, Share: 0.5} // batch: 6000, 100/s
 		if n := drain(t, b.lim, r, 10); n != 6 {
 			t.Fatalf("admitted %d, want 6", n)
@@ -449,8 +454,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		}
 	})
 
-	t.Run("ConcurrentBatchBurstAdmitsExactlyTheShare", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "ConcurrentBatchBurstAdmitsExactlyTheShare", func(t *testing.T, b *backend) {
 		const L = 40
 		r := Request{Key: "k", Team: t.Name(), Tokens: 10, Batch: true, Share: 0.25,
 			Limits: Limits{KeyRPM: 1000, TeamRPM: L, TeamTPM: 1_000_000}}
@@ -473,8 +477,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		}
 	})
 
-	t.Run("ShareOutsideTheRangeAddsNoBuckets", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "ShareOutsideTheRangeAddsNoBuckets", func(t *testing.T, b *backend) {
 		for _, share := range []float64{0, 1, 1.5} {
 			r := Request{Key: fmt.Sprint(t.Name(), share), Limits: Limits{KeyRPM: 4}, Batch: true, Share: share}
 			if n := drain(t, b.lim, r, 10); n != 4 {
@@ -483,8 +486,7 @@ func runSuite(t *testing.T, nb newBackend) {
 		}
 	})
 
-	t.Run("KeysWithoutTeamAreOwnBuckets", func(t *testing.T) {
-		b := nb(t)
+	s.run(t, "KeysWithoutTeamAreOwnBuckets", func(t *testing.T, b *backend) {
 		name := t.Name()
 		// A key without a team and a team of the same name do not meet.
 		if n := drain(t, b.lim, Request{Key: name, Limits: Limits{KeyRPM: 3}}, 10); n != 3 {

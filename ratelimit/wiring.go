@@ -12,7 +12,7 @@ import (
 // block, else Redis on a client from NewClient.
 func New(cfg *config.Config, logger *zap.Logger) Limiter {
 	if cfg.Redis == nil {
-		return NewMemory(nil)
+		return NewMemory()
 	}
 	return NewRedis(NewClient(*cfg.Redis), *cfg.Redis, logger)
 }

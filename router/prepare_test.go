@@ -30,7 +30,7 @@ func (p *preparing) Prepare(ctx context.Context, _ *provider.ChatRequest, _ stri
 func TestPrepareIsTheClientsNotTheProviders(t *testing.T) {
 	a := &preparing{fakeProvider: fakeProvider{name: "a"}}
 	b := &fakeProvider{name: "b"}
-	r, _ := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1}}, &a.fakeProvider, b)
+	r := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1}}, &a.fakeProvider, b)
 	r.byModel["m"][0].Provider = a
 	if _, s, err := r.Chat(context.Background(), req); err != nil || s.Provider != "a" || a.prepares != 1 {
 		t.Fatalf("served %+v err %v prepares %d", s, err, a.prepares)
@@ -57,7 +57,7 @@ func TestPrepareIsTheClientsNotTheProviders(t *testing.T) {
 func TestPrepareSkipsUnusableCandidates(t *testing.T) {
 	a := &preparing{fakeProvider: fakeProvider{name: "a", fn: fail("a", provider.KindServer)}}
 	b := &fakeProvider{name: "b"}
-	r, _ := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1}}, &a.fakeProvider, b)
+	r := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1}}, &a.fakeProvider, b)
 	r.byModel["m"][0].Provider = a
 	r.Chat(context.Background(), req) // opens a's circuit
 	a.prepares = 0

@@ -64,7 +64,7 @@ const defaultRetryAfter = time.Second
 // attempts: last is the last upstream error (nil: none was tried), asked the
 // smallest delay an upstream asked for (0: none).
 func (r *Router) overloaded(cands []ranked, last error, asked time.Duration) *Overloaded {
-	now := r.now()
+	now := time.Now()
 	soonest := time.Duration(-1)
 	for i := range cands {
 		if d := cands[i].c.health.wait(now); soonest < 0 || d < soonest {
@@ -113,7 +113,6 @@ type Router struct {
 	maxBench    time.Duration // routing.health.max_retry_after
 	strategy    Strategy
 	log         *zap.Logger
-	now         func() time.Time
 }
 
 // Entry pairs a provider with its configuration.
@@ -137,10 +136,6 @@ func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *m
 		maxAttempts: max(rc.MaxAttempts, 1),
 		strategy:    StrategyFor(rc.Strategy),
 		log:         log,
-		now:         time.Now,
-	}
-	if prev != nil {
-		r.now = prev.now // the health it carries over is on that clock
 	}
 	threshold := max(rc.Health.FailureThreshold, 1)
 	cooldown := rc.Health.Cooldown
@@ -163,7 +158,7 @@ func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *m
 			h.mu.Lock()
 			h.threshold, h.cooldown, h.maxBench, h.log = threshold, cooldown, maxBench, log
 			// A bench a previous config allowed ends within the new cap.
-			if limit := r.now().Add(maxBench); h.benchedUntil.After(limit) {
+			if limit := time.Now().Add(maxBench); h.benchedUntil.After(limit) {
 				h.benchedUntil = limit
 			}
 			h.mu.Unlock()
@@ -195,9 +190,6 @@ func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *m
 	return r
 }
 
-// SetClock replaces time.Now (tests).
-func (r *Router) SetClock(now func() time.Time) { r.now = now }
-
 // Knows reports whether an enabled provider maps model.
 func (r *Router) Knows(model string) bool { return len(r.byModel[model]) > 0 }
 
@@ -213,7 +205,7 @@ func (r *Router) Models() []string {
 
 // Usable reports whether some provider could take a request now.
 func (r *Router) Usable() bool {
-	now := r.now()
+	now := time.Now()
 	for _, h := range r.health {
 		if h.usable(now) {
 			return true
@@ -224,7 +216,7 @@ func (r *Router) Usable() bool {
 
 // Statuses returns every provider's health, in config order.
 func (r *Router) Statuses() []Status {
-	now := r.now()
+	now := time.Now()
 	out := make([]Status, 0, len(r.names))
 	for _, n := range r.names {
 		s := r.health[n].status(now)
@@ -306,7 +298,7 @@ func (r *Router) try(ctx context.Context, req *provider.ChatRequest, keep bool, 
 			break
 		}
 		c := cands[i].c
-		if p, ok := c.Provider.(provider.Preparer); ok && c.health.usable(r.now()) {
+		if p, ok := c.Provider.(provider.Preparer); ok && c.health.usable(time.Now()) {
 			pctx, end := telemetry.Span(ctx, "image fetch")
 			err := p.Prepare(pctx, req, c.Model)
 			end(err)
@@ -314,7 +306,7 @@ func (r *Router) try(ctx context.Context, req *provider.ChatRequest, keep bool, 
 				return served, err
 			}
 		}
-		ok, trial := c.health.allow(r.now())
+		ok, trial := c.health.allow(time.Now())
 		if !ok {
 			continue
 		}
@@ -327,7 +319,7 @@ func (r *Router) try(ctx context.Context, req *provider.ChatRequest, keep bool, 
 				trace.WithAttributes(attribute.String("nanogate.provider", c.Provider.Name()),
 					attribute.String("gen_ai.request.model", c.Model), attribute.Int("nanogate.attempt", served.Attempts)))
 		}
-		start := r.now()
+		start := time.Now()
 		err := call(actx, c)
 		if span != nil {
 			if err != nil {
@@ -335,7 +327,7 @@ func (r *Router) try(ctx context.Context, req *provider.ChatRequest, keep bool, 
 			}
 			span.End()
 		}
-		c.health.report(r.now(), trial, err, r.now().Sub(start))
+		c.health.report(time.Now(), trial, err, time.Since(start))
 		if err == nil {
 			served.Provider, served.Price = c.Provider.Name(), c.Price
 			if keep {

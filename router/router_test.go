@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"nanogate/config"
@@ -40,19 +41,11 @@ func fail(name string, kind provider.ErrorKind) func(context.Context) error {
 	return func(context.Context) error { return &provider.Error{Provider: name, Kind: kind, Message: "boom"} }
 }
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// advance moves the fake clock of the synctest bubble the test runs in:
+// sleeping returns at once, nothing else in the bubble running.
+func advance(d time.Duration) { time.Sleep(d) }
 
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func setup(t *testing.T, rc config.Routing, provs ...*fakeProvider) (*Router, *clock) {
+func setup(t *testing.T, rc config.Routing, provs ...*fakeProvider) *Router {
 	t.Helper()
 	var entries []Entry
 	for i, p := range provs {
@@ -70,10 +63,7 @@ func setup(t *testing.T, rc config.Routing, provs ...*fakeProvider) (*Router, *c
 	if rc.Health.Cooldown == 0 {
 		rc.Health.Cooldown = 30 * time.Second
 	}
-	r := New(entries, rc, nil, nil, metrics.New())
-	c := &clock{t: time.Unix(1e9, 0)}
-	r.SetClock(c.now)
-	return r, c
+	return New(entries, rc, nil, nil, metrics.New())
 }
 
 var req = &provider.ChatRequest{Model: "m"}
@@ -81,7 +71,7 @@ var req = &provider.ChatRequest{Model: "m"}
 func TestCheapestFirstThenFailover(t *testing.T) {
 	cheap := &fakeProvider{name: "cheap"}
 	dear := &fakeProvider{name: "dear"}
-	r, _ := setup(t, config.Routing{}, dear, cheap) // config order must not matter
+	r := setup(t, config.Routing{}, dear, cheap) // config order must not matter
 	// Reverse the prices so that "cheap" is cheap although listed second.
 	r.byModel["m"][0].Price.PerImage, r.byModel["m"][1].Price.PerImage = 0.039, 0.035
 	_, s, err := r.Chat(context.Background(), req)
@@ -98,7 +88,7 @@ func TestCheapestFirstThenFailover(t *testing.T) {
 func TestClientErrorIsNotRetriedNorCounted(t *testing.T) {
 	a := &fakeProvider{name: "a", fn: fail("a", provider.KindClient)}
 	b := &fakeProvider{name: "b"}
-	r, _ := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1}}, a, b)
+	r := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1}}, a, b)
 	for i := 0; i < 3; i++ {
 		if _, _, err := r.Chat(context.Background(), req); err == nil {
 			t.Fatal("client error swallowed")
@@ -113,75 +103,80 @@ func TestClientErrorIsNotRetriedNorCounted(t *testing.T) {
 }
 
 func TestCircuitOpensSkipsAndClosesAfterTrial(t *testing.T) {
-	a := &fakeProvider{name: "a", fn: fail("a", provider.KindServer)}
-	b := &fakeProvider{name: "b"}
-	r, clk := setup(t, config.Routing{Health: config.Health{FailureThreshold: 2, Cooldown: 10 * time.Second}}, a, b)
-	for i := 0; i < 2; i++ {
-		r.Chat(context.Background(), req)
-	}
-	if st := r.Statuses()[0]; st.State != "open" || st.TrialInSeconds <= 0 {
-		t.Fatalf("after 2 failures: %+v", st)
-	}
-	before := a.calls.Load()
-	for i := 0; i < 5; i++ {
-		if _, s, err := r.Chat(context.Background(), req); err != nil || s.Provider != "b" || s.Attempts != 1 {
-			t.Fatalf("open circuit not skipped: %+v %v", s, err)
+	synctest.Test(t, func(t *testing.T) {
+		a := &fakeProvider{name: "a", fn: fail("a", provider.KindServer)}
+		b := &fakeProvider{name: "b"}
+		r := setup(t, config.Routing{Health: config.Health{FailureThreshold: 2, Cooldown: 10 * time.Second}}, a, b)
+		for i := 0; i < 2; i++ {
+			r.Chat(context.Background(), req)
 		}
-	}
-	if a.calls.Load() != before {
-		t.Fatalf("an open provider got traffic")
-	}
-	// Cooldown over: one trial; it fails and the circuit reopens.
-	clk.add(11 * time.Second)
-	r.Chat(context.Background(), req)
-	if a.calls.Load() != before+1 || r.Statuses()[0].State != "open" {
-		t.Fatalf("failed trial: calls %d state %s", a.calls.Load(), r.Statuses()[0].State)
-	}
-	// Next cooldown: the trial succeeds and the circuit closes.
-	a.fn = nil
-	clk.add(11 * time.Second)
-	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "a" {
-		t.Fatalf("trial not sent to a: %+v", s)
-	}
-	if st := r.Statuses()[0]; st.State != "healthy" || st.ConsecutiveFailures != 0 {
-		t.Fatalf("after a good trial: %+v", st)
-	}
+		if st := r.Statuses()[0]; st.State != "open" || st.TrialInSeconds <= 0 {
+			t.Fatalf("after 2 failures: %+v", st)
+		}
+		before := a.calls.Load()
+		for i := 0; i < 5; i++ {
+			if _, s, err := r.Chat(context.Background(), req); err != nil || s.Provider != "b" || s.Attempts != 1 {
+				t.Fatalf("open circuit not skipped: %+v %v", s, err)
+			}
+		}
+		if a.calls.Load() != before {
+			t.Fatalf("an open provider got traffic")
+		}
+		// Cooldown over: one trial; it fails and the circuit reopens.
+		advance(11 * time.Second)
+		r.Chat(context.Background(), req)
+		if a.calls.Load() != before+1 || r.Statuses()[0].State != "open" {
+			t.Fatalf("failed trial: calls %d state %s", a.calls.Load(), r.Statuses()[0].State)
+		}
+		// Next cooldown: the trial succeeds and the circuit closes.
+		a.fn = nil
+		advance(11 * time.Second)
+		if _, s, _ := r.Chat(context.Background(), req); s.Provider != "a" {
+			t.Fatalf("trial not sent to a: %+v", s)
+		}
+		if st := r.Statuses()[0]; st.State != "healthy" || st.ConsecutiveFailures != 0 {
+			t.Fatalf("after a good trial: %+v", st)
+		}
+	})
 }
 
 func TestHalfOpenAdmitsExactlyOneTrial(t *testing.T) {
-	release := make(chan struct{})
-	a := &fakeProvider{name: "a", fn: fail("a", provider.KindServer)}
-	b := &fakeProvider{name: "b"}
-	r, clk := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1, Cooldown: time.Second}}, a, b)
-	r.Chat(context.Background(), req)
-	clk.add(2 * time.Second)
-	a.fn = func(context.Context) error { <-release; return nil }
-	var wg sync.WaitGroup
-	for i := 0; i < 100; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.Chat(context.Background(), req)
-		}()
-	}
-	// Let every other request pass b while the trial is held (b took the
-	// failover of the first request too).
-	for b.calls.Load() < 1+99 {
-		time.Sleep(time.Millisecond)
-	}
-	close(release)
-	wg.Wait()
-	if n := a.calls.Load(); n != 2 { // the failure that opened it, then one trial
-		t.Fatalf("half-open provider got %d calls, want 1 trial", n-1)
-	}
-	if r.Statuses()[0].State != "healthy" {
-		t.Fatal("successful trial did not close the circuit")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		a := &fakeProvider{name: "a", fn: fail("a", provider.KindServer)}
+		b := &fakeProvider{name: "b"}
+		r := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1, Cooldown: time.Second}}, a, b)
+		r.Chat(context.Background(), req)
+		advance(2 * time.Second)
+		a.fn = func(context.Context) error { <-release; return nil }
+		var wg sync.WaitGroup
+		for i := 0; i < 100; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r.Chat(context.Background(), req)
+			}()
+		}
+		// Every other request passes b while the trial is held (b took the
+		// failover of the first request too).
+		synctest.Wait()
+		if n := b.calls.Load(); n != 1+99 {
+			t.Errorf("b got %d calls while the trial was held, want 100", n)
+		}
+		close(release)
+		wg.Wait()
+		if n := a.calls.Load(); n != 2 { // the failure that opened it, then one trial
+			t.Fatalf("half-open provider got %d calls, want 1 trial", n-1)
+		}
+		if r.Statuses()[0].State != "healthy" {
+			t.Fatal("successful trial did not close the circuit")
+		}
+	})
 }
 
 func TestAllOpenIsNoProvider(t *testing.T) {
 	a := &fakeProvider{name: "a", fn: fail("a", provider.KindServer)}
-	r, _ := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1}}, a)
+	r := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1}}, a)
 	r.Chat(context.Background(), req)
 	if _, _, err := r.Chat(context.Background(), req); !errors.Is(err, ErrNoProvider) {
 		t.Fatalf("err = %v, want ErrNoProvider", err)
@@ -192,66 +187,69 @@ func TestAllOpenIsNoProvider(t *testing.T) {
 }
 
 func TestRetryAfterBenchesProvider(t *testing.T) {
-	a := &fakeProvider{name: "a", fn: func(context.Context) error {
-		return &provider.Error{Provider: "a", Kind: provider.KindRateLimited, RetryAfter: 13 * time.Second, Message: "quota"}
-	}}
-	b := &fakeProvider{name: "b"}
-	r, clk := setup(t, config.Routing{}, a, b)
-	r.Chat(context.Background(), req)
-	a.fn = nil
-	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "b" || a.calls.Load() != 1 {
-		t.Fatalf("benched provider used: %+v", s)
-	}
-	clk.add(14 * time.Second)
-	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "a" {
-		t.Fatalf("provider not back after its retry delay: %+v", s)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		a := &fakeProvider{name: "a", fn: func(context.Context) error {
+			return &provider.Error{Provider: "a", Kind: provider.KindRateLimited, RetryAfter: 13 * time.Second, Message: "quota"}
+		}}
+		b := &fakeProvider{name: "b"}
+		r := setup(t, config.Routing{}, a, b)
+		r.Chat(context.Background(), req)
+		a.fn = nil
+		if _, s, _ := r.Chat(context.Background(), req); s.Provider != "b" || a.calls.Load() != 1 {
+			t.Fatalf("benched provider used: %+v", s)
+		}
+		advance(14 * time.Second)
+		if _, s, _ := r.Chat(context.Background(), req); s.Provider != "a" {
+			t.Fatalf("provider not back after its retry delay: %+v", s)
+		}
+	})
 }
 
 // TestRetryAfterBenchIsCapped: an upstream asking for 31 years of rest
 // (retry-after: 999999999) is benched for routing.health.max_retry_after.
 func TestRetryAfterBenchIsCapped(t *testing.T) {
-	a := &fakeProvider{name: "a", fn: func(context.Context) error {
-		return &provider.Error{Provider: "a", Kind: provider.KindRateLimited, RetryAfter: 999999999 * time.Second, Message: "quota"}
-	}}
-	b := &fakeProvider{name: "b"}
-	r, clk := setup(t, config.Routing{Health: config.Health{MaxRetryAfter: 45 * time.Second}}, a, b)
-	r.Chat(context.Background(), req)
-	a.fn = nil
-	if st := r.Statuses()[0]; st.BenchedForSeconds != 45 {
-		t.Fatalf("benched for %vs, want 45s", st.BenchedForSeconds)
-	}
-	clk.add(44 * time.Second)
-	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "b" {
-		t.Fatalf("bench ended early: %+v", s)
-	}
-	clk.add(time.Second)
-	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "a" {
-		t.Fatalf("provider still benched after max_retry_after: %+v", s)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		a := &fakeProvider{name: "a", fn: func(context.Context) error {
+			return &provider.Error{Provider: "a", Kind: provider.KindRateLimited, RetryAfter: 999999999 * time.Second, Message: "quota"}
+		}}
+		b := &fakeProvider{name: "b"}
+		r := setup(t, config.Routing{Health: config.Health{MaxRetryAfter: 45 * time.Second}}, a, b)
+		r.Chat(context.Background(), req)
+		a.fn = nil
+		if st := r.Statuses()[0]; st.BenchedForSeconds != 45 {
+			t.Fatalf("benched for %vs, want 45s", st.BenchedForSeconds)
+		}
+		advance(44 * time.Second)
+		if _, s, _ := r.Chat(context.Background(), req); s.Provider != "b" {
+			t.Fatalf("bench ended early: %+v", s)
+		}
+		advance(time.Second)
+		if _, s, _ := r.Chat(context.Background(), req); s.Provider != "a" {
+			t.Fatalf("provider still benched after max_retry_after: %+v", s)
+		}
 
-	// Without the setting, the default applies; a reload with a shorter cap
-	// shortens a bench already running.
-	r, clk = setup(t, config.Routing{}, a, b)
-	a.fn = func(context.Context) error {
-		return &provider.Error{Provider: "a", Kind: provider.KindRateLimited, RetryAfter: provider.MaxRetryAfter, Message: "quota"}
-	}
-	r.Chat(context.Background(), req)
-	if st := r.Statuses()[0]; st.BenchedForSeconds != config.DefaultMaxRetryAfter.Seconds() {
-		t.Fatalf("benched for %vs, want the default %v", st.BenchedForSeconds, config.DefaultMaxRetryAfter)
-	}
-	r2 := New([]Entry{{Provider: a, Config: config.Provider{Name: "a", Models: map[string]string{"m": "up"}, Timeout: time.Second}}},
-		config.Routing{MaxAttempts: 1, Health: config.Health{FailureThreshold: 3, MaxRetryAfter: 5 * time.Second}}, r, nil, nil)
-	r2.SetClock(clk.now)
-	if st := r2.Statuses()[0]; st.BenchedForSeconds > 5 {
-		t.Fatalf("after a reload with a 5s cap: benched for %vs", st.BenchedForSeconds)
-	}
+		// Without the setting, the default applies; a reload with a shorter cap
+		// shortens a bench already running.
+		r = setup(t, config.Routing{}, a, b)
+		a.fn = func(context.Context) error {
+			return &provider.Error{Provider: "a", Kind: provider.KindRateLimited, RetryAfter: provider.MaxRetryAfter, Message: "quota"}
+		}
+		r.Chat(context.Background(), req)
+		if st := r.Statuses()[0]; st.BenchedForSeconds != config.DefaultMaxRetryAfter.Seconds() {
+			t.Fatalf("benched for %vs, want the default %v", st.BenchedForSeconds, config.DefaultMaxRetryAfter)
+		}
+		r2 := New([]Entry{{Provider: a, Config: config.Provider{Name: "a", Models: map[string]string{"m": "up"}, Timeout: time.Second}}},
+			config.Routing{MaxAttempts: 1, Health: config.Health{FailureThreshold: 3, MaxRetryAfter: 5 * time.Second}}, r, nil, nil)
+		if st := r2.Statuses()[0]; st.BenchedForSeconds > 5 {
+			t.Fatalf("after a reload with a 5s cap: benched for %vs", st.BenchedForSeconds)
+		}
+	})
 }
 
 func TestLatencyStrategyPrefersFaster(t *testing.T) {
 	slow := &fakeProvider{name: "slow"}
 	fast := &fakeProvider{name: "fast"}
-	r, _ := setup(t, config.Routing{Strategy: "latency"}, slow, fast)
+	r := setup(t, config.Routing{Strategy: "latency"}, slow, fast)
 	r.health["slow"].ewmaMS = 900
 	r.health["fast"].ewmaMS = 100
 	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "fast" {
@@ -266,7 +264,7 @@ func TestLatencyStrategyPrefersFaster(t *testing.T) {
 
 func TestReloadKeepsHealth(t *testing.T) {
 	a := &fakeProvider{name: "a", fn: fail("a", provider.KindServer)}
-	r, _ := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1}}, a)
+	r := setup(t, config.Routing{Health: config.Health{FailureThreshold: 1}}, a)
 	r.Chat(context.Background(), req)
 	r2 := New([]Entry{{Provider: a, Config: config.Provider{Name: "a", Models: map[string]string{"m": "up"}, Timeout: time.Second}}},
 		config.Routing{MaxAttempts: 1, Health: config.Health{FailureThreshold: 1, Cooldown: time.Hour}}, r, nil, nil)
@@ -280,7 +278,7 @@ func TestMaxAttempts(t *testing.T) {
 	for _, p := range ps {
 		p.fn = fail(p.name, provider.KindTransport)
 	}
-	r, _ := setup(t, config.Routing{MaxAttempts: 2}, ps...)
+	r := setup(t, config.Routing{MaxAttempts: 2}, ps...)
 	_, s, err := r.Chat(context.Background(), req)
 	if err == nil || s.Attempts != 2 || ps[2].calls.Load() != 0 {
 		t.Fatalf("served %+v err %v", s, err)

@@ -6,12 +6,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"nanogate/internal/poll"
 )
 
 // server is a net/http upstream that counts the connections it accepts.
@@ -93,7 +96,9 @@ func TestReusesConnectionsAfterFullRead(t *testing.T) {
 
 func TestCancelUnblocksAWaitingCall(t *testing.T) {
 	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
 	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
 		select {
 		case <-r.Context().Done():
 		case <-release:
@@ -107,7 +112,7 @@ func TestCancelUnblocksAWaitingCall(t *testing.T) {
 		_, err := c.Do(ctx, post("/v1/x"), false)
 		done <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	<-arrived // the call waits for its answer
 	cancel()
 	select {
 	case err := <-done:
@@ -150,13 +155,14 @@ func TestStaleIdleConnectionIsNotUsed(t *testing.T) {
 	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok"))
 	})
-	c, _ := New(s.url, Options{IdleTimeout: 50 * time.Millisecond})
+	// Any wait is past an idle timeout of a nanosecond: the pooled
+	// connection is dropped.
+	c, _ := New(s.url, Options{IdleTimeout: time.Nanosecond})
 	resp, err := c.Do(context.Background(), post("/v1/x"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Release()
-	time.Sleep(100 * time.Millisecond) // past the idle timeout: the pooled conn is dropped
 	resp, err = c.Do(context.Background(), post("/v1/x"), false)
 	if err != nil {
 		t.Fatalf("second call: %v", err)
@@ -279,9 +285,9 @@ func TestWaiterGetsAConnectionReleasedToThePool(t *testing.T) {
 			results <- err
 		}()
 	}
-	// Let both waiters block on the full pool, then finish the busy calls:
+	// Once both waiters block on the full pool, finish the busy calls:
 	// their connections go back to the pool, to be handed to the waiters.
-	time.Sleep(100 * time.Millisecond)
+	poll.Until(t, 10*time.Second, "two callers waiting for a connection", func() bool { return waitingInAcquire() == 2 })
 	close(release)
 	for _, resp := range held {
 		if _, err := io.ReadAll(resp.BodyStream()); err != nil {
@@ -297,4 +303,25 @@ func TestWaiterGetsAConnectionReleasedToThePool(t *testing.T) {
 	if n := s.conns.Load(); n != 2 {
 		t.Fatalf("%d connections, want the 2 reused", n)
 	}
+}
+
+// waitingInAcquire counts the goroutines blocked in the select of
+// Client.acquire, waiting for a connection: a wait no counter shows.
+func waitingInAcquire() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	waiting := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, " [select") && strings.Contains(g, "upstream.(*Client).acquire(") {
+			waiting++
+		}
+	}
+	return waiting
 }

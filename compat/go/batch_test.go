@@ -59,17 +59,14 @@ func runBatch(t *testing.T, ctx context.Context, c openai.Client, endpoint opena
 	if b.Endpoint != string(endpoint) || b.InputFileID != f.ID {
 		t.Fatalf("created batch %s", b.RawJSON())
 	}
-	end := time.Now().Add(60 * time.Second)
-	for !slices.Contains([]openai.BatchStatus{openai.BatchStatusCompleted, openai.BatchStatusFailed,
-		openai.BatchStatusExpired, openai.BatchStatusCancelled}, b.Status) {
-		if time.Now().After(end) {
-			t.Fatalf("batch %s still %s after 60 s: %s", b.ID, b.Status, b.RequestCounts.RawJSON())
-		}
-		time.Sleep(100 * time.Millisecond)
+	final := []openai.BatchStatus{openai.BatchStatusCompleted, openai.BatchStatusFailed,
+		openai.BatchStatusExpired, openai.BatchStatusCancelled}
+	waitFor(t, "batch "+b.ID+" to end", 60*time.Second, func() bool {
 		if b, err = c.Batches.Get(ctx, b.ID); err != nil {
 			t.Fatal(err)
 		}
-	}
+		return slices.Contains(final, b.Status)
+	})
 	n := int64(len(lines))
 	if b.Status != openai.BatchStatusCompleted || b.RequestCounts.Total != n || b.RequestCounts.Completed != n ||
 		b.RequestCounts.Failed != 0 || b.OutputFileID == "" || b.ErrorFileID != "" {

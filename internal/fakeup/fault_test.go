@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"nanogate/internal/poll"
 )
 
 // kindCase runs a test against both kinds with a request that generates.
@@ -364,19 +367,18 @@ func TestConcurrentUse(t *testing.T) {
 				}
 			})
 		}
+		// A change every 4 requests, while they run.
 		for i := range 20 {
+			poll.Until(t, 10*time.Second, fmt.Sprintf("%d requests", 4*i), func() bool { return s.Requests() >= int64(4*i) })
 			s.SetImageSize(1000 * (i % 3))
 			s.SetImages(1 + i%2)
 			s.SetFault(Fault{Status: 503, Times: 1})
 			_ = s.LastBody()
-			time.Sleep(time.Millisecond)
 		}
 		wg.Wait()
 		// A client can have the whole answer a moment before the handler
 		// has returned and counted itself out.
-		for deadline := time.Now().Add(5 * time.Second); s.InFlight() != 0 && time.Now().Before(deadline); {
-			time.Sleep(time.Millisecond)
-		}
+		poll.Within(5*time.Second, func() bool { return s.InFlight() == 0 })
 		if s.Requests() != 80 || s.InFlight() != 0 {
 			t.Errorf("%s: Requests %d InFlight %d", k.name, s.Requests(), s.InFlight())
 		}
