@@ -104,15 +104,23 @@ type Served struct {
 
 // Router holds the candidates per public model.
 type Router struct {
-	byModel     map[string][]*Candidate
-	health      map[string]*health
-	kinds       map[string]config.ProviderKind
-	prices      map[string]config.Price
-	names       []string
+	byModel map[string][]*Candidate
+	// upstreams are the enabled providers in config order, byName the same
+	// by name.
+	upstreams   []*upstream
+	byName      map[string]*upstream
 	maxAttempts int
 	maxBench    time.Duration // routing.health.max_retry_after
-	strategy    Strategy
+	strategy    strategy
 	log         *zap.Logger
+}
+
+// upstream is one enabled provider as the router knows it.
+type upstream struct {
+	name   string
+	kind   config.ProviderKind
+	price  config.Price
+	health *health
 }
 
 // Entry pairs a provider with its configuration.
@@ -130,11 +138,9 @@ func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *m
 	}
 	r := &Router{
 		byModel:     map[string][]*Candidate{},
-		health:      map[string]*health{},
-		kinds:       map[string]config.ProviderKind{},
-		prices:      map[string]config.Price{},
+		byName:      map[string]*upstream{},
 		maxAttempts: max(rc.MaxAttempts, 1),
-		strategy:    StrategyFor(rc.Strategy),
+		strategy:    strategyFor(rc.Strategy),
 		log:         log,
 	}
 	threshold := max(rc.Health.FailureThreshold, 1)
@@ -153,8 +159,8 @@ func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *m
 		}
 		name := e.Config.Name
 		var h *health
-		if prev != nil && prev.health[name] != nil {
-			h = prev.health[name]
+		if old := prev.upstream(name); old != nil {
+			h = old.health
 			h.mu.Lock()
 			h.threshold, h.cooldown, h.maxBench, h.log = threshold, cooldown, maxBench, log
 			// A bench a previous config allowed ends within the new cap.
@@ -177,10 +183,9 @@ func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *m
 				h.setGauge()
 			}
 		}
-		r.health[name] = h
-		r.kinds[name] = e.Provider.Kind()
-		r.prices[name] = e.Config.Price
-		r.names = append(r.names, name)
+		u := &upstream{name: name, kind: e.Provider.Kind(), price: e.Config.Price, health: h}
+		r.upstreams = append(r.upstreams, u)
+		r.byName[name] = u
 		for public, upstream := range e.Config.Models {
 			r.byModel[public] = append(r.byModel[public], &Candidate{
 				Provider: e.Provider, Model: upstream, Price: e.Config.Price, Timeout: e.Config.Timeout, health: h,
@@ -188,6 +193,15 @@ func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *m
 		}
 	}
 	return r
+}
+
+// upstream returns the enabled provider named name, nil when there is none
+// (or no router).
+func (r *Router) upstream(name string) *upstream {
+	if r == nil {
+		return nil
+	}
+	return r.byName[name]
 }
 
 // Knows reports whether an enabled provider maps model.
@@ -206,8 +220,8 @@ func (r *Router) Models() []string {
 // Usable reports whether some provider could take a request now.
 func (r *Router) Usable() bool {
 	now := time.Now()
-	for _, h := range r.health {
-		if h.usable(now) {
+	for _, u := range r.upstreams {
+		if u.health.usable(now) {
 			return true
 		}
 	}
@@ -217,11 +231,11 @@ func (r *Router) Usable() bool {
 // Statuses returns every provider's health, in config order.
 func (r *Router) Statuses() []Status {
 	now := time.Now()
-	out := make([]Status, 0, len(r.names))
-	for _, n := range r.names {
-		s := r.health[n].status(now)
-		s.Kind = r.kinds[n]
-		s.PerImageUSD = r.prices[n].PerImage
+	out := make([]Status, 0, len(r.upstreams))
+	for _, u := range r.upstreams {
+		s := u.health.status(now)
+		s.Kind = u.kind
+		s.PerImageUSD = u.price.PerImage
 		out = append(out, s)
 	}
 	return out

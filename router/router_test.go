@@ -250,13 +250,13 @@ func TestLatencyStrategyPrefersFaster(t *testing.T) {
 	slow := &fakeProvider{name: "slow"}
 	fast := &fakeProvider{name: "fast"}
 	r := setup(t, config.Routing{Strategy: "latency"}, slow, fast)
-	r.health["slow"].ewmaMS = 900
-	r.health["fast"].ewmaMS = 100
+	r.byName["slow"].health.ewmaMS = 900
+	r.byName["fast"].health.ewmaMS = 100
 	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "fast" {
 		t.Fatalf("latency strategy chose %s", s.Provider)
 	}
 	// Cheapest ignores latency unless prices tie.
-	r.strategy = Cheapest{}
+	r.strategy = cheapest{}
 	if _, s, _ := r.Chat(context.Background(), req); s.Provider != "slow" {
 		t.Fatalf("cheapest chose %s", s.Provider)
 	}

@@ -1,8 +1,8 @@
 package router
 
-// Strategy orders the candidates of a request: a policy is one method, and
-// adding one touches this file alone.
-type Strategy interface {
+// strategy orders the candidates of a request (routing.strategy): a policy
+// is one method, and adding one touches this file alone.
+type strategy interface {
 	// Less reports whether a is tried before b.
 	Less(a, b *ranked) bool
 }
@@ -14,23 +14,21 @@ type ranked struct {
 	ewmaMS float64
 }
 
-// Cheapest tries the lowest per-image price first; recent latency breaks ties.
-type Cheapest struct{}
+// cheapest tries the lowest per-image price first; recent latency breaks ties.
+type cheapest struct{}
 
-// Less implements Strategy.
-func (Cheapest) Less(a, b *ranked) bool {
+func (cheapest) Less(a, b *ranked) bool {
 	if a.price != b.price {
 		return a.price < b.price
 	}
 	return fasterThan(a, b)
 }
 
-// Latency tries the provider with the lowest recent latency first; a
+// latency tries the provider with the lowest recent latency first; a
 // provider without measurements yet is tried early so that it gets one.
-type Latency struct{}
+type latency struct{}
 
-// Less implements Strategy.
-func (Latency) Less(a, b *ranked) bool {
+func (latency) Less(a, b *ranked) bool {
 	if a.ewmaMS != b.ewmaMS {
 		return fasterThan(a, b)
 	}
@@ -47,10 +45,10 @@ func fasterThan(a, b *ranked) bool {
 	return a.ewmaMS < b.ewmaMS
 }
 
-// StrategyFor returns the strategy named in the config.
-func StrategyFor(name string) Strategy {
+// strategyFor returns the strategy named in the config.
+func strategyFor(name string) strategy {
 	if name == "latency" {
-		return Latency{}
+		return latency{}
 	}
-	return Cheapest{}
+	return cheapest{}
 }
