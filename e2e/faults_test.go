@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"nanogate/internal/fakeup"
+	"nanogate/internal/poll"
 	"nanogate/internal/redistest"
 )
 
@@ -86,10 +87,13 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 		t.Fatalf("a request took %d ms", s)
 	}
 	var u usageView
-	waitFor(t, 30*time.Second, "every record applied", func() bool {
+	if !poll.Within(30*time.Second, func() bool {
 		u = e.usage(t)
 		return u.Key.Requests == ok.Load()
-	})
+	}) {
+		t.Fatalf("after 30 s the usage shows %d requests (%d failed, %d images) for %d answered 200",
+			u.Key.Requests, u.Key.Failed, u.Key.Images, ok.Load())
+	}
 	if u.Key.Images != ok.Load() {
 		t.Fatalf("images %d for %d answered requests", u.Key.Images, ok.Load())
 	}
