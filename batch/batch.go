@@ -268,8 +268,6 @@ func decodeState(data []byte) (*Batch, error) {
 // which lists page through.
 var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
 
-const idLen = 26
-
 func newID(now time.Time) string {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
