@@ -35,8 +35,10 @@ const (
 
 // Memory is the embedded Store of a single replica: totals and reservations
 // in memory, every applied record appended as one JSON line to a file from
-// which the totals are rebuilt on start. Reservations live in memory only
-// (they belong to requests in flight, which a restart ends).
+// which the totals are rebuilt on start. The file is compacted as it grows
+// (compact.go): a snapshot of the totals and remembered ids replaces the
+// records before it. Reservations live in memory only (they belong to
+// requests in flight, which a restart ends).
 type Memory struct {
 	o    Options
 	log  *zap.Logger
@@ -49,9 +51,20 @@ type Memory struct {
 	closed   bool
 	fileErr  error // the last write or fsync error, nil once a write succeeds
 	teams    map[string]map[string]*Bucket
-	ids      map[idKey]int64 // applied ids -> the unix day of their record
+	ids      map[idKey]int64      // applied ids -> the unix day of their record
+	idDays   map[teamDay][]string // the same ids by team and day, in the order they came
 	resv     map[string]*teamResv
 	pruned   time.Time
+
+	// Compaction (compact.go): the file is rewritten once its size reaches
+	// compactAt, by one goroutine at a time; syncMu keeps an fsync off a
+	// file being replaced.
+	compactAt   int64
+	compactMin  int64
+	compacting  bool
+	compactions sync.WaitGroup
+	syncMu      sync.Mutex
+	stopAt      compactStep // tests: where a compaction stops, as if killed
 
 	kick chan struct{}
 	stop chan struct{}
@@ -80,14 +93,19 @@ func OpenMemory(path string, o Options, log *zap.Logger) (*Memory, error) {
 		log = zap.NewNop()
 	}
 	m := &Memory{o: o.withDefaults(), log: log, path: path, teams: map[string]map[string]*Bucket{},
-		ids: map[idKey]int64{}, resv: map[string]*teamResv{}, kick: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		ids: map[idKey]int64{}, idDays: map[teamDay][]string{}, resv: map[string]*teamResv{}, kick: make(chan struct{}, 1),
+		stop: make(chan struct{}), done: make(chan struct{}), compactMin: compactMinBytes}
 	m.pruned = m.o.Now()
 	if path == "" {
 		close(m.done)
 		return m, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("accounting: %w", err)
+	}
+	// A compaction cut short by a crash left its snapshot beside the
+	// file, which is whole.
+	if err := os.Remove(path + compactSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("accounting: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o640)
@@ -103,16 +121,21 @@ func OpenMemory(path string, o Options, log *zap.Logger) (*Memory, error) {
 	log.Info("accounting: embedded store loaded", zap.String("path", path), zap.Int("records", n),
 		zap.Int64("bytes", m.size))
 	go m.syncLoop()
+	m.mu.Lock()
+	m.compactDueLocked()
+	m.mu.Unlock()
 	return m, nil
 }
 
-// load applies every record of f and leaves m.size at the end of the last
-// whole line, truncating a torn tail.
+// load applies the snapshot and every record of f and leaves m.size at the
+// end of the last whole line, truncating a torn tail.
 func (m *Memory) load(f *os.File) (int, error) {
 	r := bufio.NewReaderSize(f, 1<<16)
-	var off int64
+	var off, head int64
 	records := 0
 	cutoff := m.o.Now().Add(-m.o.IDWindow)
+	oldestDay := unixDay(cutoff) - 1 // as pruneLocked keeps them
+	defer func() { m.compactAt = m.nextCompaction(head) }()
 	for line := 1; ; line++ {
 		b, err := r.ReadBytes('\n')
 		if errors.Is(err, io.EOF) {
@@ -130,6 +153,14 @@ func (m *Memory) load(f *os.File) (int, error) {
 			return records, fmt.Errorf("accounting: read %s: %w", f.Name(), err)
 		}
 		off += int64(len(b))
+		if isSnapshotLine(b) {
+			if err := m.loadSnapshotLine(b, oldestDay); err != nil {
+				m.log.Error("accounting: skipping a malformed snapshot line of the usage file",
+					zap.String("path", f.Name()), zap.Int("line", line), zap.Error(err))
+			}
+			head = off
+			continue
+		}
 		var rec Record
 		if err := json.Unmarshal(bytes.TrimSpace(b), &rec); err != nil {
 			m.log.Error("accounting: skipping a malformed line of the usage file", zap.String("path", f.Name()),
@@ -165,8 +196,23 @@ func (m *Memory) add(rec *Record, remember bool) {
 		b.add(rec)
 	}
 	if remember {
-		m.ids[idKey{rec.Team, rec.ID}] = unixDay(rec.Time)
+		m.rememberLocked(idKey{rec.Team, rec.ID}, unixDay(rec.Time))
 	}
+}
+
+// teamDay names the ids of one team's records of one day, forgotten
+// together.
+type teamDay struct {
+	team string
+	day  int64
+}
+
+// rememberLocked remembers an id that is not remembered yet. A compaction
+// writes a prefix of a day's ids while later ones are appended.
+func (m *Memory) rememberLocked(k idKey, day int64) {
+	m.ids[k] = day
+	td := teamDay{k.team, day}
+	m.idDays[td] = append(m.idDays[td], k.id)
 }
 
 func unixDay(t time.Time) int64 { return t.Unix() / 86400 }
@@ -196,6 +242,11 @@ func (m *Memory) Apply(_ context.Context, rec Record) (bool, error) {
 		m.releaseLocked(rec.Team, rec.ID)
 		return false, nil
 	}
+	if m.path != "" && m.f == nil { // a compaction could not reopen it
+		if err := m.reopenLocked(); err != nil {
+			return false, err
+		}
+	}
 	if m.f != nil {
 		if n, err := m.f.Write(line); err != nil {
 			// A partial line would glue itself to the next one: cut it
@@ -216,6 +267,7 @@ func (m *Memory) Apply(_ context.Context, rec Record) (bool, error) {
 			default:
 			}
 		}
+		m.compactDueLocked()
 	}
 	m.add(&rec, true)
 	m.releaseLocked(rec.Team, rec.ID)
@@ -247,9 +299,12 @@ func (m *Memory) pruneLocked() {
 	}
 	m.pruned = now
 	oldID := unixDay(now.Add(-m.o.IDWindow)) - 1
-	for k, day := range m.ids {
-		if day < oldID {
-			delete(m.ids, k)
+	for td, ids := range m.idDays {
+		if td.day < oldID {
+			for _, id := range ids {
+				delete(m.ids, idKey{td.team, id})
+			}
+			delete(m.idDays, td)
 		}
 	}
 	oldDay := Day(now.Add(-m.o.DayRetention - 24*time.Hour))
@@ -278,6 +333,8 @@ func (m *Memory) syncLoop() {
 }
 
 func (m *Memory) sync() {
+	m.syncMu.Lock()
+	defer m.syncMu.Unlock()
 	m.mu.Lock()
 	f, n := m.f, m.unsynced
 	m.unsynced = 0
@@ -424,8 +481,12 @@ func (m *Memory) Close() error {
 	}
 	close(m.stop)
 	<-m.done
+	m.compactions.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.f == nil { // a compaction could not reopen it: nothing is pending
+		return nil
+	}
 	err := m.f.Sync()
 	if cerr := m.f.Close(); err == nil {
 		err = cerr

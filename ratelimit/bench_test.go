@@ -3,14 +3,12 @@ package ratelimit
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -195,17 +193,6 @@ func benchParallel(b *testing.B, l Limiter) {
 		b.ReportMetric(float64(all[len(all)/2].Nanoseconds())/1e3, "p50-us")
 		b.ReportMetric(float64(all[len(all)*99/100].Nanoseconds())/1e3, "p99-us")
 	}
-}
-
-// cpuTime is the CPU time this process has used, in user space and in the
-// kernel.
-func cpuTime() [2]time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		fmt.Fprintln(os.Stderr, "getrusage:", err)
-		return [2]time.Duration{}
-	}
-	return [2]time.Duration{time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())}
 }
 
 func reportCPU(b *testing.B, since [2]time.Duration) {

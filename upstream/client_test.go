@@ -21,7 +21,6 @@ import (
 type server struct {
 	url   string
 	conns atomic.Int64
-	gone  atomic.Int64
 }
 
 func startServer(t *testing.T, h http.HandlerFunc) *server {

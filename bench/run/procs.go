@@ -19,7 +19,8 @@ import (
 )
 
 // proc is a child process of the harness: its output goes to a log file in
-// the work directory, and it dies with the harness (Pdeathsig).
+// the work directory, and it dies with the harness where the system can
+// arrange it (see dieWithParent).
 type proc struct {
 	name string
 	cmd  *exec.Cmd
@@ -40,7 +41,7 @@ func startProc(dir, name string, env []string, bin string, args ...string) (*pro
 	if len(env) > 0 {
 		cmd.Env = append(os.Environ(), env...)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = dieWithParent()
 	if err := cmd.Start(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -65,12 +66,15 @@ func (p *proc) exited() bool {
 	}
 }
 
-// stop asks the process to end (SIGTERM) and kills it after a few seconds.
+// stop asks the process to end (SIGTERM) and kills it after a few seconds, or
+// at once where there is no SIGTERM to send (Windows).
 func (p *proc) stop() {
 	if p == nil || p.exited() {
 		return
 	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		p.cmd.Process.Kill()
+	}
 	select {
 	case <-p.done:
 	case <-time.After(5 * time.Second):
