@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -64,6 +65,10 @@ type serverOpts struct {
 	adminListen bool
 	// spoolPath overrides the usage spool's path.
 	spoolPath string
+	// redis is the address of a Redis (internal/redistest) for the limiter
+	// and the usage records, with redis.on_outage onOutage ("open" when
+	// empty); "" keeps the embedded state.
+	redis, onOutage string
 }
 
 // testServer is a running gateway with all its parts.
@@ -75,7 +80,7 @@ type testServer struct {
 	st       *State
 	cfg      *config.Config
 	rec      *accounting.Recorder
-	usage    *accounting.Memory
+	usage    accounting.Store
 	logs     *observer.ObservedLogs
 	metrics  *metrics.Metrics
 	serveErr chan error
@@ -127,6 +132,14 @@ func startServer(t *testing.T, o serverOpts) *testServer {
     timeout: 20s
 `, map[fakeup.Kind]string{fakeup.OpenAI: "openai", fakeup.Gemini: "gemini"}[kind], up.URL(), upKey, testModel, upModel)
 	}
+	redisBlock := ""
+	if o.redis != "" {
+		if o.onOutage == "" {
+			o.onOutage = "open"
+		}
+		redisBlock = fmt.Sprintf("redis: { addrs: [%q], on_outage: %s, dial_timeout: 1s, read_timeout: 1s, write_timeout: 1s, "+
+			"decision_timeout: 1s }\n", o.redis, o.onOutage)
+	}
 	yaml := fmt.Sprintf(`server:
   listen: %s
   public_url: http://%s
@@ -136,7 +149,7 @@ admin_key: %s
 data_dir: %s
 images:
   offload: { signing_key: %s }
-%s
+%s%s
 teams:
   - name: design
 %s
@@ -153,7 +166,7 @@ keys:
   - name: ops
     team: ops
     key: %s
-`, ln.Addr(), ln.Addr(), adminLine, o.server, providers, adminKey, dir, strings.Repeat("s", 32), o.top, o.teamDesign,
+`, ln.Addr(), ln.Addr(), adminLine, o.server, providers, adminKey, dir, strings.Repeat("s", 32), redisBlock, o.top, o.teamDesign,
 		ciKey, o.keyCI, narrowKey, narrowModels, opsKey)
 	cfg, _, err := config.Parse([]byte(yaml), "test.yaml", func(string) (string, bool) { return "", false })
 	if err != nil {
@@ -180,12 +193,21 @@ keys:
 	}
 	t.Cleanup(func() { off.Close() })
 	limiter := ratelimit.New(cfg, log)
+	if cfg.Redis != nil {
+		limiter = ratelimit.NewCoalescing(limiter, 50*time.Millisecond)
+	}
 	t.Cleanup(func() { limiter.Close() })
 
 	var acct *gateway.Accounting
 	if !o.noAccounting {
-		usage, err := accounting.OpenMemory(filepath.Join(dir, "usage.jsonl"), accounting.Options{}, log)
-		if err != nil {
+		var usage accounting.Store
+		if rc := cfg.Redis; rc != nil {
+			c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: rc.Addrs, DialTimeout: rc.DialTimeout,
+				ReadTimeout: rc.ReadTimeout, WriteTimeout: rc.WriteTimeout, ContextTimeoutEnabled: true})
+			t.Cleanup(func() { c.Close() })
+			usage = accounting.NewGuarded(accounting.NewRedis(c, rc, accounting.Options{}), accounting.GuardOptions{
+				Timeout: max(rc.ReadTimeout, 2*rc.DecisionTimeout), Local: rc.OnOutage != "closed"})
+		} else if usage, err = accounting.OpenMemory(filepath.Join(dir, "usage.jsonl"), accounting.Options{}, log); err != nil {
 			t.Fatal(err)
 		}
 		spool := o.spoolPath
