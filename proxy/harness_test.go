@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,6 +72,8 @@ type serverOpts struct {
 	redis, onOutage string
 }
 
+var quietRedis sync.Once
+
 // testServer is a running gateway with all its parts.
 type testServer struct {
 	s        *Server
@@ -115,14 +118,14 @@ func startServer(t *testing.T, o serverOpts) *testServer {
 		adminLine = "  admin_listen: " + aln.Addr().String() + "\n"
 	}
 	dir := t.TempDir()
-	providers, narrowModels := "", ""
-	if !o.noProvider {
-		narrowModels = "    models: [other-model]"
-		upModel := "upstream-a"
-		if kind == fakeup.Gemini {
-			upModel = fakeup.DefaultGeminiModel
-		}
-		providers = fmt.Sprintf(`providers:
+	upModel, apiKey := "upstream-a", upKey
+	if kind == fakeup.Gemini {
+		upModel = fakeup.DefaultGeminiModel
+	}
+	if o.noProvider {
+		apiKey = "" // the provider is disabled, as main.go skips it
+	}
+	providers := fmt.Sprintf(`providers:
   - name: up
     kind: %s
     base_url: %s
@@ -130,8 +133,7 @@ func startServer(t *testing.T, o serverOpts) *testServer {
     models: { %s: %s, other-model: upstream-c }
     price: { per_image: 0.035, input_per_mtok: 0.30, output_per_mtok: 2.50 }
     timeout: 20s
-`, map[fakeup.Kind]string{fakeup.OpenAI: "openai", fakeup.Gemini: "gemini"}[kind], up.URL(), upKey, testModel, upModel)
-	}
+`, map[fakeup.Kind]string{fakeup.OpenAI: "openai", fakeup.Gemini: "gemini"}[kind], up.URL(), apiKey, testModel, upModel)
 	redisBlock := ""
 	if o.redis != "" {
 		if o.onOutage == "" {
@@ -162,12 +164,12 @@ keys:
   - name: narrow
     team: design
     key: %s
-%s
+    models: [other-model]
   - name: ops
     team: ops
     key: %s
 `, ln.Addr(), ln.Addr(), adminLine, o.server, providers, adminKey, dir, strings.Repeat("s", 32), redisBlock, o.top, o.teamDesign,
-		ciKey, o.keyCI, narrowKey, narrowModels, opsKey)
+		ciKey, o.keyCI, narrowKey, opsKey)
 	cfg, _, err := config.Parse([]byte(yaml), "test.yaml", func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
@@ -180,6 +182,9 @@ keys:
 
 	var entries []router.Entry
 	for _, pc := range cfg.Providers {
+		if pc.Disabled {
+			continue
+		}
 		p, err := provider.New(pc, provider.Options{TokensPerImage: int64(cfg.Billing.TokensPerImage)})
 		if err != nil {
 			t.Fatal(err)
@@ -202,6 +207,8 @@ keys:
 	if !o.noAccounting {
 		var usage accounting.Store
 		if rc := cfg.Redis; rc != nil {
+			// go-redis would print every failed dial of an outage.
+			quietRedis.Do(func() { redis.SetLogger(ratelimit.RedisLogger(zap.NewNop())) })
 			c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: rc.Addrs, DialTimeout: rc.DialTimeout,
 				ReadTimeout: rc.ReadTimeout, WriteTimeout: rc.WriteTimeout, ContextTimeoutEnabled: true})
 			t.Cleanup(func() { c.Close() })
