@@ -66,6 +66,9 @@ type serverOpts struct {
 	adminListen bool
 	// spoolPath overrides the usage spool's path.
 	spoolPath string
+	// batchPoll is how often the batch manager looks for work; 0 keeps
+	// its default, as main.go does.
+	batchPoll time.Duration
 	// redis is the address of a Redis (internal/redistest) for the limiter
 	// and the usage records, with redis.on_outage onOutage ("open" when
 	// empty); "" keeps the embedded state.
@@ -263,7 +266,7 @@ keys:
 			t.Fatal(err)
 		}
 		mgr := batch.New(bstore, files, batch.Options{Workers: cfg.Batch.Workers, Share: cfg.Batch.MaxShare,
-			ReclaimAfter: cfg.Batch.ReclaimAfter, Poll: 10 * time.Millisecond, Log: log, Metrics: m,
+			ReclaimAfter: cfg.Batch.ReclaimAfter, Poll: o.batchPoll, Log: log, Metrics: m,
 			Webhooks: batch.NewWebhooks(batch.WebhookOptions{Log: log})})
 		st.Batches = mgr
 		mgr.Start(func() batch.Runtime { return s.State().BatchRuntime() })
