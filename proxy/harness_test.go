@@ -54,7 +54,7 @@ const (
 // image store and the Files and Batches APIs, logging into an observer.
 type serverOpts struct {
 	kind       fakeup.Kind // the upstream's wire format; fakeup.OpenAI when 0
-	noProvider bool        // no provider at all (the fake upstream still runs)
+	noProvider bool        // the provider is disabled (empty api_key) and left out, as main.go does
 	server     string      // YAML lines under server:, e.g. "  max_body_bytes: 4096\n"
 	top        string      // top-level YAML lines (files:, redis:, images:)
 	keyCI      string      // YAML lines added to key ci
@@ -66,9 +66,6 @@ type serverOpts struct {
 	adminListen bool
 	// spoolPath overrides the usage spool's path.
 	spoolPath string
-	// batchPoll is how often the batch manager looks for work; 0 keeps
-	// its default, as main.go does.
-	batchPoll time.Duration
 	// redis is the address of a Redis (internal/redistest) for the limiter
 	// and the usage records, with redis.on_outage onOutage ("open" when
 	// empty); "" keeps the embedded state.
@@ -86,9 +83,7 @@ type testServer struct {
 	st       *State
 	cfg      *config.Config
 	rec      *accounting.Recorder
-	usage    accounting.Store
 	logs     *observer.ObservedLogs
-	metrics  *metrics.Metrics
 	serveErr chan error
 }
 
@@ -181,7 +176,7 @@ keys:
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(core)
 	m := metrics.New()
-	ts := &testServer{up: up, cfg: cfg, logs: logs, metrics: m, serveErr: make(chan error, 2)}
+	ts := &testServer{up: up, cfg: cfg, logs: logs, serveErr: make(chan error, 2)}
 
 	var entries []router.Entry
 	for _, pc := range cfg.Providers {
@@ -236,7 +231,7 @@ keys:
 		for i := range cfg.Teams {
 			acct.Teams[cfg.Teams[i].Name] = &cfg.Teams[i]
 		}
-		ts.rec, ts.usage = rec, usage
+		ts.rec = rec
 	}
 	format, _ := openai.ParseFormat(cfg.Images.Format)
 	st := &State{
@@ -266,7 +261,7 @@ keys:
 			t.Fatal(err)
 		}
 		mgr := batch.New(bstore, files, batch.Options{Workers: cfg.Batch.Workers, Share: cfg.Batch.MaxShare,
-			ReclaimAfter: cfg.Batch.ReclaimAfter, Poll: o.batchPoll, Log: log, Metrics: m,
+			ReclaimAfter: cfg.Batch.ReclaimAfter, Log: log, Metrics: m,
 			Webhooks: batch.NewWebhooks(batch.WebhookOptions{Log: log})})
 		st.Batches = mgr
 		mgr.Start(func() batch.Runtime { return s.State().BatchRuntime() })
@@ -346,7 +341,7 @@ func (ts *testServer) get(t *testing.T, path, key string) reply {
 	return send(t, "GET", ts.url+path, key, "", nil)
 }
 
-// apiError is the OpenAI error envelope as a client decodes it.
+// envelope is the OpenAI error envelope as a client decodes it.
 type envelope struct {
 	Error *struct {
 		Message string  `json:"message"`
