@@ -286,13 +286,13 @@ func (s *Server) authorize(ctx *fasthttp.RequestCtx, st *State, kind authKind) (
 		// Checked by the handler: serve counts its refusals.
 		return nil, nil
 	case authClient:
-		caller, aerr = clientKey(ctx, st.Keys)
+		caller, aerr = findClient(ctx, st.Keys)
 	case authAdmin:
 		if st.Config.AdminKey == "" {
 			// Nothing to guess: the route does not exist.
 			return nil, errAdminDisabled
 		}
-		aerr = adminKey(ctx, st.Config.AdminKey)
+		aerr = checkAdminKey(ctx, st.Config.AdminKey)
 	}
 	if aerr == nil {
 		return caller, nil
@@ -327,9 +327,9 @@ func credential(ctx *fasthttp.RequestCtx, otherHeaders bool) ([]byte, *apiError)
 	return nil, errMissingKey
 }
 
-// clientKey finds the caller of a client route in the key table. Only
+// findClient finds the caller of a client route in the key table. Only
 // authorize calls it: every refusal must reach the failed-auth guard.
-func clientKey(ctx *fasthttp.RequestCtx, keys *auth.Table) (*auth.Caller, *apiError) {
+func findClient(ctx *fasthttp.RequestCtx, keys *auth.Table) (*auth.Caller, *apiError) {
 	secret, aerr := credential(ctx, true)
 	if aerr != nil {
 		return nil, aerr
@@ -341,9 +341,9 @@ func clientKey(ctx *fasthttp.RequestCtx, keys *auth.Table) (*auth.Caller, *apiEr
 	return c, nil
 }
 
-// adminKey checks the admin key of an admin route, in constant time; it
+// checkAdminKey checks the admin key of an admin route, in constant time; it
 // is taken as a bearer token only. Only authorize calls it.
-func adminKey(ctx *fasthttp.RequestCtx, key string) *apiError {
+func checkAdminKey(ctx *fasthttp.RequestCtx, key string) *apiError {
 	secret, aerr := credential(ctx, false)
 	if aerr != nil {
 		return aerr
