@@ -37,8 +37,22 @@ unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 if [ -n "$unformatted" ]; then
   echo "test.sh: gofmt would change:"; echo "$unformatted"; exit 1
 fi
+# Tests wait on conditions (internal/poll) or run in synctest bubbles; a
+# sleep is the exception and this keeps it one.
+sleeps=$(grep -rn "time.Sleep" --include='*_test.go' . | grep -v node_modules | wc -l)
+if [ "$sleeps" -gt 15 ]; then
+  echo "test.sh: $sleeps time.Sleep calls in tests (at most 15): wait on a condition instead"; exit 1
+fi
 echo "test.sh: go test -race"
 go test -race -count=1 -timeout 15m ./...
+# The journey and the HTTP server are tested directly, not only through e2e.
+for pkg in gateway proxy; do
+  pct=$(go test -count=1 -cover "./$pkg" | sed -n 's/.*coverage: \([0-9]*\)\..*/\1/p')
+  if [ -z "$pct" ] || [ "$pct" -lt 60 ]; then
+    echo "test.sh: $pkg own-package coverage ${pct:-?}% (at least 60%)"; exit 1
+  fi
+  echo "test.sh: $pkg own-package coverage $pct%"
+done
 
 # The official OpenAI SDKs (Node, Go) against the real binary.
 echo "test.sh: SDK compatibility suites"
