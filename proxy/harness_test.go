@@ -27,6 +27,7 @@ import (
 	"nanogate/images"
 	"nanogate/images/signatures"
 	"nanogate/internal/fakeup"
+	"nanogate/internal/poll"
 	"nanogate/metrics"
 	"nanogate/openai"
 	"nanogate/provider"
@@ -402,13 +403,7 @@ func decode(t *testing.T, r reply, v any) {
 // after a stream's last byte).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited in vain for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 30*time.Second, what, cond)
 }
 
 // flush waits until every usage record so far reached the store, so that
