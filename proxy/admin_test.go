@@ -242,8 +242,13 @@ func TestShutdownFinishesStreamsInFlight(t *testing.T) {
 		t.Errorf("the stream in flight: %d %q", r.status, r.body)
 	}
 	for range 2 { // the public and the admin listener
-		if err := <-ts.serveErr; err != nil {
-			t.Errorf("Serve: %v", err)
+		select {
+		case err := <-ts.serveErr:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(30 * time.Second): // a bound against hanging, not a measure
+			t.Fatal("Serve did not return after Shutdown")
 		}
 	}
 	if _, err := http.Get(ts.url + "/healthz"); err == nil {

@@ -285,6 +285,16 @@ keys:
 		defer cancel()
 		s.Shutdown(ctx)
 	})
+	// An answer means Serve took its listener: a Shutdown before that
+	// would find nothing to stop, and Serve would then run for ever.
+	for _, u := range []string{ts.url, ts.adminURL} {
+		if u == "" {
+			continue
+		}
+		if r := send(t, "GET", u+"/healthz", "", "", nil); r.status != 200 {
+			t.Fatalf("%s/healthz: %d", u, r.status)
+		}
+	}
 	return ts
 }
 
