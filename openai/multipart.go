@@ -8,17 +8,16 @@ import (
 	"mime/multipart"
 
 	"nanogate/internal/clip"
+	"nanogate/provider"
 )
 
-// imageMagic returns the media type of an image from its first bytes.
-func imageMagic(b []byte) string {
-	switch {
-	case bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")):
-		return "image/png"
-	case bytes.HasPrefix(b, []byte("\xff\xd8\xff")):
-		return "image/jpeg"
-	case len(b) >= 12 && string(b[:4]) == "RIFF" && string(b[8:12]) == "WEBP":
-		return "image/webp"
+// editKind returns the media type of an image to edit from its first
+// bytes: PNG, JPEG or WebP, the types OpenAI's edits endpoint takes; ""
+// for anything else.
+func editKind(b []byte) string {
+	switch k := provider.ImageKind(b); k {
+	case "image/png", "image/jpeg", "image/webp":
+		return k
 	}
 	return ""
 }
@@ -77,7 +76,7 @@ func ParseImagesEdit(ct string, body []byte) (*ImagesRequest, *Error) {
 func readEditImage(part *multipart.Part) (InputImage, *Error) {
 	var head [16]byte
 	n, _ := io.ReadFull(part, head[:])
-	mt := imageMagic(head[:n])
+	mt := editKind(head[:n])
 	if mt == "" {
 		return InputImage{}, Invalid("image", "Each 'image' must be a PNG, JPEG or WebP file (checked by its content).")
 	}
