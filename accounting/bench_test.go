@@ -148,3 +148,21 @@ func BenchmarkRecord(b *testing.B) {
 		b.Fatalf("%d of %d records spooled: the writer fell behind", st.Spooled, b.N)
 	}
 }
+
+// BenchmarkRedisReserve: the budget reservation on a request's path, one
+// round trip at a time, and its release.
+func BenchmarkRedisReserve(b *testing.B) {
+	s, ctx := benchRedis(b), context.Background()
+	budget := config.Budget{USD: 1e6, Period: "monthly"}
+	b.ReportAllocs()
+	for b.Loop() {
+		id := "resv-" + strconv.FormatInt(benchSeq.Add(1), 10)
+		r, err := s.Reserve(ctx, "team1", budget, id, 39000)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Release(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

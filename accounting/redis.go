@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -40,6 +41,7 @@ type Redis struct {
 	c      redis.UniversalClient
 	prefix string
 	o      Options
+	keys   keyCache
 }
 
 // NewRedis returns the Redis store over c, with keys under cfg.KeyPrefix
@@ -60,8 +62,70 @@ func (s *Redis) bucketKey(team, period string) string { return s.tag(team) + "u:
 func (s *Redis) indexKey() string { return s.prefix + "acct:teams" }
 
 func (s *Redis) resvKeys(team string) []string {
-	t := s.tag(team)
-	return []string{t + "resv", t + "resv:exp", t + "resv:sum"}
+	return s.keys.get(keySet{team: team, kind: resvOnly}, func() []string {
+		t := s.tag(team)
+		return []string{t + "resv", t + "resv:exp", t + "resv:sum"}
+	})
+}
+
+// reserveKeys are the keys of a reservation in period: the period's bucket,
+// then the reservation keys.
+func (s *Redis) reserveKeys(team, period string) []string {
+	return s.keys.get(keySet{team: team, period: period, kind: withBucket}, func() []string {
+		return slices.Clip(append([]string{s.bucketKey(team, period)}, s.resvKeys(team)...))
+	})
+}
+
+// applyKeys are the keys a record of day touches: the day's ids, the day,
+// month and total buckets, then the reservation keys.
+func (s *Redis) applyKeys(team string, p [3]string) []string {
+	return s.keys.get(keySet{team: team, period: p[0], kind: forApply}, func() []string {
+		t := s.tag(team)
+		return slices.Clip(append([]string{t + "ids:" + p[0], t + "u:" + p[0], t + "u:" + p[1], t + "u:" + p[2]},
+			s.resvKeys(team)...))
+	})
+}
+
+// keyCache keeps the key names of each team's buckets and reservations:
+// building them takes several concatenations, and the reservation's are on
+// every request's path. The slices are shared and never written.
+type keyCache struct {
+	mu sync.RWMutex
+	m  map[keySet][]string
+}
+
+// keySet names one list of keys: a team's, for a period, of a kind.
+type keySet struct {
+	team, period string
+	kind         uint8
+}
+
+// Kinds of key lists.
+const (
+	resvOnly uint8 = iota
+	withBucket
+	forApply
+)
+
+// maxCachedKeySets bounds the cache: when full it starts over, which drops
+// the lists of past days and of teams gone from the config.
+const maxCachedKeySets = 4096
+
+func (c *keyCache) get(k keySet, build func() []string) []string {
+	c.mu.RLock()
+	v, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return v
+	}
+	v = build()
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedKeySets {
+		c.m = make(map[keySet][]string)
+	}
+	c.m[k] = v
+	c.mu.Unlock()
+	return v
 }
 
 // applyScript adds one record to its day, month and total buckets and
@@ -176,9 +240,7 @@ return 0
 func (s *Redis) applyArgs(rec *Record) (keys []string, args []any) {
 	day := rec.Time.UTC().Truncate(24 * time.Hour)
 	p := periods(rec.Time)
-	t := s.tag(rec.Team)
-	keys = append([]string{t + "ids:" + p[0], t + "u:" + p[0], t + "u:" + p[1], t + "u:" + p[2]},
-		s.resvKeys(rec.Team)...)
+	keys = s.applyKeys(rec.Team, p)
 	args = make([]any, 0, 5+numMetrics)
 	args = append(args, rec.ID,
 		day.Add(24*time.Hour+s.o.IDWindow).Unix(),
@@ -335,7 +397,7 @@ func (s *Redis) applyPipelined(ctx context.Context, recs []Record) (int, error) 
 func (s *Redis) Reserve(ctx context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
 	now := s.o.Now()
 	r := newReservation(id, team, b, now, estimateMicros)
-	keys := append([]string{s.bucketKey(team, r.Period)}, s.resvKeys(team)...)
+	keys := s.reserveKeys(team, r.Period)
 	res, err := reserveScript.Run(ctx, s.c, keys, now.UnixMilli(), id, r.Micros, r.BudgetMicros,
 		now.Add(s.o.ReservationTTL).UnixMilli()).Int64Slice()
 	if err != nil {
@@ -361,7 +423,7 @@ func (s *Redis) Release(ctx context.Context, r Reservation) error {
 
 // Reserved implements Store.
 func (s *Redis) Reserved(ctx context.Context, team string) (int64, error) {
-	keys := append([]string{s.bucketKey(team, PeriodTotal)}, s.resvKeys(team)...)
+	keys := s.reserveKeys(team, PeriodTotal)
 	n, err := reservedScript.Run(ctx, s.c, keys, s.o.Now().UnixMilli()).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("accounting: reserved of team %q: %w", team, err)
