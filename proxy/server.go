@@ -7,6 +7,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"sync/atomic"
@@ -160,17 +161,21 @@ func (s *Server) handleServerError(ctx *fasthttp.RequestCtx, err error) {
 		s.log.Info("request", zap.String("request_id", rid), zap.String("route", "invalid"),
 			zap.Int("status", ctx.Response.StatusCode()))
 	}()
-	if _, ok := err.(*fasthttp.ErrSmallBuffer); ok {
+	var small *fasthttp.ErrSmallBuffer
+	if errors.As(err, &small) {
 		writeError(ctx, &apiError{Status: fasthttp.StatusRequestHeaderFieldsTooLarge, Type: "invalid_request_error",
 			Code: "invalid_request", Message: "Request headers too large."})
 		return
 	}
-	if err == fasthttp.ErrBodyTooLarge {
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		s.drainBody(ctx)
 		writeError(ctx, errTooLarge)
 		return
 	}
-	if netErr, ok := err.(net.Error); ok && netErr.Timeout() {
+	// fasthttp wraps the error of a header read ("error when reading
+	// request headers: ..."): errors.As finds the timeout inside.
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
 		writeError(ctx, &apiError{Status: fasthttp.StatusRequestTimeout, Type: "invalid_request_error",
 			Code: "request_timeout", Message: "Timed out reading the request."})
 		return
