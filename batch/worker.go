@@ -70,6 +70,9 @@ func (m *Manager) refresh() {
 		return
 	}
 	info := make(map[string]*Batch, len(ids))
+	// The batches are tended from this list, not from info: once info is
+	// m.info, finalization and tend itself write to it under m.mu.
+	active := make([]*Batch, 0, len(ids))
 	var depth int64
 	for _, id := range ids {
 		b, err := m.ledger.Get(ctx, id)
@@ -77,6 +80,7 @@ func (m *Manager) refresh() {
 			continue
 		}
 		info[id] = b
+		active = append(active, b)
 		depth += b.Counts.Left()
 	}
 	m.mu.Lock()
@@ -96,9 +100,9 @@ func (m *Manager) refresh() {
 	m.mu.Unlock()
 	if mt := m.o.Metrics; mt != nil {
 		mt.BatchQueueDepth.Set(float64(depth))
-		mt.BatchesActive.Set(float64(len(info)))
+		mt.BatchesActive.Set(float64(len(active)))
 	}
-	for _, b := range info {
+	for _, b := range active {
 		m.tend(ctx, b, now)
 	}
 }
