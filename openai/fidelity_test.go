@@ -18,22 +18,28 @@ import (
 // answer, served on loopback by the fake upstream of kind.
 func fixtureResult(t *testing.T, kind fakeup.Kind, fixture string) *provider.Result {
 	t.Helper()
+	return upstreamResult(t, kind, fakeup.Fixture(fixture))
+}
+
+// upstreamResult is the Result a real provider of kind makes of body, served
+// on loopback by the fake upstream of that kind.
+func upstreamResult(t *testing.T, kind fakeup.Kind, body []byte) *provider.Result {
+	t.Helper()
 	up, err := fakeup.Start(fakeup.Options{Kind: kind, Models: []string{"gemini-3-pro-image"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(up.Close)
-	up.SetFault(fakeup.Fault{Body: fakeup.Fixture(fixture)})
+	up.SetFault(fakeup.Fault{Body: body})
 	req, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"two panels"}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var p provider.Provider
+	pc := config.Provider{Name: "reseller", Kind: config.KindOpenAI, BaseURL: up.URL(), APIKey: "k"}
 	if kind == fakeup.Gemini {
-		p, err = provider.NewGemini(config.Provider{Name: "google", BaseURL: up.URL(), APIKey: "k"}, provider.Options{})
-	} else {
-		p, err = provider.NewOpenAI(config.Provider{Name: "reseller", BaseURL: up.URL(), APIKey: "k"}, provider.Options{})
+		pc.Name, pc.Kind = "google", config.KindGemini
 	}
+	p, err := provider.New(pc, provider.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,27 +108,7 @@ const b64Tiny = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFElEQVR42mP4z8D
 // fixtureBody is fixtureResult for a reseller answer given inline.
 func fixtureBody(t *testing.T, body string) *provider.Result {
 	t.Helper()
-	up, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(up.Close)
-	up.SetFault(fakeup.Fault{Body: []byte(body)})
-	req, err := ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"draw"}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := provider.NewOpenAI(config.Provider{Name: "reseller", BaseURL: up.URL(), APIKey: "k"}, provider.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	res, err := p.Chat(context.Background(), req, "m")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(res.Release)
-	return res
+	return upstreamResult(t, fakeup.OpenAI, []byte(body))
 }
 
 func imageURL(v any) string {
