@@ -98,6 +98,16 @@ type Server struct {
 	// /admin/* and /metrics (they are then absent from Listen), so that they
 	// can stay on a private network.
 	AdminListen string `yaml:"admin_listen"`
+	// MemoryLimit is the Go runtime's soft memory limit (GOMEMLIMIT): the
+	// collector works harder as the heap nears it. 0: GOMEMLIMIT when set,
+	// else 90% of the container's cgroup limit when there is one, else
+	// none. Read at start.
+	MemoryLimit ByteSize `yaml:"memory_limit"`
+	// MaxBytesInFlight bounds the bytes the requests in flight may hold
+	// (their bodies and the images they asked for); a request over it is
+	// refused with 503 and a retry delay. 0: half the memory limit in
+	// force, or no bound when there is no limit. Read at start.
+	MaxBytesInFlight ByteSize `yaml:"max_bytes_in_flight"`
 }
 
 // Log configures the zap logger.
@@ -471,6 +481,9 @@ const (
 	DefaultIdleTimeout     = 120 * time.Second
 	DefaultWriteTimeout    = 60 * time.Second
 	DefaultMaxHeaderBytes  = 16384
+	// MinMemoryLimit is the smallest server.memory_limit accepted: below
+	// it the collector would run without pause.
+	MinMemoryLimit = 64 << 20
 
 	DefaultRedisKeyPrefix       = "nanogate:"
 	DefaultRedisDialTimeout     = 200 * time.Millisecond
@@ -616,4 +629,19 @@ func setDefault[T comparable](v *T, def T) {
 	if *v == zero {
 		*v = def
 	}
+}
+
+// LinkStore is the image store that links are issued from when chat
+// offload is off: the Images API's response_format url and batch output
+// links still need one. The configured s3 store when its endpoint and bucket
+// are set, so that a link works whichever replica answers; else the
+// filesystem store under images.offload.dir (the caller provides a signing
+// key when none is configured).
+func (c *Config) LinkStore() Offload {
+	o := c.Images.Offload
+	if o.Store == "s3" && o.S3.Endpoint != "" && o.S3.Bucket != "" {
+		return o
+	}
+	o.Store = "filesystem"
+	return o
 }

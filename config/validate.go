@@ -269,6 +269,10 @@ func (c *Config) validateServer(k *checker) {
 	k.nonNegative("server.idle_timeout", int64(s.IdleTimeout))
 	k.nonNegative("server.max_header_bytes", int64(s.MaxHeaderBytes))
 	k.nonNegative("server.concurrency", int64(s.Concurrency))
+	if s.MemoryLimit != 0 {
+		k.atLeast("server.memory_limit", int64(s.MemoryLimit), MinMemoryLimit)
+	}
+	k.nonNegative("server.max_bytes_in_flight", int64(s.MaxBytesInFlight))
 
 	k.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	k.oneOf("log.format", c.Log.Format, "json", "console")
