@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -35,6 +36,7 @@ import (
 	"nanogate/gateway"
 	"nanogate/images"
 	"nanogate/images/signatures"
+	"nanogate/internal/memlimit"
 	"nanogate/metrics"
 	"nanogate/openai"
 	"nanogate/provider"
@@ -83,6 +85,10 @@ func run(args []string) int {
 	for _, w := range warnings {
 		log.Warn("config", zap.String("warning", w))
 	}
+
+	// Before anything allocates much: the collector paces itself by it.
+	limit, source := memlimit.Apply(int64(cfg.Server.MemoryLimit))
+	log.Info("memory limit", zap.Int64("bytes", limit), zap.String("source", string(source)))
 
 	if *pprofAddr != "" {
 		if err := servePprof(*pprofAddr, log); err != nil {
@@ -342,11 +348,12 @@ func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 		SpoolPath: filepath.Join(cfg.DataDir, "usage-spool.jsonl")})
 	oc := cfg.Images.Offload
 	if !wantsOffload(cfg) {
-		// The Images API serves response_format url from the filesystem
-		// store even with chat offload off; without a configured signing
-		// key it signs with one of its own, kept beside the images.
-		oc.Store = "filesystem"
-		if len(oc.SigningKey) < images.MinSigningKey {
+		// The Images API serves response_format url (and batches their
+		// links) even with chat offload off: from the s3 store when one is
+		// configured, else the filesystem store, which without a configured
+		// signing key signs with one of its own, kept beside the images.
+		oc = cfg.LinkStore()
+		if oc.Store == "filesystem" && len(oc.SigningKey) < images.MinSigningKey {
 			key, err := localSigningKey(oc.Dir)
 			if err != nil {
 				return nil, fmt.Errorf("images: %w", err)
@@ -452,8 +459,32 @@ func localSigningKey(dir string) (string, error) {
 		return "", err
 	}
 	key := hex.EncodeToString(raw[:])
-	if err := os.WriteFile(path, []byte(key), 0o600); err != nil {
+	// Replicas sharing the directory (a ReadWriteMany volume) may start at
+	// once: the key is written aside and linked into place, which fails
+	// for all but the first, and the others read the first one's key.
+	tmp, err := os.CreateTemp(dir, ".signing-key-*")
+	if err != nil {
 		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(key); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err := tmp.Close(); err != nil {
+		return "", err
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if !errors.Is(err, fs.ErrExist) {
+			return "", err
+		}
+		if b, err := os.ReadFile(path); err == nil && len(b) >= images.MinSigningKey {
+			return string(b), nil
+		}
+		// A key too short to use (written by hand, or cut short): replaced.
+		if err := os.Rename(tmp.Name(), path); err != nil {
+			return "", err
+		}
 	}
 	return key, nil
 }
