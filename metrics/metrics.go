@@ -40,6 +40,12 @@ type Metrics struct {
 	// and field (prompt, text): a sign of a misbehaving upstream.
 	UsageClamped *prometheus.CounterVec
 	Panics       prometheus.Counter
+	// BytesInFlight is what the requests in flight hold by the in-flight
+	// bound's count (server.max_bytes_in_flight), BytesInFlightLimit the
+	// bound (0: none), and Overloaded the requests it refused.
+	BytesInFlight      prometheus.Gauge
+	BytesInFlightLimit prometheus.Gauge
+	Overloaded         prometheus.Counter
 
 	BatchLines       *prometheus.CounterVec // outcome: this replica's finished batch lines
 	BatchWaits       *prometheus.CounterVec // reason: batch lines held back by limits or budget
@@ -111,6 +117,15 @@ func New() *Metrics {
 		Panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nanogate_panics_total", Help: "Handler panics recovered into a 500.",
 		}),
+		BytesInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nanogate_bytes_in_flight", Help: "Bytes the requests in flight may hold: their bodies plus the images they asked for.",
+		}),
+		BytesInFlightLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nanogate_bytes_in_flight_limit", Help: "server.max_bytes_in_flight in force; 0 when there is no bound.",
+		}),
+		Overloaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nanogate_overloaded_total", Help: "Requests refused with 503 because the bytes in flight were at server.max_bytes_in_flight.",
+		}),
 		BatchLines: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nanogate_batch_lines_total",
 			Help: "Batch lines this replica finished, by outcome (completed, failed, skipped); rate() is lines per second.",
@@ -131,6 +146,7 @@ func New() *Metrics {
 	}
 	r.MustRegister(m.Requests, m.RequestDuration, m.Upstream, m.Attempts, m.CircuitState, m.Transitions,
 		m.Images, m.Tokens, m.CostMicros, m.CostUSD, m.TeamRequests, m.TeamImages, m.TeamCostUSD, m.UsageClamped, m.Reloads, m.BudgetLocal, m.ClientGone, m.Panics,
+		m.BytesInFlight, m.BytesInFlightLimit, m.Overloaded,
 		m.BatchLines, m.BatchWaits, m.BatchQueueDepth, m.BatchesActive, m.BatchWorkersBusy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -13,7 +13,9 @@ import (
 	"nanogate/auth"
 	"nanogate/gateway"
 	"nanogate/internal/clip"
+	"nanogate/internal/inflight"
 	"nanogate/internal/reqid"
+	"nanogate/internal/safemath"
 	"nanogate/metrics"
 	"nanogate/openai"
 	"nanogate/provider"
@@ -175,6 +177,13 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 		}
 		format = f
 	}
+	hold, e := s.holdBytes(safemath.Add(int64(len(ctx.PostBody())), st.Gateway.AnswerBytes(req)))
+	if e != nil {
+		s.fail(ctx, l, e)
+		return
+	}
+	// Every path releases the hold; an answer's body releases it once written.
+	defer hold.Release()
 	// The upstream call lives as long as the request, and ends early when
 	// the client goes away.
 	rctx, cancel := context.WithCancel(reqid.With(context.Background(), rid))
@@ -182,7 +191,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 	stopWatch := watchClient(ctx.Conn(), func() { l.gone = true; cancel() })
 
 	if req.Stream {
-		s.chatStream(ctx, st, l, req, format, rctx, cancel, stopWatch)
+		s.chatStream(ctx, st, l, req, format, rctx, cancel, stopWatch, hold)
 		return
 	}
 	call := &gateway.Call{ID: s.ids.next(), Caller: caller, Req: req}
@@ -202,7 +211,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 	ctx.Response.Header.Set("x-nanogate-provider", served.Provider)
 	body := openai.NewChatBody(ans, rid, req.Model, format)
 	ctx.SetContentType("application/json")
-	setBody(ctx, st, body, body.Len())
+	setHeldBody(ctx, st, body, body.Len(), hold)
 	l.status, l.usage = fasthttp.StatusOK, ans.Usage
 	if len(ans.Result.Choices) > 0 {
 		l.finish = ans.Result.Choices[0].FinishReason
@@ -211,7 +220,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 }
 
 func (s *Server) chatStream(ctx *fasthttp.RequestCtx, st *State, l *reqLog, req *provider.ChatRequest, format openai.Format,
-	rctx context.Context, cancel context.CancelFunc, stopWatch func()) {
+	rctx context.Context, cancel context.CancelFunc, stopWatch func(), hold *inflight.Hold) {
 	call := &gateway.Call{ID: s.ids.next(), Caller: l.caller, Req: req}
 	sa, served, err := st.Gateway.ChatStream(rctx, call)
 	l.served = served
@@ -246,7 +255,7 @@ func (s *Server) chatStream(ctx *fasthttp.RequestCtx, st *State, l *reqLog, req 
 		},
 		Log: s.log,
 	})
-	setBody(ctx, st, body, -1)
+	setHeldBody(ctx, st, body, -1, hold)
 }
 
 // jsonContentType admits JSON and the types plain tools send JSON with (curl

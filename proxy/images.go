@@ -10,6 +10,7 @@ import (
 	"nanogate/auth"
 	"nanogate/gateway"
 	"nanogate/internal/reqid"
+	"nanogate/internal/safemath"
 	"nanogate/openai"
 )
 
@@ -46,6 +47,14 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, c
 		s.fail(ctx, l, toAPIError(err, ir.Model))
 		return
 	}
+	// The Images API makes n calls of one image each, and its answer is
+	// one buffer holding them all.
+	hold, e := s.holdBytes(safemath.Add(int64(len(ctx.PostBody())), safemath.Mul(int64(max(ir.N, 1)), st.Gateway.AnswerBytes(req))))
+	if e != nil {
+		s.fail(ctx, l, e)
+		return
+	}
+	defer hold.Release()
 	call := &gateway.Call{ID: s.ids.next(), Caller: caller, Req: req}
 	rctx, cancel := context.WithCancel(reqid.With(context.Background(), rid))
 	rctx = s.startSpan(ctx, rctx, l, "images")
@@ -72,7 +81,7 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, c
 	ctx.SetContentType("application/json")
 	// The body is a buffer of this request's own: no copy into fasthttp's.
 	b := openai.AppendImagesResponse(nil, ans.Images, ans.Usage, ans.PromptImageTokens())
-	setBody(ctx, st, bytes.NewReader(b), len(b))
+	setHeldBody(ctx, st, bytes.NewReader(b), len(b), hold)
 	l.status, l.usage = fasthttp.StatusOK, ans.Usage
 	s.logRequest(l)
 }

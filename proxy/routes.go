@@ -141,7 +141,10 @@ var routes = []*route{
 	{paths: []string{"/readyz"}, methods: get, auth: authNone,
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleReady(ctx, r.st) }},
 	{paths: []string{"/metrics"}, methods: get, auth: authNone,
-		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.prom(ctx) }},
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) {
+			s.metrics.BytesInFlight.Set(float64(s.inflight.InUse()))
+			s.prom(ctx)
+		}},
 }
 
 // patternRoute is a route path with an {id} segment, split around it.

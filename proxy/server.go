@@ -24,6 +24,7 @@ import (
 	"nanogate/config"
 	"nanogate/gateway"
 	"nanogate/images"
+	"nanogate/internal/inflight"
 	"nanogate/internal/jsonx"
 	"nanogate/metrics"
 	"nanogate/openai"
@@ -61,6 +62,9 @@ type Server struct {
 	guard   *authGuard
 	// trusted are the proxies whose X-Forwarded-For names the client.
 	trusted trusted
+	// inflight bounds the bytes requests in flight hold
+	// (server.max_bytes_in_flight), read at start.
+	inflight *inflight.Bytes
 }
 
 // New returns a server for st, recording into m.
@@ -70,6 +74,8 @@ func New(st *State, log *zap.Logger, m *metrics.Metrics) *Server {
 	s.state.Store(st)
 	sc := st.Config.Server
 	s.trusted = parseTrusted(sc.TrustedProxies)
+	s.inflight = inflight.New(bytesBound(sc))
+	m.BytesInFlightLimit.Set(float64(s.inflight.Size()))
 	s.srv = s.newHTTPServer(sc, s.handle)
 	if sc.AdminListen != "" {
 		s.admin = s.newHTTPServer(sc, s.handleAdmin)

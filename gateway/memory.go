@@ -1,0 +1,40 @@
+package gateway
+
+import (
+	"strconv"
+	"strings"
+
+	"nanogate/internal/safemath"
+	"nanogate/provider"
+)
+
+// answerOverhead is what an answer holds besides its images: the text, the
+// JSON around it, the buffers of the call.
+const answerOverhead = 64 << 10
+
+// bytesPerPixel is what one pixel of a generated image weighs in an answer:
+// about 1.5 bytes of PNG, 2 once in base64.
+const bytesPerPixel = 2
+
+// AnswerBytes is how much memory req's answer may hold while it is in
+// flight: per image asked for, the base64 of a PNG of the size it is billed
+// at (1K when the size says no edge), plus a fixed overhead. The in-flight
+// bound (server.max_bytes_in_flight) admits requests by it.
+func (g *Gateway) AnswerBytes(req *provider.ChatRequest) int64 {
+	edge := sizeEdge(g.imageSize(req))
+	perImage := safemath.Mul(edge*edge, bytesPerPixel)
+	return safemath.Add(safemath.Mul(int64(max(req.N, 1)), perImage), answerOverhead)
+}
+
+// sizeEdge is the long edge in pixels of a catalogue size name ("512",
+// "1K", "2K", "4K"), 1024 for a name that says none.
+func sizeEdge(size string) int64 {
+	if k, ok := strings.CutSuffix(strings.ToUpper(size), "K"); ok {
+		if n, err := strconv.Atoi(k); err == nil && n > 0 && n <= 8 {
+			return int64(n) * 1024
+		}
+	} else if n, err := strconv.Atoi(size); err == nil && n >= 64 && n <= 8192 {
+		return int64(n)
+	}
+	return 1024
+}
