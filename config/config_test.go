@@ -57,7 +57,8 @@ func TestParseFullSpecConfig(t *testing.T) {
 	// The full example turns offload on for one key while offload has no
 	// signing key: served, but with a warning.
 	storeWarn := "testdata/full.yaml:43: the filesystem image store is per replica while Redis shares everything " +
-		"else: a link one replica issued is not found on another; use the s3 store with several replicas"
+		"else: with several replicas, make images.offload.dir a volume every replica mounts (ReadWriteMany) or use the s3 " +
+		"store, or a link one replica issued is not found on another"
 	wantWarns := []string{storeWarn, "testdata/full.yaml:64: key design-ci: offload_images is true but " +
 		"images.offload.signing_key must be at least 32 bytes; its images cannot be offloaded"}
 	if !slices.Equal(warns, wantWarns) {

@@ -99,7 +99,8 @@ func Parse(data []byte, file string, getenv func(string) (string, bool)) (*Confi
 	}
 	if cfg.Redis != nil && (cfg.Images.Offload.Store == "" || cfg.Images.Offload.Store == "filesystem") {
 		warnings = append(warnings, cfg.at("images.offload.store")+"the filesystem image store is per replica while Redis "+
-			"shares everything else: a link one replica issued is not found on another; use the s3 store with several replicas")
+			"shares everything else: with several replicas, make images.offload.dir a volume every replica mounts (ReadWriteMany) "+
+			"or use the s3 store, or a link one replica issued is not found on another")
 	}
 	if len(cfg.Providers) > 0 && enabled == 0 {
 		warnings = append(warnings, cfg.at("providers")+"no provider is enabled (every api_key is empty): every model request will fail with 404 model_not_found")

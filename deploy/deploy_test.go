@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -217,6 +218,10 @@ func TestKubernetes(t *testing.T) {
 	if grace := get(pod, "terminationGracePeriodSeconds").(int); time.Duration(grace)*time.Second <= cfg.Server.ShutdownTimeout {
 		t.Errorf("terminationGracePeriodSeconds %d is not longer than shutdown_timeout %v", grace, cfg.Server.ShutdownTimeout)
 	}
+	checkMemory(t, "k8s/deployment.yaml", quantity(t, str(c, "resources", "limits", "memory")), cfg)
+	if cfg.LinkStore().Store != "s3" {
+		t.Error("the base manifests' replicas issue image links from a filesystem store of their own: set up s3")
+	}
 	if host := cfg.Redis.Addrs[0]; byKind["Service"][strings.Split(host, ":")[0]] == nil {
 		t.Logf("redis address %s is not a Service of these manifests (a managed Redis?)", host)
 	}
@@ -256,6 +261,7 @@ func TestCompose(t *testing.T) {
 		}
 	}
 	slices.Sort(gateways)
+	imageVolumes := map[string]int{}
 	if len(gateways) != 2 {
 		t.Fatalf("gateway services %v, want 2", gateways)
 	}
@@ -304,7 +310,55 @@ func TestCompose(t *testing.T) {
 		if get(s, "depends_on", redisName) == nil {
 			t.Errorf("%s does not depend on %s", g, redisName)
 		}
+		checkMemory(t, g, quantity(t, str(s, "mem_limit")), cfg)
+		if ls := cfg.LinkStore(); ls.Store == "filesystem" {
+			vol := ""
+			for _, v := range list(s, "volumes") {
+				if src, dst, ok := strings.Cut(v.(string), ":"); ok && strings.TrimSuffix(dst, ":ro") == ls.Dir {
+					vol = src
+				}
+			}
+			named, _ := get(docs[0], "volumes").(obj)
+			if _, ok := named[vol]; !ok || vol == "" {
+				t.Errorf("%s: the image store's directory %s is not on a named volume", g, ls.Dir)
+			}
+			imageVolumes[vol]++
+		}
 	}
+	for vol, n := range imageVolumes {
+		if n != len(gateways) {
+			t.Errorf("the image volume %s is mounted by %d of %d replicas: links would not work on the others", vol, n, len(gateways))
+		}
+	}
+}
+
+// checkMemory: the Go heap's limit fits in the container's, with room for
+// what the runtime does not count, and the in-flight bound in the heap's.
+func checkMemory(t *testing.T, name string, container int64, cfg *config.Config) {
+	t.Helper()
+	limit, inflight := int64(cfg.Server.MemoryLimit), int64(cfg.Server.MaxBytesInFlight)
+	if limit <= 0 || limit > container*95/100 {
+		t.Errorf("%s: server.memory_limit %d does not leave 5%% of the container's %d", name, limit, container)
+	}
+	if inflight <= 0 || inflight > limit/2 {
+		t.Errorf("%s: server.max_bytes_in_flight %d is not within half of memory_limit %d", name, inflight, limit)
+	}
+}
+
+// quantity reads a memory size as Kubernetes (512Mi, 1Gi) or compose (512m,
+// 1g) write it.
+func quantity(t *testing.T, q string) int64 {
+	t.Helper()
+	for suffix, mult := range map[string]int64{"Mi": 1 << 20, "Gi": 1 << 30, "m": 1 << 20, "g": 1 << 30} {
+		if n, ok := strings.CutSuffix(q, suffix); ok {
+			v, err := strconv.ParseInt(n, 10, 64)
+			if err == nil && v > 0 {
+				return v * mult
+			}
+		}
+	}
+	t.Fatalf("memory size %q: want a number with Mi, Gi, m or g", q)
+	return 0
 }
 
 // TestAlertsAndDashboardNameExportedMetrics: every metric the alert rules
@@ -381,5 +435,58 @@ func TestAlertsAndDashboardNameExportedMetrics(t *testing.T) {
 				t.Errorf("%q queries %s, which nanogate does not export", e, name)
 			}
 		}
+	}
+}
+
+// TestSharedImagesOverlay: the overlay for clusters without S3 mounts one
+// ReadWriteMany volume at images.offload.dir in every replica and switches
+// the store to it.
+func TestSharedImagesOverlay(t *testing.T) {
+	docs := map[string]obj{}
+	for _, f := range []string{"kustomization.yaml", "images-volume.yaml", "statefulset-patch.yaml"} {
+		d := readDocs(t, filepath.Join("k8s-shared-images", f))
+		if len(d) != 1 {
+			t.Fatalf("%s: %d documents", f, len(d))
+		}
+		docs[f] = d[0]
+	}
+	var res []string
+	for _, r := range list(docs["kustomization.yaml"], "resources") {
+		res = append(res, r.(string))
+	}
+	if !slices.Contains(res, "../k8s") || !slices.Contains(res, "images-volume.yaml") ||
+		str(docs["kustomization.yaml"], "patches", 0, "path") != "statefulset-patch.yaml" {
+		t.Errorf("kustomization: resources %v, patches %v", res, get(docs["kustomization.yaml"], "patches"))
+	}
+	pvc := docs["images-volume.yaml"]
+	if !slices.Contains(list(pvc, "spec", "accessModes"), any("ReadWriteMany")) {
+		t.Errorf("the images volume is not ReadWriteMany: %v", get(pvc, "spec", "accessModes"))
+	}
+	patch := docs["statefulset-patch.yaml"]
+	c := get(patch, "spec", "template", "spec", "containers", 0)
+	env := map[string]string{"REDIS_ADDR": "redis:6379", "DESIGN_CI_KEY": "sk-0123456789abcdef", "LAOZHANG_API_KEY": "k"}
+	for _, e := range list(c, "env") {
+		env[str(e, "name")] = str(e, "value")
+	}
+	data, err := os.ReadFile("config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := parseConfig(t, data, "config.yaml (k8s-shared-images)", env)
+	ls := cfg.LinkStore()
+	if ls.Store != "filesystem" {
+		t.Fatalf("the overlay's replicas issue links from %q, want the filesystem store", ls.Store)
+	}
+	mounted := false
+	for _, m := range list(c, "volumeMounts") {
+		for _, v := range list(patch, "spec", "template", "spec", "volumes") {
+			if str(m, "name") == str(v, "name") && str(m, "mountPath") == ls.Dir &&
+				str(v, "persistentVolumeClaim", "claimName") == str(pvc, "metadata", "name") {
+				mounted = true
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("images.offload.dir %s is not the shared volume's mount", ls.Dir)
 	}
 }
