@@ -81,6 +81,8 @@ type Result struct {
 	// FirstErr is the first transport error or bad status seen, for the
 	// report.
 	FirstErr string
+	// Status counts the measured non-2xx answers by status.
+	Status map[int]int
 }
 
 // RPS is the measured throughput in successful requests per second.
@@ -339,6 +341,10 @@ func (r *Result) record(status int, n int64, err error, lat time.Duration) {
 		}
 	case status < 200 || status > 299:
 		r.Bad++
+		if r.Status == nil {
+			r.Status = map[int]int{}
+		}
+		r.Status[status]++
 		if r.FirstErr == "" {
 			r.FirstErr = "status " + strconv.Itoa(status)
 		}
@@ -353,6 +359,27 @@ func (r *Result) record(status int, n int64, err error, lat time.Duration) {
 // previous answer is read, for warmup (not measured) and then dur. A request
 // counts when it both started and ended inside the measured window.
 func Closed(req Request, conns int, warmup, dur time.Duration) Result {
+	return closed(req, conns, warmup, dur, 0)
+}
+
+// ClosedBackoff is Closed with clients that, like the OpenAI SDKs, wait
+// backoff after a 503 or 429 before sending again, instead of hammering a
+// gateway that asked them to wait. Result.Status counts the non-2xx answers
+// by status.
+func ClosedBackoff(req Request, conns int, warmup, dur, backoff time.Duration) Result {
+	return closed(req, conns, warmup, dur, backoff)
+}
+
+// waitUntil sleeps until t, or end if that is sooner: a backoff never
+// holds a client past the end of its run.
+func waitUntil(t, end time.Time) {
+	if end.Before(t) {
+		t = end
+	}
+	time.Sleep(time.Until(t))
+}
+
+func closed(req Request, conns int, warmup, dur, backoff time.Duration) Result {
 	cs := make([]*Conn, conns)
 	var wg sync.WaitGroup
 	errs := make([]error, conns)
@@ -395,10 +422,15 @@ func Closed(req Request, conns int, warmup, dur time.Duration) Result {
 				if t0.Before(from) || t1.After(end) {
 					if err != nil {
 						time.Sleep(time.Millisecond) // no hot loop on a dead server
+					} else if backoff > 0 && (st == 503 || st == 429) {
+						waitUntil(t1.Add(backoff), end)
 					}
 					continue
 				}
 				r.record(st, nb, err, t1.Sub(t0))
+				if backoff > 0 && (st == 503 || st == 429) {
+					waitUntil(t1.Add(backoff), end)
+				}
 			}
 		}()
 	}
@@ -411,6 +443,12 @@ func Closed(req Request, conns int, warmup, dur time.Duration) Result {
 		out.Total += p.Total
 		out.Errors += p.Errors
 		out.Bad += p.Bad
+		for st, n := range p.Status {
+			if out.Status == nil {
+				out.Status = map[int]int{}
+			}
+			out.Status[st] += n
+		}
 		out.Bytes += p.Bytes
 		if out.FirstErr == "" {
 			out.FirstErr = p.FirstErr

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -65,5 +66,31 @@ func TestFixedMeasuresFromTheDueTime(t *testing.T) {
 	}
 	if max := r.Lat[len(r.Lat)-1]; max < 60*time.Millisecond {
 		t.Fatalf("largest latency %v: the wait behind slow answers was not counted", max)
+	}
+}
+
+// TestClosedBackoffCountsStatusesAndWaits: refusals are counted by status,
+// and a client told to wait sends nothing more before its backoff ends.
+func TestClosedBackoffCountsStatusesAndWaits(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%2 == 0 {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	req, err := NewPost(srv.URL+"/", []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A backoff far longer than the run: each connection stops at its first 503.
+	r := ClosedBackoff(req, 2, 0, 300*time.Millisecond, time.Hour/2)
+	if r.Status[503] == 0 || r.Status[503] != r.Bad || r.OK == 0 {
+		t.Fatalf("ok %d, bad %d, by status %v", r.OK, r.Bad, r.Status)
+	}
+	if r.Status[503] > 2 {
+		t.Fatalf("%d answers 503 for 2 connections: a client did not wait", r.Status[503])
 	}
 }

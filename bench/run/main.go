@@ -29,7 +29,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"nanogate/bench/load"
@@ -65,6 +64,7 @@ type plan struct {
 	ablFixed, ablClosed         time.Duration
 	rss                         time.Duration
 	rssConns                    int
+	inflight                    time.Duration
 	microCount                  int
 	microTime                   string
 }
@@ -76,6 +76,7 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the work directory (logs, configs, binaries)")
 	noMicro := flag.Bool("no-micro", false, "skip the micro-benchmarks")
 	refresh := flag.Bool("refresh-analysis", false, "only replace the findings of the report (-out) with bench/ANALYSIS.md")
+	only := flag.String("only", "", "run only these phases, comma-separated (micro, latency, sweep, ablation, large, profile, rss, inflight); the report then holds only them")
 	flag.Parse()
 	if *refresh {
 		if err := refreshAnalysis(*out); err != nil {
@@ -90,7 +91,7 @@ func main() {
 		tpWarm: 250 * time.Millisecond, tp: 800 * time.Millisecond, tpLarge: time.Second,
 		conns: []int{1, 8, 32, 128}, profCPU: 3 * time.Second, profLarge: 2 * time.Second,
 		ablFixed: 600 * time.Millisecond, ablClosed: 500 * time.Millisecond,
-		rss: 2 * time.Second, rssConns: 200, microCount: 3, microTime: "100ms",
+		rss: 2 * time.Second, rssConns: 200, inflight: 6 * time.Second, microCount: 3, microTime: "100ms",
 	}
 	if *quick {
 		p = plan{
@@ -98,7 +99,7 @@ func main() {
 			tpWarm: 200 * time.Millisecond, tp: 500 * time.Millisecond, tpLarge: 700 * time.Millisecond,
 			conns: []int{1, 8, 32, 128}, profCPU: 2 * time.Second, profLarge: time.Second,
 			ablFixed: 500 * time.Millisecond, ablClosed: 400 * time.Millisecond,
-			rss: 1500 * time.Millisecond, rssConns: 200, microCount: 1, microTime: "50ms",
+			rss: 1500 * time.Millisecond, rssConns: 200, inflight: 4 * time.Second, microCount: 1, microTime: "50ms",
 		}
 	}
 	if *runs > 0 {
@@ -108,6 +109,15 @@ func main() {
 		p.microCount = 0
 	}
 	h := &harness{plan: p, quick: *quick, out: *out, keep: *keep}
+	if *only != "" {
+		h.only = map[string]bool{}
+		for _, ph := range strings.Split(*only, ",") {
+			h.only[strings.TrimSpace(ph)] = true
+		}
+		if !h.only["micro"] {
+			h.plan.microCount = 0
+		}
+	}
 	code := h.run()
 	h.cleanup()
 	os.Exit(code)
@@ -118,6 +128,8 @@ type harness struct {
 	quick bool
 	out   string
 	keep  bool
+	// only names the phases to run; nil: all of them.
+	only map[string]bool
 
 	root, work, bin, outDir string
 	procs                   []*proc
@@ -173,8 +185,8 @@ func (h *harness) run() int {
 	h.rep.m = h.m
 	h.rep.quick, h.rep.runs = h.quick, h.plan.runs
 	h.rep.command = "make bench"
-	if h.quick {
-		h.rep.command = "go run ./bench/run -quick"
+	if h.quick || h.only != nil {
+		h.rep.command = "go run ./bench/run " + strings.Join(os.Args[1:], " ")
 	}
 	h.logf("machine: %d cores, %s, %s, kernel %s", h.m.Cores, h.m.CPU, h.m.Go, h.m.Kernel)
 
@@ -230,13 +242,19 @@ func (h *harness) run() int {
 		return h.fail("%v", err)
 	}
 
-	h.latencyPhase(sc)
-	h.sweepPhase(sc)
-	h.ablationPhase(sc)
-	h.largeThroughputPhase(sc)
-	h.profilePhase(sc)
+	for _, ph := range []struct {
+		name string
+		run  func(*scenarios)
+	}{
+		{"latency", h.latencyPhase}, {"sweep", h.sweepPhase}, {"ablation", h.ablationPhase},
+		{"large", h.largeThroughputPhase}, {"profile", h.profilePhase},
+		{"rss", func(sc *scenarios) { h.gw.stop(); h.rssPhase(sc) }}, {"inflight", h.inflightPhase},
+	} {
+		if h.only == nil || h.only[ph.name] {
+			ph.run(sc)
+		}
+	}
 	h.gw.stop()
-	h.rssPhase(sc)
 
 	h.rep.elapsed = time.Since(h.started)
 	h.rep.analysis, _ = os.ReadFile(filepath.Join(h.root, "bench", "ANALYSIS.md"))
@@ -325,16 +343,20 @@ type variant struct {
 	logLevel string // info: one line per request
 	offload  bool   // images.offload to a filesystem store
 	env      []string
+	server   string // more lines under server:, indented
 }
 
 var full = variant{name: "full: Redis limits + budget, request log", redis: true, limits: true, budget: true, logLevel: "info"}
+
+// embedded is full without Redis: the limiter and the budget in memory.
+var embedded = variant{name: "embedded (no Redis): limits + budget in memory", limits: true, budget: true, logLevel: "info"}
 
 // ablation are the variants of the breakdown phase, full first.
 var ablation = []variant{
 	full,
 	{name: "Redis limits, no budget", redis: true, limits: true, logLevel: "info"},
 	{name: "full, log level warn (no request line)", redis: true, limits: true, budget: true, logLevel: "warn"},
-	{name: "embedded (no Redis): limits + budget in memory", limits: true, budget: true, logLevel: "info"},
+	embedded,
 	{name: "bare: no limits, no budget, no Redis", logLevel: "info"},
 }
 
@@ -346,7 +368,7 @@ func (h *harness) gatewayConfig(listen, dir string, v variant) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by bench/run, variant %q.\n", v.name)
-	fmt.Fprintf(&b, "server:\n  listen: %q\nlog: { level: %s, format: json }\n", listen, v.logLevel)
+	fmt.Fprintf(&b, "server:\n  listen: %q\n%slog: { level: %s, format: json }\n", listen, v.server, v.logLevel)
 	if v.redis {
 		fmt.Fprintf(&b, "redis:\n  addrs: [%q]\n  key_prefix: \"bench:\"\n", h.redisAddr)
 	}
@@ -827,25 +849,8 @@ func (h *harness) rssPhase(sc *scenarios) {
 			r.err = err.Error()
 		}
 		r.idleKB = statusKB(g.pid(), "VmRSS")
-		var peak atomic.Int64
-		stop := make(chan struct{})
+		sampler := sampleRSS(g.pid())
 		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() { // sample VmRSS as a second opinion to VmHWM
-			defer wg.Done()
-			t := time.NewTicker(10 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-					if kb := statusKB(g.pid(), "VmRSS"); kb > peak.Load() {
-						peak.Store(kb)
-					}
-				}
-			}
-		}()
 		heap := filepath.Join(h.outDir, "heap-rss.pprof")
 		if i == 0 {
 			wg.Add(1)
@@ -861,10 +866,9 @@ func (h *harness) rssPhase(sc *scenarios) {
 		cpu0 := cpuTime(g.pid())
 		r.res = load.Closed(req, h.plan.rssConns, 500*time.Millisecond, h.plan.rss)
 		r.cpu = cpuTime(g.pid()) - cpu0
-		close(stop)
+		r.sampledKB = sampler.Stop()
 		wg.Wait()
 		r.hwmKB = statusKB(g.pid(), "VmHWM")
-		r.sampledKB = peak.Load()
 		g.stop()
 		h.rep.rss = append(h.rep.rss, r)
 		h.logf("%s: peak RSS %.0f MiB (sampled %.0f MiB), %d answers, %.0f/s, errors %d", name,

@@ -264,6 +264,7 @@ type report struct {
 	prof      *profResult
 	profLarge *profResult
 	rss       []rssResult
+	inflight  []inflightResult
 	micro     []microResult
 	microErr  string
 	// otherBefore is the share of the machine busy with other work just
@@ -342,6 +343,8 @@ func (r *report) targets() []targetRow {
 			fmt.Sprintf("≥ %.0f%%", 100*targetRatio32), fmt.Sprintf("%.0f%% (%.0f / %.0f req/s)", 100*c.ratio(), c.rps(true), c.rps(false)),
 			verdict(c.ratio() >= targetRatio32)})
 	}
+	rows = append(rows, r.ablationTargets()...)
+	rows = append(rows, r.inflightTargets()...)
 	for _, x := range r.rss {
 		what := "peak RSS of the gateway, 200 concurrent 1.5 MB image answers, " + x.what
 		if x.err != "" && x.hwmKB == 0 {
@@ -516,6 +519,8 @@ func (r *report) markdown() string {
 			fd(x.res.Pct(.5)), fd(x.res.Pct(.99)), fd(cpu), errs)
 	}
 	w("\n")
+
+	r.inflightSection(w)
 
 	w("## Micro-benchmarks (package bench, `go test -bench . -benchmem ./bench`)\n\n")
 	if r.microErr != "" {
