@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -29,12 +30,12 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"nanogate/accounting"
-	"nanogate/auth"
 	"nanogate/batch"
 	"nanogate/config"
 	"nanogate/gateway"
 	"nanogate/images"
 	"nanogate/images/signatures"
+	"nanogate/keys"
 	"nanogate/metrics"
 	"nanogate/openai"
 	"nanogate/provider"
@@ -115,10 +116,15 @@ func run(args []string) int {
 		log.Error("startup failed", zap.Error(err))
 		return 1
 	}
+	d.cfg, d.closeState = cfg, closeState
 	if len(skipped) > 0 {
 		log.Warn("providers of a kind this build does not speak are disabled", zap.Strings("providers", skipped))
 	}
 	srv := proxy.New(st, log, d.metrics)
+	// Keys and teams changed at run time (here or on another replica)
+	// take effect as a reload does: a new state from the configuration and
+	// the directory's snapshot.
+	d.keys.OnChange(func() { d.rebuild(srv) })
 	// Batch lines run with the configuration in force, reloads included.
 	d.batches.Start(func() batch.Runtime { return srv.State().BatchRuntime() })
 	ln, err := net.Listen("tcp", cfg.Server.Listen)
@@ -151,7 +157,7 @@ func run(args []string) int {
 		select {
 		case <-changed:
 			log.Info("config file changed; reloading", zap.String("path", *path))
-			closeState = reload(*path, srv, closeState, d)
+			reload(*path, srv, d)
 		case err := <-serveErr:
 			if err != nil {
 				log.Error("server stopped", zap.Error(err))
@@ -160,17 +166,17 @@ func run(args []string) int {
 			return 0
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				closeState = reload(*path, srv, closeState, d)
+				reload(*path, srv, d)
 				continue
 			}
-			return drain(srv, d, cfg, sigs, closeState, log)
+			return drain(srv, d, cfg, sigs, log)
 		}
 	}
 }
 
 // drain stops accepting, waits for in-flight requests and batch lines up to
 // the shutdown timeout, and exits 0. A second signal exits at once.
-func drain(srv *proxy.Server, d *deps, cfg *config.Config, sigs chan os.Signal, closeState func(), log *zap.Logger) int {
+func drain(srv *proxy.Server, d *deps, cfg *config.Config, sigs chan os.Signal, log *zap.Logger) int {
 	log.Info("draining", zap.Duration("timeout", cfg.Server.ShutdownTimeout))
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
 	defer cancel()
@@ -191,7 +197,9 @@ func drain(srv *proxy.Server, d *deps, cfg *config.Config, sigs chan os.Signal, 
 	for {
 		select {
 		case err := <-done:
-			closeState()
+			d.swapMu.Lock()
+			d.closeState()
+			d.swapMu.Unlock()
 			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 				log.Error("shutdown", zap.Error(err))
 			}
@@ -212,14 +220,16 @@ func drain(srv *proxy.Server, d *deps, cfg *config.Config, sigs chan os.Signal, 
 
 // reload builds a new state from the config file and swaps it in; an invalid
 // config leaves the old one in force.
-func reload(path string, srv *proxy.Server, closeOld func(), d *deps) func() {
+func reload(path string, srv *proxy.Server, d *deps) {
 	log := d.log
 	cfg, warnings, err := config.Load(path)
 	if err != nil {
 		log.Error("reload refused: invalid config; the old one stays in force", zap.Error(err))
 		d.metrics.Reloads.WithLabelValues("refused").Inc()
-		return closeOld
+		return
 	}
+	d.swapMu.Lock()
+	defer d.swapMu.Unlock()
 	for _, w := range warnings {
 		log.Warn("config", zap.String("warning", w))
 	}
@@ -230,20 +240,37 @@ func reload(path string, srv *proxy.Server, closeOld func(), d *deps) func() {
 	if err != nil {
 		log.Error("reload refused", zap.Error(err))
 		d.metrics.Reloads.WithLabelValues("refused").Inc()
-		return closeOld
+		return
 	}
-	applied, restart := config.Changes(srv.State().Config, cfg)
+	applied, restart := config.Changes(d.cfg, cfg)
 	d.metrics.Reloads.WithLabelValues("applied").Inc()
+	d.keys.SetSeed(cfg)
 	srv.SetState(st)
 	// In-flight requests finish on the old providers: closing only drops
 	// their idle connections.
-	closeOld()
+	d.closeState()
+	d.cfg, d.closeState = cfg, closeNew
 	log.Info("config reloaded", zap.Strings("changed", applied), zap.Strings("models", st.Gateway.Router().Models()),
 		zap.Int("keys", st.Keys.Len()))
 	if len(restart) > 0 {
 		log.Warn("config reloaded, but these settings take effect only after a restart", zap.Strings("restart_needed", restart))
 	}
-	return closeNew
+}
+
+// rebuild puts in force a state of the configuration in force and the
+// directory's keys and teams, after they changed.
+func (d *deps) rebuild(srv *proxy.Server) {
+	d.swapMu.Lock()
+	defer d.swapMu.Unlock()
+	st, closeNew, _, err := buildState(d.cfg, srv.State(), d)
+	if err != nil {
+		d.log.Error("keys changed, but the state could not be rebuilt; the old one stays in force", zap.Error(err))
+		return
+	}
+	srv.SetState(st)
+	d.closeState()
+	d.closeState = closeNew
+	d.log.Info("keys and teams changed", zap.Int64("version", d.keys.Version()), zap.Int("keys", st.Keys.Len()))
 }
 
 // deps are the parts that live as long as the process, across reloads:
@@ -263,6 +290,15 @@ type deps struct {
 	sigs signatures.Store
 	// fetches is the image fetching of the state in force, for its gauge.
 	fetches atomic.Pointer[provider.ImageFetches]
+	// keys are the keys and teams made at run time, in kstore.
+	keys   *keys.Directory
+	kstore keys.Store
+	// swapMu orders the state swaps of reloads and of key changes; cfg is
+	// the configuration file in force and closeState releases the state
+	// in force.
+	swapMu     sync.Mutex
+	cfg        *config.Config
+	closeState func()
 }
 
 // registerGauges exports what the process holds now: whether Redis answers
@@ -330,6 +366,7 @@ func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 			OnLocal: d.metrics.BudgetLocal.Inc,
 		})
 		d.sigs = signatures.NewRedis(c, cfg.Redis.KeyPrefix)
+		d.kstore = keys.NewRedis(c, cfg.Redis.KeyPrefix)
 	} else {
 		d.sigs = signatures.NewMemory(0)
 		st, err := accounting.OpenMemory(filepath.Join(cfg.DataDir, "usage.jsonl"), accounting.Options{}, log)
@@ -337,7 +374,11 @@ func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 			return nil, fmt.Errorf("usage records: %w", err)
 		}
 		d.store = st
+		if d.kstore, err = keys.OpenFile(filepath.Join(cfg.DataDir, "keys.jsonl"), log); err != nil {
+			return nil, fmt.Errorf("keys: %w", err)
+		}
 	}
+	d.keys = keys.Open(d.kstore, cfg, keys.Options{Log: log})
 	d.recorder = accounting.NewRecorder(d.store, accounting.RecorderOptions{Log: log,
 		SpoolPath: filepath.Join(cfg.DataDir, "usage-spool.jsonl")})
 	oc := cfg.Images.Offload
@@ -464,6 +505,8 @@ func (d *deps) close() {
 	// Lines that finish record usage: the recorder closes after them.
 	d.batches.Stop(ctx)
 	d.bstore.Close()
+	d.keys.Close()
+	d.kstore.Close()
 	if err := d.recorder.Close(ctx); err != nil {
 		d.log.Error("flushing usage records", zap.Error(err))
 	}
@@ -518,6 +561,10 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 		entries = append(entries, router.Entry{Provider: p, Config: pc})
 	}
 	format, _ := openai.ParseFormat(cfg.Images.Format)
+	// Teams made at run time join the configuration's, for limits, budgets
+	// and usage reports.
+	file := cfg
+	cfg = d.keys.Effective(cfg)
 	acct := &gateway.Accounting{
 		Store: d.store, Recorder: d.recorder, Pricer: accounting.NewPricer(cfg),
 		Teams:    map[string]*config.Team{},
@@ -532,7 +579,7 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 	}
 	st := &proxy.State{
 		Config: cfg,
-		Keys:   auth.NewTable(cfg.Keys),
+		Keys:   d.keys.Table(file),
 		Gateway: gateway.New(router.New(entries, cfg.Routing, prevRouter, log, m), gateway.Options{
 			TokensPerImage: cfg.Billing.TokensPerImage,
 			Offload:        d.offload,
@@ -554,6 +601,7 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 		Format:     format,
 		Offload:    d.offload,
 		Batches:    d.batches,
+		Directory:  d.keys,
 	}
 	return st, closeAll, skipped, nil
 }

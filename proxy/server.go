@@ -25,6 +25,7 @@ import (
 	"nanogate/gateway"
 	"nanogate/images"
 	"nanogate/internal/jsonx"
+	"nanogate/keys"
 	"nanogate/metrics"
 	"nanogate/openai"
 	"nanogate/ratelimit"
@@ -45,6 +46,10 @@ type State struct {
 	Limiter ratelimit.Limiter
 	// Batches serves the Files and Batches APIs; nil when not set up.
 	Batches *batch.Manager
+	// Directory serves the admin API of keys and teams, and outlives
+	// states: a change there builds the next State. nil: the
+	// configuration's keys only.
+	Directory *keys.Directory
 }
 
 // Server serves the OpenAI-compatible API.
