@@ -202,7 +202,7 @@ func (d *Directory) info(k *Key, used int64) KeyInfo {
 		Source: SourceAPI}
 	created := k.CreatedAt
 	ki.CreatedAt = &created
-	if k.OldUntil != nil && k.OldUntil.After(d.o.Now()) {
+	if k.OldUntil != nil && k.OldUntil.After(d.o.Now()) && k.RevokedAt == nil {
 		ki.OldUntil = k.OldUntil
 	}
 	if used > 0 {
@@ -347,8 +347,9 @@ func (d *Directory) RevokeKey(ctx context.Context, actor, id string) (KeyInfo, e
 func (d *Directory) revokeLocked(ctx context.Context, actor string, old *Key) (KeyInfo, error) {
 	k := *old
 	now := d.o.Now().UTC()
+	// The old secret of a rotation stays known until its grace would
+	// have ended: it too is refused as revoked, not as unknown.
 	k.RevokedAt, k.UpdatedAt = &now, now
-	k.OldHash, k.OldUntil = "", nil
 	before, after := d.info(old, 0), d.info(&k, 0)
 	err := d.applyLocked(ctx, Change{Key: &k}, actor, "key.revoke", "key:"+k.ID, &before, &after)
 	return after, err

@@ -250,7 +250,7 @@ func (d *Directory) Table(cfg *config.Config) *auth.Table {
 		}
 		c.Models = modelSet(k.Models, teamModels)
 		t.Add(h, c, time.Time{})
-		if oh, ok := auth.ParseHash(k.OldHash); ok && k.OldUntil != nil && k.OldUntil.After(now) && k.RevokedAt == nil {
+		if oh, ok := auth.ParseHash(k.OldHash); ok && k.OldUntil != nil && k.OldUntil.After(now) {
 			t.Add(oh, c, *k.OldUntil)
 		}
 	}
