@@ -169,6 +169,7 @@ type FieldError struct {
 	Msg   string
 }
 
+// Error says which field and why.
 func (e *FieldError) Error() string {
 	if e.Field == "" {
 		return e.Msg
