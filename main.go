@@ -111,6 +111,7 @@ func run(args []string) int {
 		return 1
 	}
 	defer d.close()
+	built := d.keys.Version()
 	st, closeState, skipped, err := buildState(cfg, nil, d)
 	if err != nil {
 		log.Error("startup failed", zap.Error(err))
@@ -125,6 +126,10 @@ func run(args []string) int {
 	// take effect as a reload does: a new state from the configuration and
 	// the directory's snapshot.
 	d.keys.OnChange(func() { d.rebuild(srv) })
+	if d.keys.Version() != built {
+		// A change came in while the first state was being built.
+		d.rebuild(srv)
+	}
 	// Batch lines run with the configuration in force, reloads included.
 	d.batches.Start(func() batch.Runtime { return srv.State().BatchRuntime() })
 	ln, err := net.Listen("tcp", cfg.Server.Listen)
