@@ -262,19 +262,14 @@ func reload(path string, srv *proxy.Server, d *deps) {
 	}
 }
 
-// rebuild puts in force a state of the configuration in force and the
-// directory's keys and teams, after they changed.
+// rebuild puts in force the state in force with the directory's keys and
+// teams, after they changed.
 func (d *deps) rebuild(srv *proxy.Server) {
 	d.swapMu.Lock()
 	defer d.swapMu.Unlock()
-	st, closeNew, _, err := buildState(d.cfg, srv.State(), d)
-	if err != nil {
-		d.log.Error("keys changed, but the state could not be rebuilt; the old one stays in force", zap.Error(err))
-		return
-	}
+	cur := srv.State()
+	st := keyedState(cur, cur.Gateway.Router(), d.cfg, d.fetches.Load(), d)
 	srv.SetState(st)
-	d.closeState()
-	d.closeState = closeNew
 	d.log.Info("keys and teams changed", zap.Int64("version", d.keys.Version()), zap.Int("keys", st.Keys.Len()))
 }
 
@@ -566,10 +561,30 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 		entries = append(entries, router.Entry{Provider: p, Config: pc})
 	}
 	format, _ := openai.ParseFormat(cfg.Images.Format)
+	var prevRouter *router.Router
+	if prev != nil {
+		prevRouter = prev.Gateway.Router()
+	}
+	base := &proxy.State{
+		Limiter:   d.limiter,
+		Format:    format,
+		Offload:   d.offload,
+		Batches:   d.batches,
+		Directory: d.keys,
+	}
+	rt := router.New(entries, cfg.Routing, prevRouter, log, m)
+	return keyedState(base, rt, cfg, fetches, d), closeAll, skipped, nil
+}
+
+// keyedState is base with the keys and teams of the configuration file
+// and of the directory: the key table, the teams' limits and budgets, and
+// a gateway over rt. A change of keys or teams builds only this, so
+// providers keep their connections and circuits.
+func keyedState(base *proxy.State, rt *router.Router, file *config.Config, fetches *provider.ImageFetches, d *deps) *proxy.State {
+	log, m := d.log, d.metrics
 	// Teams made at run time join the configuration's, for limits, budgets
 	// and usage reports.
-	file := cfg
-	cfg = d.keys.Effective(cfg)
+	cfg := d.keys.Effective(file)
 	acct := &gateway.Accounting{
 		Store: d.store, Recorder: d.recorder, Pricer: accounting.NewPricer(cfg),
 		Teams:    map[string]*config.Team{},
@@ -578,37 +593,25 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 	for i := range cfg.Teams {
 		acct.Teams[cfg.Teams[i].Name] = &cfg.Teams[i]
 	}
-	var prevRouter *router.Router
-	if prev != nil {
-		prevRouter = prev.Gateway.Router()
-	}
-	st := &proxy.State{
-		Config: cfg,
-		Keys:   d.keys.Table(file),
-		Gateway: gateway.New(router.New(entries, cfg.Routing, prevRouter, log, m), gateway.Options{
-			TokensPerImage: cfg.Billing.TokensPerImage,
-			Offload:        d.offload,
-			OffloadDefault: cfg.Images.Offload.Enabled,
-			Log:            log,
-			Accounting:     acct,
-			Limiter:        d.limiter,
-			UsageClamped: func(provider, field string) {
-				m.UsageClamped.WithLabelValues(provider, field).Inc()
-			},
-			ModelOf:      cfg.ModelOf,
-			Catalog:      cfg.Models(),
-			Fetches:      fetches,
-			Signatures:   d.sigs,
-			SignatureTTL: signatureTTL(cfg),
-		}),
-		Limiter:    d.limiter,
-		Accounting: acct,
-		Format:     format,
-		Offload:    d.offload,
-		Batches:    d.batches,
-		Directory:  d.keys,
-	}
-	return st, closeAll, skipped, nil
+	st := *base
+	st.Config, st.Keys, st.Accounting = cfg, d.keys.Table(file), acct
+	st.Gateway = gateway.New(rt, gateway.Options{
+		TokensPerImage: cfg.Billing.TokensPerImage,
+		Offload:        d.offload,
+		OffloadDefault: cfg.Images.Offload.Enabled,
+		Log:            log,
+		Accounting:     acct,
+		Limiter:        d.limiter,
+		UsageClamped: func(provider, field string) {
+			m.UsageClamped.WithLabelValues(provider, field).Inc()
+		},
+		ModelOf:      cfg.ModelOf,
+		Catalog:      cfg.Models(),
+		Fetches:      fetches,
+		Signatures:   d.sigs,
+		SignatureTTL: signatureTTL(cfg),
+	})
+	return &st
 }
 
 func newLogger(lc config.Log) (*zap.Logger, error) {
