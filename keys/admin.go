@@ -245,7 +245,7 @@ func (d *Directory) CreateKey(ctx context.Context, actor string, body []byte) (K
 		return KeyInfo{}, "", &FieldError{Field: "name", Msg: "required"}
 	}
 	now := d.o.Now().UTC()
-	k := Key{CreatedAt: now.Truncate(time.Second), UpdatedAt: now}
+	k := Key{CreatedAt: now, UpdatedAt: now}
 	if err := all(f.name("name", &k.Name), f.str("team", &k.Team), k.set(f, now)); err != nil {
 		return KeyInfo{}, "", err
 	}

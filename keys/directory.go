@@ -132,6 +132,9 @@ func (d *Directory) OnChange(fn func()) { d.onChange.Store(&fn) }
 // but does not edit (a reload).
 func (d *Directory) SetSeed(cfg *config.Config) { d.seed.Store(cfg) }
 
+// Seed is the configuration in force, without the store's teams and keys.
+func (d *Directory) Seed() *config.Config { return d.seed.Load() }
+
 // Version is the store version of the snapshot in force, -1 before the
 // store was first read.
 func (d *Directory) Version() int64 { return d.data.Load().Version }
@@ -248,7 +251,7 @@ func (d *Directory) Table(cfg *config.Config) *auth.Table {
 		if tm := data.Teams[k.Team]; tm != nil {
 			teamModels = tm.Models
 		}
-		c.Models = modelSet(k.Models, teamModels)
+		c.Models = auth.ModelSet(modelList(k.Models, teamModels))
 		t.Add(h, c, time.Time{})
 		if oh, ok := auth.ParseHash(k.OldHash); ok && k.OldUntil != nil && k.OldUntil.After(now) {
 			t.Add(oh, c, *k.OldUntil)
@@ -258,23 +261,6 @@ func (d *Directory) Table(cfg *config.Config) *auth.Table {
 	return t
 }
 
-// modelSet is what a key may use: its list within its team's.
-func modelSet(key, team []string) map[string]bool {
-	switch {
-	case len(team) == 0:
-		return auth.ModelSet(key)
-	case len(key) == 0:
-		return auth.ModelSet(team)
-	}
-	m := map[string]bool{} // empty, not nil: nothing in common allows nothing
-	for _, s := range key {
-		if slices.Contains(team, s) {
-			m[s] = true
-		}
-	}
-	return m
-}
-
 func (b *Budget) config() *config.Budget {
 	if b == nil {
 		return nil
@@ -282,23 +268,63 @@ func (b *Budget) config() *config.Budget {
 	return &config.Budget{USD: b.USD, Period: b.Period}
 }
 
-// Effective is cfg with the snapshot's teams after its own (a team of the
-// configuration wins a clash): what the limits, budgets and usage reports
-// of a state read.
+// Effective is cfg with the snapshot's teams and live keys after its own
+// (the configuration's win a clash): what the limits, budgets, usage
+// reports and batch lines of a state read. A key joins as key_sha256, with
+// the models it may use within its team's.
 func (d *Directory) Effective(cfg *config.Config) *config.Config {
 	data := d.data.Load()
-	if len(data.Teams) == 0 {
+	if len(data.Teams) == 0 && len(data.Keys) == 0 {
 		return cfg
 	}
 	eff := *cfg
-	eff.Teams = slices.Clone(cfg.Teams)
+	eff.Teams, eff.Keys = slices.Clone(cfg.Teams), slices.Clone(cfg.Keys)
 	for _, t := range sortedTeams(data) {
 		if slices.ContainsFunc(cfg.Teams, func(s config.Team) bool { return s.Name == t.Name }) {
 			continue
 		}
 		eff.Teams = append(eff.Teams, config.Team{Name: t.Name, RPM: t.RPM, TPM: t.TPM, Budget: t.Budget.config()})
 	}
+	now := d.o.Now()
+	for _, k := range sortedKeys(data) {
+		if k.RevokedAt != nil || (k.ExpiresAt != nil && !now.Before(*k.ExpiresAt)) ||
+			slices.ContainsFunc(cfg.Keys, func(s config.Key) bool { return s.Name == k.Name }) {
+			continue
+		}
+		var teamModels []string
+		if tm := data.Teams[k.Team]; tm != nil {
+			teamModels = tm.Models
+		}
+		eff.Keys = append(eff.Keys, config.Key{Name: k.Name, Team: k.Team, KeySHA256: k.Hash, RPM: k.RPM, TPM: k.TPM,
+			Models: modelList(k.Models, teamModels)})
+	}
 	return &eff
+}
+
+// noModel is the allow-list entry of a key that may use no model (its
+// models and its team's have none in common): a list that names no real
+// model, where an empty one would mean every model.
+const noModel = "\x00"
+
+// modelList is what a key may use: its models within its team's; nil for
+// every model.
+func modelList(key, team []string) []string {
+	switch {
+	case len(team) == 0:
+		return key
+	case len(key) == 0:
+		return team
+	}
+	var out []string
+	for _, s := range key {
+		if slices.Contains(team, s) {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return []string{noModel}
+	}
+	return out
 }
 
 func sortedTeams(data *Data) []*Team {

@@ -197,6 +197,21 @@ func TestEffectiveTeamsAndListings(t *testing.T) {
 	if len(eff.Teams) != 2 || eff.Teams[1].Name != "web" || eff.Teams[1].TPM != 9 || eff.Teams[1].Budget.USD != 2.5 {
 		t.Fatalf("effective teams: %+v", eff.Teams)
 	}
+	_, err = d.UpdateTeam(ctx, "a", "web", []byte(`{"models":["m1"]}`))
+	must(t, err)
+	ki, _, err := d.CreateKey(ctx, "a", []byte(`{"name":"w","team":"web","models":["m2"]}`))
+	must(t, err)
+	dead, _, err := d.CreateKey(ctx, "a", []byte(`{"name":"w-revoked","team":"web"}`))
+	must(t, err)
+	_, err = d.RevokeKey(ctx, "a", dead.ID)
+	must(t, err)
+	eff = d.Effective(seedConfig())
+	if len(eff.Keys) != 3 || eff.Keys[2].Name != "w" || eff.Keys[2].KeySHA256 == "" || eff.Keys[2].Key != "" ||
+		len(eff.Keys[2].Models) != 1 || eff.Keys[2].Allows("m1") || eff.Keys[2].Allows("m2") {
+		t.Fatalf("effective keys (live ones, by hash, allowed nothing outside the team's models): %+v", eff.Keys)
+	}
+	_, err = d.RevokeKey(ctx, "a", ki.ID)
+	must(t, err)
 	teams := d.Teams(ctx)
 	if len(teams) != 2 || teams[0].Source != SourceConfig || teams[1].Source != SourceAPI {
 		t.Fatalf("teams listing: %+v", teams)
@@ -205,7 +220,7 @@ func TestEffectiveTeamsAndListings(t *testing.T) {
 	must(t, err)
 	keys, err := d.Keys(ctx)
 	must(t, err)
-	if len(keys) != 3 || keys[0].Source != SourceConfig || keys[2].Source != SourceAPI || keys[2].LastUsedAt != nil {
+	if len(keys) != 5 || keys[0].Source != SourceConfig || keys[4].Source != SourceAPI || keys[4].LastUsedAt != nil {
 		t.Fatalf("keys listing: %+v", keys)
 	}
 }

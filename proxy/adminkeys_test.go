@@ -24,7 +24,7 @@ func withDirectory(t *testing.T, ts *testServer) *keys.Directory {
 	t.Cleanup(d.Close)
 	swap := func() {
 		st := *ts.s.State()
-		st.Keys, st.Directory = d.Table(ts.cfg), d
+		st.Config, st.Keys, st.Directory = d.Effective(ts.cfg), d.Table(ts.cfg), d
 		ts.s.SetState(&st)
 	}
 	d.OnChange(swap)
@@ -148,6 +148,28 @@ func TestAdminKeysAPI(t *testing.T) {
 	refused(admin("GET", "/admin/audit?limit=0", ""), 400, "invalid_request", "limit")
 	if r := send(t, "GET", ts.url+"/admin/audit", k2.Key, "", nil); r.status != 401 {
 		t.Fatalf("a client key on the admin API: %d", r.status)
+	}
+}
+
+// TestBatchOfARunTimeKey: batch lines run as the key that created them,
+// found in the state's configuration, so a key made at run time runs its
+// batches like a key of the file; /admin/config shows the file only.
+func TestBatchOfARunTimeKey(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	withDirectory(t, ts)
+	r := send(t, "POST", ts.url+"/admin/keys", adminKey, "application/json", []byte(`{"name":"batcher","team":"design"}`))
+	var k struct{ Key string }
+	if json.Unmarshal(r.body, &k); r.status != 201 {
+		t.Fatalf("create key: %d %s", r.status, r.body)
+	}
+	b := ts.createBatch(t, k.Key, chatLines(2))
+	b = ts.waitBatch(t, k.Key, b.ID, "completed")
+	if b.RequestCounts.Completed != 2 || b.RequestCounts.Failed != 0 {
+		t.Fatalf("batch of a run-time key: %+v", b)
+	}
+	cfg := send(t, "GET", ts.url+"/admin/config", adminKey, "", nil)
+	if cfg.status != 200 || strings.Contains(string(cfg.body), "batcher") {
+		t.Fatalf("/admin/config shows a run-time key: %d %s", cfg.status, cfg.body)
 	}
 }
 
