@@ -258,7 +258,7 @@ func (d *Directory) CreateKey(ctx context.Context, actor string, body []byte) (K
 	if k.Team != "" && !d.seedTeam(k.Team) && data.Teams[k.Team] == nil {
 		return KeyInfo{}, "", &FieldError{Field: "team", Msg: fmt.Sprintf("no team %q", k.Team)}
 	}
-	if slices.ContainsFunc(seed.Keys, func(s config.Key) bool { return s.Name == k.Name }) ||
+	if seedKeyNamed(seed, k.Name) ||
 		slices.ContainsFunc(sortedKeys(data), func(s *Key) bool { return s.Name == k.Name }) {
 		// Names identify keys in limits and usage records: a revoked
 		// key's name stays taken, so no new key inherits its spending.

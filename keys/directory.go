@@ -239,7 +239,9 @@ func (d *Directory) Table(cfg *config.Config) *auth.Table {
 	now := d.o.Now()
 	for _, k := range sortedKeys(data) {
 		h, ok := auth.ParseHash(k.Hash)
-		if !ok {
+		if !ok || seedKeyNamed(cfg, k.Name) {
+			// A key the file named after it since (a reload) is the
+			// file's: one name, one key in limits and usage.
 			continue
 		}
 		c := &auth.Caller{Name: k.Name, Team: k.Team, RPM: k.RPM, TPM: k.TPM, ID: k.ID,
@@ -287,8 +289,7 @@ func (d *Directory) Effective(cfg *config.Config) *config.Config {
 	}
 	now := d.o.Now()
 	for _, k := range sortedKeys(data) {
-		if k.RevokedAt != nil || (k.ExpiresAt != nil && !now.Before(*k.ExpiresAt)) ||
-			slices.ContainsFunc(cfg.Keys, func(s config.Key) bool { return s.Name == k.Name }) {
+		if k.RevokedAt != nil || (k.ExpiresAt != nil && !now.Before(*k.ExpiresAt)) || seedKeyNamed(cfg, k.Name) {
 			continue
 		}
 		var teamModels []string
@@ -305,6 +306,10 @@ func (d *Directory) Effective(cfg *config.Config) *config.Config {
 // models and its team's have none in common): a list that names no real
 // model, where an empty one would mean every model.
 const noModel = "\x00"
+
+func seedKeyNamed(cfg *config.Config, name string) bool {
+	return slices.ContainsFunc(cfg.Keys, func(s config.Key) bool { return s.Name == name })
+}
 
 // modelList is what a key may use: its models within its team's; nil for
 // every model.

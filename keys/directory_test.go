@@ -279,3 +279,22 @@ func TestReplicasFollowEachOther(t *testing.T) {
 		t.Fatal("b does not know a's key")
 	}
 }
+
+// TestAFileKeyTakesItsNameBack: a reload that names a file key like a
+// run-time key makes the name the file's: the run-time key stops
+// answering rather than share limits and usage with it.
+func TestAFileKeyTakesItsNameBack(t *testing.T) {
+	ctx := context.Background()
+	d := memDir(t)
+	_, secret, err := d.CreateKey(ctx, "a", []byte(`{"name":"later"}`))
+	must(t, err)
+	cfg := seedConfig()
+	cfg.Keys = append(cfg.Keys, config.Key{Name: "later", Key: "sk-file-later"})
+	tab := d.Table(cfg)
+	if tab.Lookup([]byte(secret)) != nil || tab.Lookup([]byte("sk-file-later")).Name != "later" {
+		t.Fatal("the file's key must own its name")
+	}
+	if eff := d.Effective(cfg); len(eff.Keys) != len(cfg.Keys) {
+		t.Fatalf("effective keys: %+v", eff.Keys)
+	}
+}
