@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -130,6 +132,7 @@ func run(args []string) int {
 		// A change came in while the first state was being built.
 		d.rebuild(srv)
 	}
+	d.watchAlerts()
 	// Batch lines run with the configuration in force, reloads included.
 	d.batches.Start(func() batch.Runtime { return srv.State().BatchRuntime() })
 	ln, err := net.Listen("tcp", cfg.Server.Listen)
@@ -262,6 +265,32 @@ func reload(path string, srv *proxy.Server, d *deps) {
 	}
 }
 
+// watchAlerts checks budgets against their alert thresholds: each alert
+// is counted, logged, and posted (signed as batch webhooks are) to the
+// team's or key's alert_webhook_url.
+func (d *deps) watchAlerts() {
+	alerts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nanogate_budget_alerts_total", Help: "Budget alert thresholds reached, once per period, by scope (team, key) and threshold percent.",
+	}, []string{"scope", "threshold"})
+	d.metrics.Registry.MustRegister(alerts)
+	hooks := batch.NewWebhooks(batch.WebhookOptions{Log: d.log, AllowAddrs: testAddrs("NANOGATE_TEST_WEBHOOK_ADDRS")})
+	d.alertHooks = hooks
+	d.keys.WatchAlerts(keys.AlertInterval, d.store.Read, func(a keys.Alert) {
+		alerts.WithLabelValues(a.Scope, strconv.Itoa(a.Threshold)).Inc()
+		d.log.Warn("budget alert", zap.String("id", a.ID), zap.String("team", a.Team), zap.String("key", a.Key),
+			zap.String("period", a.Period), zap.Int("threshold_percent", a.Threshold),
+			zap.ByteString("spent_usd", a.SpentUSD), zap.ByteString("budget_usd", a.BudgetUSD))
+		if a.WebhookURL == "" {
+			return
+		}
+		body, err := json.Marshal(a)
+		if err != nil {
+			return
+		}
+		hooks.Send(a.WebhookURL, a.Secret, a.Object, a.ID, body)
+	})
+}
+
 // rebuild puts in force the state in force with the directory's keys and
 // teams, after they changed.
 func (d *deps) rebuild(srv *proxy.Server) {
@@ -293,6 +322,8 @@ type deps struct {
 	// keys are the keys and teams made at run time, in kstore.
 	keys   *keys.Directory
 	kstore keys.Store
+	// alertHooks posts budget alerts; nil until they are watched.
+	alertHooks *batch.Webhooks
 	// swapMu orders the state swaps of reloads and of key changes; cfg is
 	// the configuration file in force and closeState releases the state
 	// in force.
@@ -507,6 +538,9 @@ func (d *deps) close() {
 	d.bstore.Close()
 	d.keys.Close()
 	d.kstore.Close()
+	if d.alertHooks != nil {
+		d.alertHooks.Close(ctx)
+	}
 	if err := d.recorder.Close(ctx); err != nil {
 		d.log.Error("flushing usage records", zap.Error(err))
 	}

@@ -69,7 +69,7 @@ func (d *Directory) Team(ctx context.Context, name string) (Team, error) {
 }
 
 // teamFields are what a request may set on a team.
-var teamFields = []string{"rpm", "tpm", "budget", "models", "alert_thresholds"}
+var teamFields = []string{"rpm", "tpm", "budget", "models", "alert_thresholds", "alert_webhook_url"}
 
 // CreateTeam makes a team from a JSON body.
 func (d *Directory) CreateTeam(ctx context.Context, actor string, body []byte) (Team, error) {
@@ -101,7 +101,7 @@ func (d *Directory) CreateTeam(ctx context.Context, actor string, body []byte) (
 // set applies the settable fields of f to t.
 func (t *Team) set(f fields) error {
 	return all(f.limit("rpm", &t.RPM, MaxRPM), f.limit("tpm", &t.TPM, MaxTPM), f.budget(&t.Budget),
-		f.models(&t.Models), f.alerts(&t.Alerts))
+		f.models(&t.Models), f.alerts(&t.Alerts), f.webhook(&t.AlertWebhookURL))
 }
 
 // UpdateTeam changes the fields a JSON body sends (null clears one).
@@ -198,7 +198,7 @@ func (d *Directory) info(k *Key, used int64) KeyInfo {
 		used = s
 	}
 	ki := KeyInfo{Object: "api_key", ID: k.ID, Name: k.Name, Team: k.Team, Prefix: k.Prefix, RPM: k.RPM, TPM: k.TPM,
-		Models: k.Models, Budget: k.Budget, Alerts: k.Alerts, ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt,
+		Models: k.Models, Budget: k.Budget, Alerts: k.Alerts, AlertURL: k.AlertWebhookURL, ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt,
 		Source: SourceAPI}
 	created := k.CreatedAt
 	ki.CreatedAt = &created
@@ -227,11 +227,11 @@ func (d *Directory) Key(ctx context.Context, id string) (KeyInfo, error) {
 }
 
 // keyFields are what a request may set on a key.
-var keyFields = []string{"rpm", "tpm", "budget", "models", "alert_thresholds", "expires_at"}
+var keyFields = []string{"rpm", "tpm", "budget", "models", "alert_thresholds", "alert_webhook_url", "expires_at"}
 
 func (k *Key) set(f fields, now time.Time) error {
 	return all(f.limit("rpm", &k.RPM, MaxRPM), f.limit("tpm", &k.TPM, MaxTPM), f.budget(&k.Budget),
-		f.models(&k.Models), f.alerts(&k.Alerts), f.expiry(&k.ExpiresAt, now))
+		f.models(&k.Models), f.alerts(&k.Alerts), f.webhook(&k.AlertWebhookURL), f.expiry(&k.ExpiresAt, now))
 }
 
 // CreateKey makes a key from a JSON body and returns it with its secret,

@@ -53,6 +53,7 @@ type Directory struct {
 
 	onChange atomic.Pointer[func()]
 	kick     chan struct{}
+	ctx      context.Context // ends at Close
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -85,7 +86,8 @@ func Open(store Store, seed *config.Config, o Options) *Directory {
 		d.log.Error("keys: store unreadable at start; only the configuration's keys answer until it is back", zap.Error(err))
 	}
 	cancel()
-	ctx, d.cancel = context.WithCancel(context.Background())
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	ctx = d.ctx
 	d.wg.Add(3)
 	go func() {
 		defer d.wg.Done()

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -25,7 +26,10 @@ type File struct {
 	f     *os.File // nil without a file
 	data  *Data
 	audit []Event
+	marks map[string]time.Time // Mark's ids, until when (zero: for ever)
 }
+
+var _ Store = (*File)(nil)
 
 // fileLine is one line of the file: a change with its event, or last uses.
 type fileLine struct {
@@ -35,6 +39,8 @@ type fileLine struct {
 	Key        *Key             `json:"key,omitempty"`
 	Event      *Event           `json:"event,omitempty"`
 	Used       map[string]int64 `json:"used,omitempty"`
+	Mark       string           `json:"mark,omitempty"`
+	Until      time.Time        `json:"until,omitzero"`
 }
 
 // OpenFile opens (creating it if need be) the store kept in path; path ""
@@ -45,7 +51,7 @@ func OpenFile(path string, log *zap.Logger) (*File, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	s := &File{data: newData()}
+	s := &File{data: newData(), marks: map[string]time.Time{}}
 	if path == "" {
 		return s, nil
 	}
@@ -106,6 +112,24 @@ func (s *File) applyLine(l *fileLine) {
 	for id, t := range l.Used {
 		s.data.Used[id] = max(s.data.Used[id], t)
 	}
+	if l.Mark != "" {
+		s.marks[l.Mark] = l.Until
+	}
+}
+
+// Mark implements Store.
+func (s *File) Mark(_ context.Context, id string, until time.Time) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u, ok := s.marks[id]; ok && (u.IsZero() || time.Now().Before(u)) {
+		return false, nil
+	}
+	l := &fileLine{Mark: id, Until: until}
+	if err := s.write(l); err != nil {
+		return false, err
+	}
+	s.applyLine(l)
+	return true, nil
 }
 
 // write appends one line and syncs it.

@@ -3,8 +3,10 @@ package keys
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -175,6 +177,30 @@ func (f fields) alerts(dst *[]int) error {
 	}
 	slices.Sort(a)
 	*dst = slices.Compact(a)
+	return nil
+}
+
+func (f fields) webhook(dst *string) error {
+	raw, ok := f["alert_webhook_url"]
+	if !ok {
+		return nil
+	}
+	if f.null("alert_webhook_url") {
+		*dst = ""
+		return nil
+	}
+	var s string
+	err := json.Unmarshal(raw, &s)
+	if err == nil && s != "" {
+		u, perr := url.Parse(s)
+		if perr != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || len(s) > 2048 {
+			err = errors.New("bad URL")
+		}
+	}
+	if err != nil {
+		return &FieldError{Field: "alert_webhook_url", Msg: "must be an http(s) URL of at most 2048 characters, or null"}
+	}
+	*dst = s
 	return nil
 }
 

@@ -31,28 +31,32 @@ type Team struct {
 	Budget *Budget `json:"budget"`
 	// Models the team's keys may use; empty: every model.
 	Models []string `json:"models"`
-	// Alerts are the percentages of the budget at which an alert fires.
-	Alerts    []int     `json:"alert_thresholds"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-	Source    string    `json:"source"`
+	// Alerts are the percentages of the budget at which an alert fires
+	// (DefaultAlerts when empty); AlertWebhookURL receives them.
+	Alerts          []int     `json:"alert_thresholds"`
+	AlertWebhookURL string    `json:"alert_webhook_url,omitempty"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
+	Source          string    `json:"source"`
 }
 
 // Key is a client key made through the admin API, as stored: its secret is
 // never kept, only the hex SHA-256 of it.
 type Key struct {
-	ID        string     `json:"id"`
-	Name      string     `json:"name"`
-	Team      string     `json:"team"`
-	Hash      string     `json:"hash"`
-	Prefix    string     `json:"prefix"`
-	RPM       int64      `json:"rpm"`
-	TPM       int64      `json:"tpm"`
-	Models    []string   `json:"models"`
-	Budget    *Budget    `json:"budget"`
-	Alerts    []int      `json:"alert_thresholds"`
-	ExpiresAt *time.Time `json:"expires_at"`
-	RevokedAt *time.Time `json:"revoked_at"`
+	ID     string   `json:"id"`
+	Name   string   `json:"name"`
+	Team   string   `json:"team"`
+	Hash   string   `json:"hash"`
+	Prefix string   `json:"prefix"`
+	RPM    int64    `json:"rpm"`
+	TPM    int64    `json:"tpm"`
+	Models []string `json:"models"`
+	Budget *Budget  `json:"budget"`
+	Alerts []int    `json:"alert_thresholds"`
+	// AlertWebhookURL receives the alerts of the key's budget.
+	AlertWebhookURL string     `json:"alert_webhook_url,omitempty"`
+	ExpiresAt       *time.Time `json:"expires_at"`
+	RevokedAt       *time.Time `json:"revoked_at"`
 	// OldHash is the secret a rotation replaced, which answers until
 	// OldUntil.
 	OldHash   string     `json:"old_hash,omitempty"`
@@ -73,6 +77,7 @@ type KeyInfo struct {
 	Models     []string   `json:"models"`
 	Budget     *Budget    `json:"budget"`
 	Alerts     []int      `json:"alert_thresholds"`
+	AlertURL   string     `json:"alert_webhook_url,omitempty"`
 	ExpiresAt  *time.Time `json:"expires_at"`
 	RevokedAt  *time.Time `json:"revoked_at"`
 	OldUntil   *time.Time `json:"previous_key_valid_until,omitempty"`
@@ -139,6 +144,10 @@ type Store interface {
 	Touch(ctx context.Context, used map[string]int64) error
 	// Audit returns the last limit events, newest first.
 	Audit(ctx context.Context, limit int) ([]Event, error)
+	// Mark remembers id until until (zero: for ever) and reports whether
+	// it was new: what fires once across replicas fires on the replica
+	// that marked it first.
+	Mark(ctx context.Context, id string, until time.Time) (bool, error)
 	// Watch calls changed whenever another replica may have changed
 	// something, until ctx ends. It may miss changes (a Redis outage):
 	// the Directory resyncs periodically all the same.

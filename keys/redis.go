@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -18,15 +19,17 @@ import (
 type Redis struct {
 	c                                     redis.UniversalClient
 	teams, keys, used, audit, version, ch string
-	appliedPrefix                         string
+	appliedPrefix, markPrefix             string
 }
+
+var _ Store = (*Redis)(nil)
 
 // NewRedis is the store in c under prefix (redis.key_prefix). c is not
 // closed by Close.
 func NewRedis(c redis.UniversalClient, prefix string) *Redis {
 	p := prefix + "{keys}:"
 	return &Redis{c: c, teams: p + "teams", keys: p + "keys", used: p + "used", audit: p + "audit",
-		version: p + "version", appliedPrefix: p + "applied:", ch: prefix + "keys:changed"}
+		version: p + "version", appliedPrefix: p + "applied:", markPrefix: p + "mark:", ch: prefix + "keys:changed"}
 }
 
 // applyScript makes one change and appends its event. The client may
@@ -166,6 +169,22 @@ func (s *Redis) Audit(ctx context.Context, limit int) ([]Event, error) {
 		}
 	}
 	return out, nil
+}
+
+// Mark implements Store.
+func (s *Redis) Mark(ctx context.Context, id string, until time.Time) (bool, error) {
+	args := redis.SetArgs{Mode: "NX"}
+	if !until.IsZero() {
+		args.ExpireAt = until
+	}
+	err := s.c.SetArgs(ctx, s.markPrefix+id, 1, args).Err()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("keys: mark: %w", err)
+	}
+	return true, nil
 }
 
 // Watch implements Store: the client resubscribes after an outage by

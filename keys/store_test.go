@@ -52,6 +52,7 @@ func runStoreSuite(t *testing.T, mk func(*testing.T) backend) {
 		{"ChangesAreVersionedAuditedAndSurviveARestart", testChangesPersist},
 		{"CreateRefusesWhatExists", testCreateRefusesExisting},
 		{"TouchKeepsTheLatestUse", testTouch},
+		{"MarkIsFirstOnceUntilItEnds", testMark},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, mk(t)) })
 	}
@@ -145,5 +146,29 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func testMark(t *testing.T, b backend) {
+	ctx := context.Background()
+	s := b.open(t)
+	for i, want := range []bool{true, false} {
+		first, err := s.Mark(ctx, "a", time.Time{})
+		if err != nil || first != want {
+			t.Fatalf("mark %d: %v %v, want %v", i, first, err, want)
+		}
+	}
+	first, err := s.Mark(ctx, "old", time.Now().Add(-time.Second))
+	must(t, err)
+	if !first {
+		t.Fatal("a new id is not first")
+	}
+	if again, _ := s.Mark(ctx, "old", time.Now().Add(time.Hour)); !again {
+		t.Fatal("a mark that ended must be first again")
+	}
+	s.Close()
+	s = b.reopen(t)
+	if first, _ := s.Mark(ctx, "a", time.Time{}); first {
+		t.Fatal("a mark was forgotten by a restart")
 	}
 }
