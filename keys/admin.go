@@ -3,6 +3,7 @@ package keys
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -14,7 +15,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"nanogate/auth"
 	"nanogate/config"
 )
 
@@ -283,8 +283,7 @@ func (d *Directory) newSecret() string {
 		var raw [32]byte
 		rand.Read(raw[:]) // never fails (crypto/rand panics rather)
 		s := SecretPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
-		h, _ := auth.ParseHash(hashOf(s))
-		if s != seed.AdminKey && !table.Has(h) {
+		if s != seed.AdminKey && !table.Has(sha256.Sum256([]byte(s))) {
 			return s
 		}
 	}

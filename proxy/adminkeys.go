@@ -49,26 +49,32 @@ func adminActor(ctx *fasthttp.RequestCtx, st *State) string {
 	return "admin:" + hex.EncodeToString(h[:6])
 }
 
-// adminBody is the request's JSON body, or a refusal.
-func adminBody(ctx *fasthttp.RequestCtx) ([]byte, *apiError) {
-	b := ctx.PostBody()
-	if len(b) > maxAdminBody {
-		return nil, errTooLarge
-	}
-	return b, nil
+// adminOp is what an admin operation on the directory gets: the request
+// body and who makes the change.
+type adminOp struct {
+	c     context.Context
+	d     *keys.Directory
+	body  []byte
+	actor string
 }
 
-// directoryCall runs fn with a bounded context when the gateway has a
-// directory.
-func (s *Server) directoryCall(ctx *fasthttp.RequestCtx, r routed, fn func(c context.Context, d *keys.Directory) (any, int, error)) {
+// directoryCall runs fn with a bounded context and the request's body
+// (bounded too) when the gateway has a directory, and answers what fn
+// returns.
+func (s *Server) directoryCall(ctx *fasthttp.RequestCtx, r routed, fn func(op adminOp) (any, int, error)) {
 	d := r.st.Directory
 	if d == nil {
 		writeError(ctx, errNoDirectory)
 		return
 	}
+	body := ctx.PostBody()
+	if len(body) > maxAdminBody {
+		writeError(ctx, errTooLarge)
+		return
+	}
 	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	v, status, err := fn(c, d)
+	v, status, err := fn(adminOp{c: c, d: d, body: body, actor: adminActor(ctx, r.st)})
 	if err != nil {
 		writeError(ctx, s.keysError(err, r.rid))
 		return
@@ -124,38 +130,28 @@ func (s *Server) keysError(err error, rid string) *apiError {
 
 // handleAdminTeams answers GET and POST /admin/teams.
 func (s *Server) handleAdminTeams(ctx *fasthttp.RequestCtx, r routed) {
-	body, aerr := adminBody(ctx)
-	if aerr != nil {
-		writeError(ctx, aerr)
-		return
-	}
-	s.directoryCall(ctx, r, func(c context.Context, d *keys.Directory) (any, int, error) {
+	s.directoryCall(ctx, r, func(op adminOp) (any, int, error) {
 		if ctx.IsGet() || ctx.IsHead() {
-			return newList(d.Teams(c)), fasthttp.StatusOK, nil
+			return newList(op.d.Teams(op.c)), fasthttp.StatusOK, nil
 		}
-		t, err := d.CreateTeam(c, adminActor(ctx, r.st), body)
+		t, err := op.d.CreateTeam(op.c, op.actor, op.body)
 		return t, fasthttp.StatusCreated, err
 	})
 }
 
 // handleAdminTeam answers GET, PATCH and DELETE /admin/teams/{name}.
 func (s *Server) handleAdminTeam(ctx *fasthttp.RequestCtx, r routed) {
-	body, aerr := adminBody(ctx)
-	if aerr != nil {
-		writeError(ctx, aerr)
-		return
-	}
-	s.directoryCall(ctx, r, func(c context.Context, d *keys.Directory) (any, int, error) {
+	s.directoryCall(ctx, r, func(op adminOp) (any, int, error) {
 		switch {
 		case ctx.IsPatch():
-			t, err := d.UpdateTeam(c, adminActor(ctx, r.st), r.id, body)
+			t, err := op.d.UpdateTeam(op.c, op.actor, r.id, op.body)
 			return t, fasthttp.StatusOK, err
 		case ctx.IsDelete():
 			force := string(ctx.QueryArgs().Peek("force"))
-			t, err := d.DeleteTeam(c, adminActor(ctx, r.st), r.id, force == "true" || force == "1")
+			t, err := op.d.DeleteTeam(op.c, op.actor, r.id, force == "true" || force == "1")
 			return map[string]any{"object": "team", "name": t.Name, "deleted": true}, fasthttp.StatusOK, err
 		}
-		t, err := d.Team(c, r.id)
+		t, err := op.d.Team(op.c, r.id)
 		return t, fasthttp.StatusOK, err
 	})
 }
@@ -169,40 +165,30 @@ type createdKey struct {
 
 // handleAdminKeys answers GET and POST /admin/keys.
 func (s *Server) handleAdminKeys(ctx *fasthttp.RequestCtx, r routed) {
-	body, aerr := adminBody(ctx)
-	if aerr != nil {
-		writeError(ctx, aerr)
-		return
-	}
-	s.directoryCall(ctx, r, func(c context.Context, d *keys.Directory) (any, int, error) {
+	s.directoryCall(ctx, r, func(op adminOp) (any, int, error) {
 		if ctx.IsGet() || ctx.IsHead() {
-			all, err := d.Keys(c)
+			all, err := op.d.Keys(op.c)
 			return newList(all), fasthttp.StatusOK, err
 		}
-		k, secret, err := d.CreateKey(c, adminActor(ctx, r.st), body)
+		k, secret, err := op.d.CreateKey(op.c, op.actor, op.body)
 		return createdKey{k, secret}, fasthttp.StatusCreated, err
 	})
 }
 
 // handleAdminKey answers GET, PATCH and DELETE (revoke) /admin/keys/{id}.
 func (s *Server) handleAdminKey(ctx *fasthttp.RequestCtx, r routed) {
-	body, aerr := adminBody(ctx)
-	if aerr != nil {
-		writeError(ctx, aerr)
-		return
-	}
-	s.directoryCall(ctx, r, func(c context.Context, d *keys.Directory) (any, int, error) {
+	s.directoryCall(ctx, r, func(op adminOp) (any, int, error) {
 		var (
 			k   keys.KeyInfo
 			err error
 		)
 		switch {
 		case ctx.IsPatch():
-			k, err = d.UpdateKey(c, adminActor(ctx, r.st), r.id, body)
+			k, err = op.d.UpdateKey(op.c, op.actor, r.id, op.body)
 		case ctx.IsDelete():
-			k, err = d.RevokeKey(c, adminActor(ctx, r.st), r.id)
+			k, err = op.d.RevokeKey(op.c, op.actor, r.id)
 		default:
-			k, err = d.Key(c, r.id)
+			k, err = op.d.Key(op.c, r.id)
 		}
 		return k, fasthttp.StatusOK, err
 	})
@@ -210,13 +196,8 @@ func (s *Server) handleAdminKey(ctx *fasthttp.RequestCtx, r routed) {
 
 // handleAdminKeyRotate answers POST /admin/keys/{id}/rotate.
 func (s *Server) handleAdminKeyRotate(ctx *fasthttp.RequestCtx, r routed) {
-	body, aerr := adminBody(ctx)
-	if aerr != nil {
-		writeError(ctx, aerr)
-		return
-	}
-	s.directoryCall(ctx, r, func(c context.Context, d *keys.Directory) (any, int, error) {
-		k, secret, err := d.RotateKey(c, adminActor(ctx, r.st), r.id, body)
+	s.directoryCall(ctx, r, func(op adminOp) (any, int, error) {
+		k, secret, err := op.d.RotateKey(op.c, op.actor, r.id, op.body)
 		return createdKey{k, secret}, fasthttp.StatusOK, err
 	})
 }
@@ -233,8 +214,8 @@ func (s *Server) handleAdminAudit(ctx *fasthttp.RequestCtx, r routed) {
 		}
 		limit = n
 	}
-	s.directoryCall(ctx, r, func(c context.Context, d *keys.Directory) (any, int, error) {
-		evs, err := d.Audit(c, limit)
+	s.directoryCall(ctx, r, func(op adminOp) (any, int, error) {
+		evs, err := op.d.Audit(op.c, limit)
 		return newList(evs), fasthttp.StatusOK, err
 	})
 }
