@@ -65,7 +65,7 @@ func (d *Directory) Team(ctx context.Context, name string) (Team, error) {
 			return t, nil
 		}
 	}
-	return Team{}, ErrNotFound
+	return Team{}, fmt.Errorf("team %q: %w", name, ErrNotFound)
 }
 
 // teamFields are what a request may set on a team.
