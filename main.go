@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,7 +20,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -30,13 +33,13 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"nanogate/accounting"
-	"nanogate/auth"
 	"nanogate/batch"
 	"nanogate/config"
 	"nanogate/gateway"
 	"nanogate/images"
 	"nanogate/images/signatures"
 	"nanogate/internal/memlimit"
+	"nanogate/keys"
 	"nanogate/metrics"
 	"nanogate/openai"
 	"nanogate/provider"
@@ -116,15 +119,26 @@ func run(args []string) int {
 		return 1
 	}
 	defer d.close()
+	built := d.keys.Version()
 	st, closeState, skipped, err := buildState(cfg, nil, d)
 	if err != nil {
 		log.Error("startup failed", zap.Error(err))
 		return 1
 	}
+	d.cfg, d.closeState = cfg, closeState
 	if len(skipped) > 0 {
 		log.Warn("providers of a kind this build does not speak are disabled", zap.Strings("providers", skipped))
 	}
 	srv := proxy.New(st, log, d.metrics)
+	// Keys and teams changed at run time (here or on another replica)
+	// take effect as a reload does: a new state from the configuration and
+	// the directory's snapshot.
+	d.keys.OnChange(func() { d.rebuild(srv) })
+	if d.keys.Version() != built {
+		// A change came in while the first state was being built.
+		d.rebuild(srv)
+	}
+	d.watchAlerts()
 	// Batch lines run with the configuration in force, reloads included.
 	d.batches.Start(func() batch.Runtime { return srv.State().BatchRuntime() })
 	ln, err := net.Listen("tcp", cfg.Server.Listen)
@@ -157,7 +171,7 @@ func run(args []string) int {
 		select {
 		case <-changed:
 			log.Info("config file changed; reloading", zap.String("path", *path))
-			closeState = reload(*path, srv, closeState, d)
+			reload(*path, srv, d)
 		case err := <-serveErr:
 			if err != nil {
 				log.Error("server stopped", zap.Error(err))
@@ -166,17 +180,17 @@ func run(args []string) int {
 			return 0
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				closeState = reload(*path, srv, closeState, d)
+				reload(*path, srv, d)
 				continue
 			}
-			return drain(srv, d, cfg, sigs, closeState, log)
+			return drain(srv, d, cfg, sigs, log)
 		}
 	}
 }
 
 // drain stops accepting, waits for in-flight requests and batch lines up to
 // the shutdown timeout, and exits 0. A second signal exits at once.
-func drain(srv *proxy.Server, d *deps, cfg *config.Config, sigs chan os.Signal, closeState func(), log *zap.Logger) int {
+func drain(srv *proxy.Server, d *deps, cfg *config.Config, sigs chan os.Signal, log *zap.Logger) int {
 	log.Info("draining", zap.Duration("timeout", cfg.Server.ShutdownTimeout))
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
 	defer cancel()
@@ -197,7 +211,9 @@ func drain(srv *proxy.Server, d *deps, cfg *config.Config, sigs chan os.Signal, 
 	for {
 		select {
 		case err := <-done:
-			closeState()
+			d.swapMu.Lock()
+			d.closeState()
+			d.swapMu.Unlock()
 			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 				log.Error("shutdown", zap.Error(err))
 			}
@@ -218,14 +234,16 @@ func drain(srv *proxy.Server, d *deps, cfg *config.Config, sigs chan os.Signal, 
 
 // reload builds a new state from the config file and swaps it in; an invalid
 // config leaves the old one in force.
-func reload(path string, srv *proxy.Server, closeOld func(), d *deps) func() {
+func reload(path string, srv *proxy.Server, d *deps) {
 	log := d.log
 	cfg, warnings, err := config.Load(path)
 	if err != nil {
 		log.Error("reload refused: invalid config; the old one stays in force", zap.Error(err))
 		d.metrics.Reloads.WithLabelValues("refused").Inc()
-		return closeOld
+		return
 	}
+	d.swapMu.Lock()
+	defer d.swapMu.Unlock()
 	for _, w := range warnings {
 		log.Warn("config", zap.String("warning", w))
 	}
@@ -236,20 +254,58 @@ func reload(path string, srv *proxy.Server, closeOld func(), d *deps) func() {
 	if err != nil {
 		log.Error("reload refused", zap.Error(err))
 		d.metrics.Reloads.WithLabelValues("refused").Inc()
-		return closeOld
+		return
 	}
-	applied, restart := config.Changes(srv.State().Config, cfg)
+	applied, restart := config.Changes(d.cfg, cfg)
 	d.metrics.Reloads.WithLabelValues("applied").Inc()
+	d.keys.SetSeed(cfg)
 	srv.SetState(st)
 	// In-flight requests finish on the old providers: closing only drops
 	// their idle connections.
-	closeOld()
+	d.closeState()
+	d.cfg, d.closeState = cfg, closeNew
 	log.Info("config reloaded", zap.Strings("changed", applied), zap.Strings("models", st.Gateway.Router().Models()),
 		zap.Int("keys", st.Keys.Len()))
 	if len(restart) > 0 {
 		log.Warn("config reloaded, but these settings take effect only after a restart", zap.Strings("restart_needed", restart))
 	}
-	return closeNew
+}
+
+// watchAlerts checks budgets against their alert thresholds: each alert
+// is counted, logged, and posted (signed as batch webhooks are) to the
+// team's or key's alert_webhook_url.
+func (d *deps) watchAlerts() {
+	alerts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nanogate_budget_alerts_total", Help: "Budget alert thresholds reached, once per period, by scope (team, key) and threshold percent.",
+	}, []string{"scope", "threshold"})
+	d.metrics.Registry.MustRegister(alerts)
+	hooks := batch.NewWebhooks(batch.WebhookOptions{Log: d.log, AllowAddrs: testAddrs("NANOGATE_TEST_WEBHOOK_ADDRS")})
+	d.alertHooks = hooks
+	d.keys.WatchAlerts(keys.AlertInterval, d.store.Read, func(a keys.Alert) {
+		alerts.WithLabelValues(a.Scope, strconv.Itoa(a.Threshold)).Inc()
+		d.log.Warn("budget alert", zap.String("id", a.ID), zap.String("team", a.Team), zap.String("key", a.Key),
+			zap.String("period", a.Period), zap.Int("threshold_percent", a.Threshold),
+			zap.ByteString("spent_usd", a.SpentUSD), zap.ByteString("budget_usd", a.BudgetUSD))
+		if a.WebhookURL == "" {
+			return
+		}
+		body, err := json.Marshal(a)
+		if err != nil {
+			return
+		}
+		hooks.Send(a.WebhookURL, a.Secret, a.Object, a.ID, body)
+	})
+}
+
+// rebuild puts in force the state in force with the directory's keys and
+// teams, after they changed.
+func (d *deps) rebuild(srv *proxy.Server) {
+	d.swapMu.Lock()
+	defer d.swapMu.Unlock()
+	cur := srv.State()
+	st := keyedState(cur, cur.Gateway.Router(), d.cfg, d.fetches.Load(), d)
+	srv.SetState(st)
+	d.log.Info("keys and teams changed", zap.Int64("version", d.keys.Version()), zap.Int("keys", st.Keys.Len()))
 }
 
 // deps are the parts that live as long as the process, across reloads:
@@ -269,6 +325,17 @@ type deps struct {
 	sigs signatures.Store
 	// fetches is the image fetching of the state in force, for its gauge.
 	fetches atomic.Pointer[provider.ImageFetches]
+	// keys are the keys and teams made at run time, in kstore.
+	keys   *keys.Directory
+	kstore keys.Store
+	// alertHooks posts budget alerts; nil until they are watched.
+	alertHooks *batch.Webhooks
+	// swapMu orders the state swaps of reloads and of key changes; cfg is
+	// the configuration file in force and closeState releases the state
+	// in force.
+	swapMu     sync.Mutex
+	cfg        *config.Config
+	closeState func()
 }
 
 // registerGauges exports what the process holds now: whether Redis answers
@@ -336,6 +403,7 @@ func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 			OnLocal: d.metrics.BudgetLocal.Inc,
 		})
 		d.sigs = signatures.NewRedis(c, cfg.Redis.KeyPrefix)
+		d.kstore = keys.NewRedis(c, cfg.Redis.KeyPrefix)
 	} else {
 		d.sigs = signatures.NewMemory(0)
 		st, err := accounting.OpenMemory(filepath.Join(cfg.DataDir, "usage.jsonl"), accounting.Options{}, log)
@@ -343,7 +411,11 @@ func newDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 			return nil, fmt.Errorf("usage records: %w", err)
 		}
 		d.store = st
+		if d.kstore, err = keys.OpenFile(filepath.Join(cfg.DataDir, "keys.jsonl"), log); err != nil {
+			return nil, fmt.Errorf("keys: %w", err)
+		}
 	}
+	d.keys = keys.Open(d.kstore, cfg, keys.Options{Log: log})
 	d.recorder = accounting.NewRecorder(d.store, accounting.RecorderOptions{Log: log,
 		SpoolPath: filepath.Join(cfg.DataDir, "usage-spool.jsonl")})
 	oc := cfg.Images.Offload
@@ -495,6 +567,11 @@ func (d *deps) close() {
 	// Lines that finish record usage: the recorder closes after them.
 	d.batches.Stop(ctx)
 	d.bstore.Close()
+	d.keys.Close()
+	d.kstore.Close()
+	if d.alertHooks != nil {
+		d.alertHooks.Close(ctx)
+	}
 	if err := d.recorder.Close(ctx); err != nil {
 		d.log.Error("flushing usage records", zap.Error(err))
 	}
@@ -549,6 +626,30 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 		entries = append(entries, router.Entry{Provider: p, Config: pc})
 	}
 	format, _ := openai.ParseFormat(cfg.Images.Format)
+	var prevRouter *router.Router
+	if prev != nil {
+		prevRouter = prev.Gateway.Router()
+	}
+	base := &proxy.State{
+		Limiter:   d.limiter,
+		Format:    format,
+		Offload:   d.offload,
+		Batches:   d.batches,
+		Directory: d.keys,
+	}
+	rt := router.New(entries, cfg.Routing, prevRouter, log, m)
+	return keyedState(base, rt, cfg, fetches, d), closeAll, skipped, nil
+}
+
+// keyedState is base with the keys and teams of the configuration file
+// and of the directory: the key table, the teams' limits and budgets, and
+// a gateway over rt. A change of keys or teams builds only this, so
+// providers keep their connections and circuits.
+func keyedState(base *proxy.State, rt *router.Router, file *config.Config, fetches *provider.ImageFetches, d *deps) *proxy.State {
+	log, m := d.log, d.metrics
+	// Teams made at run time join the configuration's, for limits, budgets
+	// and usage reports.
+	cfg := d.keys.Effective(file)
 	acct := &gateway.Accounting{
 		Store: d.store, Recorder: d.recorder, Pricer: accounting.NewPricer(cfg),
 		Teams:    map[string]*config.Team{},
@@ -557,36 +658,25 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 	for i := range cfg.Teams {
 		acct.Teams[cfg.Teams[i].Name] = &cfg.Teams[i]
 	}
-	var prevRouter *router.Router
-	if prev != nil {
-		prevRouter = prev.Gateway.Router()
-	}
-	st := &proxy.State{
-		Config: cfg,
-		Keys:   auth.NewTable(cfg.Keys),
-		Gateway: gateway.New(router.New(entries, cfg.Routing, prevRouter, log, m), gateway.Options{
-			TokensPerImage: cfg.Billing.TokensPerImage,
-			Offload:        d.offload,
-			OffloadDefault: cfg.Images.Offload.Enabled,
-			Log:            log,
-			Accounting:     acct,
-			Limiter:        d.limiter,
-			UsageClamped: func(provider, field string) {
-				m.UsageClamped.WithLabelValues(provider, field).Inc()
-			},
-			ModelOf:      cfg.ModelOf,
-			Catalog:      cfg.Models(),
-			Fetches:      fetches,
-			Signatures:   d.sigs,
-			SignatureTTL: signatureTTL(cfg),
-		}),
-		Limiter:    d.limiter,
-		Accounting: acct,
-		Format:     format,
-		Offload:    d.offload,
-		Batches:    d.batches,
-	}
-	return st, closeAll, skipped, nil
+	st := *base
+	st.Config, st.Keys, st.Accounting = cfg, d.keys.Table(file), acct
+	st.Gateway = gateway.New(rt, gateway.Options{
+		TokensPerImage: cfg.Billing.TokensPerImage,
+		Offload:        d.offload,
+		OffloadDefault: cfg.Images.Offload.Enabled,
+		Log:            log,
+		Accounting:     acct,
+		Limiter:        d.limiter,
+		UsageClamped: func(provider, field string) {
+			m.UsageClamped.WithLabelValues(provider, field).Inc()
+		},
+		ModelOf:      cfg.ModelOf,
+		Catalog:      cfg.Models(),
+		Fetches:      fetches,
+		Signatures:   d.sigs,
+		SignatureTTL: signatureTTL(cfg),
+	})
+	return &st
 }
 
 func newLogger(lc config.Log) (*zap.Logger, error) {

@@ -20,10 +20,16 @@ func (s *Server) handleAdminProviders(ctx *fasthttp.RequestCtx, st *State) {
 	ctx.SetBody(append(b, '\n'))
 }
 
-// handleAdminConfig answers GET /admin/config: the configuration in force,
-// as YAML with every secret masked (config.Config.Masked).
+// handleAdminConfig answers GET /admin/config: the configuration file in
+// force, as YAML with every secret masked (config.Config.Masked).
 func (s *Server) handleAdminConfig(ctx *fasthttp.RequestCtx, st *State) {
-	b, err := st.Config.Masked()
+	cfg := st.Config
+	if st.Directory != nil {
+		// The file's: keys and teams made at run time are listed by
+		// their own API, never with their hashes.
+		cfg = st.Directory.Seed()
+	}
+	b, err := cfg.Masked()
 	if err != nil {
 		writeError(ctx, &apiError{Status: 500, Type: "server_error", Code: "internal_error", Message: "Internal error."})
 		return

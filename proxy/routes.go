@@ -54,6 +54,9 @@ type route struct {
 	handle func(s *Server, ctx *fasthttp.RequestCtx, r routed)
 	// allow is the Allow header of a 405: methods, and HEAD with GET.
 	allow string
+	// billed routes spend money when posted to: a key's own budget is
+	// checked before them.
+	billed bool
 }
 
 // routed is what the handler of a route gets: the state it runs on, the
@@ -71,17 +74,18 @@ var (
 	post   = []string{fasthttp.MethodPost}
 	getDel = []string{fasthttp.MethodGet, fasthttp.MethodDelete}
 	getPst = []string{fasthttp.MethodGet, fasthttp.MethodPost}
+	getPtD = []string{fasthttp.MethodGet, fasthttp.MethodPatch, fasthttp.MethodDelete}
 )
 
 // routes is every path the gateway serves. A request goes through one
 // step, serve: find its route, check the method, authorize, then the
 // handler.
 var routes = []*route{
-	{paths: []string{"/v1/chat/completions", "/chat/completions"}, methods: post, auth: authClient, logAs: "chat",
+	{paths: []string{"/v1/chat/completions", "/chat/completions"}, methods: post, auth: authClient, logAs: "chat", billed: true,
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleChat(ctx, r.st, r.rid, r.caller) }},
-	{paths: []string{"/v1/images/generations", "/images/generations"}, methods: post, auth: authClient, logAs: "images",
+	{paths: []string{"/v1/images/generations", "/images/generations"}, methods: post, auth: authClient, logAs: "images", billed: true,
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleImages(ctx, r.st, r.rid, r.caller, false) }},
-	{paths: []string{"/v1/images/edits", "/images/edits"}, methods: post, auth: authClient, logAs: "images_edits",
+	{paths: []string{"/v1/images/edits", "/images/edits"}, methods: post, auth: authClient, logAs: "images_edits", billed: true,
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleImages(ctx, r.st, r.rid, r.caller, true) }},
 	{paths: []string{"/v1/models", "/models"}, methods: get, auth: authClient,
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleModels(ctx, r.st, r.caller) }},
@@ -95,7 +99,7 @@ var routes = []*route{
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleFile(ctx, r.st, r.caller, r.id, false) }},
 	{paths: []string{"/v1/files/{id}/content", "/files/{id}/content"}, methods: get, auth: authClient,
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleFile(ctx, r.st, r.caller, r.id, true) }},
-	{paths: []string{"/v1/batches", "/batches"}, methods: getPst, auth: authClient,
+	{paths: []string{"/v1/batches", "/batches"}, methods: getPst, auth: authClient, billed: true,
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleBatches(ctx, r.st, r.caller) }},
 	{paths: []string{"/v1/batches/{id}", "/batches/{id}"}, methods: get, auth: authClient,
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleBatch(ctx, r.st, r.caller, r.id, false) }},
@@ -110,6 +114,18 @@ var routes = []*route{
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminConfig(ctx, r.st) }},
 	{paths: []string{"/admin/batches"}, methods: get, auth: authAdmin,
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminBatches(ctx, r.st) }},
+	{paths: []string{"/admin/teams"}, methods: getPst, auth: authAdmin,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminTeams(ctx, r) }},
+	{paths: []string{"/admin/teams/{id}"}, methods: getPtD, auth: authAdmin,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminTeam(ctx, r) }},
+	{paths: []string{"/admin/keys"}, methods: getPst, auth: authAdmin,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminKeys(ctx, r) }},
+	{paths: []string{"/admin/keys/{id}"}, methods: getPtD, auth: authAdmin,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminKey(ctx, r) }},
+	{paths: []string{"/admin/keys/{id}/rotate"}, methods: post, auth: authAdmin,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminKeyRotate(ctx, r) }},
+	{paths: []string{"/admin/audit"}, methods: get, auth: authAdmin,
+		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleAdminAudit(ctx, r) }},
 	// The page holds no data (its script calls the admin APIs above with the
 	// bearer key), so it is served without auth; like them, it is absent
 	// when no admin key is configured.
@@ -257,6 +273,16 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, st *State, rid string, adminLis
 		writeError(ctx, aerr)
 		return
 	}
+	if r.billed && caller != nil && caller.Budget != nil && ctx.IsPost() {
+		if berr := s.keyBudget(st, caller); berr != nil {
+			if r.logAs != "" {
+				s.fail(ctx, &reqLog{start: start, id: rid, route: r.logAs, ip: s.clientAddr(ctx)}, berr)
+				return
+			}
+			writeError(ctx, berr)
+			return
+		}
+	}
 	rq.caller = caller
 	r.handle(s, ctx, rq)
 	if r.auth == authSigned && ctx.Response.StatusCode() == fasthttp.StatusForbidden {
@@ -330,8 +356,10 @@ func credential(ctx *fasthttp.RequestCtx, otherHeaders bool) ([]byte, *apiError)
 	return nil, errMissingKey
 }
 
-// findClient finds the caller of a client route in the key table. Only
-// authorize calls it: every refusal must reach the failed-auth guard.
+// findClient finds the caller of a client route in the key table; a
+// revoked or expired key is refused saying which. Only authorize calls
+// it: every refusal must reach the failed-auth guard. The table never
+// holds the admin key (keys.Directory.Table leaves it out).
 func findClient(ctx *fasthttp.RequestCtx, keys *auth.Table) (*auth.Caller, *apiError) {
 	secret, aerr := credential(ctx, true)
 	if aerr != nil {
@@ -340,6 +368,9 @@ func findClient(ctx *fasthttp.RequestCtx, keys *auth.Table) (*auth.Caller, *apiE
 	c := keys.Lookup(secret)
 	if c == nil {
 		return nil, errBadKey
+	}
+	if aerr := checkKey(c); aerr != nil {
+		return nil, aerr
 	}
 	return c, nil
 }

@@ -26,6 +26,7 @@ import (
 	"nanogate/images"
 	"nanogate/internal/inflight"
 	"nanogate/internal/jsonx"
+	"nanogate/keys"
 	"nanogate/metrics"
 	"nanogate/openai"
 	"nanogate/ratelimit"
@@ -46,6 +47,10 @@ type State struct {
 	Limiter ratelimit.Limiter
 	// Batches serves the Files and Batches APIs; nil when not set up.
 	Batches *batch.Manager
+	// Directory serves the admin API of keys and teams, and outlives
+	// states: a change there builds the next State. nil: the
+	// configuration's keys only.
+	Directory *keys.Directory
 }
 
 // Server serves the OpenAI-compatible API.

@@ -20,7 +20,7 @@ import (
 var table = [][]string{
 	0: {"nanogate/internal/...", "nanogate/catalog", "nanogate/metrics", "nanogate/telemetry"},
 	1: {"nanogate/config"},
-	2: {"nanogate/auth", "nanogate/upstream", "nanogate/ratelimit", "nanogate/accounting", "nanogate/images",
+	2: {"nanogate/auth", "nanogate/keys", "nanogate/upstream", "nanogate/ratelimit", "nanogate/accounting", "nanogate/images",
 		"nanogate/images/signatures"},
 	3: {"nanogate/provider"},
 	4: {"nanogate/router"},

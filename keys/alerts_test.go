@@ -1,0 +1,113 @@
+package keys
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"nanogate/accounting"
+	"nanogate/config"
+	"nanogate/internal/redistest"
+)
+
+// spendOf answers every read with the team's and the keys' costs.
+func spendOf(team *int64, keys map[string]int64) SpendFunc {
+	return func(_ context.Context, _ string, periods []string) ([]*accounting.Bucket, error) {
+		out := make([]*accounting.Bucket, len(periods))
+		for i, p := range periods {
+			b := &accounting.Bucket{Period: p, Keys: map[string]*accounting.Totals{}}
+			b.Team.CostMicros = *team
+			for k, v := range keys {
+				b.Keys[k] = &accounting.Totals{CostMicros: v}
+			}
+			out[i] = b
+		}
+		return out, nil
+	}
+}
+
+func TestAlertsFireOncePerThreshold(t *testing.T) {
+	ctx := context.Background()
+	d := memDir(t)
+	_, err := d.CreateTeam(ctx, "a", []byte(`{"name":"web","budget":{"usd":10},"alert_webhook_url":"https://hooks.example/x"}`))
+	must(t, err)
+	ki, secret, err := d.CreateKey(ctx, "a", []byte(`{"name":"k","team":"web","budget":{"usd":1,"period":"daily"},"alert_thresholds":[90]}`))
+	must(t, err)
+	var got []Alert
+	notify := func(a Alert) { got = append(got, a) }
+	team := int64(8_500_000) // $8.50 of $10: 50 and 80 reached
+	keys := map[string]int64{"k": 950_000}
+	must(t, d.CheckAlerts(ctx, spendOf(&team, keys), notify))
+	// The file's team design has no budget: only web's and k's fire.
+	if len(got) != 3 || got[0].Threshold != 50 || got[1].Threshold != 80 || got[0].Scope != "team" || got[0].WebhookURL != "https://hooks.example/x" ||
+		got[2].Scope != "key" || got[2].Threshold != 90 || got[2].KeyID != ki.ID || string(got[2].Secret) != hashOf(secret) {
+		t.Fatalf("first check: %+v", got)
+	}
+	b, _ := json.Marshal(got[2])
+	var body map[string]any
+	if err := json.Unmarshal(b, &body); err != nil || body["spent_usd"] != 0.95 || body["budget_usd"] != 1.0 ||
+		body["object"] != "budget.alert" || body["key"] != "k" || body["webhook_url"] != nil {
+		t.Fatalf("alert body %s", b)
+	}
+	got = nil
+	must(t, d.CheckAlerts(ctx, spendOf(&team, keys), notify))
+	if len(got) != 0 {
+		t.Fatalf("alerts fired twice in a period: %+v", got)
+	}
+	team = 10_000_000
+	must(t, d.CheckAlerts(ctx, spendOf(&team, keys), notify))
+	if len(got) != 1 || got[0].Threshold != 100 {
+		t.Fatalf("the 100%% alert: %+v", got)
+	}
+}
+
+func TestFileTeamBudgetsAlertWithTheDefaults(t *testing.T) {
+	s, err := OpenFile("", nil)
+	must(t, err)
+	seed := seedConfig()
+	seed.Teams[0].Budget = &config.Budget{USD: 1, Period: "monthly"}
+	d := Open(s, seed, Options{})
+	t.Cleanup(d.Close)
+	var got []int
+	team := int64(1_000_000)
+	must(t, d.CheckAlerts(context.Background(), spendOf(&team, nil), func(a Alert) { got = append(got, a.Threshold) }))
+	if len(got) != 3 || got[0] != 50 || got[2] != 100 {
+		t.Fatalf("default thresholds: %v", got)
+	}
+}
+
+// TestAlertsFireOnceAcrossReplicas: two directories on one Redis check
+// the same spend; each alert fires on one of them.
+func TestAlertsFireOnceAcrossReplicas(t *testing.T) {
+	srv := redistest.Start(t)
+	seed := seedConfig()
+	seed.Teams[0].Budget = &config.Budget{USD: 1, Period: "monthly"}
+	var dirs []*Directory
+	for range 2 {
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		t.Cleanup(func() { c.Close() })
+		d := Open(NewRedis(c, "t:"), seed, Options{})
+		t.Cleanup(d.Close)
+		dirs = append(dirs, d)
+	}
+	team := int64(900_000)
+	fired := 0
+	for _, d := range dirs {
+		must(t, d.CheckAlerts(context.Background(), spendOf(&team, nil), func(Alert) { fired++ }))
+	}
+	if fired != 2 {
+		t.Fatalf("50 and 80 fired %d times in all, want 2", fired)
+	}
+}
+
+func TestAlertWebhookURLIsValidated(t *testing.T) {
+	d := memDir(t)
+	for _, u := range []string{`"ftp://x"`, `"not a url"`, `"https://"`, `5`} {
+		_, err := d.CreateTeam(context.Background(), "a", []byte(`{"name":"w","alert_webhook_url":`+u+`}`))
+		if fe, ok := IsFieldError(err); !ok || fe.Field != "alert_webhook_url" {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+}

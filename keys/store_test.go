@@ -1,0 +1,174 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"nanogate/internal/redistest"
+)
+
+// backend makes a store, and reopen makes another over the same data (a
+// restart).
+type backend struct {
+	open, reopen func(t *testing.T) Store
+}
+
+func fileBackend(t *testing.T) backend {
+	path := filepath.Join(t.TempDir(), "keys.jsonl")
+	open := func(t *testing.T) Store {
+		s, err := OpenFile(path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	return backend{open: open, reopen: open}
+}
+
+func redisBackend(t *testing.T) backend {
+	srv := redistest.Start(t)
+	open := func(t *testing.T) Store {
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		t.Cleanup(func() { c.Close() })
+		return NewRedis(c, "test:")
+	}
+	return backend{open: open, reopen: open}
+}
+
+func TestFileStore(t *testing.T)  { runStoreSuite(t, fileBackend) }
+func TestRedisStore(t *testing.T) { runStoreSuite(t, redisBackend) }
+
+func runStoreSuite(t *testing.T, mk func(*testing.T) backend) {
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T, backend)
+	}{
+		{"ChangesAreVersionedAuditedAndSurviveARestart", testChangesPersist},
+		{"CreateRefusesWhatExists", testCreateRefusesExisting},
+		{"TouchKeepsTheLatestUse", testTouch},
+		{"MarkIsFirstOnceUntilItEnds", testMark},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, mk(t)) })
+	}
+}
+
+func ev(id, action string) Event {
+	return Event{ID: id, Time: time.Now().UTC(), Actor: "admin:test", Action: action, Target: "x"}
+}
+
+func testChangesPersist(t *testing.T, b backend) {
+	ctx := context.Background()
+	s := b.open(t)
+	if v, err := s.Version(ctx); err != nil || v != 0 {
+		t.Fatalf("empty store version %d, %v", v, err)
+	}
+	must(t, s.Apply(ctx, Change{Team: &Team{Name: "design", RPM: 5}, Create: true, Event: ev("e1", "team.create")}))
+	must(t, s.Apply(ctx, Change{Key: &Key{ID: "key_1", Name: "ci", Team: "design", Hash: hashOf("s")}, Create: true, Event: ev("e2", "key.create")}))
+	must(t, s.Apply(ctx, Change{Team: &Team{Name: "design", RPM: 7}, Event: ev("e3", "team.update")}))
+	must(t, s.Apply(ctx, Change{Team: &Team{Name: "gone"}, Create: true, Event: ev("e4", "team.create")}))
+	must(t, s.Apply(ctx, Change{DeleteTeam: "gone", Event: ev("e5", "team.delete")}))
+	check := func(s Store) {
+		t.Helper()
+		d, err := s.Load(ctx)
+		must(t, err)
+		if d.Version != 5 || len(d.Teams) != 1 || d.Teams["design"].RPM != 7 || d.Keys["key_1"].Name != "ci" {
+			t.Fatalf("loaded version %d, teams %v, keys %v", d.Version, d.Teams, d.Keys)
+		}
+		if v, _ := s.Version(ctx); v != d.Version {
+			t.Fatalf("Version %d, Load's %d", v, d.Version)
+		}
+		evs, err := s.Audit(ctx, 2)
+		must(t, err)
+		if len(evs) != 2 || evs[0].ID != "e5" || evs[1].ID != "e4" {
+			t.Fatalf("audit, newest first, limit 2: %+v", evs)
+		}
+		all, _ := s.Audit(ctx, 100)
+		if len(all) != 5 {
+			t.Fatalf("audit has %d events, want 5", len(all))
+		}
+	}
+	check(s)
+	s.Close()
+	check(b.reopen(t))
+}
+
+func testCreateRefusesExisting(t *testing.T, b backend) {
+	ctx := context.Background()
+	s := b.open(t)
+	must(t, s.Apply(ctx, Change{Team: &Team{Name: "a"}, Create: true, Event: ev("e1", "team.create")}))
+	err := s.Apply(ctx, Change{Team: &Team{Name: "a"}, Create: true, Event: ev("e2", "team.create")})
+	if !errors.Is(err, ErrExists) {
+		t.Fatalf("second create: %v, want ErrExists", err)
+	}
+	if v, _ := s.Version(ctx); v != 1 {
+		t.Fatalf("a refused create changed the version to %d", v)
+	}
+	if evs, _ := s.Audit(ctx, 10); len(evs) != 1 {
+		t.Fatalf("a refused create was audited: %d events", len(evs))
+	}
+}
+
+func testTouch(t *testing.T, b backend) {
+	ctx := context.Background()
+	s := b.open(t)
+	must(t, s.Touch(ctx, map[string]int64{"key_1": 100, "key_2": 50}))
+	must(t, s.Touch(ctx, map[string]int64{"key_1": 90}))
+	d, err := s.Load(ctx)
+	must(t, err)
+	if d.Used["key_1"] != 100 || d.Used["key_2"] != 50 || d.Version != 0 {
+		t.Fatalf("used %v version %d", d.Used, d.Version)
+	}
+}
+
+// TestRedisApplyReplayIsANoOp: a script the client retries after losing
+// its answer neither doubles the event nor turns a create into "exists".
+func TestRedisApplyReplayIsANoOp(t *testing.T) {
+	s := redisBackend(t).open(t)
+	ctx := context.Background()
+	c := Change{Team: &Team{Name: "a"}, Create: true, Event: ev("e1", "team.create")}
+	must(t, s.Apply(ctx, c))
+	must(t, s.Apply(ctx, c))
+	if evs, _ := s.Audit(ctx, 10); len(evs) != 1 {
+		t.Fatalf("replayed change audited %d times", len(evs))
+	}
+	if v, _ := s.Version(ctx); v != 1 {
+		t.Fatalf("version %d after a replay, want 1", v)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testMark(t *testing.T, b backend) {
+	ctx := context.Background()
+	s := b.open(t)
+	for i, want := range []bool{true, false} {
+		first, err := s.Mark(ctx, "a", time.Time{})
+		if err != nil || first != want {
+			t.Fatalf("mark %d: %v %v, want %v", i, first, err, want)
+		}
+	}
+	first, err := s.Mark(ctx, "old", time.Now().Add(-time.Second))
+	must(t, err)
+	if !first {
+		t.Fatal("a new id is not first")
+	}
+	if again, _ := s.Mark(ctx, "old", time.Now().Add(time.Hour)); !again {
+		t.Fatal("a mark that ended must be first again")
+	}
+	s.Close()
+	s = b.reopen(t)
+	if first, _ := s.Mark(ctx, "a", time.Time{}); first {
+		t.Fatal("a mark was forgotten by a restart")
+	}
+}
