@@ -14,6 +14,7 @@ import (
 	"nanogate/accounting"
 	"nanogate/config"
 	"nanogate/internal/safemath"
+	"nanogate/internal/webhook"
 )
 
 // Alert is a budget threshold a team or a key reached in a budget period.
@@ -39,6 +40,20 @@ type Alert struct {
 	// a key's budget (as a batch webhook), of the admin key for a team's.
 	WebhookURL string `json:"-"`
 	Secret     []byte `json:"-"`
+}
+
+// Post sends the alert to its webhook, if it has one, as the event
+// budget.alert with the alert's id (x-nanogate-event, x-nanogate-event-id),
+// signed with its Secret; delivery goes on in the background.
+func (a Alert) Post(s *webhook.Sender) {
+	if a.WebhookURL == "" || s == nil {
+		return
+	}
+	body, err := json.Marshal(a)
+	if err != nil {
+		return
+	}
+	s.Send(a.WebhookURL, a.Secret, webhook.Event{Kind: a.Object, ID: a.ID, Body: body})
 }
 
 // AlertInterval is how often budgets are compared with their thresholds:

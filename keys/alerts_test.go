@@ -2,14 +2,27 @@ package keys
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"nanogate/accounting"
 	"nanogate/config"
+	"nanogate/internal/poll"
 	"nanogate/internal/redistest"
+	"nanogate/internal/webhook"
 )
 
 // spendOf answers every read with the team's and the keys' costs.
@@ -109,5 +122,70 @@ func TestAlertWebhookURLIsValidated(t *testing.T) {
 		if fe, ok := IsFieldError(err); !ok || fe.Field != "alert_webhook_url" {
 			t.Errorf("%s: %v", u, err)
 		}
+	}
+}
+
+// TestAlertReachesItsWebhookSigned: a key's budget alert, from the spend
+// that reached it to a loopback receiver, signed with the hex SHA-256 of
+// the key as its owner can check it, named as a budget alert.
+func TestAlertReachesItsWebhookSigned(t *testing.T) {
+	var mu sync.Mutex
+	var hdr http.Header
+	var body []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		hdr, body = r.Header.Clone(), b
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	sender := webhook.New(webhook.Options{AllowAddrs: []netip.AddrPort{netip.MustParseAddrPort(strings.TrimPrefix(srv.URL, "http://"))}})
+
+	ctx := context.Background()
+	d := memDir(t)
+	_, err := d.CreateTeam(ctx, "a", []byte(`{"name":"web"}`))
+	must(t, err)
+	ki, secret, err := d.CreateKey(ctx, "a", []byte(`{"name":"k","team":"web","budget":{"usd":2},"alert_thresholds":[50],"alert_webhook_url":`+
+		strconv.Quote(srv.URL+"/hook")+`}`))
+	must(t, err)
+	team := int64(0)
+	must(t, d.CheckAlerts(ctx, spendOf(&team, map[string]int64{"k": 1_000_000}), func(a Alert) { a.Post(sender) }))
+	poll.Until(t, 10*time.Second, "the alert at the webhook", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return hdr != nil
+	})
+	sender.Close(ctx)
+	mu.Lock()
+	defer mu.Unlock()
+
+	sum := sha256.Sum256([]byte(secret))
+	var ts, v1 string
+	for _, p := range strings.Split(hdr.Get("x-nanogate-signature"), ",") {
+		k, v, _ := strings.Cut(p, "=")
+		switch k {
+		case "t":
+			ts = v
+		case "v1":
+			v1 = v
+		}
+	}
+	mac := hmac.New(sha256.New, []byte(hex.EncodeToString(sum[:])))
+	mac.Write([]byte(ts + "." + string(body)))
+	if want := hex.EncodeToString(mac.Sum(nil)); ts == "" || v1 != want {
+		t.Fatalf("signature %q, want v1=%s", hdr.Get("x-nanogate-signature"), want)
+	}
+	var a struct {
+		Object    string  `json:"object"`
+		ID        string  `json:"id"`
+		KeyID     string  `json:"key_id"`
+		Threshold int     `json:"threshold_percent"`
+		Spent     float64 `json:"spent_usd"`
+	}
+	if err := json.Unmarshal(body, &a); err != nil || a.Object != "budget.alert" || a.KeyID != ki.ID || a.Threshold != 50 || a.Spent != 1 {
+		t.Fatalf("body %s", body)
+	}
+	if hdr.Get("x-nanogate-event") != "budget.alert" || hdr.Get("x-nanogate-event-id") != a.ID || hdr.Get("x-nanogate-batch") != "" {
+		t.Fatalf("headers %v", hdr)
 	}
 }
