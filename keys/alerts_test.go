@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -187,5 +188,54 @@ func TestAlertReachesItsWebhookSigned(t *testing.T) {
 	}
 	if hdr.Get("x-nanogate-event") != "budget.alert" || hdr.Get("x-nanogate-event-id") != a.ID || hdr.Get("x-nanogate-batch") != "" {
 		t.Fatalf("headers %v", hdr)
+	}
+}
+
+// TestThresholdsAreThoseWatched: what /v1/usage shows is what the watcher
+// fires on: a stored team's own thresholds, the defaults for one that set
+// none and for the file's teams, nothing for a budget that is not there.
+func TestThresholdsAreThoseWatched(t *testing.T) {
+	ctx := context.Background()
+	seed := seedConfig()
+	seed.Teams[0].Budget = &config.Budget{USD: 1}
+	s, err := OpenFile("", nil)
+	must(t, err)
+	d := Open(s, seed, Options{})
+	t.Cleanup(d.Close)
+	for _, body := range []string{`{"name":"own","budget":{"usd":5},"alert_thresholds":[25,75]}`, `{"name":"plain","budget":{"usd":5}}`,
+		`{"name":"free"}`} {
+		_, err := d.CreateTeam(ctx, "a", []byte(body))
+		must(t, err)
+	}
+	withBudget, _, err := d.CreateKey(ctx, "a", []byte(`{"name":"kb","team":"own","budget":{"usd":1},"alert_thresholds":[90]}`))
+	must(t, err)
+	without, _, err := d.CreateKey(ctx, "a", []byte(`{"name":"kn","team":"own"}`))
+	must(t, err)
+	for _, c := range []struct {
+		team, key         string
+		wantTeam, wantKey []int
+	}{
+		{"design", "", DefaultAlerts, nil},
+		{"own", withBudget.ID, []int{25, 75}, []int{90}},
+		{"own", without.ID, []int{25, 75}, nil},
+		{"plain", "", DefaultAlerts, nil},
+		{"free", "", nil, nil},
+		{"nobody", "key_none", nil, nil},
+	} {
+		gotTeam, gotKey := d.Thresholds(c.team, c.key)
+		if !slices.Equal(gotTeam, c.wantTeam) || !slices.Equal(gotKey, c.wantKey) || (c.wantTeam == nil) != (gotTeam == nil) {
+			t.Errorf("%s/%s: %v %v, want %v %v", c.team, c.key, gotTeam, gotKey, c.wantTeam, c.wantKey)
+		}
+	}
+	// Reached, at the edges: exactly a threshold reaches it; a cent
+	// below does not; no budget reaches nothing.
+	if got := Reached([]int{50, 80, 100}, 800_000, 1); !slices.Equal(got, []int{50, 80}) {
+		t.Errorf("Reached at 80%%: %v", got)
+	}
+	if got := Reached([]int{50}, 499_999, 1); len(got) != 0 || got == nil {
+		t.Errorf("Reached below 50%%: %#v, want an empty list", got)
+	}
+	if got := Reached([]int{50}, 1<<62, 0); len(got) != 0 {
+		t.Errorf("Reached without a budget: %v", got)
 	}
 }
