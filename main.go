@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,6 +38,7 @@ import (
 	"nanogate/images"
 	"nanogate/images/signatures"
 	"nanogate/internal/memlimit"
+	"nanogate/internal/webhook"
 	"nanogate/keys"
 	"nanogate/metrics"
 	"nanogate/openai"
@@ -279,21 +279,14 @@ func (d *deps) watchAlerts() {
 		Name: "nanogate_budget_alerts_total", Help: "Budget alert thresholds reached, once per period, by scope (team, key) and threshold percent.",
 	}, []string{"scope", "threshold"})
 	d.metrics.Registry.MustRegister(alerts)
-	hooks := batch.NewWebhooks(batch.WebhookOptions{Log: d.log, AllowAddrs: testAddrs("NANOGATE_TEST_WEBHOOK_ADDRS")})
+	hooks := webhook.New(webhook.Options{Log: d.log, AllowAddrs: testAddrs("NANOGATE_TEST_WEBHOOK_ADDRS")})
 	d.alertHooks = hooks
 	d.keys.WatchAlerts(keys.AlertInterval, d.store.Read, func(a keys.Alert) {
 		alerts.WithLabelValues(a.Scope, strconv.Itoa(a.Threshold)).Inc()
 		d.log.Warn("budget alert", zap.String("id", a.ID), zap.String("team", a.Team), zap.String("key", a.Key),
 			zap.String("period", a.Period), zap.Int("threshold_percent", a.Threshold),
 			zap.ByteString("spent_usd", a.SpentUSD), zap.ByteString("budget_usd", a.BudgetUSD))
-		if a.WebhookURL == "" {
-			return
-		}
-		body, err := json.Marshal(a)
-		if err != nil {
-			return
-		}
-		hooks.Send(a.WebhookURL, a.Secret, a.Object, a.ID, body)
+		a.Post(hooks)
 	})
 }
 
@@ -329,7 +322,7 @@ type deps struct {
 	keys   *keys.Directory
 	kstore keys.Store
 	// alertHooks posts budget alerts; nil until they are watched.
-	alertHooks *batch.Webhooks
+	alertHooks *webhook.Sender
 	// swapMu orders the state swaps of reloads and of key changes; cfg is
 	// the configuration file in force and closeState releases the state
 	// in force.
@@ -464,14 +457,7 @@ func (d *deps) newBatches(cfg *config.Config) error {
 			return err
 		}
 	}
-	wo := batch.WebhookOptions{Log: d.log}
-	// For tests only: their webhook receivers listen on loopback, which
-	// webhooks may not reach otherwise.
-	for _, a := range strings.Split(os.Getenv("NANOGATE_TEST_WEBHOOK_ADDRS"), ",") {
-		if ap, err := netip.ParseAddrPort(strings.TrimSpace(a)); err == nil {
-			wo.AllowAddrs = append(wo.AllowAddrs, ap)
-		}
-	}
+	wo := batch.WebhookOptions{Log: d.log, AllowAddrs: testAddrs("NANOGATE_TEST_WEBHOOK_ADDRS")}
 	d.batches = batch.New(d.bstore, files, batch.Options{
 		Workers: cfg.Batch.Workers, Share: cfg.Batch.MaxShare, ReclaimAfter: cfg.Batch.ReclaimAfter,
 		Log: d.log, Metrics: d.metrics, Webhooks: batch.NewWebhooks(wo),

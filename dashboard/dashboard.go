@@ -1,9 +1,11 @@
 // Package dashboard is the admin web page at /admin/: spend per day, savings
-// from price routing, team budgets, keys and provider health. The page, its
-// script and its stylesheet are embedded in the binary; it loads nothing from
-// anywhere else. It holds no data: its script signs in with the admin key
-// (kept in sessionStorage) and reads /admin/usage and /admin/providers with
-// it as a bearer token, so serving the page needs no authentication.
+// from price routing, team budgets, provider health, and the keys and teams
+// made at run time (created, rotated, revoked and edited from the page). The
+// page, its script and its stylesheet are embedded in the binary; it loads
+// nothing from anywhere else. It holds no data: its script signs in with the
+// admin key (kept in sessionStorage) and calls the admin API (/admin/usage,
+// /admin/providers, /admin/keys, /admin/teams...) with it as a bearer token,
+// so serving the page needs no authentication.
 package dashboard
 
 import (

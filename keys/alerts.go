@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"nanogate/accounting"
 	"nanogate/config"
 	"nanogate/internal/safemath"
+	"nanogate/internal/webhook"
 )
 
 // Alert is a budget threshold a team or a key reached in a budget period.
@@ -39,6 +41,20 @@ type Alert struct {
 	// a key's budget (as a batch webhook), of the admin key for a team's.
 	WebhookURL string `json:"-"`
 	Secret     []byte `json:"-"`
+}
+
+// Post sends the alert to its webhook, if it has one, as the event
+// budget.alert with the alert's id (x-nanogate-event, x-nanogate-event-id),
+// signed with its Secret; delivery goes on in the background.
+func (a Alert) Post(s *webhook.Sender) {
+	if a.WebhookURL == "" || s == nil {
+		return
+	}
+	body, err := json.Marshal(a)
+	if err != nil {
+		return
+	}
+	s.Send(a.WebhookURL, a.Secret, webhook.Event{Kind: a.Object, ID: a.ID, Body: body})
 }
 
 // AlertInterval is how often budgets are compared with their thresholds:
@@ -136,12 +152,55 @@ func (d *Directory) CheckAlerts(ctx context.Context, spend SpendFunc, notify fun
 	return firstErr
 }
 
+// BudgetMicros is a budget in micro-dollars, as usage totals count them.
+func BudgetMicros(usd float64) int64 {
+	return int64(math.Round(min(usd, config.MaxBudgetUSD) * 1e6))
+}
+
+// reached reports whether spent reached pct percent of budget (both in
+// micro-dollars): spent*100 >= budget*pct, saturating, so money never
+// wraps.
+func reached(spent, budget int64, pct int) bool {
+	return budget > 0 && safemath.Mul(spent, 100) >= safemath.Mul(budget, int64(pct))
+}
+
+// Reached returns the thresholds (percentages) of a budget of usd that
+// spent (micro-dollars, in the budget's period) reached: the alerts that
+// fired in the period, or fire at the next check (within AlertInterval).
+func Reached(thresholds []int, spent int64, usd float64) []int {
+	out := []int{}
+	for _, pct := range thresholds {
+		if reached(spent, BudgetMicros(usd), pct) {
+			out = append(out, pct)
+		}
+	}
+	return out
+}
+
+// Thresholds are the alert thresholds watched on a team's budget and on a
+// key's own (by id), from the snapshot in force (no store read): nil for a
+// budget that is not watched (none, or a key of the configuration file,
+// which has no budget of its own).
+func (d *Directory) Thresholds(team, keyID string) (teamAlerts, keyAlerts []int) {
+	seed, data := d.seed.Load(), d.data.Load()
+	if i := slices.IndexFunc(seed.Teams, func(t config.Team) bool { return t.Name == team }); i >= 0 {
+		if seed.Teams[i].Budget != nil {
+			teamAlerts = DefaultAlerts
+		}
+	} else if t := data.Teams[team]; t != nil && t.Budget != nil {
+		teamAlerts = orDefault(t.Alerts)
+	}
+	if k := data.Keys[keyID]; k != nil && k.Budget != nil {
+		keyAlerts = orDefault(k.Alerts)
+	}
+	return teamAlerts, keyAlerts
+}
+
 // fire notifies each threshold of w that spent reached, once.
 func (d *Directory) fire(ctx context.Context, w budgetWatch, period string, spent int64, now time.Time, notify func(Alert)) error {
-	budget := int64(math.Round(min(w.budget.USD, config.MaxBudgetUSD) * 1e6))
+	budget := BudgetMicros(w.budget.USD)
 	for _, pct := range w.thresholds {
-		// spent*100 >= budget*pct, saturating: money never wraps.
-		if budget <= 0 || safemath.Mul(spent, 100) < safemath.Mul(budget, int64(pct)) {
+		if !reached(spent, budget, pct) {
 			continue
 		}
 		name := w.team

@@ -2,14 +2,28 @@ package keys
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"nanogate/accounting"
 	"nanogate/config"
+	"nanogate/internal/poll"
 	"nanogate/internal/redistest"
+	"nanogate/internal/webhook"
 )
 
 // spendOf answers every read with the team's and the keys' costs.
@@ -109,5 +123,119 @@ func TestAlertWebhookURLIsValidated(t *testing.T) {
 		if fe, ok := IsFieldError(err); !ok || fe.Field != "alert_webhook_url" {
 			t.Errorf("%s: %v", u, err)
 		}
+	}
+}
+
+// TestAlertReachesItsWebhookSigned: a key's budget alert, from the spend
+// that reached it to a loopback receiver, signed with the hex SHA-256 of
+// the key as its owner can check it, named as a budget alert.
+func TestAlertReachesItsWebhookSigned(t *testing.T) {
+	var mu sync.Mutex
+	var hdr http.Header
+	var body []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		hdr, body = r.Header.Clone(), b
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	sender := webhook.New(webhook.Options{AllowAddrs: []netip.AddrPort{netip.MustParseAddrPort(strings.TrimPrefix(srv.URL, "http://"))}})
+
+	ctx := context.Background()
+	d := memDir(t)
+	_, err := d.CreateTeam(ctx, "a", []byte(`{"name":"web"}`))
+	must(t, err)
+	ki, secret, err := d.CreateKey(ctx, "a", []byte(`{"name":"k","team":"web","budget":{"usd":2},"alert_thresholds":[50],"alert_webhook_url":`+
+		strconv.Quote(srv.URL+"/hook")+`}`))
+	must(t, err)
+	team := int64(0)
+	must(t, d.CheckAlerts(ctx, spendOf(&team, map[string]int64{"k": 1_000_000}), func(a Alert) { a.Post(sender) }))
+	poll.Until(t, 10*time.Second, "the alert at the webhook", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return hdr != nil
+	})
+	sender.Close(ctx)
+	mu.Lock()
+	defer mu.Unlock()
+
+	sum := sha256.Sum256([]byte(secret))
+	var ts, v1 string
+	for _, p := range strings.Split(hdr.Get("x-nanogate-signature"), ",") {
+		k, v, _ := strings.Cut(p, "=")
+		switch k {
+		case "t":
+			ts = v
+		case "v1":
+			v1 = v
+		}
+	}
+	mac := hmac.New(sha256.New, []byte(hex.EncodeToString(sum[:])))
+	mac.Write([]byte(ts + "." + string(body)))
+	if want := hex.EncodeToString(mac.Sum(nil)); ts == "" || v1 != want {
+		t.Fatalf("signature %q, want v1=%s", hdr.Get("x-nanogate-signature"), want)
+	}
+	var a struct {
+		Object    string  `json:"object"`
+		ID        string  `json:"id"`
+		KeyID     string  `json:"key_id"`
+		Threshold int     `json:"threshold_percent"`
+		Spent     float64 `json:"spent_usd"`
+	}
+	if err := json.Unmarshal(body, &a); err != nil || a.Object != "budget.alert" || a.KeyID != ki.ID || a.Threshold != 50 || a.Spent != 1 {
+		t.Fatalf("body %s", body)
+	}
+	if hdr.Get("x-nanogate-event") != "budget.alert" || hdr.Get("x-nanogate-event-id") != a.ID || hdr.Get("x-nanogate-batch") != "" {
+		t.Fatalf("headers %v", hdr)
+	}
+}
+
+// TestThresholdsAreThoseWatched: what /v1/usage shows is what the watcher
+// fires on: a stored team's own thresholds, the defaults for one that set
+// none and for the file's teams, nothing for a budget that is not there.
+func TestThresholdsAreThoseWatched(t *testing.T) {
+	ctx := context.Background()
+	seed := seedConfig()
+	seed.Teams[0].Budget = &config.Budget{USD: 1}
+	s, err := OpenFile("", nil)
+	must(t, err)
+	d := Open(s, seed, Options{})
+	t.Cleanup(d.Close)
+	for _, body := range []string{`{"name":"own","budget":{"usd":5},"alert_thresholds":[25,75]}`, `{"name":"plain","budget":{"usd":5}}`,
+		`{"name":"free"}`} {
+		_, err := d.CreateTeam(ctx, "a", []byte(body))
+		must(t, err)
+	}
+	withBudget, _, err := d.CreateKey(ctx, "a", []byte(`{"name":"kb","team":"own","budget":{"usd":1},"alert_thresholds":[90]}`))
+	must(t, err)
+	without, _, err := d.CreateKey(ctx, "a", []byte(`{"name":"kn","team":"own"}`))
+	must(t, err)
+	for _, c := range []struct {
+		team, key         string
+		wantTeam, wantKey []int
+	}{
+		{"design", "", DefaultAlerts, nil},
+		{"own", withBudget.ID, []int{25, 75}, []int{90}},
+		{"own", without.ID, []int{25, 75}, nil},
+		{"plain", "", DefaultAlerts, nil},
+		{"free", "", nil, nil},
+		{"nobody", "key_none", nil, nil},
+	} {
+		gotTeam, gotKey := d.Thresholds(c.team, c.key)
+		if !slices.Equal(gotTeam, c.wantTeam) || !slices.Equal(gotKey, c.wantKey) || (c.wantTeam == nil) != (gotTeam == nil) {
+			t.Errorf("%s/%s: %v %v, want %v %v", c.team, c.key, gotTeam, gotKey, c.wantTeam, c.wantKey)
+		}
+	}
+	// Reached, at the edges: exactly a threshold reaches it; a cent
+	// below does not; no budget reaches nothing.
+	if got := Reached([]int{50, 80, 100}, 800_000, 1); !slices.Equal(got, []int{50, 80}) {
+		t.Errorf("Reached at 80%%: %v", got)
+	}
+	if got := Reached([]int{50}, 499_999, 1); len(got) != 0 || got == nil {
+		t.Errorf("Reached below 50%%: %#v, want an empty list", got)
+	}
+	if got := Reached([]int{50}, 1<<62, 0); len(got) != 0 {
+		t.Errorf("Reached without a budget: %v", got)
 	}
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/csv"
+	"encoding/json"
 	"slices"
 	"strconv"
 	"testing"
@@ -226,5 +227,87 @@ func TestUsageIsAbsentWithoutAccounting(t *testing.T) {
 		if msg != "Usage tracking is not configured." {
 			t.Errorf("%s: %q", path, msg)
 		}
+	}
+}
+
+// TestUsageShowsBudgetsAndAlertThresholds: a key with a budget of its own
+// sees it in its own period (daily, where its team's is total), with its
+// alert thresholds and those its spend reached; its team's budget shows the
+// file's default thresholds; a key without a budget and a team without one
+// show none.
+func TestUsageShowsBudgetsAndAlertThresholds(t *testing.T) {
+	ts := startServer(t, serverOpts{teamDesign: "    budget: { usd: 0.06, period: total }\n"})
+	withDirectory(t, ts)
+	r := send(t, "POST", ts.url+"/admin/keys", adminKey, "application/json",
+		[]byte(`{"name":"own","team":"design","budget":{"usd":1,"period":"daily"},"alert_thresholds":[1,90]}`))
+	var k struct{ Key string }
+	if json.Unmarshal(r.body, &k); r.status != 201 || k.Key == "" {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	if c := ts.postJSON(t, "/v1/chat/completions", k.Key, chatBody(testModel, ""), "x-request-id", "trace-u-own"); c.status != 200 {
+		t.Fatalf("chat: %d %s", c.status, c.body)
+	}
+	ts.flush(t)
+	cost := ts.requestLine(t, "trace-u-own")["cost_micros"].(int64)
+
+	type budgetView struct {
+		Name      string   `json:"name"`
+		BudgetUSD *float64 `json:"budget_usd"`
+		Period    string   `json:"budget_period"`
+		Current   string   `json:"budget_current_period"`
+		Spent     *float64 `json:"budget_spent_usd"`
+		Remaining *float64 `json:"remaining_usd"`
+		ResetsAt  string   `json:"budget_resets_at"`
+		Alerts    []int    `json:"alert_thresholds"`
+		Reached   []int    `json:"alert_thresholds_reached"`
+		Requests  int64    `json:"requests"`
+	}
+	var u struct {
+		Period string      `json:"period"`
+		Key    budgetView  `json:"key"`
+		Team   *budgetView `json:"team"`
+	}
+	get := func(key string) {
+		t.Helper()
+		u.Key, u.Team = budgetView{}, nil
+		r := ts.get(t, "/v1/usage", key)
+		if r.status != 200 {
+			t.Fatalf("usage: %d %s", r.status, r.body)
+		}
+		decode(t, r, &u)
+	}
+	get(k.Key)
+	now := time.Now().UTC()
+	if u.Period != "total" || u.Key.Name != "own" || u.Key.Requests != 1 || u.Key.BudgetUSD == nil || *u.Key.BudgetUSD != 1 ||
+		u.Key.Period != "daily" || (u.Key.Current != accounting.Day(now) && u.Key.Current != accounting.Day(now.Add(-time.Minute))) ||
+		*u.Key.Spent != float64(cost)/1e6 || *u.Key.Remaining != float64(1_000_000-cost)/1e6 || u.Key.ResetsAt == "" ||
+		!slices.Equal(u.Key.Alerts, []int{1, 90}) || !slices.Equal(u.Key.Reached, []int{1}) {
+		t.Errorf("key own: %+v (cost %d)", u.Key, cost)
+	}
+	// The file's team uses the default thresholds; $0.06 against one
+	// request's cost.
+	var want []int
+	for _, pct := range []int{50, 80, 100} {
+		if cost*100 >= 60_000*int64(pct) {
+			want = append(want, pct)
+		}
+	}
+	if cost < 30_000 || cost >= 60_000 {
+		t.Fatalf("cost %d: the test wants one request between 50%% and 100%% of $0.06", cost)
+	}
+	if u.Team == nil || !slices.Equal(u.Team.Alerts, []int{50, 80, 100}) || !slices.Equal(u.Team.Reached, want) ||
+		*u.Team.BudgetUSD != 0.06 || u.Team.Requests != 1 {
+		t.Errorf("team design: %+v, want reached %v", u.Team, want)
+	}
+
+	// A key of the file: no budget of its own, its team's thresholds.
+	get(ciKey)
+	if u.Key.BudgetUSD != nil || u.Key.Alerts != nil || u.Team == nil || !slices.Equal(u.Team.Reached, want) {
+		t.Errorf("ci: key %+v team %+v", u.Key, u.Team)
+	}
+	// A team without a budget: nothing to alert on.
+	get(opsKey)
+	if u.Key.Alerts != nil || u.Team == nil || u.Team.Alerts != nil || u.Team.Reached != nil || u.Team.BudgetUSD != nil {
+		t.Errorf("ops: key %+v team %+v", u.Key, u.Team)
 	}
 }

@@ -12,7 +12,8 @@
 # the fakeup command, starts the fakes (an OpenAI-compatible reseller at $0.035 an image and the Gemini API at
 # $0.039, with fakeup's control API) and a gateway with an admin key on free loopback ports, waits for /healthz,
 # runs the test and stops everything, also on failure or Ctrl-C. routing.health.failure_threshold is 2, so the
-# test can open the reseller's circuit with two failed requests.
+# test can open the reseller's circuit with two failed requests. The keys and teams the test makes through the page
+# go to the gateway's embedded store (data/keys.jsonl in its own directory), gone with the stack.
 #
 # The screenshot the test takes is left in e2e/browser/screenshot.png (git-ignored).
 #

@@ -17,8 +17,9 @@
 # (Gemini 3 Pro Image, gemini only; its own key, so that its usage is its own). Client keys: one
 # unrestricted, one allowed only nano-banana, and three with rate limits: 1 request per minute (a second call is
 # a 429), 30 per minute (an empty bucket refills one request every 2 s, which the SDKs' retries wait out) and
-# a generous RPM and TPM (for the x-ratelimit-* headers of admitted answers). The suites find all this in
-# NANOGATE_COMPAT_* variables.
+# a generous RPM and TPM (for the x-ratelimit-* headers of admitted answers). An admin key lets a case make a
+# key at run time (POST /admin/keys; the embedded key store, in the suite's directory). The suites find all this
+# in NANOGATE_COMPAT_* variables.
 #
 # Needs go, node (20 or newer) and npm; network only for `npm ci` and Go modules. Exit status: 0 when every
 # suite passed, 1 when one failed (the stack's logs are printed), 2 when a tool is missing or the stack did not
@@ -57,6 +58,9 @@ export NANOGATE_COMPAT_MODEL_GEMINI="gemini-2.5-flash-image"
 export NANOGATE_COMPAT_MODEL_BOTH="nano-banana"
 export NANOGATE_COMPAT_MODEL_PRO="nano-banana-pro"
 export NANOGATE_COMPAT_PRO_KEY="sk-compat-only-pro-at-4k-5555"
+# The admin key: the keys case makes a key through POST /admin/keys, as an operator's script would, then uses it
+# with the SDK unchanged.
+export NANOGATE_COMPAT_ADMIN_KEY="admin-compat-keys-case-2468"
 export NANOGATE_COMPAT_MAX_ATTEMPTS=2
 
 # start_stack starts the fakes and a gateway for suite $1 and exports where they are. The gateway runs in the
@@ -83,6 +87,7 @@ start_stack() {
 		  listen: "127.0.0.1:$port"
 		  shutdown_timeout: 5s
 		log: { level: info, format: json }
+		admin_key: \${COMPAT_ADMIN_KEY}
 		providers:
 		  - name: reseller
 		    kind: openai
@@ -138,7 +143,7 @@ start_stack() {
 	COMPAT_UPSTREAM_KEY=$upstream_key COMPAT_FULL_KEY=$NANOGATE_COMPAT_KEY \
 		COMPAT_RESTRICTED_KEY=$NANOGATE_COMPAT_RESTRICTED_KEY COMPAT_LIMITED_KEY=$NANOGATE_COMPAT_LIMITED_KEY \
 		COMPAT_REFILL_KEY=$NANOGATE_COMPAT_REFILL_KEY COMPAT_METERED_KEY=$NANOGATE_COMPAT_METERED_KEY \
-		COMPAT_PRO_KEY=$NANOGATE_COMPAT_PRO_KEY \
+		COMPAT_PRO_KEY=$NANOGATE_COMPAT_PRO_KEY COMPAT_ADMIN_KEY=$NANOGATE_COMPAT_ADMIN_KEY \
 		bash -c 'cd "$1" && exec "$2" -config config.yaml' _ "$dir" "$tmp/nanogate" >"$dir/gateway.log" 2>&1 &
 	pids+=($!)
 	local gw=$!

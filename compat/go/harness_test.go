@@ -36,6 +36,7 @@ var env struct {
 	maxAttempts                      int
 	refillRPM, meteredRPM            int
 	meteredTPM                       int
+	adminKey                         string // the gateway's admin_key, for the admin API of keys
 }
 
 // kind is an upstream kind: the fake that serves it, the provider name the gateway reports, and the public
@@ -70,6 +71,7 @@ func TestMain(m *testing.M) {
 	env.modelPro = need("NANOGATE_COMPAT_MODEL_PRO")
 	env.proKey = need("NANOGATE_COMPAT_PRO_KEY")
 	fmt.Sscan(need("NANOGATE_COMPAT_MAX_ATTEMPTS"), &env.maxAttempts)
+	env.adminKey = need("NANOGATE_COMPAT_ADMIN_KEY")
 	kinds = []kind{
 		{"openai", "openai", "reseller", need("NANOGATE_COMPAT_MODEL_OPENAI")},
 		{"gemini", "gemini", "google", need("NANOGATE_COMPAT_MODEL_GEMINI")},

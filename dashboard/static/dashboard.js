@@ -1,7 +1,9 @@
-// nanogate dashboard. Reads the admin JSON APIs with the admin key as a bearer token; the key lives in
-// sessionStorage (this tab only) and never goes into a URL or a cookie. Every piece of data is put in the page
-// with textContent or SVG attributes, never parsed as HTML: team and key names come from the config. The
-// page's Content-Security-Policy enforces it (Trusted Types with no policy: assigning markup as a string throws).
+// nanogate dashboard. Reads the admin JSON APIs, and changes keys and teams through them, with the admin key as
+// a bearer token; the key lives in sessionStorage (this tab only) and never goes into a URL or a cookie. Every
+// piece of data is put in the page with textContent or SVG attributes, never parsed as HTML: team and key names
+// come from the config or the API. The page's Content-Security-Policy enforces it (Trusted Types with no policy:
+// assigning markup as a string throws). A key's secret, shown once after it is made or rotated, lives in one
+// text node until its box is closed, and is never stored.
 'use strict';
 
 (() => {
@@ -88,13 +90,27 @@
 
   class AuthError extends Error {}
 
-  async function api(path) {
+  // APIError is a refusal in OpenAI's envelope: its message is the gateway's own, shown as it is.
+  class APIError extends Error {
+    constructor(message, status) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  // api calls the admin API. Every call says it comes from the dashboard (x-nanogate-actor), so that the audit
+  // trail tells the page's changes from scripts'. body, when given, is sent as JSON.
+  async function api(path, method, body) {
     const key = sessionStorage.getItem(STORAGE_KEY);
     if (!key) throw new AuthError('Sign in with the admin key.');
+    const headers = { Authorization: 'Bearer ' + key, 'x-nanogate-actor': 'dashboard' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
     let resp;
     try {
       resp = await fetch(path, {
-        headers: { Authorization: 'Bearer ' + key },
+        method: method || 'GET',
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
         cache: 'no-store',
         credentials: 'omit',
         redirect: 'error',
@@ -105,12 +121,12 @@
     if (resp.ok) return resp;
     let message = 'HTTP ' + resp.status;
     try {
-      const body = await resp.json();
-      if (body && body.error && body.error.message) message = body.error.message;
+      const answer = await resp.json();
+      if (answer && answer.error && answer.error.message) message = answer.error.message;
     } catch (_) { /* not JSON */ }
     if (resp.status === 401) throw new AuthError('The admin key was refused (' + message + ')');
     if (resp.status === 404 && /admin/i.test(message)) throw new AuthError(message);
-    throw new Error(message);
+    throw new APIError(message, resp.status);
   }
 
   function usageQuery(today) {
@@ -357,6 +373,312 @@
     }
   }
 
+  // ---------- keys and teams (the admin API of /admin/keys and /admin/teams) ----------
+
+  // UTC, to the minute: what the API stores, whatever the viewer's zone.
+  function when(iso) {
+    if (!iso) return '–';
+    const d = new Date(iso);
+    return isNaN(d) ? String(iso) : d.toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
+  }
+
+  function limits(x) {
+    const parts = [];
+    if (x.rpm > 0) parts.push(int(x.rpm) + ' rpm');
+    if (x.tpm > 0) parts.push(int(x.tpm) + ' tpm');
+    return parts.length ? parts.join(' · ') : 'no limit';
+  }
+
+  function budgetText(b) {
+    return b ? usd(b.usd) + ' ' + (b.period || 'monthly') : '–';
+  }
+
+  function showError(id, message) {
+    const e = $(id);
+    e.textContent = message || '';
+    e.hidden = !message;
+  }
+
+  // The secret on display: held here and in one text node until the box closes, then dropped from both.
+  let secret = null;
+
+  function showSecret(what, name, value) {
+    secret = value;
+    $('secret-what').textContent = what;
+    $('secret-name').textContent = name;
+    $('secret-value').textContent = value;
+    $('secret-copied').textContent = '';
+    $('secret-panel').hidden = false;
+    $('secret-copy').focus();
+  }
+
+  function dismissSecret() {
+    secret = null;
+    clear($('secret-value'));
+    $('secret-name').textContent = '';
+    $('secret-copied').textContent = '';
+    $('secret-panel').hidden = true;
+    const sel = window.getSelection();
+    if (sel) sel.removeAllRanges();
+  }
+
+  async function copySecret() {
+    if (!secret) return;
+    try {
+      await navigator.clipboard.writeText(secret);
+      $('secret-copied').textContent = 'Copied to the clipboard.';
+    } catch (_) {
+      // No clipboard permission (a plain-HTTP page away from localhost, a locked-down browser): select it.
+      const range = document.createRange();
+      range.selectNodeContents($('secret-value'));
+      const sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+      $('secret-copied').textContent = 'Selected: press Ctrl+C (⌘C on a Mac) to copy it.';
+    }
+  }
+
+  let teamsJSON = '';
+  let keysJSON = '';
+  // changes counts the page's own changes: a refresh that began before one would show the lists as they were.
+  let changes = 0;
+  let teamsByName = new Map();
+
+  function actionButton(label, className, onClick) {
+    const b = el('button', className, label);
+    b.type = 'button';
+    b.addEventListener('click', onClick);
+    return b;
+  }
+
+  function readOnlyCell(text) {
+    const c = el('td', 'actions');
+    c.appendChild(el('span', 'muted', text));
+    return c;
+  }
+
+  function renderKeyList(list) {
+    const json = JSON.stringify(list.data || []);
+    if (json === keysJSON) return; // unchanged: keep the rows (and a button about to be clicked)
+    keysJSON = json;
+    const body = $('key-list').tBodies[0];
+    clear(body);
+    const now = Date.now();
+    for (const k of list.data || []) {
+      const expired = k.expires_at && new Date(k.expires_at).getTime() <= now;
+      const state = k.revoked_at ? 'revoked' : expired ? 'expired' : 'active';
+      const row = el('tr', 'api-key ' + state);
+      row.dataset.keyId = k.id;
+      row.dataset.name = k.name;
+      row.dataset.source = k.source;
+      row.appendChild(td(k.name, 'name'));
+      row.appendChild(td(k.team || '–', 'team'));
+      row.appendChild(td(k.prefix ? k.prefix + '…' : '–', 'prefix'));
+      row.appendChild(td(limits(k), 'limits'));
+      row.appendChild(td(budgetText(k.budget), 'budget-cap'));
+      row.appendChild(td(when(k.expires_at), 'expires'));
+      row.appendChild(td(when(k.last_used_at), 'last-used'));
+      row.appendChild(td(k.source, 'source'));
+      const status = el('td', 'status');
+      status.appendChild(el('span', 'state ' + state, state));
+      if (k.revoked_at) status.appendChild(el('span', 'muted', ' ' + when(k.revoked_at)));
+      if (k.previous_key_valid_until) {
+        status.appendChild(el('span', 'muted', ' · old secret until ' + when(k.previous_key_valid_until)));
+      }
+      row.appendChild(status);
+      if (k.source === 'config') {
+        row.appendChild(readOnlyCell('read-only'));
+      } else if (k.revoked_at) {
+        row.appendChild(td('', 'actions'));
+      } else {
+        const c = el('td', 'actions');
+        c.appendChild(actionButton('Rotate', 'rotate', () => rotateKey(k)));
+        c.appendChild(actionButton('Revoke', 'revoke danger', () => revokeKey(k)));
+        row.appendChild(c);
+      }
+      body.appendChild(row);
+    }
+  }
+
+  function renderTeamList(list) {
+    const teams = list.data || [];
+    teamsByName = new Map(teams.map((t) => [t.name, t]));
+    const json = JSON.stringify(teams);
+    if (json === teamsJSON) return;
+    teamsJSON = json;
+    const body = $('team-list').tBodies[0];
+    clear(body);
+    for (const t of teams) {
+      const row = el('tr', 'api-team');
+      row.dataset.teamName = t.name;
+      row.dataset.source = t.source;
+      row.appendChild(td(t.name, 'name'));
+      row.appendChild(td(t.rpm > 0 ? int(t.rpm) : '–', 'num rpm'));
+      row.appendChild(td(t.tpm > 0 ? int(t.tpm) : '–', 'num tpm'));
+      row.appendChild(td(budgetText(t.budget), 'budget-cap'));
+      row.appendChild(td(t.models && t.models.length ? t.models.join(', ') : 'every model', 'models'));
+      const alerts = t.budget ? (t.alert_thresholds && t.alert_thresholds.length ? t.alert_thresholds : [50, 80, 100]) : [];
+      row.appendChild(td(alerts.length ? alerts.map((p) => p + '%').join(', ') : '–', 'alerts'));
+      row.appendChild(td(t.source, 'source'));
+      if (t.source === 'config') {
+        row.appendChild(readOnlyCell('read-only'));
+      } else {
+        const c = el('td', 'actions');
+        c.appendChild(actionButton('Edit', 'edit', () => editTeam(t.name)));
+        row.appendChild(c);
+      }
+      body.appendChild(row);
+    }
+    // The key form's team choice follows the list, keeping what was chosen.
+    const select = $('key-team');
+    const chosen = select.value;
+    clear(select);
+    for (const t of teams) {
+      const o = el('option', '', t.name);
+      o.value = t.name;
+      select.appendChild(o);
+    }
+    if (teamsByName.has(chosen)) select.value = chosen;
+  }
+
+  function clearAdminLists() {
+    teamsJSON = '';
+    keysJSON = '';
+    teamsByName = new Map();
+    clear($('key-list').tBodies[0]);
+    clear($('team-list').tBodies[0]);
+    clear($('key-team'));
+    $('team-edit').hidden = true;
+    showError('keys-error', '');
+    showError('teams-error', '');
+    dismissSecret();
+  }
+
+  async function reloadAdminLists() {
+    const [k, t] = await Promise.all([
+      api('/admin/keys').then((r) => r.json()),
+      api('/admin/teams').then((r) => r.json()),
+    ]);
+    renderKeyList(k);
+    renderTeamList(t);
+  }
+
+  // change runs one admin call from the page: its refusal goes in the section's error line; a refused admin
+  // key signs out.
+  async function change(errorId, fn) {
+    changes++;
+    showError(errorId, '');
+    try {
+      await fn();
+    } catch (e) {
+      if (e instanceof AuthError) {
+        signOut(e.message);
+        return false;
+      }
+      showError(errorId, e.message);
+      return false;
+    }
+    changes++;
+    try {
+      await reloadAdminLists();
+    } catch (_) { /* the next refresh says what is wrong */ }
+    return true;
+  }
+
+  // numberField reads a number field: '' is absent; what is not a number goes as typed, for the API to refuse
+  // with its own message.
+  function numberField(id) {
+    const v = $(id).value.trim();
+    if (v === '') return undefined;
+    const n = Number(v);
+    return Number.isFinite(n) ? n : v;
+  }
+
+  function createKey(ev) {
+    ev.preventDefault();
+    const body = { name: $('key-name').value.trim(), team: $('key-team').value };
+    for (const [field, id] of [['rpm', 'key-rpm'], ['tpm', 'key-tpm']]) {
+      const n = numberField(id);
+      if (n !== undefined) body[field] = n;
+    }
+    const usd = numberField('key-budget');
+    if (usd !== undefined) body.budget = { usd, period: $('key-period').value };
+    const expires = $('key-expires').value;
+    if (expires) {
+      const d = new Date(expires); // the viewer's local time
+      body.expires_at = isNaN(d) ? expires : d.toISOString();
+    }
+    const models = $('key-models').value.split(',').map((m) => m.trim()).filter(Boolean);
+    if (models.length) body.models = models;
+    return change('keys-error', async () => {
+      const k = await (await api('/admin/keys', 'POST', body)).json();
+      $('key-form').reset();
+      showSecret('New key', k.name, k.key);
+    });
+  }
+
+  function revokeKey(k) {
+    if (!window.confirm('Revoke the key "' + k.name + '"? Requests with it are refused at once. This cannot be undone.')) return;
+    return change('keys-error', () => api('/admin/keys/' + encodeURIComponent(k.id), 'DELETE'));
+  }
+
+  function rotateKey(k) {
+    if (!window.confirm('Rotate the key "' + k.name + '"? A new secret is shown once; the old one keeps working for 24 hours.')) return;
+    return change('keys-error', async () => {
+      const r = await (await api('/admin/keys/' + encodeURIComponent(k.id) + '/rotate', 'POST', {})).json();
+      showSecret('New secret of', r.name, r.key);
+    });
+  }
+
+  function teamBody(prefix) {
+    const body = {};
+    for (const field of ['rpm', 'tpm']) {
+      const n = numberField(prefix + '-' + field);
+      body[field] = n === undefined ? 0 : n; // empty: no limit
+    }
+    const usd = numberField(prefix + '-budget');
+    body.budget = usd === undefined ? null : { usd, period: $(prefix + '-period').value };
+    return body;
+  }
+
+  function createTeam(ev) {
+    ev.preventDefault();
+    const body = teamBody('team');
+    body.name = $('team-name').value.trim();
+    if (body.budget === null) delete body.budget;
+    return change('teams-error', async () => {
+      await api('/admin/teams', 'POST', body);
+      $('team-form').reset();
+    });
+  }
+
+  let editing = '';
+
+  function editTeam(name) {
+    const t = teamsByName.get(name);
+    if (!t) return;
+    editing = name;
+    $('team-edit-name').textContent = name;
+    $('edit-rpm').value = t.rpm > 0 ? String(t.rpm) : '';
+    $('edit-tpm').value = t.tpm > 0 ? String(t.tpm) : '';
+    $('edit-budget').value = t.budget ? String(t.budget.usd) : '';
+    $('edit-period').value = t.budget && t.budget.period ? t.budget.period : 'monthly';
+    showError('teams-error', '');
+    $('team-edit').hidden = false;
+    $('edit-budget').focus();
+  }
+
+  function saveTeam(ev) {
+    ev.preventDefault();
+    if (!editing) return;
+    const name = editing;
+    return change('teams-error', async () => {
+      await api('/admin/teams/' + encodeURIComponent(name), 'PATCH', teamBody('edit'));
+      editing = '';
+      $('team-edit').hidden = true;
+    });
+  }
+
   // ---------- sign-in, refresh ----------
 
   function showSignIn(message) {
@@ -373,6 +695,7 @@
     clear($('providers').tBodies[0]);
     clear($('batches').tBodies[0]);
     clear($('chart'));
+    clearAdminLists();
     $('signin').hidden = false;
     const err = $('signin-error');
     err.textContent = message || '';
@@ -389,15 +712,23 @@
     if (inFlight || !sessionStorage.getItem(STORAGE_KEY)) return;
     inFlight = true;
     const mine = session;
+    const changesBefore = changes;
     try {
       const today = utcDay(new Date());
-      const [usage, providers, batches] = await Promise.allSettled([
+      const [usage, providers, batches, apiKeys, teams] = await Promise.allSettled([
         api('/admin/usage?' + usageQuery(today)).then((r) => r.json()),
         api('/admin/providers').then((r) => r.json()),
         api('/admin/batches?limit=20').then((r) => r.json()),
+        api('/admin/keys').then((r) => r.json()),
+        api('/admin/teams').then((r) => r.json()),
       ]);
       if (mine !== session) return;
-      const failed = [usage, providers, batches].filter((r) => r.status === 'rejected').map((r) => r.reason);
+      // A gateway that cannot manage keys at run time answers 404: its sections are hidden, not an error.
+      const managed = !(apiKeys.status === 'rejected' && apiKeys.reason.status === 404);
+      $('keys-card').hidden = !managed;
+      $('teams-card').hidden = !managed;
+      const failed = [usage, providers, batches, apiKeys, teams].filter((r) => r.status === 'rejected' &&
+        (managed || r.reason.status !== 404)).map((r) => r.reason);
       const auth = failed.find((e) => e instanceof AuthError);
       if (auth) {
         signOut(auth.message);
@@ -411,6 +742,10 @@
       }
       if (providers.status === 'fulfilled') renderProviders(providers.value);
       if (batches.status === 'fulfilled') renderBatches(batches.value);
+      if (changes === changesBefore) {
+        if (apiKeys.status === 'fulfilled') renderKeyList(apiKeys.value);
+        if (teams.status === 'fulfilled') renderTeamList(teams.value);
+      }
       $('signin').hidden = true;
       $('dashboard').hidden = false;
       $('signout').hidden = false;
@@ -483,6 +818,15 @@
     });
     $('signout').addEventListener('click', () => signOut(''));
     $('csv').addEventListener('click', downloadCSV);
+    $('key-form').addEventListener('submit', createKey);
+    $('team-form').addEventListener('submit', createTeam);
+    $('team-edit').addEventListener('submit', saveTeam);
+    $('team-edit-cancel').addEventListener('click', () => {
+      editing = '';
+      $('team-edit').hidden = true;
+    });
+    $('secret-copy').addEventListener('click', copySecret);
+    $('secret-done').addEventListener('click', dismissSecret);
     document.addEventListener('visibilitychange', () => {
       if (!document.hidden && timer) refresh();
     });

@@ -1,6 +1,7 @@
 // The /admin/ dashboard in headless Chromium against the real gateway binary in front of fakeup (started by
 // scripts/browser.sh, which passes where everything is in NANOGATE_BROWSER_* variables). The steps run in order
-// on one page, as a person would use it: a wrong key first, then sign-in, traffic, a failing provider, the CSV.
+// on one page, as a person would use it: a wrong key first, then sign-in, traffic, a failing provider, the CSV,
+// then keys and teams made, used, rotated, revoked and edited through the page.
 
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -119,7 +120,8 @@ describe("the /admin/ dashboard in Chromium", () => {
     });
     page = await browser.newPage();
     await page.setViewport({ width: 1280, height: 900 });
-    page.on("request", (r) => requests.push({ url: r.url(), authorization: r.headers().authorization || "" }));
+    page.on("request", (r) => requests.push({ url: r.url(), method: r.method(), authorization: r.headers().authorization || "",
+      actor: r.headers()["x-nanogate-actor"] || "" }));
     page.on("pageerror", (e) => problems.push(`uncaught: ${e.message}`));
     page.on("console", (m) => {
       // A refused key is a 401, which Chromium logs as a failed load: expected. Anything about the CSP is not.
@@ -314,6 +316,163 @@ describe("the /admin/ dashboard in Chromium", () => {
     assert.match(row.owner, /^design \/ design-ci$/);
   });
 
+  it("creates a team and a key, shows its secret once, and the key works until it is revoked in the page", async () => {
+    // The file's teams and keys are listed read-only.
+    const design = await waitRow(`#team-list tr[data-team-name="design"]`, (c) => c.source === "config", "team design");
+    assert.equal(design.actions, "read-only");
+    assert.equal(design["budget-cap"], "$1.00 monthly");
+    assert.equal(await page.$$eval(`#team-list tr[data-team-name="design"] button`, (b) => b.length), 0);
+    const ci = await waitRow(`#key-list tr[data-name="design-ci"]`, (c) => c.source === "config", "key design-ci");
+    assert.equal(ci.actions, "read-only");
+    assert.equal(await page.$$eval(`#key-list tr[data-name="design-ci"] button`, (b) => b.length), 0);
+
+    await page.type("#team-name", "web");
+    await page.type("#team-budget", "5");
+    await page.click('#team-form button[type="submit"]');
+    const web = await waitRow(`#team-list tr[data-team-name="web"]`, (c) => c.source === "api", "team web");
+    assert.equal(web["budget-cap"], "$5.00 monthly");
+    assert.equal(web.alerts, "50%, 80%, 100%");
+    assert.equal(await page.$eval("#team-name", (e) => e.value), "", "the team form was not cleared");
+
+    await page.waitForFunction(() => [...document.querySelectorAll("#key-team option")].some((o) => o.value === "web"));
+    await page.type("#key-name", "web-prod");
+    await page.select("#key-team", "web");
+    await page.type("#key-rpm", "60");
+    await page.type("#key-budget", "2");
+    await page.select("#key-period", "daily");
+    await page.click('#key-form button[type="submit"]');
+    await page.waitForSelector("#secret-panel", { visible: true });
+    const shown = await page.evaluate(() => ({
+      secret: document.querySelector("#secret-value").textContent,
+      text: document.querySelector("#secret-panel").textContent.replace(/\s+/g, " "),
+    }));
+    const secret = shown.secret;
+    assert.match(secret, /^ng-[A-Za-z0-9_-]{43}$/, `the one-time secret: ${secret}`);
+    assert.match(shown.text, /you will not see it again/);
+    assert.match(shown.text, /web-prod/);
+    await page.click("#secret-copy");
+    await page.waitForFunction(() => document.querySelector("#secret-copied").textContent !== "");
+
+    // The secret from the page works as a client key.
+    let resp = await fetch(`${base}/v1/models`, { headers: { Authorization: `Bearer ${secret}` } });
+    const models = await resp.json();
+    assert.equal(resp.status, 200, JSON.stringify(models));
+    assert.ok(models.data.some((m) => m.id === model), JSON.stringify(models));
+
+    // Closed, the box takes the secret with it: nowhere in the DOM, the inputs or storage.
+    await page.click("#secret-done");
+    await page.waitForSelector("#secret-panel", { hidden: true });
+    const leak = await page.evaluate((s) => ({
+      html: document.documentElement.outerHTML.includes(s),
+      text: document.body.textContent.includes(s),
+      inputs: [...document.querySelectorAll("input, select, textarea")].some((e) => String(e.value).includes(s)),
+      session: Object.keys(sessionStorage).filter((k) => String(sessionStorage.getItem(k)).includes(s)).length,
+      local: localStorage.length,
+      selection: String(window.getSelection()).includes(s),
+    }), secret);
+    assert.deepEqual(leak, { html: false, text: false, inputs: false, session: 0, local: 0, selection: false });
+
+    const row = await waitRow(`#key-list tr[data-name="web-prod"]`, (c) => c["last-used"] !== "–", "key web-prod used");
+    assert.equal(row.team, "web");
+    assert.equal(row.prefix, secret.slice(0, 9) + "…");
+    assert.equal(row.limits, "60 rpm");
+    assert.equal(row["budget-cap"], "$2.00 daily");
+    assert.equal(row.source, "api");
+    assert.equal(row.status, "active");
+
+    // Revoke, confirmed in the browser's dialog.
+    const dialogs = [];
+    page.once("dialog", (d) => {
+      dialogs.push(d.message());
+      d.accept();
+    });
+    await page.click(`#key-list tr[data-name="web-prod"] button.revoke`);
+    const revoked = await waitRow(`#key-list tr[data-name="web-prod"]`, (c) => c.status.startsWith("revoked"), "revoked row");
+    assert.equal(revoked.actions, "");
+    assert.match(dialogs[0], /Revoke the key "web-prod"/);
+    resp = await fetch(`${base}/v1/models`, { headers: { Authorization: `Bearer ${secret}` } });
+    const refused = await resp.json();
+    assert.equal(resp.status, 401);
+    assert.equal(refused.error.message, "This API key was revoked.");
+
+    // The audit trail names the page as the actor of each change.
+    resp = await fetch(`${base}/admin/audit?limit=10`, { headers: { Authorization: `Bearer ${adminKey}` } });
+    const audit = (await resp.json()).data;
+    for (const action of ["team.create", "key.create", "key.revoke"]) {
+      const ev = audit.find((e) => e.action === action);
+      assert.ok(ev, `no ${action} in ${JSON.stringify(audit)}`);
+      assert.equal(ev.actor, "dashboard", action);
+      assert.ok(!JSON.stringify(ev).includes(secret), `the secret in the audit trail: ${action}`);
+    }
+  });
+
+  it("rotating a key shows the new secret once", async () => {
+    await page.type("#key-name", "web-rotated");
+    await page.select("#key-team", "web");
+    await page.click('#key-form button[type="submit"]');
+    await page.waitForSelector("#secret-panel", { visible: true });
+    const first = await page.$eval("#secret-value", (e) => e.textContent);
+    await page.click("#secret-done");
+    await waitRow(`#key-list tr[data-name="web-rotated"]`, (c) => c.status === "active", "key web-rotated");
+    page.once("dialog", (d) => d.accept());
+    await page.click(`#key-list tr[data-name="web-rotated"] button.rotate`);
+    await page.waitForFunction(
+      (old) => !document.querySelector("#secret-panel").hidden && document.querySelector("#secret-value").textContent !== old,
+      { timeout: 15000 }, first);
+    const second = await page.$eval("#secret-value", (e) => e.textContent);
+    assert.match(second, /^ng-/);
+    assert.notEqual(second, first);
+    for (const s of [first, second]) { // the old secret keeps working through its grace period
+      const resp = await fetch(`${base}/v1/models`, { headers: { Authorization: `Bearer ${s}` } });
+      assert.equal(resp.status, 200);
+      await resp.arrayBuffer();
+    }
+    await page.click("#secret-done");
+    const row = await waitRow(`#key-list tr[data-name="web-rotated"]`, (c) => /old secret until/.test(c.status), "rotated row");
+    assert.equal(row.prefix, second.slice(0, 9) + "…");
+    assert.equal(await page.evaluate((s) => document.documentElement.outerHTML.includes(s), second), false);
+  });
+
+  it("edits a team's budget and limits", async () => {
+    await page.click(`#team-list tr[data-team-name="web"] button.edit`);
+    await page.waitForSelector("#team-edit", { visible: true });
+    assert.equal(await page.$eval("#edit-budget", (e) => e.value), "5");
+    await page.$eval("#edit-budget", (e) => { e.value = ""; });
+    await page.type("#edit-budget", "7.5");
+    await page.select("#edit-period", "daily");
+    await page.type("#edit-rpm", "120");
+    await page.click('#team-edit button[type="submit"]');
+    await page.waitForSelector("#team-edit", { hidden: true });
+    const row = await waitRow(`#team-list tr[data-team-name="web"]`, (c) => c["budget-cap"] === "$7.50 daily", "edited team");
+    assert.equal(row.rpm, "120");
+    const resp = await fetch(`${base}/admin/teams/web`, { headers: { Authorization: `Bearer ${adminKey}` } });
+    const team = await resp.json();
+    assert.equal(resp.status, 200, JSON.stringify(team));
+    assert.deepEqual(team.budget, { usd: 7.5, period: "daily" });
+    assert.equal(team.rpm, 120);
+  });
+
+  it("shows the API's refusals in the page", async () => {
+    await page.type("#key-name", "web-prod"); // names stay taken by revoked keys
+    await page.select("#key-team", "web");
+    await page.click('#key-form button[type="submit"]');
+    await page.waitForSelector("#keys-error", { visible: true });
+    assert.match(await page.$eval("#keys-error", (e) => e.textContent), /web-prod.*already exists/);
+    assert.equal(await page.$eval("#secret-panel", (e) => e.hidden), true);
+    await page.$eval("#key-form", (f) => f.reset());
+
+    await page.type("#team-name", "design");
+    await page.click('#team-form button[type="submit"]');
+    await page.waitForSelector("#teams-error", { visible: true });
+    assert.match(await page.$eval("#teams-error", (e) => e.textContent), /design.*already exists/);
+    await page.$eval("#team-form", (f) => f.reset());
+
+    // Every call the page made to the admin API said it came from the dashboard.
+    const calls = requests.filter((r) => new URL(r.url).pathname.startsWith("/admin/") && !/\.(js|css)$|\/admin\/$/.test(r.url));
+    assert.ok(calls.some((r) => r.method === "DELETE"), "no DELETE recorded");
+    for (const r of calls) assert.equal(r.actor, "dashboard", `${r.method} ${r.url} without x-nanogate-actor`);
+  });
+
   it("takes a screenshot", async () => {
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: screenshot, fullPage: true });
@@ -328,7 +487,7 @@ describe("the /admin/ dashboard in Chromium", () => {
     const view = await page.evaluate(() => ({
       stored: sessionStorage.getItem("nanogate.adminKey"),
       dashboardHidden: document.querySelector("#dashboard").hidden,
-      rows: document.querySelectorAll("#teams tbody tr, #sizes tbody tr, #providers tbody tr").length,
+      rows: document.querySelectorAll("#teams tbody tr, #sizes tbody tr, #providers tbody tr, #key-list tbody tr, #team-list tbody tr").length,
     }));
     assert.deepEqual(view, { stored: null, dashboardHidden: true, rows: 0 });
     // No refresh runs after sign-out.

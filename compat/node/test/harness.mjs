@@ -33,6 +33,7 @@ export const env = {
   modelPro: need("NANOGATE_COMPAT_MODEL_PRO"), // Gemini 3 Pro Image, gemini only
   proKey: need("NANOGATE_COMPAT_PRO_KEY"), // used only by the 4K billing case, so its usage is its own
   maxAttempts: Number(need("NANOGATE_COMPAT_MAX_ATTEMPTS")),
+  adminKey: need("NANOGATE_COMPAT_ADMIN_KEY"), // the gateway's admin_key, for the admin API of keys
 };
 
 // kinds are the upstream kinds: the fake that serves each, the provider name the gateway reports and the
