@@ -9,6 +9,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -76,6 +77,10 @@ type entry struct {
 // changes build a new one.
 type Table struct {
 	byHash map[[32]byte]entry
+	// byName indexes the callers by key name, built on first use (batch
+	// lines find their key by name); the table does not change once in use.
+	nameOnce sync.Once
+	byName   map[string]*Caller
 }
 
 // NewTable builds the table from the configured keys. Keys whose secret is
@@ -166,6 +171,20 @@ func (t *Table) Lookup(secret []byte) *Caller {
 		return nil
 	}
 	return e.c
+}
+
+// ByName returns the caller of the key named name, nil when none. When a
+// rotated key answers to two secrets, both are the same caller.
+func (t *Table) ByName(name string) *Caller {
+	t.nameOnce.Do(func() {
+		t.byName = make(map[string]*Caller, len(t.byHash))
+		for _, e := range t.byHash {
+			if prev := t.byName[e.c.Name]; prev == nil || e.until.IsZero() {
+				t.byName[e.c.Name] = e.c
+			}
+		}
+	})
+	return t.byName[name]
 }
 
 // Len is the number of usable keys.

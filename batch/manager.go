@@ -29,6 +29,11 @@ type Runtime struct {
 	Config     *config.Config
 	Format     openai.Format
 	Accounting *gateway.Accounting
+	// KeyBudget checks the budget of the key named key, which a key made at
+	// run time may have of its own: gateway.ErrBudgetExceeded when it is
+	// spent (the batch waits, as for its team's), ErrAccountingUnavailable
+	// when it cannot be read. Nil: keys have no budgets of their own.
+	KeyBudget func(ctx context.Context, key string) error
 }
 
 // Options tune a Manager; zero values take the defaults.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,6 +47,8 @@ type harnessOpts struct {
 	topYAML  string // top-level lines (a files block)
 	store    Store
 	opts     Options
+	// keyBudget is Runtime.KeyBudget: a key's own budget.
+	keyBudget func(ctx context.Context, key string) error
 }
 
 func newHarness(t *testing.T, ho harnessOpts) *harness {
@@ -103,7 +106,7 @@ keys:
 	}
 	t.Cleanup(func() { off.Close() })
 	gw := gateway.New(r, gateway.Options{TokensPerImage: 1290, Offload: off, Accounting: acct, Limiter: ratelimit.NewMemory()})
-	rt := Runtime{Gateway: gw, Config: cfg, Accounting: acct}
+	rt := Runtime{Gateway: gw, Config: cfg, Accounting: acct, KeyBudget: ho.keyBudget}
 	store := ho.store
 	if store == nil {
 		if store, err = OpenLocal(t.TempDir(), nil); err != nil {
@@ -345,6 +348,34 @@ func TestBudgetPausesThenExpiry(t *testing.T) {
 	}
 	if quota == 0 {
 		t.Errorf("no line says the budget held it back: %q", errs)
+	}
+}
+
+// TestKeyBudgetPausesLines: a key whose own budget is spent has its lines
+// held back like a team's; a budget that cannot be read holds them as an
+// unreachable limiter does. Nothing reaches the upstream either way.
+func TestKeyBudgetPausesLines(t *testing.T) {
+	for _, c := range []struct {
+		err error
+		why string
+	}{{gateway.ErrBudgetExceeded, "budget"}, {gateway.ErrAccountingUnavailable, "limiter"}} {
+		t.Run(c.why, func(t *testing.T) {
+			var asked atomic.Int64
+			h := newHarness(t, harnessOpts{opts: Options{BudgetPause: 30 * time.Millisecond, LimiterPause: 30 * time.Millisecond},
+				keyBudget: func(_ context.Context, key string) error {
+					if key != "ci" {
+						t.Errorf("the budget of key %q was checked", key)
+					}
+					asked.Add(1)
+					return c.err
+				}})
+			b := h.create(t, EndpointChat, chatInput(2))
+			poll.Until(t, 5*time.Second, "lines held back three times", func() bool { return h.waits(t, c.why) >= 3 })
+			got, _ := h.m.Get(context.Background(), h.caller(), b.ID)
+			if got.Status != StatusInProgress || got.Counts.Left() != 2 || h.up.Requests() != 0 || asked.Load() < 3 {
+				t.Fatalf("with the key's budget refused: %+v, upstream %d, asked %d", got, h.up.Requests(), asked.Load())
+			}
+		})
 	}
 }
 

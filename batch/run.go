@@ -110,6 +110,14 @@ func (m *Manager) runLine(ctx context.Context, rt Runtime, b *Batch, t *Task, ra
 		return m.failed(b, t, env.customID, "", e, nil)
 	}
 	caller := k.caller
+	if rt.KeyBudget != nil {
+		if err := rt.KeyBudget(ctx, b.Key); err != nil {
+			if a, ok := m.waitOf(err, nil); ok {
+				return a
+			}
+			return attempt{wait: m.o.LimiterPause, why: "limiter", err: err}
+		}
+	}
 	id := callID(b.ID, t.Line, t.try)
 	switch b.Endpoint {
 	case EndpointImages:
@@ -229,7 +237,7 @@ func (m *Manager) share(rt Runtime) float64 {
 // Redis) from a failure: such a line did not run and is not recorded.
 func (m *Manager) waitOf(err error, call *gateway.Call) (attempt, bool) {
 	switch {
-	case errors.Is(err, gateway.ErrRateLimited) && call.Limit != nil && call.Limit.RetryAfter > 0:
+	case errors.Is(err, gateway.ErrRateLimited) && call != nil && call.Limit != nil && call.Limit.RetryAfter > 0:
 		return attempt{wait: call.Limit.RetryAfter, why: "rate_limit"}, true
 	case errors.Is(err, gateway.ErrBudgetExceeded):
 		return attempt{wait: m.o.BudgetPause, why: "budget"}, true

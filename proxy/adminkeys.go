@@ -242,7 +242,7 @@ func checkKey(c *auth.Caller) *apiError {
 // spend in the usage records of its team. Only keys with a budget pay for
 // the read. Unlike the team budget, requests in flight are not reserved
 // against it: concurrent requests may pass it by what they cost.
-func (s *Server) keyBudget(st *State, c *auth.Caller) *apiError {
+func keyBudget(st *State, c *auth.Caller) *apiError {
 	if c.Budget == nil || st.Accounting == nil || st.Accounting.Store == nil {
 		return nil
 	}

@@ -19,6 +19,7 @@ import (
 
 	"nanogate/auth"
 	"nanogate/batch"
+	"nanogate/gateway"
 	"nanogate/internal/clip"
 )
 
@@ -504,5 +505,25 @@ func (s *Server) handleAdminBatches(ctx *fasthttp.RequestCtx, st *State) {
 
 // BatchRuntime is the configuration batch lines run with, from this state.
 func (st *State) BatchRuntime() batch.Runtime {
-	return batch.Runtime{Gateway: st.Gateway, Config: st.Config, Format: st.Format, Accounting: st.Accounting}
+	return batch.Runtime{Gateway: st.Gateway, Config: st.Config, Format: st.Format, Accounting: st.Accounting,
+		KeyBudget: st.batchKeyBudget}
+}
+
+// batchKeyBudget is the check of a key's own budget that requests get
+// before billed routes, for the lines of its batches.
+func (st *State) batchKeyBudget(_ context.Context, key string) error {
+	if st.Keys == nil {
+		return nil
+	}
+	c := st.Keys.ByName(key)
+	if c == nil || c.Budget == nil {
+		return nil
+	}
+	if e := keyBudget(st, c); e != nil {
+		if e.Code == "insufficient_quota" {
+			return gateway.ErrBudgetExceeded
+		}
+		return gateway.ErrAccountingUnavailable
+	}
+	return nil
 }

@@ -274,7 +274,7 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, st *State, rid string, adminLis
 		return
 	}
 	if r.billed && caller != nil && caller.Budget != nil && ctx.IsPost() {
-		if berr := s.keyBudget(st, caller); berr != nil {
+		if berr := keyBudget(st, caller); berr != nil {
 			if r.logAs != "" {
 				s.fail(ctx, &reqLog{start: start, id: rid, route: r.logAs, ip: s.clientAddr(ctx)}, berr)
 				return
