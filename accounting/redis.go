@@ -395,22 +395,118 @@ func (s *Redis) applyPipelined(ctx context.Context, recs []Record) (int, error) 
 
 // Reserve implements Store.
 func (s *Redis) Reserve(ctx context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
+	r, cmd := s.reserveCmd(ctx, s.c, false, team, b, id, estimateMicros)
+	return reserveResult(r, cmd)
+}
+
+// reserveCmd runs the reservation script on sc (Run: loading it if Redis
+// does not have it), or only queues it (pipelined: EVALSHA, its reply read
+// once the pipeline ran).
+func (s *Redis) reserveCmd(ctx context.Context, sc redis.Scripter, pipelined bool, team string, b config.Budget, id string, estimateMicros int64) (Reservation, *redis.Cmd) {
 	now := s.o.Now()
 	r := newReservation(id, team, b, now, estimateMicros)
 	keys := s.reserveKeys(team, r.Period)
-	res, err := reserveScript.Run(ctx, s.c, keys, now.UnixMilli(), id, r.Micros, r.BudgetMicros,
-		now.Add(s.o.ReservationTTL).UnixMilli()).Int64Slice()
+	run := reserveScript.Run
+	if pipelined {
+		run = reserveScript.EvalSha
+	}
+	return r, run(ctx, sc, keys, now.UnixMilli(), id, r.Micros, r.BudgetMicros, now.Add(s.o.ReservationTTL).UnixMilli())
+}
+
+// reserveResult reads the reservation script's reply into r.
+func reserveResult(r Reservation, cmd *redis.Cmd) (Reservation, error) {
+	res, err := cmd.Int64Slice()
 	if err != nil {
-		return r, fmt.Errorf("accounting: reserve for team %q: %w", team, err)
+		return r, fmt.Errorf("accounting: reserve for team %q: %w", r.Team, err)
 	}
 	if len(res) != 3 {
-		return r, fmt.Errorf("accounting: reserve for team %q: unexpected reply %v", team, res)
+		return r, fmt.Errorf("accounting: reserve for team %q: unexpected reply %v", r.Team, res)
 	}
 	r.SpentMicros, r.ReservedMicros = res[1], res[2]
 	if res[0] != 1 {
 		return r, ErrBudgetExceeded
 	}
 	return r, nil
+}
+
+// ReserveCall is a reservation that travels in a Redis pipeline with other
+// commands (QueueReserve), so that admitting a request costs one round trip
+// whatever else it asks Redis. It is read once, by Result, after the
+// pipeline ran.
+type ReserveCall struct {
+	st   Store    // answers alone when nothing was queued
+	g    *Guarded // the guard the answer goes through, if any
+	s    *Redis   // the store the script was queued for
+	team string
+	b    config.Budget
+	id   string
+	est  int64
+	r    Reservation
+	cmd  *redis.Cmd
+}
+
+// QueueReserve prepares in c the reservation st.Reserve would make and,
+// when st is Redis (or Guarded over Redis, and not leaving it alone), adds
+// its script to p. p must be a pipeline of a client of the same Redis: the
+// limiter's, say, as this script is safe on a client that never retries and
+// its timeouts then bound the wait. Otherwise c's Result reserves alone.
+func QueueReserve(ctx context.Context, p redis.Pipeliner, st Store, team string, b config.Budget, id string, estimateMicros int64, c *ReserveCall) {
+	*c = ReserveCall{st: st, team: team, b: b, id: id, est: estimateMicros}
+	s, _ := st.(*Redis)
+	if g, ok := st.(*Guarded); ok {
+		c.g = g
+		if s, _ = g.Store.(*Redis); g.Down() {
+			s = nil
+		}
+	}
+	if s != nil {
+		c.s = s
+		c.r, c.cmd = s.reserveCmd(ctx, p, true, team, b, id, estimateMicros)
+	}
+}
+
+// Result is the reservation, once the pipeline ran; ctx is the caller's.
+// Its semantics are those of the store's Reserve (Guarded's outage handling
+// included).
+func (c *ReserveCall) Result(ctx context.Context) (Reservation, error) {
+	cmd := c.cmd
+	c.cmd = nil
+	if cmd == nil {
+		return c.st.Reserve(ctx, c.team, c.b, c.id, c.est)
+	}
+	if err := cmd.Err(); err != nil && notRun(err) {
+		// The script did not run: alone, on the store's own client, it is
+		// loaded or follows the cluster's new layout.
+		return c.st.Reserve(ctx, c.team, c.b, c.id, c.est)
+	}
+	r, err := reserveResult(c.r, cmd)
+	if c.g != nil {
+		return c.g.answered(ctx, r, err, c.team, c.b, c.id, c.est)
+	}
+	return r, err
+}
+
+// notRun reports whether err says a script did not run: Redis did not have
+// it, or the cluster sent it elsewhere.
+func notRun(err error) bool {
+	for _, p := range []string{"NOSCRIPT", "MOVED", "ASK", "TRYAGAIN"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Client is the store's Redis client.
+func (s *Redis) Client() redis.UniversalClient { return s.c }
+
+// RedisOf returns the Redis store st is or guards, nil when it has none.
+func RedisOf(st Store) *Redis {
+	if g, ok := st.(*Guarded); ok {
+		st = g.Store
+	}
+	s, _ := st.(*Redis)
+	return s
 }
 
 // Release implements Store.
