@@ -58,20 +58,23 @@ const probeInterval = 200 * time.Millisecond
 
 // NewClient returns the Redis client of cfg: a single-node client for one
 // address (an address starting with "/" is a unix socket), a Redis Cluster
-// client for several. Its timeouts are cfg's (config defaults when zero), and
-// it never retries a command by itself: a script that charges limits must not
-// run twice because its reply was lost. Context deadlines bound the socket
-// I/O, so a decision never waits past its decision_timeout.
+// client for several. It never retries a command by itself: a script that
+// charges limits must not run twice because its reply was lost. Its reads,
+// writes and waits for a pooled connection are each bounded by the decision
+// timeout (or the read and write timeouts, when shorter): a decision passes
+// the request's own context, so these bound how long an unresponsive Redis
+// can hold it without a context per call.
 func NewClient(cfg config.Redis) redis.UniversalClient {
 	cfg = withDefaults(cfg)
+	read, write := min(cfg.ReadTimeout, cfg.DecisionTimeout), min(cfg.WriteTimeout, cfg.DecisionTimeout)
 	if len(cfg.Addrs) > 1 {
 		return redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs:                 cfg.Addrs,
 			Password:              cfg.Password,
 			DialTimeout:           cfg.DialTimeout,
-			ReadTimeout:           cfg.ReadTimeout,
-			WriteTimeout:          cfg.WriteTimeout,
-			PoolTimeout:           max(cfg.ReadTimeout, cfg.DecisionTimeout),
+			ReadTimeout:           read,
+			WriteTimeout:          write,
+			PoolTimeout:           cfg.DecisionTimeout,
 			ContextTimeoutEnabled: true,
 			MaxRetries:            -1,
 			DialerRetries:         1,
@@ -90,9 +93,9 @@ func NewClient(cfg config.Redis) redis.UniversalClient {
 		Password:              cfg.Password,
 		DB:                    cfg.DB,
 		DialTimeout:           cfg.DialTimeout,
-		ReadTimeout:           cfg.ReadTimeout,
-		WriteTimeout:          cfg.WriteTimeout,
-		PoolTimeout:           max(cfg.ReadTimeout, cfg.DecisionTimeout),
+		ReadTimeout:           read,
+		WriteTimeout:          write,
+		PoolTimeout:           cfg.DecisionTimeout,
 		ContextTimeoutEnabled: true,
 		MaxRetries:            -1,
 		DialerRetries:         1,
@@ -210,12 +213,20 @@ func (l *Redis) Allow(ctx context.Context, r Request) (Result, error) {
 }
 
 // decide asks Redis for the decision of r, or answers locally while its
-// slot is down.
+// slot is down. A decision normally runs on the caller's context, bounded
+// by the client's timeouts; the probe that tries a down slot again also
+// bounds its dial by the decision timeout.
 func (l *Redis) decide(ctx context.Context, r *Request, pl *plan, names *keyNames, slot *atomic.Int64) (Result, error) {
-	if !l.mayTry(slot) {
-		return l.degraded(r, pl, nil)
+	rctx := ctx
+	if slot.Load() != 0 {
+		if !l.mayTry(slot) {
+			return l.degraded(r, pl, nil)
+		}
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(ctx, l.timeout)
+		defer cancel()
 	}
-	res, err := l.eval(ctx, names, pl)
+	res, err := l.eval(rctx, names, pl)
 	return l.decided(ctx, r, pl, slot, res, err)
 }
 
@@ -309,13 +320,10 @@ func (l *Redis) Client() redis.UniversalClient { return l.client }
 // Redis, on the limiter's client; Exec runs it.
 func (l *Redis) Pipeline() redis.Pipeliner { return l.client.Pipeline() }
 
-// Exec runs p within the decision timeout. Each command keeps its own
-// error, which its reader (Pending.Result) handles.
-func (l *Redis) Exec(ctx context.Context, p redis.Pipeliner) {
-	ctx, cancel := context.WithTimeout(ctx, l.timeout)
-	defer cancel()
-	p.Exec(ctx)
-}
+// Exec runs p on the caller's context, bounded by the client's timeouts
+// (NewClient's decision timeout). Each command keeps its own error, which
+// its reader (Pending.Result) handles.
+func (l *Redis) Exec(ctx context.Context, p redis.Pipeliner) { p.Exec(ctx) }
 
 // RedisOf returns the Redis limiter lim is or wraps (Coalescing), nil when
 // it has none.
@@ -499,14 +507,13 @@ func redirected(err error) bool {
 		redis.HasErrorPrefix(err, "TRYAGAIN"))
 }
 
-// run runs a script with args (whose first two places it fills) under the
-// decision timeout, following cluster redirections (whose topology the client
-// reloads in the background) until the deadline: after a redirection or a
+// run runs a script with args (whose first two places it fills), following
+// cluster redirections (whose topology the client reloads in the
+// background) for up to the decision timeout: after a redirection or a
 // NOSCRIPT the script did not run, so running it again is safe.
 func (l *Redis) run(ctx context.Context, s script, args []any) *redis.Cmd {
-	ctx, cancel := context.WithTimeout(ctx, l.timeout)
-	defer cancel()
 	args[0], args[1] = argEvalSHA, s.sha
+	var deadline time.Time
 	for wait := 100 * time.Microsecond; ; wait *= 2 {
 		cmd := l.client.Do(ctx, args...)
 		err := cmd.Err()
@@ -519,10 +526,19 @@ func (l *Redis) run(ctx context.Context, s script, args []any) *redis.Cmd {
 		if !redirected(err) {
 			return cmd
 		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(l.timeout)
+		}
+		wait = min(wait, time.Until(deadline))
+		if wait <= 0 {
+			return cmd
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return cmd
-		case <-time.After(wait):
+		case <-t.C:
 		}
 	}
 }
