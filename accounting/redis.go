@@ -33,7 +33,9 @@ import (
 // (length-prefixed, so any name is safe), metrics being req, fail, img, pt,
 // ct, it, cost, list (see Totals); a failed request's provider is "". Team,
 // key, model and provider totals are sums of these, made when reading: a
-// record costs 7 or 8 HINCRBY per period instead of 4 times as many. The
+// record costs 7 or 8 HINCRBY per period instead of 4 times as many, and
+// the records of a batch with the same combination share theirs (they are
+// summed before they are added). The
 // field "t|cost" repeats the team's cost for the budget check. Redis must
 // persist its data (appendonly yes) for these to be books: a Redis that
 // restarts empty has forgotten them.
@@ -128,53 +130,82 @@ func (c *keyCache) get(k keySet, build func() []string) []string {
 	return v
 }
 
-// applyScript adds one record to its day, month and total buckets and
-// releases the reservation with the record's id, unless the id was applied
-// before (HSETNX of the id in its day's id hash), all in one step.
+// applyScript adds records of one team and one day to their day, month and
+// total buckets, and releases the reservations with the records' ids, all
+// in one step. Each record counts once: only those whose id is new in the
+// day's id hash (HSETNX) are added. Their values are summed per field
+// first, so that a batch costs one HINCRBY per field and bucket rather than
+// one per record. Sums stay exact: a value of more than 15 digits is added
+// on its own, and a sum is sent as soon as it reaches 2^52.
 //
 // KEYS: ids, day, month, total, resv, resv:exp, resv:sum.
-// ARGV: id, ids expiry (unix s), day expiry (unix s), the combination's
-// field prefix, one value per metric, then the field prefix of the model at
-// its image size ("" for none).
+// ARGV: ids expiry (unix s), day expiry (unix s), then per record: its id,
+// its combination's field prefix, the field prefix of its model at its image
+// size ("" for none), one value per metric. Returns the records added.
 var applyScript = redis.NewScript(`
-local function release()
-  local amt = redis.call('HGET', KEYS[5], ARGV[1])
-  if amt then
-    redis.call('HDEL', KEYS[5], ARGV[1])
-    redis.call('ZREM', KEYS[6], ARGV[1])
-    redis.call('DECRBY', KEYS[7], amt)
-  end
-end
-if redis.call('HSETNX', KEYS[1], ARGV[1], '1') == 0 then
-  release()
-  return 0
-end
-redis.call('EXPIREAT', KEYS[1], ARGV[2])
 local names = {` + luaNames() + `}
-local cost = ARGV[4 + ` + strconv.Itoa(mCost+1) + `]
-for b = 2, 4 do
-  for m = 1, #names do
-    local v = ARGV[4 + m]
-    if v ~= '0' then
-      redis.call('HINCRBY', KEYS[b], ARGV[4] .. names[m], v)
-    end
+local nm, costAt = #names, ` + strconv.Itoa(mCost+1) + `
+local call, format = redis.call, string.format
+local order, acc = {}, {}
+local function incr(f, v)
+  for b = 2, 4 do
+    call('HINCRBY', KEYS[b], f, v)
   end
-  if cost ~= '0' then
-    redis.call('HINCRBY', KEYS[b], 't|cost', cost)
+end
+local function add(f, v)
+  if #v > 15 then
+    incr(f, v)
+    return
   end
-  local sp = ARGV[5 + #names]
-  if sp and sp ~= '' then
-    for m = 1, #names do
-      local v = ARGV[4 + m]
+  local a = acc[f]
+  if not a then
+    order[#order + 1] = f
+    a = 0
+  end
+  a = a + tonumber(v)
+  if a >= 4503599627370496 then
+    incr(f, format('%d', a))
+    a = 0
+  end
+  acc[f] = a
+end
+local applied = 0
+for i = 3, #ARGV, 3 + nm do
+  local id = ARGV[i]
+  if call('HSETNX', KEYS[1], id, '1') == 1 then
+    applied = applied + 1
+    local cp, sp = ARGV[i + 1], ARGV[i + 2]
+    for m = 1, nm do
+      local v = ARGV[i + 2 + m]
       if v ~= '0' then
-        redis.call('HINCRBY', KEYS[b], sp .. names[m], v)
+        add(cp .. names[m], v)
+        if sp ~= '' then
+          add(sp .. names[m], v)
+        end
       end
     end
+    local cost = ARGV[i + 2 + costAt]
+    if cost ~= '0' then
+      add('t|cost', cost)
+    end
+  end
+  local amt = call('HGET', KEYS[5], id)
+  if amt then
+    call('HDEL', KEYS[5], id)
+    call('ZREM', KEYS[6], id)
+    call('DECRBY', KEYS[7], amt)
   end
 end
-redis.call('EXPIREAT', KEYS[2], ARGV[3])
-release()
-return 1
+if applied > 0 then
+  for _, f in ipairs(order) do
+    if acc[f] ~= 0 then
+      incr(f, format('%d', acc[f]))
+    end
+  end
+  call('EXPIREAT', KEYS[1], ARGV[1])
+  call('EXPIREAT', KEYS[2], ARGV[2])
+end
+return applied
 `)
 
 func luaNames() string {
@@ -237,23 +268,47 @@ end
 return 0
 `)
 
-func (s *Redis) applyArgs(rec *Record) (keys []string, args []any) {
-	day := rec.Time.UTC().Truncate(24 * time.Hour)
-	p := periods(rec.Time)
-	keys = s.applyKeys(rec.Team, p)
-	args = make([]any, 0, 5+numMetrics)
-	args = append(args, rec.ID,
-		day.Add(24*time.Hour+s.o.IDWindow).Unix(),
-		day.Add(24*time.Hour+s.o.DayRetention).Unix(),
-		comboPrefix(rec.Key, rec.Model, rec.Provider))
-	for _, v := range rec.deltas() {
-		args = append(args, v)
+// applyGroup is the records of a batch that share a team and a day: one
+// script call.
+type applyGroup struct {
+	team string
+	day  time.Time
+	keys []string
+	args []any
+	n    int
+}
+
+// applyGroups splits recs by team and day, in the order they come.
+func (s *Redis) applyGroups(recs []Record) []*applyGroup {
+	type at struct {
+		team string
+		day  int64
 	}
-	sp := ""
-	if rec.Size != "" && !rec.Failed() {
-		sp = sizePrefix(rec.Model, rec.Size)
+	var groups []*applyGroup
+	byKey := make(map[at]*applyGroup, 4)
+	for i := range recs {
+		rec := &recs[i]
+		day := rec.Time.UTC().Truncate(24 * time.Hour)
+		k := at{rec.Team, day.Unix()}
+		g := byKey[k]
+		if g == nil {
+			g = &applyGroup{team: rec.Team, day: day, keys: s.applyKeys(rec.Team, periods(rec.Time))}
+			g.args = append(make([]any, 0, 2+(3+numMetrics)*(len(recs)-i)),
+				day.Add(24*time.Hour+s.o.IDWindow).Unix(), day.Add(24*time.Hour+s.o.DayRetention).Unix())
+			byKey[k] = g
+			groups = append(groups, g)
+		}
+		g.n++
+		sp := ""
+		if rec.Size != "" && !rec.Failed() {
+			sp = sizePrefix(rec.Model, rec.Size)
+		}
+		g.args = append(g.args, rec.ID, comboPrefix(rec.Key, rec.Model, rec.Provider), sp)
+		for _, v := range rec.deltas() {
+			g.args = append(g.args, v)
+		}
 	}
-	return keys, append(args, sp)
+	return groups
 }
 
 // sizePrefix is the field prefix of a model at an image size: the totals
@@ -338,8 +393,9 @@ func (s *Redis) Apply(ctx context.Context, rec Record) (bool, error) {
 }
 
 // ApplyBatch implements Store: one pipeline holding one script call per
-// record, after an SADD of their teams to the team index (so a team with
-// usage is always listed; a listed team without usage is harmless).
+// team and day of the records, after an SADD of their teams to the team
+// index (so a team with usage is always listed; a listed team without
+// usage is harmless).
 func (s *Redis) ApplyBatch(ctx context.Context, recs []Record) (int, error) {
 	for i := range recs {
 		if err := recs[i].Validate(); err != nil {
@@ -349,43 +405,51 @@ func (s *Redis) ApplyBatch(ctx context.Context, recs []Record) (int, error) {
 	if len(recs) == 0 {
 		return 0, nil
 	}
-	n, err := s.applyPipelined(ctx, recs)
+	groups := s.applyGroups(recs)
+	n, err := s.applyPipelined(ctx, recs, groups)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// A restarted or flushed Redis forgot the script: load it and run
 		// the batch again (the records that did run count once anyway).
 		if lerr := applyScript.Load(ctx, s.c).Err(); lerr != nil {
 			return 0, fmt.Errorf("accounting: load script: %w", lerr)
 		}
-		n, err = s.applyPipelined(ctx, recs)
+		var again int
+		again, err = s.applyPipelined(ctx, recs, groups)
+		n += again
 	}
 	return n, err
 }
 
-func (s *Redis) applyPipelined(ctx context.Context, recs []Record) (int, error) {
+func (s *Redis) applyPipelined(ctx context.Context, recs []Record, groups []*applyGroup) (int, error) {
 	teams := make([]any, 0, 1)
 	for i := range recs {
 		if !slices.Contains(teams, any(recs[i].Team)) {
 			teams = append(teams, recs[i].Team)
 		}
 	}
-	cmds := make([]*redis.Cmd, len(recs))
+	cmds := make([]*redis.Cmd, len(groups))
 	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.SAdd(ctx, s.indexKey(), teams...)
-		for i := range recs {
-			keys, args := s.applyArgs(&recs[i])
-			cmds[i] = applyScript.EvalSha(ctx, p, keys, args...)
+		for i, g := range groups {
+			cmds[i] = applyScript.EvalSha(ctx, p, g.keys, g.args...)
 		}
 		return nil
 	})
-	applied := 0
+	applied, failed := 0, -1
 	for i, c := range cmds {
 		n, cerr := c.Int()
-		if cerr != nil {
-			// The first failed script's error is the batch's: a NOSCRIPT
-			// one must reach ApplyBatch as is.
-			return applied, fmt.Errorf("accounting: apply %s: %w", recs[i].ID, cerr)
+		if cerr == nil {
+			applied += n
+		} else if failed < 0 {
+			failed = i
 		}
-		applied += n
+	}
+	if failed >= 0 {
+		// The first failed script's error is the batch's: a NOSCRIPT one
+		// must reach ApplyBatch as is.
+		g := groups[failed]
+		return applied, fmt.Errorf("accounting: apply %d records of team %q on %s: %w",
+			g.n, g.team, g.day.Format(time.DateOnly), cmds[failed].Err())
 	}
 	if err != nil {
 		return applied, fmt.Errorf("accounting: apply batch: %w", err)

@@ -2,6 +2,7 @@ package accounting
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -108,4 +109,68 @@ func TestRedisOddNames(t *testing.T) {
 	}
 	mustApply(t, s, recs...)
 	checkBucket(t, s, recs, "t", PeriodTotal)
+}
+
+// TestRedisBatchAddsOnlyNewRecords: a batch is summed per field before it
+// is added, yet each record counts once (ids applied before, or twice in
+// the batch, add nothing), every record releases its reservation, teams
+// and days stay apart, and sums stay exact past 2^53 (values of more than
+// 15 digits, and sums that cross 2^52).
+func TestRedisBatchAddsOnlyNewRecords(t *testing.T) {
+	srv := redistest.Start(t)
+	c := newClient(t, srv.Addr)
+	ctx := context.Background()
+	s := NewRedis(c, &config.Redis{KeyPrefix: "ng:"}, Options{})
+	p := NewPricer(testConfig())
+	day2 := nov25.Add(24 * time.Hour)
+	old := served(p, "old", nov25, "k1", "design", "laozhang", 1, 1, 10, 0)
+	mustApply(t, s, old)
+	recs := []Record{
+		served(p, "a", nov25, "k1", "design", "laozhang", 1, 1, 20, 5),
+		served(p, "b", nov25, "k1", "design", "laozhang", 1, 2, 30, 0),
+		served(p, "c", nov25, "k2", "design", "google", 1, 1, 0, 0),
+		served(p, "d", day2, "k1", "design", "laozhang", 1, 1, 7, 0),
+		served(p, "e", nov25, "k1", "other", "laozhang", 1, 1, 1, 0),
+		failedRecord("f", nov25, "k1", "design", 2),
+	}
+	recs[1].Size, recs[2].Size = "1K", "1K"
+	huge := served(p, "huge", nov25, "k3", "design", "laozhang", 1, 1, 0, 0)
+	huge.CostMicros = 1<<60 + 7
+	recs = append(recs, huge)
+	for i := range 16 {
+		r := served(p, "big"+strconv.Itoa(i), nov25, "k3", "design", "laozhang", 1, 1, 999_999_999_999_999, 0)
+		recs = append(recs, r)
+	}
+	for i := range recs {
+		if _, err := s.Reserve(ctx, recs[i].Team, config.Budget{USD: 1e12}, recs[i].ID, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch := append([]Record{old, recs[0]}, recs...) // "old" and "a" again
+	n, err := s.ApplyBatch(ctx, batch)
+	if err != nil || n != len(recs) {
+		t.Fatalf("ApplyBatch = %d, %v; want %d", n, err, len(recs))
+	}
+	all := append([]Record{old}, recs...)
+	for _, team := range []string{"design", "other"} {
+		for _, period := range []string{Day(nov25), Day(day2), Month(nov25), PeriodTotal} {
+			checkBucket(t, s, all, team, period)
+		}
+		if r, err := s.Reserved(ctx, team); err != nil || r != 0 {
+			t.Errorf("%s: reserved %d, %v after the records", team, r, err)
+		}
+	}
+	var cost int64
+	for _, r := range all {
+		if r.Team == "design" {
+			cost += r.CostMicros
+		}
+	}
+	if got, err := c.HGet(ctx, "{ng:design}:acct:u:total", "t|cost").Int64(); err != nil || got != cost {
+		t.Errorf("team cost %d, %v; want %d", got, err, cost)
+	}
+	if n, err := s.ApplyBatch(ctx, batch); err != nil || n != 0 {
+		t.Fatalf("the same batch again = %d, %v; want 0", n, err)
+	}
+	checkBucket(t, s, all, "design", PeriodTotal)
 }
