@@ -43,7 +43,8 @@ type Redis struct {
 	c      redis.UniversalClient
 	prefix string
 	o      Options
-	keys   keyCache
+	keys   keyCache[[]string]
+	heads  keyCache[[]any]
 }
 
 // NewRedis returns the Redis store over c, with keys under cfg.KeyPrefix
@@ -91,9 +92,9 @@ func (s *Redis) applyKeys(team string, p [3]string) []string {
 // keyCache keeps the key names of each team's buckets and reservations:
 // building them takes several concatenations, and the reservation's are on
 // every request's path. The slices are shared and never written.
-type keyCache struct {
+type keyCache[V any] struct {
 	mu sync.RWMutex
-	m  map[keySet][]string
+	m  map[keySet]V
 }
 
 // keySet names one list of keys: a team's, for a period, of a kind.
@@ -113,7 +114,7 @@ const (
 // the lists of past days and of teams gone from the config.
 const maxCachedKeySets = 4096
 
-func (c *keyCache) get(k keySet, build func() []string) []string {
+func (c *keyCache[V]) get(k keySet, build func() V) V {
 	c.mu.RLock()
 	v, ok := c.m[k]
 	c.mu.RUnlock()
@@ -123,7 +124,7 @@ func (c *keyCache) get(k keySet, build func() []string) []string {
 	v = build()
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxCachedKeySets {
-		c.m = make(map[keySet][]string)
+		c.m = make(map[keySet]V)
 	}
 	c.m[k] = v
 	c.mu.Unlock()
@@ -459,23 +460,34 @@ func (s *Redis) applyPipelined(ctx context.Context, recs []Record, groups []*app
 
 // Reserve implements Store.
 func (s *Redis) Reserve(ctx context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
-	r, cmd := s.reserveCmd(ctx, s.c, false, team, b, id, estimateMicros)
-	return reserveResult(r, cmd)
-}
-
-// reserveCmd runs the reservation script on sc (Run: loading it if Redis
-// does not have it), or only queues it (pipelined: EVALSHA, its reply read
-// once the pipeline ran).
-func (s *Redis) reserveCmd(ctx context.Context, sc redis.Scripter, pipelined bool, team string, b config.Budget, id string, estimateMicros int64) (Reservation, *redis.Cmd) {
 	now := s.o.Now()
 	r := newReservation(id, team, b, now, estimateMicros)
-	keys := s.reserveKeys(team, r.Period)
-	run := reserveScript.Run
-	if pipelined {
-		run = reserveScript.EvalSha
-	}
-	return r, run(ctx, sc, keys, now.UnixMilli(), id, r.Micros, r.BudgetMicros, now.Add(s.o.ReservationTTL).UnixMilli())
+	v := s.reserveValues(now, &r)
+	return reserveResult(r, reserveScript.Run(ctx, s.c, s.reserveKeys(team, r.Period), v[:]...))
 }
+
+// reserveValues are the reservation script's arguments.
+func (s *Redis) reserveValues(now time.Time, r *Reservation) [5]any {
+	return [5]any{now.UnixMilli(), r.ID, r.Micros, r.BudgetMicros, now.Add(s.o.ReservationTTL).UnixMilli()}
+}
+
+// reserveHead is the start of a pipelined reservation of team in period,
+// boxed once: EVALSHA, the script's hash, the number of keys, the keys.
+func (s *Redis) reserveHead(team, period string) []any {
+	return s.heads.get(keySet{team: team, period: period, kind: withBucket}, func() []any {
+		keys := s.reserveKeys(team, period)
+		h := make([]any, 0, 3+len(keys))
+		h = append(h, "evalsha", reserveScript.Hash(), strconv.Itoa(len(keys)))
+		for _, k := range keys {
+			h = append(h, k)
+		}
+		return h
+	})
+}
+
+// argsPool holds the argument slices of pipelined reservations, reused once
+// their reply is read (go-redis keeps no reference to them).
+var argsPool = sync.Pool{New: func() any { s := make([]any, 0, 16); return &s }}
 
 // reserveResult reads the reservation script's reply into r.
 func reserveResult(r Reservation, cmd *redis.Cmd) (Reservation, error) {
@@ -507,6 +519,7 @@ type ReserveCall struct {
 	est  int64
 	r    Reservation
 	cmd  *redis.Cmd
+	args *[]any // the command's, from argsPool
 }
 
 // QueueReserve prepares in c the reservation st.Reserve would make and,
@@ -523,10 +536,15 @@ func QueueReserve(ctx context.Context, p redis.Pipeliner, st Store, team string,
 			s = nil
 		}
 	}
-	if s != nil {
-		c.s = s
-		c.r, c.cmd = s.reserveCmd(ctx, p, true, team, b, id, estimateMicros)
+	if s == nil {
+		return
 	}
+	now := s.o.Now()
+	c.s, c.r = s, newReservation(id, team, b, now, estimateMicros)
+	v := s.reserveValues(now, &c.r)
+	c.args = argsPool.Get().(*[]any)
+	*c.args = append(append((*c.args)[:0], s.reserveHead(team, c.r.Period)...), v[:]...)
+	c.cmd = p.Do(ctx, *c.args...)
 }
 
 // Result is the reservation, once the pipeline ran; ctx is the caller's.
@@ -538,12 +556,15 @@ func (c *ReserveCall) Result(ctx context.Context) (Reservation, error) {
 	if cmd == nil {
 		return c.st.Reserve(ctx, c.team, c.b, c.id, c.est)
 	}
+	r, err := reserveResult(c.r, cmd)
+	clear(*c.args)
+	argsPool.Put(c.args)
+	c.args = nil
 	if err := cmd.Err(); err != nil && notRun(err) {
 		// The script did not run: alone, on the store's own client, it is
 		// loaded or follows the cluster's new layout.
 		return c.st.Reserve(ctx, c.team, c.b, c.id, c.est)
 	}
-	r, err := reserveResult(c.r, cmd)
 	if c.g != nil {
 		return c.g.answered(ctx, r, err, c.team, c.b, c.id, c.est)
 	}

@@ -2,9 +2,12 @@ package accounting
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"nanogate/config"
 	"nanogate/internal/redistest"
@@ -173,4 +176,48 @@ func TestRedisBatchAddsOnlyNewRecords(t *testing.T) {
 		t.Fatalf("the same batch again = %d, %v; want 0", n, err)
 	}
 	checkBucket(t, s, all, "design", PeriodTotal)
+}
+
+// TestQueuedReservations: reservations queued in one pipeline with commands
+// on other slots are made once each, as Reserve makes them, on a fresh Redis
+// without the script (the first comes back NOSCRIPT and is made alone) and
+// on a cluster, where the pipeline is split by node; the budget refuses the
+// one that does not fit.
+func TestQueuedReservations(t *testing.T) {
+	for name, client := range map[string]func(t *testing.T) redis.UniversalClient{
+		"SingleNode": func(t *testing.T) redis.UniversalClient { return newClient(t, redistest.Start(t).Addr) },
+		"Cluster":    func(t *testing.T) redis.UniversalClient { return startCluster(t) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := client(t)
+			ctx := context.Background()
+			s := NewRedis(c, &config.Redis{KeyPrefix: "q:"}, Options{})
+			budget := config.Budget{USD: 1, Period: "monthly"} // 1,000,000 micros
+			// The first round finds no script (each is made alone), the
+			// second takes the pipelined replies.
+			for _, round := range []string{"fresh", "loaded"} {
+				p := c.Pipeline()
+				var calls [3]ReserveCall
+				for i, team := range []string{"design", "design", "ops"} {
+					QueueReserve(ctx, p, s, team+round, budget, round+strconv.Itoa(i), 600_000, &calls[i])
+				}
+				other := p.Incr(ctx, "q:{elsewhere}:n")
+				p.Exec(ctx)
+				for i, want := range []error{nil, ErrBudgetExceeded, nil} {
+					r, err := calls[i].Result(ctx)
+					if !errors.Is(err, want) || r.ID != round+strconv.Itoa(i) {
+						t.Fatalf("%s reservation %d: %+v, %v; want %v", round, i, r, err, want)
+					}
+				}
+				if _, err := other.Result(); err != nil {
+					t.Fatalf("the other command: %v", err)
+				}
+				for _, team := range []string{"design", "ops"} {
+					if got, err := s.Reserved(ctx, team+round); got != 600_000 || err != nil {
+						t.Errorf("%s: reserved %d, %v; want 600000", team+round, got, err)
+					}
+				}
+			}
+		})
+	}
 }
