@@ -75,26 +75,39 @@ func (g *Guarded) Down() bool { return time.Now().UnixNano() < g.downUntil.Load(
 
 // Reserve implements Store.
 func (g *Guarded) Reserve(ctx context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
-	if !g.Down() {
-		cctx, cancel := context.WithTimeout(ctx, g.o.Timeout)
-		r, err := g.Store.Reserve(cctx, team, b, id, estimateMicros)
-		cancel()
-		if err == nil || errors.Is(err, ErrBudgetExceeded) {
-			g.downUntil.Store(0)
-			left := safemath.Sub(r.BudgetMicros, safemath.Sum(r.SpentMicros, r.ReservedMicros))
-			if err == nil {
-				left = safemath.Sub(left, r.Micros)
-			}
-			g.mu.Lock()
-			g.left[team] = max(left, 0)
-			g.mu.Unlock()
-			return r, err
-		}
-		if ctx.Err() != nil {
-			return r, err
-		}
-		g.downUntil.Store(time.Now().Add(g.o.Pause).UnixNano())
+	if g.Down() {
+		return g.reserveDown(team, b, id, estimateMicros)
 	}
+	cctx, cancel := context.WithTimeout(ctx, g.o.Timeout)
+	r, err := g.Store.Reserve(cctx, team, b, id, estimateMicros)
+	cancel()
+	return g.answered(ctx, r, err, team, b, id, estimateMicros)
+}
+
+// answered takes the backend's answer to a reservation (ctx is the
+// caller's): a budget decision updates what the team has left; a failure
+// leaves the backend alone for Pause and reserves locally.
+func (g *Guarded) answered(ctx context.Context, r Reservation, err error, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
+	if err == nil || errors.Is(err, ErrBudgetExceeded) {
+		g.downUntil.Store(0)
+		left := safemath.Sub(r.BudgetMicros, safemath.Sum(r.SpentMicros, r.ReservedMicros))
+		if err == nil {
+			left = safemath.Sub(left, r.Micros)
+		}
+		g.mu.Lock()
+		g.left[team] = max(left, 0)
+		g.mu.Unlock()
+		return r, err
+	}
+	if ctx.Err() != nil {
+		return r, err
+	}
+	g.downUntil.Store(time.Now().Add(g.o.Pause).UnixNano())
+	return g.reserveDown(team, b, id, estimateMicros)
+}
+
+// reserveDown answers while the backend is left alone.
+func (g *Guarded) reserveDown(team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
 	if !g.o.Local {
 		return Reservation{ID: id, Team: team}, ErrStoreDown
 	}

@@ -33,7 +33,9 @@ import (
 // (length-prefixed, so any name is safe), metrics being req, fail, img, pt,
 // ct, it, cost, list (see Totals); a failed request's provider is "". Team,
 // key, model and provider totals are sums of these, made when reading: a
-// record costs 7 or 8 HINCRBY per period instead of 4 times as many. The
+// record costs 7 or 8 HINCRBY per period instead of 4 times as many, and
+// the records of a batch with the same combination share theirs (they are
+// summed before they are added). The
 // field "t|cost" repeats the team's cost for the budget check. Redis must
 // persist its data (appendonly yes) for these to be books: a Redis that
 // restarts empty has forgotten them.
@@ -41,7 +43,8 @@ type Redis struct {
 	c      redis.UniversalClient
 	prefix string
 	o      Options
-	keys   keyCache
+	keys   keyCache[[]string]
+	heads  keyCache[[]any]
 }
 
 // NewRedis returns the Redis store over c, with keys under cfg.KeyPrefix
@@ -89,9 +92,9 @@ func (s *Redis) applyKeys(team string, p [3]string) []string {
 // keyCache keeps the key names of each team's buckets and reservations:
 // building them takes several concatenations, and the reservation's are on
 // every request's path. The slices are shared and never written.
-type keyCache struct {
+type keyCache[V any] struct {
 	mu sync.RWMutex
-	m  map[keySet][]string
+	m  map[keySet]V
 }
 
 // keySet names one list of keys: a team's, for a period, of a kind.
@@ -111,7 +114,7 @@ const (
 // the lists of past days and of teams gone from the config.
 const maxCachedKeySets = 4096
 
-func (c *keyCache) get(k keySet, build func() []string) []string {
+func (c *keyCache[V]) get(k keySet, build func() V) V {
 	c.mu.RLock()
 	v, ok := c.m[k]
 	c.mu.RUnlock()
@@ -121,60 +124,89 @@ func (c *keyCache) get(k keySet, build func() []string) []string {
 	v = build()
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxCachedKeySets {
-		c.m = make(map[keySet][]string)
+		c.m = make(map[keySet]V)
 	}
 	c.m[k] = v
 	c.mu.Unlock()
 	return v
 }
 
-// applyScript adds one record to its day, month and total buckets and
-// releases the reservation with the record's id, unless the id was applied
-// before (HSETNX of the id in its day's id hash), all in one step.
+// applyScript adds records of one team and one day to their day, month and
+// total buckets, and releases the reservations with the records' ids, all
+// in one step. Each record counts once: only those whose id is new in the
+// day's id hash (HSETNX) are added. Their values are summed per field
+// first, so that a batch costs one HINCRBY per field and bucket rather than
+// one per record. Sums stay exact: a value of more than 15 digits is added
+// on its own, and a sum is sent as soon as it reaches 2^52.
 //
 // KEYS: ids, day, month, total, resv, resv:exp, resv:sum.
-// ARGV: id, ids expiry (unix s), day expiry (unix s), the combination's
-// field prefix, one value per metric, then the field prefix of the model at
-// its image size ("" for none).
+// ARGV: ids expiry (unix s), day expiry (unix s), then per record: its id,
+// its combination's field prefix, the field prefix of its model at its image
+// size ("" for none), one value per metric. Returns the records added.
 var applyScript = redis.NewScript(`
-local function release()
-  local amt = redis.call('HGET', KEYS[5], ARGV[1])
-  if amt then
-    redis.call('HDEL', KEYS[5], ARGV[1])
-    redis.call('ZREM', KEYS[6], ARGV[1])
-    redis.call('DECRBY', KEYS[7], amt)
-  end
-end
-if redis.call('HSETNX', KEYS[1], ARGV[1], '1') == 0 then
-  release()
-  return 0
-end
-redis.call('EXPIREAT', KEYS[1], ARGV[2])
 local names = {` + luaNames() + `}
-local cost = ARGV[4 + ` + strconv.Itoa(mCost+1) + `]
-for b = 2, 4 do
-  for m = 1, #names do
-    local v = ARGV[4 + m]
-    if v ~= '0' then
-      redis.call('HINCRBY', KEYS[b], ARGV[4] .. names[m], v)
-    end
+local nm, costAt = #names, ` + strconv.Itoa(mCost+1) + `
+local call, format = redis.call, string.format
+local order, acc = {}, {}
+local function incr(f, v)
+  for b = 2, 4 do
+    call('HINCRBY', KEYS[b], f, v)
   end
-  if cost ~= '0' then
-    redis.call('HINCRBY', KEYS[b], 't|cost', cost)
+end
+local function add(f, v)
+  if #v > 15 then
+    incr(f, v)
+    return
   end
-  local sp = ARGV[5 + #names]
-  if sp and sp ~= '' then
-    for m = 1, #names do
-      local v = ARGV[4 + m]
+  local a = acc[f]
+  if not a then
+    order[#order + 1] = f
+    a = 0
+  end
+  a = a + tonumber(v)
+  if a >= 4503599627370496 then
+    incr(f, format('%d', a))
+    a = 0
+  end
+  acc[f] = a
+end
+local applied = 0
+for i = 3, #ARGV, 3 + nm do
+  local id = ARGV[i]
+  if call('HSETNX', KEYS[1], id, '1') == 1 then
+    applied = applied + 1
+    local cp, sp = ARGV[i + 1], ARGV[i + 2]
+    for m = 1, nm do
+      local v = ARGV[i + 2 + m]
       if v ~= '0' then
-        redis.call('HINCRBY', KEYS[b], sp .. names[m], v)
+        add(cp .. names[m], v)
+        if sp ~= '' then
+          add(sp .. names[m], v)
+        end
       end
     end
+    local cost = ARGV[i + 2 + costAt]
+    if cost ~= '0' then
+      add('t|cost', cost)
+    end
+  end
+  local amt = call('HGET', KEYS[5], id)
+  if amt then
+    call('HDEL', KEYS[5], id)
+    call('ZREM', KEYS[6], id)
+    call('DECRBY', KEYS[7], amt)
   end
 end
-redis.call('EXPIREAT', KEYS[2], ARGV[3])
-release()
-return 1
+if applied > 0 then
+  for _, f in ipairs(order) do
+    if acc[f] ~= 0 then
+      incr(f, format('%d', acc[f]))
+    end
+  end
+  call('EXPIREAT', KEYS[1], ARGV[1])
+  call('EXPIREAT', KEYS[2], ARGV[2])
+end
+return applied
 `)
 
 func luaNames() string {
@@ -237,23 +269,47 @@ end
 return 0
 `)
 
-func (s *Redis) applyArgs(rec *Record) (keys []string, args []any) {
-	day := rec.Time.UTC().Truncate(24 * time.Hour)
-	p := periods(rec.Time)
-	keys = s.applyKeys(rec.Team, p)
-	args = make([]any, 0, 5+numMetrics)
-	args = append(args, rec.ID,
-		day.Add(24*time.Hour+s.o.IDWindow).Unix(),
-		day.Add(24*time.Hour+s.o.DayRetention).Unix(),
-		comboPrefix(rec.Key, rec.Model, rec.Provider))
-	for _, v := range rec.deltas() {
-		args = append(args, v)
+// applyGroup is the records of a batch that share a team and a day: one
+// script call.
+type applyGroup struct {
+	team string
+	day  time.Time
+	keys []string
+	args []any
+	n    int
+}
+
+// applyGroups splits recs by team and day, in the order they come.
+func (s *Redis) applyGroups(recs []Record) []*applyGroup {
+	type at struct {
+		team string
+		day  int64
 	}
-	sp := ""
-	if rec.Size != "" && !rec.Failed() {
-		sp = sizePrefix(rec.Model, rec.Size)
+	var groups []*applyGroup
+	byKey := make(map[at]*applyGroup, 4)
+	for i := range recs {
+		rec := &recs[i]
+		day := rec.Time.UTC().Truncate(24 * time.Hour)
+		k := at{rec.Team, day.Unix()}
+		g := byKey[k]
+		if g == nil {
+			g = &applyGroup{team: rec.Team, day: day, keys: s.applyKeys(rec.Team, periods(rec.Time))}
+			g.args = append(make([]any, 0, 2+(3+numMetrics)*(len(recs)-i)),
+				day.Add(24*time.Hour+s.o.IDWindow).Unix(), day.Add(24*time.Hour+s.o.DayRetention).Unix())
+			byKey[k] = g
+			groups = append(groups, g)
+		}
+		g.n++
+		sp := ""
+		if rec.Size != "" && !rec.Failed() {
+			sp = sizePrefix(rec.Model, rec.Size)
+		}
+		g.args = append(g.args, rec.ID, comboPrefix(rec.Key, rec.Model, rec.Provider), sp)
+		for _, v := range rec.deltas() {
+			g.args = append(g.args, v)
+		}
 	}
-	return keys, append(args, sp)
+	return groups
 }
 
 // sizePrefix is the field prefix of a model at an image size: the totals
@@ -338,8 +394,9 @@ func (s *Redis) Apply(ctx context.Context, rec Record) (bool, error) {
 }
 
 // ApplyBatch implements Store: one pipeline holding one script call per
-// record, after an SADD of their teams to the team index (so a team with
-// usage is always listed; a listed team without usage is harmless).
+// team and day of the records, after an SADD of their teams to the team
+// index (so a team with usage is always listed; a listed team without
+// usage is harmless).
 func (s *Redis) ApplyBatch(ctx context.Context, recs []Record) (int, error) {
 	for i := range recs {
 		if err := recs[i].Validate(); err != nil {
@@ -349,43 +406,51 @@ func (s *Redis) ApplyBatch(ctx context.Context, recs []Record) (int, error) {
 	if len(recs) == 0 {
 		return 0, nil
 	}
-	n, err := s.applyPipelined(ctx, recs)
+	groups := s.applyGroups(recs)
+	n, err := s.applyPipelined(ctx, recs, groups)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// A restarted or flushed Redis forgot the script: load it and run
 		// the batch again (the records that did run count once anyway).
 		if lerr := applyScript.Load(ctx, s.c).Err(); lerr != nil {
 			return 0, fmt.Errorf("accounting: load script: %w", lerr)
 		}
-		n, err = s.applyPipelined(ctx, recs)
+		var again int
+		again, err = s.applyPipelined(ctx, recs, groups)
+		n += again
 	}
 	return n, err
 }
 
-func (s *Redis) applyPipelined(ctx context.Context, recs []Record) (int, error) {
+func (s *Redis) applyPipelined(ctx context.Context, recs []Record, groups []*applyGroup) (int, error) {
 	teams := make([]any, 0, 1)
 	for i := range recs {
 		if !slices.Contains(teams, any(recs[i].Team)) {
 			teams = append(teams, recs[i].Team)
 		}
 	}
-	cmds := make([]*redis.Cmd, len(recs))
+	cmds := make([]*redis.Cmd, len(groups))
 	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.SAdd(ctx, s.indexKey(), teams...)
-		for i := range recs {
-			keys, args := s.applyArgs(&recs[i])
-			cmds[i] = applyScript.EvalSha(ctx, p, keys, args...)
+		for i, g := range groups {
+			cmds[i] = applyScript.EvalSha(ctx, p, g.keys, g.args...)
 		}
 		return nil
 	})
-	applied := 0
+	applied, failed := 0, -1
 	for i, c := range cmds {
 		n, cerr := c.Int()
-		if cerr != nil {
-			// The first failed script's error is the batch's: a NOSCRIPT
-			// one must reach ApplyBatch as is.
-			return applied, fmt.Errorf("accounting: apply %s: %w", recs[i].ID, cerr)
+		if cerr == nil {
+			applied += n
+		} else if failed < 0 {
+			failed = i
 		}
-		applied += n
+	}
+	if failed >= 0 {
+		// The first failed script's error is the batch's: a NOSCRIPT one
+		// must reach ApplyBatch as is.
+		g := groups[failed]
+		return applied, fmt.Errorf("accounting: apply %d records of team %q on %s: %w",
+			g.n, g.team, g.day.Format(time.DateOnly), cmds[failed].Err())
 	}
 	if err != nil {
 		return applied, fmt.Errorf("accounting: apply batch: %w", err)
@@ -397,20 +462,136 @@ func (s *Redis) applyPipelined(ctx context.Context, recs []Record) (int, error) 
 func (s *Redis) Reserve(ctx context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
 	now := s.o.Now()
 	r := newReservation(id, team, b, now, estimateMicros)
-	keys := s.reserveKeys(team, r.Period)
-	res, err := reserveScript.Run(ctx, s.c, keys, now.UnixMilli(), id, r.Micros, r.BudgetMicros,
-		now.Add(s.o.ReservationTTL).UnixMilli()).Int64Slice()
+	v := s.reserveValues(now, &r)
+	return reserveResult(r, reserveScript.Run(ctx, s.c, s.reserveKeys(team, r.Period), v[:]...))
+}
+
+// reserveValues are the reservation script's arguments.
+func (s *Redis) reserveValues(now time.Time, r *Reservation) [5]any {
+	return [5]any{now.UnixMilli(), r.ID, r.Micros, r.BudgetMicros, now.Add(s.o.ReservationTTL).UnixMilli()}
+}
+
+// reserveHead is the start of a pipelined reservation of team in period,
+// boxed once: EVALSHA, the script's hash, the number of keys, the keys.
+func (s *Redis) reserveHead(team, period string) []any {
+	return s.heads.get(keySet{team: team, period: period, kind: withBucket}, func() []any {
+		keys := s.reserveKeys(team, period)
+		h := make([]any, 0, 3+len(keys))
+		h = append(h, "evalsha", reserveScript.Hash(), strconv.Itoa(len(keys)))
+		for _, k := range keys {
+			h = append(h, k)
+		}
+		return h
+	})
+}
+
+// argsPool holds the argument slices of pipelined reservations, reused once
+// their reply is read (go-redis keeps no reference to them).
+var argsPool = sync.Pool{New: func() any { s := make([]any, 0, 16); return &s }}
+
+// reserveResult reads the reservation script's reply into r.
+func reserveResult(r Reservation, cmd *redis.Cmd) (Reservation, error) {
+	res, err := cmd.Int64Slice()
 	if err != nil {
-		return r, fmt.Errorf("accounting: reserve for team %q: %w", team, err)
+		return r, fmt.Errorf("accounting: reserve for team %q: %w", r.Team, err)
 	}
 	if len(res) != 3 {
-		return r, fmt.Errorf("accounting: reserve for team %q: unexpected reply %v", team, res)
+		return r, fmt.Errorf("accounting: reserve for team %q: unexpected reply %v", r.Team, res)
 	}
 	r.SpentMicros, r.ReservedMicros = res[1], res[2]
 	if res[0] != 1 {
 		return r, ErrBudgetExceeded
 	}
 	return r, nil
+}
+
+// ReserveCall is a reservation that travels in a Redis pipeline with other
+// commands (QueueReserve), so that admitting a request costs one round trip
+// whatever else it asks Redis. It is read once, by Result, after the
+// pipeline ran.
+type ReserveCall struct {
+	st   Store    // answers alone when nothing was queued
+	g    *Guarded // the guard the answer goes through, if any
+	s    *Redis   // the store the script was queued for
+	team string
+	b    config.Budget
+	id   string
+	est  int64
+	r    Reservation
+	cmd  *redis.Cmd
+	args *[]any // the command's, from argsPool
+}
+
+// QueueReserve prepares in c the reservation st.Reserve would make and,
+// when st is Redis (or Guarded over Redis, and not leaving it alone), adds
+// its script to p. p must be a pipeline of a client of the same Redis: the
+// limiter's, say, as this script is safe on a client that never retries and
+// its timeouts then bound the wait. Otherwise c's Result reserves alone.
+func QueueReserve(ctx context.Context, p redis.Pipeliner, st Store, team string, b config.Budget, id string, estimateMicros int64, c *ReserveCall) {
+	*c = ReserveCall{st: st, team: team, b: b, id: id, est: estimateMicros}
+	s, _ := st.(*Redis)
+	if g, ok := st.(*Guarded); ok {
+		c.g = g
+		if s, _ = g.Store.(*Redis); g.Down() {
+			s = nil
+		}
+	}
+	if s == nil {
+		return
+	}
+	now := s.o.Now()
+	c.s, c.r = s, newReservation(id, team, b, now, estimateMicros)
+	v := s.reserveValues(now, &c.r)
+	c.args = argsPool.Get().(*[]any)
+	*c.args = append(append((*c.args)[:0], s.reserveHead(team, c.r.Period)...), v[:]...)
+	c.cmd = p.Do(ctx, *c.args...)
+}
+
+// Result is the reservation, once the pipeline ran; ctx is the caller's.
+// Its semantics are those of the store's Reserve (Guarded's outage handling
+// included).
+func (c *ReserveCall) Result(ctx context.Context) (Reservation, error) {
+	cmd := c.cmd
+	c.cmd = nil
+	if cmd == nil {
+		return c.st.Reserve(ctx, c.team, c.b, c.id, c.est)
+	}
+	r, err := reserveResult(c.r, cmd)
+	clear(*c.args)
+	argsPool.Put(c.args)
+	c.args = nil
+	if err := cmd.Err(); err != nil && notRun(err) {
+		// The script did not run: alone, on the store's own client, it is
+		// loaded or follows the cluster's new layout.
+		return c.st.Reserve(ctx, c.team, c.b, c.id, c.est)
+	}
+	if c.g != nil {
+		return c.g.answered(ctx, r, err, c.team, c.b, c.id, c.est)
+	}
+	return r, err
+}
+
+// notRun reports whether err says a script did not run: Redis did not have
+// it, or the cluster sent it elsewhere.
+func notRun(err error) bool {
+	for _, p := range []string{"NOSCRIPT", "MOVED", "ASK", "TRYAGAIN"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Client is the store's Redis client.
+func (s *Redis) Client() redis.UniversalClient { return s.c }
+
+// RedisOf returns the Redis store st is or guards, nil when it has none.
+func RedisOf(st Store) *Redis {
+	if g, ok := st.(*Guarded); ok {
+		st = g.Store
+	}
+	s, _ := st.(*Redis)
+	return s
 }
 
 // Release implements Store.

@@ -10,7 +10,7 @@ import (
 // shared; past maxCachedKeySets lists the cache starts over instead of
 // growing with every day and team.
 func TestKeyCacheIsBoundedAndBuildsEachListOnce(t *testing.T) {
-	var c keyCache
+	var c keyCache[[]string]
 	builds := 0
 	build := func() []string { builds++; return []string{"k"} }
 	a := c.get(keySet{team: "t", period: "2026-12"}, build)

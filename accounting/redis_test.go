@@ -2,8 +2,12 @@ package accounting
 
 import (
 	"context"
+	"errors"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"nanogate/config"
 	"nanogate/internal/redistest"
@@ -108,4 +112,112 @@ func TestRedisOddNames(t *testing.T) {
 	}
 	mustApply(t, s, recs...)
 	checkBucket(t, s, recs, "t", PeriodTotal)
+}
+
+// TestRedisBatchAddsOnlyNewRecords: a batch is summed per field before it
+// is added, yet each record counts once (ids applied before, or twice in
+// the batch, add nothing), every record releases its reservation, teams
+// and days stay apart, and sums stay exact past 2^53 (values of more than
+// 15 digits, and sums that cross 2^52).
+func TestRedisBatchAddsOnlyNewRecords(t *testing.T) {
+	srv := redistest.Start(t)
+	c := newClient(t, srv.Addr)
+	ctx := context.Background()
+	s := NewRedis(c, &config.Redis{KeyPrefix: "ng:"}, Options{})
+	p := NewPricer(testConfig())
+	day2 := nov25.Add(24 * time.Hour)
+	old := served(p, "old", nov25, "k1", "design", "laozhang", 1, 1, 10, 0)
+	mustApply(t, s, old)
+	recs := []Record{
+		served(p, "a", nov25, "k1", "design", "laozhang", 1, 1, 20, 5),
+		served(p, "b", nov25, "k1", "design", "laozhang", 1, 2, 30, 0),
+		served(p, "c", nov25, "k2", "design", "google", 1, 1, 0, 0),
+		served(p, "d", day2, "k1", "design", "laozhang", 1, 1, 7, 0),
+		served(p, "e", nov25, "k1", "other", "laozhang", 1, 1, 1, 0),
+		failedRecord("f", nov25, "k1", "design", 2),
+	}
+	recs[1].Size, recs[2].Size = "1K", "1K"
+	huge := served(p, "huge", nov25, "k3", "design", "laozhang", 1, 1, 0, 0)
+	huge.CostMicros = 1<<60 + 7
+	recs = append(recs, huge)
+	for i := range 16 {
+		r := served(p, "big"+strconv.Itoa(i), nov25, "k3", "design", "laozhang", 1, 1, 999_999_999_999_999, 0)
+		recs = append(recs, r)
+	}
+	for i := range recs {
+		if _, err := s.Reserve(ctx, recs[i].Team, config.Budget{USD: 1e12}, recs[i].ID, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch := append([]Record{old, recs[0]}, recs...) // "old" and "a" again
+	n, err := s.ApplyBatch(ctx, batch)
+	if err != nil || n != len(recs) {
+		t.Fatalf("ApplyBatch = %d, %v; want %d", n, err, len(recs))
+	}
+	all := append([]Record{old}, recs...)
+	for _, team := range []string{"design", "other"} {
+		for _, period := range []string{Day(nov25), Day(day2), Month(nov25), PeriodTotal} {
+			checkBucket(t, s, all, team, period)
+		}
+		if r, err := s.Reserved(ctx, team); err != nil || r != 0 {
+			t.Errorf("%s: reserved %d, %v after the records", team, r, err)
+		}
+	}
+	var cost int64
+	for _, r := range all {
+		if r.Team == "design" {
+			cost += r.CostMicros
+		}
+	}
+	if got, err := c.HGet(ctx, "{ng:design}:acct:u:total", "t|cost").Int64(); err != nil || got != cost {
+		t.Errorf("team cost %d, %v; want %d", got, err, cost)
+	}
+	if n, err := s.ApplyBatch(ctx, batch); err != nil || n != 0 {
+		t.Fatalf("the same batch again = %d, %v; want 0", n, err)
+	}
+	checkBucket(t, s, all, "design", PeriodTotal)
+}
+
+// TestQueuedReservations: reservations queued in one pipeline with commands
+// on other slots are made once each, as Reserve makes them, on a fresh Redis
+// without the script (the first comes back NOSCRIPT and is made alone) and
+// on a cluster, where the pipeline is split by node; the budget refuses the
+// one that does not fit.
+func TestQueuedReservations(t *testing.T) {
+	for name, client := range map[string]func(t *testing.T) redis.UniversalClient{
+		"SingleNode": func(t *testing.T) redis.UniversalClient { return newClient(t, redistest.Start(t).Addr) },
+		"Cluster":    func(t *testing.T) redis.UniversalClient { return startCluster(t) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := client(t)
+			ctx := context.Background()
+			s := NewRedis(c, &config.Redis{KeyPrefix: "q:"}, Options{})
+			budget := config.Budget{USD: 1, Period: "monthly"} // 1,000,000 micros
+			// The first round finds no script (each is made alone), the
+			// second takes the pipelined replies.
+			for _, round := range []string{"fresh", "loaded"} {
+				p := c.Pipeline()
+				var calls [3]ReserveCall
+				for i, team := range []string{"design", "design", "ops"} {
+					QueueReserve(ctx, p, s, team+round, budget, round+strconv.Itoa(i), 600_000, &calls[i])
+				}
+				other := p.Incr(ctx, "q:{elsewhere}:n")
+				p.Exec(ctx)
+				for i, want := range []error{nil, ErrBudgetExceeded, nil} {
+					r, err := calls[i].Result(ctx)
+					if !errors.Is(err, want) || r.ID != round+strconv.Itoa(i) {
+						t.Fatalf("%s reservation %d: %+v, %v; want %v", round, i, r, err, want)
+					}
+				}
+				if _, err := other.Result(); err != nil {
+					t.Fatalf("the other command: %v", err)
+				}
+				for _, team := range []string{"design", "ops"} {
+					if got, err := s.Reserved(ctx, team+round); got != 600_000 || err != nil {
+						t.Errorf("%s: reserved %d, %v; want 600000", team+round, got, err)
+					}
+				}
+			}
+		})
+	}
 }

@@ -2,8 +2,10 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,5 +78,78 @@ func BenchmarkBudgetReserveRedis(b *testing.B) {
 		if _, err := st.Reserve(ctx, "bench", budget, "req_bench"+strconv.Itoa(i), 1000); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkAdmissionRedis: what admitting a request costs on Redis, the
+// limiter's decision and the budget reservation, each client as main.go
+// builds it: one after the other (two round trips), and in one pipeline on
+// the limiter's client (gateway's admission), serially and 32 at a time.
+func BenchmarkAdmissionRedis(b *testing.B) {
+	cfg := redisConfig(b)
+	l := ratelimit.NewRedis(ratelimit.NewClient(cfg), cfg, nil)
+	defer l.Close()
+	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cfg.Addrs,
+		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, ContextTimeoutEnabled: true})
+	defer c.Close()
+	st := accounting.NewGuarded(accounting.NewRedis(c, &cfg, accounting.Options{}),
+		accounting.GuardOptions{Timeout: time.Second})
+	budget := config.Budget{USD: 1e9, Period: "monthly"}
+	var seq atomic.Int64
+	allowed := func(r ratelimit.Result, err error) error {
+		if err == nil && (!r.Allowed || r.Degraded) {
+			err = fmt.Errorf("decision %+v", r)
+		}
+		return err
+	}
+	sequential := func(ctx context.Context) error {
+		if err := allowed(l.Allow(ctx, limiterRequest)); err != nil {
+			return err
+		}
+		_, err := st.Reserve(ctx, "bench", budget, "req_bench"+strconv.FormatInt(seq.Add(1), 10), 1000)
+		return err
+	}
+	pipelined := func(ctx context.Context) error {
+		var d ratelimit.Pending
+		var rc accounting.ReserveCall
+		p := l.Pipeline()
+		l.Queue(ctx, p, limiterRequest, &d)
+		accounting.QueueReserve(ctx, p, st, "bench", budget, "req_bench"+strconv.FormatInt(seq.Add(1), 10), 1000, &rc)
+		l.Exec(ctx, p)
+		err := allowed(d.Result(ctx))
+		if _, rerr := rc.Result(ctx); err == nil {
+			err = rerr
+		}
+		return err
+	}
+	for _, m := range []struct {
+		name  string
+		admit func(context.Context) error
+	}{{"sequential", sequential}, {"pipelined", pipelined}} {
+		b.Run(m.name, func(b *testing.B) {
+			ctx := context.Background()
+			if err := m.admit(ctx); err != nil { // loads the scripts
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := m.admit(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(m.name+"/c=32", func(b *testing.B) {
+			ctx := context.Background()
+			b.SetParallelism(16)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := m.admit(ctx); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }

@@ -3,15 +3,19 @@ package gateway
 import (
 	"context"
 	"errors"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"nanogate/accounting"
 	"nanogate/config"
 	"nanogate/internal/safemath"
 	"nanogate/provider"
+	"nanogate/ratelimit"
 )
 
 // ErrBudgetExceeded: the caller's team spent its budget for the period.
@@ -31,6 +35,46 @@ type Accounting struct {
 	// FailOpen admits requests when the budget store is unreachable
 	// (redis.on_outage: open).
 	FailOpen bool
+
+	// joint is found once, for the gateway's limiter (jointFor).
+	jointOnce sync.Once
+	joint     *ratelimit.Redis
+	jointFor  ratelimit.Limiter
+}
+
+// jointAdmission returns the Redis limiter with which the budget store
+// shares its Redis, so that a decision and a reservation can go in one
+// pipeline; nil when they do not.
+func (g *Gateway) jointAdmission() *ratelimit.Redis {
+	a := g.acct
+	if a == nil || g.limiter == nil {
+		return nil
+	}
+	a.jointOnce.Do(func() {
+		a.jointFor = g.limiter
+		lr, ar := ratelimit.RedisOf(g.limiter), accounting.RedisOf(a.Store)
+		if lr != nil && ar != nil && sameRedis(lr.Client(), ar.Client()) {
+			a.joint = lr
+		}
+	})
+	if a.jointFor != g.limiter {
+		return nil // another gateway's limiter: no shortcut
+	}
+	return a.joint
+}
+
+// sameRedis reports whether two clients reach the same Redis (the same
+// node and database, or the same cluster).
+func sameRedis(x, y redis.UniversalClient) bool {
+	switch x := x.(type) {
+	case *redis.Client:
+		y, ok := y.(*redis.Client)
+		return ok && x.Options().Addr == y.Options().Addr && x.Options().DB == y.Options().DB
+	case *redis.ClusterClient:
+		y, ok := y.(*redis.ClusterClient)
+		return ok && slices.Equal(x.Options().Addrs, y.Options().Addrs)
+	}
+	return false
 }
 
 // wanted is how many images the call asks for, for estimates.
@@ -81,8 +125,18 @@ func (g *Gateway) estimateCall(call *Call) int64 {
 	return safemath.Add(g.estimateTokens(call.Req), safemath.Mul(n, perImage))
 }
 
-// reserve sets the estimated cost aside in the caller's team budget.
-func (g *Gateway) reserve(ctx context.Context, call *Call) error {
+// reserve sets the estimated cost aside in the budget of team (the
+// caller's, from budgetTeam; nil: nothing to reserve).
+func (g *Gateway) reserve(ctx context.Context, call *Call, team *config.Team) error {
+	if team == nil {
+		return nil
+	}
+	r, err := g.acct.Store.Reserve(ctx, team.Name, *team.Budget, call.ID, g.estimateCost(call))
+	return g.reserved(call, r, err)
+}
+
+// budgetTeam is the caller's team when it has a budget to reserve from.
+func (g *Gateway) budgetTeam(call *Call) *config.Team {
 	a := g.acct
 	if a == nil || call.Caller == nil || call.Caller.Team == "" {
 		return nil
@@ -91,16 +145,25 @@ func (g *Gateway) reserve(ctx context.Context, call *Call) error {
 	if team == nil || team.Budget == nil {
 		return nil
 	}
+	return team
+}
+
+// estimateCost is the cost a call reserves, in micro-dollars.
+func (g *Gateway) estimateCost(call *Call) int64 {
 	n := call.wanted()
-	est := a.Pricer.Estimate(call.Req.Model, g.imageSize(call.Req), n, g.estimateTokens(call.Req), safemath.Mul(n, textAllowance(call.Req)))
-	r, err := a.Store.Reserve(ctx, team.Name, *team.Budget, call.ID, est)
+	return g.acct.Pricer.Estimate(call.Req.Model, g.imageSize(call.Req), n, g.estimateTokens(call.Req), safemath.Mul(n, textAllowance(call.Req)))
+}
+
+// reserved takes the store's answer to a reservation: a refusal is the
+// budget's; an unreachable store admits (redis.on_outage open) or refuses.
+func (g *Gateway) reserved(call *Call, r accounting.Reservation, err error) error {
 	switch {
 	case err == nil:
 		call.resv = &r
 		return nil
 	case errors.Is(err, accounting.ErrBudgetExceeded):
 		return err
-	case a.FailOpen:
+	case g.acct.FailOpen:
 		g.warnOnce(&g.budgetDown, "budget store unreachable: admitting without budget checks", err)
 		return nil
 	}

@@ -289,15 +289,7 @@ func (g *Gateway) admit(ctx context.Context, call *Call) (err error) {
 	if err := g.checkModelParams(call.Req); err != nil {
 		return err
 	}
-	if err := g.limit(ctx, call); err != nil {
-		return err
-	}
-	if err := g.Check(call.Caller, call.Req.Model); err != nil {
-		g.settleTokens(call, 0)
-		return err
-	}
-	if err := g.reserve(ctx, call); err != nil {
-		g.settleTokens(call, 0)
+	if err := g.limitAndReserve(ctx, call); err != nil {
 		return err
 	}
 	if err := g.resolveLinks(ctx, call.Req); err != nil {

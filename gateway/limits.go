@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 
+	"nanogate/accounting"
+	"nanogate/config"
 	"nanogate/internal/safemath"
 	"nanogate/ratelimit"
 )
@@ -14,6 +16,64 @@ var ErrRateLimited = errors.New("rate limited")
 // ErrLimiterUnavailable: Redis is unreachable and redis.on_outage is closed.
 var ErrLimiterUnavailable = ratelimit.ErrUnavailable
 
+// limitAndReserve runs the rate limits, the model check and the budget
+// reservation, whose errors take precedence in this order. The limits come
+// first so that requests for unknown or forbidden models count against them
+// like any other: a refusal is not free. When the limiter and the budget
+// store share a Redis, the decision and the reservation go in one pipeline
+// (one round trip): the reservation is then made before the decision is
+// known, and released when the limiter refuses.
+func (g *Gateway) limitAndReserve(ctx context.Context, call *Call) error {
+	checkErr := g.Check(call.Caller, call.Req.Model)
+	var team *config.Team
+	if checkErr == nil {
+		team = g.budgetTeam(call)
+	}
+	lim := g.jointAdmission()
+	if lim == nil || team == nil || call.Caller == nil {
+		if err := g.limit(ctx, call); err != nil {
+			return err
+		}
+		if checkErr != nil {
+			g.settleTokens(call, 0)
+			return checkErr
+		}
+		if err := g.reserve(ctx, call, team); err != nil {
+			g.settleTokens(call, 0)
+			return err
+		}
+		return nil
+	}
+	g.limitRequest(call)
+	var d ratelimit.Pending
+	var rc accounting.ReserveCall
+	p := lim.Pipeline()
+	lim.Queue(ctx, p, call.limitReq, &d)
+	accounting.QueueReserve(ctx, p, g.acct.Store, team.Name, *team.Budget, call.ID, g.estimateCost(call), &rc)
+	lim.Exec(ctx, p)
+	res, err := d.Result(ctx)
+	r, rerr := rc.Result(ctx)
+	if err == nil {
+		call.Limit = &res
+		if !res.Allowed {
+			err = ErrRateLimited
+		}
+	}
+	if err != nil {
+		if rerr == nil {
+			call.resv = &r
+			g.release(call)
+		}
+		return err
+	}
+	call.charged = true
+	if err := g.reserved(call, r, rerr); err != nil {
+		g.settleTokens(call, 0)
+		return err
+	}
+	return nil
+}
+
 // limit asks the limiter whether the call may go now, charging its estimated
 // tokens to every TPM bucket that applies. The decision stays on the call for
 // the response headers.
@@ -21,15 +81,7 @@ func (g *Gateway) limit(ctx context.Context, call *Call) error {
 	if g.limiter == nil || call.Caller == nil {
 		return nil
 	}
-	call.tokens = g.estimateCall(call)
-	call.limitReq = ratelimit.Request{Key: call.Caller.Name, Team: call.Caller.Team, Tokens: call.tokens,
-		Limits: ratelimit.Limits{KeyRPM: call.Caller.RPM, KeyTPM: call.Caller.TPM},
-		Batch:  call.Batch, Share: call.BatchShare}
-	if g.acct != nil {
-		if t := g.acct.Teams[call.Caller.Team]; t != nil {
-			call.limitReq.Limits.TeamRPM, call.limitReq.Limits.TeamTPM = t.RPM, t.TPM
-		}
-	}
+	g.limitRequest(call)
 	res, err := g.limiter.Allow(ctx, call.limitReq)
 	if err != nil {
 		return err
@@ -40,6 +92,19 @@ func (g *Gateway) limit(ctx context.Context, call *Call) error {
 	}
 	call.charged = true
 	return nil
+}
+
+// limitRequest sets the call's question to the limiter and its estimate.
+func (g *Gateway) limitRequest(call *Call) {
+	call.tokens = g.estimateCall(call)
+	call.limitReq = ratelimit.Request{Key: call.Caller.Name, Team: call.Caller.Team, Tokens: call.tokens,
+		Limits: ratelimit.Limits{KeyRPM: call.Caller.RPM, KeyTPM: call.Caller.TPM},
+		Batch:  call.Batch, Share: call.BatchShare}
+	if g.acct != nil {
+		if t := g.acct.Teams[call.Caller.Team]; t != nil {
+			call.limitReq.Limits.TeamRPM, call.limitReq.Limits.TeamTPM = t.RPM, t.TPM
+		}
+	}
 }
 
 // settleTokens corrects the TPM buckets to what the request really used (a

@@ -109,6 +109,9 @@ func (c *Coalescing) Close() error {
 	return c.Limiter.Close()
 }
 
+// Unwrap returns the wrapped limiter.
+func (c *Coalescing) Unwrap() Limiter { return c.Limiter }
+
 // Ping asks the wrapped limiter's backend, when it has one (Redis).
 func (c *Coalescing) Ping(ctx context.Context) error {
 	if p, ok := c.Limiter.(interface{ Ping(context.Context) error }); ok {

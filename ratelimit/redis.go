@@ -58,20 +58,23 @@ const probeInterval = 200 * time.Millisecond
 
 // NewClient returns the Redis client of cfg: a single-node client for one
 // address (an address starting with "/" is a unix socket), a Redis Cluster
-// client for several. Its timeouts are cfg's (config defaults when zero), and
-// it never retries a command by itself: a script that charges limits must not
-// run twice because its reply was lost. Context deadlines bound the socket
-// I/O, so a decision never waits past its decision_timeout.
+// client for several. It never retries a command by itself: a script that
+// charges limits must not run twice because its reply was lost. Its reads,
+// writes and waits for a pooled connection are each bounded by the decision
+// timeout (or the read and write timeouts, when shorter): a decision passes
+// the request's own context, so these bound how long an unresponsive Redis
+// can hold it without a context per call.
 func NewClient(cfg config.Redis) redis.UniversalClient {
 	cfg = withDefaults(cfg)
+	read, write := min(cfg.ReadTimeout, cfg.DecisionTimeout), min(cfg.WriteTimeout, cfg.DecisionTimeout)
 	if len(cfg.Addrs) > 1 {
 		return redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs:                 cfg.Addrs,
 			Password:              cfg.Password,
 			DialTimeout:           cfg.DialTimeout,
-			ReadTimeout:           cfg.ReadTimeout,
-			WriteTimeout:          cfg.WriteTimeout,
-			PoolTimeout:           max(cfg.ReadTimeout, cfg.DecisionTimeout),
+			ReadTimeout:           read,
+			WriteTimeout:          write,
+			PoolTimeout:           cfg.DecisionTimeout,
 			ContextTimeoutEnabled: true,
 			MaxRetries:            -1,
 			DialerRetries:         1,
@@ -90,9 +93,9 @@ func NewClient(cfg config.Redis) redis.UniversalClient {
 		Password:              cfg.Password,
 		DB:                    cfg.DB,
 		DialTimeout:           cfg.DialTimeout,
-		ReadTimeout:           cfg.ReadTimeout,
-		WriteTimeout:          cfg.WriteTimeout,
-		PoolTimeout:           max(cfg.ReadTimeout, cfg.DecisionTimeout),
+		ReadTimeout:           read,
+		WriteTimeout:          write,
+		PoolTimeout:           cfg.DecisionTimeout,
 		ContextTimeoutEnabled: true,
 		MaxRetries:            -1,
 		DialerRetries:         1,
@@ -206,11 +209,30 @@ func (l *Redis) Allow(ctx context.Context, r Request) (Result, error) {
 		return Result{Allowed: true}, nil
 	}
 	names := l.keyNames(&r)
-	slot := &l.slots[names.slot]
-	if !l.mayTry(slot) {
-		return l.degraded(&r, &pl, nil)
+	return l.decide(ctx, &r, &pl, names, &l.slots[names.slot])
+}
+
+// decide asks Redis for the decision of r, or answers locally while its
+// slot is down. A decision normally runs on the caller's context, bounded
+// by the client's timeouts; the probe that tries a down slot again also
+// bounds its dial by the decision timeout.
+func (l *Redis) decide(ctx context.Context, r *Request, pl *plan, names *keyNames, slot *atomic.Int64) (Result, error) {
+	rctx := ctx
+	if slot.Load() != 0 {
+		if !l.mayTry(slot) {
+			return l.degraded(r, pl, nil)
+		}
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(ctx, l.timeout)
+		defer cancel()
 	}
-	res, err := l.eval(ctx, names, &pl)
+	res, err := l.eval(rctx, names, pl)
+	return l.decided(ctx, r, pl, slot, res, err)
+}
+
+// decided takes Redis's answer to a decision (or the error that stood for
+// one): the outage state follows it, and an outage decides locally.
+func (l *Redis) decided(ctx context.Context, r *Request, pl *plan, slot *atomic.Int64, res Result, err error) (Result, error) {
 	if err == nil {
 		l.up(slot)
 		l.decisions.Add(1)
@@ -227,7 +249,95 @@ func (l *Redis) Allow(ctx context.Context, r Request) (Result, error) {
 	if outage(err) {
 		l.failed(slot, err)
 	}
-	return l.degraded(&r, &pl, err)
+	return l.degraded(r, pl, err)
+}
+
+// Pending is a decision that travels in a Redis pipeline with other
+// commands (Redis.Queue), so that admitting a request costs one round trip
+// whatever else it asks Redis. It is read once, by Result, after the
+// pipeline ran.
+type Pending struct {
+	l     *Redis
+	r     Request
+	pl    plan
+	names *keyNames
+	slot  *atomic.Int64
+	buf   *[]any
+	cmd   *redis.Cmd
+}
+
+// Queue prepares the decision of r in d and adds its script to p, which
+// must be a pipeline of Client. Nothing is queued when no limit applies or
+// when r's slot is down (Result then probes Redis alone, or decides
+// locally, as Allow does).
+func (l *Redis) Queue(ctx context.Context, p redis.Pipeliner, r Request, d *Pending) {
+	*d = Pending{l: l, r: r, pl: makePlan(&r)}
+	if d.pl.n == 0 {
+		return
+	}
+	d.names = l.keyNames(&d.r)
+	d.slot = &l.slots[d.names.slot]
+	if d.slot.Load() != 0 {
+		return
+	}
+	d.buf = l.allowArgs(d.names, &d.pl)
+	(*d.buf)[0], (*d.buf)[1] = argEvalSHA, l.scripts[0].sha
+	d.cmd = p.Do(ctx, *d.buf...)
+}
+
+// Result is the decision, once the pipeline ran; ctx is the caller's.
+// Semantics, outage handling and Stats are Allow's.
+func (d *Pending) Result(ctx context.Context) (Result, error) {
+	l := d.l
+	switch {
+	case d.pl.n == 0:
+		l.decisions.Add(1)
+		return Result{Allowed: true}, nil
+	case d.cmd == nil:
+		return l.decide(ctx, &d.r, &d.pl, d.names, d.slot)
+	}
+	reply, err := d.cmd.Text()
+	d.cmd = nil
+	releaseArgs(d.buf)
+	d.buf = nil
+	if err != nil && (redis.HasErrorPrefix(err, "NOSCRIPT") || redirected(err)) {
+		// The script did not run: alone, it is loaded or follows the
+		// cluster's new layout.
+		return l.decide(ctx, &d.r, &d.pl, d.names, d.slot)
+	}
+	var res Result
+	if err == nil {
+		res, err = parseResult(reply, &d.pl)
+	}
+	return l.decided(ctx, &d.r, &d.pl, d.slot, res, err)
+}
+
+// Client is the client of the limiter's decisions, which never retries a
+// command.
+func (l *Redis) Client() redis.UniversalClient { return l.client }
+
+// Pipeline returns a pipeline for Queue and other commands to the same
+// Redis, on the limiter's client; Exec runs it.
+func (l *Redis) Pipeline() redis.Pipeliner { return l.client.Pipeline() }
+
+// Exec runs p on the caller's context, bounded by the client's timeouts
+// (NewClient's decision timeout). Each command keeps its own error, which
+// its reader (Pending.Result) handles.
+func (l *Redis) Exec(ctx context.Context, p redis.Pipeliner) { p.Exec(ctx) }
+
+// RedisOf returns the Redis limiter lim is or wraps (Coalescing), nil when
+// it has none.
+func RedisOf(lim Limiter) *Redis {
+	for {
+		switch v := lim.(type) {
+		case *Redis:
+			return v
+		case interface{ Unwrap() Limiter }:
+			lim = v.Unwrap()
+		default:
+			return nil
+		}
+	}
 }
 
 // Adjust implements Limiter. While Redis is unreachable the correction goes
@@ -397,14 +507,13 @@ func redirected(err error) bool {
 		redis.HasErrorPrefix(err, "TRYAGAIN"))
 }
 
-// run runs a script with args (whose first two places it fills) under the
-// decision timeout, following cluster redirections (whose topology the client
-// reloads in the background) until the deadline: after a redirection or a
+// run runs a script with args (whose first two places it fills), following
+// cluster redirections (whose topology the client reloads in the
+// background) for up to the decision timeout: after a redirection or a
 // NOSCRIPT the script did not run, so running it again is safe.
 func (l *Redis) run(ctx context.Context, s script, args []any) *redis.Cmd {
-	ctx, cancel := context.WithTimeout(ctx, l.timeout)
-	defer cancel()
 	args[0], args[1] = argEvalSHA, s.sha
+	var deadline time.Time
 	for wait := 100 * time.Microsecond; ; wait *= 2 {
 		cmd := l.client.Do(ctx, args...)
 		err := cmd.Err()
@@ -417,10 +526,19 @@ func (l *Redis) run(ctx context.Context, s script, args []any) *redis.Cmd {
 		if !redirected(err) {
 			return cmd
 		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(l.timeout)
+		}
+		wait = min(wait, time.Until(deadline))
+		if wait <= 0 {
+			return cmd
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return cmd
-		case <-time.After(wait):
+		case <-t.C:
 		}
 	}
 }
@@ -442,7 +560,8 @@ func releaseArgs(buf *[]any) {
 	argsPool.Put(buf)
 }
 
-func (l *Redis) eval(ctx context.Context, names *keyNames, pl *plan) (Result, error) {
+// allowArgs are the arguments of the allow script over pl's buckets.
+func (l *Redis) allowArgs(names *keyNames, pl *plan) *[]any {
 	buf := commandArgs(names, pl)
 	var tokens any
 	for i := 0; i < pl.n; i++ {
@@ -458,12 +577,22 @@ func (l *Redis) eval(ctx context.Context, names *keyNames, pl *plan) (Result, er
 		*buf = append(*buf, p[0], p[1], p[2], cost)
 	}
 	l.appendTime(buf)
+	return buf
+}
+
+func (l *Redis) eval(ctx context.Context, names *keyNames, pl *plan) (Result, error) {
+	buf := l.allowArgs(names, pl)
 	cmd := l.run(ctx, l.scripts[0], *buf)
 	releaseArgs(buf)
 	reply, err := cmd.Text()
 	if err != nil {
 		return Result{}, err
 	}
+	return parseResult(reply, pl)
+}
+
+// parseResult reads the allow script's reply over pl's buckets.
+func parseResult(reply string, pl *plan) (Result, error) {
 	var st [numKinds]state
 	allowed, ok := parseReply(reply, pl.n, &st)
 	if !ok {

@@ -607,7 +607,16 @@ func TestNewClient(t *testing.T) {
 	}
 	c := NewClient(config.Redis{Addrs: []string{"127.0.0.1:1"}, DialTimeout: time.Second}).(*redis.Client)
 	o := c.Options()
-	if o.MaxRetries != 0 || o.DialTimeout != time.Second || o.ReadTimeout != config.DefaultRedisReadTimeout || !o.ContextTimeoutEnabled {
-		t.Errorf("options: retries %d dial %v read %v ctx %v", o.MaxRetries, o.DialTimeout, o.ReadTimeout, o.ContextTimeoutEnabled)
+	// Decisions run on the request's context: the client's own timeouts
+	// bound them, at the decision timeout.
+	dt := config.DefaultRedisDecisionTimeout
+	if o.MaxRetries != 0 || o.DialTimeout != time.Second || o.ReadTimeout != dt || o.WriteTimeout != dt ||
+		o.PoolTimeout != dt || !o.ContextTimeoutEnabled {
+		t.Errorf("options: retries %d dial %v read %v write %v pool %v ctx %v", o.MaxRetries, o.DialTimeout,
+			o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.ContextTimeoutEnabled)
+	}
+	short := NewClient(config.Redis{Addrs: []string{"127.0.0.1:1"}, ReadTimeout: 20 * time.Millisecond}).(*redis.Client)
+	if o := short.Options(); o.ReadTimeout != 20*time.Millisecond || o.WriteTimeout != dt {
+		t.Errorf("a read timeout below the decision timeout: read %v write %v", o.ReadTimeout, o.WriteTimeout)
 	}
 }
