@@ -298,3 +298,37 @@ func TestAFileKeyTakesItsNameBack(t *testing.T) {
 		t.Fatalf("effective keys: %+v", eff.Keys)
 	}
 }
+
+// TestAChangeBeforeTheSubscriptionIsNotMissed: a change made right after a
+// replica opened, before its subscription took effect, and one made while
+// its subscription's connection was cut, both reach it without a resync:
+// each confirmed subscription reads the store again.
+func TestAChangeBeforeTheSubscriptionIsNotMissed(t *testing.T) {
+	srv := redistest.Start(t)
+	ctl := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { ctl.Close() })
+	dir := func() *Directory {
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		t.Cleanup(func() { c.Close() })
+		d := Open(NewRedis(c, "t:"), seedConfig(), Options{Resync: time.Hour})
+		t.Cleanup(d.Close)
+		return d
+	}
+	ctx := context.Background()
+	a, b := dir(), dir()
+	_, secret, err := a.CreateKey(ctx, "a", []byte(`{"name":"early"}`))
+	must(t, err)
+	poll.Until(t, 10*time.Second, "b to see the key made as it opened", func() bool { return b.Version() == a.Version() })
+	if b.Table(seedConfig()).Lookup([]byte(secret)) == nil {
+		t.Fatal("b does not know a's key")
+	}
+
+	// Cut every subscriber's connection and change at once: the
+	// announcement goes out while b is not subscribed.
+	must(t, ctl.ClientKillByFilter(ctx, "TYPE", "pubsub").Err())
+	_, err = a.CreateTeam(ctx, "a", []byte(`{"name":"while-cut"}`))
+	must(t, err)
+	poll.Until(t, 10*time.Second, "b to see the change made while its subscription was cut", func() bool {
+		return b.Version() == a.Version()
+	})
+}

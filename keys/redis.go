@@ -187,12 +187,16 @@ func (s *Redis) Mark(ctx context.Context, id string, until time.Time) (bool, err
 	return true, nil
 }
 
-// Watch implements Store: the client resubscribes after an outage by
-// itself; what was announced meanwhile is seen at the next resync.
+// Watch implements Store. The subscription's confirmations count as
+// changes too: Subscribe does not wait for Redis, so a change announced
+// between the directory's first read and the subscription taking effect
+// would otherwise wait for the next resync; and the client resubscribes
+// after a lost connection by itself, confirming again, so what was
+// announced while it was down is read at once as well.
 func (s *Redis) Watch(ctx context.Context, changed func()) {
 	sub := s.c.Subscribe(ctx, s.ch)
 	defer sub.Close()
-	msgs := sub.Channel()
+	msgs := sub.ChannelWithSubscriptions()
 	for {
 		select {
 		case <-ctx.Done():
