@@ -62,6 +62,9 @@ func run(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	// The watched file's baseline is what was loaded: taken later, a change
+	// made as the gateway starts would become the baseline and be missed.
+	loaded := fileSum(*path)
 	cfg, warnings, err := config.Load(*path)
 	if *check {
 		for _, w := range warnings {
@@ -165,7 +168,7 @@ func run(args []string) int {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	changed := make(chan struct{}, 1)
 	if *watch > 0 {
-		go watchFile(*path, *watch, changed)
+		go watchFile(*path, *watch, loaded, changed)
 	}
 	for {
 		select {
@@ -712,20 +715,13 @@ func servePprof(addr string, log *zap.Logger) error {
 }
 
 // watchFile signals changed whenever the content of the file at path
-// differs from the last read, checking every interval: a mounted ConfigMap
+// differs from last (the sum of the content loaded, then of the last
+// reload), checking every interval: a mounted ConfigMap
 // is replaced behind the gateway's back, without a signal. It runs for the
 // life of the process.
-func watchFile(path string, interval time.Duration, changed chan<- struct{}) {
-	sum := func() [32]byte {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return [32]byte{}
-		}
-		return sha256.Sum256(b)
-	}
-	last := sum()
+func watchFile(path string, interval time.Duration, last [32]byte, changed chan<- struct{}) {
 	for range time.Tick(interval) {
-		if cur := sum(); cur != last && cur != ([32]byte{}) {
+		if cur := fileSum(path); cur != last && cur != ([32]byte{}) {
 			last = cur
 			select {
 			case changed <- struct{}{}:
@@ -733,4 +729,13 @@ func watchFile(path string, interval time.Duration, changed chan<- struct{}) {
 			}
 		}
 	}
+}
+
+// fileSum is the SHA-256 of the file at path, zero when it cannot be read.
+func fileSum(path string) [32]byte {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return [32]byte{}
+	}
+	return sha256.Sum256(b)
 }
