@@ -172,14 +172,17 @@ type Stream interface {
 }
 
 // Event is one piece of a streamed answer. Exactly one of Text, Image,
-// FinishReason or Usage is set.
+// Piece, FinishReason or Usage is set.
 type Event struct {
 	Choice int
 	Text   []byte // JSON-escaped string content
 	// Refusal marks Text as the reason the model refused (a safety block):
 	// OpenAI's refusal field, not content.
-	Refusal      bool
-	Image        *Image
+	Refusal bool
+	Image   *Image
+	// Piece is a step of an image forwarded in windows: only in the
+	// answers of requests with Forward set, which never carry Image.
+	Piece        *ImagePiece
 	FinishReason string
 	Usage        *Usage
 }
