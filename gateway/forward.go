@@ -61,6 +61,10 @@ type ForwardAnswer struct {
 	up     provider.Usage
 	err    error
 	closed bool
+	// ended: the upstream answer is over (whole or broken); its bill is
+	// then computed once (bill counts the clamps it makes).
+	ended  bool
+	billed Usage
 }
 
 // Next returns the next event, io.EOF at the end. An event's spans are
@@ -75,6 +79,7 @@ func (a *ForwardAnswer) Next() (*provider.Event, error) {
 			if err != io.EOF {
 				a.err = err
 			}
+			a.end()
 			return nil, err
 		}
 	}
@@ -102,7 +107,17 @@ func (a *ForwardAnswer) Head() (string, int64) {
 // Usage is what the answer has used so far: the images completed, and the
 // upstream's reported tokens, clamped.
 func (a *ForwardAnswer) Usage() Usage {
+	if a.ended {
+		return a.billed
+	}
 	return a.g.bill(a.caps, a.Served.Provider, a.up, a.images)
+}
+
+// end notes that the upstream answer is over and bills it.
+func (a *ForwardAnswer) end() {
+	if !a.ended {
+		a.billed, a.ended = a.g.bill(a.caps, a.Served.Provider, a.up, a.images), true
+	}
 }
 
 // PromptImageTokens is the upstream's count of input image tokens.
@@ -118,6 +133,7 @@ func (a *ForwardAnswer) Close() {
 	}
 	a.closed = true
 	a.stream.Close()
+	a.end()
 	if a.err != nil && a.images == 0 {
 		a.call.fail(a.Served, a.err)
 		return

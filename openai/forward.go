@@ -319,6 +319,10 @@ func (b *ForwardBody) image(p *provider.ImagePiece) {
 	case b.images > 2:
 		s.small = append(s.small, `,{"type":"image_url","image_url":{"url":"`...)
 	}
+	if p.URL != "" {
+		s.small = appendEscaped(s.small, p.URL)
+		return
+	}
 	s.small = appendDataURLStart(s.small, p.MIME)
 }
 

@@ -25,6 +25,9 @@ type ImagePiece struct {
 	Step ImageStep
 	// MIME is the media type the image's bytes show (ImageBegin).
 	MIME string
+	// URL is set on ImageBegin for an image that is a link (a reseller's
+	// hosted image): no data follows.
+	URL string
 	// Data is a window of the image's standard base64, checked against the
 	// alphabet and unescaped (ImageData). It is valid until the next call to
 	// Next.
@@ -88,10 +91,11 @@ func newResultStream(res *Result, digest bool) *resultStream {
 			if digest && len(img.Signature) > 0 {
 				end.Digest, end.Digested = ImageDigest(img.B64)
 			}
-			s.evs = append(s.evs,
-				Event{Choice: c.Index, Piece: &ImagePiece{Step: ImageBegin, MIME: img.MIME}},
-				Event{Choice: c.Index, Piece: &ImagePiece{Step: ImageData, Data: img.B64}},
-				Event{Choice: c.Index, Piece: end})
+			s.evs = append(s.evs, Event{Choice: c.Index, Piece: &ImagePiece{Step: ImageBegin, MIME: img.MIME, URL: img.URL}})
+			if img.URL == "" {
+				s.evs = append(s.evs, Event{Choice: c.Index, Piece: &ImagePiece{Step: ImageData, Data: img.B64}})
+			}
+			s.evs = append(s.evs, Event{Choice: c.Index, Piece: end})
 		}
 		s.evs = append(s.evs, Event{Choice: c.Index, FinishReason: c.FinishReason})
 	}

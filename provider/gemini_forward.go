@@ -28,10 +28,10 @@ import (
 // of the same answer therefore decides the same text, notices, finish
 // reasons and usage.
 //
-// Commit: the first Next reads ahead until the first image's header has
-// been judged (checkOutputImage: its kind and its declared dimensions) and
-// a first window of it is in hand, or to the end of an answer without
-// images. Every failure until then (an error status, garbage, a damaged
+// Commit: the first Next reads ahead until an image's base64 goes beyond
+// its head (the first window, copied, in which its header is judged by
+// checkOutputImage: its kind and declared dimensions), or to the end of
+// the answer: an answer whose images are small is read whole. Every failure until then (an error status, garbage, a damaged
 // or oversized image, a dropped connection) is returned by that first Next,
 // so the router can still try another provider. A failure after it ends
 // the answer with an error from Next.
@@ -101,6 +101,9 @@ type geminiForward struct {
 	// drop is how much of br's buffer the last window handed out holds.
 	drop int
 
+	// started: an image was judged (the candidates closed before it were
+	// queued); committed: events may be handed out.
+	started   bool
 	committed bool
 	done      bool
 	err       error
@@ -466,7 +469,7 @@ func (f *geminiForward) candidateClosed() {
 	}
 	pos := f.pos
 	f.pos++
-	if f.candImages == 0 && !f.committed {
+	if f.candImages == 0 && !f.started {
 		f.early = append(f.early, span{f.candStart, len(f.skel), pos})
 		return
 	}
@@ -497,7 +500,7 @@ func (f *geminiForward) closeCandidate(b []byte, pos int, images bool) {
 // startImage begins reading the base64 of a part's data.
 func (f *geminiForward) startImage() {
 	f.st = stImage
-	f.b64n, f.pad, f.head, f.headAt = 0, 0, f.head[:0], 0
+	f.b64n, f.pad, f.head, f.headAt = 0, 0, nil, 0
 	f.skip = f.thought || (f.label != "" && (len(f.label) < 7 || f.label[:6] != "image/"))
 	f.forwarded = !f.skip
 	f.judging = f.forwarded
@@ -557,6 +560,9 @@ func (f *geminiForward) imageStep() {
 	case len(data) == 0:
 		f.br.Discard(used + b2i(closed))
 	default:
+		// A window handed out as it lies in the read buffer: what was
+		// read ahead goes out with it, and the answer is committed.
+		f.committed = true
 		f.emit(Event{Choice: f.pos, Piece: &ImagePiece{Step: ImageData, Data: data}})
 		f.drop = used + b2i(closed)
 	}
@@ -591,8 +597,8 @@ func (f *geminiForward) judge(whole bool) {
 		f.invalid(why)
 		return
 	}
-	if !f.committed {
-		f.commit()
+	if !f.started {
+		f.start()
 	}
 	for _, t := range f.texts {
 		f.emit(t)
@@ -601,12 +607,14 @@ func (f *geminiForward) judge(whole bool) {
 	f.candImages++
 	f.emit(Event{Choice: f.pos, Piece: &ImagePiece{Step: ImageBegin, MIME: mime}})
 	f.emit(Event{Choice: f.pos, Piece: &ImagePiece{Step: ImageData, Data: f.head}})
-	f.judging = false
+	// The head stays queued while the answer is read ahead: the next image
+	// gets a buffer of its own.
+	f.head, f.judging = nil, false
 }
 
-// commit queues what the candidates closed before the first image hold.
-func (f *geminiForward) commit() {
-	f.committed = true
+// start queues what the candidates closed before the first image hold.
+func (f *geminiForward) start() {
+	f.started = true
 	for _, c := range f.early {
 		f.closeCandidate(f.skel[c.start:c.end], c.pos, false)
 	}
@@ -664,7 +672,7 @@ func (f *geminiForward) checkB64(w []byte, quoted bool) (data []byte, used int, 
 
 // finish reads the end of the answer.
 func (f *geminiForward) finish() {
-	if !f.committed {
+	if !f.started {
 		// No image: the answer is small and read as a buffered one.
 		res, err := f.p.parseAnswer(f.skel, f.wantImages)
 		if err != nil {

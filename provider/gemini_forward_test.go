@@ -157,21 +157,22 @@ func TestForwardRefusesBeforeCommit(t *testing.T) {
 	p := testGemini(t, "", nil)
 	png := fakeup.PNGBase64(100)
 	cases := map[string]string{
-		"garbage":          "<html>502</html>",
-		"truncated text":   `{"candidates": [{"content": {"parts": [{"text": "hi"}`,
-		"cut in the image": `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + png[:len(png)-8],
-		"bad base64":       `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + png[:40] + `!!!!"}}]}}]}`,
-		"unicode escape":   `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + png[:40] + `\u0041AAA"}}]}}]}`,
-		"escaped quote":    `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + png[:40] + `\"AAA"}}]}}]}`,
-		"too much padding": `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + png[:40] + `A==="}}]}}]}`,
-		"empty image":      `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":""}}]}}]}`,
-		"error in 200":     `{"error": {"code": 500, "message": "x"}}`,
-		"no candidates":    `{"usageMetadata": {"promptTokenCount": 3}}`,
-		"trailing data":    `{"candidates": [{"content": {"parts": [{"text": "hi"}]}}]} x`,
-		"mismatched":       `{"candidates": [{"content": {"parts": [{"text": "hi"}}]}]}`,
-		"deep":             strings.Repeat("[", 100) + strings.Repeat("]", 100),
-		"huge dimensions":  `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + pngHeaderB64(20000, 20000) + `"}}]}}]}`,
-		"damaged header":   `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + base64.StdEncoding.EncodeToString([]byte("\x89PNG\r\n\x1a\n0000XXXX00000000000000000000")) + `"}}]}}]}`,
+		"garbage":                 "<html>502</html>",
+		"truncated text":          `{"candidates": [{"content": {"parts": [{"text": "hi"}`,
+		"cut in the image":        `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + png[:len(png)-8],
+		"bad base64":              `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + png[:40] + `!!!!"}}]}}]}`,
+		"unicode escape":          `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + png[:40] + `\u0041AAA"}}]}}]}`,
+		"escaped quote":           `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + png[:40] + `\"AAA"}}]}}]}`,
+		"too much padding":        `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + png[:40] + `A==="}}]}}]}`,
+		"cut after a small image": string(imageAnswer("hi", png)[:len(imageAnswer("hi", png))-20]),
+		"empty image":             `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":""}}]}}]}`,
+		"error in 200":            `{"error": {"code": 500, "message": "x"}}`,
+		"no candidates":           `{"usageMetadata": {"promptTokenCount": 3}}`,
+		"trailing data":           `{"candidates": [{"content": {"parts": [{"text": "hi"}]}}]} x`,
+		"mismatched":              `{"candidates": [{"content": {"parts": [{"text": "hi"}}]}]}`,
+		"deep":                    strings.Repeat("[", 100) + strings.Repeat("]", 100),
+		"huge dimensions":         `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + pngHeaderB64(20000, 20000) + `"}}]}}]}`,
+		"damaged header":          `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + base64.StdEncoding.EncodeToString([]byte("\x89PNG\r\n\x1a\n0000XXXX00000000000000000000")) + `"}}]}}]}`,
 	}
 	for name, body := range cases {
 		err := firstErr(p, []byte(body))
