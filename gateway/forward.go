@@ -42,6 +42,9 @@ func (g *Gateway) ChatForward(ctx context.Context, call *Call) (*ForwardAnswer, 
 		call.fail(served, err)
 		return nil, served, err
 	}
+	if res, ok := provider.Whole(st); ok {
+		return &ForwardAnswer{Served: served, Whole: g.answered(ctx, call, res, served), closed: true}, served, nil
+	}
 	return &ForwardAnswer{Served: served, call: call, g: g, stream: st, first: first, ctx: ctx,
 		caps: g.capsFor(call.Req)}, served, nil
 }
@@ -51,7 +54,12 @@ func (g *Gateway) ChatForward(ctx context.Context, call *Call) (*ForwardAnswer, 
 // applied: images counted, their signatures kept as they end.
 type ForwardAnswer struct {
 	Served router.Served
-	call   *Call
+	// Whole is set when the provider had read the answer whole before it
+	// was handed over (no image in it, or a kind that does not forward):
+	// it is answered as Chat's are, already billed on the call, and the
+	// rest of ForwardAnswer is unused.
+	Whole *Answer
+	call  *Call
 	g      *Gateway
 	stream provider.Stream
 	first  *provider.Event

@@ -47,38 +47,70 @@ type Head interface {
 	Head() (id string, created int64)
 }
 
+// Whole returns the answer behind a forwarded one that was read whole
+// before it was handed over (every answer of the openai kind, a Gemini
+// answer without images), so that it can be answered as a buffered one.
+// The stream is then used up: the caller releases the Result instead of
+// closing the stream. ok is false for an answer being forwarded.
+func Whole(st Stream) (res *Result, ok bool) {
+	switch s := st.(type) {
+	case *resultStream:
+		return s.res, true
+	case *geminiForward:
+		if s.whole != nil && s.err == nil {
+			s.Close() // the Result points into the skeleton, not the connection
+			return s.whole, true
+		}
+	}
+	return nil, false
+}
+
 // resultStream hands a whole Result out as the events of a forwarded answer:
 // the answers a kind cannot forward in windows (and the ones with no image,
 // which are small) look the same to the gateway as those it can.
 type resultStream struct {
-	res *Result
-	evs []Event
-	i   int
+	res    *Result
+	evs    []Event
+	pieces []ImagePiece
+	usage  Usage
+	i      int
 }
 
 // newResultStream lays res out as events: for each choice its text and
 // images in the model's order, then its finish reason; the usage last.
 // digest: each image with a signature gets its digest.
 func newResultStream(res *Result, digest bool) *resultStream {
-	s := &resultStream{res: res}
+	s := &resultStream{res: res, usage: res.Usage}
+	nev, npc := 1, 0
+	for ci := range res.Choices {
+		c := &res.Choices[ci]
+		nev += 2 + len(c.Pieces) + 2*len(c.Images) + b2i(c.Pieces == nil)
+		npc += 3 * len(c.Images)
+	}
+	s.evs, s.pieces = make([]Event, 0, nev), make([]ImagePiece, 0, npc)
+	piece := func(p ImagePiece) *ImagePiece {
+		s.pieces = append(s.pieces, p)
+		return &s.pieces[len(s.pieces)-1]
+	}
 	for ci := range res.Choices {
 		c := &res.Choices[ci]
 		if len(c.Images) == 0 {
 			s.evs = append(s.evs, Event{Choice: c.Index, Text: c.Text}, Event{Choice: c.Index, FinishReason: c.FinishReason})
 			continue
 		}
-		pieces := c.Pieces
-		if pieces == nil {
+		if c.Pieces == nil && len(c.Text) > 0 {
 			// Text first, then the images: what a markdown answer without
 			// pieces shows.
-			if len(c.Text) > 0 {
-				pieces = append(pieces, Piece{Text: c.Text})
-			}
-			for i := range c.Images {
-				pieces = append(pieces, Piece{Image: i})
-			}
+			s.evs = append(s.evs, Event{Choice: c.Index, Text: c.Text})
 		}
-		for _, p := range pieces {
+		for i, n := 0, max(len(c.Pieces), len(c.Images)); i < n; i++ {
+			p := Piece{Image: i}
+			if c.Pieces != nil {
+				if i >= len(c.Pieces) {
+					break
+				}
+				p = c.Pieces[i]
+			}
 			if p.Text != nil {
 				s.evs = append(s.evs, Event{Choice: c.Index, Text: p.Text})
 				continue
@@ -87,20 +119,19 @@ func newResultStream(res *Result, digest bool) *resultStream {
 				continue
 			}
 			img := &c.Images[p.Image]
-			end := &ImagePiece{Step: ImageEnd, Signature: img.Signature}
+			end := ImagePiece{Step: ImageEnd, Signature: img.Signature}
 			if digest && len(img.Signature) > 0 {
 				end.Digest, end.Digested = ImageDigest(img.B64)
 			}
-			s.evs = append(s.evs, Event{Choice: c.Index, Piece: &ImagePiece{Step: ImageBegin, MIME: img.MIME, URL: img.URL}})
+			s.evs = append(s.evs, Event{Choice: c.Index, Piece: piece(ImagePiece{Step: ImageBegin, MIME: img.MIME, URL: img.URL})})
 			if img.URL == "" {
-				s.evs = append(s.evs, Event{Choice: c.Index, Piece: &ImagePiece{Step: ImageData, Data: img.B64}})
+				s.evs = append(s.evs, Event{Choice: c.Index, Piece: piece(ImagePiece{Step: ImageData, Data: img.B64})})
 			}
-			s.evs = append(s.evs, Event{Choice: c.Index, Piece: end})
+			s.evs = append(s.evs, Event{Choice: c.Index, Piece: piece(end)})
 		}
 		s.evs = append(s.evs, Event{Choice: c.Index, FinishReason: c.FinishReason})
 	}
-	u := res.Usage
-	s.evs = append(s.evs, Event{Usage: &u})
+	s.evs = append(s.evs, Event{Usage: &s.usage})
 	return s
 }
 
@@ -192,7 +223,17 @@ func checkOutputImage(label string, b64 []byte, whole bool) (mime, why string, m
 		return mime, "", false
 	}
 	n := len(b64) - len(b64)%4
-	r := io.LimitReader(base64.NewDecoder(base64.StdEncoding, bytes.NewReader(b64[:n])), maxHeaderBytes)
+	var r io.Reader
+	if kind == "image/jpeg" {
+		r = io.LimitReader(base64.NewDecoder(base64.StdEncoding, bytes.NewReader(b64[:n])), maxHeaderBytes)
+	} else {
+		// PNG and WebP sizes sit in their first 30 bytes: decoded on the
+		// stack.
+		var head [33]byte
+		k := min(n, 44)
+		m, _ := base64.StdEncoding.Decode(head[:], b64[:k])
+		r = bytes.NewReader(head[:m])
+	}
 	w, h, err := imageSize(kind, r)
 	switch {
 	case err != nil && !whole && n < maxHeaderB64:

@@ -28,11 +28,13 @@ import (
 // of the same answer therefore decides the same text, notices, finish
 // reasons and usage.
 //
-// Commit: the first Next reads ahead until an image's base64 goes beyond
-// its head (the first window, copied, in which its header is judged by
-// checkOutputImage: its kind and declared dimensions), or to the end of
-// the answer: an answer whose images are small is read whole. Every failure until then (an error status, garbage, a damaged
-// or oversized image, a dropped connection) is returned by that first Next,
+// Commit: the first Next reads ahead until an image's base64 fills the
+// read window (the image's header is judged in it, in place, by
+// checkOutputImage: its kind and declared dimensions; a header that needs
+// more is read ahead as a copied head), or to the end of the answer: an
+// answer whose images fit the window is read whole before it is handed
+// over. Every failure until then (an error status, garbage, a damaged or
+// oversized image, a dropped connection) is returned by that first Next,
 // so the router can still try another provider. A failure after it ends
 // the answer with an error from Next.
 //
@@ -108,6 +110,8 @@ type geminiForward struct {
 	done      bool
 	err       error
 	id        string
+	// whole is the answer read whole when it had no image (Whole).
+	whole *Result
 
 	pos        int     // candidates closed
 	candStart  int     // skeleton offset of the open candidate
@@ -132,6 +136,7 @@ type geminiForward struct {
 	headAt  int // len(head) when it was last judged
 	dig     *b64Digest
 	unesc   []byte
+	win     ImagePiece // the window handed out
 }
 
 // forward opens the answer of a non-stream call for forwarding.
@@ -143,7 +148,7 @@ func (p *Gemini) newForward(resp *upstream.Response, body io.Reader, req *ChatRe
 	br := forwardReaders.Get().(*bufio.Reader)
 	br.Reset(body)
 	return &geminiForward{p: p, resp: resp, br: br, wantImages: wantsImages(req), digest: req.ForwardDigest,
-		max: p.opts.MaxBodyBytes, skel: make([]byte, 0, 2048)}
+		max: p.opts.MaxBodyBytes, skel: make([]byte, 0, 1024)}
 }
 
 // Head implements Head: Google's responseId comes last, after the commit.
@@ -512,12 +517,24 @@ func (f *geminiForward) startImage() {
 // imageStep reads one window of an image's base64: until the head is
 // judged it is kept (head), then each window is queued as it is.
 func (f *geminiForward) imageStep() {
-	w, err := f.br.Peek(1)
-	if err != nil {
-		f.readErr(err)
-		return
+	first := f.judging && f.head == nil
+	var w []byte
+	var err error
+	if first {
+		// The first look at an image takes as much of it as the window
+		// holds, to judge its head in place.
+		w, err = f.br.Peek(f.br.Size())
+		if len(w) == 0 || err != nil && bytes.IndexByte(w, '"') < 0 {
+			f.readErr(err)
+			return
+		}
+	} else {
+		if w, err = f.br.Peek(1); err != nil {
+			f.readErr(err)
+			return
+		}
+		w, _ = f.br.Peek(f.br.Buffered())
 	}
-	w, _ = f.br.Peek(f.br.Buffered())
 	if w[0] == '\\' && len(w) < 2 {
 		if w, err = f.br.Peek(2); err != nil {
 			f.readErr(err)
@@ -552,6 +569,22 @@ func (f *geminiForward) imageStep() {
 	switch {
 	case f.skip:
 		f.br.Discard(used + b2i(closed))
+	case first && !closed:
+		// A large image: judged on its first window, which then goes out
+		// as it lies; a header that needs more is read ahead as a head.
+		mime, why, more := checkOutputImage(f.label, data, false)
+		switch {
+		case why != "":
+			f.invalid(why)
+		case more:
+			f.head = append(make([]byte, 0, 2*len(data)), data...)
+			f.headAt = len(f.head)
+			f.br.Discard(used)
+		default:
+			f.begin(mime, data)
+			f.committed = true
+			f.drop = used
+		}
 	case f.judging:
 		// Reading ahead: the head is copied so the window can move on.
 		f.head = append(f.head, data...)
@@ -562,8 +595,11 @@ func (f *geminiForward) imageStep() {
 	default:
 		// A window handed out as it lies in the read buffer: what was
 		// read ahead goes out with it, and the answer is committed.
+		// Once committed, one window at a time is queued: its piece is
+		// reused.
 		f.committed = true
-		f.emit(Event{Choice: f.pos, Piece: &ImagePiece{Step: ImageData, Data: data}})
+		f.win = ImagePiece{Step: ImageData, Data: data}
+		f.emit(Event{Choice: f.pos, Piece: &f.win})
 		f.drop = used + b2i(closed)
 	}
 	if closed && f.err == nil {
@@ -597,6 +633,14 @@ func (f *geminiForward) judge(whole bool) {
 		f.invalid(why)
 		return
 	}
+	f.begin(mime, f.head)
+	// The head stays queued while the answer is read ahead: the next image
+	// gets a buffer of its own.
+	f.head = nil
+}
+
+// begin queues the start of an image judged good, and its first window.
+func (f *geminiForward) begin(mime string, first []byte) {
 	if !f.started {
 		f.start()
 	}
@@ -606,10 +650,8 @@ func (f *geminiForward) judge(whole bool) {
 	f.texts = f.texts[:0]
 	f.candImages++
 	f.emit(Event{Choice: f.pos, Piece: &ImagePiece{Step: ImageBegin, MIME: mime}})
-	f.emit(Event{Choice: f.pos, Piece: &ImagePiece{Step: ImageData, Data: f.head}})
-	// The head stays queued while the answer is read ahead: the next image
-	// gets a buffer of its own.
-	f.head, f.judging = nil, false
+	f.emit(Event{Choice: f.pos, Piece: &ImagePiece{Step: ImageData, Data: first}})
+	f.judging = false
 }
 
 // start queues what the candidates closed before the first image hold.
@@ -679,7 +721,7 @@ func (f *geminiForward) finish() {
 			f.fail(err)
 			return
 		}
-		f.id = res.ID
+		f.id, f.whole = res.ID, res
 		f.queue = append(f.queue[:0], newResultStream(res, false).evs...)
 		f.done = true
 		return

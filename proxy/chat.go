@@ -203,8 +203,13 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 		s.fail(ctx, l, e)
 		return
 	}
-	ctx.Response.Header.Set("x-nanogate-provider", served.Provider)
-	body := openai.NewChatBody(ans, rid, req.Model, format)
+	s.chatAnswer(ctx, st, l, ans, format)
+}
+
+// chatAnswer writes a whole chat answer (its call closed) and logs it.
+func (s *Server) chatAnswer(ctx *fasthttp.RequestCtx, st *State, l *reqLog, ans *gateway.Answer, format openai.Format) {
+	ctx.Response.Header.Set("x-nanogate-provider", ans.Served.Provider)
+	body := openai.NewChatBody(ans, l.id, l.model, format)
 	ctx.SetContentType("application/json")
 	setBody(ctx, st, body, body.Len())
 	l.status, l.usage = fasthttp.StatusOK, ans.Usage
@@ -244,6 +249,13 @@ func (s *Server) chatForward(ctx *fasthttp.RequestCtx, st *State, l *reqLog, cal
 	rctx context.Context, cancel context.CancelFunc, stopWatch func()) {
 	fa, served, err := st.Gateway.ChatForward(rctx, call)
 	if !s.opened(ctx, l, call, served, err, func() { stopWatch(); cancel() }) {
+		return
+	}
+	if fa.Whole != nil {
+		stopWatch()
+		cancel()
+		l.closeCall(call)
+		s.chatAnswer(ctx, st, l, fa.Whole, format)
 		return
 	}
 	// The client watch stays on while the answer is relayed, as for a

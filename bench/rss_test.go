@@ -1,0 +1,193 @@
+package bench
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"nanogate/bench/load"
+	"nanogate/internal/poll"
+	"nanogate/internal/redistest"
+)
+
+// TestPeakRSSInFlight measures the gateway binary's peak RSS while many
+// 1.5 MB Gemini answers are in flight at once: the fake upstream takes a
+// second before each answer, as image generation does (seconds), so every
+// connection holds an answer most of the time. It is a measurement, not a
+// check, and runs only when NANOGATE_RSS is set:
+//
+//	NANOGATE_RSS=1 go test -run TestPeakRSSInFlight -v -timeout 10m ./bench/
+//
+// NANOGATE_RSS_CONNS (default 300), NANOGATE_RSS_LATENCY (1s) and
+// NANOGATE_RSS_DURATION (8s) shape the load; NANOGATE_RSS_BIN measures a
+// prebuilt gateway binary (another commit) instead of this tree's. The
+// gateway runs with Redis limits and a budget, as bench/run's full variant.
+func TestPeakRSSInFlight(t *testing.T) {
+	if os.Getenv("NANOGATE_RSS") == "" {
+		t.Skip("a measurement: set NANOGATE_RSS=1 to run it")
+	}
+	conns := envInt("NANOGATE_RSS_CONNS", 300)
+	latency := envDuration("NANOGATE_RSS_LATENCY", time.Second)
+	dur := envDuration("NANOGATE_RSS_DURATION", 8*time.Second)
+	dir := t.TempDir()
+	gwBin := os.Getenv("NANOGATE_RSS_BIN")
+	if gwBin == "" {
+		gwBin = filepath.Join(dir, "nanogate")
+		build(t, gwBin, "..")
+	}
+	fakeBin := filepath.Join(dir, "fakeup")
+	build(t, fakeBin, "../internal/fakeup/cmd/fakeup")
+
+	geminiAddr := freeAddr(t)
+	fake := start(t, dir, "fakeup", nil, fakeBin, "-openai", "", "-gemini", geminiAddr, "-key", "up-key",
+		"-image-size", "1500000", "-latency", latency.String())
+	_ = fake
+	rd := redistest.Start(t)
+	listen := freeAddr(t)
+	cfg := fmt.Sprintf(`server:
+  listen: %q
+log: { level: info, format: json }
+redis:
+  addrs: [%q]
+  key_prefix: "rss:"
+providers:
+  - name: google
+    kind: gemini
+    base_url: http://%s/v1beta
+    api_key: up-key
+    models: { gemini-2.5-flash-image: gemini-2.5-flash-image }
+    price: { per_image: 0.039, input_per_mtok: 0.30, output_per_mtok: 2.50 }
+    timeout: 60s
+teams:
+  - { name: bench, rpm: 1000000000, tpm: 1000000000000, budget: { usd: 1000000000, period: monthly } }
+keys:
+  - { name: bench, key: sk-rss-bench-key-0123456789, team: bench, rpm: 1000000000, tpm: 1000000000000 }
+`, listen, rd.Addr, geminiAddr)
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gw := start(t, dir, "nanogate", nil, gwBin, "-config", cfgPath)
+	poll.Until(t, 30*time.Second, "the gateway to be ready", func() bool {
+		c, err := net.Dial("tcp", listen)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	req, err := load.NewPost("http://"+listen+"/v1/chat/completions",
+		[]byte(`{"model":"gemini-2.5-flash-image","messages":[{"role":"user","content":"draw a nano banana"}]}`),
+		"Authorization: Bearer sk-rss-bench-key-0123456789")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, body, err := load.Fetch(req); err != nil || st != 200 || !strings.Contains(string(body), `"image_tokens":1290`) {
+		t.Fatalf("check: %d %v %.300s", st, err, body)
+	}
+	pid := gw.Process.Pid
+	idle := statusKB(pid, "VmRSS")
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tk := time.NewTicker(10 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+				if kb := statusKB(pid, "VmRSS"); kb > peak.Load() {
+					peak.Store(kb)
+				}
+			}
+		}
+	}()
+	res := load.Closed(req, conns, latency+500*time.Millisecond, dur)
+	close(stop)
+	<-sampled
+	hwm := statusKB(pid, "VmHWM")
+	t.Logf("%d connections, upstream latency %v: %d answers (%d measured, %.0f/s), errors %d, bad %d %s",
+		conns, latency, res.Total, res.OK, res.RPS(), res.Errors, res.Bad, res.FirstErr)
+	if len(res.Lat) > 0 {
+		t.Logf("latency p50 %v p99 %v", load.Quantile(res.Lat, 0.5), load.Quantile(res.Lat, 0.99))
+	}
+	t.Logf("RSS idle %.0f MiB, peak %.0f MiB (VmHWM), %.0f MiB (sampled every 10 ms)",
+		float64(idle)/1024, float64(hwm)/1024, float64(peak.Load())/1024)
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func build(t *testing.T, out, pkg string) {
+	t.Helper()
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// start runs bin in dir, logging to dir/name.log, until the test ends.
+func start(t *testing.T, dir, name string, env []string, bin string, args ...string) *exec.Cmd {
+	t.Helper()
+	lf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, lf, lf
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		lf.Close()
+	})
+	return cmd
+}
+
+// statusKB reads a field of /proc/pid/status in kB (0 when unreadable).
+func statusKB(pid int, field string) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
