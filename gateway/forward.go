@@ -58,8 +58,8 @@ type ForwardAnswer struct {
 	// was handed over (no image in it, or a kind that does not forward):
 	// it is answered as Chat's are, already billed on the call, and the
 	// rest of ForwardAnswer is unused.
-	Whole *Answer
-	call  *Call
+	Whole  *Answer
+	call   *Call
 	g      *Gateway
 	stream provider.Stream
 	first  *provider.Event
