@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -40,10 +41,10 @@ func TestPeakRSSInFlight(t *testing.T) {
 	gwBin := os.Getenv("NANOGATE_RSS_BIN")
 	if gwBin == "" {
 		gwBin = filepath.Join(dir, "nanogate")
-		build(t, gwBin, "..")
+		build(t, gwBin, ".")
 	}
 	fakeBin := filepath.Join(dir, "fakeup")
-	build(t, fakeBin, "../internal/fakeup/cmd/fakeup")
+	build(t, fakeBin, "internal/fakeup/cmd/fakeup")
 
 	geminiAddr := freeAddr(t)
 	fake := start(t, dir, "fakeup", nil, fakeBin, "-openai", "", "-gemini", geminiAddr, "-key", "up-key",
@@ -140,7 +141,12 @@ func envDuration(name string, def time.Duration) time.Duration {
 
 func build(t *testing.T, out, pkg string) {
 	t.Helper()
-	cmd := exec.Command("go", "build", "-o", out, pkg)
+	// The tests run in a directory of their own: the module is found from
+	// this file.
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Dir(filepath.Dir(file))
+	cmd := exec.Command("go", "build", "-o", out, "./"+pkg)
+	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
