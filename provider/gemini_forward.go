@@ -13,7 +13,7 @@ import (
 
 // Forwarding a generateContent answer (ChatRequest.Forward).
 //
-// The answer is read through a 64 KiB window. Everything but the base64 of
+// The answer is read through a 256 KiB window (forwardWindow). Everything but the base64 of
 // the images is kept, as it comes, in a skeleton: the answer with each
 // inlineData.data string emptied, a few KiB. The images' base64 is checked
 // (JSON string end, the only escape Google may use, \/, and the base64
@@ -45,8 +45,13 @@ import (
 // kind its bytes show. Choices with images are numbered in the order they
 // come (Google's index follows the content).
 
-// forwardWindow is the read window of a forwarded answer.
-const forwardWindow = 64 << 10
+// forwardWindow is the read window of a forwarded answer, and so the most
+// of an image each write to the client carries. fasthttp frames each write
+// as a chunk and flushes it in about three write calls, each waking the
+// client: 64 KiB windows made 96 of them for a 2 MB image and doubled the
+// time the gateway adds at c=1; 256 KiB keep it where reading the answer
+// whole had it, for 256 KiB held per answer in flight.
+const forwardWindow = 256 << 10
 
 var forwardReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, forwardWindow) }}
 
@@ -91,7 +96,8 @@ type geminiForward struct {
 	br         *bufio.Reader
 	wantImages bool
 	digest     bool
-	max        int // MaxBodyBytes: bounds what is read in all
+	model      string // the upstream model
+	max        int    // MaxBodyBytes: bounds what is read in all
 	read       int
 
 	skel  []byte
@@ -140,15 +146,35 @@ type geminiForward struct {
 }
 
 // forward opens the answer of a non-stream call for forwarding.
-func (p *Gemini) forward(resp *upstream.Response, req *ChatRequest) *geminiForward {
-	return p.newForward(resp, resp.BodyStream(), req)
+func (p *Gemini) forward(resp *upstream.Response, req *ChatRequest, model string) *geminiForward {
+	return p.newForward(resp, resp.BodyStream(), req, model)
 }
 
-func (p *Gemini) newForward(resp *upstream.Response, body io.Reader, req *ChatRequest) *geminiForward {
+// newForward reads body (resp's, or any reader in tests) as the answer of
+// model.
+func (p *Gemini) newForward(resp *upstream.Response, body io.Reader, req *ChatRequest, model string) *geminiForward {
 	br := forwardReaders.Get().(*bufio.Reader)
 	br.Reset(body)
-	return &geminiForward{p: p, resp: resp, br: br, wantImages: wantsImages(req), digest: req.ForwardDigest,
-		max: p.opts.MaxBodyBytes, skel: make([]byte, 0, 1024)}
+	f := &geminiForward{p: p, resp: resp, br: br, wantImages: wantsImages(req), digest: req.ForwardDigest,
+		model: model, max: p.opts.MaxBodyBytes, skel: make([]byte, 0, 1024)}
+	if _, unsigned := p.unsigned.Load(model); unsigned {
+		f.digest = false
+	}
+	return f
+}
+
+// signed notes whether an image of the answer's model carried a thought
+// signature. Digesting an image as it passes (decoding and hashing its
+// megabytes) is most of the CPU forwarding costs, and only signed images
+// need it: a model whose last image had no signature (gemini-2.5-flash-image
+// signs none) is not digested until one of its images has one again, and
+// that image's signature is the one not kept.
+func (f *geminiForward) signed(sig bool) {
+	if sig {
+		f.p.unsigned.Delete(f.model)
+	} else if f.digest {
+		f.p.unsigned.Store(f.model, true)
+	}
 }
 
 // Head implements Head: Google's responseId comes last, after the commit.
@@ -447,6 +473,7 @@ func (f *geminiForward) partClosed() {
 			end.Digest, end.Digested = f.dig.sum()
 			f.dig = nil
 		}
+		f.signed(end.Signature != nil)
 		f.images++
 		f.emit(Event{Choice: f.pos, Piece: end})
 		return
@@ -518,22 +545,13 @@ func (f *geminiForward) startImage() {
 // judged it is kept (head), then each window is queued as it is.
 func (f *geminiForward) imageStep() {
 	first := f.judging && f.head == nil
-	var w []byte
-	var err error
-	if first {
-		// The first look at an image takes as much of it as the window
-		// holds, to judge its head in place.
-		w, err = f.br.Peek(f.br.Size())
-		if len(w) == 0 || err != nil && bytes.IndexByte(w, '"') < 0 {
-			f.readErr(err)
-			return
-		}
-	} else {
-		if w, err = f.br.Peek(1); err != nil {
-			f.readErr(err)
-			return
-		}
-		w, _ = f.br.Peek(f.br.Buffered())
+	// Each look takes as much of the image as the window holds: the first
+	// to judge its head in place, the others so that each write to the
+	// client carries a full window.
+	w, err := f.br.Peek(f.br.Size())
+	if len(w) == 0 || first && err != nil && bytes.IndexByte(w, '"') < 0 {
+		f.readErr(err)
+		return
 	}
 	if w[0] == '\\' && len(w) < 2 {
 		if w, err = f.br.Peek(2); err != nil {

@@ -17,7 +17,7 @@
 // a window rather than its image. The first Next reads ahead far enough for
 // the router to fail over on what breaks early (gemini_forward.go says how
 // far); after it, a failure ends the answer with an error. The gemini kind
-// reads Google's answer through a 64 KiB window; the openai kind still reads
+// reads Google's answer through a 256 KiB window; the openai kind still reads
 // its answer whole and hands it out as the same events.
 package provider
 
