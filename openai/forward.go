@@ -207,7 +207,8 @@ func (b *ForwardBody) WriteTo(w io.Writer) (n int64, err error) {
 			return b.written, errBroken
 		}
 		if ev.Piece != nil && ev.Piece.Step == provider.ImageData {
-			if err := b.flush(w); err == nil {
+			err = b.flush(w)
+			if err == nil {
 				err = b.write(w, ev.Piece.Data)
 			}
 			if err != nil {

@@ -224,3 +224,27 @@ func TestBrokenForwardNeverEndsItsJSON(t *testing.T) {
 		t.Errorf("wrote %q", out.String())
 	}
 }
+
+// brokenWriter fails every write: a client that left.
+type brokenWriter struct{}
+
+func (brokenWriter) Write([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+// TestForwardToAGoneClient: a client that left ends the relay at the
+// first image window, reported as gone, the answer closed once.
+func TestForwardToAGoneClient(t *testing.T) {
+	fa := &failing{evs: []provider.Event{
+		{Piece: &provider.ImagePiece{Step: provider.ImageBegin, MIME: "image/png"}},
+		{Piece: &provider.ImagePiece{Step: provider.ImageData, Data: []byte("iVBORw0KGgoAAAANSUhEUgAA")}},
+	}}
+	runs := 0
+	var sum StreamSummary
+	b := NewForwardBody(fa, ForwardOptions{ReqID: "rid", Model: "m", OnDone: func(s StreamSummary) { sum = s; runs++ }})
+	if _, err := b.WriteTo(brokenWriter{}); err == nil {
+		t.Fatal("WriteTo reported the answer written")
+	}
+	b.Close()
+	if runs != 1 || !sum.ClientGone || sum.Err != nil {
+		t.Errorf("OnDone ran %d times with %+v", runs, sum)
+	}
+}
