@@ -174,21 +174,6 @@ func (b *ForwardBody) WriteTo(w io.Writer) (n int64, err error) {
 			return b.written, nil
 		}
 	}
-	if b.whole || b.held != nil {
-		err := b.flush(w)
-		if err == nil && b.held != nil {
-			err = b.write(w, b.held)
-			b.held = nil
-		}
-		if err != nil {
-			b.done(StreamSummary{ClientGone: true})
-			return b.written, err
-		}
-		if b.whole {
-			b.done(StreamSummary{})
-			return b.written, nil
-		}
-	}
 	for {
 		ev, err := b.fa.Next()
 		if err == io.EOF {
