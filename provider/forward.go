@@ -151,17 +151,51 @@ func (s *resultStream) Close() { s.res.Release() }
 func (s *resultStream) Head() (string, int64) { return s.res.ID, s.res.Created }
 
 // b64Digest hashes the bytes a base64 image decodes to, fed in windows of
-// any length: ImageDigest of the whole image, without holding it.
+// any length: ImageDigest of the whole image, without holding it. Decoding
+// and hashing megabytes is most of the CPU a forwarded image costs, so a
+// window is hashed on a goroutine of its own (feed) while it is written to
+// the client; wait says when the window may be reused.
 type b64Digest struct {
 	h     hash.Hash
 	carry [4]byte
 	nc    int
 	buf   []byte
 	bad   bool
+	work  chan []byte
+	done  chan struct{}
+	busy  bool
 }
 
 func newB64Digest() *b64Digest {
-	return &b64Digest{h: sha256.New(), buf: make([]byte, digestChunk)}
+	d := &b64Digest{h: sha256.New(), buf: make([]byte, digestChunk), work: make(chan []byte), done: make(chan struct{})}
+	go func() {
+		for b := range d.work {
+			d.write(b)
+			d.done <- struct{}{}
+		}
+	}()
+	return d
+}
+
+// feed hashes b on the digest's goroutine; b must stay as it is until wait.
+func (d *b64Digest) feed(b []byte) {
+	d.wait()
+	d.work <- b
+	d.busy = true
+}
+
+// wait returns once the window fed last is hashed.
+func (d *b64Digest) wait() {
+	if d.busy {
+		<-d.done
+		d.busy = false
+	}
+}
+
+// stop ends the digest's goroutine.
+func (d *b64Digest) stop() {
+	d.wait()
+	close(d.work)
 }
 
 // write feeds a window of base64.
@@ -196,8 +230,10 @@ func (d *b64Digest) decode(b []byte) {
 	d.h.Write(d.buf[:m])
 }
 
-// sum is the digest; ok is false when what was fed is not whole base64.
+// sum is the digest, and stops the digest; ok is false when what was fed
+// is not whole base64.
 func (d *b64Digest) sum() (s [32]byte, ok bool) {
+	d.stop()
 	if d.bad || d.nc != 0 {
 		return s, false
 	}

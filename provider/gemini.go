@@ -40,9 +40,6 @@ type Gemini struct {
 	images *ImageFetches
 	// ownImages: NewGemini made images (Options had none); Close closes it.
 	ownImages bool
-	// unsigned holds the models whose last forwarded image carried no
-	// thought signature (geminiForward.signed).
-	unsigned sync.Map
 }
 
 // NewGemini returns the provider described by cfg. Images given by http(s)
@@ -103,7 +100,7 @@ func (p *Gemini) ChatStream(ctx context.Context, req *ChatRequest, model string)
 		if err != nil {
 			return nil, err
 		}
-		return p.forward(resp, req, model), nil
+		return p.forward(resp, req), nil
 	}
 	resp, err := p.send(ctx, req, model, sendSSE)
 	if err != nil {

@@ -96,8 +96,7 @@ type geminiForward struct {
 	br         *bufio.Reader
 	wantImages bool
 	digest     bool
-	model      string // the upstream model
-	max        int    // MaxBodyBytes: bounds what is read in all
+	max        int // MaxBodyBytes: bounds what is read in all
 	read       int
 
 	skel  []byte
@@ -146,35 +145,16 @@ type geminiForward struct {
 }
 
 // forward opens the answer of a non-stream call for forwarding.
-func (p *Gemini) forward(resp *upstream.Response, req *ChatRequest, model string) *geminiForward {
-	return p.newForward(resp, resp.BodyStream(), req, model)
+func (p *Gemini) forward(resp *upstream.Response, req *ChatRequest) *geminiForward {
+	return p.newForward(resp, resp.BodyStream(), req)
 }
 
-// newForward reads body (resp's, or any reader in tests) as the answer of
-// model.
-func (p *Gemini) newForward(resp *upstream.Response, body io.Reader, req *ChatRequest, model string) *geminiForward {
+// newForward reads body (resp's, or any reader in tests) as the answer.
+func (p *Gemini) newForward(resp *upstream.Response, body io.Reader, req *ChatRequest) *geminiForward {
 	br := forwardReaders.Get().(*bufio.Reader)
 	br.Reset(body)
-	f := &geminiForward{p: p, resp: resp, br: br, wantImages: wantsImages(req), digest: req.ForwardDigest,
-		model: model, max: p.opts.MaxBodyBytes, skel: make([]byte, 0, 1024)}
-	if _, unsigned := p.unsigned.Load(model); unsigned {
-		f.digest = false
-	}
-	return f
-}
-
-// signed notes whether an image of the answer's model carried a thought
-// signature. Digesting an image as it passes (decoding and hashing its
-// megabytes) is most of the CPU forwarding costs, and only signed images
-// need it: a model whose last image had no signature (gemini-2.5-flash-image
-// signs none) is not digested until one of its images has one again, and
-// that image's signature is the one not kept.
-func (f *geminiForward) signed(sig bool) {
-	if sig {
-		f.p.unsigned.Delete(f.model)
-	} else if f.digest {
-		f.p.unsigned.Store(f.model, true)
-	}
+	return &geminiForward{p: p, resp: resp, br: br, wantImages: wantsImages(req), digest: req.ForwardDigest,
+		max: p.opts.MaxBodyBytes, skel: make([]byte, 0, 1024)}
 }
 
 // Head implements Head: Google's responseId comes last, after the commit.
@@ -182,6 +162,10 @@ func (f *geminiForward) Head() (string, int64) { return f.id, 0 }
 
 // Close implements Stream.
 func (f *geminiForward) Close() {
+	if f.dig != nil {
+		f.dig.stop()
+		f.dig = nil
+	}
 	if f.br != nil {
 		f.br.Reset(nil)
 		forwardReaders.Put(f.br)
@@ -237,7 +221,7 @@ func (f *geminiForward) readErr(err error) {
 // ended, or it failed.
 func (f *geminiForward) step() {
 	if f.drop > 0 {
-		f.br.Discard(f.drop)
+		f.discard(f.drop)
 		f.drop = 0
 	}
 	for f.err == nil && !f.done && !(f.committed && len(f.queue) > 0) {
@@ -473,7 +457,6 @@ func (f *geminiForward) partClosed() {
 			end.Digest, end.Digested = f.dig.sum()
 			f.dig = nil
 		}
-		f.signed(end.Signature != nil)
 		f.images++
 		f.emit(Event{Choice: f.pos, Piece: end})
 		return
@@ -536,6 +519,10 @@ func (f *geminiForward) startImage() {
 	f.skip = f.thought || (f.label != "" && (len(f.label) < 7 || f.label[:6] != "image/"))
 	f.forwarded = !f.skip
 	f.judging = f.forwarded
+	if f.dig != nil {
+		f.dig.stop() // a part with a second data member
+	}
+	f.dig = nil
 	if f.forwarded && f.digest {
 		f.dig = newB64Digest()
 	}
@@ -582,11 +569,13 @@ func (f *geminiForward) imageStep() {
 		return
 	}
 	if f.dig != nil {
-		f.dig.write(data)
+		// Hashed while the window is written to the client; discard
+		// waits for it.
+		f.dig.feed(data)
 	}
 	switch {
 	case f.skip:
-		f.br.Discard(used + b2i(closed))
+		f.discard(used + b2i(closed))
 	case first && !closed:
 		// A large image: judged on its first window, which then goes out
 		// as it lies; a header that needs more is read ahead as a head.
@@ -597,7 +586,7 @@ func (f *geminiForward) imageStep() {
 		case more:
 			f.head = append(make([]byte, 0, 2*len(data)), data...)
 			f.headAt = len(f.head)
-			f.br.Discard(used)
+			f.discard(used)
 		default:
 			f.begin(mime, data)
 			f.committed = true
@@ -606,10 +595,10 @@ func (f *geminiForward) imageStep() {
 	case f.judging:
 		// Reading ahead: the head is copied so the window can move on.
 		f.head = append(f.head, data...)
-		f.br.Discard(used + b2i(closed))
+		f.discard(used + b2i(closed))
 		f.judge(closed)
 	case len(data) == 0:
-		f.br.Discard(used + b2i(closed))
+		f.discard(used + b2i(closed))
 	default:
 		// A window handed out as it lies in the read buffer: what was
 		// read ahead goes out with it, and the answer is committed.
@@ -623,6 +612,14 @@ func (f *geminiForward) imageStep() {
 	if closed && f.err == nil {
 		f.st = stAfter
 	}
+}
+
+// discard moves the read window on by n, once the digest is done with it.
+func (f *geminiForward) discard(n int) {
+	if f.dig != nil {
+		f.dig.wait()
+	}
+	f.br.Discard(n)
 }
 
 func b2i(b bool) int {

@@ -60,7 +60,7 @@ func buffered(t *testing.T, p *Gemini, body []byte) (string, error) {
 }
 
 func forwarded(p *Gemini, r io.Reader, req *ChatRequest) (string, error) {
-	f := p.newForward(nil, r, req, "m")
+	f := p.newForward(nil, r, req)
 	defer f.Close()
 	return describe(f)
 }
@@ -147,7 +147,7 @@ func TestForwardMatchesBuffered(t *testing.T) {
 
 // firstErr is the error of the first Next: the one the router fails over on.
 func firstErr(p *Gemini, body []byte) error {
-	f := p.newForward(nil, bytes.NewReader(body), &ChatRequest{}, "m")
+	f := p.newForward(nil, bytes.NewReader(body), &ChatRequest{})
 	defer f.Close()
 	_, err := f.Next()
 	return err
@@ -214,7 +214,7 @@ func TestForwardFailsAfterCommit(t *testing.T) {
 		"ended":   bytes.NewReader(body[:len(body)/2]),
 		"garbage": io.MultiReader(bytes.NewReader(body[:len(body)/2]), strings.NewReader("!!!!")),
 	} {
-		f := p.newForward(nil, cut, &ChatRequest{}, "m")
+		f := p.newForward(nil, cut, &ChatRequest{})
 		if _, err := f.Next(); err != nil {
 			t.Fatalf("%s: first Next: %v", name, err)
 		}
@@ -244,7 +244,7 @@ func TestForwardBoundsTheBody(t *testing.T) {
 func TestForwardHoldsAWindow(t *testing.T) {
 	p := testGemini(t, "", nil)
 	body := imageAnswer("hi", fakeup.PNGBase64(1500<<10))
-	f := p.newForward(nil, bytes.NewReader(body), &ChatRequest{}, "m")
+	f := p.newForward(nil, bytes.NewReader(body), &ChatRequest{})
 	defer f.Close()
 	windows := 0
 	for {
@@ -275,7 +275,7 @@ func TestForwardDigest(t *testing.T) {
 	img := fakeup.PNGBase64(200 << 10)
 	want, _ := ImageDigest([]byte(img))
 	for rname, r := range readers(imageAnswer("", strings.ReplaceAll(img, "/", `\/`))) {
-		f := p.newForward(nil, r, &ChatRequest{ForwardDigest: true}, "m")
+		f := p.newForward(nil, r, &ChatRequest{ForwardDigest: true})
 		var got *ImagePiece
 		for {
 			ev, err := f.Next()
@@ -289,44 +289,6 @@ func TestForwardDigest(t *testing.T) {
 		f.Close()
 		if got == nil || !got.Digested || got.Digest != want || string(got.Signature) != "c2ln0" {
 			t.Errorf("%s: image end %+v", rname, got)
-		}
-	}
-}
-
-// TestForwardDigestsWhatModelsSign: the images of a model whose last image
-// carried no signature are not digested (decoding and hashing megabytes
-// is most of forwarding's CPU); one signed image turns digesting back on.
-func TestForwardDigestsWhatModelsSign(t *testing.T) {
-	p := testGemini(t, "", nil)
-	img := fakeup.PNGBase64(100)
-	unsigned := []byte(`{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + img + `"}}]}}]}`)
-	signed := imageAnswer("", img)
-	digested := func(body []byte) (bool, bool) {
-		f := p.newForward(nil, bytes.NewReader(body), &ChatRequest{ForwardDigest: true}, "gemini-x")
-		defer f.Close()
-		for {
-			ev, err := f.Next()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ev.Piece != nil && ev.Piece.Step == ImageEnd {
-				return ev.Piece.Digested, ev.Piece.Signature != nil
-			}
-		}
-	}
-	for i, step := range []struct {
-		body           []byte
-		digest, signed bool
-	}{
-		{unsigned, true, false}, // a model not seen yet is digested
-		{unsigned, false, false},
-		{signed, false, true}, // this signature is lost, and digesting resumes
-		{signed, true, true},
-		{signed, true, true},
-	} {
-		d, s := digested(step.body)
-		if d != step.digest || s != step.signed {
-			t.Errorf("answer %d: digested %v, signed %v; want %v, %v", i, d, s, step.digest, step.signed)
 		}
 	}
 }
