@@ -308,7 +308,7 @@ func (g *Gateway) Chat(ctx context.Context, call *Call) (*Answer, router.Served,
 	if err := g.admit(ctx, call); err != nil {
 		return nil, router.Served{}, err
 	}
-	caller, req := call.Caller, call.Req
+	req := call.Req
 	if req.N > 1 {
 		return g.chatFanOut(ctx, call)
 	}
@@ -317,7 +317,13 @@ func (g *Gateway) Chat(ctx context.Context, call *Call) (*Answer, router.Served,
 		call.fail(served, err)
 		return nil, served, err
 	}
-	if g.offloads(caller) {
+	return g.answered(ctx, call, res, served), served, nil
+}
+
+// answered applies the journey to a whole answer of the call's one upstream
+// call (images stored, signatures kept) and bills it on the call.
+func (g *Gateway) answered(ctx context.Context, call *Call, res *provider.Result, served router.Served) *Answer {
+	if g.offloads(call.Caller) {
 		for i := range res.Choices {
 			for j := range res.Choices[i].Images {
 				g.offloadImage(ctx, &res.Choices[i].Images[j])
@@ -325,9 +331,9 @@ func (g *Gateway) Chat(ctx context.Context, call *Call) (*Answer, router.Served,
 		}
 	}
 	g.keepSignatures(ctx, res)
-	u := g.bill(g.capsFor(req), served.Provider, res.Usage, res.Images())
+	u := g.bill(g.capsFor(call.Req), served.Provider, res.Usage, res.Images())
 	call.succeed(served, u)
-	return &Answer{Result: res, Served: served, Usage: u}, served, nil
+	return &Answer{Result: res, Served: served, Usage: u}
 }
 
 // chatFanOut runs a chat request for n answers as n upstream calls of one

@@ -44,15 +44,24 @@ func (g *Gateway) keepSignature(ctx context.Context, img *provider.Image) {
 	if !ok {
 		return
 	}
+	g.putSignature(ctx, d, img.URL, img.Signature)
+}
+
+// putSignature stores sig under the image digest d and, when the image
+// became a link, the link's id ("" for none).
+func (g *Gateway) putSignature(ctx context.Context, d [32]byte, link string, sig []byte) {
+	if g.sigs == nil || len(sig) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sigStoreTimeout)
 	defer cancel()
 	keys := []signatures.Key{signatures.DigestKey(d)}
-	if img.URL != "" && g.offload != nil {
-		if id, err := g.offload.Store().ParseLink(ctx, img.URL); err == nil {
+	if link != "" && g.offload != nil {
+		if id, err := g.offload.Store().ParseLink(ctx, link); err == nil {
 			keys = append(keys, signatures.LinkKey(id))
 		}
 	}
-	if err := g.sigs.Put(ctx, keys, img.Signature, g.sigTTL); err != nil {
+	if err := g.sigs.Put(ctx, keys, sig, g.sigTTL); err != nil {
 		g.sigFailed("put", err)
 	}
 }

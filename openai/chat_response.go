@@ -112,10 +112,6 @@ type ChatBody struct {
 // reqID: one id shape whatever the upstream (Google's responseId is not
 // one); created is now when the upstream gave none.
 func NewChatBody(a *gateway.Answer, reqID, model string, f Format) *ChatBody {
-	id := a.Result.ID
-	if !strings.HasPrefix(id, "chatcmpl-") {
-		id = "chatcmpl-" + reqID
-	}
 	if a.Result.Created == 0 {
 		a.Result.Created = time.Now().Unix()
 	}
@@ -123,40 +119,71 @@ func NewChatBody(a *gateway.Answer, reqID, model string, f Format) *ChatBody {
 	b.small = make([]byte, 0, 512)
 	from := 0
 	s := &b.segs
-	s.small = append(s.small, `{"id":`...)
-	s.small = jsonx.AppendString(s.small, id)
-	s.small = append(s.small, `,"object":"chat.completion","created":`...)
-	s.small = strconv.AppendInt(s.small, a.Result.Created, 10)
-	s.small = append(s.small, `,"model":`...)
-	s.small = jsonx.AppendString(s.small, model)
-	s.small = append(s.small, `,"choices":[`...)
+	s.small = appendChatHead(s.small, chatID(a.Result.ID, reqID), a.Result.Created, model)
 	for i := range a.Result.Choices {
-		c := &a.Result.Choices[i]
 		if i > 0 {
 			s.small = append(s.small, ',')
 		}
-		s.small = append(s.small, `{"index":`...)
-		s.small = strconv.AppendInt(s.small, int64(c.Index), 10)
-		s.small = append(s.small, `,"message":{"role":"assistant","content":`...)
-		if refused(c) {
-			// A safety block is a refusal in OpenAI's schema: the reason
-			// in refusal, content null.
-			s.small = append(s.small, `null,"refusal":"`...)
-			s.small = append(s.small, refusalText(c.Text)...)
-			s.small = append(s.small, '"')
-		} else {
-			from = renderMessage(s, from, c, f)
-			s.small = append(s.small, `,"refusal":null`...)
-		}
-		s.small = append(s.small, `},"logprobs":null,"finish_reason":`...)
-		s.small = jsonx.AppendString(s.small, c.FinishReason)
-		s.small = append(s.small, '}')
+		from = renderChoice(s, from, &a.Result.Choices[i], f)
 	}
-	s.small = append(s.small, `],"usage":`...)
-	s.small = appendUsage(s.small, a.Usage, a.Result.Usage.PromptImageTokens)
-	s.small = append(s.small, "}\n"...)
+	s.small = appendChatTail(s.small, a.Usage, a.Result.Usage.PromptImageTokens)
 	s.cut(from)
 	return b
+}
+
+// chatID is the id of a chat answer: the upstream's when it is an OpenAI
+// one, else "chatcmpl-" and reqID: one id shape whatever the upstream
+// (Google's responseId is not one).
+func chatID(upstream, reqID string) string {
+	if strings.HasPrefix(upstream, "chatcmpl-") {
+		return upstream
+	}
+	return "chatcmpl-" + reqID
+}
+
+// appendChatHead writes a chat.completion up to its first choice.
+func appendChatHead(b []byte, id string, created int64, model string) []byte {
+	b = append(b, `{"id":`...)
+	b = jsonx.AppendString(b, id)
+	b = append(b, `,"object":"chat.completion","created":`...)
+	b = strconv.AppendInt(b, created, 10)
+	b = append(b, `,"model":`...)
+	b = jsonx.AppendString(b, model)
+	return append(b, `,"choices":[`...)
+}
+
+// appendChatTail writes what follows the last choice.
+func appendChatTail(b []byte, u gateway.Usage, promptImage int64) []byte {
+	b = append(b, `],"usage":`...)
+	b = appendUsage(b, u, promptImage)
+	return append(b, "}\n"...)
+}
+
+// renderChoice writes one choice. It returns where the open small piece
+// starts.
+func renderChoice(s *segs, from int, c *provider.Choice, f Format) int {
+	s.small = append(s.small, `{"index":`...)
+	s.small = strconv.AppendInt(s.small, int64(c.Index), 10)
+	s.small = append(s.small, `,"message":{"role":"assistant","content":`...)
+	if refused(c) {
+		// A safety block is a refusal in OpenAI's schema: the reason
+		// in refusal, content null.
+		s.small = append(s.small, `null,"refusal":"`...)
+		s.small = append(s.small, refusalText(c.Text)...)
+		s.small = append(s.small, '"')
+	} else {
+		from = renderMessage(s, from, c, f)
+		s.small = append(s.small, `,"refusal":null`...)
+	}
+	return appendChoiceEnd(s, from, c.FinishReason)
+}
+
+// appendChoiceEnd closes a choice's message and writes its finish reason.
+func appendChoiceEnd(s *segs, from int, finish string) int {
+	s.small = append(s.small, `},"logprobs":null,"finish_reason":`...)
+	s.small = jsonx.AppendString(s.small, finish)
+	s.small = append(s.small, '}')
+	return from
 }
 
 // refused reports whether a choice is a refusal: the content filter ended

@@ -83,7 +83,7 @@ func (p *Gemini) Close() {
 
 // Chat implements Provider.
 func (p *Gemini) Chat(ctx context.Context, req *ChatRequest, model string) (*Result, error) {
-	resp, err := p.send(ctx, req, model, false)
+	resp, err := p.send(ctx, req, model, sendBuffered)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +95,14 @@ func (p *Gemini) Chat(ctx context.Context, req *ChatRequest, model string) (*Res
 
 // ChatStream implements Provider.
 func (p *Gemini) ChatStream(ctx context.Context, req *ChatRequest, model string) (Stream, error) {
-	resp, err := p.send(ctx, req, model, true)
+	if req.Forward {
+		resp, err := p.send(ctx, req, model, sendForward)
+		if err != nil {
+			return nil, err
+		}
+		return p.forward(resp, req), nil
+	}
+	resp, err := p.send(ctx, req, model, sendSSE)
 	if err != nil {
 		return nil, err
 	}
@@ -117,10 +124,22 @@ func (p *Gemini) Prepare(ctx context.Context, req *ChatRequest, model string) er
 	return p.images.Fetch(ctx, req)
 }
 
+// sendMode is how an answer is read: whole (sendBuffered), as an event
+// stream (sendSSE), or the non-stream answer left on the connection to be
+// forwarded as it arrives (sendForward).
+type sendMode uint8
+
+const (
+	sendBuffered sendMode = iota
+	sendSSE
+	sendForward
+)
+
 // send checks and translates req, calls Google and turns a non-200 answer
 // into an *Error. The router has fetched req's images (Prepare); a caller
 // that did not gets them fetched here, for this call only.
-func (p *Gemini) send(ctx context.Context, req *ChatRequest, model string, stream bool) (*upstream.Response, error) {
+func (p *Gemini) send(ctx context.Context, req *ChatRequest, model string, mode sendMode) (*upstream.Response, error) {
+	stream := mode == sendSSE
 	plan, rerr := planGemini(req, model)
 	if rerr != nil {
 		return nil, p.clientError(rerr.Param, rerr.Msg)
@@ -148,7 +167,7 @@ func (p *Gemini) send(ctx context.Context, req *ChatRequest, model string, strea
 	body := appendGeminiBody((*buf)[:0], req, plan)
 	ureq.SetBodyRaw(body)
 
-	resp, err := p.client.Do(ctx, ureq, stream)
+	resp, err := p.client.Do(ctx, ureq, mode != sendBuffered)
 	// Do has written the whole request by the time it returns.
 	ureq.SetBodyRaw(nil)
 	if cap(body) <= 8<<20 {
@@ -171,7 +190,7 @@ func (p *Gemini) send(ctx context.Context, req *ChatRequest, model string, strea
 		return resp, nil
 	}
 	defer resp.Release()
-	if stream {
+	if mode != sendBuffered {
 		var b bytes.Buffer
 		if _, err := io.Copy(&b, io.LimitReader(resp.BodyStream(), 1<<20)); err != nil {
 			return nil, transportError(p.name, err)

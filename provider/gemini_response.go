@@ -224,7 +224,11 @@ func readPart(p []byte) (part geminiPart, ok bool, bad bool) {
 		if !ValidBase64(part.image.B64) {
 			return part, false, true
 		}
-		part.image.MIME = outputMIME(part.image.MIME, part.image.B64)
+		mime, why, _ := checkOutputImage(part.image.MIME, part.image.B64, true)
+		if why != "" {
+			return part, false, true
+		}
+		part.image.MIME = mime
 		part.text = nil
 		return part, true, false
 	}

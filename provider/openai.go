@@ -88,6 +88,15 @@ func (p *OpenAI) Chat(ctx context.Context, req *ChatRequest, model string) (*Res
 
 // ChatStream implements Provider.
 func (p *OpenAI) ChatStream(ctx context.Context, req *ChatRequest, model string) (Stream, error) {
+	if req.Forward {
+		// Not forwarded in windows yet: the whole answer is read, then
+		// handed out as the events of a forwarded one.
+		res, err := p.Chat(ctx, req, model)
+		if err != nil {
+			return nil, err
+		}
+		return newResultStream(res, req.ForwardDigest), nil
+	}
 	resp, err := p.send(ctx, req, model, true)
 	if err != nil {
 		return nil, err

@@ -9,6 +9,16 @@
 // the gateway writes it back into JSON, so it is passed through without being
 // unescaped and re-escaped. Images are base64 spans that point into the
 // upstream body; they are valid until the Result or Stream is released.
+//
+// A non-stream answer can also be forwarded as it arrives instead of read
+// whole (ChatRequest.Forward, forward.go): ChatStream then hands out the
+// answer as events in the model's order, each image as a begin, windows of
+// checked base64 and an end (Event.Piece), so that an answer in flight holds
+// a window rather than its image. The first Next reads ahead far enough for
+// the router to fail over on what breaks early (gemini_forward.go says how
+// far); after it, a failure ends the answer with an error. The gemini kind
+// reads Google's answer through a 256 KiB window; the openai kind still reads
+// its answer whole and hands it out as the same events.
 package provider
 
 import (
@@ -172,14 +182,17 @@ type Stream interface {
 }
 
 // Event is one piece of a streamed answer. Exactly one of Text, Image,
-// FinishReason or Usage is set.
+// Piece, FinishReason or Usage is set.
 type Event struct {
 	Choice int
 	Text   []byte // JSON-escaped string content
 	// Refusal marks Text as the reason the model refused (a safety block):
 	// OpenAI's refusal field, not content.
-	Refusal      bool
-	Image        *Image
+	Refusal bool
+	Image   *Image
+	// Piece is a step of an image forwarded in windows: only in the
+	// answers of requests with Forward set, which never carry Image.
+	Piece        *ImagePiece
 	FinishReason string
 	Usage        *Usage
 }

@@ -60,6 +60,12 @@ type ChatRequest struct {
 	// earlier turns, by ImageDigest; an assistant message's image found here
 	// goes back to Google with its thoughtSignature.
 	ThoughtSignatures map[[32]byte][]byte
+	// Forward asks ChatStream for the non-stream answer forwarded as it
+	// arrives (see forward.go): events in the model's order, images in
+	// windows (Event.Piece), the usage last. ForwardDigest adds each
+	// image's digest to its end.
+	Forward       bool
+	ForwardDigest bool
 	// fetched holds the images downloaded for the request (ImageFetches),
 	// until ReleaseImages.
 	fetched *fetchHold
@@ -138,7 +144,12 @@ func ValidBase64(b []byte) bool {
 			n--
 		}
 	}
-	b = b[:n]
+	return b64Run(b[:n])
+}
+
+// b64Run reports whether every byte of b is of the standard base64
+// alphabet, padding excluded.
+func b64Run(b []byte) bool {
 	acc := uint8(1)
 	for len(b) >= 8 {
 		acc &= b64OK[b[0]] & b64OK[b[1]] & b64OK[b[2]] & b64OK[b[3]] & b64OK[b[4]] & b64OK[b[5]] & b64OK[b[6]] & b64OK[b[7]]

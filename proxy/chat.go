@@ -195,6 +195,10 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 		return
 	}
 	call := &gateway.Call{ID: s.ids.next(), Caller: caller, Req: req}
+	if openai.Forwards(format) && st.Gateway.Forwards(call) {
+		s.chatForward(ctx, st, l, call, format, rctx, cancel, stopWatch)
+		return
+	}
 	ans, served, err := st.Gateway.Chat(rctx, call)
 	stopWatch()
 	cancel()
@@ -208,8 +212,13 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 		s.fail(ctx, l, e)
 		return
 	}
-	ctx.Response.Header.Set("x-nanogate-provider", served.Provider)
-	body := openai.NewChatBody(ans, rid, req.Model, format)
+	s.chatAnswer(ctx, st, l, ans, format)
+}
+
+// chatAnswer writes a whole chat answer (its call closed) and logs it.
+func (s *Server) chatAnswer(ctx *fasthttp.RequestCtx, st *State, l *reqLog, ans *gateway.Answer, format openai.Format) {
+	ctx.Response.Header.Set("x-nanogate-provider", ans.Served.Provider)
+	body := openai.NewChatBody(ans, l.id, l.model, format)
 	ctx.SetContentType("application/json")
 	setHeldBody(ctx, st, body, body.Len(), hold)
 	l.status, l.usage = fasthttp.StatusOK, ans.Usage
@@ -223,19 +232,9 @@ func (s *Server) chatStream(ctx *fasthttp.RequestCtx, st *State, l *reqLog, req 
 	rctx context.Context, cancel context.CancelFunc, stopWatch func(), hold *inflight.Hold) {
 	call := &gateway.Call{ID: s.ids.next(), Caller: l.caller, Req: req}
 	sa, served, err := st.Gateway.ChatStream(rctx, call)
-	l.served = served
-	setCallHeaders(ctx, call)
-	if err != nil {
-		stopWatch()
-		cancel()
-		l.closeCall(call)
-		e := s.journeyError(err, call)
-		triedMessage(e, served.Tried)
-		l.err = err
-		s.fail(ctx, l, e)
+	if !s.opened(ctx, l, call, served, err, func() { stopWatch(); cancel() }) {
 		return
 	}
-	ctx.Response.Header.Set("x-nanogate-provider", served.Provider)
 	ctx.SetContentType("text/event-stream")
 	ctx.Response.Header.Set("Cache-Control", "no-cache")
 	ctx.Response.Header.Set("X-Accel-Buffering", "no")
@@ -245,17 +244,92 @@ func (s *Server) chatStream(ctx *fasthttp.RequestCtx, st *State, l *reqLog, req 
 	body := openai.NewStreamBody(sa, openai.StreamOptions{
 		ID: "chatcmpl-" + l.id, Created: time.Now().Unix(), Model: req.Model, Format: format, IncludeUsage: req.IncludeUsage,
 		Cancel: func() { stopWatch(); cancel() },
-		OnDone: func(sum openai.StreamSummary) {
-			l.usage, l.finish, l.err = sum.Usage, sum.FinishReason, sum.Err
-			if sum.ClientGone {
-				l.gone = true
-			}
-			l.closeCall(call)
-			s.logRequest(l)
-		},
-		Log: s.log,
+		OnDone: s.answerDone(l, call),
+		Log:    s.log,
 	})
 	setHeldBody(ctx, st, body, -1, hold)
+}
+
+// chatForward answers a non-stream request as its answer arrives: the
+// status and headers once the answer is committed (its first image under
+// way), the body as the upstream sends it. The call is closed, and the
+// request logged, when the body is out or broke.
+func (s *Server) chatForward(ctx *fasthttp.RequestCtx, st *State, l *reqLog, call *gateway.Call, format openai.Format,
+	rctx context.Context, cancel context.CancelFunc, stopWatch func()) {
+	fa, served, err := st.Gateway.ChatForward(rctx, call)
+	if !s.opened(ctx, l, call, served, err, func() { stopWatch(); cancel() }) {
+		return
+	}
+	if fa.Whole != nil {
+		stopWatch()
+		cancel()
+		l.closeCall(call)
+		s.chatAnswer(ctx, st, l, fa.Whole, format)
+		return
+	}
+	// The client watch stays on while the answer is relayed, as for a
+	// stream.
+	body := openai.NewForwardBody(fa, openai.ForwardOptions{
+		ReqID: l.id, Model: call.Req.Model, Format: format,
+		Cancel: func() { stopWatch(); cancel() },
+		OnDone: s.answerDone(l, call),
+		Log:    s.log,
+	})
+	whole, err := body.Prefetch(prefetchBytes)
+	if err != nil {
+		// Broken before its first byte went out: an error status still can.
+		e := s.journeyError(err, call)
+		triedMessage(e, served.Tried)
+		writeError(ctx, e)
+		l.status, l.errCode = e.Status, e.Code
+		body.Abort(err)
+		return
+	}
+	ctx.SetContentType("application/json")
+	l.status = fasthttp.StatusOK
+	if whole {
+		setBody(ctx, st, body, body.Len())
+		return
+	}
+	setBody(ctx, st, body, -1)
+}
+
+// prefetchBytes is how much of a forwarded answer is rendered before its
+// status goes out: an answer that ends within it (no image, or a small one)
+// goes with a Content-Length, as it did when every answer was read whole.
+const prefetchBytes = 32 << 10
+
+// opened sets the headers of an answer that is relayed as it arrives and
+// reports whether it opened; when it did not, the call is closed and the
+// client answered with err (stop ends the upstream call and the client
+// watch).
+func (s *Server) opened(ctx *fasthttp.RequestCtx, l *reqLog, call *gateway.Call, served router.Served, err error, stop func()) bool {
+	l.served = served
+	setCallHeaders(ctx, call)
+	if err != nil {
+		stop()
+		l.closeCall(call)
+		e := s.journeyError(err, call)
+		triedMessage(e, served.Tried)
+		l.err = err
+		s.fail(ctx, l, e)
+		return false
+	}
+	ctx.Response.Header.Set("x-nanogate-provider", served.Provider)
+	return true
+}
+
+// answerDone is what runs when a relayed answer is over: the call is
+// closed (which bills it) and the request logged.
+func (s *Server) answerDone(l *reqLog, call *gateway.Call) func(openai.StreamSummary) {
+	return func(sum openai.StreamSummary) {
+		l.usage, l.finish, l.err = sum.Usage, sum.FinishReason, sum.Err
+		if sum.ClientGone {
+			l.gone = true
+		}
+		l.closeCall(call)
+		s.logRequest(l)
+	}
 }
 
 // jsonContentType admits JSON and the types plain tools send JSON with (curl

@@ -1,0 +1,150 @@
+package gateway
+
+import (
+	"context"
+	"io"
+
+	"nanogate/provider"
+	"nanogate/router"
+)
+
+// Forwarding: a non-stream chat answer goes to the client as it arrives
+// from the upstream instead of after it was read whole, so that an answer
+// in flight holds a window of its image rather than the image (thousands of
+// image generations take seconds each, all at once). The provider reads the
+// answer ahead to its first image's header and a first window before the
+// router hands it over, so failover works as for a buffered answer until
+// then (provider.ChatRequest.Forward). After that the answer is committed:
+// a failure ends it with an error the client's JSON parser sees, and is
+// billed as a failure when no image was completed, else for what was.
+//
+// Answers that need the whole image before the first byte stay buffered:
+// n > 1 (its choices come from separate calls), and images that become links
+// (offload: the link is what is written, and a failed store falls back to
+// the inline image).
+
+// Forwards reports whether call's non-stream answer may be forwarded as
+// it arrives (ChatForward) rather than read whole (Chat).
+func (g *Gateway) Forwards(call *Call) bool {
+	return call.Req.N <= 1 && !g.offloads(call.Caller)
+}
+
+// ChatForward runs a non-stream chat request whose answer is forwarded as
+// it arrives. The answer must be closed (it bills the call), then the call,
+// whatever the outcome.
+func (g *Gateway) ChatForward(ctx context.Context, call *Call) (*ForwardAnswer, router.Served, error) {
+	if err := g.admit(ctx, call); err != nil {
+		return nil, router.Served{}, err
+	}
+	call.Req.Forward, call.Req.ForwardDigest = true, g.sigs != nil
+	st, first, served, err := g.router.ChatStream(ctx, call.Req)
+	if err != nil {
+		call.fail(served, err)
+		return nil, served, err
+	}
+	if res, ok := provider.Whole(st); ok {
+		return &ForwardAnswer{Served: served, Whole: g.answered(ctx, call, res, served), closed: true}, served, nil
+	}
+	return &ForwardAnswer{Served: served, call: call, g: g, stream: st, first: first, ctx: ctx,
+		caps: g.capsFor(call.Req)}, served, nil
+}
+
+// ForwardAnswer is a committed non-stream answer being forwarded. Next
+// hands its events on (provider.Event, images in pieces) with the journey
+// applied: images counted, their signatures kept as they end.
+type ForwardAnswer struct {
+	Served router.Served
+	// Whole is set when the provider had read the answer whole before it
+	// was handed over (no image in it, or a kind that does not forward):
+	// it is answered as Chat's are, already billed on the call, and the
+	// rest of ForwardAnswer is unused.
+	Whole  *Answer
+	call   *Call
+	g      *Gateway
+	stream provider.Stream
+	first  *provider.Event
+	ctx    context.Context
+	caps   usageCaps
+	images int
+	up     provider.Usage
+	err    error
+	closed bool
+	// ended: the upstream answer is over (whole or broken); its bill is
+	// then computed once (bill counts the clamps it makes).
+	ended  bool
+	billed Usage
+}
+
+// Next returns the next event, io.EOF at the end. An event's spans are
+// valid until the next call.
+func (a *ForwardAnswer) Next() (*provider.Event, error) {
+	ev := a.first
+	if ev != nil {
+		a.first = nil
+	} else {
+		var err error
+		if ev, err = a.stream.Next(); err != nil {
+			if err != io.EOF {
+				a.err = err
+			}
+			a.end()
+			return nil, err
+		}
+	}
+	switch {
+	case ev.Usage != nil:
+		a.up = *ev.Usage
+	case ev.Piece != nil && ev.Piece.Step == provider.ImageEnd:
+		a.images++
+		if ev.Piece.Digested {
+			a.g.putSignature(a.ctx, ev.Piece.Digest, "", ev.Piece.Signature)
+		}
+	}
+	return ev, nil
+}
+
+// Head is the upstream's id and creation time, when it gave them before
+// the answer was committed ("" and 0 otherwise).
+func (a *ForwardAnswer) Head() (string, int64) {
+	if h, ok := a.stream.(provider.Head); ok {
+		return h.Head()
+	}
+	return "", 0
+}
+
+// Usage is what the answer has used so far: the images completed, and the
+// upstream's reported tokens, clamped.
+func (a *ForwardAnswer) Usage() Usage {
+	if a.ended {
+		return a.billed
+	}
+	return a.g.bill(a.caps, a.Served.Provider, a.up, a.images)
+}
+
+// end notes that the upstream answer is over and bills it.
+func (a *ForwardAnswer) end() {
+	if !a.ended {
+		a.billed, a.ended = a.g.bill(a.caps, a.Served.Provider, a.up, a.images), true
+	}
+}
+
+// PromptImageTokens is the upstream's count of input image tokens.
+func (a *ForwardAnswer) PromptImageTokens() int64 { return a.up.PromptImageTokens }
+
+// Close ends the upstream call and leaves the answer's bill on the call:
+// the images completed and the tokens reported, or, for an answer that
+// broke before any image was complete, a failure that costs nothing. Safe
+// to call twice.
+func (a *ForwardAnswer) Close() {
+	if a.closed {
+		return
+	}
+	a.closed = true
+	a.stream.Close()
+	a.end()
+	if a.err != nil && a.images == 0 {
+		a.call.fail(a.Served, a.err)
+		return
+	}
+	a.call.succeed(a.Served, a.Usage())
+}
