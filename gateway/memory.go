@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"nanogate/config"
 	"nanogate/internal/safemath"
 	"nanogate/provider"
 )
@@ -16,10 +17,27 @@ const answerOverhead = 64 << 10
 // about 1.5 bytes of PNG, 2 once in base64.
 const bytesPerPixel = 2
 
+// forwardedAnswerBytes is what an answer forwarded as it arrives
+// (ChatForward, Google's kind) holds, whatever the size of its images: its
+// window, the part of the answer rendered before the status goes out, and
+// the buffers of the upstream and client connections.
+const forwardedAnswerBytes = 512 << 10
+
+// ForwardedBytes is what call's answer holds when it is forwarded: a
+// window when every provider of its model forwards (Google's kind), else
+// AnswerBytes (the other kind reads its answer whole).
+func (g *Gateway) ForwardedBytes(call *Call) int64 {
+	if g.router.Only(call.Req.Model, config.KindGemini) {
+		return forwardedAnswerBytes
+	}
+	return g.AnswerBytes(call.Req)
+}
+
 // AnswerBytes is how much memory req's answer may hold while it is in
 // flight: per image asked for, the base64 of a PNG of the size it is billed
-// at (1K when the size says no edge), plus a fixed overhead. The in-flight
-// bound (server.max_bytes_in_flight) admits requests by it.
+// at (1K when the size says no edge), plus a fixed overhead: what an answer
+// read whole holds. The in-flight bound (server.max_bytes_in_flight) admits
+// requests by it, or by ForwardedBytes for answers forwarded.
 func (g *Gateway) AnswerBytes(req *provider.ChatRequest) int64 {
 	edge := sizeEdge(g.imageSize(req))
 	perImage := safemath.Mul(edge*edge, bytesPerPixel)

@@ -177,7 +177,13 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 		}
 		format = f
 	}
-	hold, e := s.holdBytes(safemath.Add(int64(len(ctx.PostBody())), st.Gateway.AnswerBytes(req)))
+	call := &gateway.Call{Caller: caller, Req: req}
+	forward := !req.Stream && openai.Forwards(format) && st.Gateway.Forwards(call)
+	answer := st.Gateway.AnswerBytes(req)
+	if forward {
+		answer = st.Gateway.ForwardedBytes(call)
+	}
+	hold, e := s.holdBytes(safemath.Add(int64(len(ctx.PostBody())), answer))
 	if e != nil {
 		s.fail(ctx, l, e)
 		return
@@ -194,9 +200,9 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 		s.chatStream(ctx, st, l, req, format, rctx, cancel, stopWatch, hold)
 		return
 	}
-	call := &gateway.Call{ID: s.ids.next(), Caller: caller, Req: req}
-	if openai.Forwards(format) && st.Gateway.Forwards(call) {
-		s.chatForward(ctx, st, l, call, format, rctx, cancel, stopWatch)
+	call.ID = s.ids.next()
+	if forward {
+		s.chatForward(ctx, st, l, call, format, rctx, cancel, stopWatch, hold)
 		return
 	}
 	ans, served, err := st.Gateway.Chat(rctx, call)
@@ -212,11 +218,11 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 		s.fail(ctx, l, e)
 		return
 	}
-	s.chatAnswer(ctx, st, l, ans, format)
+	s.chatAnswer(ctx, st, l, ans, format, hold)
 }
 
 // chatAnswer writes a whole chat answer (its call closed) and logs it.
-func (s *Server) chatAnswer(ctx *fasthttp.RequestCtx, st *State, l *reqLog, ans *gateway.Answer, format openai.Format) {
+func (s *Server) chatAnswer(ctx *fasthttp.RequestCtx, st *State, l *reqLog, ans *gateway.Answer, format openai.Format, hold *inflight.Hold) {
 	ctx.Response.Header.Set("x-nanogate-provider", ans.Served.Provider)
 	body := openai.NewChatBody(ans, l.id, l.model, format)
 	ctx.SetContentType("application/json")
@@ -255,7 +261,7 @@ func (s *Server) chatStream(ctx *fasthttp.RequestCtx, st *State, l *reqLog, req 
 // way), the body as the upstream sends it. The call is closed, and the
 // request logged, when the body is out or broke.
 func (s *Server) chatForward(ctx *fasthttp.RequestCtx, st *State, l *reqLog, call *gateway.Call, format openai.Format,
-	rctx context.Context, cancel context.CancelFunc, stopWatch func()) {
+	rctx context.Context, cancel context.CancelFunc, stopWatch func(), hold *inflight.Hold) {
 	fa, served, err := st.Gateway.ChatForward(rctx, call)
 	if !s.opened(ctx, l, call, served, err, func() { stopWatch(); cancel() }) {
 		return
@@ -264,7 +270,7 @@ func (s *Server) chatForward(ctx *fasthttp.RequestCtx, st *State, l *reqLog, cal
 		stopWatch()
 		cancel()
 		l.closeCall(call)
-		s.chatAnswer(ctx, st, l, fa.Whole, format)
+		s.chatAnswer(ctx, st, l, fa.Whole, format, hold)
 		return
 	}
 	// The client watch stays on while the answer is relayed, as for a
@@ -288,10 +294,10 @@ func (s *Server) chatForward(ctx *fasthttp.RequestCtx, st *State, l *reqLog, cal
 	ctx.SetContentType("application/json")
 	l.status = fasthttp.StatusOK
 	if whole {
-		setBody(ctx, st, body, body.Len())
+		setHeldBody(ctx, st, body, body.Len(), hold)
 		return
 	}
-	setBody(ctx, st, body, -1)
+	setHeldBody(ctx, st, body, -1, hold)
 }
 
 // prefetchBytes is how much of a forwarded answer is rendered before its

@@ -24,21 +24,8 @@ func TestInFlightBoundRefusesWith503(t *testing.T) {
 	ts.up.SetFault(fakeup.Fault{Hang: true})
 
 	// The first request hangs at the upstream, holding its bytes.
-	hung, cancel := context.WithCancel(context.Background())
+	cancel, done := hangRequest(t, ts)
 	defer cancel()
-	done := make(chan int, 1)
-	go func() {
-		req, _ := http.NewRequestWithContext(hung, "POST", ts.url+"/v1/chat/completions", strings.NewReader(chatBody(testModel, "")))
-		req.Header.Set("Authorization", "Bearer "+ciKey)
-		resp, err := httpClient.Do(req)
-		if err != nil {
-			done <- 0
-			return
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		done <- resp.StatusCode
-	}()
 	poll.Until(t, 10*time.Second, "the first request to reach the upstream", func() bool { return ts.up.InFlight() == 1 })
 
 	r := send(t, "POST", ts.url+"/v1/chat/completions", ciKey, "application/json", []byte(chatBody(testModel, "")))
@@ -126,4 +113,43 @@ func TestInFlightBoundHoldsUntilTheAnswerIsWritten(t *testing.T) {
 	poll.Until(t, 20*time.Second, "the bytes to be released once the answer is written", func() bool {
 		return ts.s.inflight.InUse() == 0
 	})
+}
+
+// hangRequest sends a chat request in the background; cancel makes its
+// client leave, and done says when it has.
+func hangRequest(t *testing.T, ts *testServer) (cancel func(), done <-chan int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "POST", ts.url+"/v1/chat/completions", strings.NewReader(chatBody(testModel, "")))
+		req.Header.Set("Authorization", "Bearer "+ciKey)
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			ch <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		ch <- resp.StatusCode
+	}()
+	return cancel, ch
+}
+
+// A Gemini answer forwarded as it arrives holds a window, not its image:
+// the bound admits several where it admits one answer read whole.
+func TestInFlightBoundCountsAForwardedAnswerAsAWindow(t *testing.T) {
+	ts := startServer(t, serverOpts{kind: fakeup.Gemini, server: "  max_bytes_in_flight: 3MiB\n"})
+	ts.up.SetFault(fakeup.Fault{Hang: true})
+	for range 4 {
+		cancel, done := hangRequest(t, ts)
+		defer func() { cancel(); <-done }()
+	}
+	poll.Until(t, 10*time.Second, "four forwarded requests to reach the upstream", func() bool { return ts.up.InFlight() == 4 })
+	// Read whole (the images format is not forwarded), one is past the bound.
+	r := send(t, "POST", ts.url+"/v1/chat/completions", ciKey, "application/json", []byte(chatBody(testModel, "")),
+		"x-nanogate-image-format", "images")
+	if r.status != 503 {
+		t.Fatalf("an answer read whole beside four forwarded ones: %d %.200s", r.status, r.body)
+	}
+	ts.up.ClearFault()
 }
