@@ -36,7 +36,17 @@ type Model struct {
 	Sizes        map[string]Size `yaml:"sizes"`
 	DefaultSize  string          `yaml:"default_size"`
 	AspectRatios []string        `yaml:"aspect_ratios"`
+	// ImageSignatures says whether the model puts a thoughtSignature on the
+	// images it draws (Google's 3.x models do, 2.5 Flash Image does not);
+	// nil: not known, taken as yes. An image forwarded as it arrives is
+	// digested as it passes only when its model may sign it, because the
+	// signature comes after the image's data.
+	ImageSignatures *bool `yaml:"image_signatures,omitempty"`
 }
+
+// SignsImages reports whether the model may put a thoughtSignature on its
+// images: true unless the catalogue says it does not.
+func (m *Model) SignsImages() bool { return m.ImageSignatures == nil || *m.ImageSignatures }
 
 // Retired is a model id Google retired; requests for it are served by the
 // model that lists it.
@@ -171,6 +181,9 @@ func merge(m *Model, o Model) {
 	}
 	if o.AspectRatios != nil {
 		m.AspectRatios = o.AspectRatios
+	}
+	if o.ImageSignatures != nil {
+		m.ImageSignatures = o.ImageSignatures
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 
+	"go.uber.org/zap"
+
 	"nanogate/provider"
 	"nanogate/router"
 )
@@ -36,7 +38,7 @@ func (g *Gateway) ChatForward(ctx context.Context, call *Call) (*ForwardAnswer, 
 	if err := g.admit(ctx, call); err != nil {
 		return nil, router.Served{}, err
 	}
-	call.Req.Forward, call.Req.ForwardDigest = true, g.sigs != nil
+	call.Req.Forward, call.Req.ForwardDigest = true, g.sigs != nil && g.mayBeSigned(call.Req.Model)
 	st, first, served, err := g.router.ChatStream(ctx, call.Req)
 	if err != nil {
 		call.fail(served, err)
@@ -98,6 +100,8 @@ func (a *ForwardAnswer) Next() (*provider.Event, error) {
 		a.images++
 		if ev.Piece.Digested {
 			a.g.putSignature(a.ctx, ev.Piece.Digest, "", ev.Piece.Signature)
+		} else if len(ev.Piece.Signature) > 0 && a.g.sigs != nil {
+			a.g.unexpectedSignature(a.call.Req.Model)
 		}
 	}
 	return ev, nil
@@ -147,4 +151,22 @@ func (a *ForwardAnswer) Close() {
 		return
 	}
 	a.call.succeed(a.Served, a.Usage())
+}
+
+// mayBeSigned reports whether images of the public model may carry a
+// thoughtSignature: the digest a forwarded image needs for it (decoding
+// and hashing megabytes as they pass) is spent only then.
+func (g *Gateway) mayBeSigned(model string) bool {
+	m := g.Model(model)
+	return m == nil || m.SignsImages()
+}
+
+// unexpectedSignature logs, once per model, a signature on an image of a
+// model the catalogue says signs none: it cannot be kept (the image was not
+// digested), and the catalogue's image_signatures should say so.
+func (g *Gateway) unexpectedSignature(model string) {
+	if _, logged := g.unsignedWarned.LoadOrStore(model, true); !logged {
+		g.log.Warn("a model the catalogue says puts no thoughtSignature on its images signed one; it is not kept "+
+			"(set image_signatures in the catalogue; logged once per model)", zap.String("model", model))
+	}
 }

@@ -6,8 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"nanogate/accounting"
+	"nanogate/catalog"
 	"nanogate/config"
+	"nanogate/images/signatures"
 	"nanogate/internal/fakeup"
 	"nanogate/provider"
 	"nanogate/router"
@@ -179,3 +184,55 @@ func TestForwardRefusesAnImageBeyondTheLimits(t *testing.T) {
 
 // bombPNG is a PNG signature and IHDR declaring 100000 x 100000 pixels.
 const bombPNG = "iVBORw0KGgoAAAANSUhEUgABhqAAAYagCAIAAAAnMJyf"
+
+// TestForwardDigestsOnlyWhatMayBeSigned: a forwarded image is digested, and
+// its signature kept, unless the catalogue says its model signs none; a
+// signature from such a model is logged, once, not kept.
+func TestForwardDigestsOnlyWhatMayBeSigned(t *testing.T) {
+	no := false
+	sizes := map[string]catalog.Size{"1K": {Tokens: 1290}}
+	for _, c := range []struct {
+		name  string
+		model *catalog.Model // nil: the catalogue does not know it
+		kept  int
+	}{
+		{"unknown model", nil, 1},
+		{"3.x model", &catalog.Model{Name: "g3", Sizes: sizes, DefaultSize: "1K"}, 1},
+		{"2.5 model", &catalog.Model{Name: "g25", Sizes: sizes, DefaultSize: "1K", ImageSignatures: &no}, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			up, err := fakeup.Start(fakeup.Options{Kind: fakeup.Gemini, ImageSize: 300 << 10, ThoughtSignatures: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(up.Close)
+			j := geminiJourney(t, up)
+			sigs := signatures.NewMemory(0)
+			core, logs := observer.New(zap.WarnLevel)
+			j.g.sigs, j.g.log = sigs, zap.New(core)
+			j.g.modelOf = func(string) *catalog.Model { return c.model }
+			for range 2 {
+				call := j.call(t, chatOne)
+				a, _, err := j.g.ChatForward(context.Background(), call)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n, err := drain(a); n != 1 || err != nil {
+					t.Fatalf("%d images, %v", n, err)
+				}
+				a.Close()
+				call.Close()
+				if call.Req.ForwardDigest != (c.kept > 0) {
+					t.Fatalf("digest asked: %v", call.Req.ForwardDigest)
+				}
+			}
+			// The fake draws the same image each time: one key.
+			if got := sigs.Len(); got != c.kept {
+				t.Fatalf("%d signatures kept, want %d", got, c.kept)
+			}
+			if warned := logs.FilterMessageSnippet("signed one").Len(); warned != 1-c.kept {
+				t.Fatalf("%d warnings of an unexpected signature", warned)
+			}
+		})
+	}
+}

@@ -55,10 +55,13 @@ type Gateway struct {
 	// clampWarned holds the providers whose usage was clamped and logged,
 	// so that a misbehaving upstream is logged once, not per request.
 	clampWarned sync.Map
-	sigs        signatures.Store
-	sigTTL      time.Duration
-	sigFailures atomic.Uint64
-	sigWarned   atomic.Bool
+	// unsignedWarned holds the models that signed an image the catalogue
+	// said they would not, logged once.
+	unsignedWarned sync.Map
+	sigs           signatures.Store
+	sigTTL         time.Duration
+	sigFailures    atomic.Uint64
+	sigWarned      atomic.Bool
 }
 
 // Options are the parts of a Gateway besides its router.

@@ -9,7 +9,8 @@ import (
 )
 
 // TestTwoTurnEditSendsThoughtSignatureBack: Google's 3.x image models sign
-// the images they draw. The SDK only sends back the assistant message it got
+// the images they draw (Gemini 3 Pro Image here: the catalogue says 2.5 Flash
+// Image signs none, so its images are not digested). The SDK only sends back the assistant message it got
 // (ToParam); the second request Google receives carries the first answer's
 // signature on that image.
 func TestTwoTurnEditSendsThoughtSignatureBack(t *testing.T) {
@@ -17,7 +18,7 @@ func TestTwoTurnEditSendsThoughtSignatureBack(t *testing.T) {
 	k := kindNamed("gemini")
 	control(t, "POST", "/thought-signatures?on=true&server="+k.server, nil)
 	c := newClient(env.key)
-	first, err := c.Chat.Completions.New(ctx(t), openai.ChatCompletionNewParams{Model: k.model, Messages: prompt})
+	first, err := c.Chat.Completions.New(ctx(t), openai.ChatCompletionNewParams{Model: env.modelPro, Messages: prompt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func TestTwoTurnEditSendsThoughtSignatureBack(t *testing.T) {
 	}
 
 	turns := append(slices.Clone(prompt), first.Choices[0].Message.ToParam(), openai.UserMessage("make it blue"))
-	second, err := c.Chat.Completions.New(ctx(t), openai.ChatCompletionNewParams{Model: k.model, Messages: turns})
+	second, err := c.Chat.Completions.New(ctx(t), openai.ChatCompletionNewParams{Model: env.modelPro, Messages: turns})
 	if err != nil {
 		t.Fatal(err)
 	}
