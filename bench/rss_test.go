@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,36 +41,18 @@ func TestPeakRSSInFlight(t *testing.T) {
 	b := startBinaries(t, latency)
 	req, gw := b.gateway, b.gw
 	pid := gw.Process.Pid
-	idle := statusKB(pid, "VmRSS")
-	var peak atomic.Int64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		tk := time.NewTicker(10 * time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-				if kb := statusKB(pid, "VmRSS"); kb > peak.Load() {
-					peak.Store(kb)
-				}
-			}
-		}
-	}()
+	idle := load.StatusKB(pid, "VmRSS")
+	sampler := load.SampleRSS(pid)
 	res := load.Closed(req, conns, latency+500*time.Millisecond, dur)
-	close(stop)
-	<-sampled
-	hwm := statusKB(pid, "VmHWM")
+	peak := sampler.Stop()
+	hwm := load.StatusKB(pid, "VmHWM")
 	t.Logf("%d connections, upstream latency %v: %d answers (%d measured, %.0f/s), errors %d, bad %d %s",
 		conns, latency, res.Total, res.OK, res.RPS(), res.Errors, res.Bad, res.FirstErr)
 	if len(res.Lat) > 0 {
 		t.Logf("latency p50 %v p99 %v", load.Quantile(res.Lat, 0.5), load.Quantile(res.Lat, 0.99))
 	}
 	t.Logf("RSS idle %.0f MiB, peak %.0f MiB (VmHWM), %.0f MiB (sampled every 10 ms)",
-		float64(idle)/1024, float64(hwm)/1024, float64(peak.Load())/1024)
+		float64(idle)/1024, float64(hwm)/1024, float64(peak)/1024)
 }
 
 // binaries are the gateway binary in front of the fake Gemini upstream
@@ -237,19 +218,4 @@ func start(t *testing.T, dir, name string, env []string, bin string, args ...str
 		lf.Close()
 	})
 	return cmd
-}
-
-// statusKB reads a field of /proc/pid/status in kB (0 when unreadable).
-func statusKB(pid int, field string) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return n
-		}
-	}
-	return 0
 }

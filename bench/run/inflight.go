@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"nanogate/bench/load"
@@ -33,43 +31,6 @@ type inflightResult struct {
 	alive bool
 	// overloaded is nanogate_overloaded_total after the load.
 	overloaded float64
-}
-
-// rssSampler reads a process's VmRSS every 10 ms until stopped: a second
-// opinion to VmHWM, which the kernel keeps for the whole life of the
-// process.
-type rssSampler struct {
-	peak atomic.Int64
-	stop chan struct{}
-	wg   sync.WaitGroup
-}
-
-func sampleRSS(pid int) *rssSampler {
-	s := &rssSampler{stop: make(chan struct{})}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		t := time.NewTicker(10 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-s.stop:
-				return
-			case <-t.C:
-				if kb := statusKB(pid, "VmRSS"); kb > s.peak.Load() {
-					s.peak.Store(kb)
-				}
-			}
-		}
-	}()
-	return s
-}
-
-// Stop ends the sampling and returns the largest VmRSS seen, in KB.
-func (s *rssSampler) Stop() int64 {
-	close(s.stop)
-	s.wg.Wait()
-	return s.peak.Load()
 }
 
 // inflightPhase is many image answers in flight at once: C connections
@@ -105,12 +66,12 @@ func (h *harness) inflightPhase(sc *scenarios) {
 			continue
 		}
 		req, _ := load.NewPost(g.url+"/v1/chat/completions", bodyOf(sc.large.gateway), "Authorization: Bearer "+clientKey)
-		s := sampleRSS(g.pid())
+		s := load.SampleRSS(g.pid())
 		// The warm-up is the first round of answers: every connection's
 		// first request waits the whole upstream latency at once.
 		r.res = load.ClosedBackoff(req, c.conns, inflightLatency+500*time.Millisecond, h.plan.inflight, overloadBackoff)
 		r.sampledKB = s.Stop()
-		r.hwmKB = statusKB(g.pid(), "VmHWM")
+		r.hwmKB = load.StatusKB(g.pid(), "VmHWM")
 		r.alive = !g.exited()
 		if m, err := httpGet(g.url+"/metrics", 5*time.Second); err == nil {
 			r.overloaded, _ = metricValue(string(m), "nanogate_overloaded_total")

@@ -848,8 +848,8 @@ func (h *harness) rssPhase(sc *scenarios) {
 		if err := check("large through "+name, req, []string{`"image_tokens":1290`}); err != nil {
 			r.err = err.Error()
 		}
-		r.idleKB = statusKB(g.pid(), "VmRSS")
-		sampler := sampleRSS(g.pid())
+		r.idleKB = load.StatusKB(g.pid(), "VmRSS")
+		sampler := load.SampleRSS(g.pid())
 		var wg sync.WaitGroup
 		heap := filepath.Join(h.outDir, "heap-rss.pprof")
 		if i == 0 {
@@ -868,7 +868,7 @@ func (h *harness) rssPhase(sc *scenarios) {
 		r.cpu = cpuTime(g.pid()) - cpu0
 		r.sampledKB = sampler.Stop()
 		wg.Wait()
-		r.hwmKB = statusKB(g.pid(), "VmHWM")
+		r.hwmKB = load.StatusKB(g.pid(), "VmHWM")
 		g.stop()
 		h.rep.rss = append(h.rep.rss, r)
 		h.logf("%s: peak RSS %.0f MiB (sampled %.0f MiB), %d answers, %.0f/s, errors %d", name,

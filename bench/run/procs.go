@@ -168,21 +168,6 @@ func cpuTime(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / clockTick
 }
 
-// statusKB returns a "Vm..." line of /proc/<pid>/status in KiB, 0 if absent.
-func statusKB(pid int, field string) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
 // machine describes where the numbers were taken.
 type machine struct {
 	Cores   int
