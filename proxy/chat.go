@@ -179,9 +179,11 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 	}
 	call := &gateway.Call{Caller: caller, Req: req}
 	forward := !req.Stream && openai.Forwards(format) && st.Gateway.Forwards(call)
-	answer := st.Gateway.AnswerBytes(req)
+	var answer int64
 	if forward {
 		answer = st.Gateway.ForwardedBytes(call)
+	} else {
+		answer = st.Gateway.AnswerBytes(req)
 	}
 	hold, e := s.holdBytes(safemath.Add(int64(len(ctx.PostBody())), answer))
 	if e != nil {
