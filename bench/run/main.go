@@ -198,7 +198,7 @@ func (h *harness) run() int {
 	os.MkdirAll(h.outDir, 0o755)
 
 	h.logf("building the gateway, the fake upstreams and the micro-benchmarks")
-	build := exec.Command("go", "build", "-trimpath", "-o", h.bin+"/", ".", "./internal/fakeup/cmd/fakeup")
+	build := exec.Command("go", "build", "-trimpath", "-o", h.bin+"/", ".", "./internal/fakeup/cmd/fakeup", "./bench/floorproxy")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return h.fail("go build failed:\n%s", out)
@@ -344,6 +344,9 @@ type variant struct {
 	offload  bool   // images.offload to a filesystem store
 	env      []string
 	server   string // more lines under server:, indented
+	// floor: not nanogate but bench/floorproxy, which copies the request to
+	// the reseller and its answer back and does nothing else.
+	floor bool
 }
 
 var full = variant{name: "full: Redis limits + budget, request log", redis: true, limits: true, budget: true, logLevel: "info"}
@@ -358,7 +361,11 @@ var ablation = []variant{
 	{name: "full, log level warn (no request line)", redis: true, limits: true, budget: true, logLevel: "warn"},
 	embedded,
 	{name: "bare: no limits, no budget, no Redis", logLevel: "info"},
+	floor,
 }
+
+// floor is bench/floorproxy: what any gateway on fasthttp adds here.
+var floor = variant{name: "floor: a minimal fasthttp proxy (bench/floorproxy), not nanogate", floor: true}
 
 func (h *harness) gatewayConfig(listen, dir string, v variant) string {
 	if h.signingKey == "" {
@@ -430,6 +437,9 @@ func (h *harness) startGateway(name string, v variant) (*gateway, error) {
 	}
 	dir := filepath.Join(h.work, name)
 	os.MkdirAll(dir, 0o755)
+	if v.floor {
+		return h.startFloor(name, dir, listen, v)
+	}
 	cfg := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfg, []byte(h.gatewayConfig(listen, dir, v)), 0o600); err != nil {
 		return nil, err
@@ -440,6 +450,22 @@ func (h *harness) startGateway(name string, v variant) (*gateway, error) {
 	}
 	h.procs = append(h.procs, p)
 	g := &gateway{proc: p, url: "http://" + listen, pprof: "http://" + pp, v: v}
+	if err := waitHTTP(p, g.url+"/readyz", 30*time.Second); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// startFloor starts bench/floorproxy in front of the reseller: the floor
+// row of the ablation.
+func (h *harness) startFloor(name, dir, listen string, v variant) (*gateway, error) {
+	p, err := startProc(dir, name, nil, filepath.Join(h.bin, "floorproxy"), "-listen", listen,
+		"-upstream", "http://"+h.fakeAddrAt("openai")+"/v1/chat/completions", "-key", upstreamKey)
+	if err != nil {
+		return nil, err
+	}
+	h.procs = append(h.procs, p)
+	g := &gateway{proc: p, url: "http://" + listen, v: v}
 	if err := waitHTTP(p, g.url+"/readyz", 30*time.Second); err != nil {
 		return nil, err
 	}
@@ -672,7 +698,11 @@ func (h *harness) ablationPhase(sc *scenarios) {
 		}
 		defer g.stop()
 		req, _ := load.NewPost(g.url+"/v1/chat/completions", bodyOf(sc.small.gateway), "Authorization: Bearer "+clientKey)
-		if err := check(v.name, req, []string{`"image_tokens":1290`}); err != nil {
+		want := []string{`"image_tokens":1290`}
+		if v.floor {
+			want = []string{`"choices"`} // the reseller's answer, as it is
+		}
+		if err := check(v.name, req, want); err != nil {
 			h.logf("variant %q: %v", v.name, err)
 			continue
 		}
