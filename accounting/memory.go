@@ -218,76 +218,119 @@ func (m *Memory) rememberLocked(k idKey, day int64) {
 func unixDay(t time.Time) int64 { return t.Unix() / 86400 }
 
 // Apply implements Store.
-func (m *Memory) Apply(_ context.Context, rec Record) (bool, error) {
-	if err := rec.Validate(); err != nil {
-		return false, err
-	}
-	rec.Time = rec.Time.UTC()
-	var line []byte
-	if m.path != "" {
-		var err error
-		if line, err = json.Marshal(&rec); err != nil {
-			return false, fmt.Errorf("accounting: encode %s: %w", rec.ID, err)
+func (m *Memory) Apply(ctx context.Context, rec Record) (bool, error) {
+	n, err := m.ApplyBatch(ctx, []Record{rec})
+	return n == 1, err
+}
+
+// ApplyBatch implements Store. The batch's new records go to the file in
+// one write, so a busy replica pays one system call per batch, not per
+// record. Records are validated and encoded before the lock is taken; an
+// invalid one stops the batch there, as applying them one by one would.
+func (m *Memory) ApplyBatch(_ context.Context, recs []Record) (int, error) {
+	var lines []byte
+	var ends []int // ends[i]: where recs[i]'s line ends in lines
+	var stopErr error
+	valid := recs
+	for i := range recs {
+		if err := recs[i].Validate(); err != nil {
+			valid, stopErr = recs[:i], err
+			break
 		}
-		line = append(line, '\n')
+		if m.path == "" {
+			continue
+		}
+		rec := recs[i]
+		rec.Time = rec.Time.UTC()
+		line, err := json.Marshal(&rec)
+		if err != nil {
+			valid, stopErr = recs[:i], fmt.Errorf("accounting: encode %s: %w", rec.ID, err)
+			break
+		}
+		if ends == nil {
+			ends = make([]int, 0, len(recs))
+			lines = make([]byte, 0, len(recs)*(len(line)+1))
+		}
+		lines = append(append(lines, line...), '\n')
+		ends = append(ends, len(lines))
 	}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return false, errors.New("accounting: store closed")
+		return 0, errors.New("accounting: store closed")
 	}
-	k := idKey{rec.Team, rec.ID}
-	if _, dup := m.ids[k]; dup {
-		m.releaseLocked(rec.Team, rec.ID)
-		return false, nil
-	}
-	if m.path != "" && m.f == nil { // a compaction could not reopen it
-		if err := m.reopenLocked(); err != nil {
-			return false, err
-		}
-	}
-	if m.f != nil {
-		if n, err := m.f.Write(line); err != nil {
-			// A partial line would glue itself to the next one: cut it
-			// off, so the file stays whole lines.
-			if n > 0 {
-				if terr := m.f.Truncate(m.size); terr != nil {
-					err = errors.Join(err, terr)
-				}
+	// Keep the lines of records not applied before (nor earlier in this
+	// batch), compacting them in place.
+	fresh := make([]bool, len(valid))
+	var seen map[idKey]bool
+	kept, start := 0, 0
+	for i := range valid {
+		k := idKey{valid[i].Team, valid[i].ID}
+		_, dup := m.ids[k]
+		if !dup && len(valid) > 1 {
+			if seen == nil {
+				seen = make(map[idKey]bool, len(valid))
 			}
-			m.fileErr = err
-			return false, fmt.Errorf("accounting: write %s: %w", m.path, err)
+			dup = seen[k]
+			seen[k] = true
 		}
-		m.fileErr = nil
-		m.size += int64(len(line))
-		if m.unsynced++; m.unsynced >= SyncRecords {
-			select {
-			case m.kick <- struct{}{}:
-			default:
+		if m.path != "" {
+			if !dup {
+				kept += copy(lines[kept:], lines[start:ends[i]])
 			}
+			start = ends[i]
 		}
-		m.compactDueLocked()
+		fresh[i] = !dup
 	}
-	m.add(&rec, true)
-	m.releaseLocked(rec.Team, rec.ID)
-	m.pruneLocked()
-	return true, nil
-}
-
-// ApplyBatch implements Store.
-func (m *Memory) ApplyBatch(ctx context.Context, recs []Record) (int, error) {
+	if kept > 0 {
+		if err := m.writeLocked(lines[:kept]); err != nil {
+			return 0, err
+		}
+	}
 	applied := 0
-	for _, r := range recs {
-		ok, err := m.Apply(ctx, r)
-		if err != nil {
-			return applied, err
-		}
-		if ok {
+	for i := range valid {
+		rec := &valid[i]
+		if fresh[i] {
+			r := *rec
+			r.Time = r.Time.UTC()
+			m.add(&r, true)
 			applied++
 		}
+		m.releaseLocked(rec.Team, rec.ID)
 	}
-	return applied, nil
+	m.pruneLocked()
+	return applied, stopErr
+}
+
+// writeLocked appends whole lines to the file.
+func (m *Memory) writeLocked(lines []byte) error {
+	if m.f == nil { // a compaction could not reopen it
+		if err := m.reopenLocked(); err != nil {
+			return err
+		}
+	}
+	if n, err := m.f.Write(lines); err != nil {
+		// A partial line would glue itself to the next one: cut it off, so
+		// the file stays whole lines.
+		if n > 0 {
+			if terr := m.f.Truncate(m.size); terr != nil {
+				err = errors.Join(err, terr)
+			}
+		}
+		m.fileErr = err
+		return fmt.Errorf("accounting: write %s: %w", m.path, err)
+	}
+	m.fileErr = nil
+	m.size += int64(len(lines))
+	if m.unsynced += bytes.Count(lines, []byte{'\n'}); m.unsynced >= SyncRecords {
+		select {
+		case m.kick <- struct{}{}:
+		default:
+		}
+	}
+	m.compactDueLocked()
+	return nil
 }
 
 // pruneLocked forgets, once an hour, ids older than the id window and daily

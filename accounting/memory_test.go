@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +96,47 @@ func TestMemoryStoreForgetsIDsAfterTheWindow(t *testing.T) {
 	}
 	if _, err := m.Reserve(context.Background(), "t", config.Budget{USD: 1}, "x", 1); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMemoryStoreBatchWritesEachNewRecordOnce: a batch holding records seen
+// before, twice in itself, and an invalid one writes each new record's line
+// once, stops at the invalid one, and a restart reads the same totals.
+func TestMemoryStoreBatchWritesEachNewRecordOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "usage.jsonl")
+	clk := newClock(nov25)
+	recs := fixture(NewPricer(testConfig()))
+	m, err := OpenMemory(path, Options{Now: clk.Now}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, m, recs[0])
+	invalid := recs[2]
+	invalid.ID = ""
+	batch := []Record{recs[0], recs[1], recs[1], recs[2], invalid, recs[3]}
+	n, err := m.ApplyBatch(context.Background(), batch)
+	if err == nil {
+		t.Error("a batch with an invalid record succeeded")
+	}
+	if n != 2 {
+		t.Errorf("applied %d records, want 2 (recs[1] and recs[2])", n)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(string(b), "\n"); lines != 3 {
+		t.Errorf("the file has %d lines, want 3:\n%s", lines, b)
+	}
+	m, err = OpenMemory(path, Options{Now: clk.Now}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, period := range []string{"2026-11-25", PeriodTotal} {
+		checkBucket(t, m, recs[:3], "design", period)
 	}
 }
