@@ -297,6 +297,37 @@ func Fixed(req Request, rate float64, warmup, dur time.Duration) Result {
 		return Result{Errors: 1, FirstErr: err.Error()}
 	}
 	defer c.Close()
+	return fixed(rate, warmup, dur, func() (int, int64, error) { return c.Do(req.Raw, nil) })
+}
+
+// FixedPing is Fixed for a Redis server: PING round trips on one
+// connection at rate, the floor of any request that asks Redis once.
+func FixedPing(addr string, rate float64, warmup, dur time.Duration) Result {
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		return Result{Errors: 1, FirstErr: err.Error()}
+	}
+	defer nc.Close()
+	br := bufio.NewReader(nc)
+	ping := []byte("PING\r\n")
+	return fixed(rate, warmup, dur, func() (int, int64, error) {
+		if _, err := nc.Write(ping); err != nil {
+			return 0, 0, err
+		}
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return 0, 0, err
+		}
+		if !bytes.HasPrefix(line, []byte("+PONG")) {
+			return 0, 0, fmt.Errorf("redis answered %q to PING", line)
+		}
+		return 200, int64(len(line)), nil
+	})
+}
+
+// fixed runs do at rate for warmup (not measured) and then dur; Fixed
+// says how each call is measured.
+func fixed(rate float64, warmup, dur time.Duration, do func() (int, int64, error)) Result {
 	interval := time.Duration(float64(time.Second) / rate)
 	start := time.Now().Add(10 * time.Millisecond)
 	from, end := start.Add(warmup), start.Add(warmup+dur)
@@ -317,7 +348,7 @@ func Fixed(req Request, rate float64, warmup, dur time.Duration) Result {
 		if free.After(due) {
 			measureFrom = due // held up by the previous answer: that wait counts
 		}
-		st, nb, err := c.Do(req.Raw, nil)
+		st, nb, err := do()
 		done := time.Now()
 		free = done
 		r.Total++

@@ -132,7 +132,7 @@ func (r *report) ablationTargets() []targetRow {
 	}
 	return []targetRow{
 		{"added p50, c=1, small answer: Redis limits + budget minus the same in memory", "≤ " + fd(targetRedisExtra),
-			fmt.Sprintf("%s (%s − %s)", fd(extra), fd(redis.addedP50(d)), fd(memAdded)), verdict(extra <= targetRedisExtra)},
+			fmt.Sprintf("%s (%s − %s%s)", fd(extra), fd(redis.addedP50(d)), fd(memAdded), r.pingNote()), verdict(extra <= targetRedisExtra)},
 		{"throughput at c=32, small answer: Redis / in memory", fmt.Sprintf("≥ %.1f×", targetRedisVsMemory),
 			fmt.Sprintf("%.2f× (%.0f / %.0f req/s)", ratio, redis.rps(), mem.rps()), verdict(ratio >= targetRedisVsMemory)},
 		{"added p50, c=1, small answer, limits + budget in memory", "≤ " + fd(targetMemoryAdded), fd(memAdded) + floorAdded,
@@ -140,6 +140,15 @@ func (r *report) ablationTargets() []targetRow {
 		{"throughput at c=32, small answer, in memory / direct", fmt.Sprintf("≥ %.2f×", targetMemoryRatio),
 			fmt.Sprintf("%.2f× (%.0f / %.0f req/s%s)", memRatio, mem.rps(), d.rps(), floorRatio), verdict(memRatio >= targetMemoryRatio)},
 	}
+}
+
+// pingNote is the breakdown's Redis round trip, for the Redis target row:
+// the floor of a request that asks Redis once.
+func (r *report) pingNote() string {
+	if len(r.ablPing) == 0 {
+		return ""
+	}
+	return "; one Redis round trip alone: " + fd(medianD(r.ablPing))
 }
 
 func (r *report) inflightTargets() []targetRow {

@@ -723,6 +723,11 @@ func (h *harness) ablationPhase(sc *scenarios) {
 	}
 	for run := range h.plan.runs {
 		measure(h.rep.ablDirect, nil, sc.small.direct)
+		if h.redisAddr != "" {
+			if p := load.FixedPing(h.redisAddr, rate, 150*time.Millisecond, h.plan.ablFixed); p.OK > 0 {
+				h.rep.ablPing = append(h.rep.ablPing, p.Pct(.5))
+			}
+		}
 		for k := range gws {
 			i := (k + run) % len(gws) // rotate the order against drift
 			measure(cases[i], gws[i], reqs[i])

@@ -260,6 +260,9 @@ type report struct {
 	sweep     []tpCase
 	abl       []ablCase
 	ablDirect *ablCase
+	// ablPing: per run, the p50 of Redis PING round trips at the rate of
+	// the breakdown's c=1 (the floor of asking Redis anything once).
+	ablPing   []time.Duration
 	large     []tpCase
 	prof      *profResult
 	profLarge *profResult
@@ -495,6 +498,10 @@ func (r *report) markdown() string {
 				100*c.foreign(r.m.Cores), c.failures())
 		}
 		w("\n")
+		if len(r.ablPing) > 0 {
+			w("One Redis round trip alone (PING on one connection, open loop at the same rate, from the load\n"+
+				"generator): p50 %s. Every variant with Redis makes at least one per request.\n\n", fd(medianD(r.ablPing)))
+		}
 	}
 	tpTable("## Throughput, 1.5 MB Gemini image (closed loop)", r.large)
 
