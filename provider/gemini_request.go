@@ -270,9 +270,19 @@ func planGemini(req *ChatRequest, model string) (*geminiPlan, *RequestError) {
 // Consecutive messages of one role are merged into one content, since
 // Google's turns alternate between user and model.
 func appendGeminiBody(dst []byte, req *ChatRequest, plan *geminiPlan) []byte {
+	return appendGeminiBodyRefs(dst, req, plan, nil)
+}
+
+// appendGeminiBodyRefs is appendGeminiBody that, when refs is not nil,
+// references the client's large base64 images (splitBody) instead of
+// copying them into dst.
+func appendGeminiBodyRefs(dst []byte, req *ChatRequest, plan *geminiPlan, refs *[]bodyRef) []byte {
 	// One allocation at most: the body is about the client's, plus the
 	// fetched images in base64.
 	n := len(dst) + len(req.Raw) + 512
+	if refs != nil {
+		n = len(dst) + 4096
+	}
 	for i := range req.Messages {
 		for _, pt := range req.Messages[i].Parts {
 			if pt.Image != nil && pt.Image.Data != nil {
@@ -315,7 +325,7 @@ func appendGeminiBody(dst []byte, req *ChatRequest, plan *geminiPlan) []byte {
 			switch {
 			case pt.Image != nil && pt.Image.B64 != nil:
 				dst = w.begin(dst, "", role)
-				dst = appendInlineData(dst, pt.Image.MIME, pt.Image.B64)
+				dst = appendInlineData(dst, pt.Image.MIME, pt.Image.B64, refs)
 				dst = appendSignature(dst, req, role, pt.Image.B64)
 			case pt.Image != nil:
 				// An http(s) image, fetched by Prepare.
@@ -332,7 +342,7 @@ func appendGeminiBody(dst []byte, req *ChatRequest, plan *geminiPlan) []byte {
 				for _, s := range segs {
 					if s.image != nil {
 						dst = w.begin(dst, "", role)
-						dst = appendInlineData(dst, s.image.MIME, s.image.B64)
+						dst = appendInlineData(dst, s.image.MIME, s.image.B64, refs)
 						dst = appendSignature(dst, req, role, s.image.B64)
 					} else if t := trimEscapedSpace(s.text); len(t) > 0 {
 						dst = w.begin(dst, "", role)
@@ -432,11 +442,17 @@ func appendTextPart(dst, escaped []byte) []byte {
 	return append(dst, `"}`...)
 }
 
-func appendInlineData(dst []byte, mime string, b64 []byte) []byte {
+// appendInlineData writes an inlineData part; with refs, a large b64 is
+// referenced at its place instead of copied.
+func appendInlineData(dst []byte, mime string, b64 []byte, refs *[]bodyRef) []byte {
 	dst = append(dst, `{"inlineData":{"mimeType":`...)
 	dst = jsonx.AppendString(dst, mime)
 	dst = append(dst, `,"data":"`...)
-	dst = append(dst, b64...)
+	if refs != nil && len(b64) >= refMin {
+		*refs = append(*refs, bodyRef{at: len(dst), ext: b64})
+	} else {
+		dst = append(dst, b64...)
+	}
 	return append(dst, `"}}`...)
 }
 
