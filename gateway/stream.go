@@ -52,8 +52,21 @@ func (s *StreamAnswer) Next() (*provider.Event, error) {
 			s.g.offloadImage(s.ctx, ev.Image)
 		}
 		s.g.keepSignature(s.ctx, ev.Image)
+	case ev.Piece != nil && ev.Piece.Step == provider.ImageEnd:
+		s.images++
+		s.g.imageForwarded(s.ctx, s.call.Req.Model, ev.Piece)
 	}
 	return ev, nil
+}
+
+// imageForwarded keeps the signature of an image handed on in windows,
+// once it has ended: by its digest, when it was digested.
+func (g *Gateway) imageForwarded(ctx context.Context, model string, p *provider.ImagePiece) {
+	if p.Digested {
+		g.putSignature(ctx, p.Digest, "", p.Signature)
+	} else if len(p.Signature) > 0 && g.sigs != nil {
+		g.unexpectedSignature(model)
+	}
 }
 
 // Usage is what the stream has used so far: every image it passed, and the

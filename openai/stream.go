@@ -71,6 +71,7 @@ type StreamBody struct {
 	newlines [provider.MaxN]int  // escaped newlines at the end of the content sent
 	held     [provider.MaxN][]byte
 	hasImage [provider.MaxN]bool
+	suffix   string // closes the chunk of the image being relayed in pieces
 	finish   string
 	closed   bool
 }
@@ -266,6 +267,8 @@ func (b *StreamBody) event(ev *provider.Event, write func([]byte) error) error {
 		return b.text(c, ev.Text, write)
 	case ev.Image != nil:
 		return b.image(c, ev.Image, write)
+	case ev.Piece != nil:
+		return b.piece(c, ev.Piece, write)
 	case ev.FinishReason != "":
 		if err := b.role(c, write); err != nil {
 			return err
@@ -340,8 +343,42 @@ func trailingNewlines(t []byte, prev int) int {
 }
 
 func (b *StreamBody) image(c int, img *provider.Image, write func([]byte) error) error {
-	if err := b.role(c, write); err != nil {
+	suffix, err := b.imageStart(c, img.URL, img.MIME, write)
+	if err != nil {
 		return err
+	}
+	if img.URL == "" {
+		if err := write(img.B64); err != nil {
+			return err
+		}
+	}
+	return b.imageEnd(suffix, write)
+}
+
+// piece relays an image that comes in windows (provider.ImagePiece): the
+// same bytes as image writes for the whole image, window by window, so an
+// image in flight holds a window. The chunk's JSON is open between the
+// image's begin and end.
+func (b *StreamBody) piece(c int, p *provider.ImagePiece, write func([]byte) error) error {
+	switch p.Step {
+	case provider.ImageBegin:
+		suffix, err := b.imageStart(c, p.URL, p.MIME, write)
+		b.suffix = suffix
+		return err
+	case provider.ImageData:
+		return write(p.Data)
+	case provider.ImageEnd:
+		return b.imageEnd(b.suffix, write)
+	}
+	return nil
+}
+
+// imageStart writes the start of the chunk that carries an image, up to
+// where its data URL's base64 goes (a link: the link too, then nothing is
+// written yet), and returns what closes the chunk's delta.
+func (b *StreamBody) imageStart(c int, url, mime string, write func([]byte) error) (string, error) {
+	if err := b.role(c, write); err != nil {
+		return "", err
 	}
 	b.chunkStart(c)
 	first := !b.hasImage[c]
@@ -366,18 +403,18 @@ func (b *StreamBody) image(c int, img *provider.Image, write func([]byte) error)
 		b.buf = append(b.buf, `{"images":[{"type":"image_url","image_url":{"url":"`...)
 		suffix = `"}}]}`
 	}
-	if img.URL != "" {
-		b.buf = appendEscaped(b.buf, img.URL)
-	} else {
-		b.buf = appendDataURLStart(b.buf, img.MIME)
-		if err := write(b.buf); err != nil {
-			return err
-		}
-		if err := write(img.B64); err != nil {
-			return err
-		}
-		b.buf = b.buf[:0]
+	if url != "" {
+		b.buf = appendEscaped(b.buf, url)
+		return suffix, nil // written with the suffix
 	}
+	b.buf = appendDataURLStart(b.buf, mime)
+	err := write(b.buf)
+	b.buf = b.buf[:0]
+	return suffix, err
+}
+
+// imageEnd closes the chunk imageStart opened.
+func (b *StreamBody) imageEnd(suffix string, write func([]byte) error) error {
 	b.buf = append(b.buf, suffix...)
 	b.buf = b.chunkEnd(b.buf, "")
 	return write(b.buf)
