@@ -241,8 +241,9 @@ func reload(path string, srv *proxy.Server, d *deps) {
 	log := d.log
 	cfg, warnings, err := config.Load(path)
 	if err != nil {
-		log.Error("reload refused: invalid config; the old one stays in force", zap.Error(err))
+		// Counted before it is logged: whoever reads the line finds it counted.
 		d.metrics.Reloads.WithLabelValues("refused").Inc()
+		log.Error("reload refused: invalid config; the old one stays in force", zap.Error(err))
 		return
 	}
 	d.swapMu.Lock()
@@ -255,8 +256,8 @@ func reload(path string, srv *proxy.Server, d *deps) {
 		log.Warn("providers of a kind this build does not speak are disabled", zap.Strings("providers", skipped))
 	}
 	if err != nil {
-		log.Error("reload refused", zap.Error(err))
 		d.metrics.Reloads.WithLabelValues("refused").Inc()
+		log.Error("reload refused", zap.Error(err))
 		return
 	}
 	applied, restart := config.Changes(d.cfg, cfg)

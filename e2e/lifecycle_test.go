@@ -142,9 +142,10 @@ func TestSIGHUPReloads(t *testing.T) {
 		readAll(t, resp)
 		return resp.StatusCode == 200
 	})
-	if !strings.Contains(e.gw.Logs(), `"msg":"config reloaded","changed":["keys"]`) {
-		t.Errorf("the reload's summary does not say the keys changed")
-	}
+	// The new state is in force a moment before its summary is logged.
+	waitFor(t, 10*time.Second, "the reload's summary saying the keys changed", func() bool {
+		return strings.Contains(e.gw.Logs(), `"msg":"config reloaded","changed":["keys"]`)
+	})
 	// A setting that needs a restart is named in a warning.
 	moved := strings.Replace(added, "max_body_bytes: ", "max_body_bytes: 1", 1)
 	if err := os.WriteFile(e.gw.ConfigPath, []byte(moved), 0o600); err != nil {

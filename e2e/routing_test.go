@@ -106,22 +106,32 @@ func TestHundredConcurrentAtHalfOpenMakeOneTrial(t *testing.T) {
 	readAll(t, e.post(t, chatBody("")))
 	waitCooldown(t, e)
 	e.cheap.Reset()
-	e.cheap.SetLatency(time.Second) // the trial is still in flight while the others arrive
-	var wg sync.WaitGroup
+	// The trial is held in flight until the other 99 have been answered:
+	// on a loaded machine, sending them can take longer than any fixed wait.
+	e.cheap.SetLatency(5 * time.Second)
 	var mu sync.Mutex
 	codes := map[int]int{}
-	for i := 0; i < 100; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp := e.post(t, chatBody(""))
-			readAll(t, resp)
-			mu.Lock()
-			codes[resp.StatusCode]++
-			mu.Unlock()
-		}()
+	send := func() {
+		resp := e.post(t, chatBody(""))
+		readAll(t, resp)
+		mu.Lock()
+		codes[resp.StatusCode]++
+		mu.Unlock()
 	}
-	wg.Wait()
+	var trial sync.WaitGroup
+	trial.Add(1)
+	go func() { defer trial.Done(); send() }()
+	waitFor(t, 10*time.Second, "the trial in flight", func() bool { return e.cheap.InFlight() == 1 })
+	var others sync.WaitGroup
+	for i := 0; i < 99; i++ {
+		others.Add(1)
+		go func() { defer others.Done(); send() }()
+	}
+	others.Wait()
+	if n := e.cheap.InFlight(); n != 1 {
+		t.Errorf("%d requests in flight at the half-open provider once the others were answered, want the trial alone", n)
+	}
+	trial.Wait()
 	if n := e.cheap.Requests(); n != 1 {
 		t.Fatalf("half-open provider got %d requests, want exactly 1 trial", n)
 	}

@@ -174,6 +174,10 @@ func (s *Server) handleServerError(ctx *fasthttp.RequestCtx, err error) {
 	}()
 	var small *fasthttp.ErrSmallBuffer
 	if errors.As(err, &small) {
+		// The rest of the headers (and any body) is still unread: drained,
+		// so that closing does not reset the connection before the client
+		// reads the 431.
+		drainPending(ctx.Conn(), maxHeaderDrain)
 		writeError(ctx, &apiError{Status: fasthttp.StatusRequestHeaderFieldsTooLarge, Type: "invalid_request_error",
 			Code: "invalid_request", Message: "Request headers too large."})
 		return
@@ -212,6 +216,24 @@ func (s *Server) drainBody(ctx *fasthttp.RequestCtx) {
 		// Part of the body may already sit in fasthttp's buffer: stop when
 		// the client has nothing more to send.
 		c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+		n, err := c.Read(buf)
+		total += int64(n)
+		if err != nil {
+			break
+		}
+	}
+	c.SetReadDeadline(time.Time{})
+}
+
+// maxHeaderDrain bounds what drainPending reads after headers too large.
+const maxHeaderDrain = 256 << 10
+
+// drainPending reads and drops what the client has already sent, up to max
+// bytes, until it pauses; for an answer given before the request was read.
+func drainPending(c net.Conn, max int64) {
+	buf := make([]byte, 32<<10)
+	for total := int64(0); total < max; {
+		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 		n, err := c.Read(buf)
 		total += int64(n)
 		if err != nil {

@@ -113,6 +113,39 @@ func TestUnreadableRequestsAnswerInTheEnvelope(t *testing.T) {
 	}
 }
 
+// TestLargeHeadersCloseWithoutAReset: the rest of a request whose headers
+// are too large (more headers, a body) is read before the 431 is written,
+// so the connection ends with a FIN. Closed with bytes unread, it would end
+// with a reset, and a client still writing its request gets a broken pipe
+// instead of the 431.
+func TestLargeHeadersCloseWithoutAReset(t *testing.T) {
+	ts := startServer(t, serverOpts{server: "  max_header_bytes: 2048\n"})
+	c, err := net.Dial("tcp", strings.TrimPrefix(ts.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nX-Big: " + strings.Repeat("a", 5000) +
+		"\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("b", 100000)
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Second)) // a bound against hanging, not a measure
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no HTTP answer: %v", err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 431 {
+		t.Fatalf("status %d, want 431", resp.StatusCode)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the 431 the connection ended with %v, want EOF (a FIN, not a reset)", err)
+	}
+}
+
 // TestStalledHeadersAre408: a client that stops in the middle of its
 // headers is timed out like one that stops in its body: 408
 // request_timeout.
