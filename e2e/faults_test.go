@@ -87,8 +87,11 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 	if other.Load() != 0 {
 		t.Fatalf("%d requests failed during the outage (%d succeeded)", other.Load(), ok.Load())
 	}
-	if s := slowest.Load(); s > 1000 {
-		t.Fatalf("a request took %d ms", s)
+	// A bound against hanging (the limiter's decision timeout is
+	// milliseconds), not a measure: on a loaded machine a request that did
+	// not hang can still take a second.
+	if s := slowest.Load(); s > 10_000 {
+		t.Fatalf("a request took %d ms: it hung on the dead Redis", s)
 	}
 	var u usageView
 	if !poll.Within(30*time.Second, func() bool {
