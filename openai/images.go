@@ -316,6 +316,32 @@ func AppendImagesResponse(b []byte, imgs []provider.Image, u gateway.Usage, prom
 		}
 		b = make([]byte, 0, n)
 	}
+	var s segs
+	s.small = b
+	renderImages(&s, imgs, u, promptImage, false)
+	return s.small
+}
+
+// ImagesBody is a rendered images response that writes its images' base64
+// from the upstream buffers to the client without a copy (as ChatBody does).
+type ImagesBody struct{ segBody }
+
+// NewImagesBody renders the images response (AppendImagesResponse's);
+// release, if not nil, frees the buffers behind the images once the body
+// is closed.
+func NewImagesBody(imgs []provider.Image, u gateway.Usage, promptImage int64, release func()) *ImagesBody {
+	b := &ImagesBody{}
+	b.release = release
+	b.small = make([]byte, 0, 512)
+	renderImages(&b.segs, imgs, u, promptImage, true)
+	return b
+}
+
+// renderImages writes the images response into s: each image's base64 as
+// a piece of its own when ext, else copied into s.small.
+func renderImages(s *segs, imgs []provider.Image, u gateway.Usage, promptImage int64, ext bool) {
+	b := s.small
+	from := len(b)
 	b = append(b, `{"created":`...)
 	b = strconv.AppendInt(b, time.Now().Unix(), 10)
 	b = append(b, `,"data":[`...)
@@ -330,7 +356,14 @@ func AppendImagesResponse(b []byte, imgs []provider.Image, u gateway.Usage, prom
 			continue
 		}
 		b = append(b, `{"b64_json":"`...)
-		b = append(b, img.B64...)
+		if ext {
+			s.small = b
+			s.cut(from)
+			s.ext(img.B64)
+			b, from = s.small, len(s.small)
+		} else {
+			b = append(b, img.B64...)
+		}
 		b = append(b, `"}`...)
 	}
 	inImage := promptImageTokens(promptImage, u.PromptTokens)
@@ -346,5 +379,8 @@ func AppendImagesResponse(b []byte, imgs []provider.Image, u gateway.Usage, prom
 	b = strconv.AppendInt(b, u.ImageTokens, 10)
 	b = append(b, `},"total_tokens":`...)
 	b = strconv.AppendInt(b, u.PromptTokens+u.ImageTokens, 10)
-	return append(b, "}}\n"...)
+	s.small = append(b, "}}\n"...)
+	if ext {
+		s.cut(from)
+	}
 }

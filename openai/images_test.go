@@ -1,9 +1,14 @@
 package openai
 
 import (
+	"bytes"
+	"io"
+	"regexp"
 	"testing"
 
 	"nanogate/catalog"
+	"nanogate/gateway"
+	"nanogate/provider"
 )
 
 // TestImagesAPISizeAndQualityPickTheImageSize: OpenAI's size and quality
@@ -44,5 +49,39 @@ func TestImagesAPISizeAndQualityPickTheImageSize(t *testing.T) {
 	}
 	if err := (&ImagesRequest{}).Param("quality", "ultra"); err == nil {
 		t.Error("quality ultra accepted")
+	}
+}
+
+// TestImagesBodyWritesTheImagesWithoutACopy: the images response written
+// piece by piece (and read) is AppendImagesResponse's, byte for byte, its
+// own buffer holds none of the images' base64, and closing it releases the
+// upstream buffers once.
+func TestImagesBodyWritesTheImagesWithoutACopy(t *testing.T) {
+	b64 := bytes.Repeat([]byte("iVBORw0KGgo+"), 20000)
+	imgs := []provider.Image{{MIME: "image/png", B64: b64}, {URL: "https://img.example/b.png"}, {MIME: "image/png", B64: b64[:400]}}
+	u := gateway.Usage{PromptTokens: 12, ImageTokens: 2580}
+	want := AppendImagesResponse(nil, imgs, u, 3)
+	released := 0
+	b := NewImagesBody(imgs, u, 3, func() { released++ })
+	if len(b.small) >= len(b64) {
+		t.Errorf("the body's own buffer is %d bytes: the image was copied", len(b.small))
+	}
+	var w bytes.Buffer
+	if _, err := b.WriteTo(&w); err != nil {
+		t.Fatal(err)
+	}
+	// created is the second: the two may straddle one.
+	norm := func(x []byte) []byte { return regexp.MustCompile(`"created":\d+`).ReplaceAll(x, []byte(`"created":0`)) }
+	if !bytes.Equal(norm(w.Bytes()), norm(want)) || b.Len() != len(want) {
+		t.Errorf("WriteTo gave %d bytes (Len %d), AppendImagesResponse %d; they differ", w.Len(), b.Len(), len(want))
+	}
+	r, err := io.ReadAll(NewImagesBody(imgs, u, 3, nil))
+	if err != nil || !bytes.Equal(norm(r), norm(want)) {
+		t.Errorf("Read gave %d bytes (%v), want %d", len(r), err, len(want))
+	}
+	b.Close()
+	b.Close()
+	if released != 1 {
+		t.Errorf("released %d times, want once", released)
 	}
 }

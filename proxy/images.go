@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"time"
 
@@ -69,7 +68,6 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, c
 		s.fail(ctx, l, s.journeyError(err, call))
 		return
 	}
-	defer ans.Release()
 	if len(ans.Served) > 0 {
 		l.served = ans.Served[0]
 		l.served.Attempts = 0
@@ -79,9 +77,10 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, c
 	}
 	ctx.Response.Header.Set("x-nanogate-provider", ans.Provider())
 	ctx.SetContentType("application/json")
-	// The body is a buffer of this request's own: no copy into fasthttp's.
-	b := openai.AppendImagesResponse(nil, ans.Images, ans.Usage, ans.PromptImageTokens())
-	setHeldBody(ctx, st, bytes.NewReader(b), len(b), hold)
+	// The images go from the upstream buffers to the socket: the body
+	// releases them once written.
+	b := openai.NewImagesBody(ans.Images, ans.Usage, ans.PromptImageTokens(), ans.Release)
+	setHeldBody(ctx, st, b, b.Len(), hold)
 	l.status, l.usage = fasthttp.StatusOK, ans.Usage
 	s.logRequest(l)
 }
