@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,6 +32,37 @@ func redisConfig(b *testing.B) config.Redis {
 	return cfg
 }
 
+// redisTime resets Redis's command statistics and returns a function that
+// reports, per operation of b, the µs Redis spent in the commands clients
+// send here (EVALSHA, EVAL, GET; a script's time includes the commands it
+// calls, which INFO commandstats also lists on their own): the share of
+// one machine's CPU the operation costs Redis, which a gateway on the same
+// cores competes with.
+func redisTime(b *testing.B, c redis.UniversalClient) func() {
+	ctx := context.Background()
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		info, err := c.Info(ctx, "commandstats").Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var usec float64
+		for _, line := range strings.Split(info, "\n") {
+			_, rest, ok := strings.Cut(line, ",usec=")
+			name, _, _ := strings.Cut(line, ":")
+			if !ok || (name != "cmdstat_evalsha" && name != "cmdstat_eval" && name != "cmdstat_get") {
+				continue
+			}
+			v, _, _ := strings.Cut(rest, ",")
+			f, _ := strconv.ParseFloat(v, 64)
+			usec += f
+		}
+		b.ReportMetric(usec/float64(b.N), "redis-µs/op")
+	}
+}
+
 // BenchmarkRedisFloorGet: one GET through the limiter's client (its
 // timeouts, no retries).
 func BenchmarkRedisFloorGet(b *testing.B) {
@@ -53,12 +85,14 @@ func BenchmarkLimiterRedis(b *testing.B) {
 	l := ratelimit.NewRedis(ratelimit.NewClient(cfg), cfg, nil)
 	defer l.Close()
 	ctx := context.Background()
+	report := redisTime(b, l.Client())
 	b.ReportAllocs()
 	for b.Loop() {
 		if r, err := l.Allow(ctx, limiterRequest); err != nil || !r.Allowed || r.Degraded {
 			b.Fatal(r, err)
 		}
 	}
+	report()
 }
 
 // BenchmarkBudgetReserveRedis: one budget reservation on the accounting
@@ -72,6 +106,7 @@ func BenchmarkBudgetReserveRedis(b *testing.B) {
 	budget := config.Budget{USD: 1e9, Period: "monthly"}
 	ctx := context.Background()
 	i := 0
+	report := redisTime(b, c)
 	b.ReportAllocs()
 	for b.Loop() {
 		i++
@@ -79,6 +114,7 @@ func BenchmarkBudgetReserveRedis(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	report()
 }
 
 // BenchmarkAdmissionRedis: what admitting a request costs on Redis, the
@@ -131,12 +167,14 @@ func BenchmarkAdmissionRedis(b *testing.B) {
 			if err := m.admit(ctx); err != nil { // loads the scripts
 				b.Fatal(err)
 			}
+			report := redisTime(b, c)
 			b.ReportAllocs()
 			for b.Loop() {
 				if err := m.admit(ctx); err != nil {
 					b.Fatal(err)
 				}
 			}
+			report()
 		})
 		b.Run(m.name+"/c=32", func(b *testing.B) {
 			ctx := context.Background()
