@@ -475,10 +475,16 @@ func (g *Gateway) offloadImage(ctx context.Context, img *provider.Image) {
 	}
 	link, err := g.offload.Offload(ctx, img.MIME, img.B64)
 	if err != nil {
-		g.log.Warn("image offload failed; answering with inline base64", zap.Error(err))
+		g.offloadFailed(err)
 		return
 	}
 	img.URL = link
+}
+
+// offloadFailed logs an image that could not be stored and goes to the
+// client inline.
+func (g *Gateway) offloadFailed(err error) {
+	g.log.Warn("image offload failed; answering with inline base64", zap.Error(err))
 }
 
 // resolveLinks turns image links this gateway issued back into image data,
