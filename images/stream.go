@@ -38,7 +38,7 @@ const DefaultMaxImageBytes = 48 << 20
 
 // stageBytes is the base64 staged before it is decoded (a multiple of 4),
 // and what Inline hands out per window.
-const stageBytes = 64 << 10
+const stageBytes = 32 << 10
 
 // stage is an ImageWriter's buffers: base64 in, decoded bytes out.
 type stage struct {
