@@ -431,6 +431,9 @@ func (g *Gateway) ChatStream(ctx context.Context, call *Call) (*StreamAnswer, ro
 	return g.newStreamAnswer(ctx, call, st, first, served), served, nil
 }
 
+// Offloads reports whether call's images become links.
+func (g *Gateway) Offloads(call *Call) bool { return g.offloads(call.Caller) }
+
 // offloads reports whether the caller's images become links.
 func (g *Gateway) offloads(c *auth.Caller) bool {
 	if g.offload == nil {

@@ -97,9 +97,9 @@ func bufferedAndForwarded(t *testing.T, g *gateway.Gateway, f Format) (whole, fw
 
 // TestForwardedOffloadIsTheBufferedAnswer: an answer whose images become
 // links is the same, byte for byte, forwarded or read whole, links aside
-// (each request stores its own), for every format that is forwarded, with
-// text and one or two images; and so is the inline answer of a store that
-// fails. The links serve the decoded images.
+// (each request stores its own), in every format, with text and one or
+// two images; and so is the inline answer of a store that fails. The links
+// serve the decoded images.
 func TestForwardedOffloadIsTheBufferedAnswer(t *testing.T) {
 	const size = 1500 << 10
 	fs, err := images.NewFS(images.FSConfig{Dir: t.TempDir(), PublicURL: "http://gw.test",
@@ -131,8 +131,8 @@ func TestForwardedOffloadIsTheBufferedAnswer(t *testing.T) {
 			up.SetImages(n)
 			up.SetTextTokens(12)
 			g := offloadGateway(t, up, off)
-			for _, f := range []Format{FormatMarkdown, FormatDataURL} {
-				if !Forwards(f) {
+			for _, f := range []Format{FormatMarkdown, FormatDataURL, FormatImages} {
+				if !Forwards(f, true) {
 					t.Fatalf("format %d is not forwarded", f)
 				}
 				whole, fwd := bufferedAndForwarded(t, g, f)
