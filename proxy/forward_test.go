@@ -135,8 +135,15 @@ func TestOffloadedAnswerIsForwarded(t *testing.T) {
 	if img.status != 200 || !bytes.Equal(img.body, fakeup.PNG(size)) {
 		t.Fatalf("the link answers %d with %d bytes that are not the image", img.status, len(img.body))
 	}
+	// The images format too: its choice is held, links and all, until it
+	// ends.
+	r = ts.postJSON(t, "/v1/chat/completions", ciKey, chatBody(testModel, ""), "x-nanogate-image-format", "images")
+	if r.status != 200 || r.header.Get("Content-Length") == "" ||
+		!bytes.Contains(r.body, []byte(`"images":[{"type":"image_url","image_url":{"url":"`+ts.url+`/images/`)) {
+		t.Fatalf("images format: status %d: %.400s", r.status, r.body)
+	}
 	dir := ts.cfg.Images.Offload.Dir
-	if names := dirEntries(t, dir); len(names) != 1 {
+	if names := dirEntries(t, dir); len(names) != 2 {
 		t.Fatalf("store directory %v", names)
 	}
 
@@ -147,7 +154,7 @@ func TestOffloadedAnswerIsForwarded(t *testing.T) {
 	if line["error"] == nil || line["images"] != int64(0) || line["cost_micros"] != int64(0) {
 		t.Errorf("log line %v", line)
 	}
-	if names := dirEntries(t, dir); len(names) != 1 {
+	if names := dirEntries(t, dir); len(names) != 2 {
 		t.Fatalf("store directory after the cut %v", names)
 	}
 }
