@@ -22,8 +22,7 @@ import (
 // a failure ends it with an error the client's JSON parser sees, and is
 // billed as a failure when no image was completed, else for what was.
 //
-// Answers that need the whole image before the first byte stay buffered:
-// n > 1 (its choices come from separate calls).
+// Answers of n > 1 stay buffered: their choices come from separate calls.
 //
 // Images that become links (offload) are forwarded too, into the store
 // instead of to the client: their base64 windows are decoded into the
@@ -31,15 +30,19 @@ import (
 // the answer goes on with the link, as a buffered answer renders it. A store
 // that fails (at the commit or mid-image) costs the client nothing: the
 // spool still holds the image, and it goes out inline from there, as the
-// buffered path falls back to the inline base64. With offload nothing
-// reaches the client before the first image is stored (the renderer holds
-// the answer's start until then, and a whole answer of links goes out with
-// a Content-Length), so an upstream that breaks mid-image is answered with
-// an error status rather than a cut body; failover to another provider
-// still ends where the provider commits the answer (its first window), as
-// for an image forwarded inline, since the image may already be billed
-// upstream. The bill is the same: a failure that costs nothing when no
-// image was completed, else what was.
+// buffered path falls back to the inline base64.
+//
+// With offload nothing reaches the client before the images are stored:
+// the renderer holds the answer's start until its first inline window, and
+// an answer of links goes out whole, with a Content-Length. So an upstream
+// that breaks mid-image is answered with an error status rather than a cut
+// body. Failover to another provider still ends where the provider commits
+// the answer (the first window of its first image), as for an image
+// forwarded inline: past it the image may be generated and billed upstream.
+// The bill is the same too: a failure that costs nothing when no image was
+// completed, else the images completed (an answer of two whose second image
+// broke bills one, although its client got an error status, as a cut body
+// did).
 
 // Forwards reports whether call's non-stream answer may be forwarded as
 // it arrives (ChatForward) rather than read whole (Chat).
@@ -141,6 +144,7 @@ func (a *ForwardAnswer) next() (*provider.Event, error) {
 			}
 			a.closeImage()
 			if err != io.EOF {
+				a.held = nil
 				return nil, err
 			}
 		}
