@@ -98,11 +98,14 @@ type ForwardAnswer struct {
 	// offload: images go into the store (see the top of the file). img is
 	// the image being stored, of type mime; held is its end, handed out
 	// after its link, or after its inline base64 (img not nil then) when
-	// the store refused it. made and piece are the events made here.
+	// the store refused it; link is the link of the image whose end comes
+	// next ("" when inline), its signature's second key. made and piece
+	// are the events made here.
 	offload bool
 	img     *images.ImageWriter
 	mime    string
 	held    *provider.Event
+	link    string
 	made    provider.Event
 	piece   provider.ImagePiece
 }
@@ -125,10 +128,11 @@ func (a *ForwardAnswer) Next() (*provider.Event, error) {
 	case ev.Piece != nil && ev.Piece.Step == provider.ImageEnd:
 		a.images++
 		if ev.Piece.Digested {
-			a.g.putSignature(a.ctx, ev.Piece.Digest, "", ev.Piece.Signature)
+			a.g.putSignature(a.ctx, ev.Piece.Digest, a.link, ev.Piece.Signature)
 		} else if len(ev.Piece.Signature) > 0 && a.g.sigs != nil {
 			a.g.unexpectedSignature(a.call.Req.Model)
 		}
+		a.link = ""
 	}
 	return ev, nil
 }
@@ -184,6 +188,7 @@ func (a *ForwardAnswer) store(ev *provider.Event) (*provider.Event, error) {
 		if p.URL != "" {
 			img := provider.Image{MIME: p.MIME, URL: p.URL}
 			a.g.copyHosted(a.ctx, &img)
+			a.link = img.URL
 			return a.make(ev.Choice, provider.ImagePiece{Step: provider.ImageBegin, MIME: img.MIME, URL: img.URL}), nil
 		}
 		w, err := a.g.offload.Begin(p.MIME)
@@ -211,6 +216,7 @@ func (a *ForwardAnswer) store(ev *provider.Event) (*provider.Event, error) {
 		return a.make(ev.Choice, provider.ImagePiece{Step: provider.ImageBegin, MIME: a.mime}), nil
 	}
 	a.closeImage()
+	a.link = link
 	return a.make(ev.Choice, provider.ImagePiece{Step: provider.ImageBegin, MIME: a.mime, URL: link}), nil
 }
 

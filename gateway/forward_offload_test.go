@@ -11,6 +11,7 @@ import (
 
 	"nanogate/config"
 	"nanogate/images"
+	"nanogate/images/signatures"
 	"nanogate/internal/fakeup"
 	"nanogate/provider"
 )
@@ -102,14 +103,21 @@ func readLink(t *testing.T, off *images.Offloader, link string) []byte {
 // TestForwardStoresImagesAsTheyArrive: with offload, a Gemini answer is
 // forwarded, each image handed on as its link once stored, its data never;
 // the stored files are the decoded images, and nothing else is left in the
-// store's directory. The answer is billed for its images.
+// store's directory. Each image's signature is kept under its digest and
+// its link. The answer is billed for its images.
 func TestForwardStoresImagesAsTheyArrive(t *testing.T) {
 	const size = 1500 << 10
-	up := startGemini(t, size)
+	up, err := fakeup.Start(fakeup.Options{Kind: fakeup.Gemini, ImageSize: size, ThoughtSignatures: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
 	up.SetImages(2)
 	j := geminiJourney(t, up)
 	off, fs := fsOffloader(t)
 	offloadTo(j, off)
+	sigs := signatures.NewMemory(0)
+	j.g.sigs = sigs
 	call := j.call(t, chatOne)
 	if !j.g.Forwards(call) {
 		t.Fatal("an offloaded answer is not forwarded")
@@ -133,6 +141,16 @@ func TestForwardStoresImagesAsTheyArrive(t *testing.T) {
 	}
 	if names := dirNames(t, fs.Dir()); len(names) != 2 {
 		t.Fatalf("store directory %v", names)
+	}
+	for i, img := range imgs {
+		id, _ := off.Store().ParseLink(context.Background(), img.url)
+		got, err := sigs.Get(context.Background(), []signatures.Key{signatures.LinkKey(id)})
+		if err != nil || len(got) != 1 || got[0] == nil {
+			t.Fatalf("image %d: no signature under its link: %v", i, err)
+		}
+	}
+	if sigs.Len() != 4 {
+		t.Fatalf("%d signatures kept, want a digest and a link for each of 2 images", sigs.Len())
 	}
 	call.Close()
 	if r := j.records(t)["req1"]; r.Status != 200 || r.Images != 2 || r.CostMicros == 0 {
