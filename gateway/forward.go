@@ -144,7 +144,7 @@ func (a *ForwardAnswer) next() (*provider.Event, error) {
 		if a.img != nil {
 			b, err := a.img.Inline()
 			if err == nil {
-				return a.make(a.held.Choice, provider.ImagePiece{Step: provider.ImageData, Data: b}), nil
+				return a.emit(a.held.Choice, provider.ImagePiece{Step: provider.ImageData, Data: b}), nil
 			}
 			a.closeImage()
 			if err != io.EOF {
@@ -189,7 +189,7 @@ func (a *ForwardAnswer) store(ev *provider.Event) (*provider.Event, error) {
 			img := provider.Image{MIME: p.MIME, URL: p.URL}
 			a.g.copyHosted(a.ctx, &img)
 			a.link = img.URL
-			return a.make(ev.Choice, provider.ImagePiece{Step: provider.ImageBegin, MIME: img.MIME, URL: img.URL}), nil
+			return a.emit(ev.Choice, provider.ImagePiece{Step: provider.ImageBegin, MIME: img.MIME, URL: img.URL}), nil
 		}
 		w, err := a.g.offload.Begin(p.MIME)
 		if err != nil {
@@ -213,15 +213,16 @@ func (a *ForwardAnswer) store(ev *provider.Event) (*provider.Event, error) {
 	end(nil)
 	if err != nil {
 		a.g.offloadFailed(err)
-		return a.make(ev.Choice, provider.ImagePiece{Step: provider.ImageBegin, MIME: a.mime}), nil
+		return a.emit(ev.Choice, provider.ImagePiece{Step: provider.ImageBegin, MIME: a.mime}), nil
 	}
 	a.closeImage()
 	a.link = link
-	return a.make(ev.Choice, provider.ImagePiece{Step: provider.ImageBegin, MIME: a.mime, URL: link}), nil
+	return a.emit(ev.Choice, provider.ImagePiece{Step: provider.ImageBegin, MIME: a.mime, URL: link}), nil
 }
 
-// make returns an event of the answer's own holding piece p.
-func (a *ForwardAnswer) make(choice int, p provider.ImagePiece) *provider.Event {
+// emit returns an event of the answer's own holding piece p, valid until
+// the next call.
+func (a *ForwardAnswer) emit(choice int, p provider.ImagePiece) *provider.Event {
 	a.piece = p
 	a.made = provider.Event{Choice: choice, Piece: &a.piece}
 	return &a.made
