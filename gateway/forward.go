@@ -6,8 +6,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"nanogate/images"
 	"nanogate/provider"
 	"nanogate/router"
+	"nanogate/telemetry"
 )
 
 // Forwarding: a non-stream chat answer goes to the client as it arrives
@@ -20,15 +22,32 @@ import (
 // a failure ends it with an error the client's JSON parser sees, and is
 // billed as a failure when no image was completed, else for what was.
 //
-// Answers that need the whole image before the first byte stay buffered:
-// n > 1 (its choices come from separate calls), and images that become links
-// (offload: the link is what is written, and a failed store falls back to
-// the inline image).
+// Answers of n > 1 stay buffered: their choices come from separate calls.
+//
+// Images that become links (offload) are forwarded too, into the store
+// instead of to the client: their base64 windows are decoded into the
+// store's spool as they arrive (images.ImageWriter), and at the image's end
+// the answer goes on with the link, as a buffered answer renders it. A store
+// that fails (at the commit or mid-image) costs the client nothing: the
+// spool still holds the image, and it goes out inline from there, as the
+// buffered path falls back to the inline base64.
+//
+// With offload nothing reaches the client before the images are stored:
+// the renderer holds the answer's start until its first inline window, and
+// an answer of links goes out whole, with a Content-Length. So an upstream
+// that breaks mid-image is answered with an error status rather than a cut
+// body. Failover to another provider still ends where the provider commits
+// the answer (the first window of its first image), as for an image
+// forwarded inline: past it the image may be generated and billed upstream.
+// The bill is the same too: a failure that costs nothing when no image was
+// completed, else the images completed (an answer of two whose second image
+// broke bills one, although its client got an error status, as a cut body
+// did).
 
 // Forwards reports whether call's non-stream answer may be forwarded as
 // it arrives (ChatForward) rather than read whole (Chat).
 func (g *Gateway) Forwards(call *Call) bool {
-	return call.Req.N <= 1 && !g.offloads(call.Caller)
+	return call.Req.N <= 1
 }
 
 // ChatForward runs a non-stream chat request whose answer is forwarded as
@@ -48,7 +67,7 @@ func (g *Gateway) ChatForward(ctx context.Context, call *Call) (*ForwardAnswer, 
 		return &ForwardAnswer{Served: served, Whole: g.answered(ctx, call, res, served), closed: true}, served, nil
 	}
 	return &ForwardAnswer{Served: served, call: call, g: g, stream: st, first: first, ctx: ctx,
-		caps: g.capsFor(call.Req)}, served, nil
+		caps: g.capsFor(call.Req), offload: g.offloads(call.Caller)}, served, nil
 }
 
 // ForwardAnswer is a committed non-stream answer being forwarded. Next
@@ -75,23 +94,33 @@ type ForwardAnswer struct {
 	// then computed once (bill counts the clamps it makes).
 	ended  bool
 	billed Usage
+
+	// offload: images go into the store (see the top of the file). img is
+	// the image being stored, of type mime; held is its end, handed out
+	// after its link, or after its inline base64 (img not nil then) when
+	// the store refused it; link is the link of the image whose end comes
+	// next ("" when inline), its signature's second key. made and piece
+	// are the events made here.
+	offload bool
+	img     *images.ImageWriter
+	mime    string
+	held    *provider.Event
+	link    string
+	made    provider.Event
+	piece   provider.ImagePiece
 }
 
 // Next returns the next event, io.EOF at the end. An event's spans are
 // valid until the next call.
 func (a *ForwardAnswer) Next() (*provider.Event, error) {
-	ev := a.first
-	if ev != nil {
-		a.first = nil
-	} else {
-		var err error
-		if ev, err = a.stream.Next(); err != nil {
-			if err != io.EOF {
-				a.err = err
-			}
-			a.end()
-			return nil, err
+	ev, err := a.next()
+	if err != nil {
+		if err != io.EOF {
+			a.err = err
 		}
+		a.closeImage()
+		a.end()
+		return nil, err
 	}
 	switch {
 	case ev.Usage != nil:
@@ -99,12 +128,113 @@ func (a *ForwardAnswer) Next() (*provider.Event, error) {
 	case ev.Piece != nil && ev.Piece.Step == provider.ImageEnd:
 		a.images++
 		if ev.Piece.Digested {
-			a.g.putSignature(a.ctx, ev.Piece.Digest, "", ev.Piece.Signature)
+			a.g.putSignature(a.ctx, ev.Piece.Digest, a.link, ev.Piece.Signature)
 		} else if len(ev.Piece.Signature) > 0 && a.g.sigs != nil {
 			a.g.unexpectedSignature(a.call.Req.Model)
 		}
+		a.link = ""
 	}
 	return ev, nil
+}
+
+// next is the upstream's next event or, for a caller whose images are
+// stored, the events that stand for them.
+func (a *ForwardAnswer) next() (*provider.Event, error) {
+	if a.held != nil {
+		if a.img != nil {
+			b, err := a.img.Inline()
+			if err == nil {
+				return a.emit(a.held.Choice, provider.ImagePiece{Step: provider.ImageData, Data: b}), nil
+			}
+			a.closeImage()
+			if err != io.EOF {
+				a.held = nil
+				return nil, err
+			}
+		}
+		ev := a.held
+		a.held = nil
+		return ev, nil
+	}
+	for {
+		ev, err := a.upstream()
+		if err != nil || !a.offload || ev.Piece == nil {
+			return ev, err
+		}
+		if ev, err = a.store(ev); ev != nil || err != nil {
+			return ev, err
+		}
+	}
+}
+
+// upstream is the upstream's next event.
+func (a *ForwardAnswer) upstream() (*provider.Event, error) {
+	if ev := a.first; ev != nil {
+		a.first = nil
+		return ev, nil
+	}
+	return a.stream.Next()
+}
+
+// store takes a piece of an image that becomes a link: nil while the image
+// goes into the store, and at its end the image's start (its link, or its
+// type when the store refused it), its end held for later. An image that
+// cannot be stored from the start (a type that is not offloaded, no spool)
+// is handed on as it is, inline.
+func (a *ForwardAnswer) store(ev *provider.Event) (*provider.Event, error) {
+	p := ev.Piece
+	switch p.Step {
+	case provider.ImageBegin:
+		if p.URL != "" {
+			img := provider.Image{MIME: p.MIME, URL: p.URL}
+			a.g.copyHosted(a.ctx, &img)
+			a.link = img.URL
+			return a.emit(ev.Choice, provider.ImagePiece{Step: provider.ImageBegin, MIME: img.MIME, URL: img.URL}), nil
+		}
+		w, err := a.g.offload.Begin(p.MIME)
+		if err != nil {
+			a.g.offloadFailed(err)
+			return ev, nil
+		}
+		a.img, a.mime = w, p.MIME
+		return nil, nil
+	case provider.ImageData:
+		if a.img == nil {
+			return ev, nil
+		}
+		return nil, a.img.Write(p.Data)
+	}
+	if a.img == nil {
+		return ev, nil
+	}
+	a.held = ev
+	ctx, end := telemetry.Span(a.ctx, "image offload")
+	link, err := a.img.Commit(ctx)
+	end(nil)
+	if err != nil {
+		a.g.offloadFailed(err)
+		return a.emit(ev.Choice, provider.ImagePiece{Step: provider.ImageBegin, MIME: a.mime}), nil
+	}
+	a.closeImage()
+	a.link = link
+	return a.emit(ev.Choice, provider.ImagePiece{Step: provider.ImageBegin, MIME: a.mime, URL: link}), nil
+}
+
+// emit returns an event of the answer's own holding piece p, valid until
+// the next call.
+func (a *ForwardAnswer) emit(choice int, p provider.ImagePiece) *provider.Event {
+	a.piece = p
+	a.made = provider.Event{Choice: choice, Piece: &a.piece}
+	return &a.made
+}
+
+// closeImage closes the image being stored, if any: its spool is removed
+// unless it became the stored image.
+func (a *ForwardAnswer) closeImage() {
+	if a.img != nil {
+		a.img.Close()
+		a.img = nil
+	}
 }
 
 // Head is the upstream's id and creation time, when it gave them before
@@ -144,6 +274,7 @@ func (a *ForwardAnswer) Close() {
 		return
 	}
 	a.closed = true
+	a.closeImage()
 	a.stream.Close()
 	a.end()
 	if a.err != nil && a.images == 0 {

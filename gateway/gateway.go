@@ -431,6 +431,9 @@ func (g *Gateway) ChatStream(ctx context.Context, call *Call) (*StreamAnswer, ro
 	return g.newStreamAnswer(ctx, call, st, first, served), served, nil
 }
 
+// Offloads reports whether call's images become links.
+func (g *Gateway) Offloads(call *Call) bool { return g.offloads(call.Caller) }
+
 // offloads reports whether the caller's images become links.
 func (g *Gateway) offloads(c *auth.Caller) bool {
 	if g.offload == nil {
@@ -475,10 +478,16 @@ func (g *Gateway) offloadImage(ctx context.Context, img *provider.Image) {
 	}
 	link, err := g.offload.Offload(ctx, img.MIME, img.B64)
 	if err != nil {
-		g.log.Warn("image offload failed; answering with inline base64", zap.Error(err))
+		g.offloadFailed(err)
 		return
 	}
 	img.URL = link
+}
+
+// offloadFailed logs an image that could not be stored and goes to the
+// client inline.
+func (g *Gateway) offloadFailed(err error) {
+	g.log.Warn("image offload failed; answering with inline base64", zap.Error(err))
 }
 
 // resolveLinks turns image links this gateway issued back into image data,

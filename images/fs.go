@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -209,6 +210,36 @@ func (f *FS) Put(ctx context.Context, id, mime string, r io.Reader, size int64) 
 		return fmt.Errorf("images: filesystem put %s: %w", id, err)
 	}
 	return nil
+}
+
+// spool implements spooler: a temporary file of the directory, as Put's.
+func (f *FS) spool() (*os.File, error) {
+	return f.root.OpenFile(tmpName(), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+}
+
+// keep implements spooler as Put ends: sync, then rename into place.
+func (f *FS) keep(ctx context.Context, file *os.File, id, _ string, _ int64) error {
+	if !ValidID(id) {
+		return ErrBadID
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("images: filesystem put %s: %w", id, err)
+	}
+	if err := file.Sync(); err != nil {
+		return fmt.Errorf("images: filesystem put %s: %w", id, err)
+	}
+	if err := f.root.Rename(filepath.Base(file.Name()), id); err != nil {
+		return fmt.Errorf("images: filesystem put %s: %w", id, err)
+	}
+	return nil
+}
+
+// discard implements spooler.
+func (f *FS) discard(file *os.File, kept bool) {
+	file.Close()
+	if !kept {
+		f.root.Remove(filepath.Base(file.Name()))
+	}
 }
 
 func tmpName() string {

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,14 +91,23 @@ type Options struct {
 	PutTimeout time.Duration
 	// MaxResolveBytes is the largest decoded image Resolve reads.
 	MaxResolveBytes int64
+	// MaxImageBytes is the largest decoded image Begin puts
+	// (DefaultMaxImageBytes).
+	MaxImageBytes int64
+	// SpoolDir holds the images Begin decodes for a store other than the
+	// filesystem one (which spools in its own directory); os.TempDir()
+	// when empty.
+	SpoolDir string
 }
 
 // Offloader replaces base64 images by links to a Store and reads its links
 // back. It is safe for concurrent use.
 type Offloader struct {
 	store      Store
+	spooler    spooler
 	putTimeout time.Duration
 	maxResolve int64
+	maxImage   int64
 
 	offloaded, failed, bytes, resolved atomic.Uint64
 	closeOnce                          sync.Once
@@ -111,29 +121,49 @@ func NewOffloader(store Store, opts Options) *Offloader {
 	if opts.MaxResolveBytes <= 0 {
 		opts.MaxResolveBytes = DefaultMaxResolveBytes
 	}
-	return &Offloader{store: store, putTimeout: opts.PutTimeout, maxResolve: opts.MaxResolveBytes}
+	if opts.MaxImageBytes <= 0 {
+		opts.MaxImageBytes = DefaultMaxImageBytes
+	}
+	if opts.SpoolDir == "" {
+		opts.SpoolDir = os.TempDir()
+	}
+	sp, ok := store.(spooler)
+	if !ok {
+		sp = putSpool{store: store, dir: opts.SpoolDir}
+	}
+	return &Offloader{store: store, spooler: sp, putTimeout: opts.PutTimeout, maxResolve: opts.MaxResolveBytes,
+		maxImage: opts.MaxImageBytes}
 }
 
 // New builds the store cfg configures (cfg.Store: "filesystem" or "s3") and
 // an Offloader over it with default Options. publicURL is
 // config.Server.PublicURL, the base of the filesystem store's links. The
 // filesystem store creates cfg.Dir and starts its sweeper: Close the
-// Offloader to stop it.
+// Offloader to stop it. The S3 store spools the images it is given as they
+// arrive (Begin) in cfg.Dir, on disk rather than in a temporary directory
+// that may be memory.
 func New(cfg config.Offload, publicURL string, logger *zap.Logger) (*Offloader, error) {
 	var store Store
 	var err error
+	opts := Options{}
 	switch cfg.Store {
 	case "filesystem", "":
 		store, err = NewFS(FSConfig{Dir: cfg.Dir, PublicURL: publicURL, SigningKey: cfg.SigningKey, TTL: cfg.TTL}, logger)
 	case "s3":
-		store, err = NewS3(cfg.S3, cfg.TTL)
+		if store, err = NewS3(cfg.S3, cfg.TTL); err == nil && cfg.Dir != "" {
+			if err = os.MkdirAll(cfg.Dir, 0o750); err != nil {
+				err = fmt.Errorf("images: s3 store: spool directory: %w", err)
+			}
+			opts.SpoolDir = cfg.Dir
+			removeStaleSpools(cfg.Dir)
+		}
 	default:
 		err = fmt.Errorf("images: unknown offload store %q (filesystem or s3)", cfg.Store)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return NewOffloader(store, Options{}), nil
+	return NewOffloader(store, opts), nil
 }
 
 // Offload decodes b64 (standard base64, padded or not, pointing into an
@@ -185,7 +215,12 @@ func (o *Offloader) put(ctx context.Context, ext string, r io.Reader, size int64
 	if err := o.store.Put(ctx, id, mime, r, size); err != nil {
 		return "", err
 	}
-	link, err = o.store.Link(id, mime)
+	return o.linked(id, mime, size)
+}
+
+// linked returns the link of an image just stored, and counts it.
+func (o *Offloader) linked(id, mime string, size int64) (string, error) {
+	link, err := o.store.Link(id, mime)
 	if err != nil {
 		return "", err
 	}

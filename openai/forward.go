@@ -21,9 +21,12 @@ type ForwardEvents interface {
 }
 
 // Forwards reports whether answers in format f can be forwarded as they
-// arrive. The images format cannot: its content (all the text) comes
-// before the images, and text may follow an image.
-func Forwards(f Format) bool { return f != FormatImages }
+// arrive; links: the answer's images become links (offload). The images
+// format's content (all the text) comes before the images, and text may
+// follow an image, so each choice is held until it ends: that costs
+// nothing when its images are links, and would hold every image when they
+// are inline.
+func Forwards(f Format, links bool) bool { return f != FormatImages || links }
 
 // ForwardOptions are the fixed parts of a forwarded answer.
 type ForwardOptions struct {
@@ -69,6 +72,11 @@ type ForwardBody struct {
 	// Prefetch stopped at, to be written first.
 	whole bool
 	held  []byte
+	// imgs are the images of the open choice in the images format, held
+	// with its text until it ends: links, or the data URL of an image the
+	// store refused.
+	imgs []provider.Image
+	data []byte
 }
 
 // Prefetch renders the start of the answer in memory, until it is whole
@@ -86,7 +94,7 @@ func (b *ForwardBody) Prefetch(limit int) (whole bool, err error) {
 		if err != nil {
 			return false, err
 		}
-		if ev.Piece != nil && ev.Piece.Step == provider.ImageData {
+		if b.streams(ev) {
 			if len(b.s.small)+len(ev.Piece.Data) > limit {
 				// Written straight from the upstream window by WriteTo,
 				// before it reads on.
@@ -191,7 +199,7 @@ func (b *ForwardBody) WriteTo(w io.Writer) (n int64, err error) {
 			b.done(StreamSummary{Err: err})
 			return b.written, errBroken
 		}
-		if ev.Piece != nil && ev.Piece.Step == provider.ImageData {
+		if b.streams(ev) {
 			err = b.flush(w)
 			if err == nil {
 				err = b.write(w, ev.Piece.Data)
@@ -235,13 +243,20 @@ func (b *ForwardBody) head() {
 	b.s.small = appendChatHead(b.s.small, chatID(id, b.o.ReqID), created, b.o.Model)
 }
 
-// event renders one event other than image data.
+// streams reports whether ev is image data written as it comes (every
+// format but images).
+func (b *ForwardBody) streams(ev *provider.Event) bool {
+	return ev.Piece != nil && ev.Piece.Step == provider.ImageData && b.o.Format != FormatImages
+}
+
+// event renders one event other than image data that streams.
 func (b *ForwardBody) event(ev *provider.Event) {
 	if ev.Usage != nil {
 		return // the gateway's bill is read at the end
 	}
 	if !b.open || ev.Choice != b.choice {
 		b.open, b.choice, b.writing, b.text, b.images, b.prevText = true, ev.Choice, false, b.text[:0], 0, false
+		b.imgs = b.imgs[:0]
 	}
 	switch {
 	case ev.Piece != nil:
@@ -259,8 +274,13 @@ func (b *ForwardBody) event(ev *provider.Event) {
 	}
 }
 
-// image renders the begin or end of an image (its data is written as it is).
+// image renders the begin or end of an image (its data is written as it
+// is), or in the images format holds it.
 func (b *ForwardBody) image(p *provider.ImagePiece) {
+	if b.o.Format == FormatImages {
+		b.holdImage(p)
+		return
+	}
 	s := &b.s
 	markdown := b.o.Format == FormatMarkdown
 	if p.Step == provider.ImageEnd {
@@ -312,6 +332,21 @@ func (b *ForwardBody) image(p *provider.ImagePiece) {
 	s.small = appendDataURLStart(s.small, p.MIME)
 }
 
+// holdImage keeps an image of the images format until its choice ends.
+func (b *ForwardBody) holdImage(p *provider.ImagePiece) {
+	switch {
+	case p.Step == provider.ImageBegin && p.URL != "":
+		b.imgs = append(b.imgs, provider.Image{MIME: p.MIME, URL: p.URL})
+	case p.Step == provider.ImageBegin:
+		b.data = appendDataURLStart(b.data[:0], p.MIME)
+	case p.Step == provider.ImageData:
+		b.data = append(b.data, p.Data...)
+	case p.Step == provider.ImageEnd && len(b.data) > 0:
+		b.imgs = append(b.imgs, provider.Image{URL: string(b.data)})
+		b.data = b.data[:0]
+	}
+}
+
 // endChoice closes the open choice: one with images is written already,
 // one without is written whole now, as NewChatBody writes it.
 func (b *ForwardBody) endChoice(finish string) {
@@ -325,7 +360,7 @@ func (b *ForwardBody) endChoice(finish string) {
 			b.s.small = append(b.s.small, ',')
 		}
 		b.choices++
-		c := provider.Choice{Index: b.choice, Text: b.text, FinishReason: finish}
+		c := provider.Choice{Index: b.choice, Text: b.text, Images: b.imgs, FinishReason: finish}
 		renderChoice(&b.s, 0, &c, b.o.Format)
 		return
 	}

@@ -178,7 +178,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 		format = f
 	}
 	call := &gateway.Call{Caller: caller, Req: req}
-	forward := !req.Stream && openai.Forwards(format) && st.Gateway.Forwards(call)
+	forward := !req.Stream && openai.Forwards(format, st.Gateway.Offloads(call)) && st.Gateway.Forwards(call)
 	var answer int64
 	if forward {
 		answer = st.Gateway.ForwardedBytes(call)

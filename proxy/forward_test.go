@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
@@ -100,4 +101,74 @@ func TestImagesFormatIsNotForwarded(t *testing.T) {
 	if r.status != 200 || r.header.Get("Content-Length") == "" || !json.Valid(r.body) {
 		t.Fatalf("status %d, Content-Length %q", r.status, r.header.Get("Content-Length"))
 	}
+}
+
+// TestOffloadedAnswerIsForwarded: an answer whose image becomes a link is
+// forwarded into the store and answered whole, with its length, once the
+// image is stored; the link serves the decoded image, and the store's
+// directory holds it alone. An upstream that breaks mid-image, before
+// anything went to the client, is answered with an error status, bills
+// nothing and leaves nothing in the store.
+func TestOffloadedAnswerIsForwarded(t *testing.T) {
+	const size = 1500 << 10
+	ts := startServer(t, serverOpts{kind: fakeup.Gemini, keyCI: "    offload_images: true\n"})
+	ts.up.SetImageSize(size)
+	r := ts.postJSON(t, "/v1/chat/completions", ciKey, chatBody(testModel, ""))
+	if r.status != 200 || r.header.Get("Content-Length") == "" {
+		t.Fatalf("status %d, Content-Length %q: %.300s", r.status, r.header.Get("Content-Length"), r.body)
+	}
+	var a struct {
+		Choices []struct {
+			Message struct{ Content string } `json:"message"`
+		} `json:"choices"`
+	}
+	decode(t, r, &a)
+	content := ""
+	if len(a.Choices) == 1 {
+		content = a.Choices[0].Message.Content
+	}
+	_, link, ok := strings.Cut(content, "![image]("+ts.url+"/images/")
+	if !ok || !strings.HasSuffix(link, ")") {
+		t.Fatalf("content %.300q", content)
+	}
+	img := send(t, "GET", ts.url+"/images/"+strings.TrimSuffix(link, ")"), "", "", nil)
+	if img.status != 200 || !bytes.Equal(img.body, fakeup.PNG(size)) {
+		t.Fatalf("the link answers %d with %d bytes that are not the image", img.status, len(img.body))
+	}
+	// The images format too: its choice is held, links and all, until it
+	// ends.
+	r = ts.postJSON(t, "/v1/chat/completions", ciKey, chatBody(testModel, ""), "x-nanogate-image-format", "images")
+	if r.status != 200 || r.header.Get("Content-Length") == "" ||
+		!bytes.Contains(r.body, []byte(`"images":[{"type":"image_url","image_url":{"url":"`+ts.url+`/images/`)) {
+		t.Fatalf("images format: status %d: %.400s", r.status, r.body)
+	}
+	dir := ts.cfg.Images.Offload.Dir
+	if names := dirEntries(t, dir); len(names) != 2 {
+		t.Fatalf("store directory %v", names)
+	}
+
+	ts.up.SetFault(fakeup.Fault{DropMidBody: true, Times: 1})
+	r = ts.postJSON(t, "/v1/chat/completions", ciKey, chatBody(testModel, ""))
+	wantError(t, r, 502, "server_error", "upstream_error", "")
+	line := ts.requestLine(t, r.header.Get("x-request-id"))
+	if line["error"] == nil || line["images"] != int64(0) || line["cost_micros"] != int64(0) {
+		t.Errorf("log line %v", line)
+	}
+	if names := dirEntries(t, dir); len(names) != 2 {
+		t.Fatalf("store directory after the cut %v", names)
+	}
+}
+
+// dirEntries lists a directory.
+func dirEntries(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	return names
 }
