@@ -127,11 +127,7 @@ func (a *ForwardAnswer) Next() (*provider.Event, error) {
 		a.up = *ev.Usage
 	case ev.Piece != nil && ev.Piece.Step == provider.ImageEnd:
 		a.images++
-		if ev.Piece.Digested {
-			a.g.putSignature(a.ctx, ev.Piece.Digest, a.link, ev.Piece.Signature)
-		} else if len(ev.Piece.Signature) > 0 && a.g.sigs != nil {
-			a.g.unexpectedSignature(a.call.Req.Model)
-		}
+		a.g.imageForwarded(a.ctx, a.call.Req.Model, ev.Piece, a.link)
 		a.link = ""
 	}
 	return ev, nil

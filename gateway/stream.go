@@ -54,16 +54,17 @@ func (s *StreamAnswer) Next() (*provider.Event, error) {
 		s.g.keepSignature(s.ctx, ev.Image)
 	case ev.Piece != nil && ev.Piece.Step == provider.ImageEnd:
 		s.images++
-		s.g.imageForwarded(s.ctx, s.call.Req.Model, ev.Piece)
+		s.g.imageForwarded(s.ctx, s.call.Req.Model, ev.Piece, "")
 	}
 	return ev, nil
 }
 
 // imageForwarded keeps the signature of an image handed on in windows,
-// once it has ended: by its digest, when it was digested.
-func (g *Gateway) imageForwarded(ctx context.Context, model string, p *provider.ImagePiece) {
+// once it has ended: by its digest, when it was digested, and by link,
+// the one it was stored under ("" for none).
+func (g *Gateway) imageForwarded(ctx context.Context, model string, p *provider.ImagePiece, link string) {
 	if p.Digested {
-		g.putSignature(ctx, p.Digest, "", p.Signature)
+		g.putSignature(ctx, p.Digest, link, p.Signature)
 	} else if len(p.Signature) > 0 && g.sigs != nil {
 		g.unexpectedSignature(model)
 	}

@@ -1,7 +1,6 @@
 package openai
 
 import (
-	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -100,12 +99,7 @@ func appendDataURLStart(b []byte, mime string) []byte {
 // ChatBody is a rendered chat.completion. It is an io.Reader for any copier
 // and writes itself in pieces to fasthttp (BodyWriterTo), so image bytes go
 // from the upstream buffer to the socket without a copy.
-type ChatBody struct {
-	segs
-	release func()
-	i       int // next piece, for Read
-	off     int // offset in that piece
-}
+type ChatBody struct{ segBody }
 
 // NewChatBody renders a as an OpenAI chat.completion for the public model.
 // The id is the upstream's when it is an OpenAI one, else "chatcmpl-" and
@@ -115,7 +109,8 @@ func NewChatBody(a *gateway.Answer, reqID, model string, f Format) *ChatBody {
 	if a.Result.Created == 0 {
 		a.Result.Created = time.Now().Unix()
 	}
-	b := &ChatBody{release: a.Result.Release}
+	b := &ChatBody{}
+	b.release = a.Result.Release
 	b.small = make([]byte, 0, 512)
 	from := 0
 	s := &b.segs
@@ -312,51 +307,3 @@ func promptImageTokens(reported, prompt int64) int64 {
 	return min(max(reported, 0), max(prompt, 0))
 }
 
-// Len is the body's size in bytes.
-func (b *ChatBody) Len() int { return b.n }
-
-// WriteTo writes the body piece by piece.
-func (b *ChatBody) WriteTo(w io.Writer) (int64, error) {
-	var total int64
-	for ; b.i < len(b.parts); b.i++ {
-		p := b.bytes(b.parts[b.i])[b.off:]
-		n, err := w.Write(p)
-		total += int64(n)
-		if err != nil {
-			b.off += n
-			return total, err
-		}
-		b.off = 0
-	}
-	return total, nil
-}
-
-// SupportsBodyWriteTo tells fasthttp to use WriteTo.
-func (b *ChatBody) SupportsBodyWriteTo() bool { return true }
-
-// Read implements io.Reader for copiers without WriteTo.
-func (b *ChatBody) Read(p []byte) (int, error) {
-	n := 0
-	for n < len(p) && b.i < len(b.parts) {
-		src := b.bytes(b.parts[b.i])[b.off:]
-		c := copy(p[n:], src)
-		n += c
-		b.off += c
-		if b.off == len(b.bytes(b.parts[b.i])) {
-			b.i, b.off = b.i+1, 0
-		}
-	}
-	if n == 0 && b.i >= len(b.parts) {
-		return 0, io.EOF
-	}
-	return n, nil
-}
-
-// Close releases the upstream buffers behind the images.
-func (b *ChatBody) Close() error {
-	if b.release != nil {
-		b.release()
-		b.release = nil
-	}
-	return nil
-}
