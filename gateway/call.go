@@ -47,6 +47,9 @@ type Call struct {
 	// images asked for by an Images API request (each its own upstream
 	// call); 0 for chat, where the request's n counts.
 	images int
+	// links overrides whether the caller's images become links: the
+	// Images API's response_format decides; nil for chat.
+	links *bool
 
 	// The outcome, set by the journey: the provider that served and what
 	// it billed (status 200), or the failure's status.

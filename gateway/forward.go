@@ -67,7 +67,7 @@ func (g *Gateway) ChatForward(ctx context.Context, call *Call) (*ForwardAnswer, 
 		return &ForwardAnswer{Served: served, Whole: g.answered(ctx, call, res, served), closed: true}, served, nil
 	}
 	return &ForwardAnswer{Served: served, call: call, g: g, stream: st, first: first, ctx: ctx,
-		caps: g.capsFor(call.Req), offload: g.offloads(call.Caller)}, served, nil
+		caps: g.capsFor(call.Req), offload: g.Offloads(call)}, served, nil
 }
 
 // ForwardAnswer is a committed non-stream answer being forwarded. Next

@@ -326,7 +326,7 @@ func (g *Gateway) Chat(ctx context.Context, call *Call) (*Answer, router.Served,
 // answered applies the journey to a whole answer of the call's one upstream
 // call (images stored, signatures kept) and bills it on the call.
 func (g *Gateway) answered(ctx context.Context, call *Call, res *provider.Result, served router.Served) *Answer {
-	if g.offloads(call.Caller) {
+	if g.Offloads(call) {
 		for i := range res.Choices {
 			for j := range res.Choices[i].Images {
 				g.offloadImage(ctx, &res.Choices[i].Images[j])
@@ -432,7 +432,12 @@ func (g *Gateway) ChatStream(ctx context.Context, call *Call) (*StreamAnswer, ro
 }
 
 // Offloads reports whether call's images become links.
-func (g *Gateway) Offloads(call *Call) bool { return g.offloads(call.Caller) }
+func (g *Gateway) Offloads(call *Call) bool {
+	if call.links != nil {
+		return *call.links && g.offload != nil
+	}
+	return g.offloads(call.Caller)
+}
 
 // offloads reports whether the caller's images become links.
 func (g *Gateway) offloads(c *auth.Caller) bool {

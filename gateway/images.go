@@ -103,33 +103,55 @@ func (g *Gateway) Images(ctx context.Context, call *Call, n int, links bool) (*I
 			continue
 		}
 		g.keepSignatures(ctx, o.res)
-		u := g.bill(g.capsFor(call.Req), o.served.Provider, o.res.Usage, o.res.Images())
-		for ci := range o.res.Choices {
-			c := &o.res.Choices[ci]
-			if len(c.Images) == 0 && c.FinishReason == "content_filter" && refusal == "" {
-				refusal = unescape(c.Text)
-			}
-			for j := range c.Images {
-				img := c.Images[j]
-				if links {
-					if g.offload != nil {
-						g.offloadImage(ctx, &img)
-					} else {
-						g.log.Warn("image link asked but no image store is set up; answering with base64")
-					}
-				}
-				ans.Images = append(ans.Images, img)
-			}
+		if links {
+			g.offloadImages(ctx, o.res)
 		}
-		ans.results = append(ans.results, o.res)
-		ans.Served = append(ans.Served, o.served)
-		ans.Usage = addUsage(ans.Usage, u)
+		u := g.bill(g.capsFor(call.Req), o.served.Provider, o.res.Usage, o.res.Images())
+		if r := ans.add(o.res, o.served, u); refusal == "" {
+			refusal = r
+		}
 		rec.succeed(o.served, u)
 	}
-	if len(ans.Images) > 0 {
-		return ans, nil
+	return ans.settle(refusal, lastErr)
+}
+
+// offloadImages stores res's images as links for a request that asked
+// for links.
+func (g *Gateway) offloadImages(ctx context.Context, res *provider.Result) {
+	if g.offload == nil {
+		g.log.Warn("image link asked but no image store is set up; answering with base64")
+		return
 	}
-	ans.Release()
+	for ci := range res.Choices {
+		for j := range res.Choices[ci].Images {
+			g.offloadImage(ctx, &res.Choices[ci].Images[j])
+		}
+	}
+}
+
+// add takes the images of one upstream answer (its buffers with them) and
+// returns the reason of its safety block, if it made no image for one.
+func (a *ImagesAnswer) add(res *provider.Result, served router.Served, u Usage) (refusal string) {
+	for ci := range res.Choices {
+		c := &res.Choices[ci]
+		if len(c.Images) == 0 && c.FinishReason == "content_filter" && refusal == "" {
+			refusal = unescape(c.Text)
+		}
+		a.Images = append(a.Images, c.Images...)
+	}
+	a.results = append(a.results, res)
+	a.Served = append(a.Served, served)
+	a.Usage = addUsage(a.Usage, u)
+	return refusal
+}
+
+// settle returns the answer when it holds an image, else (released) the
+// error that says why none came.
+func (a *ImagesAnswer) settle(refusal string, lastErr error) (*ImagesAnswer, error) {
+	if len(a.Images) > 0 {
+		return a, nil
+	}
+	a.Release()
 	switch {
 	case refusal != "":
 		return nil, &ContentPolicyError{Reason: refusal}
@@ -137,6 +159,26 @@ func (g *Gateway) Images(ctx context.Context, call *Call, n int, links bool) (*I
 		return nil, lastErr
 	}
 	return nil, &provider.Error{Provider: "all", Kind: provider.KindInvalidResponse, Message: "no image was returned"}
+}
+
+// ImagesForward runs an Images API request for one image whose answer is
+// forwarded as it arrives (ChatForward), its image a link when links.
+// A ForwardAnswer's Whole answer becomes an ImagesAnswer with ImagesOf.
+func (g *Gateway) ImagesForward(ctx context.Context, call *Call, links bool) (*ForwardAnswer, router.Served, error) {
+	call.images = 1
+	call.links = &links
+	if links && g.offload == nil {
+		g.log.Warn("image link asked but no image store is set up; answering with base64")
+	}
+	return g.ChatForward(ctx, call)
+}
+
+// ImagesOf is the Images API answer of a whole answer of ImagesForward
+// (billed already), or the error that says why it holds no image.
+func ImagesOf(ans *Answer) (*ImagesAnswer, error) {
+	a := &ImagesAnswer{}
+	refusal := a.add(ans.Result, ans.Served, ans.Usage)
+	return a.settle(refusal, nil)
 }
 
 func addUsage(a, b Usage) Usage {

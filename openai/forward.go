@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"nanogate/internal/jsonx"
 	"nanogate/provider"
 )
 
@@ -35,6 +36,10 @@ type ForwardOptions struct {
 	ReqID  string
 	Model  string
 	Format Format
+	// ImagesAPI renders the Images API's response (one b64_json or url
+	// per image, its usage) instead of a chat.completion; ReqID, Model and
+	// Format are then unused.
+	ImagesAPI bool
 	// Cancel ends the upstream call; OnDone runs once when the answer is
 	// over (closed by then).
 	Cancel func()
@@ -240,19 +245,29 @@ func (b *ForwardBody) head() {
 	if created == 0 {
 		created = time.Now().Unix()
 	}
+	if b.o.ImagesAPI {
+		b.s.small = appendImagesHead(b.s.small, created)
+		return
+	}
 	b.s.small = appendChatHead(b.s.small, chatID(id, b.o.ReqID), created, b.o.Model)
 }
 
 // streams reports whether ev is image data written as it comes (every
 // format but images).
 func (b *ForwardBody) streams(ev *provider.Event) bool {
-	return ev.Piece != nil && ev.Piece.Step == provider.ImageData && b.o.Format != FormatImages
+	return ev.Piece != nil && ev.Piece.Step == provider.ImageData && (b.o.Format != FormatImages || b.o.ImagesAPI)
 }
 
 // event renders one event other than image data that streams.
 func (b *ForwardBody) event(ev *provider.Event) {
 	if ev.Usage != nil {
 		return // the gateway's bill is read at the end
+	}
+	if b.o.ImagesAPI {
+		if ev.Piece != nil {
+			b.apiImage(ev.Piece)
+		}
+		return // the Images API answers images alone
 	}
 	if !b.open || ev.Choice != b.choice {
 		b.open, b.choice, b.writing, b.text, b.images, b.prevText = true, ev.Choice, false, b.text[:0], 0, false
@@ -374,8 +389,38 @@ func (b *ForwardBody) endChoice(finish string) {
 	appendChoiceEnd(&b.s, 0, finish)
 }
 
-// end writes what follows the last choice.
+// apiImage renders the begin or end of an image of the Images API's
+// response (its data is written as it is).
+func (b *ForwardBody) apiImage(p *provider.ImagePiece) {
+	switch p.Step {
+	case provider.ImageBegin:
+		b.head()
+		if b.images > 0 {
+			b.s.small = append(b.s.small, ',')
+		}
+		b.images++
+		if p.URL != "" {
+			b.s.small = append(b.s.small, `{"url":`...)
+			b.s.small = jsonx.AppendString(b.s.small, p.URL)
+			b.writing = false // a link: nothing follows until its end
+			return
+		}
+		b.s.small = append(b.s.small, `{"b64_json":"`...)
+		b.writing = true
+	case provider.ImageEnd:
+		if b.writing {
+			b.s.small = append(b.s.small, '"')
+		}
+		b.s.small = append(b.s.small, '}')
+	}
+}
+
+// end writes what follows the last choice (the last image).
 func (b *ForwardBody) end() {
 	b.head()
+	if b.o.ImagesAPI {
+		b.s.small = appendImagesTail(b.s.small, b.fa.Usage(), b.fa.PromptImageTokens())
+		return
+	}
 	b.s.small = appendChatTail(b.s.small, b.fa.Usage(), b.fa.PromptImageTokens())
 }

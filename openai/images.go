@@ -322,6 +322,32 @@ func AppendImagesResponse(b []byte, imgs []provider.Image, u gateway.Usage, prom
 	return s.small
 }
 
+// appendImagesHead writes the images response up to its first image.
+func appendImagesHead(b []byte, created int64) []byte {
+	b = append(b, `{"created":`...)
+	b = strconv.AppendInt(b, created, 10)
+	return append(b, `,"data":[`...)
+}
+
+// appendImagesTail writes what follows the last image: the usage block of
+// GPT image models.
+func appendImagesTail(b []byte, u gateway.Usage, promptImage int64) []byte {
+	inImage := promptImageTokens(promptImage, u.PromptTokens)
+	b = append(b, `],"usage":{"input_tokens":`...)
+	b = strconv.AppendInt(b, u.PromptTokens, 10)
+	b = append(b, `,"input_tokens_details":{"text_tokens":`...)
+	b = strconv.AppendInt(b, u.PromptTokens-inImage, 10)
+	b = append(b, `,"image_tokens":`...)
+	b = strconv.AppendInt(b, inImage, 10)
+	b = append(b, `},"output_tokens":`...)
+	b = strconv.AppendInt(b, u.ImageTokens, 10)
+	b = append(b, `,"output_tokens_details":{"text_tokens":0,"image_tokens":`...)
+	b = strconv.AppendInt(b, u.ImageTokens, 10)
+	b = append(b, `},"total_tokens":`...)
+	b = strconv.AppendInt(b, u.PromptTokens+u.ImageTokens, 10)
+	return append(b, "}}\n"...)
+}
+
 // ImagesBody is a rendered images response that writes its images' base64
 // from the upstream buffers to the client without a copy (as ChatBody does).
 type ImagesBody struct{ segBody }
@@ -342,9 +368,7 @@ func NewImagesBody(imgs []provider.Image, u gateway.Usage, promptImage int64, re
 func renderImages(s *segs, imgs []provider.Image, u gateway.Usage, promptImage int64, ext bool) {
 	b := s.small
 	from := len(b)
-	b = append(b, `{"created":`...)
-	b = strconv.AppendInt(b, time.Now().Unix(), 10)
-	b = append(b, `,"data":[`...)
+	b = appendImagesHead(b, time.Now().Unix())
 	for i, img := range imgs {
 		if i > 0 {
 			b = append(b, ',')
@@ -366,20 +390,7 @@ func renderImages(s *segs, imgs []provider.Image, u gateway.Usage, promptImage i
 		}
 		b = append(b, `"}`...)
 	}
-	inImage := promptImageTokens(promptImage, u.PromptTokens)
-	b = append(b, `],"usage":{"input_tokens":`...)
-	b = strconv.AppendInt(b, u.PromptTokens, 10)
-	b = append(b, `,"input_tokens_details":{"text_tokens":`...)
-	b = strconv.AppendInt(b, u.PromptTokens-inImage, 10)
-	b = append(b, `,"image_tokens":`...)
-	b = strconv.AppendInt(b, inImage, 10)
-	b = append(b, `},"output_tokens":`...)
-	b = strconv.AppendInt(b, u.ImageTokens, 10)
-	b = append(b, `,"output_tokens_details":{"text_tokens":0,"image_tokens":`...)
-	b = strconv.AppendInt(b, u.ImageTokens, 10)
-	b = append(b, `},"total_tokens":`...)
-	b = strconv.AppendInt(b, u.PromptTokens+u.ImageTokens, 10)
-	s.small = append(b, "}}\n"...)
+	s.small = appendImagesTail(b, u, promptImage)
 	if ext {
 		s.cut(from)
 	}

@@ -283,6 +283,14 @@ func (s *Server) chatForward(ctx *fasthttp.RequestCtx, st *State, l *reqLog, cal
 		OnDone: s.answerDone(l, call),
 		Log:    s.log,
 	})
+	s.sendForward(ctx, st, l, call, served, body, hold)
+}
+
+// sendForward sets a forwarded answer as the response: with its length
+// when it was whole within prefetchBytes, as it arrives otherwise, or the
+// error that broke it before anything went out.
+func (s *Server) sendForward(ctx *fasthttp.RequestCtx, st *State, l *reqLog, call *gateway.Call, served router.Served,
+	body *openai.ForwardBody, hold *inflight.Hold) {
 	whole, err := body.Prefetch(prefetchBytes)
 	if err != nil {
 		// Broken before its first byte went out: an error status still can.
