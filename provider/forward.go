@@ -53,8 +53,8 @@ type Head interface {
 }
 
 // Whole returns the answer behind a forwarded one that was read whole
-// before it was handed over (every answer of the openai kind, a Gemini
-// answer without images), so that it can be answered as a buffered one.
+// before it was handed over (an answer without images), so that it can be
+// answered as a buffered one.
 // The stream is then used up: the caller releases the Result instead of
 // closing the stream. ok is false for an answer being forwarded.
 func Whole(st Stream) (res *Result, ok bool) {
@@ -64,6 +64,11 @@ func Whole(st Stream) (res *Result, ok bool) {
 	case *geminiForward:
 		if s.whole != nil && s.err == nil {
 			s.Close() // the Result points into the skeleton, not the connection
+			return s.whole, true
+		}
+	case *openaiForward:
+		if s.whole != nil && s.err == nil {
+			s.Close()
 			return s.whole, true
 		}
 	}
@@ -98,46 +103,65 @@ func newResultStream(res *Result, digest bool) *resultStream {
 		return &s.pieces[len(s.pieces)-1]
 	}
 	for ci := range res.Choices {
-		c := &res.Choices[ci]
-		if len(c.Images) == 0 {
-			s.evs = append(s.evs, Event{Choice: c.Index, Text: c.Text}, Event{Choice: c.Index, FinishReason: c.FinishReason})
-			continue
-		}
-		if c.Pieces == nil && len(c.Text) > 0 {
-			// Text first, then the images: what a markdown answer without
-			// pieces shows.
-			s.evs = append(s.evs, Event{Choice: c.Index, Text: c.Text})
-		}
-		for i, n := 0, max(len(c.Pieces), len(c.Images)); i < n; i++ {
-			p := Piece{Image: i}
-			if c.Pieces != nil {
-				if i >= len(c.Pieces) {
-					break
-				}
-				p = c.Pieces[i]
-			}
-			if p.Text != nil {
-				s.evs = append(s.evs, Event{Choice: c.Index, Text: p.Text})
-				continue
-			}
-			if p.Image < 0 || p.Image >= len(c.Images) {
-				continue
-			}
-			img := &c.Images[p.Image]
-			end := ImagePiece{Step: ImageEnd, Signature: img.Signature}
-			if digest && len(img.Signature) > 0 {
-				end.Digest, end.Digested = ImageDigest(img.B64)
-			}
-			s.evs = append(s.evs, Event{Choice: c.Index, Piece: piece(ImagePiece{Step: ImageBegin, MIME: img.MIME, URL: img.URL})})
-			if img.URL == "" {
-				s.evs = append(s.evs, Event{Choice: c.Index, Piece: piece(ImagePiece{Step: ImageData, Data: img.B64})})
-			}
-			s.evs = append(s.evs, Event{Choice: c.Index, Piece: piece(end)})
-		}
-		s.evs = append(s.evs, Event{Choice: c.Index, FinishReason: c.FinishReason})
+		s.evs = choiceEvents(s.evs, &res.Choices[ci], digest, piece)
 	}
 	s.evs = append(s.evs, Event{Usage: &s.usage})
 	return s
+}
+
+// choiceEvents appends the events of choice c: its text and images in the
+// model's order, then its finish reason. piece keeps an ImagePiece for the
+// events to point to.
+func choiceEvents(evs []Event, c *Choice, digest bool, piece func(ImagePiece) *ImagePiece) []Event {
+	if len(c.Images) == 0 {
+		return append(evs, Event{Choice: c.Index, Text: c.Text}, Event{Choice: c.Index, FinishReason: c.FinishReason})
+	}
+	if c.Pieces == nil && len(c.Text) > 0 {
+		// Text first, then the images: what a markdown answer without
+		// pieces shows.
+		evs = append(evs, Event{Choice: c.Index, Text: c.Text})
+	}
+	for i := 0; ; i++ {
+		p, ok := choicePiece(c, i)
+		if !ok {
+			break
+		}
+		evs = pieceEvents(evs, c, p, digest, piece)
+	}
+	return append(evs, Event{Choice: c.Index, FinishReason: c.FinishReason})
+}
+
+// choicePiece is the i-th piece of the content of a choice with images:
+// of its pieces, or of its images when it has none.
+func choicePiece(c *Choice, i int) (Piece, bool) {
+	if c.Pieces != nil {
+		if i >= len(c.Pieces) {
+			return Piece{}, false
+		}
+		return c.Pieces[i], true
+	}
+	return Piece{Image: i}, i < len(c.Images)
+}
+
+// pieceEvents appends the events of piece p of choice c: its text, or its
+// image's begin, data (none for a link) and end.
+func pieceEvents(evs []Event, c *Choice, p Piece, digest bool, piece func(ImagePiece) *ImagePiece) []Event {
+	if p.Text != nil {
+		return append(evs, Event{Choice: c.Index, Text: p.Text})
+	}
+	if p.Image < 0 || p.Image >= len(c.Images) {
+		return evs
+	}
+	img := &c.Images[p.Image]
+	end := ImagePiece{Step: ImageEnd, Signature: img.Signature}
+	if digest && len(img.Signature) > 0 {
+		end.Digest, end.Digested = ImageDigest(img.B64)
+	}
+	evs = append(evs, Event{Choice: c.Index, Piece: piece(ImagePiece{Step: ImageBegin, MIME: img.MIME, URL: img.URL})})
+	if img.URL == "" {
+		evs = append(evs, Event{Choice: c.Index, Piece: piece(ImagePiece{Step: ImageData, Data: img.B64})})
+	}
+	return append(evs, Event{Choice: c.Index, Piece: piece(end)})
 }
 
 // Next implements Stream.
