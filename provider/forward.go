@@ -494,6 +494,19 @@ func (f *forwardWalk) readErr(err error) {
 	f.fail(transportError(f.name, err))
 }
 
+// endWhole ends an answer read whole before any image was cut out of it:
+// res is the buffered reading of its skeleton, handed out as its events;
+// nil when that reading failed (err).
+func (f *forwardWalk) endWhole(res *Result, err error) *Result {
+	if err != nil {
+		f.fail(err)
+		return nil
+	}
+	f.queue = append(f.queue[:0], newResultStream(res, false).evs...)
+	f.done = true
+	return res
+}
+
 // step advances until it has queued events past the commit, the answer
 // ended, or it failed.
 func (f *forwardWalk) step() {

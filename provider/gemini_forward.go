@@ -235,14 +235,9 @@ func (f *geminiForward) onImage() {
 func (f *geminiForward) onEnd() {
 	if !f.started {
 		// No image: the answer is small and read as a buffered one.
-		res, err := f.p.parseAnswer(f.skel, f.wantImages)
-		if err != nil {
-			f.fail(err)
-			return
+		if f.whole = f.endWhole(f.p.parseAnswer(f.skel, f.wantImages)); f.whole != nil {
+			f.id = f.whole.ID
 		}
-		f.id, f.whole = res.ID, res
-		f.queue = append(f.queue[:0], newResultStream(res, false).evs...)
-		f.done = true
 		return
 	}
 	if !jsonx.Valid(f.skel) {

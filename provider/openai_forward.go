@@ -306,15 +306,7 @@ func (f *openaiForward) start(doc []byte) {
 // showUpTo reads the open choice, closed where it stands (b), and queues
 // its pieces up to the image whose placeholder is at at.
 func (f *openaiForward) showUpTo(b []byte, at int) {
-	ch, err := f.p.parseChoice(f.pos-1, b)
-	if err != nil {
-		f.fail(err)
-		return
-	}
-	if f.cut == 0 {
-		f.index = ch.Index
-	}
-	k := f.agree(&ch)
+	ch, k := f.reread(b, f.pos-1)
 	if k < 0 {
 		return
 	}
@@ -330,6 +322,22 @@ func (f *openaiForward) showUpTo(b []byte, at int) {
 		}
 		f.show(&ch, p)
 	}
+}
+
+// reread reads the choice b (the open one, or one without images cut
+// out) as the buffered reading does, and checks it against what went out
+// of it: the choice, and how many of its pieces went out (-1 and the
+// answer failed when it does not read as they did).
+func (f *openaiForward) reread(b []byte, pos int) (Choice, int) {
+	ch, err := f.p.parseChoice(pos, b)
+	if err != nil {
+		f.fail(err)
+		return ch, -1
+	}
+	if f.cut == 0 {
+		f.index = ch.Index
+	}
+	return ch, f.agree(&ch)
 }
 
 // agree checks that ch, the open choice read again, begins with the pieces
@@ -409,9 +417,8 @@ func (f *openaiForward) onClose() {
 // closeChoice queues what the choice b, read whole, holds past what went
 // out of it, and its finish reason.
 func (f *openaiForward) closeChoice(b []byte, pos int) {
-	ch, err := f.p.parseChoice(pos, b)
-	if err != nil {
-		f.fail(err)
+	ch, k := f.reread(b, pos)
+	if k < 0 {
 		return
 	}
 	if f.images += len(ch.Images); f.images > maxAnswerImages {
@@ -425,10 +432,6 @@ func (f *openaiForward) closeChoice(b []byte, pos int) {
 	// Every image cut out went out before (shown), each placeholder is
 	// read once: what follows them is text, links and images whole in
 	// the skeleton.
-	k := f.agree(&ch)
-	if k < 0 {
-		return
-	}
 	for ; ; k++ {
 		p, ok := choicePiece(&ch, k)
 		if !ok {
@@ -451,14 +454,9 @@ func (f *openaiForward) onImage() {}
 func (f *openaiForward) onEnd() {
 	if !f.started {
 		// No image cut out: the answer is read as a buffered one.
-		res, err := f.p.parseResult(f.skel)
-		if err != nil {
-			f.fail(err)
-			return
+		if f.whole = f.endWhole(f.p.parseResult(f.skel)); f.whole != nil {
+			f.id, f.created = f.whole.ID, f.whole.Created
 		}
-		f.id, f.created, f.whole = res.ID, res.Created, res
-		f.queue = append(f.queue[:0], newResultStream(res, false).evs...)
-		f.done = true
 		return
 	}
 	if !jsonx.Valid(f.skel) {

@@ -114,17 +114,7 @@ func TestOpenAIForwardMatchesBuffered(t *testing.T) {
 		}
 		for rname, r := range readers(body) {
 			got, err := oaForwarded(p, r)
-			if err != nil {
-				t.Errorf("%s, %s: %v", name, rname, err)
-				continue
-			}
-			if got != want {
-				i := 0
-				for i < len(got) && i < len(want) && got[i] == want[i] {
-					i++
-				}
-				t.Errorf("%s, %s: differs at %d of %d/%d:\n got %.300s\nwant %.300s", name, rname, i, len(got), len(want), got[max(i-100, 0):], want[max(i-100, 0):])
-			}
+			sameEvents(t, name+", "+rname, got, want, err)
 		}
 	}
 }
@@ -227,18 +217,7 @@ func TestOpenAIForwardFailsAfterCommit(t *testing.T) {
 		"error member":  bytes.NewReader(bytes.Replace(body, []byte(`"usage"`), []byte(`"error":1,"usage"`), 1)),
 		"bad text tail": bytes.NewReader(bytes.Replace(body, []byte(`)"`), []byte(")\x01\""), 1)),
 	} {
-		f := p.newForward(nil, cut)
-		if _, err := f.Next(); err != nil {
-			t.Fatalf("%s: first Next: %v", name, err)
-		}
-		var err error
-		for err == nil {
-			_, err = f.Next()
-		}
-		if err == io.EOF {
-			t.Errorf("%s: the answer ended as if whole", name)
-		}
-		f.Close()
+		failsAfterCommit(t, name, p.newForward(nil, cut))
 	}
 }
 
@@ -272,28 +251,7 @@ func TestOpenAIForwardHoldsAWindow(t *testing.T) {
 		"images[]": oaAnswer(`"content":"hi","images":[` + part("data:image/png;base64,"+fakeup.PNGBase64(1500<<10)) + `]`),
 	} {
 		f := p.newForward(nil, bytes.NewReader(body))
-		windows := 0
-		for {
-			ev, err := f.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ev.Piece != nil && ev.Piece.Step == ImageData {
-				windows++
-				if len(ev.Piece.Data) > forwardWindow {
-					t.Fatalf("%s: window of %d bytes", name, len(ev.Piece.Data))
-				}
-			}
-		}
-		if windows < 2<<20/forwardWindow {
-			t.Errorf("%s: %d windows for a 2 MB image", name, windows)
-		}
-		if cap(f.skel) > 64<<10 {
-			t.Errorf("%s: skeleton grew to %d bytes", name, cap(f.skel))
-		}
+		holdsAWindow(t, name, &f.forwardWalk)
 		f.Close()
 	}
 }
@@ -365,20 +323,10 @@ func TestOpenAIForwardOverSocket(t *testing.T) {
 	}
 	st.Close()
 	s.SetFault(fakeup.Fault{DropMidBody: true})
-	st, err = p.ChatStream(ctx, req, "m")
-	if err != nil {
+	if st, err = p.ChatStream(ctx, req, "m"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Next(); err != nil {
-		t.Fatalf("the first half of a 2 MB image does not commit: %v", err)
-	}
-	for err == nil {
-		_, err = st.Next()
-	}
-	if err == io.EOF {
-		t.Error("a dropped answer ended as if whole")
-	}
-	st.Close()
+	failsAfterCommit(t, "dropped mid-body", st)
 	s.ClearFault()
 }
 
