@@ -4,7 +4,6 @@ import (
 	"strconv"
 	"strings"
 
-	"nanogate/config"
 	"nanogate/internal/safemath"
 	"nanogate/provider"
 )
@@ -18,16 +17,16 @@ const answerOverhead = 64 << 10
 const bytesPerPixel = 2
 
 // forwardedAnswerBytes is what an answer forwarded as it arrives
-// (ChatForward, Google's kind) holds, whatever the size of its images: its
-// window, the part of the answer rendered before the status goes out, and
-// the buffers of the upstream and client connections.
+// (ChatForward) holds, whatever the size of its images: its window, the
+// part of the answer rendered before the status goes out, and the buffers
+// of the upstream and client connections.
 const forwardedAnswerBytes = 512 << 10
 
-// ForwardedBytes is what call's answer holds when it is forwarded: a
-// window when every provider of its model forwards (Google's kind), else
-// AnswerBytes (the other kind reads its answer whole).
+// ForwardedBytes is what call's answer holds: a window when it is
+// forwarded (Forwards: every kind of provider forwards its answers in
+// windows), else AnswerBytes (n > 1 and offloaded answers are read whole).
 func (g *Gateway) ForwardedBytes(call *Call) int64 {
-	if g.router.Only(call.Req.Model, config.KindGemini) {
+	if g.Forwards(call) {
 		return forwardedAnswerBytes
 	}
 	return g.AnswerBytes(call.Req)

@@ -4,7 +4,9 @@ import (
 	"math"
 	"testing"
 
+	"nanogate/auth"
 	"nanogate/catalog"
+	"nanogate/images"
 	"nanogate/provider"
 )
 
@@ -40,5 +42,42 @@ func TestSizeEdge(t *testing.T) {
 		if got := sizeEdge(in); got != want {
 			t.Errorf("sizeEdge(%q) = %d, want %d", in, got, want)
 		}
+	}
+}
+
+// TestForwardedBytes: an answer forwarded holds a window whatever its
+// provider; one read whole (n > 1, offload) is counted whole, never as a
+// window.
+func TestForwardedBytes(t *testing.T) {
+	g := &Gateway{}
+	whole := g.AnswerBytes(&provider.ChatRequest{Model: "m", N: 1})
+	on, off := true, false
+	cases := []struct {
+		name    string
+		call    Call
+		offload bool
+		want    int64
+	}{
+		{"one image", Call{Req: &provider.ChatRequest{Model: "m", N: 1}}, false, forwardedAnswerBytes},
+		{"n absent", Call{Req: &provider.ChatRequest{Model: "m"}}, false, forwardedAnswerBytes},
+		{"n > 1", Call{Req: &provider.ChatRequest{Model: "m", N: 3}}, false, g.AnswerBytes(&provider.ChatRequest{Model: "m", N: 3})},
+		{"offload", Call{Req: &provider.ChatRequest{Model: "m", N: 1}}, true, whole},
+		{"offload off for the key", Call{Req: &provider.ChatRequest{Model: "m", N: 1}, Caller: &auth.Caller{OffloadImages: &off}}, true, forwardedAnswerBytes},
+		{"offload on for the key", Call{Req: &provider.ChatRequest{Model: "m", N: 1}, Caller: &auth.Caller{OffloadImages: &on}}, true, whole},
+	}
+	for _, c := range cases {
+		g.offload, g.offloadDefault = nil, false
+		if c.offload {
+			g.offload, g.offloadDefault = &images.Offloader{}, true
+		}
+		if got := g.ForwardedBytes(&c.call); got != c.want {
+			t.Errorf("%s: ForwardedBytes = %d, want %d", c.name, got, c.want)
+		}
+		if forwards := g.Forwards(&c.call); forwards != (c.want == forwardedAnswerBytes) {
+			t.Errorf("%s: Forwards = %v", c.name, forwards)
+		}
+	}
+	if whole <= forwardedAnswerBytes {
+		t.Fatalf("an answer read whole (%d bytes) would not hold more than a window", whole)
 	}
 }

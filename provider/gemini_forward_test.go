@@ -31,6 +31,9 @@ func describe(st Stream) (string, error) {
 			switch ev.Piece.Step {
 			case ImageBegin:
 				fmt.Fprintf(&b, "[image %d %s ", ev.Choice, ev.Piece.MIME)
+				if ev.Piece.URL != "" {
+					fmt.Fprintf(&b, "url=%s", ev.Piece.URL)
+				}
 			case ImageData:
 				if len(ev.Piece.Data) == 0 {
 					b.WriteString("(empty window)")
@@ -130,18 +133,25 @@ func TestForwardMatchesBuffered(t *testing.T) {
 		}
 		for rname, r := range readers(body) {
 			got, err := forwarded(p, r, &ChatRequest{})
-			if err != nil {
-				t.Errorf("%s, %s: %v", name, rname, err)
-				continue
-			}
-			if got != want {
-				i := 0
-				for i < len(got) && i < len(want) && got[i] == want[i] {
-					i++
-				}
-				t.Errorf("%s, %s: differs at %d of %d/%d:\n got %.300s\nwant %.300s", name, rname, i, len(got), len(want), got[max(i-100, 0):], want[max(i-100, 0):])
-			}
+			sameEvents(t, name+", "+rname, got, want, err)
 		}
+	}
+}
+
+// sameEvents checks that a forwarded reading (got, err) handed out the
+// events of the buffered one (want).
+func sameEvents(t *testing.T, name, got, want string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Errorf("%s: %v", name, err)
+		return
+	}
+	if got != want {
+		i := 0
+		for i < len(got) && i < len(want) && got[i] == want[i] {
+			i++
+		}
+		t.Errorf("%s: differs at %d of %d/%d:\n got %.300s\nwant %.300s", name, i, len(got), len(want), got[max(i-100, 0):], want[max(i-100, 0):])
 	}
 }
 
@@ -214,18 +224,24 @@ func TestForwardFailsAfterCommit(t *testing.T) {
 		"ended":   bytes.NewReader(body[:len(body)/2]),
 		"garbage": io.MultiReader(bytes.NewReader(body[:len(body)/2]), strings.NewReader("!!!!")),
 	} {
-		f := p.newForward(nil, cut, &ChatRequest{})
-		if _, err := f.Next(); err != nil {
-			t.Fatalf("%s: first Next: %v", name, err)
-		}
-		var err error
-		for err == nil {
-			_, err = f.Next()
-		}
-		if err == io.EOF {
-			t.Errorf("%s: the answer ended as if whole", name)
-		}
-		f.Close()
+		failsAfterCommit(t, name, p.newForward(nil, cut, &ChatRequest{}))
+	}
+}
+
+// failsAfterCommit checks that st commits on its first Next and then ends
+// with an error, and closes it.
+func failsAfterCommit(t *testing.T, name string, st Stream) {
+	t.Helper()
+	defer st.Close()
+	if _, err := st.Next(); err != nil {
+		t.Fatalf("%s: first Next: %v", name, err)
+	}
+	var err error
+	for err == nil {
+		_, err = st.Next()
+	}
+	if err == io.EOF {
+		t.Errorf("%s: the answer ended as if whole", name)
 	}
 }
 
@@ -246,6 +262,13 @@ func TestForwardHoldsAWindow(t *testing.T) {
 	body := imageAnswer("hi", fakeup.PNGBase64(1500<<10))
 	f := p.newForward(nil, bytes.NewReader(body), &ChatRequest{})
 	defer f.Close()
+	holdsAWindow(t, "", &f.forwardWalk)
+}
+
+// holdsAWindow reads f to its end, a 2 MB image in it: it must come in
+// windows no larger than forwardWindow, and leave the skeleton small.
+func holdsAWindow(t *testing.T, name string, f *forwardWalk) {
+	t.Helper()
 	windows := 0
 	for {
 		ev, err := f.Next()
@@ -258,15 +281,15 @@ func TestForwardHoldsAWindow(t *testing.T) {
 		if ev.Piece != nil && ev.Piece.Step == ImageData {
 			windows++
 			if len(ev.Piece.Data) > forwardWindow {
-				t.Fatalf("window of %d bytes", len(ev.Piece.Data))
+				t.Fatalf("%s: window of %d bytes", name, len(ev.Piece.Data))
 			}
 		}
 	}
 	if windows < 2<<20/forwardWindow {
-		t.Errorf("%d windows for a 2 MB image", windows)
+		t.Errorf("%s: %d windows for a 2 MB image", name, windows)
 	}
 	if cap(f.skel) > 64<<10 {
-		t.Errorf("skeleton grew to %d bytes", cap(f.skel))
+		t.Errorf("%s: skeleton grew to %d bytes", name, cap(f.skel))
 	}
 }
 
