@@ -35,6 +35,7 @@ server:
   shutdown_timeout: 1s
   write_timeout: %s
 log: { level: info, format: json }
+images: { format: images }            # not forwarded: a buffered answer is read whole
 admin_key: "%s"
 providers:
   - name: up

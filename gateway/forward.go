@@ -76,9 +76,9 @@ func (g *Gateway) ChatForward(ctx context.Context, call *Call) (*ForwardAnswer, 
 type ForwardAnswer struct {
 	Served router.Served
 	// Whole is set when the provider had read the answer whole before it
-	// was handed over (no image in it, or a kind that does not forward):
-	// it is answered as Chat's are, already billed on the call, and the
-	// rest of ForwardAnswer is unused.
+	// was handed over (no image in it, or images that fit its first
+	// window): it is answered as Chat's are, already billed on the call,
+	// and the rest of ForwardAnswer is unused.
 	Whole  *Answer
 	call   *Call
 	g      *Gateway

@@ -22,14 +22,23 @@ const bytesPerPixel = 2
 // of the upstream and client connections.
 const forwardedAnswerBytes = 512 << 10
 
+// offloadWriterBytes is what an answer whose images are stored as they
+// arrive holds besides its window: the image writer's stage and the
+// spool file's buffers, one image at a time.
+const offloadWriterBytes = 64 << 10
+
 // ForwardedBytes is what call's answer holds: a window when it is
 // forwarded (Forwards: every kind of provider forwards its answers in
-// windows), else AnswerBytes (n > 1 and offloaded answers are read whole).
+// windows), plus the image writer's buffers when its images are stored on
+// the way; else AnswerBytes (n > 1 is read whole).
 func (g *Gateway) ForwardedBytes(call *Call) int64 {
-	if g.Forwards(call) {
-		return forwardedAnswerBytes
+	if !g.Forwards(call) {
+		return g.AnswerBytes(call.Req)
 	}
-	return g.AnswerBytes(call.Req)
+	if g.Offloads(call) {
+		return forwardedAnswerBytes + offloadWriterBytes
+	}
+	return forwardedAnswerBytes
 }
 
 // AnswerBytes is how much memory req's answer may hold while it is in

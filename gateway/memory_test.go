@@ -46,8 +46,8 @@ func TestSizeEdge(t *testing.T) {
 }
 
 // TestForwardedBytes: an answer forwarded holds a window whatever its
-// provider; one read whole (n > 1, offload) is counted whole, never as a
-// window.
+// provider, and the image writer's buffers when its images are stored on
+// the way; one read whole (n > 1) is counted whole, never as a window.
 func TestForwardedBytes(t *testing.T) {
 	g := &Gateway{}
 	whole := g.AnswerBytes(&provider.ChatRequest{Model: "m", N: 1})
@@ -61,9 +61,10 @@ func TestForwardedBytes(t *testing.T) {
 		{"one image", Call{Req: &provider.ChatRequest{Model: "m", N: 1}}, false, forwardedAnswerBytes},
 		{"n absent", Call{Req: &provider.ChatRequest{Model: "m"}}, false, forwardedAnswerBytes},
 		{"n > 1", Call{Req: &provider.ChatRequest{Model: "m", N: 3}}, false, g.AnswerBytes(&provider.ChatRequest{Model: "m", N: 3})},
-		{"offload", Call{Req: &provider.ChatRequest{Model: "m", N: 1}}, true, whole},
+		{"offload", Call{Req: &provider.ChatRequest{Model: "m", N: 1}}, true, forwardedAnswerBytes + offloadWriterBytes},
 		{"offload off for the key", Call{Req: &provider.ChatRequest{Model: "m", N: 1}, Caller: &auth.Caller{OffloadImages: &off}}, true, forwardedAnswerBytes},
-		{"offload on for the key", Call{Req: &provider.ChatRequest{Model: "m", N: 1}, Caller: &auth.Caller{OffloadImages: &on}}, true, whole},
+		{"offload on for the key", Call{Req: &provider.ChatRequest{Model: "m", N: 1}, Caller: &auth.Caller{OffloadImages: &on}}, true, forwardedAnswerBytes + offloadWriterBytes},
+		{"offload and n > 1", Call{Req: &provider.ChatRequest{Model: "m", N: 2}}, true, g.AnswerBytes(&provider.ChatRequest{Model: "m", N: 2})},
 	}
 	for _, c := range cases {
 		g.offload, g.offloadDefault = nil, false
@@ -73,7 +74,7 @@ func TestForwardedBytes(t *testing.T) {
 		if got := g.ForwardedBytes(&c.call); got != c.want {
 			t.Errorf("%s: ForwardedBytes = %d, want %d", c.name, got, c.want)
 		}
-		if forwards := g.Forwards(&c.call); forwards != (c.want == forwardedAnswerBytes) {
+		if forwards := g.Forwards(&c.call); forwards != (c.want < whole) {
 			t.Errorf("%s: Forwards = %v", c.name, forwards)
 		}
 	}

@@ -16,9 +16,10 @@
 // checked base64 and an end (Event.Piece), so that an answer in flight holds
 // a window rather than its image. The first Next reads ahead far enough for
 // the router to fail over on what breaks early (gemini_forward.go says how
-// far); after it, a failure ends the answer with an error. The gemini kind
-// reads Google's answer through a 256 KiB window; the openai kind still reads
-// its answer whole and hands it out as the same events.
+// far); after it, a failure ends the answer with an error. Both kinds read
+// their answer through a 256 KiB window (forward.go's walker, with
+// gemini_forward.go and openai_forward.go for what each kind's answer
+// holds).
 package provider
 
 import (

@@ -18,17 +18,18 @@ import (
 // refused with 503 and a retry delay before it reaches the limiter or the
 // upstream, and the room comes back when the request holding it ends.
 func TestInFlightBoundRefusesWith503(t *testing.T) {
-	// One 1K image answer is counted at 2 MiB plus overhead: one fits in 3
-	// MiB, two do not.
+	// One 1K image answer read whole (the images format is not forwarded)
+	// is counted at 2 MiB plus overhead: one fits in 3 MiB, two do not.
 	ts := startServer(t, serverOpts{server: "  max_bytes_in_flight: 3MiB\n"})
 	ts.up.SetFault(fakeup.Fault{Hang: true})
 
 	// The first request hangs at the upstream, holding its bytes.
-	cancel, done := hangRequest(t, ts)
+	cancel, done := hangRequest(t, ts, readWhole)
 	defer cancel()
 	poll.Until(t, 10*time.Second, "the first request to reach the upstream", func() bool { return ts.up.InFlight() == 1 })
 
-	r := send(t, "POST", ts.url+"/v1/chat/completions", ciKey, "application/json", []byte(chatBody(testModel, "")))
+	r := send(t, "POST", ts.url+"/v1/chat/completions", ciKey, "application/json", []byte(chatBody(testModel, "")),
+		"x-nanogate-image-format", readWhole)
 	if r.status != 503 || !strings.Contains(string(r.body), `"code":"server_overloaded"`) {
 		t.Fatalf("second request: %d %s, want 503 server_overloaded", r.status, r.body)
 	}
@@ -41,9 +42,10 @@ func TestInFlightBoundRefusesWith503(t *testing.T) {
 	if n := ts.up.Requests(); n != 1 {
 		t.Errorf("the upstream saw %d requests, want only the first", n)
 	}
-	// The Images API counts against the same bound.
+	// The Images API counts against the same bound (two images are held
+	// until both are in; one would be forwarded and count a window).
 	ir := send(t, "POST", ts.url+"/v1/images/generations", ciKey, "application/json",
-		[]byte(`{"model":"`+testModel+`","prompt":"a banana"}`))
+		[]byte(`{"model":"`+testModel+`","prompt":"a banana","n":2}`))
 	if ir.status != 503 {
 		t.Fatalf("images request beside a full bound: %d %s", ir.status, ir.body)
 	}
@@ -96,8 +98,9 @@ func TestInFlightBoundHoldsUntilTheAnswerIsWritten(t *testing.T) {
 	}
 	defer conn.Close()
 	body := chatBody(testModel, "")
-	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-		ciKey, len(body), body)
+	// Read whole: the request of a forwarded answer logs once it is written.
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nX-Nanogate-Image-Format: %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", ciKey, readWhole, len(body), body)
 	// The request's log line is written when the handler is done, before
 	// the body goes out.
 	poll.Until(t, 20*time.Second, "the request's log line", func() bool {
@@ -115,14 +118,22 @@ func TestInFlightBoundHoldsUntilTheAnswerIsWritten(t *testing.T) {
 	})
 }
 
-// hangRequest sends a chat request in the background; cancel makes its
-// client leave, and done says when it has.
-func hangRequest(t *testing.T, ts *testServer) (cancel func(), done <-chan int) {
+// readWhole is the image format whose answers are read whole, not
+// forwarded.
+const readWhole = "images"
+
+// hangRequest sends a chat request in the background, in format (the
+// gateway's default when none); cancel makes its client leave, and done
+// says when it has.
+func hangRequest(t *testing.T, ts *testServer, format ...string) (cancel func(), done <-chan int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan int, 1)
 	go func() {
 		req, _ := http.NewRequestWithContext(ctx, "POST", ts.url+"/v1/chat/completions", strings.NewReader(chatBody(testModel, "")))
 		req.Header.Set("Authorization", "Bearer "+ciKey)
+		for _, f := range format {
+			req.Header.Set("x-nanogate-image-format", f)
+		}
 		resp, err := httpClient.Do(req)
 		if err != nil {
 			ch <- 0
