@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -111,11 +110,7 @@ func (p *Gemini) ChatStream(ctx context.Context, req *ChatRequest, model string)
 	return s, nil
 }
 
-// bodyPool recycles request bodies, which carry the input images.
-var bodyPool = sync.Pool{New: func() any { return new([]byte) }}
 
-// refsPool recycles the references of split request bodies.
-var refsPool = sync.Pool{New: func() any { return new([]bodyRef) }}
 
 // Prepare implements Preparer: it checks that Google's model can take req
 // and downloads the images req names by URL, once for the request (another
@@ -166,27 +161,13 @@ func (p *Gemini) send(ctx context.Context, req *ChatRequest, model string, mode 
 	ureq.Header.SetContentType("application/json")
 	// The key goes in a header, never in the URL: URLs end up in logs.
 	ureq.Header.Set("x-goog-api-key", p.key)
-	buf := bodyPool.Get().(*[]byte)
-	rp := refsPool.Get().(*[]bodyRef)
-	refs := (*rp)[:0]
-	body := appendGeminiBodyRefs((*buf)[:0], req, plan, &refs)
-	if len(refs) == 0 {
-		ureq.SetBodyRaw(body)
-	} else {
-		sb := &splitBody{buf: body, refs: refs}
-		ureq.SetBodyStream(sb, sb.Len())
-	}
+	ub := getUpBody()
+	ub.body = appendGeminiBodyRefs(ub.body, req, plan, &ub.refs)
+	ub.set(ureq)
 
 	resp, err := p.client.Do(ctx, ureq, mode != sendBuffered)
 	// Do has written the whole request by the time it returns.
-	ureq.SetBodyRaw(nil)
-	clear(refs) // they point into the client's body
-	*rp = refs[:0]
-	refsPool.Put(rp)
-	if cap(body) <= 8<<20 {
-		*buf = body[:0]
-		bodyPool.Put(buf)
-	}
+	ub.release(ureq)
 	if err != nil {
 		if err == upstream.ErrBodyTooLarge {
 			return nil, &Error{Provider: p.name, Kind: KindInvalidResponse, Message: "upstream answer too large", Err: err}

@@ -448,11 +448,7 @@ func appendInlineData(dst []byte, mime string, b64 []byte, refs *[]bodyRef) []by
 	dst = append(dst, `{"inlineData":{"mimeType":`...)
 	dst = jsonx.AppendString(dst, mime)
 	dst = append(dst, `,"data":"`...)
-	if refs != nil && len(b64) >= refMin {
-		*refs = append(*refs, bodyRef{at: len(dst), ext: b64})
-	} else {
-		dst = append(dst, b64...)
-	}
+	dst = appendRef(dst, b64, refs)
 	return append(dst, `"}}`...)
 }
 

@@ -115,10 +115,13 @@ func (p *OpenAI) send(ctx context.Context, req *ChatRequest, model string, mode 
 	if stream {
 		ureq.Header.Set("Accept", "text/event-stream")
 	}
-	ureq.SetBodyRaw(nil)
-	ureq.SetBody(appendOpenAIBody(ureq.Body()[:0], req, model, stream))
+	ub := getUpBody()
+	ub.body = appendOpenAIBodyRefs(ub.body, req, model, stream, &ub.refs)
+	ub.set(ureq)
 
 	resp, err := p.client.Do(ctx, ureq, mode != sendBuffered)
+	// Do has written the whole request by the time it returns.
+	ub.release(ureq)
 	if err != nil {
 		if err == upstream.ErrBodyTooLarge {
 			return nil, &Error{Provider: p.name, Kind: KindInvalidResponse, Message: "upstream answer too large", Err: err}
@@ -146,6 +149,13 @@ func (p *OpenAI) send(ctx context.Context, req *ChatRequest, model string, mode 
 // client only sees it if it asked). image_config goes along: it is the field
 // OpenRouter-style resellers take the aspect ratio of Gemini images from.
 func appendOpenAIBody(dst []byte, req *ChatRequest, model string, stream bool) []byte {
+	return appendOpenAIBodyRefs(dst, req, model, stream, nil)
+}
+
+// appendOpenAIBodyRefs is appendOpenAIBody that, when refs is not nil,
+// references the client's large values (its messages with their images,
+// or the images alone) instead of copying them into dst (splitBody).
+func appendOpenAIBodyRefs(dst []byte, req *ChatRequest, model string, stream bool, refs *[]bodyRef) []byte {
 	dst = append(dst, `{"model":`...)
 	dst = jsonx.AppendString(dst, model)
 	jsonx.ObjectEach(req.Raw, func(key, v []byte) error {
@@ -155,14 +165,14 @@ func appendOpenAIBody(dst []byte, req *ChatRequest, model string, stream bool) [
 		case "messages":
 			if req.Resolved {
 				dst = append(dst, `,"messages":`...)
-				dst = appendMessages(dst, req.Messages)
+				dst = appendMessages(dst, req.Messages, refs)
 				return nil
 			}
 		}
 		dst = append(dst, ',')
 		dst = jsonx.AppendStringBytes(dst, key)
 		dst = append(dst, ':')
-		dst = append(dst, v...)
+		dst = appendRef(dst, v, refs)
 		return nil
 	})
 	if stream {
@@ -173,7 +183,7 @@ func appendOpenAIBody(dst []byte, req *ChatRequest, model string, stream bool) [
 
 // appendMessages writes messages from their parsed form: used when image
 // links were resolved to data, so the upstream gets the images themselves.
-func appendMessages(dst []byte, msgs []Message) []byte {
+func appendMessages(dst []byte, msgs []Message, refs *[]bodyRef) []byte {
 	dst = append(dst, '[')
 	for i, m := range msgs {
 		if i > 0 {
@@ -197,7 +207,7 @@ func appendMessages(dst []byte, msgs []Message) []byte {
 				dst = append(dst, `"data:`...)
 				dst = append(dst, p.Image.MIME...)
 				dst = append(dst, ";base64,"...)
-				dst = append(dst, p.Image.B64...)
+				dst = appendRef(dst, p.Image.B64, refs)
 				dst = append(dst, '"')
 			} else {
 				dst = jsonx.AppendStringBytes(dst, p.Image.URL)

@@ -2,6 +2,9 @@ package provider
 
 import (
 	"io"
+	"sync"
+
+	"github.com/valyala/fasthttp"
 )
 
 // Input images passed through. A request that carries an image as base64
@@ -16,6 +19,16 @@ import (
 // refMin is the smallest base64 span referenced rather than copied: below
 // it a copy costs less than a write call of its own.
 const refMin = 32 << 10
+
+// appendRef appends v to dst, or, with refs and when v is large, a
+// reference to it at dst's end.
+func appendRef(dst, v []byte, refs *[]bodyRef) []byte {
+	if refs != nil && len(v) >= refMin {
+		*refs = append(*refs, bodyRef{at: len(dst), ext: v})
+		return dst
+	}
+	return append(dst, v...)
+}
 
 // bodyRef is a span of the client's body inserted at offset at of the
 // gateway's bytes.
@@ -110,4 +123,50 @@ func (b *splitBody) flatten() []byte {
 		at = r.at
 	}
 	return append(out, b.buf[at:]...)
+}
+
+// bodyPool recycles upstream request bodies (the gateway's bytes of them).
+var bodyPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// refsPool recycles the references of split request bodies.
+var refsPool = sync.Pool{New: func() any { return new([]bodyRef) }}
+
+// upBody is an upstream request body being built, from pooled buffers:
+// append to body, referencing large spans in refs, then set it on the
+// request, and release it once the request was written.
+type upBody struct {
+	buf  *[]byte
+	rp   *[]bodyRef
+	body []byte
+	refs []bodyRef
+}
+
+func getUpBody() upBody {
+	u := upBody{buf: bodyPool.Get().(*[]byte), rp: refsPool.Get().(*[]bodyRef)}
+	u.body, u.refs = (*u.buf)[:0], (*u.rp)[:0]
+	return u
+}
+
+// set makes the body the request's: as it is, or as a splitBody when it
+// references spans.
+func (u *upBody) set(r *fasthttp.Request) {
+	if len(u.refs) == 0 {
+		r.SetBodyRaw(u.body)
+		return
+	}
+	sb := &splitBody{buf: u.body, refs: u.refs}
+	r.SetBodyStream(sb, sb.Len())
+}
+
+// release takes the body off the request (written by then) and returns
+// the buffers to their pools.
+func (u *upBody) release(r *fasthttp.Request) {
+	r.SetBodyRaw(nil)
+	clear(u.refs) // they point into the client's body
+	*u.rp = u.refs[:0]
+	refsPool.Put(u.rp)
+	if cap(u.body) <= 8<<20 {
+		*u.buf = u.body[:0]
+		bodyPool.Put(u.buf)
+	}
 }

@@ -99,3 +99,44 @@ func TestGeminiInputImageIsSentWithoutACopy(t *testing.T) {
 		}
 	}
 }
+
+// TestResellerInputImageIsSentWithoutACopy: the same for the openai kind,
+// whose body carries the client's messages as they came.
+func TestResellerInputImageIsSentWithoutACopy(t *testing.T) {
+	img := fakeup.PNGBase64(600 << 10)
+	body := strings.Replace(string(fakeup.Fixture("openai/request_chat_multi_image.json")), redB64, img, 1)
+	req := parse(t, body)
+	want := appendOpenAIBody(nil, req, "m", false)
+	if !bytes.Contains(want, []byte(img)) {
+		t.Fatal("the fixture's image is not in the body")
+	}
+	var refs []bodyRef
+	own := appendOpenAIBodyRefs(nil, req, "m", false, &refs)
+	if len(refs) == 0 || len(own) >= refMin {
+		t.Errorf("the gateway's bytes are %d long with %d references: the image was copied", len(own), len(refs))
+	}
+	if got := (&splitBody{buf: own, refs: refs}).flatten(); !bytes.Equal(got, want) {
+		t.Error("the split body differs from the copied one")
+	}
+
+	s, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: fakeKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	p, err := NewOpenAI(config.Provider{Name: "r", Kind: "openai", BaseURL: s.URL(), APIKey: fakeKey}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	for range 2 {
+		res, err := p.Chat(context.Background(), req, "m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Release()
+		if got := s.LastBody(); !bytes.Equal(got, want) {
+			t.Fatalf("the reseller received %d bytes, want the %d of the copied body", len(got), len(want))
+		}
+	}
+}
