@@ -110,8 +110,6 @@ func (p *Gemini) ChatStream(ctx context.Context, req *ChatRequest, model string)
 	return s, nil
 }
 
-
-
 // Prepare implements Preparer: it checks that Google's model can take req
 // and downloads the images req names by URL, once for the request (another
 // gemini provider failed over to finds them fetched).
