@@ -166,12 +166,16 @@ func (a *ImagesAnswer) settle(refusal string, lastErr error) (*ImagesAnswer, err
 // A ForwardAnswer's Whole answer becomes an ImagesAnswer with ImagesOf.
 func (g *Gateway) ImagesForward(ctx context.Context, call *Call, links bool) (*ForwardAnswer, router.Served, error) {
 	call.images = 1
-	call.links = &links
+	call.SetLinks(links)
 	if links && g.offload == nil {
 		g.log.Warn("image link asked but no image store is set up; answering with base64")
 	}
 	return g.ChatForward(ctx, call)
 }
+
+// SetLinks says whether the call's images become links whatever its
+// caller's setting: the Images API's response_format.
+func (c *Call) SetLinks(links bool) { c.links = &links }
 
 // ImagesOf is the Images API answer of a whole answer of ImagesForward
 // (billed already), or the error that says why it holds no image.

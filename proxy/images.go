@@ -48,6 +48,7 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, c
 		return
 	}
 	call := &gateway.Call{ID: s.ids.next(), Caller: caller, Req: req}
+	call.SetLinks(ir.Links)
 	// One image is forwarded as it arrives; n make n calls of one image
 	// each, whose answers are held until the last is in.
 	forward := ir.N <= 1 && st.Gateway.Forwards(call)
