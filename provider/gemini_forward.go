@@ -1,11 +1,8 @@
 package provider
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"io"
-	"sync"
 
 	"nanogate/internal/jsonx"
 	"nanogate/upstream"
@@ -13,8 +10,9 @@ import (
 
 // Forwarding a generateContent answer (ChatRequest.Forward).
 //
-// The answer is read through a 256 KiB window (forwardWindow). Everything but the base64 of
-// the images is kept, as it comes, in a skeleton: the answer with each
+// The answer is read through a 256 KiB window (forwardWindow) by the
+// walker of forward.go (forwardWalk). Everything but the base64 of the
+// images is kept, as it comes, in a skeleton: the answer with each
 // inlineData.data string emptied, a few KiB. The images' base64 is checked
 // (JSON string end, the only escape Google may use, \/, and the base64
 // alphabet and padding) and handed out window by window, so an answer in
@@ -45,38 +43,6 @@ import (
 // kind its bytes show. Choices with images are numbered in the order they
 // come (Google's index follows the content).
 
-// forwardWindow is the read window of a forwarded answer, and so the most
-// of an image each write to the client carries. fasthttp frames each write
-// as a chunk and flushes it in about three write calls, each waking the
-// client: 64 KiB windows made 96 of them for a 2 MB image and doubled the
-// time the gateway adds at c=1; 256 KiB keep it where reading the answer
-// whole had it, for 256 KiB held per answer in flight.
-const forwardWindow = 256 << 10
-
-var forwardReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, forwardWindow) }}
-
-// maxJSONDepth bounds the nesting the skeleton walker follows.
-const maxJSONDepth = 64
-
-// walker states.
-const (
-	stValue        = iota // a value must come
-	stValueOrClose        // after '[': a value or ']'
-	stKeyOrClose          // after '{': a key or '}'
-	stKey                 // after ',' in an object
-	stColon
-	stAfter // after a value: ',' or the close of its container
-	stEnd   // the top-level value is closed
-	stImage // inside an image's base64
-)
-
-// frame is one open container; for an object, its current key is
-// skel[ks:ke].
-type frame struct {
-	obj    bool
-	ks, ke int
-}
-
 // Paths the walker acts on; "[]" is an array element.
 var (
 	pathCandidate = []string{"candidates", "[]"}
@@ -91,30 +57,15 @@ type span struct{ start, end, pos int }
 
 // geminiForward is a generateContent answer being forwarded.
 type geminiForward struct {
+	forwardWalk
 	p          *Gemini
-	resp       *upstream.Response // nil when reading a plain io.Reader (tests)
-	br         *bufio.Reader
 	wantImages bool
 	digest     bool
-	max        int // MaxBodyBytes: bounds what is read in all
-	read       int
-
-	skel  []byte
-	stack []frame
-	st    int
-
-	queue []Event
-	qi    int
-	// drop is how much of br's buffer the last window handed out holds.
-	drop int
 
 	// started: an image was judged (the candidates closed before it were
-	// queued); committed: events may be handed out.
-	started   bool
-	committed bool
-	done      bool
-	err       error
-	id        string
+	// queued).
+	started bool
+	id      string
 	// whole is the answer read whole when it had no image (Whole).
 	whole *Result
 
@@ -126,22 +77,8 @@ type geminiForward struct {
 	images     int     // images forwarded and ended
 
 	partStart int
-	label     string // the open part's mimeType, when it came before its data
 	thought   bool
 	forwarded bool // the open part's data is being or was forwarded
-
-	// The image being read: its base64 validity, the head read ahead
-	// before it is judged, and its digest.
-	b64n int
-	pad  int
-	skip bool // the data is not an image of the answer: checked, not forwarded
-	// judging: the head is read ahead, not handed out yet.
-	judging bool
-	head    []byte
-	headAt  int // len(head) when it was last judged
-	dig     *b64Digest
-	unesc   []byte
-	win     ImagePiece // the window handed out
 }
 
 // forward opens the answer of a non-stream call for forwarding.
@@ -151,293 +88,58 @@ func (p *Gemini) forward(resp *upstream.Response, req *ChatRequest) *geminiForwa
 
 // newForward reads body (resp's, or any reader in tests) as the answer.
 func (p *Gemini) newForward(resp *upstream.Response, body io.Reader, req *ChatRequest) *geminiForward {
-	br := forwardReaders.Get().(*bufio.Reader)
-	br.Reset(body)
-	return &geminiForward{p: p, resp: resp, br: br, wantImages: wantsImages(req), digest: req.ForwardDigest,
-		max: p.opts.MaxBodyBytes, skel: make([]byte, 0, 1024)}
+	f := &geminiForward{p: p, wantImages: wantsImages(req), digest: req.ForwardDigest}
+	f.init(f, p.name, resp, body, p.opts.MaxBodyBytes)
+	return f
 }
 
 // Head implements Head: Google's responseId comes last, after the commit.
 func (f *geminiForward) Head() (string, int64) { return f.id, 0 }
 
-// Close implements Stream.
-func (f *geminiForward) Close() {
-	if f.dig != nil {
-		f.dig.stop()
-		f.dig = nil
-	}
-	if f.br != nil {
-		f.br.Reset(nil)
-		forwardReaders.Put(f.br)
-		f.br = nil
-	}
-	if f.resp != nil {
-		f.resp.Release()
-		f.resp = nil
-	}
-}
-
-// Next implements Stream: the first call reads ahead to the commit.
-func (f *geminiForward) Next() (*Event, error) {
-	for {
-		if f.qi < len(f.queue) && (f.committed || f.done) {
-			f.qi++
-			return &f.queue[f.qi-1], nil
-		}
-		if f.err != nil {
-			return nil, f.err
-		}
-		if f.done {
-			return nil, io.EOF
-		}
-		f.queue, f.qi = f.queue[:0], 0
-		f.step()
-	}
-}
-
-// fail ends the answer with err (once).
-func (f *geminiForward) fail(err error) {
-	if f.err == nil {
-		f.err = err
-	}
-}
-
-func (f *geminiForward) invalid(msg string) { f.fail(f.p.invalid(msg)) }
-
-// readErr reports a failed read of the body: cut short or dropped.
-func (f *geminiForward) readErr(err error) {
-	if err == io.EOF {
-		f.invalid("upstream answer ends before its JSON does")
-		return
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		f.fail(&Error{Provider: f.p.name, Kind: KindTransport, Status: 200, Message: "upstream connection dropped mid-answer", Err: err})
-		return
-	}
-	f.fail(transportError(f.p.name, err))
-}
-
-// step advances until it has queued events past the commit, the answer
-// ended, or it failed.
-func (f *geminiForward) step() {
-	if f.drop > 0 {
-		f.discard(f.drop)
-		f.drop = 0
-	}
-	for f.err == nil && !f.done && !(f.committed && len(f.queue) > 0) {
-		if f.st == stImage {
-			f.imageStep()
-			continue
-		}
-		c, err := f.br.ReadByte()
-		if err != nil {
-			if err == io.EOF && f.st == stEnd {
-				f.finish()
-				return
-			}
-			f.readErr(err)
-			return
-		}
-		if f.read++; f.read > f.max {
-			f.fail(&Error{Provider: f.p.name, Kind: KindInvalidResponse, Status: 200, Message: "upstream answer too large", Err: upstream.ErrBodyTooLarge})
-			return
-		}
-		if c == ' ' || c == '\n' || c == '\r' || c == '\t' {
-			continue
-		}
-		f.token(c)
-	}
-}
-
-// token moves the walker on by one significant byte c outside strings.
-func (f *geminiForward) token(c byte) {
-	switch f.st {
-	case stValue, stValueOrClose:
-		if c == ']' && f.st == stValueOrClose {
-			f.close(c)
-			return
-		}
-		f.value(c)
-	case stKeyOrClose, stKey:
-		if c == '}' && f.st == stKeyOrClose {
-			f.close(c)
-			return
-		}
-		if c != '"' {
-			f.invalid("upstream answer is not JSON")
-			return
-		}
-		ks := len(f.skel) + 1
-		if !f.str() {
-			return
-		}
-		top := &f.stack[len(f.stack)-1]
-		top.ks, top.ke = ks, len(f.skel)-1
-		f.st = stColon
-	case stColon:
-		if c != ':' {
-			f.invalid("upstream answer is not JSON")
-			return
-		}
-		f.skel = append(f.skel, c)
-		f.st = stValue
-	case stAfter:
-		switch c {
-		case ',':
-			f.skel = append(f.skel, c)
-			if f.stack[len(f.stack)-1].obj {
-				f.st = stKey
-			} else {
-				f.st = stValue
-			}
-		case '}', ']':
-			f.close(c)
-		default:
-			f.invalid("upstream answer is not JSON")
-		}
-	default:
-		f.invalid("upstream answer has data after its JSON")
-	}
-}
-
-// value starts the value that begins with c.
-func (f *geminiForward) value(c byte) {
-	switch c {
-	case '{', '[':
-		if len(f.stack) >= maxJSONDepth {
-			f.invalid("upstream answer nests too deep")
-			return
-		}
-		if c == '{' {
-			switch {
-			case f.at(pathCandidate):
-				f.candStart, f.candImages, f.texts = len(f.skel), 0, f.texts[:0]
-			case f.at(pathPart):
-				f.partStart, f.label, f.thought, f.forwarded = len(f.skel), "", false, false
-			}
-		}
-		f.skel = append(f.skel, c)
-		f.stack = append(f.stack, frame{obj: c == '{'})
-		if c == '{' {
-			f.st = stKeyOrClose
-		} else {
-			f.st = stValueOrClose
-		}
-		return
-	case '"':
-		if f.at(pathData) {
-			f.skel = append(f.skel, `""`...)
-			f.startImage()
-			return
-		}
-		vs := len(f.skel)
-		if !f.str() {
-			return
-		}
-		if f.at(pathMIME) {
-			f.label = vEnum(f.skel[vs:])
-		}
-	default:
-		vs := len(f.skel)
-		f.skel = append(f.skel, c)
-		for {
-			b, err := f.br.Peek(1)
-			if err != nil || !literalByte(b[0]) {
-				break
-			}
-			f.br.Discard(1)
-			f.read++
-			f.skel = append(f.skel, b[0])
-		}
-		if f.at(pathThought) && string(f.skel[vs:]) == "true" {
-			f.thought = true
-		}
-	}
-	f.after()
-}
-
-func literalByte(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '+' || c == '.'
-}
-
-// after sets the state that follows a complete value.
-func (f *geminiForward) after() {
-	if len(f.stack) == 0 {
-		f.st = stEnd
-	} else {
-		f.st = stAfter
-	}
-}
-
-// str copies the rest of a string whose opening quote was read into the
-// skeleton, quotes included. It reports false when it failed.
-func (f *geminiForward) str() bool {
-	f.skel = append(f.skel, '"')
-	for {
-		b, err := f.br.ReadSlice('"')
-		if f.read += len(b); f.read > f.max {
-			f.fail(&Error{Provider: f.p.name, Kind: KindInvalidResponse, Status: 200, Message: "upstream answer too large", Err: upstream.ErrBodyTooLarge})
-			return false
-		}
-		f.skel = append(f.skel, b...)
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil {
-			f.readErr(err)
-			return false
-		}
-		// The quote is escaped when an odd run of backslashes precedes it.
-		bs := 0
-		for i := len(f.skel) - 2; i >= 0 && f.skel[i] == '\\'; i-- {
-			bs++
-		}
-		if bs%2 == 0 {
-			return true
-		}
-	}
-}
-
-// close closes the innermost container with c.
-func (f *geminiForward) close(c byte) {
-	top := f.stack[len(f.stack)-1]
-	if top.obj != (c == '}') {
-		f.invalid("upstream answer is not JSON")
-		return
-	}
-	f.skel = append(f.skel, c)
-	f.stack = f.stack[:len(f.stack)-1]
+// onValue implements forwardKind.
+func (f *geminiForward) onValue(c byte) bool {
 	switch {
-	case c != '}':
+	case c == '{' && f.at(pathCandidate):
+		f.candStart, f.candImages, f.texts = len(f.skel), 0, f.texts[:0]
+	case c == '{' && f.at(pathPart):
+		f.partStart, f.label, f.thought, f.forwarded = len(f.skel), "", false, false
+	case c == '"' && f.at(pathData):
+		f.skel = append(f.skel, `""`...)
+		skip := f.thought || (f.label != "" && (len(f.label) < 7 || f.label[:6] != "image/"))
+		f.forwarded = !skip
+		f.choice = f.pos
+		f.startImage(skip, '"', f.digest)
+		return true
+	}
+	return false
+}
+
+// onScalar implements forwardKind.
+func (f *geminiForward) onScalar(vs int) {
+	switch {
+	case f.at(pathMIME):
+		f.label = vEnum(f.skel[vs:])
+	case f.at(pathThought) && string(f.skel[vs:]) == "true":
+		f.thought = true
+	}
+}
+
+// onClose implements forwardKind.
+func (f *geminiForward) onClose() {
+	switch {
 	case f.at(pathPart):
 		f.partClosed()
 	case f.at(pathCandidate):
 		f.candidateClosed()
 	}
-	f.after()
 }
 
-// at reports whether the value being read sits at path.
-func (f *geminiForward) at(path []string) bool {
-	if len(f.stack) != len(path) {
-		return false
-	}
-	for i, fr := range f.stack {
-		if path[i] == "[]" {
-			if fr.obj {
-				return false
-			}
-			continue
-		}
-		if !fr.obj || string(f.skel[fr.ks:fr.ke]) != path[i] {
-			return false
-		}
-	}
-	return true
-}
+// onImageEnd implements forwardKind: the part's end (its signature) ends
+// the image.
+func (f *geminiForward) onImageEnd() { f.st = stAfter }
 
-// emit queues an event.
-func (f *geminiForward) emit(ev Event) { f.queue = append(f.queue, ev) }
+// onStep implements forwardKind; Google's answer needs no state of its own.
+func (f *geminiForward) onStep() { f.invalid("upstream answer is not JSON") }
 
 // partClosed reads the part that just closed.
 func (f *geminiForward) partClosed() {
@@ -512,223 +214,25 @@ func (f *geminiForward) closeCandidate(b []byte, pos int, images bool) {
 	f.emit(Event{Choice: ch.Index, FinishReason: ch.FinishReason})
 }
 
-// startImage begins reading the base64 of a part's data.
-func (f *geminiForward) startImage() {
-	f.st = stImage
-	f.b64n, f.pad, f.head, f.headAt = 0, 0, nil, 0
-	f.skip = f.thought || (f.label != "" && (len(f.label) < 7 || f.label[:6] != "image/"))
-	f.forwarded = !f.skip
-	f.judging = f.forwarded
-	if f.dig != nil {
-		f.dig.stop() // a part with a second data member
-	}
-	f.dig = nil
-	if f.forwarded && f.digest {
-		f.dig = newB64Digest()
-	}
-}
-
-// imageStep reads one window of an image's base64: until the head is
-// judged it is kept (head), then each window is queued as it is.
-func (f *geminiForward) imageStep() {
-	first := f.judging && f.head == nil
-	// Each look takes as much of the image as the window holds: the first
-	// to judge its head in place, the others so that each write to the
-	// client carries a full window.
-	w, err := f.br.Peek(f.br.Size())
-	if len(w) == 0 || first && err != nil && bytes.IndexByte(w, '"') < 0 {
-		f.readErr(err)
-		return
-	}
-	if w[0] == '\\' && len(w) < 2 {
-		if w, err = f.br.Peek(2); err != nil {
-			f.readErr(err)
-			return
-		}
-	}
-	end := bytes.IndexByte(w, '"')
-	n := end
-	if end < 0 {
-		n = len(w)
-	}
-	data, used, ok := f.checkB64(w[:n], end >= 0)
-	if !ok {
-		f.invalid("upstream image is not valid base64")
-		return
-	}
-	closed := end >= 0 && used == n
-	if f.read += used; f.read > f.max {
-		f.fail(&Error{Provider: f.p.name, Kind: KindInvalidResponse, Status: 200, Message: "upstream answer too large", Err: upstream.ErrBodyTooLarge})
-		return
-	}
-	if closed {
-		f.read++ // the quote
-	}
-	if closed && (f.b64n == 0 || f.b64n%4 != 0) {
-		f.invalid("upstream image is not valid base64")
-		return
-	}
-	if f.dig != nil {
-		// Hashed while the window is written to the client; discard
-		// waits for it.
-		f.dig.feed(data)
-	}
-	switch {
-	case f.skip:
-		f.discard(used + b2i(closed))
-	case first && !closed:
-		// A large image: judged on its first window, which then goes out
-		// as it lies; a header that needs more is read ahead as a head.
-		mime, why, more := checkOutputImage(f.label, data, false)
-		switch {
-		case why != "":
-			f.invalid(why)
-		case more:
-			f.head = append(make([]byte, 0, 2*len(data)), data...)
-			f.headAt = len(f.head)
-			f.discard(used)
-		default:
-			f.begin(mime, data)
-			f.committed = true
-			f.drop = used
-		}
-	case f.judging:
-		// Reading ahead: the head is copied so the window can move on.
-		f.head = append(f.head, data...)
-		f.discard(used + b2i(closed))
-		f.judge(closed)
-	case len(data) == 0:
-		f.discard(used + b2i(closed))
-	default:
-		// A window handed out as it lies in the read buffer: what was
-		// read ahead goes out with it, and the answer is committed.
-		// Once committed, one window at a time is queued: its piece is
-		// reused.
-		f.committed = true
-		f.win = ImagePiece{Step: ImageData, Data: data}
-		f.emit(Event{Choice: f.pos, Piece: &f.win})
-		f.drop = used + b2i(closed)
-	}
-	if closed && f.err == nil {
-		f.st = stAfter
-	}
-}
-
-// discard moves the read window on by n, once the digest is done with it.
-func (f *geminiForward) discard(n int) {
-	if f.dig != nil {
-		f.dig.wait()
-	}
-	f.br.Discard(n)
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// judge decides on the image from its head once it can (whole: the image
-// ended): refused, or begun with its head as the first window, which
-// commits the answer.
-func (f *geminiForward) judge(whole bool) {
-	if !whole && (len(f.head) < forwardWindow || len(f.head) < 2*f.headAt) {
-		// A first window is read ahead, to fail over on what breaks early;
-		// past it, the head is judged again only once it has doubled, so
-		// reading ahead stays linear.
-		return
-	}
-	f.headAt = len(f.head)
-	mime, why, more := checkOutputImage(f.label, f.head, whole)
-	if more {
-		return
-	}
-	if why != "" {
-		f.invalid(why)
-		return
-	}
-	f.begin(mime, f.head)
-	// The head stays queued while the answer is read ahead: the next image
-	// gets a buffer of its own.
-	f.head = nil
-}
-
-// begin queues the start of an image judged good, and its first window.
-func (f *geminiForward) begin(mime string, first []byte) {
+// onImage implements forwardKind: what the candidates closed before the
+// first image hold, then the open candidate's text before the image.
+func (f *geminiForward) onImage() {
 	if !f.started {
-		f.start()
+		f.started = true
+		for _, c := range f.early {
+			f.closeCandidate(f.skel[c.start:c.end], c.pos, false)
+		}
+		f.early = nil
 	}
 	for _, t := range f.texts {
 		f.emit(t)
 	}
 	f.texts = f.texts[:0]
 	f.candImages++
-	f.emit(Event{Choice: f.pos, Piece: &ImagePiece{Step: ImageBegin, MIME: mime}})
-	f.emit(Event{Choice: f.pos, Piece: &ImagePiece{Step: ImageData, Data: first}})
-	f.judging = false
 }
 
-// start queues what the candidates closed before the first image hold.
-func (f *geminiForward) start() {
-	f.started = true
-	for _, c := range f.early {
-		f.closeCandidate(f.skel[c.start:c.end], c.pos, false)
-	}
-	f.early = nil
-}
-
-// checkB64 checks a window of an image string (the part before its closing
-// quote, if the window holds it) and returns its base64, unescaped, and how
-// much of w it used: a window that ends inside an escape stops before it.
-func (f *geminiForward) checkB64(w []byte, quoted bool) (data []byte, used int, ok bool) {
-	if f.pad == 0 && b64Run(w) {
-		f.b64n += len(w)
-		return w, len(w), true
-	}
-	out := w[:0:0]
-	escaped := bytes.IndexByte(w, '\\') >= 0
-	if escaped {
-		out = f.unesc[:0]
-	}
-	for i := 0; i < len(w); i++ {
-		c := w[i]
-		if c == '\\' {
-			if i+1 >= len(w) {
-				if quoted {
-					return nil, 0, false // an escaped quote
-				}
-				break // the escape goes on in the next window
-			}
-			if w[i+1] != '/' {
-				return nil, 0, false
-			}
-			i++
-			c = '/'
-		}
-		switch {
-		case c == '=':
-			if f.pad++; f.pad > 2 {
-				return nil, 0, false
-			}
-		case f.pad > 0 || !b64Alphabet[c]:
-			return nil, 0, false
-		}
-		f.b64n++
-		if escaped {
-			out = append(out, c)
-		}
-		used = i + 1
-	}
-	if escaped {
-		f.unesc = out
-		return out, used, true
-	}
-	return w[:used], used, true
-}
-
-// finish reads the end of the answer.
-func (f *geminiForward) finish() {
+// onEnd implements forwardKind: it reads the end of the answer.
+func (f *geminiForward) onEnd() {
 	if !f.started {
 		// No image: the answer is small and read as a buffered one.
 		res, err := f.p.parseAnswer(f.skel, f.wantImages)

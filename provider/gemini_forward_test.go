@@ -31,6 +31,9 @@ func describe(st Stream) (string, error) {
 			switch ev.Piece.Step {
 			case ImageBegin:
 				fmt.Fprintf(&b, "[image %d %s ", ev.Choice, ev.Piece.MIME)
+				if ev.Piece.URL != "" {
+					fmt.Fprintf(&b, "url=%s", ev.Piece.URL)
+				}
 			case ImageData:
 				if len(ev.Piece.Data) == 0 {
 					b.WriteString("(empty window)")

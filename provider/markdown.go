@@ -18,64 +18,22 @@ const (
 	noMatch match = iota
 	matched
 	incomplete
+	// broken: the markup of a data-URL image whose data is not an image
+	// (answers refuse it; elsewhere it is text).
+	broken
 )
 
 // matchImage tries to read a markdown data-URL image at raw[i] (which holds
 // "!["), or with links a hosted https:// image. It returns the end of the
 // image markup and the image.
 func matchImage(raw []byte, i int, links bool) (int, Image, match) {
-	j := i + 2
-	// Alt text: anything up to "](" without a closing bracket or line break.
-	for ; j < len(raw); j++ {
-		c := raw[j]
-		if c == ']' {
-			break
-		}
-		if c == '\\' && j+1 < len(raw) && raw[j+1] == 'n' {
-			return 0, Image{}, noMatch
-		}
-		if j-i > 256 {
-			return 0, Image{}, noMatch
-		}
+	j, label, m := matchImageStart(raw, i, links)
+	if m != matched {
+		return 0, Image{}, m
 	}
-	if links && j+2 < len(raw) && raw[j+1] == '(' && raw[j+2] == 'h' {
-		return matchLink(raw, j+2)
+	if label == "" {
+		return matchLink(raw, j)
 	}
-	const prefix = "](data:"
-	for k := 0; k < len(prefix); k++ {
-		if j+k >= len(raw) {
-			return 0, Image{}, incomplete
-		}
-		if raw[j+k] != prefix[k] {
-			return 0, Image{}, noMatch
-		}
-	}
-	j += len(prefix)
-	// Media type, up to ";base64,".
-	ms := j
-	for ; j < len(raw) && raw[j] != ';'; j++ {
-		c := raw[j]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '/' || c == '\\' || c == '.' || c == '+' || c == '-') || j-ms > 64 {
-			return 0, Image{}, noMatch
-		}
-	}
-	if j >= len(raw) {
-		return 0, Image{}, incomplete
-	}
-	mime := string(bytes.ReplaceAll(raw[ms:j], []byte(`\/`), []byte("/")))
-	if len(mime) < 7 || mime[:6] != "image/" {
-		return 0, Image{}, noMatch
-	}
-	const b64 = ";base64,"
-	for k := 0; k < len(b64); k++ {
-		if j+k >= len(raw) {
-			return 0, Image{}, incomplete
-		}
-		if raw[j+k] != b64[k] {
-			return 0, Image{}, noMatch
-		}
-	}
-	j += len(b64)
 	ds := j
 	escaped := false
 	for ; j < len(raw); j++ {
@@ -94,16 +52,81 @@ func matchImage(raw []byte, i int, links bool) (int, Image, match) {
 		return 0, Image{}, incomplete
 	}
 	if raw[j] != ')' {
-		return 0, Image{}, noMatch
+		return 0, Image{}, broken
 	}
 	data := raw[ds:j]
 	if escaped {
 		data = bytes.ReplaceAll(data, []byte(`\/`), []byte("/"))
 	}
 	if !ValidBase64(data) {
-		return 0, Image{}, noMatch
+		return 0, Image{}, broken
 	}
-	return j + 1, Image{MIME: outputMIME(mime, data), B64: data}, matched
+	return j + 1, Image{MIME: outputMIME(label, data), B64: data}, matched
+}
+
+// matchImageStart reads the markup of a markdown image at raw[i] up to
+// where its data begins (its base64, or with links a hosted link's
+// "https:"), and the media type it is labelled with ("" for a link).
+func matchImageStart(raw []byte, i int, links bool) (int, string, match) {
+	j := i + 2
+	// Alt text: anything up to "](" without a closing bracket or line break.
+	for ; j < len(raw); j++ {
+		c := raw[j]
+		if c == ']' {
+			break
+		}
+		if c == '\\' && j+1 < len(raw) && raw[j+1] == 'n' {
+			return 0, "", noMatch
+		}
+		if j-i > 256 {
+			return 0, "", noMatch
+		}
+	}
+	if links && j+2 < len(raw) && raw[j+1] == '(' && raw[j+2] == 'h' {
+		return j + 2, "", matched
+	}
+	const prefix = "](data:"
+	for k := 0; k < len(prefix); k++ {
+		if j+k >= len(raw) {
+			return 0, "", incomplete
+		}
+		if raw[j+k] != prefix[k] {
+			return 0, "", noMatch
+		}
+	}
+	j += len(prefix)
+	// Media type, up to ";base64,".
+	ms := j
+	for ; j < len(raw) && raw[j] != ';'; j++ {
+		c := raw[j]
+		if !mediaTypeByte(c) || j-ms > 64 {
+			return 0, "", noMatch
+		}
+	}
+	if j >= len(raw) {
+		return 0, "", incomplete
+	}
+	mime := string(bytes.ReplaceAll(raw[ms:j], []byte(`\/`), []byte("/")))
+	if len(mime) < 7 || mime[:6] != "image/" {
+		return 0, "", noMatch
+	}
+	const b64 = ";base64,"
+	for k := 0; k < len(b64); k++ {
+		if j+k >= len(raw) {
+			return 0, "", incomplete
+		}
+		if raw[j+k] != b64[k] {
+			return 0, "", noMatch
+		}
+	}
+	return j + len(b64), mime, matched
+}
+
+// mediaTypeByte reports whether c may be part of the media type of a
+// markdown data-URL image, JSON-escaped.
+func mediaTypeByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '/' || c == '\\' || c == '.' ||
+		c == '+' || c == '-'
 }
 
 // maxLinkBytes bounds a hosted image link: real ones (signed CDN or bucket
@@ -176,6 +199,15 @@ type segment struct {
 // With links, hosted https:// images count as images too (answers); without,
 // only data URLs do (requests, where an image must be sent as bytes).
 func scanMarkdown(raw []byte, final, links bool, out []segment) ([]segment, int) {
+	out, n, _ := scanMarkdownCheck(raw, final, links, false, out)
+	return out, n
+}
+
+// scanMarkdownCheck is scanMarkdown that, with strict, stops at the first
+// data-URL image whose markup began (up to ";base64,") but whose data is
+// not an image: bad base64, no closing parenthesis, or a header
+// checkOutputImage refuses. ok is false then.
+func scanMarkdownCheck(raw []byte, final, links, strict bool, out []segment) (_ []segment, consumed int, ok bool) {
 	start, i := 0, 0
 	for {
 		k := bytes.IndexByte(raw[i:], '!')
@@ -189,7 +221,7 @@ func scanMarkdown(raw []byte, final, links bool, out []segment) ([]segment, int)
 				if i > start {
 					out = append(out, segment{text: raw[start:i]})
 				}
-				return out, i
+				return out, i, true
 			}
 			break
 		}
@@ -198,6 +230,14 @@ func scanMarkdown(raw []byte, final, links bool, out []segment) ([]segment, int)
 			continue
 		}
 		end, img, m := matchImage(raw, i, links)
+		if strict && (m == broken || m == incomplete && final && dataStarted(raw, i, links)) {
+			return out, i, false
+		}
+		if strict && m == matched && img.B64 != nil {
+			if _, why, _ := checkOutputImage(img.MIME, img.B64, true); why != "" {
+				return out, i, false
+			}
+		}
 		switch m {
 		case matched:
 			if i > start {
@@ -211,7 +251,7 @@ func scanMarkdown(raw []byte, final, links bool, out []segment) ([]segment, int)
 				if i > start {
 					out = append(out, segment{text: raw[start:i]})
 				}
-				return out, i
+				return out, i, true
 			}
 		}
 		i += 2
@@ -219,7 +259,29 @@ func scanMarkdown(raw []byte, final, links bool, out []segment) ([]segment, int)
 	if start < len(raw) {
 		out = append(out, segment{text: raw[start:]})
 	}
-	return out, len(raw)
+	return out, len(raw), true
+}
+
+// dataStarted reports whether the markup at raw[i] is a data-URL image's
+// up to its data.
+func dataStarted(raw []byte, i int, links bool) bool {
+	_, label, m := matchImageStart(raw, i, links)
+	return m == matched && label != ""
+}
+
+// markdownDataStart reports whether raw, markdown text of an answer read
+// from its start or from the end of an image, ends where the data of a
+// data-URL image begins (just past ";base64,"), and the media type the
+// image is labelled with. resume is where nothing before can still change
+// (a scan of more text may start there). segs is scratch space.
+func markdownDataStart(raw []byte, segs []segment) (label string, ok bool, resume int, _ []segment) {
+	segs, consumed := scanMarkdown(raw, false, true, segs[:0])
+	if consumed < len(raw) {
+		if ds, l, m := matchImageStart(raw, consumed, true); m == matched && l != "" && ds == len(raw) {
+			return l, true, consumed, segs
+		}
+	}
+	return "", false, consumed, segs
 }
 
 // splitMarkdown returns the text of raw without its markdown images, and the
@@ -238,7 +300,25 @@ func splitMarkdown(raw []byte) ([]byte, []Image) {
 // the text to ch.Text (trimmed, runs joined by a blank line), the images to
 // ch.Images, and both to ch.Pieces in their order.
 func splitMarkdownInto(ch *Choice, raw []byte) {
-	segs, _ := scanMarkdown(raw, true, true, nil)
+	segs, _, _ := scanMarkdownCheck(raw, true, true, false, nil)
+	addSegments(ch, raw, segs)
+}
+
+// splitAnswerMarkdown is splitMarkdownInto for an answer's content: a
+// data-URL image whose markup began but whose data is not an image
+// (scanMarkdownCheck) makes it false, the answer refused. Its forwarded
+// reading cannot make such markup text again: its start went out as an
+// image.
+func splitAnswerMarkdown(ch *Choice, raw []byte) bool {
+	segs, _, ok := scanMarkdownCheck(raw, true, true, true, nil)
+	if ok {
+		addSegments(ch, raw, segs)
+	}
+	return ok
+}
+
+// addSegments adds the segments of raw to ch.
+func addSegments(ch *Choice, raw []byte, segs []segment) {
 	images := false
 	for _, s := range segs {
 		images = images || s.image != nil

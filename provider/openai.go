@@ -79,7 +79,7 @@ func (p *OpenAI) Close() { p.client.Close() }
 
 // Chat implements Provider.
 func (p *OpenAI) Chat(ctx context.Context, req *ChatRequest, model string) (*Result, error) {
-	resp, err := p.send(ctx, req, model, false)
+	resp, err := p.send(ctx, req, model, sendBuffered)
 	if err != nil {
 		return nil, err
 	}
@@ -89,15 +89,13 @@ func (p *OpenAI) Chat(ctx context.Context, req *ChatRequest, model string) (*Res
 // ChatStream implements Provider.
 func (p *OpenAI) ChatStream(ctx context.Context, req *ChatRequest, model string) (Stream, error) {
 	if req.Forward {
-		// Not forwarded in windows yet: the whole answer is read, then
-		// handed out as the events of a forwarded one.
-		res, err := p.Chat(ctx, req, model)
+		resp, err := p.send(ctx, req, model, sendForward)
 		if err != nil {
 			return nil, err
 		}
-		return newResultStream(res, req.ForwardDigest), nil
+		return p.newForward(resp, resp.BodyStream()), nil
 	}
-	resp, err := p.send(ctx, req, model, true)
+	resp, err := p.send(ctx, req, model, sendSSE)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +104,8 @@ func (p *OpenAI) ChatStream(ctx context.Context, req *ChatRequest, model string)
 }
 
 // send calls the upstream and turns a non-200 answer into an *Error.
-func (p *OpenAI) send(ctx context.Context, req *ChatRequest, model string, stream bool) (*upstream.Response, error) {
+func (p *OpenAI) send(ctx context.Context, req *ChatRequest, model string, mode sendMode) (*upstream.Response, error) {
+	stream := mode == sendSSE
 	ureq := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(ureq)
 	ureq.Header.SetMethod(fasthttp.MethodPost)
@@ -119,7 +118,7 @@ func (p *OpenAI) send(ctx context.Context, req *ChatRequest, model string, strea
 	ureq.SetBodyRaw(nil)
 	ureq.SetBody(appendOpenAIBody(ureq.Body()[:0], req, model, stream))
 
-	resp, err := p.client.Do(ctx, ureq, stream)
+	resp, err := p.client.Do(ctx, ureq, mode != sendBuffered)
 	if err != nil {
 		if err == upstream.ErrBodyTooLarge {
 			return nil, &Error{Provider: p.name, Kind: KindInvalidResponse, Message: "upstream answer too large", Err: err}
@@ -130,7 +129,7 @@ func (p *OpenAI) send(ctx context.Context, req *ChatRequest, model string, strea
 		return resp, nil
 	}
 	defer resp.Release()
-	if stream {
+	if mode != sendBuffered {
 		// Read the error body of a failed stream request, capped.
 		buf := make([]byte, 0, 4096)
 		b := bytes.NewBuffer(buf)
@@ -300,7 +299,16 @@ func (p *OpenAI) invalid(msg string) *Error {
 	return &Error{Provider: p.name, Kind: KindInvalidResponse, Status: fasthttp.StatusOK, Message: msg}
 }
 
+// maxAnswerImages bounds the images of one chat.completion: a model makes
+// a few per answer, and reading it as it arrives (openai_forward.go) costs
+// a pass over what precedes each image in its choice.
+const maxAnswerImages = 32
+
 // parseResult reads a chat.completion without decoding its base64 images.
+// A data URL that begins as an image's ("data:image/...;base64,") but whose
+// data is not one (bad base64, or a header checkOutputImage refuses) makes
+// the answer invalid: its forwarded reading has handed the image's start
+// out by the time it sees that.
 func (p *OpenAI) parseResult(body []byte) (*Result, error) {
 	if jsonx.KindOf(body) != jsonx.Object || !jsonx.Valid(body) {
 		return nil, p.invalid("upstream answer is not JSON")
@@ -333,6 +341,9 @@ func (p *OpenAI) parseResult(body []byte) (*Result, error) {
 	if len(res.Choices) == 0 {
 		return nil, p.invalid("upstream answer has no choices")
 	}
+	if res.Images() > maxAnswerImages {
+		return nil, p.invalid("upstream answer has too many images")
+	}
 	if u, ok := jsonx.Get(body, "usage"); ok && jsonx.KindOf(u) == jsonx.Object {
 		res.Usage = p.parseUsage(u, res.Images())
 	}
@@ -362,18 +373,22 @@ func (p *OpenAI) parseChoice(i int, c []byte) (Choice, error) {
 	if content, ok := jsonx.Get(msg, "content"); ok {
 		switch jsonx.KindOf(content) {
 		case jsonx.String:
-			splitMarkdownInto(&ch, content[1:len(content)-1])
+			if !splitAnswerMarkdown(&ch, content[1:len(content)-1]) {
+				return ch, p.invalid(damagedImage)
+			}
 		case jsonx.Array:
 			// Content parts: text and image_url parts in order.
 			err := jsonx.ArrayEach(content, func(_ int, part []byte) error {
 				if t, ok := jsonx.Get(part, "text"); ok && jsonx.KindOf(t) == jsonx.String {
-					splitMarkdownInto(&ch, t[1:len(t)-1])
+					if !splitAnswerMarkdown(&ch, t[1:len(t)-1]) {
+						return p.invalid(damagedImage)
+					}
 				}
-				if img, ok := imagePart(part); ok {
-					ch.addImage(img)
-				}
-				return nil
+				return p.addImagePart(&ch, part)
 			})
+			if pe, ok := AsError(err); ok {
+				return ch, pe
+			}
 			if err != nil {
 				return ch, p.invalid("upstream content is malformed")
 			}
@@ -384,62 +399,101 @@ func (p *OpenAI) parseChoice(i int, c []byte) (Choice, error) {
 	}
 	// OpenRouter-style resellers put images beside the text.
 	if imgs, ok := jsonx.Get(msg, "images"); ok && jsonx.KindOf(imgs) == jsonx.Array {
-		jsonx.ArrayEach(imgs, func(_ int, part []byte) error {
-			if img, ok := imagePart(part); ok {
-				ch.addImage(img)
-			}
-			return nil
+		err := jsonx.ArrayEach(imgs, func(_ int, part []byte) error {
+			return p.addImagePart(&ch, part)
 		})
+		if pe, ok := AsError(err); ok {
+			return ch, pe
+		}
 	}
 	ch.settlePieces()
 	return ch, nil
 }
 
+// damagedImage is why an answer with an image that is not one is refused.
+const damagedImage = "upstream image is damaged"
+
+// addImagePart adds the image of a content or images[] part to ch, if it
+// has one; a data URL of an image that is not one is an *Error.
+func (p *OpenAI) addImagePart(ch *Choice, part []byte) error {
+	img, m := readImagePart(part)
+	switch m {
+	case broken:
+		return p.invalid(damagedImage)
+	case matched:
+		if img.B64 != nil {
+			if _, why, _ := checkOutputImage(img.MIME, img.B64, true); why != "" {
+				return p.invalid(why)
+			}
+		}
+		ch.addImage(img)
+	}
+	return nil
+}
+
 // imagePart reads {"type":"image_url","image_url":{"url":"data:..."}} (or the
 // url as a plain string).
 func imagePart(part []byte) (Image, bool) {
+	img, m := readImagePart(part)
+	return img, m == matched
+}
+
+// readImagePart is imagePart that tells a part without an image (noMatch)
+// from one whose data URL is an image's but whose data is not base64
+// (broken).
+func readImagePart(part []byte) (Image, match) {
 	iu, ok := jsonx.Get(part, "image_url")
 	if !ok {
-		return Image{}, false
+		return Image{}, noMatch
 	}
 	if jsonx.KindOf(iu) == jsonx.Object {
 		if iu, ok = jsonx.Get(iu, "url"); !ok {
-			return Image{}, false
+			return Image{}, noMatch
 		}
 	}
 	if jsonx.KindOf(iu) != jsonx.String {
-		return Image{}, false
+		return Image{}, noMatch
 	}
-	if img, ok := parseDataURL(iu[1 : len(iu)-1]); ok {
-		return img, true
+	if img, m := dataURL(iu[1 : len(iu)-1]); m != noMatch {
+		return img, m
 	}
 	// A hosted image (OpenRouter-style resellers that store their images).
 	u, err := jsonx.Unquote(iu)
 	if err != nil || len(u) > maxLinkBytes || len(u) <= len("https://") || !strings.HasPrefix(u, "https://") ||
 		strings.ContainsAny(u, " \t\r\n\"") {
-		return Image{}, false
+		return Image{}, noMatch
 	}
-	return Image{URL: u}, true
+	return Image{URL: u}, matched
 }
 
 // parseDataURL reads a JSON-escaped data:image/...;base64,... URL.
 func parseDataURL(raw []byte) (Image, bool) {
+	img, m := dataURL(raw)
+	return img, m == matched
+}
+
+// dataURL is parseDataURL that tells what is no image's data URL (noMatch)
+// from an image's whose data is not base64 (broken).
+func dataURL(raw []byte) (Image, match) {
 	rest, ok := bytes.CutPrefix(raw, []byte("data:"))
 	if !ok {
-		return Image{}, false
+		return Image{}, noMatch
 	}
 	meta, data, ok := bytes.Cut(rest, []byte(";base64,"))
 	if !ok {
-		return Image{}, false
+		return Image{}, noMatch
 	}
 	mime := string(bytes.ReplaceAll(meta, []byte(`\/`), []byte("/")))
+	if len(mime) < 7 || mime[:6] != "image/" {
+		return Image{}, noMatch
+	}
 	if bytes.IndexByte(data, '\\') >= 0 {
 		data = bytes.ReplaceAll(data, []byte(`\/`), []byte("/"))
 	}
-	if len(mime) < 7 || mime[:6] != "image/" || !ValidBase64(data) {
-		return Image{}, false
+	if !ValidBase64(data) {
+		return Image{}, broken
 	}
-	return Image{MIME: outputMIME(mime, data), B64: data}, true
+	return Image{MIME: outputMIME(mime, data), B64: data}, matched
 }
 
 func joinText(a, b []byte) []byte {
