@@ -50,18 +50,8 @@ func (s *sseReader) Next() ([]byte, error) {
 	have := false
 	for {
 		line, err := s.readLine()
-		if err != nil {
-			if err == io.EOF && have {
-				// The body ended without a blank line after the last event:
-				// Google's streams do that; the event is still whole.
-				return s.data, nil
-			}
-			if err == io.EOF && len(line) == 0 {
-				return nil, io.EOF
-			}
-			if err != io.EOF {
-				return nil, err
-			}
+		if err != nil && err != io.EOF {
+			return nil, err
 		}
 		if len(line) == 0 {
 			if have {
@@ -96,6 +86,8 @@ func (s *sseReader) Next() ([]byte, error) {
 		}
 		if err == io.EOF {
 			if have {
+				// The body ended without a blank line after the last
+				// event: Google's streams do that; the event is whole.
 				return s.data, nil
 			}
 			return nil, io.EOF
@@ -307,6 +299,7 @@ func (d *sseData) value(p []byte) (int, error) {
 				e.inData, e.joined = false, true
 				return 0, nil
 			}
+			b = nx[:1] // the peek may have moved the buffer's bytes
 		}
 	}
 	k := min(len(b), len(p))
