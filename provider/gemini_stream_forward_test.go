@@ -2,8 +2,11 @@ package provider
 
 import (
 	"bytes"
+	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -180,5 +183,266 @@ func TestStreamForwardMatchesBuffered(t *testing.T) {
 				sameOrDiff(t, name+", "+rname, got, want)
 			}
 		}
+	}
+}
+
+// TestStreamForwardFailsAsBuffered: a stream that breaks fails the same
+// way in both readings, after the same events (the forwarded one may have
+// begun the image it broke in).
+func TestStreamForwardFailsAsBuffered(t *testing.T) {
+	p := testGemini(t, "", nil)
+	capped := testGemini(t, "", nil)
+	capped.opts.MaxBodyBytes = 256 << 10
+	big := fakeup.PNGBase64(1 << 20)
+	text := gEvent("", gTextPart("Here is"))
+	imageBody := sse(text, gEvent("STOP", gImagePart(big, "c2ln")))
+	cut := imageBody[:len(imageBody)/2]
+	hostile := pngHeaderB64(20000, 20000) + strings.Repeat("A", 400<<10)
+	cases := []struct {
+		name string
+		p    *Gemini
+		body io.Reader
+		// refusal: the messages may differ (the forwarded reading says
+		// why it refused the image, or what its walk found wrong with the
+		// JSON); the kinds may not.
+		refusal bool
+	}{
+		{"cut mid-image", p, bytes.NewReader(cut), false},
+		{"dropped mid-image", p, io.MultiReader(bytes.NewReader(cut), iotest.ErrReader(io.ErrUnexpectedEOF)), false},
+		{"dropped between events", p, io.MultiReader(bytes.NewReader(sse(text)), iotest.ErrReader(io.ErrUnexpectedEOF)), false},
+		{"cut in text", p, strings.NewReader(`data: {"candidates": [{"content": {"parts": [{"text": "hi`), false},
+		{"cut in an escape", p, strings.NewReader(`data: {"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "` + big[:5000] + `\\`), false},
+		{"error event after text", p, bytes.NewReader(sse(text, `{"error": {"code": 503,"message": "The model is overloaded.","status": "UNAVAILABLE"}}`)), false},
+		{"error event 429", p, bytes.NewReader(sse(`{"error": {"code": 429,"message": "quota","status": "RESOURCE_EXHAUSTED","details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo","retryDelay": "7s"}]}}`)), false},
+		{"event over the cap", capped, bytes.NewReader(sse(text, gEvent("STOP", gImagePart(big, "")))), false},
+		{"hostile header first", p, bytes.NewReader(sse(gEvent("STOP", gImagePart(hostile, "")))), true},
+		{"hostile header after text", p, bytes.NewReader(sse(text, gEvent("STOP", gImagePart(hostile, "")))), true},
+		{"damaged header", p, bytes.NewReader(sse(gEvent("STOP", gImagePart(base64.StdEncoding.EncodeToString([]byte("\x89PNG\r\n\x1a\n0000XXXX00000000000000000000")), "")))), true},
+		{"bad base64", p, bytes.NewReader(sse(gEvent("STOP", gImagePart(big[:4000]+"@@@@", "")))), false},
+		{"no finish reason", p, bytes.NewReader(sse(text)), false},
+		{"garbage", p, strings.NewReader("data: <html>\r\n\r\n"), false},
+		{"empty data", p, strings.NewReader("data:\n\n"), false},
+		{"trailing data", p, strings.NewReader("data: {} x\n\n"), true},
+		{"bad literal", p, strings.NewReader(`data: {"candidates": [{"content": {"parts": [{"text": "hi"}]}, "index": nul}]}` + "\n\n"), false},
+		{"empty body", p, strings.NewReader(""), false},
+		{"index out of range", p, bytes.NewReader(sse(`{"candidates":[{"content":{"parts":[{"text":"a"}]},"index":9}]}`)), false},
+	}
+	for _, c := range cases {
+		body, _ := io.ReadAll(c.body)
+		bodyOf := func() io.Reader {
+			if c.name == "dropped mid-image" || c.name == "dropped between events" {
+				return io.MultiReader(bytes.NewReader(body), iotest.ErrReader(io.ErrUnexpectedEOF))
+			}
+			return bytes.NewReader(body)
+		}
+		want, werr := bufferedStream(c.p, bodyOf(), &ChatRequest{})
+		wpe, ok := AsError(werr)
+		if !ok {
+			t.Fatalf("%s: buffered err = %v", c.name, werr)
+		}
+		got, gerr := forwardedStream(c.p, bodyOf(), &ChatRequest{})
+		gpe, ok := AsError(gerr)
+		if !ok || gpe.Kind != wpe.Kind || gpe.Status != wpe.Status || !c.refusal && gpe.Message != wpe.Message {
+			t.Errorf("%s: forwarded err = %v, buffered %v", c.name, gerr, werr)
+		}
+		if !strings.HasPrefix(got, want) {
+			t.Errorf("%s: forwarded %.200q, buffered %.200q", c.name, got, want)
+		}
+	}
+}
+
+// TestStreamForwardFirstEvent: the first event is what the router reads
+// before it commits; a stream refused before it fails over, one broken
+// after it ends with an error.
+func TestStreamForwardFirstEvent(t *testing.T) {
+	p := testGemini(t, "", nil)
+	big := fakeup.PNGBase64(1 << 20)
+	hostile := sse(gEvent("STOP", gImagePart(pngHeaderB64(20000, 20000)+strings.Repeat("A", 400<<10), "")))
+	s := p.newStreamForward(nil, bytes.NewReader(hostile), &ChatRequest{})
+	if _, err := s.Next(); err == nil {
+		t.Fatal("a hostile image header was handed on")
+	} else if pe, ok := AsError(err); !ok || !pe.Failover() {
+		t.Fatalf("first Next: %v, want a failover", err)
+	}
+	s.Close()
+
+	body := sse(gEvent("STOP", gImagePart(big, "")))
+	s = p.newStreamForward(nil, bytes.NewReader(body[:len(body)/2]), &ChatRequest{})
+	ev, err := s.Next()
+	if err != nil || ev.Piece == nil || ev.Piece.Step != ImageBegin || ev.Piece.MIME != "image/png" {
+		t.Fatalf("first event %+v, %v: want the image's begin", ev, err)
+	}
+	windows := 0
+	for err == nil {
+		if ev, err = s.Next(); err == nil && ev.Piece != nil && ev.Piece.Step == ImageData {
+			windows++
+		}
+	}
+	if pe, ok := AsError(err); !ok || pe.Kind != KindTransport || windows == 0 {
+		t.Fatalf("after %d windows: %v, want the stream cut", windows, err)
+	}
+	s.Close()
+}
+
+// TestStreamForwardHoldsAWindow: the windows handed out are bounded
+// whatever the image's size, and neither the SSE reader nor the skeleton
+// holds the event.
+func TestStreamForwardHoldsAWindow(t *testing.T) {
+	p := testGemini(t, "", nil)
+	body := sse(gEvent("", gTextPart("hi")), gEvent("STOP", gImagePart(fakeup.PNGBase64(1500<<10), "c2ln")))
+	s := p.newStreamForward(nil, bytes.NewReader(body), &ChatRequest{})
+	defer s.Close()
+	// The SSE reader comes from a pool: its buffers are what an earlier
+	// buffered stream left.
+	held := cap(s.sse.data) + cap(s.sse.line)
+	windows := 0
+	for {
+		ev, err := s.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Piece != nil && ev.Piece.Step == ImageData {
+			windows++
+			if len(ev.Piece.Data) > forwardWindow {
+				t.Fatalf("window of %d bytes", len(ev.Piece.Data))
+			}
+		}
+	}
+	if windows < 2<<20/forwardWindow {
+		t.Errorf("%d windows for a 2 MB image", windows)
+	}
+	if cap(s.skel) > 64<<10 || cap(s.sse.data)+cap(s.sse.line) != held {
+		t.Errorf("skeleton %d bytes, SSE buffers %d and %d", cap(s.skel), cap(s.sse.data), cap(s.sse.line))
+	}
+}
+
+func TestStreamForwardDigest(t *testing.T) {
+	p := testGemini(t, "", nil)
+	imgs := []string{fakeup.PNGBase64(300 << 10), fakeup.NthPNGBase64(100, 1)}
+	body := sse(gEvent("", gTextPart("two")), gEvent("", gImagePart(strings.ReplaceAll(imgs[0], "/", `\/`), "c2lnMA==")),
+		gEvent("STOP", gImagePart(imgs[1], "")))
+	for rname, r := range streamReaders(body) {
+		for _, digest := range []bool{false, true} {
+			s := p.newStreamForward(nil, r, &ChatRequest{ForwardDigest: digest})
+			var ends []ImagePiece
+			for {
+				ev, err := s.Next()
+				if err != nil {
+					break
+				}
+				if ev.Piece != nil && ev.Piece.Step == ImageEnd {
+					ends = append(ends, *ev.Piece)
+				}
+			}
+			s.Close()
+			if len(ends) != 2 || string(ends[0].Signature) != "c2lnMA==" || ends[1].Signature != nil {
+				t.Fatalf("%s: image ends %+v", rname, ends)
+			}
+			for i, e := range ends {
+				want, _ := ImageDigest([]byte(imgs[i]))
+				if e.Digested != digest || digest && e.Digest != want {
+					t.Errorf("%s, digest %v: image %d end %+v", rname, digest, i, e)
+				}
+			}
+			r = bytes.NewReader(body)
+		}
+	}
+}
+
+// streamOverSocket runs a stream request against fakeup's Google and
+// describes what it hands out.
+func streamOverSocket(t *testing.T, p *Gemini, req *ChatRequest) (string, error) {
+	t.Helper()
+	st, err := p.ChatStream(context.Background(), req, testModel)
+	if err != nil {
+		return "", err
+	}
+	defer st.Close()
+	return describeStream(st)
+}
+
+var anySig = regexp.MustCompile(`sig="[^"]+"`)
+
+func TestGeminiStreamForwardOverSocket(t *testing.T) {
+	s, p := startGoogle(t, nil)
+	s.SetImageSize(1_500_000)
+	s.SetImages(2)
+	s.SetThoughtSignatures(true)
+	outcomes := []string{fakeup.OutcomeImage, fakeup.OutcomeTextOnly, fakeup.OutcomeNoImage, fakeup.OutcomeImageSafety, fakeup.OutcomePromptBlocked}
+	for _, outcome := range outcomes {
+		s.SetOutcome(outcome)
+		want, err := streamOverSocket(t, p, parse(t, drawBody))
+		if err != nil {
+			t.Fatalf("%s: buffered: %v", outcome, err)
+		}
+		req := parse(t, drawBody)
+		req.ForwardStream, req.ForwardDigest = true, true
+		got, err := streamOverSocket(t, p, req)
+		if err != nil {
+			t.Fatalf("%s: forwarded: %v", outcome, err)
+		}
+		// fakeup signs each answer's images afresh.
+		sameOrDiff(t, outcome, anySig.ReplaceAllString(got, "sig"), anySig.ReplaceAllString(want, "sig"))
+		if outcome == fakeup.OutcomeImage && strings.Count(got, "[image 0 image/png ") != 2 {
+			t.Errorf("%s: %d images", outcome, strings.Count(got, "[image "))
+		}
+	}
+	if path := s.LastPath(); path != "/v1beta/models/gemini-2.5-flash-image:streamGenerateContent?alt=sse" {
+		t.Errorf("path %q", path)
+	}
+
+	// Signatures are kept with their images' digests.
+	s.SetOutcome(fakeup.OutcomeImage)
+	req := parse(t, drawBody)
+	req.ForwardStream, req.ForwardDigest = true, true
+	st, err := p.ChatStream(context.Background(), req, testModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ends []ImagePiece
+	for {
+		ev, err := st.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Piece != nil && ev.Piece.Step == ImageEnd {
+			ends = append(ends, *ev.Piece)
+		}
+	}
+	st.Close()
+	sigs := s.LastSignatures()
+	if len(ends) != 2 || len(sigs) != 2 {
+		t.Fatalf("%d image ends, %d signatures sent", len(ends), len(sigs))
+	}
+	for i, e := range ends {
+		want, _ := ImageDigest([]byte(fakeup.NthPNGBase64(1_500_000, i)))
+		if !e.Digested || e.Digest != want || string(e.Signature) != sigs[i] {
+			t.Errorf("image %d: end %+v, signature sent %q", i, e, sigs[i])
+		}
+	}
+}
+
+func TestGeminiStreamForwardCutOverSocket(t *testing.T) {
+	s, p := startGoogle(t, nil)
+	s.SetImageSize(1 << 20)
+	s.SetFault(fakeup.Fault{DropMidBody: true})
+	want, werr := streamOverSocket(t, p, parse(t, drawBody))
+	req := parse(t, drawBody)
+	req.ForwardStream = true
+	got, gerr := streamOverSocket(t, p, req)
+	wpe, _ := AsError(werr)
+	gpe, ok := AsError(gerr)
+	if !ok || wpe == nil || gpe.Kind != KindTransport || gpe.Message != wpe.Message {
+		t.Fatalf("forwarded err = %v, buffered %v", gerr, werr)
+	}
+	// The text went out before the image began, and the image began.
+	if !strings.HasPrefix(got, want) || !strings.Contains(got[len(want):], "[image 0 image/png iVBOR") {
+		t.Fatalf("forwarded %.200q, buffered %.200q", got, want)
 	}
 }
