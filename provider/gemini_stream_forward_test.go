@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"regexp"
@@ -445,4 +446,109 @@ func TestGeminiStreamForwardCutOverSocket(t *testing.T) {
 	if !strings.HasPrefix(got, want) || !strings.Contains(got[len(want):], "[image 0 image/png iVBOR") {
 		t.Fatalf("forwarded %.200q, buffered %.200q", got, want)
 	}
+}
+
+// FuzzGeminiStreamForward reads any body in both modes: the forwarded
+// reading must end, and hand out what the buffered one does (a prefix of
+// it when it refuses more), except where the layout of the JSON is one
+// that forwarding reads differently on purpose (layoutForwardsApart).
+func FuzzGeminiStreamForward(f *testing.F) {
+	f.Add(fakeup.Fixture("gemini/stream_image.sse"), uint16(7))
+	small, other := fakeup.PNGBase64(100), fakeup.NthPNGBase64(60, 1)
+	f.Add(sse(gEvent("", gTextPart("a")), gEvent("STOP", gImagePart(small, "c2ln"), gTextPart("b"), gImagePart(strings.ReplaceAll(other, "/", `\/`), ""))), uint16(1))
+	f.Add(sse(`{"candidates":[{"content":{"parts":[{"thought":true,"inlineData":{"mimeType":"image/png","data":"`+small+`"}}]},"index":0}]}`,
+		`{"candidates":[{"finishReason":"IMAGE_SAFETY","finishMessage":"x","index":0}],"usageMetadata":{"promptTokenCount":3}}`), uint16(4093))
+	f.Add([]byte("data: {\"promptFeedback\": {\"blockReason\": \"SAFETY\"}}\r\n\r\ndata: {\"error\": {\"code\": 500}}"), uint16(3))
+	f.Add([]byte(": c\n\ndata: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\\\"\\\\\"}, {\"inlineData\": \ndata: {\"mimeType\": \"image/png\", \"data\": \"QUJD\"}}]}, \"finishReason\": \"SAFETY\", \"index\": 1}]}\n\n"), uint16(2))
+	p := testGemini(f, "", nil)
+	f.Fuzz(func(t *testing.T, body []byte, chunk uint16) {
+		want, werr := bufferedStream(p, bytes.NewReader(body), &ChatRequest{})
+		got, gerr := forwardedStream(p, &chunked{b: body, n: int(chunk%8192) + 1}, &ChatRequest{})
+		if gerr != nil {
+			if _, ok := AsError(gerr); !ok {
+				t.Fatalf("error is not an *Error: %v", gerr)
+			}
+		}
+		if layoutForwardsApart(body) {
+			return
+		}
+		switch {
+		case werr == nil && gerr == nil:
+			if got != want {
+				t.Fatalf("forwarded %q\nbuffered %q", got, want)
+			}
+		case werr == nil:
+			if !strings.HasPrefix(want, got) {
+				t.Fatalf("forwarded %q (%v)\nbuffered %q", got, gerr, want)
+			}
+		case gerr == nil:
+			t.Fatalf("forwarded %q\nbuffered %q (%v)", got, want, werr)
+		}
+	})
+}
+
+// layoutForwardsApart reports whether an event of body has a layout the
+// forwarded reading reads differently on purpose (gemini_forward.go,
+// gemini_stream_forward.go): a member named twice in an object (the
+// buffered reading keeps the last, the walk sees both), a part marked
+// thought after its inlineData, an inlineData whose mimeType does not come
+// before its data.
+func layoutForwardsApart(body []byte) bool {
+	r := newSSEReader(bytes.NewReader(body), 1<<30)
+	for {
+		data, err := r.Next()
+		if err != nil {
+			return false
+		}
+		if apart, _ := walkApart(json.NewDecoder(bytes.NewReader(data)), ""); apart {
+			return true
+		}
+	}
+}
+
+// walkApart reads the value that comes next from d, key being its
+// member's name; ok is false when d is not JSON.
+func walkApart(d *json.Decoder, key string) (apart, ok bool) {
+	tok, err := d.Token()
+	if err != nil {
+		return false, false
+	}
+	delim, isDelim := tok.(json.Delim)
+	switch {
+	case !isDelim:
+		return false, true
+	case delim == '[':
+		for d.More() {
+			if apart, ok := walkApart(d, ""); apart || !ok {
+				return apart, ok
+			}
+		}
+		_, err := d.Token()
+		return false, err == nil
+	}
+	seen := map[string]bool{}
+	for d.More() {
+		tok, err := d.Token()
+		if err != nil {
+			return false, false
+		}
+		k, _ := tok.(string)
+		switch {
+		case seen[k]:
+			return true, true
+		case k == "thought" && seen["inlineData"]:
+			return true, true
+		case k == "data" && key == "inlineData" && !seen["mimeType"]:
+			return true, true
+		}
+		seen[k] = true
+		if apart, ok := walkApart(d, k); apart || !ok {
+			return apart, ok
+		}
+	}
+	if key == "inlineData" && !seen["mimeType"] {
+		return true, true
+	}
+	_, err = d.Token()
+	return false, err == nil
 }
