@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
@@ -15,47 +16,50 @@ import (
 	"nanogate/internal/fakeup"
 )
 
-// describeStream drains st into a canonical text in which an image reads
-// the same whether it came whole (Event.Image) or in windows
-// (Event.Piece): what a client is shown of the stream.
-func describeStream(st Stream) (string, error) {
-	var b strings.Builder
-	for i := 0; ; i++ {
-		ev, err := st.Next()
-		if err == io.EOF {
-			return b.String(), nil
-		}
-		if err != nil {
-			return b.String(), err
-		}
-		if i > 1<<20 {
-			return b.String(), fmt.Errorf("the stream does not end")
-		}
-		switch {
-		case ev.Image != nil:
-			fmt.Fprintf(&b, "[image %d %s %s sig=%q]", ev.Choice, ev.Image.MIME, ev.Image.B64, ev.Image.Signature)
-		case ev.Piece != nil:
-			switch ev.Piece.Step {
-			case ImageBegin:
-				fmt.Fprintf(&b, "[image %d %s ", ev.Choice, ev.Piece.MIME)
-			case ImageData:
-				if len(ev.Piece.Data) == 0 {
-					b.WriteString("(empty window)")
-				}
-				b.Write(ev.Piece.Data)
-			case ImageEnd:
-				fmt.Fprintf(&b, " sig=%q]", ev.Piece.Signature)
-			}
-		case ev.Usage != nil:
-			fmt.Fprintf(&b, "[usage %+v]", *ev.Usage)
-		case ev.FinishReason != "":
-			fmt.Fprintf(&b, "[finish %d %s]", ev.Choice, ev.FinishReason)
-		case ev.Text != nil:
-			fmt.Fprintf(&b, "[text %d %q refusal=%v]", ev.Choice, ev.Text, ev.Refusal)
-		default:
-			b.WriteString("[empty event]")
-		}
+// describeStream drains st into describe's canonical text, in which an
+// image reads the same whether it came whole (Event.Image) or in windows
+// (Event.Piece): what a client is shown of the stream. each, if not nil,
+// sees every event.
+func describeStream(st Stream, each ...func(*Event)) (string, error) {
+	return describe(&asPieces{Stream: st, each: each})
+}
+
+// asPieces hands a stream's events on with each whole image as the pieces
+// of a forwarded one and refusals marked in their text. A stream that
+// does not end fails.
+type asPieces struct {
+	Stream
+	each []func(*Event)
+	rest []Event
+	n    int
+}
+
+// Next implements Stream.
+func (a *asPieces) Next() (*Event, error) {
+	if len(a.rest) > 0 {
+		ev := &a.rest[0]
+		a.rest = a.rest[1:]
+		return ev, nil
 	}
+	ev, err := a.Stream.Next()
+	if err != nil {
+		return ev, err
+	}
+	if a.n++; a.n > 1<<20 {
+		return nil, errors.New("the stream does not end")
+	}
+	for _, f := range a.each {
+		f(ev)
+	}
+	switch img := ev.Image; {
+	case img != nil:
+		a.rest = []Event{{Choice: ev.Choice, Piece: &ImagePiece{Step: ImageData, Data: img.B64}},
+			{Choice: ev.Choice, Piece: &ImagePiece{Step: ImageEnd, Signature: img.Signature}}}
+		return &Event{Choice: ev.Choice, Piece: &ImagePiece{Step: ImageBegin, MIME: img.MIME}}, nil
+	case ev.Refusal:
+		return &Event{Choice: ev.Choice, Text: append([]byte("(refusal) "), ev.Text...)}, nil
+	}
+	return ev, nil
 }
 
 // bufferedStream and forwardedStream read an SSE body in the two modes.
@@ -141,17 +145,6 @@ func streamInputs() map[string][]byte {
 	return in
 }
 
-// streamReaders cut a body as readers() does, with the sizes that fall on
-// every boundary of the SSE and JSON windows.
-func streamReaders(body []byte) map[string]io.Reader {
-	return map[string]io.Reader{
-		"whole":    bytes.NewReader(body),
-		"one byte": iotest.OneByteReader(bytes.NewReader(body)),
-		"7 bytes":  &chunked{b: body, n: 7},
-		"4093":     &chunked{b: body, n: 4093},
-	}
-}
-
 func sameOrDiff(t *testing.T, what, got, want string) {
 	t.Helper()
 	if got == want {
@@ -175,7 +168,7 @@ func TestStreamForwardMatchesBuffered(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: buffered: %v", name, err)
 			}
-			for rname, r := range streamReaders(body) {
+			for rname, r := range readers(body) {
 				got, err := forwardedStream(p, r, req)
 				if err != nil {
 					t.Errorf("%s, %s: %v", name, rname, err)
@@ -296,21 +289,16 @@ func TestStreamForwardHoldsAWindow(t *testing.T) {
 	// The SSE reader comes from a pool: its buffers are what an earlier
 	// buffered stream left.
 	held := cap(s.sse.data) + cap(s.sse.line)
-	windows := 0
-	for {
-		ev, err := s.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	windows, widest := 0, 0
+	if _, err := describeStream(s, func(ev *Event) {
 		if ev.Piece != nil && ev.Piece.Step == ImageData {
-			windows++
-			if len(ev.Piece.Data) > forwardWindow {
-				t.Fatalf("window of %d bytes", len(ev.Piece.Data))
-			}
+			windows, widest = windows+1, max(widest, len(ev.Piece.Data))
 		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if widest > forwardWindow {
+		t.Fatalf("window of %d bytes", widest)
 	}
 	if windows < 2<<20/forwardWindow {
 		t.Errorf("%d windows for a 2 MB image", windows)
@@ -325,19 +313,11 @@ func TestStreamForwardDigest(t *testing.T) {
 	imgs := []string{fakeup.PNGBase64(300 << 10), fakeup.NthPNGBase64(100, 1)}
 	body := sse(gEvent("", gTextPart("two")), gEvent("", gImagePart(strings.ReplaceAll(imgs[0], "/", `\/`), "c2lnMA==")),
 		gEvent("STOP", gImagePart(imgs[1], "")))
-	for rname, r := range streamReaders(body) {
-		for _, digest := range []bool{false, true} {
+	for _, digest := range []bool{false, true} {
+		for rname, r := range readers(body) {
 			s := p.newStreamForward(nil, r, &ChatRequest{ForwardDigest: digest})
 			var ends []ImagePiece
-			for {
-				ev, err := s.Next()
-				if err != nil {
-					break
-				}
-				if ev.Piece != nil && ev.Piece.Step == ImageEnd {
-					ends = append(ends, *ev.Piece)
-				}
-			}
+			describeStream(s, keepEnds(&ends))
 			s.Close()
 			if len(ends) != 2 || string(ends[0].Signature) != "c2lnMA==" || ends[1].Signature != nil {
 				t.Fatalf("%s: image ends %+v", rname, ends)
@@ -348,7 +328,15 @@ func TestStreamForwardDigest(t *testing.T) {
 					t.Errorf("%s, digest %v: image %d end %+v", rname, digest, i, e)
 				}
 			}
-			r = bytes.NewReader(body)
+		}
+	}
+}
+
+// keepEnds keeps a copy of each image end.
+func keepEnds(ends *[]ImagePiece) func(*Event) {
+	return func(ev *Event) {
+		if ev.Piece != nil && ev.Piece.Step == ImageEnd {
+			*ends = append(*ends, *ev.Piece)
 		}
 	}
 }
@@ -404,17 +392,8 @@ func TestGeminiStreamForwardOverSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ends []ImagePiece
-	for {
-		ev, err := st.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev.Piece != nil && ev.Piece.Step == ImageEnd {
-			ends = append(ends, *ev.Piece)
-		}
+	if _, err := describeStream(st, keepEnds(&ends)); err != nil {
+		t.Fatal(err)
 	}
 	st.Close()
 	sigs := s.LastSignatures()
