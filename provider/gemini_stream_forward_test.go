@@ -24,6 +24,21 @@ func describeStream(st Stream, each ...func(*Event)) (string, error) {
 	return describe(&asPieces{Stream: st, each: each})
 }
 
+// drainEvents reads st to its end, each seeing every event, and counts
+// them.
+func drainEvents(st Stream, each func(*Event)) (int, error) {
+	for n := 0; ; n++ {
+		ev, err := st.Next()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		each(ev)
+	}
+}
+
 // asPieces hands a stream's events on with each whole image as the pieces
 // of a forwarded one and refusals marked in their text. A stream that
 // does not end fails.
@@ -530,4 +545,25 @@ func walkApart(d *json.Decoder, key string) (apart, ok bool) {
 	}
 	_, err = d.Token()
 	return false, err == nil
+}
+
+// BenchmarkGeminiStreamForward is BenchmarkGeminiStream forwarded: the
+// image event goes through in windows.
+//
+//	go test ./provider/ -run '^$' -bench GeminiStream -benchmem
+func BenchmarkGeminiStreamForward(b *testing.B) {
+	p := testGemini(b, "", nil)
+	body := withImage("gemini/stream_image.sse", benchImageSize)
+	r := bytes.NewReader(body)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		r.Reset(body)
+		s := p.newStreamForward(nil, r, &ChatRequest{})
+		var ends []ImagePiece
+		if _, err := drainEvents(s, keepEnds(&ends)); err != nil || len(ends) != 1 {
+			b.Fatal(err)
+		}
+		s.Close()
+	}
 }
