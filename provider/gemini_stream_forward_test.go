@@ -12,8 +12,10 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"nanogate/internal/fakeup"
+	"nanogate/internal/poll"
 )
 
 // describeStream drains st into describe's canonical text, in which an
@@ -565,5 +567,29 @@ func BenchmarkGeminiStreamForward(b *testing.B) {
 			b.Fatal(err)
 		}
 		s.Close()
+	}
+}
+
+// TestGeminiStreamForwardTimesOut: a stall longer than the caller's
+// deadline ends a forwarded stream as it ends a buffered one.
+func TestGeminiStreamForwardTimesOut(t *testing.T) {
+	s, p := startGoogle(t, nil)
+	s.SetImageSize(200 << 10)
+	s.SetFault(fakeup.Fault{StallMidStream: 10 * time.Second, Times: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	req := parse(t, drawBody)
+	req.ForwardStream = true
+	st, err := p.ChatStream(ctx, req, testModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := describeStream(st)
+	st.Close()
+	if pe, ok := AsError(err); !ok || pe.Kind != KindTimeout || !strings.HasPrefix(got, "[text 0 ") {
+		t.Fatalf("%q, err = %v, want the text then KindTimeout", got, err)
+	}
+	if !poll.Within(5*time.Second, func() bool { return s.Canceled() != 0 }) {
+		t.Fatal("the upstream did not see the call end")
 	}
 }
