@@ -556,12 +556,10 @@ func walkApart(d *json.Decoder, key string) (apart, ok bool) {
 func BenchmarkGeminiStreamForward(b *testing.B) {
 	p := testGemini(b, "", nil)
 	body := withImage("gemini/stream_image.sse", benchImageSize)
-	r := bytes.NewReader(body)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		r.Reset(body)
-		s := p.newStreamForward(nil, r, &ChatRequest{})
+		s := p.newStreamForward(nil, bytes.NewReader(body), &ChatRequest{})
 		var ends []ImagePiece
 		if _, err := drainEvents(s, keepEnds(&ends)); err != nil || len(ends) != 1 {
 			b.Fatal(err)
