@@ -105,6 +105,9 @@ func (p *Gemini) ChatStream(ctx context.Context, req *ChatRequest, model string)
 	if err != nil {
 		return nil, err
 	}
+	if req.ForwardStream {
+		return p.newStreamForward(resp, resp.BodyStream(), req), nil
+	}
 	s := p.newStream(resp, resp.BodyStream())
 	s.wantImages = wantsImages(req)
 	return s, nil

@@ -66,6 +66,10 @@ type ChatRequest struct {
 	// image's digest to its end.
 	Forward       bool
 	ForwardDigest bool
+	// ForwardStream asks ChatStream, for a stream, for its images in
+	// windows (Event.Piece) instead of whole (Event.Image), ForwardDigest
+	// adding their digests; a kind that cannot forward them ignores it.
+	ForwardStream bool
 	// fetched holds the images downloaded for the request (ImageFetches),
 	// until ReleaseImages.
 	fetched *fetchHold
