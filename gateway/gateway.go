@@ -425,7 +425,7 @@ func (g *Gateway) ChatStream(ctx context.Context, call *Call) (*StreamAnswer, ro
 	}
 	// Images go on in windows as they arrive (provider.ChatRequest.
 	// ForwardStream), unless they become links: the store takes each whole.
-	call.Req.ForwardStream = !g.offloads(call.Caller)
+	call.Req.ForwardStream = !g.Offloads(call)
 	call.Req.ForwardDigest = call.Req.ForwardStream && g.sigs != nil && g.mayBeSigned(call.Req.Model)
 	st, first, served, err := g.router.ChatStream(ctx, call.Req)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"nanogate/config"
 	"nanogate/internal/safemath"
 	"nanogate/provider"
 )
@@ -39,6 +40,17 @@ func (g *Gateway) ForwardedBytes(call *Call) int64 {
 		return forwardedAnswerBytes + offloadWriterBytes
 	}
 	return forwardedAnswerBytes
+}
+
+// StreamBytes is what call's streamed answer holds: a window when every
+// provider of its model forwards streams in windows (the gemini kind; the
+// openai kind's streams hold an image event whole) and its images stay
+// inline, else AnswerBytes.
+func (g *Gateway) StreamBytes(call *Call) int64 {
+	if call.Req.N <= 1 && !g.Offloads(call) && g.router.Only(call.Req.Model, config.KindGemini) {
+		return forwardedAnswerBytes
+	}
+	return g.AnswerBytes(call.Req)
 }
 
 // AnswerBytes is how much memory req's answer may hold while it is in

@@ -6,8 +6,10 @@ import (
 
 	"nanogate/auth"
 	"nanogate/catalog"
+	"nanogate/config"
 	"nanogate/images"
 	"nanogate/provider"
+	"nanogate/router"
 )
 
 func TestAnswerBytes(t *testing.T) {
@@ -80,5 +82,44 @@ func TestForwardedBytes(t *testing.T) {
 	}
 	if whole <= forwardedAnswerBytes {
 		t.Fatalf("an answer read whole (%d bytes) would not hold more than a window", whole)
+	}
+}
+
+// TestStreamBytes: a stream holds a window when whoever serves it forwards
+// streams in windows (Gemini's) and its images stay inline; a model a
+// reseller may serve, offload, or n > 1 count the answer whole.
+func TestStreamBytes(t *testing.T) {
+	var entries []router.Entry
+	for _, pc := range []config.Provider{
+		{Name: "g", Kind: config.KindGemini, BaseURL: "http://127.0.0.1:1/v1beta", APIKey: "k", Models: map[string]string{"gem": "gemini-2.5-flash-image", "both": "gemini-2.5-flash-image"}},
+		{Name: "r", Kind: config.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1", APIKey: "k", Models: map[string]string{"both": "x"}},
+	} {
+		p, err := provider.New(pc, provider.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		entries = append(entries, router.Entry{Provider: p, Config: pc})
+	}
+	g := &Gateway{router: router.New(entries, config.Routing{MaxAttempts: 2}, nil, nil, nil)}
+	window := int64(forwardedAnswerBytes)
+	for _, c := range []struct {
+		name    string
+		req     provider.ChatRequest
+		offload bool
+		want    int64
+	}{
+		{"gemini only", provider.ChatRequest{Model: "gem", N: 1}, false, window},
+		{"a reseller may serve", provider.ChatRequest{Model: "both", N: 1}, false, g.AnswerBytes(&provider.ChatRequest{Model: "both", N: 1})},
+		{"offload", provider.ChatRequest{Model: "gem", N: 1}, true, g.AnswerBytes(&provider.ChatRequest{Model: "gem", N: 1})},
+		{"n > 1", provider.ChatRequest{Model: "gem", N: 2}, false, g.AnswerBytes(&provider.ChatRequest{Model: "gem", N: 2})},
+	} {
+		g.offload, g.offloadDefault = nil, false
+		if c.offload {
+			g.offload, g.offloadDefault = &images.Offloader{}, true
+		}
+		if got := g.StreamBytes(&Call{Req: &c.req}); got != c.want {
+			t.Errorf("%s: StreamBytes = %d, want %d", c.name, got, c.want)
+		}
 	}
 }

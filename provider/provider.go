@@ -192,7 +192,8 @@ type Event struct {
 	Refusal bool
 	Image   *Image
 	// Piece is a step of an image forwarded in windows: only in the
-	// answers of requests with Forward set, which never carry Image.
+	// answers of requests with Forward or ForwardStream set, whose images
+	// come as pieces (the openai kind's streams still carry Image).
 	Piece        *ImagePiece
 	FinishReason string
 	Usage        *Usage

@@ -180,9 +180,12 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 	call := &gateway.Call{Caller: caller, Req: req}
 	forward := !req.Stream && openai.Forwards(format, st.Gateway.Offloads(call)) && st.Gateway.Forwards(call)
 	var answer int64
-	if forward {
+	switch {
+	case forward:
 		answer = st.Gateway.ForwardedBytes(call)
-	} else {
+	case req.Stream:
+		answer = st.Gateway.StreamBytes(call)
+	default:
 		answer = st.Gateway.AnswerBytes(req)
 	}
 	hold, e := s.holdBytes(safemath.Add(int64(len(ctx.PostBody())), answer))
