@@ -306,4 +306,3 @@ func appendUsage(b []byte, u gateway.Usage, promptImage int64) []byte {
 func promptImageTokens(reported, prompt int64) int64 {
 	return min(max(reported, 0), max(prompt, 0))
 }
-
