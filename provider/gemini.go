@@ -99,6 +99,13 @@ func (p *Gemini) ChatStream(ctx context.Context, req *ChatRequest, model string)
 		if err != nil {
 			return nil, err
 		}
+		parse := p.parseResult
+		if !wantsImages(req) {
+			parse = p.parseTextResult
+		}
+		if st, ok, err := readSmall(p.name, resp, parse, req.ForwardDigest); ok {
+			return st, err
+		}
 		return p.forward(resp, req), nil
 	}
 	resp, err := p.send(ctx, req, model, sendSSE)

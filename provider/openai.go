@@ -93,6 +93,10 @@ func (p *OpenAI) ChatStream(ctx context.Context, req *ChatRequest, model string)
 		if err != nil {
 			return nil, err
 		}
+		// Resellers' images never carry a signature: nothing to digest.
+		if st, ok, err := readSmall(p.name, resp, p.parseResult, false); ok {
+			return st, err
+		}
 		return p.newForward(resp, resp.BodyStream()), nil
 	}
 	resp, err := p.send(ctx, req, model, sendSSE)

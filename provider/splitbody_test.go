@@ -140,3 +140,50 @@ func TestResellerInputImageIsSentWithoutACopy(t *testing.T) {
 		}
 	}
 }
+
+// TestSmallForwardedAnswerIsReadWhole: an answer asked to be forwarded
+// whose Content-Length fits smallAnswerBytes is read and parsed as a
+// buffered one (Whole), a large one is walked; both kinds.
+func TestSmallForwardedAnswerIsReadWhole(t *testing.T) {
+	for _, kind := range []fakeup.Kind{fakeup.OpenAI, fakeup.Gemini} {
+		s, err := fakeup.Start(fakeup.Options{Kind: kind, Key: fakeKey})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		pc := config.Provider{Name: "p", Kind: config.KindOpenAI, BaseURL: s.URL(), APIKey: fakeKey}
+		model := "m"
+		if kind == fakeup.Gemini {
+			pc.Kind, model = config.KindGemini, testModel
+		}
+		p, err := New(pc, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		for _, c := range []struct {
+			size  int
+			whole bool
+		}{{2 << 10, true}, {300 << 10, false}} {
+			s.SetImageSize(c.size)
+			req := parse(t, drawBody)
+			req.Forward = true
+			st, err := p.ChatStream(context.Background(), req, model)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, whole := Whole(st)
+			if whole != c.whole {
+				t.Errorf("%v, %d-byte image: read whole %v, want %v", kind, c.size, whole, c.whole)
+			}
+			if whole {
+				if res.Images() != 1 {
+					t.Errorf("%v: %d images", kind, res.Images())
+				}
+				res.Release()
+			} else {
+				st.Close()
+			}
+		}
+	}
+}

@@ -265,6 +265,18 @@ func (r *Response) readBody() error {
 	return nil
 }
 
+// ReadWhole reads a stream response's body whole, as Do does for a
+// non-stream one (capped at MaxBodyBytes), and gives its connection back:
+// for a caller that learns from the headers that the body is small. Body
+// then returns it.
+func (r *Response) ReadWhole() error {
+	if err := r.readBody(); err != nil {
+		return err
+	}
+	r.freeConn()
+	return nil
+}
+
 // Body returns the buffered body of a non-stream response.
 func (r *Response) Body() []byte { return r.buf }
 
