@@ -72,7 +72,10 @@ func (a *asPieces) Next() (*Event, error) {
 	case img != nil:
 		a.rest = []Event{{Choice: ev.Choice, Piece: &ImagePiece{Step: ImageData, Data: img.B64}},
 			{Choice: ev.Choice, Piece: &ImagePiece{Step: ImageEnd, Signature: img.Signature}}}
-		return &Event{Choice: ev.Choice, Piece: &ImagePiece{Step: ImageBegin, MIME: img.MIME}}, nil
+		if img.URL != "" {
+			a.rest = a.rest[1:] // a link has no data
+		}
+		return &Event{Choice: ev.Choice, Piece: &ImagePiece{Step: ImageBegin, MIME: img.MIME, URL: img.URL}}, nil
 	case ev.Refusal:
 		return &Event{Choice: ev.Choice, Text: append([]byte("(refusal) "), ev.Text...)}, nil
 	}

@@ -159,14 +159,27 @@ func (f *openaiForward) rootKey() []byte {
 // dataURL starts a string that may be an image's data URL: when it begins
 // as one, its start goes to the skeleton and its base64 is cut out.
 func (f *openaiForward) dataURL() bool {
+	label, ok := f.dataURLHead()
+	if !ok || f.err != nil {
+		return ok
+	}
+	f.afterImg = stAfter
+	f.cutImage(label, '"', "")
+	return true
+}
+
+// dataURLHead reads the start of a string that may be an image's data URL,
+// up to its base64, into the skeleton, and returns the media type it is
+// labelled with; false (nothing read) when it does not begin as one.
+func (f *forwardWalk) dataURLHead() (label string, ok bool) {
 	w, _ := f.br.Peek(maxDataURLHead)
 	rest, ok := bytes.CutPrefix(w, []byte("data:"))
 	if !ok {
-		return false
+		return "", false
 	}
 	k := bytes.Index(rest, []byte(";base64,"))
 	if k < 0 {
-		return false
+		return "", false
 	}
 	meta := rest[:k]
 	for i := 0; i < len(meta); i++ {
@@ -177,42 +190,24 @@ func (f *openaiForward) dataURL() bool {
 		}
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '/' || c == '.' || c == '+' ||
 			c == '-' || c == ';' || c == '=') {
-			return false
+			return "", false
 		}
 	}
-	label := string(bytes.ReplaceAll(meta, []byte(`\/`), []byte("/")))
+	label = string(bytes.ReplaceAll(meta, []byte(`\/`), []byte("/")))
 	if len(label) < 7 || label[:6] != "image/" {
-		return false
+		return "", false
 	}
 	n := len("data:") + k + len(";base64,")
 	f.skel = append(append(f.skel, '"'), w[:n]...)
 	f.br.Discard(n)
-	if !f.count(n) {
-		return true
-	}
-	f.afterImg = stAfter
-	f.cutImage(label, '"', "")
-	return true
+	f.count(n)
+	return label, true
 }
 
 // onStep implements forwardKind: it reads on in a markdown string, to its
 // end or to where an image's base64 begins.
 func (f *openaiForward) onStep() {
-	w, err := f.br.Peek(max(f.br.Buffered(), 1))
-	if len(w) == 0 {
-		f.readErr(err)
-		return
-	}
-	if q := bytes.IndexByte(w, '"'); q >= 0 {
-		w = w[:q+1]
-	}
-	if c := bytes.IndexByte(w, ','); c >= 0 {
-		w = w[:c+1]
-	}
-	n := len(w)
-	f.skel = append(f.skel, w...)
-	f.br.Discard(n)
-	if !f.count(n) {
+	if f.markdownRead() == nil {
 		return
 	}
 	switch f.skel[len(f.skel)-1] {
@@ -233,6 +228,30 @@ func (f *openaiForward) onStep() {
 		f.afterImg = stKind
 		f.cutImage(label, ')', `"`)
 	}
+}
+
+// markdownRead reads on in a markdown string into the skeleton, to its
+// closing quote or past the next comma (where an image's data may begin),
+// and returns what it read; nil when the read failed.
+func (f *forwardWalk) markdownRead() []byte {
+	w, err := f.br.Peek(max(f.br.Buffered(), 1))
+	if len(w) == 0 {
+		f.readErr(err)
+		return nil
+	}
+	if q := bytes.IndexByte(w, '"'); q >= 0 {
+		w = w[:q+1]
+	}
+	if c := bytes.IndexByte(w, ','); c >= 0 {
+		w = w[:c+1]
+	}
+	n := len(w)
+	f.skel = append(f.skel, w...)
+	f.br.Discard(n)
+	if !f.count(n) {
+		return nil
+	}
+	return f.skel[len(f.skel)-n:]
 }
 
 // dataMarkupEnd reports whether b ends as the markup of a data-URL image
@@ -266,13 +285,7 @@ func (f *openaiForward) cutImage(label string, term byte, tail string) {
 	// The answer so far, closed where it stands.
 	f.skel = append(f.skel, tail...)
 	end := len(f.skel) + len(f.stack) - 2
-	for i := len(f.stack) - 1; i >= 0; i-- {
-		if f.stack[i].obj {
-			f.skel = append(f.skel, '}')
-		} else {
-			f.skel = append(f.skel, ']')
-		}
-	}
+	f.closeOpen()
 	if !f.started {
 		f.start(f.skel)
 	}
@@ -286,6 +299,18 @@ func (f *openaiForward) cutImage(label string, term byte, tail string) {
 	f.cut++
 	f.choice, f.label = f.index, label
 	f.startImage(false, term, false)
+}
+
+// closeOpen closes, in the skeleton, the containers open where it stands:
+// the answer so far read as whole.
+func (f *forwardWalk) closeOpen() {
+	for i := len(f.stack) - 1; i >= 0; i-- {
+		if f.stack[i].obj {
+			f.skel = append(f.skel, '}')
+		} else {
+			f.skel = append(f.skel, ']')
+		}
+	}
 }
 
 // start queues what the choices closed before the first image hold.
