@@ -285,3 +285,80 @@ func TestOpenAIStreamForwardOverSockets(t *testing.T) {
 		sameOrDiff(t, style, read(true), want)
 	}
 }
+
+// BenchmarkOpenAIStream reads a reseller's stream whose image event is a
+// 1.5 MB image (2 MB of base64) on one line, in both reseller styles, into
+// neutral events: buffered (openaiStream holds the event) or forwarded
+// through the window.
+//
+//	go test ./provider/ -run '^$' -bench OpenAIStream -benchmem
+func BenchmarkOpenAIStream(b *testing.B) {
+	p := testOpenAI(b, "")
+	img := fakeup.PNGBase64(benchImageSize)
+	for _, style := range []struct{ name, delta string }{
+		{"markdown", oaContent("\n\n" + md(img))},
+		{"images", oaImages(img)},
+	} {
+		body := oaSSE(oaChunk(`{"role":"assistant","content":""}`, ""), oaChunk(oaContent("Here is the cat."), ""),
+			oaChunk(style.delta, ""), oaChunk(`{}`, "stop"))
+		r := bytes.NewReader(body)
+		b.Run(style.name+"/buffered", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				r.Reset(body)
+				s := &openaiStream{p: p, eventStream: eventStream{sse: getSSEReader(r, p.opts.MaxBodyBytes)}}
+				drainOne(b, &asPieces{Stream: s})
+				s.Close()
+			}
+		})
+		b.Run(style.name+"/forwarded", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				r.Reset(body)
+				s := p.newStreamForward(nil, r)
+				drainOne(b, s)
+				s.Close()
+			}
+		})
+	}
+}
+
+// FuzzOpenAIStreamForward reads any body in both modes: the forwarded
+// reading must end, and hand out what the buffered one does (a prefix of
+// it when it refuses more), except where an event's layout is one the
+// forwarded reading reads differently on purpose (a member named twice).
+func FuzzOpenAIStreamForward(f *testing.F) {
+	small, other := fakeup.PNGBase64(100), fakeup.NthPNGBase64(60, 1)
+	f.Add(fakeup.Fixture("openai/stream_chat.sse"), uint16(7))
+	f.Add(oaSSE(oaChunk(oaContent("a ![image](data:image/png;base64,"+small[:20]), ""), oaChunk(oaContent(small[20:]+") b"), ""),
+		oaChunk(oaImages(strings.ReplaceAll(other, "/", `\/`)), "stop")), uint16(1))
+	f.Add(oaSSE(oaChunk(oaContent("x ![im"), ""), oaChunk(oaContent("age](data:image/png;base64,"+other+")"), "stop")), uint16(4093))
+	f.Add([]byte("data: {\"choices\":[{\"delta\":{\"content\":\"!\"}}]}\n\ndata: {\"error\":{\"message\":\"x\"}}\n\n"), uint16(3))
+	p := testOpenAI(f, "")
+	f.Fuzz(func(t *testing.T, body []byte, chunk uint16) {
+		want, werr := oaBufferedStream(p, bytes.NewReader(body))
+		got, gerr := oaForwardedStream(p, &chunked{b: body, n: int(chunk%8192) + 1})
+		if gerr != nil {
+			if _, ok := AsError(gerr); !ok {
+				t.Fatalf("error is not an *Error: %v", gerr)
+			}
+		}
+		if layoutForwardsApart(body) {
+			return
+		}
+		switch {
+		case werr == nil && gerr == nil:
+			if got != want {
+				t.Fatalf("forwarded %q\nbuffered %q", got, want)
+			}
+		case werr == nil:
+			if !strings.HasPrefix(want, got) {
+				t.Fatalf("forwarded %q (%v)\nbuffered %q", got, gerr, want)
+			}
+		case gerr == nil:
+			t.Fatalf("forwarded %q\nbuffered %q (%v)", got, want, werr)
+		}
+	})
+}
