@@ -216,18 +216,27 @@ func (f *openaiForward) onStep() {
 			f.after()
 		}
 	case ',':
-		if !dataMarkupEnd(f.skel[f.mdFrom:]) {
-			return
+		if label, ok := markdownImageAt(f.skel, &f.mdFrom, &f.segs); ok {
+			f.afterImg = stKind
+			f.cutImage(label, ')', `"`)
 		}
-		label, ok, resume, segs := markdownDataStart(f.skel[f.mdFrom:], f.segs)
-		f.segs = segs
-		if !ok {
-			f.mdFrom += resume
-			return
-		}
-		f.afterImg = stKind
-		f.cutImage(label, ')', `"`)
 	}
+}
+
+// markdownImageAt reports whether md, markdown text scanned from *from,
+// ends where the base64 of a data-URL image begins, and the media type the
+// image is labelled with; else it moves *from on past what can no longer
+// change. segs is scratch space.
+func markdownImageAt(md []byte, from *int, segs *[]segment) (string, bool) {
+	if !dataMarkupEnd(md[*from:]) {
+		return "", false
+	}
+	label, ok, resume, s := markdownDataStart(md[*from:], *segs)
+	*segs = s
+	if !ok {
+		*from += resume
+	}
+	return label, ok
 }
 
 // markdownRead reads on in a markdown string into the skeleton, to its

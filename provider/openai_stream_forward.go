@@ -288,17 +288,10 @@ func (s *openaiStreamForward) markdownStep() {
 		s.md = append(s.md, b...)
 	case ',':
 		s.md = append(s.md, b...)
-		if !dataMarkupEnd(s.md[s.mdFrom:]) {
-			return
+		if label, ok := markdownImageAt(s.md, &s.mdFrom, &s.segs); ok {
+			s.afterImg = stKind
+			s.cutImage(label, ')', `"`)
 		}
-		label, ok, resume, segs := markdownDataStart(s.md[s.mdFrom:], s.segs)
-		s.segs = segs
-		if !ok {
-			s.mdFrom += resume
-			return
-		}
-		s.afterImg = stKind
-		s.cutImage(label, ')', `"`)
 	default:
 		s.md = append(s.md, b...)
 	}
