@@ -8,8 +8,10 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"nanogate/internal/fakeup"
+	"nanogate/internal/poll"
 )
 
 // oaBufferedStream and oaForwardedStream read a reseller's SSE body in the
@@ -361,4 +363,27 @@ func FuzzOpenAIStreamForward(f *testing.F) {
 			t.Fatalf("forwarded %q\nbuffered %q (%v)", got, want, werr)
 		}
 	})
+}
+
+// TestOpenAIStreamForwardTimesOut: a stall longer than the caller's
+// deadline ends a forwarded reseller stream as it ends a buffered one.
+func TestOpenAIStreamForwardTimesOut(t *testing.T) {
+	srv, p := startReseller(t)
+	srv.SetImageSize(200 << 10)
+	srv.SetFault(fakeup.Fault{StallMidStream: 10 * time.Second, Times: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	req := &ChatRequest{Raw: []byte(`{"model":"m","stream":true,"messages":[{"role":"user","content":"a cat"}]}`), ForwardStream: true}
+	st, err := p.ChatStream(ctx, req, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := describeStream(st)
+	st.Close()
+	if pe, ok := AsError(err); !ok || pe.Kind != KindTimeout || !strings.HasPrefix(got, "[text 0 ") {
+		t.Fatalf("%q, err = %v, want the text then KindTimeout", got, err)
+	}
+	if !poll.Within(5*time.Second, func() bool { return srv.Canceled() != 0 }) {
+		t.Fatal("the upstream did not see the call end")
+	}
 }
