@@ -47,13 +47,14 @@ import (
 // image refused on its header) still fails over. After it, a failure ends
 // the stream with an error.
 //
-// Limits: a choice's index must come before its content, and one image
-// is read at a time (an image of one choice paused while another begins
-// fails the stream); an event that breaks (or carries an error member)
-// after an image of it was handed on has handed on what came before the
-// break; and a markdown image over several events is bounded by the cap
-// of each event, not by the cap of the text held, as openaiStream bounds
-// it.
+// Limits: a choice's index must come before its content; one image is
+// read at a time, so while an image of one choice is held over events, an
+// image of another choice, or any event of another choice or the usage
+// ahead of the held image's end, fails the stream (resellers answer one
+// choice); an event that breaks (or carries an error member) after an
+// image of it was handed on has handed on what came before the break; and
+// a markdown image over several events is bounded by the cap of each
+// event, not by the cap of the text held, as openaiStream bounds it.
 type openaiStreamForward struct {
 	forwardWalk
 	p   *OpenAI

@@ -163,6 +163,8 @@ func TestOpenAIStreamForwardFailsAsBuffered(t *testing.T) {
 		{name: "bad base64, images style", p: p, body: oaSSE(oaChunk(oaImages(big[:4000]+"@@@@"), "stop")), refusal: true},
 		{name: "image never closed", p: p, body: oaSSE(oaChunk(oaContent("![image](data:image/png;base64,"+big[:300<<10]), ""), oaChunk(`{}`, "stop")), refusal: true},
 		{name: "image never closed, no finish", p: p, body: []byte("data: " + oaChunk(oaContent("![image](data:image/png;base64,"+big[:300<<10]), "") + "\n\ndata: [DONE]\n\n")},
+		{name: "hostile header split across events", p: p, body: oaSSE(oaChunk(oaContent("![image](data:image/png;base64,"+hostile[:20]), ""),
+			oaChunk(oaContent(hostile[20:]+")"), "stop")), refusal: true},
 		{name: "no finish reason", p: p, body: []byte("data: " + text + "\n\n")},
 		{name: "garbage", p: p, body: []byte("data: <html>\n\n")},
 		{name: "empty data", p: p, body: []byte("data:\n\n")},
@@ -385,5 +387,23 @@ func TestOpenAIStreamForwardTimesOut(t *testing.T) {
 	}
 	if !poll.Within(5*time.Second, func() bool { return srv.Canceled() != 0 }) {
 		t.Fatal("the upstream did not see the call end")
+	}
+}
+
+// TestOpenAIStreamForwardOneImageAtATime: an image of one choice that
+// begins while another's is held over events fails the stream (a limit
+// of the forwarded reading; resellers answer one choice).
+func TestOpenAIStreamForwardOneImageAtATime(t *testing.T) {
+	p := testOpenAI(t, "")
+	big := fakeup.PNGBase64(300 << 10)
+	body := oaSSE(oaChunk(oaContent("![image](data:image/png;base64,"+big[:1000]), ""),
+		`{"choices":[{"index":1,"delta":{"images":[{"image_url":{"url":"data:image/png;base64,`+big+`"}}]}}]}`,
+		oaChunk(oaContent(big[1000:]+")"), "stop"))
+	if _, err := oaBufferedStream(p, bytes.NewReader(body)); err != nil {
+		t.Fatalf("buffered: %v", err)
+	}
+	_, err := oaForwardedStream(p, bytes.NewReader(body))
+	if pe, ok := AsError(err); !ok || pe.Kind != KindInvalidResponse {
+		t.Fatalf("forwarded: %v, want an invalid answer", err)
 	}
 }
