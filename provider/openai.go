@@ -670,6 +670,9 @@ func (s *openaiStream) choice(i int, c []byte) error {
 			return s.p.invalid("upstream stream choice index out of range")
 		}
 		idx = int(n)
+	} else if idx >= MaxN {
+		// Numbered by position, a choice past MaxN is out of range too.
+		return s.p.invalid("upstream stream choice index out of range")
 	}
 	if d, ok := jsonx.Get(c, "delta"); ok && jsonx.KindOf(d) == jsonx.Object {
 		if content, ok := jsonx.Get(d, "content"); ok && jsonx.KindOf(content) == jsonx.String {

@@ -171,6 +171,7 @@ func TestOpenAIStreamForwardFailsAsBuffered(t *testing.T) {
 		{name: "trailing data", p: p, body: []byte("data: {} x\n\n"), refusal: true},
 		{name: "empty body", p: p, body: nil},
 		{name: "index out of range", p: p, body: oaSSE(`{"choices":[{"index":9,"delta":{"content":"a"}}]}`)},
+		{name: "nine choices", p: p, body: oaSSE(`{"choices":[` + strings.Repeat(`{"delta":{"content":"a"}},`, 8) + `{"delta":{"content":"a"}}]}`)},
 	}
 	for _, c := range cases {
 		bodyOf := func() io.Reader {
