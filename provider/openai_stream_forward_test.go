@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"nanogate/internal/fakeup"
-	"nanogate/internal/poll"
 )
 
 // oaBufferedStream and oaForwardedStream read a reseller's SSE body in the
@@ -181,18 +180,8 @@ func TestOpenAIStreamForwardFailsAsBuffered(t *testing.T) {
 			return bytes.NewReader(c.body)
 		}
 		want, werr := oaBufferedStream(c.p, bodyOf())
-		wpe, ok := AsError(werr)
-		if !ok {
-			t.Fatalf("%s: buffered err = %v", c.name, werr)
-		}
 		got, gerr := oaForwardedStream(c.p, bodyOf())
-		gpe, ok := AsError(gerr)
-		if !ok || gpe.Kind != wpe.Kind || gpe.Status != wpe.Status || !c.refusal && gpe.Message != wpe.Message {
-			t.Errorf("%s: forwarded err = %v, buffered %v", c.name, gerr, werr)
-		}
-		if !strings.HasPrefix(got, want) {
-			t.Errorf("%s: forwarded %.200q, buffered %.200q", c.name, got, want)
-		}
+		sameFailure(t, c.name, c.refusal, got, gerr, want, werr)
 	}
 }
 
@@ -203,31 +192,10 @@ func TestOpenAIStreamForwardFirstEvent(t *testing.T) {
 	p := testOpenAI(t, "")
 	big := fakeup.PNGBase64(1 << 20)
 	hostile := oaSSE(oaChunk(oaContent("![image](data:image/png;base64,"+pngHeaderB64(20000, 20000)+strings.Repeat("A", 400<<10)+")"), "stop"))
-	s := p.newStreamForward(nil, bytes.NewReader(hostile))
-	if _, err := s.Next(); err == nil {
-		t.Fatal("a hostile image header was handed on")
-	} else if pe, ok := AsError(err); !ok || !pe.Failover() {
-		t.Fatalf("first Next: %v, want a failover", err)
-	}
-	s.Close()
-
+	failsOver(t, p.newStreamForward(nil, bytes.NewReader(hostile)))
 	for _, delta := range []string{oaContent(md(big)), oaImages(big)} {
 		body := oaSSE(oaChunk(delta, "stop"))
-		s = p.newStreamForward(nil, io.MultiReader(bytes.NewReader(body[:len(body)/2]), iotest.ErrReader(io.ErrUnexpectedEOF)))
-		ev, err := s.Next()
-		if err != nil || ev.Piece == nil || ev.Piece.Step != ImageBegin || ev.Piece.MIME != "image/png" {
-			t.Fatalf("first event %+v, %v: want the image's begin", ev, err)
-		}
-		windows := 0
-		for err == nil {
-			if ev, err = s.Next(); err == nil && ev.Piece != nil && ev.Piece.Step == ImageData {
-				windows++
-			}
-		}
-		if pe, ok := AsError(err); !ok || pe.Kind != KindTransport || windows == 0 {
-			t.Fatalf("after %d windows: %v, want the stream cut", windows, err)
-		}
-		s.Close()
+		cutAfterBegin(t, p.newStreamForward(nil, io.MultiReader(bytes.NewReader(body[:len(body)/2]), iotest.ErrReader(io.ErrUnexpectedEOF))))
 	}
 }
 
@@ -345,26 +313,7 @@ func FuzzOpenAIStreamForward(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, chunk uint16) {
 		want, werr := oaBufferedStream(p, bytes.NewReader(body))
 		got, gerr := oaForwardedStream(p, &chunked{b: body, n: int(chunk%8192) + 1})
-		if gerr != nil {
-			if _, ok := AsError(gerr); !ok {
-				t.Fatalf("error is not an *Error: %v", gerr)
-			}
-		}
-		if layoutForwardsApart(body) {
-			return
-		}
-		switch {
-		case werr == nil && gerr == nil:
-			if got != want {
-				t.Fatalf("forwarded %q\nbuffered %q", got, want)
-			}
-		case werr == nil:
-			if !strings.HasPrefix(want, got) {
-				t.Fatalf("forwarded %q (%v)\nbuffered %q", got, gerr, want)
-			}
-		case gerr == nil:
-			t.Fatalf("forwarded %q\nbuffered %q (%v)", got, want, werr)
-		}
+		readsAlike(t, body, got, gerr, want, werr)
 	})
 }
 
@@ -381,14 +330,7 @@ func TestOpenAIStreamForwardTimesOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := describeStream(st)
-	st.Close()
-	if pe, ok := AsError(err); !ok || pe.Kind != KindTimeout || !strings.HasPrefix(got, "[text 0 ") {
-		t.Fatalf("%q, err = %v, want the text then KindTimeout", got, err)
-	}
-	if !poll.Within(5*time.Second, func() bool { return srv.Canceled() != 0 }) {
-		t.Fatal("the upstream did not see the call end")
-	}
+	endsInTimeout(t, st, srv)
 }
 
 // TestOpenAIStreamForwardOneImageAtATime: an image of one choice that
