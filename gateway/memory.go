@@ -4,7 +4,6 @@ import (
 	"strconv"
 	"strings"
 
-	"nanogate/config"
 	"nanogate/internal/safemath"
 	"nanogate/provider"
 )
@@ -42,12 +41,12 @@ func (g *Gateway) ForwardedBytes(call *Call) int64 {
 	return forwardedAnswerBytes
 }
 
-// StreamBytes is what call's streamed answer holds: a window when every
-// provider of its model forwards streams in windows (the gemini kind; the
-// openai kind's streams hold an image event whole) and its images stay
-// inline, else AnswerBytes.
+// StreamBytes is what call's streamed answer holds: a window when its
+// images stay inline (every kind of provider forwards its streams in
+// windows, ChatRequest.ForwardStream), else AnswerBytes: n > 1 and images
+// stored on the way are counted whole.
 func (g *Gateway) StreamBytes(call *Call) int64 {
-	if call.Req.N <= 1 && !g.Offloads(call) && g.router.Only(call.Req.Model, config.KindGemini) {
+	if call.Req.N <= 1 && !g.Offloads(call) {
 		return forwardedAnswerBytes
 	}
 	return g.AnswerBytes(call.Req)

@@ -85,14 +85,14 @@ func TestForwardedBytes(t *testing.T) {
 	}
 }
 
-// TestStreamBytes: a stream holds a window when whoever serves it forwards
-// streams in windows (Gemini's) and its images stay inline; a model a
-// reseller may serve, offload, or n > 1 count the answer whole.
+// TestStreamBytes: a stream holds a window whoever serves it (both kinds
+// forward streams in windows) when its images stay inline; offload or
+// n > 1 count the answer whole.
 func TestStreamBytes(t *testing.T) {
 	var entries []router.Entry
 	for _, pc := range []config.Provider{
 		{Name: "g", Kind: config.KindGemini, BaseURL: "http://127.0.0.1:1/v1beta", APIKey: "k", Models: map[string]string{"gem": "gemini-2.5-flash-image", "both": "gemini-2.5-flash-image"}},
-		{Name: "r", Kind: config.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1", APIKey: "k", Models: map[string]string{"both": "x"}},
+		{Name: "r", Kind: config.KindOpenAI, BaseURL: "http://127.0.0.1:1/v1", APIKey: "k", Models: map[string]string{"both": "x", "resold": "x"}},
 	} {
 		p, err := provider.New(pc, provider.Options{})
 		if err != nil {
@@ -110,9 +110,13 @@ func TestStreamBytes(t *testing.T) {
 		want    int64
 	}{
 		{"gemini only", provider.ChatRequest{Model: "gem", N: 1}, false, window},
-		{"a reseller may serve", provider.ChatRequest{Model: "both", N: 1}, false, g.AnswerBytes(&provider.ChatRequest{Model: "both", N: 1})},
+		{"a reseller may serve", provider.ChatRequest{Model: "both", N: 1}, false, window},
+		{"reseller only", provider.ChatRequest{Model: "resold", N: 1}, false, window},
+		{"n absent", provider.ChatRequest{Model: "resold"}, false, window},
 		{"offload", provider.ChatRequest{Model: "gem", N: 1}, true, g.AnswerBytes(&provider.ChatRequest{Model: "gem", N: 1})},
+		{"offload, reseller", provider.ChatRequest{Model: "resold", N: 1}, true, g.AnswerBytes(&provider.ChatRequest{Model: "resold", N: 1})},
 		{"n > 1", provider.ChatRequest{Model: "gem", N: 2}, false, g.AnswerBytes(&provider.ChatRequest{Model: "gem", N: 2})},
+		{"n > 1, reseller", provider.ChatRequest{Model: "resold", N: 2}, false, g.AnswerBytes(&provider.ChatRequest{Model: "resold", N: 2})},
 	} {
 		g.offload, g.offloadDefault = nil, false
 		if c.offload {

@@ -406,6 +406,12 @@ type forwardWalk struct {
 	// validity, the head read ahead before it is judged, and its digest.
 	choice int
 	term   byte
+	// pause, when not 0, is a byte that ends the image's string before
+	// its base64 ends (a stream's markdown image that goes on in a later
+	// event): the image is left paused (paused, onImageEnd), the byte
+	// unread.
+	pause  byte
+	paused bool
 	label  string
 	b64n   int
 	pad    int
@@ -747,7 +753,7 @@ func (f *forwardWalk) imageStep() {
 	// to judge its head in place, the others so that each write to the
 	// client carries a full window.
 	w, err := f.br.Peek(f.br.Size())
-	if len(w) == 0 || first && err != nil && bytes.IndexByte(w, f.term) < 0 {
+	if len(w) == 0 || first && err != nil && bytes.IndexByte(w, f.term) < 0 && (f.pause == 0 || bytes.IndexByte(w, f.pause) < 0) {
 		f.readErr(err)
 		return
 	}
@@ -762,16 +768,24 @@ func (f *forwardWalk) imageStep() {
 	if end < 0 {
 		n = len(w)
 	}
+	f.paused = false
+	if f.pause != 0 {
+		if k := bytes.IndexByte(w[:n], f.pause); k >= 0 {
+			end, n, f.paused = k, k, true
+		}
+	}
 	data, used, ok := f.checkB64(w[:n], end >= 0)
 	if !ok {
 		f.invalid("upstream image is not valid base64")
 		return
 	}
 	closed := end >= 0 && used == n
-	if !f.count(used + b2i(closed)) {
+	// eat: the terminator is consumed; a pause byte is left to the kind.
+	eat := used + b2i(closed && !f.paused)
+	if !f.count(eat) {
 		return
 	}
-	if closed && (f.b64n == 0 || f.b64n%4 != 0) {
+	if closed && !f.paused && (f.b64n == 0 || f.b64n%4 != 0) {
 		f.invalid("upstream image is not valid base64")
 		return
 	}
@@ -782,7 +796,7 @@ func (f *forwardWalk) imageStep() {
 	}
 	switch {
 	case f.skip:
-		f.discard(used + b2i(closed))
+		f.discard(eat)
 	case first && !closed:
 		// A large image: judged on its first window, which then goes out
 		// as it lies; a header that needs more is read ahead as a head.
@@ -802,10 +816,10 @@ func (f *forwardWalk) imageStep() {
 	case f.judging:
 		// Reading ahead: the head is copied so the window can move on.
 		f.head = append(f.head, data...)
-		f.discard(used + b2i(closed))
-		f.judge(closed)
+		f.discard(eat)
+		f.judge(closed && !f.paused)
 	case len(data) == 0:
-		f.discard(used + b2i(closed))
+		f.discard(eat)
 	default:
 		// A window handed out as it lies in the read buffer: what was
 		// read ahead goes out with it, and the answer is committed.
@@ -814,7 +828,7 @@ func (f *forwardWalk) imageStep() {
 		f.committed = true
 		f.win = ImagePiece{Step: ImageData, Data: data}
 		f.emit(Event{Choice: f.choice, Piece: &f.win})
-		f.drop = used + b2i(closed)
+		f.drop = eat
 	}
 	if closed && f.err == nil {
 		f.kind.onImageEnd()

@@ -72,7 +72,10 @@ func (a *asPieces) Next() (*Event, error) {
 	case img != nil:
 		a.rest = []Event{{Choice: ev.Choice, Piece: &ImagePiece{Step: ImageData, Data: img.B64}},
 			{Choice: ev.Choice, Piece: &ImagePiece{Step: ImageEnd, Signature: img.Signature}}}
-		return &Event{Choice: ev.Choice, Piece: &ImagePiece{Step: ImageBegin, MIME: img.MIME}}, nil
+		if img.URL != "" {
+			a.rest = a.rest[1:] // a link has no data
+		}
+		return &Event{Choice: ev.Choice, Piece: &ImagePiece{Step: ImageBegin, MIME: img.MIME, URL: img.URL}}, nil
 	case ev.Refusal:
 		return &Event{Choice: ev.Choice, Text: append([]byte("(refusal) "), ev.Text...)}, nil
 	}
@@ -247,18 +250,27 @@ func TestStreamForwardFailsAsBuffered(t *testing.T) {
 			return bytes.NewReader(body)
 		}
 		want, werr := bufferedStream(c.p, bodyOf(), &ChatRequest{})
-		wpe, ok := AsError(werr)
-		if !ok {
-			t.Fatalf("%s: buffered err = %v", c.name, werr)
-		}
 		got, gerr := forwardedStream(c.p, bodyOf(), &ChatRequest{})
-		gpe, ok := AsError(gerr)
-		if !ok || gpe.Kind != wpe.Kind || gpe.Status != wpe.Status || !c.refusal && gpe.Message != wpe.Message {
-			t.Errorf("%s: forwarded err = %v, buffered %v", c.name, gerr, werr)
-		}
-		if !strings.HasPrefix(got, want) {
-			t.Errorf("%s: forwarded %.200q, buffered %.200q", c.name, got, want)
-		}
+		sameFailure(t, c.name, c.refusal, got, gerr, want, werr)
+	}
+}
+
+// sameFailure checks that a forwarded stream (got, gerr) failed as its
+// buffered reading (want, werr) did, after the same events. refusal: the
+// messages may differ (the forwarded reading says why it refused the
+// image, or what its walk found wrong with the JSON); the kinds may not.
+func sameFailure(t *testing.T, name string, refusal bool, got string, gerr error, want string, werr error) {
+	t.Helper()
+	wpe, ok := AsError(werr)
+	if !ok {
+		t.Fatalf("%s: buffered err = %v", name, werr)
+	}
+	gpe, ok := AsError(gerr)
+	if !ok || gpe.Kind != wpe.Kind || gpe.Status != wpe.Status || !refusal && gpe.Message != wpe.Message {
+		t.Errorf("%s: forwarded err = %v, buffered %v", name, gerr, werr)
+	}
+	if !strings.HasPrefix(got, want) {
+		t.Errorf("%s: forwarded %.200q, buffered %.200q", name, got, want)
 	}
 }
 
@@ -269,30 +281,40 @@ func TestStreamForwardFirstEvent(t *testing.T) {
 	p := testGemini(t, "", nil)
 	big := fakeup.PNGBase64(1 << 20)
 	hostile := sse(gEvent("STOP", gImagePart(pngHeaderB64(20000, 20000)+strings.Repeat("A", 400<<10), "")))
-	s := p.newStreamForward(nil, bytes.NewReader(hostile), &ChatRequest{})
-	if _, err := s.Next(); err == nil {
+	failsOver(t, p.newStreamForward(nil, bytes.NewReader(hostile), &ChatRequest{}))
+	body := sse(gEvent("STOP", gImagePart(big, "")))
+	cutAfterBegin(t, p.newStreamForward(nil, bytes.NewReader(body[:len(body)/2]), &ChatRequest{}))
+}
+
+// failsOver checks that the first event of st fails over, and closes it.
+func failsOver(t *testing.T, st Stream) {
+	t.Helper()
+	defer st.Close()
+	if _, err := st.Next(); err == nil {
 		t.Fatal("a hostile image header was handed on")
 	} else if pe, ok := AsError(err); !ok || !pe.Failover() {
 		t.Fatalf("first Next: %v, want a failover", err)
 	}
-	s.Close()
+}
 
-	body := sse(gEvent("STOP", gImagePart(big, "")))
-	s = p.newStreamForward(nil, bytes.NewReader(body[:len(body)/2]), &ChatRequest{})
-	ev, err := s.Next()
+// cutAfterBegin checks that st, cut mid-image, hands out the image's begin
+// first, then windows, then the stream cut; and closes it.
+func cutAfterBegin(t *testing.T, st Stream) {
+	t.Helper()
+	defer st.Close()
+	ev, err := st.Next()
 	if err != nil || ev.Piece == nil || ev.Piece.Step != ImageBegin || ev.Piece.MIME != "image/png" {
 		t.Fatalf("first event %+v, %v: want the image's begin", ev, err)
 	}
 	windows := 0
 	for err == nil {
-		if ev, err = s.Next(); err == nil && ev.Piece != nil && ev.Piece.Step == ImageData {
+		if ev, err = st.Next(); err == nil && ev.Piece != nil && ev.Piece.Step == ImageData {
 			windows++
 		}
 	}
 	if pe, ok := AsError(err); !ok || pe.Kind != KindTransport || windows == 0 {
 		t.Fatalf("after %d windows: %v, want the stream cut", windows, err)
 	}
-	s.Close()
 }
 
 // TestStreamForwardHoldsAWindow: the windows handed out are bounded
@@ -460,27 +482,37 @@ func FuzzGeminiStreamForward(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, chunk uint16) {
 		want, werr := bufferedStream(p, bytes.NewReader(body), &ChatRequest{})
 		got, gerr := forwardedStream(p, &chunked{b: body, n: int(chunk%8192) + 1}, &ChatRequest{})
-		if gerr != nil {
-			if _, ok := AsError(gerr); !ok {
-				t.Fatalf("error is not an *Error: %v", gerr)
-			}
-		}
-		if layoutForwardsApart(body) {
-			return
-		}
-		switch {
-		case werr == nil && gerr == nil:
-			if got != want {
-				t.Fatalf("forwarded %q\nbuffered %q", got, want)
-			}
-		case werr == nil:
-			if !strings.HasPrefix(want, got) {
-				t.Fatalf("forwarded %q (%v)\nbuffered %q", got, gerr, want)
-			}
-		case gerr == nil:
-			t.Fatalf("forwarded %q\nbuffered %q (%v)", got, want, werr)
-		}
+		readsAlike(t, body, got, gerr, want, werr)
 	})
+}
+
+// readsAlike checks the forwarded reading of a fuzzed stream body (got,
+// gerr) against the buffered one (want, werr): the same events, or a
+// prefix of them when the forwarded one refuses more, except where the
+// layout of the JSON is one that forwarding reads differently on purpose
+// (layoutForwardsApart). Its error is always an *Error.
+func readsAlike(t *testing.T, body []byte, got string, gerr error, want string, werr error) {
+	t.Helper()
+	if gerr != nil {
+		if _, ok := AsError(gerr); !ok {
+			t.Fatalf("error is not an *Error: %v", gerr)
+		}
+	}
+	if layoutForwardsApart(body) {
+		return
+	}
+	switch {
+	case werr == nil && gerr == nil:
+		if got != want {
+			t.Fatalf("forwarded %q\nbuffered %q", got, want)
+		}
+	case werr == nil:
+		if !strings.HasPrefix(want, got) {
+			t.Fatalf("forwarded %q (%v)\nbuffered %q", got, gerr, want)
+		}
+	case gerr == nil:
+		t.Fatalf("forwarded %q\nbuffered %q (%v)", got, want, werr)
+	}
 }
 
 // layoutForwardsApart reports whether an event of body has a layout the
@@ -582,6 +614,14 @@ func TestGeminiStreamForwardTimesOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	endsInTimeout(t, st, s)
+}
+
+// endsInTimeout checks that st, stalled by upstream s past its deadline,
+// hands out its text then ends with KindTimeout, and that s sees the call
+// end.
+func endsInTimeout(t *testing.T, st Stream, s *fakeup.Server) {
+	t.Helper()
 	got, err := describeStream(st)
 	st.Close()
 	if pe, ok := AsError(err); !ok || pe.Kind != KindTimeout || !strings.HasPrefix(got, "[text 0 ") {

@@ -103,6 +103,9 @@ func (p *OpenAI) ChatStream(ctx context.Context, req *ChatRequest, model string)
 	if err != nil {
 		return nil, err
 	}
+	if req.ForwardStream {
+		return p.newStreamForward(resp, resp.BodyStream()), nil
+	}
 	return &openaiStream{p: p, eventStream: eventStream{resp: resp,
 		sse: getSSEReader(resp.BodyStream(), p.opts.MaxBodyBytes)}}, nil
 }
@@ -430,19 +433,29 @@ const damagedImage = "upstream image is damaged"
 // addImagePart adds the image of a content or images[] part to ch, if it
 // has one; a data URL of an image that is not one is an *Error.
 func (p *OpenAI) addImagePart(ch *Choice, part []byte) error {
+	img, ok, err := p.checkedImagePart(part)
+	if ok {
+		ch.addImage(img)
+	}
+	return err
+}
+
+// checkedImagePart is the image of a content or images[] part, ok false
+// when it has none; a data URL of an image that is not one is an *Error.
+func (p *OpenAI) checkedImagePart(part []byte) (img Image, ok bool, err error) {
 	img, m := readImagePart(part)
 	switch m {
 	case broken:
-		return p.invalid(damagedImage)
+		return img, false, p.invalid(damagedImage)
 	case matched:
 		if img.B64 != nil {
 			if _, why, _ := checkOutputImage(img.MIME, img.B64, true); why != "" {
-				return p.invalid(why)
+				return img, false, p.invalid(why)
 			}
 		}
-		ch.addImage(img)
+		return img, true, nil
 	}
-	return nil
+	return img, false, nil
 }
 
 // imagePart reads {"type":"image_url","image_url":{"url":"data:..."}} (or the
@@ -552,6 +565,15 @@ func (p *OpenAI) parseUsage(u []byte, images int) Usage {
 }
 
 // openaiStream relays chat.completion.chunk events as neutral events.
+//
+// This reading holds each event whole, its images included; the forwarding
+// one (openai_stream_forward.go) feeds it each event with the base64 of its
+// images cut out, so that what it decides (text splits, held text, finish
+// reasons, usage) is decided once. An image whose markup or data URL began
+// as an image's but whose data is not one (bad base64, a header
+// checkOutputImage refuses, markup never closed) fails the stream, as it
+// fails a chat.completion: the forwarded reading has handed its start on
+// by the time it sees that.
 type openaiStream struct {
 	eventStream
 	p        *OpenAI
@@ -575,9 +597,11 @@ func (s *openaiStream) Next() (*Event, error) {
 		data, err := s.sse.Next()
 		if err == io.EOF {
 			if !s.finished {
-				return nil, &Error{Provider: s.p.name, Kind: KindTransport, Message: "upstream stream ended early"}
+				return nil, s.endedEarly()
 			}
-			s.flush()
+			if err := s.flush(); err != nil {
+				return nil, err
+			}
 			s.done = true
 			continue
 		}
@@ -588,7 +612,9 @@ func (s *openaiStream) Next() (*Event, error) {
 			return nil, transportError(s.p.name, err)
 		}
 		if bytes.Equal(data, []byte("[DONE]")) {
-			s.flush()
+			if err := s.flush(); err != nil {
+				return nil, err
+			}
 			s.done = true
 			continue
 		}
@@ -598,14 +624,23 @@ func (s *openaiStream) Next() (*Event, error) {
 	}
 }
 
+// endedEarly is the failure of a stream whose body ended before a finish
+// reason.
+func (s *openaiStream) endedEarly() error {
+	return &Error{Provider: s.p.name, Kind: KindTransport, Message: "upstream stream ended early"}
+}
+
 // flush emits held-back text at the end of the stream.
-func (s *openaiStream) flush() {
+func (s *openaiStream) flush() error {
 	for c := range s.pending {
 		if len(s.pending[c]) > 0 {
-			s.emitSegments(c, s.pending[c], true)
+			if _, err := s.emitSegments(c, s.pending[c], true); err != nil {
+				return err
+			}
 			s.pending[c] = s.pending[c][:0]
 		}
 	}
+	return nil
 }
 
 func (s *openaiStream) chunk(data []byte) error {
@@ -639,25 +674,36 @@ func (s *openaiStream) choice(i int, c []byte) error {
 			return s.p.invalid("upstream stream choice index out of range")
 		}
 		idx = int(n)
+	} else if idx >= MaxN {
+		// Numbered by position, a choice past MaxN is out of range too.
+		return s.p.invalid("upstream stream choice index out of range")
 	}
 	if d, ok := jsonx.Get(c, "delta"); ok && jsonx.KindOf(d) == jsonx.Object {
 		if content, ok := jsonx.Get(d, "content"); ok && jsonx.KindOf(content) == jsonx.String {
-			s.text(idx, content[1:len(content)-1])
+			if err := s.text(idx, content[1:len(content)-1]); err != nil {
+				return err
+			}
 		}
 		if imgs, ok := jsonx.Get(d, "images"); ok && jsonx.KindOf(imgs) == jsonx.Array {
-			jsonx.ArrayEach(imgs, func(_ int, part []byte) error {
-				if img, ok := imagePart(part); ok {
+			err := jsonx.ArrayEach(imgs, func(_ int, part []byte) error {
+				img, ok, err := s.p.checkedImagePart(part)
+				if ok {
 					s.images++
 					s.queue = append(s.queue, Event{Choice: idx, Image: &img})
 				}
-				return nil
+				return err
 			})
+			if pe, ok := AsError(err); ok {
+				return pe
+			}
 		}
 	}
 	if v, ok := jsonx.Get(c, "finish_reason"); ok && jsonx.KindOf(v) == jsonx.String {
 		// Text held back for a possible image is released before the end.
 		if len(s.pending[idx]) > 0 {
-			s.emitSegments(idx, s.pending[idx], true)
+			if _, err := s.emitSegments(idx, s.pending[idx], true); err != nil {
+				return err
+			}
 			s.pending[idx] = s.pending[idx][:0]
 		}
 		fr, _ := jsonx.Unquote(v)
@@ -669,29 +715,36 @@ func (s *openaiStream) choice(i int, c []byte) error {
 
 // text handles a content delta: markdown images in it become image events,
 // and a possible image cut across deltas is held back until it completes.
-func (s *openaiStream) text(c int, raw []byte) {
+func (s *openaiStream) text(c int, raw []byte) error {
 	if len(raw) == 0 {
-		return
+		return nil
 	}
 	buf := raw
 	if len(s.pending[c]) > 0 {
 		s.pending[c] = append(s.pending[c], raw...)
 		if bytes.IndexByte(raw, ')') < 0 && len(s.pending[c]) < s.p.opts.MaxBodyBytes {
-			return // an image can only complete at ')'
+			return nil // an image can only complete at ')'
 		}
 		buf = s.pending[c]
 	}
-	consumed := s.emitSegments(c, buf, len(buf) >= s.p.opts.MaxBodyBytes)
+	consumed, err := s.emitSegments(c, buf, len(buf) >= s.p.opts.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
 	rest := buf[consumed:]
 	// Queued events may point into the pending buffer: keep the rest in the
 	// spare one and swap.
 	s.spare[c] = append(s.spare[c][:0], rest...)
 	s.pending[c], s.spare[c] = s.spare[c], s.pending[c]
+	return nil
 }
 
-func (s *openaiStream) emitSegments(c int, buf []byte, final bool) int {
-	segs, consumed := scanMarkdown(buf, final, true, s.segs[:0])
+func (s *openaiStream) emitSegments(c int, buf []byte, final bool) (int, error) {
+	segs, consumed, ok := scanMarkdownCheck(buf, final, true, true, s.segs[:0])
 	s.segs = segs
+	if !ok {
+		return consumed, s.p.invalid(damagedImage)
+	}
 	for _, sg := range segs {
 		if sg.image != nil {
 			s.images++
@@ -700,5 +753,5 @@ func (s *openaiStream) emitSegments(c int, buf []byte, final bool) int {
 			s.queue = append(s.queue, Event{Choice: c, Text: sg.text})
 		}
 	}
-	return consumed
+	return consumed, nil
 }

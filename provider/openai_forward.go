@@ -159,14 +159,27 @@ func (f *openaiForward) rootKey() []byte {
 // dataURL starts a string that may be an image's data URL: when it begins
 // as one, its start goes to the skeleton and its base64 is cut out.
 func (f *openaiForward) dataURL() bool {
+	label, ok := f.dataURLHead()
+	if !ok || f.err != nil {
+		return ok
+	}
+	f.afterImg = stAfter
+	f.cutImage(label, '"', "")
+	return true
+}
+
+// dataURLHead reads the start of a string that may be an image's data URL,
+// up to its base64, into the skeleton, and returns the media type it is
+// labelled with; false (nothing read) when it does not begin as one.
+func (f *forwardWalk) dataURLHead() (label string, ok bool) {
 	w, _ := f.br.Peek(maxDataURLHead)
 	rest, ok := bytes.CutPrefix(w, []byte("data:"))
 	if !ok {
-		return false
+		return "", false
 	}
 	k := bytes.Index(rest, []byte(";base64,"))
 	if k < 0 {
-		return false
+		return "", false
 	}
 	meta := rest[:k]
 	for i := 0; i < len(meta); i++ {
@@ -177,31 +190,63 @@ func (f *openaiForward) dataURL() bool {
 		}
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '/' || c == '.' || c == '+' ||
 			c == '-' || c == ';' || c == '=') {
-			return false
+			return "", false
 		}
 	}
-	label := string(bytes.ReplaceAll(meta, []byte(`\/`), []byte("/")))
+	label = string(bytes.ReplaceAll(meta, []byte(`\/`), []byte("/")))
 	if len(label) < 7 || label[:6] != "image/" {
-		return false
+		return "", false
 	}
 	n := len("data:") + k + len(";base64,")
 	f.skel = append(append(f.skel, '"'), w[:n]...)
 	f.br.Discard(n)
-	if !f.count(n) {
-		return true
-	}
-	f.afterImg = stAfter
-	f.cutImage(label, '"', "")
-	return true
+	f.count(n)
+	return label, true
 }
 
 // onStep implements forwardKind: it reads on in a markdown string, to its
 // end or to where an image's base64 begins.
 func (f *openaiForward) onStep() {
+	if f.markdownRead() == nil {
+		return
+	}
+	switch f.skel[len(f.skel)-1] {
+	case '"':
+		if !escapedQuote(f.skel) {
+			f.after()
+		}
+	case ',':
+		if label, ok := markdownImageAt(f.skel, &f.mdFrom, &f.segs); ok {
+			f.afterImg = stKind
+			f.cutImage(label, ')', `"`)
+		}
+	}
+}
+
+// markdownImageAt reports whether md, markdown text scanned from *from,
+// ends where the base64 of a data-URL image begins, and the media type the
+// image is labelled with; else it moves *from on past what can no longer
+// change. segs is scratch space.
+func markdownImageAt(md []byte, from *int, segs *[]segment) (string, bool) {
+	if !dataMarkupEnd(md[*from:]) {
+		return "", false
+	}
+	label, ok, resume, s := markdownDataStart(md[*from:], *segs)
+	*segs = s
+	if !ok {
+		*from += resume
+	}
+	return label, ok
+}
+
+// markdownRead reads on in a markdown string into the skeleton, to its
+// closing quote or past the next comma (where an image's data may begin),
+// and returns what it read; nil when the read failed.
+func (f *forwardWalk) markdownRead() []byte {
 	w, err := f.br.Peek(max(f.br.Buffered(), 1))
 	if len(w) == 0 {
 		f.readErr(err)
-		return
+		return nil
 	}
 	if q := bytes.IndexByte(w, '"'); q >= 0 {
 		w = w[:q+1]
@@ -213,26 +258,9 @@ func (f *openaiForward) onStep() {
 	f.skel = append(f.skel, w...)
 	f.br.Discard(n)
 	if !f.count(n) {
-		return
+		return nil
 	}
-	switch f.skel[len(f.skel)-1] {
-	case '"':
-		if !escapedQuote(f.skel) {
-			f.after()
-		}
-	case ',':
-		if !dataMarkupEnd(f.skel[f.mdFrom:]) {
-			return
-		}
-		label, ok, resume, segs := markdownDataStart(f.skel[f.mdFrom:], f.segs)
-		f.segs = segs
-		if !ok {
-			f.mdFrom += resume
-			return
-		}
-		f.afterImg = stKind
-		f.cutImage(label, ')', `"`)
-	}
+	return f.skel[len(f.skel)-n:]
 }
 
 // dataMarkupEnd reports whether b ends as the markup of a data-URL image
@@ -266,13 +294,7 @@ func (f *openaiForward) cutImage(label string, term byte, tail string) {
 	// The answer so far, closed where it stands.
 	f.skel = append(f.skel, tail...)
 	end := len(f.skel) + len(f.stack) - 2
-	for i := len(f.stack) - 1; i >= 0; i-- {
-		if f.stack[i].obj {
-			f.skel = append(f.skel, '}')
-		} else {
-			f.skel = append(f.skel, ']')
-		}
-	}
+	f.closeOpen()
 	if !f.started {
 		f.start(f.skel)
 	}
@@ -286,6 +308,18 @@ func (f *openaiForward) cutImage(label string, term byte, tail string) {
 	f.cut++
 	f.choice, f.label = f.index, label
 	f.startImage(false, term, false)
+}
+
+// closeOpen closes, in the skeleton, the containers open where it stands:
+// the answer so far read as whole.
+func (f *forwardWalk) closeOpen() {
+	for i := len(f.stack) - 1; i >= 0; i-- {
+		if f.stack[i].obj {
+			f.skel = append(f.skel, '}')
+		} else {
+			f.skel = append(f.skel, ']')
+		}
+	}
 }
 
 // start queues what the choices closed before the first image hold.

@@ -193,7 +193,7 @@ type Event struct {
 	Image   *Image
 	// Piece is a step of an image forwarded in windows: only in the
 	// answers of requests with Forward or ForwardStream set, whose images
-	// come as pieces (the openai kind's streams still carry Image).
+	// come as pieces.
 	Piece        *ImagePiece
 	FinishReason string
 	Usage        *Usage
