@@ -175,8 +175,8 @@ func TestHostedImageLinksCount(t *testing.T) {
 		t.Errorf("request side: %+v", segs)
 	}
 	// An image_url part with a hosted link counts too.
-	img, ok := imagePart([]byte(`{"type":"image_url","image_url":{"url":"https://cdn.example.com/y.png"}}`))
-	if !ok || img.URL != "https://cdn.example.com/y.png" {
-		t.Errorf("image part: %+v %v", img, ok)
+	img, m := readImagePart([]byte(`{"type":"image_url","image_url":{"url":"https://cdn.example.com/y.png"}}`))
+	if m != matched || img.URL != "https://cdn.example.com/y.png" {
+		t.Errorf("image part: %+v %v", img, m)
 	}
 }

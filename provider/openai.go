@@ -458,14 +458,8 @@ func (p *OpenAI) checkedImagePart(part []byte) (img Image, ok bool, err error) {
 	return img, false, nil
 }
 
-// imagePart reads {"type":"image_url","image_url":{"url":"data:..."}} (or the
-// url as a plain string).
-func imagePart(part []byte) (Image, bool) {
-	img, m := readImagePart(part)
-	return img, m == matched
-}
-
-// readImagePart is imagePart that tells a part without an image (noMatch)
+// readImagePart reads {"type":"image_url","image_url":{"url":"data:..."}}
+// (or the url as a plain string), telling a part without an image (noMatch)
 // from one whose data URL is an image's but whose data is not base64
 // (broken).
 func readImagePart(part []byte) (Image, match) {

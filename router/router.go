@@ -207,18 +207,6 @@ func (r *Router) upstream(name string) *upstream {
 // Knows reports whether an enabled provider maps model.
 func (r *Router) Knows(model string) bool { return len(r.byModel[model]) > 0 }
 
-// Only reports whether every enabled provider of model speaks kind (false
-// when none maps it): whoever serves the request, it is that kind.
-func (r *Router) Only(model string, kind config.ProviderKind) bool {
-	cands := r.byModel[model]
-	for _, c := range cands {
-		if c.Provider.Kind() != kind {
-			return false
-		}
-	}
-	return len(cands) > 0
-}
-
 // Models returns the public models with at least one enabled provider.
 func (r *Router) Models() []string {
 	out := make([]string, 0, len(r.byModel))
