@@ -330,18 +330,22 @@ func (p *OpenAI) parseResult(body []byte) (*Result, error) {
 	if jsonx.KindOf(body) != jsonx.Object || !jsonx.Valid(body) {
 		return nil, p.invalid("upstream answer is not JSON")
 	}
-	if _, ok := jsonx.Get(body, "error"); ok {
+	// One walk for the members read (each as Get finds it): the image in
+	// the content is skipped once, not once per member.
+	var m [5][]byte
+	jsonx.GetMany(body, answerKeys, m[:])
+	if m[0] != nil {
 		return nil, p.invalid("upstream answered 200 with an error")
 	}
 	res := &Result{}
-	if v, ok := jsonx.Get(body, "id"); ok && jsonx.KindOf(v) == jsonx.String {
+	if v := m[1]; v != nil && jsonx.KindOf(v) == jsonx.String {
 		res.ID, _ = jsonx.Unquote(v)
 	}
-	if v, ok := jsonx.Get(body, "created"); ok {
+	if v := m[2]; v != nil {
 		res.Created, _ = jsonx.Int(v)
 	}
-	choices, ok := jsonx.Get(body, "choices")
-	if !ok || jsonx.KindOf(choices) != jsonx.Array {
+	choices := m[3]
+	if choices == nil || jsonx.KindOf(choices) != jsonx.Array {
 		return nil, p.invalid("upstream answer has no choices")
 	}
 	err := jsonx.ArrayEach(choices, func(i int, c []byte) error {
@@ -361,33 +365,45 @@ func (p *OpenAI) parseResult(body []byte) (*Result, error) {
 	if res.Images() > maxAnswerImages {
 		return nil, p.invalid("upstream answer has too many images")
 	}
-	if u, ok := jsonx.Get(body, "usage"); ok && jsonx.KindOf(u) == jsonx.Object {
+	if u := m[4]; u != nil && jsonx.KindOf(u) == jsonx.Object {
 		res.Usage = p.parseUsage(u, res.Images())
 	}
 	return res, nil
 }
+
+// The members parseResult, parseChoice and a message read, in the order of
+// their GetMany spans.
+var (
+	answerKeys  = []string{"error", "id", "created", "choices", "usage"}
+	choiceKeys  = []string{"index", "message", "finish_reason"}
+	messageKeys = []string{"content", "images"}
+)
 
 func (p *OpenAI) parseChoice(i int, c []byte) (Choice, error) {
 	ch := Choice{Index: i}
 	if jsonx.KindOf(c) != jsonx.Object {
 		return ch, p.invalid("upstream choice is not an object")
 	}
-	if v, ok := jsonx.Get(c, "index"); ok {
+	var cm [3][]byte
+	jsonx.GetMany(c, choiceKeys, cm[:])
+	if v := cm[0]; v != nil {
 		if n, err := jsonx.Int(v); err == nil && n >= 0 && n < MaxN {
 			ch.Index = int(n)
 		}
 	}
-	msg, ok := jsonx.Get(c, "message")
-	if !ok || jsonx.KindOf(msg) != jsonx.Object {
+	msg := cm[1]
+	if msg == nil || jsonx.KindOf(msg) != jsonx.Object {
 		return ch, p.invalid("upstream choice has no message")
 	}
-	if v, ok := jsonx.Get(c, "finish_reason"); ok && jsonx.KindOf(v) == jsonx.String {
+	if v := cm[2]; v != nil && jsonx.KindOf(v) == jsonx.String {
 		ch.FinishReason, _ = jsonx.Unquote(v)
 	}
 	if ch.FinishReason == "" {
 		ch.FinishReason = "stop"
 	}
-	if content, ok := jsonx.Get(msg, "content"); ok {
+	var mm [2][]byte
+	jsonx.GetMany(msg, messageKeys, mm[:])
+	if content := mm[0]; content != nil {
 		switch jsonx.KindOf(content) {
 		case jsonx.String:
 			if !splitAnswerMarkdown(&ch, content[1:len(content)-1]) {
@@ -415,7 +431,7 @@ func (p *OpenAI) parseChoice(i int, c []byte) (Choice, error) {
 		}
 	}
 	// OpenRouter-style resellers put images beside the text.
-	if imgs, ok := jsonx.Get(msg, "images"); ok && jsonx.KindOf(imgs) == jsonx.Array {
+	if imgs := mm[1]; imgs != nil && jsonx.KindOf(imgs) == jsonx.Array {
 		err := jsonx.ArrayEach(imgs, func(_ int, part []byte) error {
 			return p.addImagePart(&ch, part)
 		})

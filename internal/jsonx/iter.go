@@ -86,6 +86,37 @@ func Get(obj []byte, key string) (value []byte, ok bool) {
 	}
 }
 
+// GetMany is Get for several keys in one walk of obj: out[i] is the span of
+// the first member named keys[i], nil when there is none (or obj is
+// malformed before it), as Get would return. It stops once every key was
+// found. out must be as long as keys.
+func GetMany(obj []byte, keys []string, out [][]byte) {
+	clear(out)
+	it, err := newIter(obj, '{')
+	if err != nil {
+		return
+	}
+	var buf [64]byte
+	left := len(keys)
+	for left > 0 {
+		rawKey, value, done, err := it.next()
+		if err != nil || done {
+			return
+		}
+		name, err := StringBytes(buf[:0], rawKey)
+		if err != nil {
+			return
+		}
+		for i, k := range keys {
+			if out[i] == nil && string(name) == k {
+				out[i] = value
+				left--
+				break
+			}
+		}
+	}
+}
+
 // Index returns the span of element i of the array arr, or ok=false when arr
 // has fewer elements or is malformed. Like Get, it does not read past the
 // element it returns.

@@ -804,3 +804,24 @@ func aliases(within, sub []byte) bool {
 	}
 	return false
 }
+
+// TestGetManyIsGetForEachKey: over Get's cases, GetMany finds for each key
+// what Get finds, whatever keys ask along with it.
+func TestGetManyIsGetForEachKey(t *testing.T) {
+	objs := []string{`{"a":1,"b":"two"}`, ` { "b" : [ 1 , 2 ] } `, `{"a":1,"a":2}`, `{"":7}`, `{"outer":{"a":1}}`,
+		`{"x":"\"a\":1","a":2}`, `{"\u0061":1}`, `{"caf\u00e9":1}`, `{"a\"b":1}`, "{\"\xff\":1}", `{"a":1,"b":`,
+		`{"x":01,"a":1}`, `{"x":1 "a":1}`, `{"a":1} x`, `[{"a":1}]`, ``, `{"b":2,"a":1,"c":{"a":0},"b":3}`}
+	keys := []string{"a", "b", "", "x", "café", `a"b`, "\uFFFD", "c", "missing"}
+	for _, obj := range objs {
+		for n := 1; n <= len(keys); n++ {
+			out := make([][]byte, n)
+			GetMany([]byte(obj), keys[:n], out)
+			for i, k := range keys[:n] {
+				want, ok := Get([]byte(obj), k)
+				if (out[i] != nil) != ok || string(out[i]) != string(want) {
+					t.Errorf("GetMany(%q, %q)[%d] = %q, Get = %q, %v", obj, keys[:n], i, out[i], want, ok)
+				}
+			}
+		}
+	}
+}
