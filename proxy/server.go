@@ -177,7 +177,7 @@ func (s *Server) handleServerError(ctx *fasthttp.RequestCtx, err error) {
 		// The rest of the headers (and any body) is still unread: drained,
 		// so that closing does not reset the connection before the client
 		// reads the 431.
-		drainPending(ctx.Conn(), maxHeaderDrain)
+		drainPending(ctx.Conn(), maxHeaderDrain, 50*time.Millisecond)
 		writeError(ctx, &apiError{Status: fasthttp.StatusRequestHeaderFieldsTooLarge, Type: "invalid_request_error",
 			Code: "invalid_request", Message: "Request headers too large."})
 		return
@@ -209,31 +209,21 @@ func (s *Server) drainBody(ctx *fasthttp.RequestCtx) {
 	if cl <= 0 || cl > limit {
 		return
 	}
-	c := ctx.Conn()
-	buf := make([]byte, 32<<10)
-	var total int64
-	for total < cl {
-		// Part of the body may already sit in fasthttp's buffer: stop when
-		// the client has nothing more to send.
-		c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
-		n, err := c.Read(buf)
-		total += int64(n)
-		if err != nil {
-			break
-		}
-	}
-	c.SetReadDeadline(time.Time{})
+	// Part of the body may already sit in fasthttp's buffer: stop when the
+	// client has nothing more to send.
+	drainPending(ctx.Conn(), cl, 250*time.Millisecond)
 }
 
 // maxHeaderDrain bounds what drainPending reads after headers too large.
 const maxHeaderDrain = 256 << 10
 
-// drainPending reads and drops what the client has already sent, up to max
-// bytes, until it pauses; for an answer given before the request was read.
-func drainPending(c net.Conn, max int64) {
+// drainPending reads and drops what the client sends, up to max bytes,
+// until it pauses for pause; for an answer given before the request was
+// read.
+func drainPending(c net.Conn, max int64, pause time.Duration) {
 	buf := make([]byte, 32<<10)
 	for total := int64(0); total < max; {
-		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		c.SetReadDeadline(time.Now().Add(pause))
 		n, err := c.Read(buf)
 		total += int64(n)
 		if err != nil {
