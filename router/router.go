@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"nanogate/config"
+	"nanogate/internal/deadline"
 	"nanogate/internal/reqid"
 	"nanogate/metrics"
 	"nanogate/provider"
@@ -326,7 +327,10 @@ func (r *Router) try(ctx context.Context, req *provider.ChatRequest, keep bool, 
 		}
 		served.Attempts++
 		served.Tried = append(served.Tried, c.Provider.Name())
-		actx, cancel := context.WithTimeout(ctx, c.Timeout)
+		// No timer per attempt: the upstream client holds the connection to
+		// the deadline.
+		att := deadline.With(ctx, c.Timeout)
+		var actx context.Context = att
 		var span trace.Span
 		if telemetry.Enabled() {
 			actx, span = telemetry.Tracer().Start(actx, "upstream "+c.Provider.Name(), trace.WithSpanKind(trace.SpanKindClient),
@@ -344,14 +348,12 @@ func (r *Router) try(ctx context.Context, req *provider.ChatRequest, keep bool, 
 		c.health.report(time.Now(), trial, err, time.Since(start))
 		if err == nil {
 			served.Provider, served.Price = c.Provider.Name(), c.Price
-			if keep {
-				context.AfterFunc(ctx, cancel)
-			} else {
-				cancel()
+			if !keep {
+				att.Release()
 			}
 			return served, nil
 		}
-		cancel()
+		att.Release()
 		last = err
 		pe, ok := provider.AsError(err)
 		if ok && pe.Kind != provider.KindCanceled {

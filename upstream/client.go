@@ -27,6 +27,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"nanogate/internal/deadline"
 	"nanogate/telemetry"
 )
 
@@ -86,6 +87,14 @@ type conn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	lastUsed time.Time
+	// expire unblocks a pending read or write at once by expiring the
+	// deadline: made once per connection, not per call.
+	expire func()
+}
+
+func newConn(nc net.Conn) *conn {
+	return &conn{c: nc, br: bufio.NewReaderSize(nc, 32<<10), bw: bufio.NewWriterSize(nc, 16<<10),
+		expire: func() { nc.SetDeadline(time.Unix(1, 0)) }}
 }
 
 // New returns a Client for the host of baseURL (http or https).
@@ -194,11 +203,13 @@ func (c *Client) Do(ctx context.Context, req *fasthttp.Request, stream bool) (*R
 	}
 	r := respPool.Get().(*Response)
 	r.client, r.cn, r.ctx = c, cn, ctx
-	nc := cn.c
-	r.stop = context.AfterFunc(ctx, func() {
-		// Expiring the deadline unblocks a pending read or write at once.
-		nc.SetDeadline(time.Unix(1, 0))
-	})
+	// The connection carries the deadline; only the end of the request
+	// needs watching. An attempt's deadline context is left unarmed.
+	watch := ctx
+	if p, ok := deadline.Unarmed(ctx); ok {
+		watch = p
+	}
+	r.stop = context.AfterFunc(watch, cn.expire)
 
 	req.Header.SetHost(c.host)
 	if err := req.Write(cn.bw); err != nil {
@@ -376,7 +387,7 @@ func (c *Client) acquire(ctx context.Context) (*conn, error) {
 				<-c.sem
 				return nil, c.wrapErr(ctx, err)
 			}
-			return &conn{c: nc, br: bufio.NewReaderSize(nc, 32<<10), bw: bufio.NewWriterSize(nc, 16<<10)}, nil
+			return newConn(nc), nil
 		case <-c.idleReady:
 		case <-ctx.Done():
 			return nil, ctx.Err()
