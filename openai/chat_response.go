@@ -39,6 +39,13 @@ type segs struct {
 	small []byte
 	parts []piece
 	n     int
+	inner [4]piece // parts' first backing array: an answer of one image needs no other
+}
+
+// init sets small's first capacity and parts on inner.
+func (s *segs) init(small int) {
+	s.small = make([]byte, 0, small)
+	s.parts = s.inner[:0]
 }
 
 type piece struct {
@@ -111,9 +118,10 @@ func NewChatBody(a *gateway.Answer, reqID, model string, f Format) *ChatBody {
 	}
 	b := &ChatBody{}
 	b.release = a.Result.Release
-	b.small = make([]byte, 0, 512)
 	from := 0
 	s := &b.segs
+	// The head, a choice's text and the usage: about 700 bytes.
+	s.init(1024)
 	s.small = appendChatHead(s.small, chatID(a.Result.ID, reqID), a.Result.Created, model)
 	for i := range a.Result.Choices {
 		if i > 0 {

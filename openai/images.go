@@ -358,7 +358,7 @@ type ImagesBody struct{ segBody }
 func NewImagesBody(imgs []provider.Image, u gateway.Usage, promptImage int64, release func()) *ImagesBody {
 	b := &ImagesBody{}
 	b.release = release
-	b.small = make([]byte, 0, 512)
+	b.segs.init(512)
 	renderImages(&b.segs, imgs, u, promptImage, true)
 	return b
 }

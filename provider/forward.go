@@ -288,18 +288,18 @@ func checkOutputImage(label string, b64 []byte, whole bool) (mime, why string, m
 		return mime, "", false
 	}
 	n := len(b64) - len(b64)%4
-	var r io.Reader
+	var w, h int
+	var err error
 	if kind == "image/jpeg" {
-		r = io.LimitReader(base64.NewDecoder(base64.StdEncoding, bytes.NewReader(b64[:n])), maxHeaderBytes)
+		w, h, err = imageSize(kind, io.LimitReader(base64.NewDecoder(base64.StdEncoding, bytes.NewReader(b64[:n])), maxHeaderBytes))
 	} else {
 		// PNG and WebP sizes sit in their first 30 bytes: decoded on the
 		// stack.
 		var head [33]byte
 		k := min(n, 44)
 		m, _ := base64.StdEncoding.Decode(head[:], b64[:k])
-		r = bytes.NewReader(head[:m])
+		w, h, err = headerSize(kind, head[:m])
 	}
-	w, h, err := imageSize(kind, r)
 	switch {
 	case err != nil && !whole && n < maxHeaderB64:
 		return "", "", true

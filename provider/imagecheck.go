@@ -184,7 +184,23 @@ func fixedHeader(r io.Reader, n int, size func([]byte) (int, int, bool)) (int, i
 	if _, err := io.ReadFull(r, b); err != nil {
 		return 0, 0, errHeader
 	}
-	w, h, ok := size(b)
+	return sized(size(b))
+}
+
+// headerSize is imageSize for a PNG or WebP whose first bytes are in
+// memory. The size functions are called directly, not through a function
+// value, so that b can stay on the caller's stack.
+func headerSize(kind string, b []byte) (int, int, error) {
+	switch {
+	case kind == "image/png" && len(b) >= 24:
+		return sized(pngSize(b[:24]))
+	case kind == "image/webp" && len(b) >= 30:
+		return sized(webpSize(b[:30]))
+	}
+	return 0, 0, errHeader
+}
+
+func sized(w, h int, ok bool) (int, int, error) {
 	if !ok || w < 1 || h < 1 {
 		return 0, 0, errHeader
 	}

@@ -109,7 +109,7 @@ func matchImageStart(raw []byte, i int, links bool) (int, string, match) {
 	if j >= len(raw) {
 		return 0, "", incomplete
 	}
-	mime := string(bytes.ReplaceAll(raw[ms:j], []byte(`\/`), []byte("/")))
+	mime := mediaType(raw[ms:j])
 	if len(mime) < 7 || mime[:6] != "image/" {
 		return 0, "", noMatch
 	}
@@ -368,4 +368,18 @@ right:
 		}
 	}
 	return b
+}
+
+// mediaType is a data URL's media type as a string: the usual ones without
+// an allocation, and JSON's escaped slash ("image\/png") unescaped.
+func mediaType(b []byte) string {
+	switch string(b) {
+	case "image/png":
+		return "image/png"
+	case "image/jpeg":
+		return "image/jpeg"
+	case "image/webp":
+		return "image/webp"
+	}
+	return string(bytes.ReplaceAll(b, []byte(`\/`), []byte("/")))
 }

@@ -36,7 +36,7 @@ type reqLog struct {
 	err     error
 	gone    bool
 	errCode string
-	known   func(string) bool
+	known   interface{ Knows(model string) bool } // the router (an interface value: no closure per request)
 	cost    int64
 	size    string     // the image size billed (bounded: the catalogue's or 512/NK)
 	ip      netip.Addr // the client's (server.trusted_proxies)
@@ -107,7 +107,7 @@ func (s *Server) logRequest(l *reqLog) {
 func (s *Server) record(l *reqLog) {
 	m := s.metrics
 	model := l.model
-	if model != "" && (l.known == nil || !l.known(model)) {
+	if model != "" && (l.known == nil || !l.known.Knows(model)) {
 		model = "unknown"
 	}
 	route := l.routeName()
@@ -156,7 +156,7 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, l *reqLog, e *apiError) {
 }
 
 func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, caller *auth.Caller) {
-	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, caller: caller,
+	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router(), caller: caller,
 		ip: s.clientAddr(ctx)}
 	if !jsonContentType(ctx.Request.Header.ContentType()) {
 		s.fail(ctx, l, errContentType)
@@ -361,9 +361,11 @@ func jsonContentType(ct []byte) bool {
 	if i := bytes.IndexByte(ct, ';'); i >= 0 {
 		ct = ct[:i]
 	}
-	switch string(bytes.ToLower(bytes.TrimSpace(ct))) {
-	case "application/json", "text/plain", "application/x-www-form-urlencoded":
-		return true
+	ct = bytes.TrimSpace(ct)
+	for _, ok := range [...]string{"application/json", "text/plain", "application/x-www-form-urlencoded"} {
+		if bytes.EqualFold(ct, []byte(ok)) {
+			return true
+		}
 	}
 	return false
 }

@@ -17,7 +17,7 @@ import (
 // handleImages serves /v1/images/generations and /v1/images/edits through
 // the same limits, routing and accounting as chat.
 func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, caller *auth.Caller, edits bool) {
-	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router().Knows, route: "images", caller: caller,
+	l := &reqLog{start: time.Now(), id: rid, known: st.Gateway.Router(), route: "images", caller: caller,
 		ip: s.clientAddr(ctx)}
 	var ir *openai.ImagesRequest
 	var aerr *apiError

@@ -25,14 +25,26 @@ func setLimitHeaders(ctx *fasthttp.RequestCtx, r *ratelimit.Result) {
 		return
 	}
 	h := &ctx.Response.Header
+	var buf [32]byte
 	if r.LimitRequests > 0 {
-		h.Set("x-ratelimit-limit-requests", strconv.FormatInt(r.LimitRequests, 10))
-		h.Set("x-ratelimit-remaining-requests", strconv.FormatInt(max(r.RemainingRequests, 0), 10))
-		h.Set("x-ratelimit-reset-requests", ratelimit.FormatReset(r.ResetRequests))
+		h.SetCanonical(hLimitRequests, strconv.AppendInt(buf[:0], r.LimitRequests, 10))
+		h.SetCanonical(hRemainingRequests, strconv.AppendInt(buf[:0], max(r.RemainingRequests, 0), 10))
+		h.SetCanonical(hResetRequests, ratelimit.AppendReset(buf[:0], r.ResetRequests))
 	}
 	if r.LimitTokens > 0 {
-		h.Set("x-ratelimit-limit-tokens", strconv.FormatInt(r.LimitTokens, 10))
-		h.Set("x-ratelimit-remaining-tokens", strconv.FormatInt(max(r.RemainingTokens, 0), 10))
-		h.Set("x-ratelimit-reset-tokens", ratelimit.FormatReset(r.ResetTokens))
+		h.SetCanonical(hLimitTokens, strconv.AppendInt(buf[:0], r.LimitTokens, 10))
+		h.SetCanonical(hRemainingTokens, strconv.AppendInt(buf[:0], max(r.RemainingTokens, 0), 10))
+		h.SetCanonical(hResetTokens, ratelimit.AppendReset(buf[:0], r.ResetTokens))
 	}
 }
+
+// The x-ratelimit-* names as fasthttp writes them (normalized), set on every
+// answer without normalizing them again.
+var (
+	hLimitRequests     = []byte("X-Ratelimit-Limit-Requests")
+	hRemainingRequests = []byte("X-Ratelimit-Remaining-Requests")
+	hResetRequests     = []byte("X-Ratelimit-Reset-Requests")
+	hLimitTokens       = []byte("X-Ratelimit-Limit-Tokens")
+	hRemainingTokens   = []byte("X-Ratelimit-Remaining-Tokens")
+	hResetTokens       = []byte("X-Ratelimit-Reset-Tokens")
+)

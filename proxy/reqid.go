@@ -21,7 +21,8 @@ func newIDGen() *idGen {
 }
 
 func (g *idGen) next() string {
-	return g.prefix + strconv.FormatUint(g.n.Add(1), 36)
+	var b [48]byte
+	return string(strconv.AppendUint(append(b[:0], g.prefix...), g.n.Add(1), 36))
 }
 
 // requestID echoes a sane client id or makes one. A client id longer than 128

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,18 +28,32 @@ func LimitsOf(k *config.Key, t *config.Team) Limits {
 	return l
 }
 
-// FormatReset formats a reset time for the x-ratelimit-reset-* headers as
-// OpenAI does ("17ms", "1s", "6m0s"): rounded up to the millisecond below a
-// second, to the second above.
-func FormatReset(d time.Duration) string {
+// AppendReset appends a reset time for the x-ratelimit-reset-* headers as
+// OpenAI writes it ("17ms", "1s", "6m0s", as time.Duration prints it):
+// rounded up to the millisecond below a second, to the second above. It
+// allocates nothing, for a header set on every response.
+func AppendReset(dst []byte, d time.Duration) []byte {
 	switch {
 	case d <= 0:
-		return "0s"
-	case d < time.Second:
-		return ((d + time.Millisecond - 1) / time.Millisecond * time.Millisecond).String()
-	default:
-		return ((d + time.Second - 1) / time.Second * time.Second).String()
+		return append(dst, "0s"...)
+	case d <= time.Second-time.Millisecond:
+		ms := d / time.Millisecond
+		if d%time.Millisecond != 0 {
+			ms++
+		}
+		return append(strconv.AppendInt(dst, int64(ms), 10), "ms"...)
 	}
+	s := int64(d / time.Second)
+	if d%time.Second != 0 {
+		s++ // no overflow: d / time.Second is far below the int64 range
+	}
+	if h := s / 3600; h > 0 {
+		dst = append(strconv.AppendInt(dst, h, 10), 'h')
+	}
+	if s >= 60 {
+		dst = append(strconv.AppendInt(dst, s/60%60, 10), 'm')
+	}
+	return append(strconv.AppendInt(dst, s%60, 10), 's')
 }
 
 // RetryAfterSeconds is RetryAfter for the retry-after header: whole seconds,

@@ -1,19 +1,29 @@
 package ratelimit
 
 import (
+	"math"
 	"testing"
 	"time"
 
 	"nanogate/config"
 )
 
-func TestFormatReset(t *testing.T) {
+func TestAppendReset(t *testing.T) {
 	for d, want := range map[time.Duration]string{
-		0: "0s", -time.Second: "0s", 16*time.Millisecond + 1: "17ms", time.Second: "1s",
+		0: "0s", -time.Second: "0s", math.MinInt64: "0s", 1: "1ms", 16*time.Millisecond + 1: "17ms",
+		999 * time.Millisecond: "999ms", 999*time.Millisecond + 1: "1s", time.Second: "1s",
 		1500 * time.Millisecond: "2s", 6 * time.Minute: "6m0s", 359*time.Second + 1: "6m0s",
+		time.Hour: "1h0m0s", 90061 * time.Second: "25h1m1s", math.MaxInt64: "2562047h47m17s",
 	} {
-		if got := FormatReset(d); got != want {
-			t.Errorf("FormatReset(%v) = %q, want %q", d, got, want)
+		if got := string(AppendReset([]byte("x:"), d)); got != "x:"+want {
+			t.Errorf("AppendReset(%v) = %q, want %q", d, got, "x:"+want)
+		}
+	}
+	// As time.Duration prints a whole number of seconds or milliseconds.
+	for _, d := range []time.Duration{59 * time.Second, 61 * time.Second, 3599 * time.Second, 3601 * time.Second,
+		1000 * time.Hour, 7 * time.Millisecond} {
+		if got := string(AppendReset(nil, d)); got != d.String() {
+			t.Errorf("AppendReset(%v) = %q", d, got)
 		}
 	}
 	if got := RetryAfterSeconds(1920 * time.Millisecond); got != 2 {

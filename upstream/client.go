@@ -90,11 +90,12 @@ type conn struct {
 	// expire unblocks a pending read or write at once by expiring the
 	// deadline: made once per connection, not per call.
 	expire func()
+	probe  *prober
 }
 
 func newConn(nc net.Conn) *conn {
 	return &conn{c: nc, br: bufio.NewReaderSize(nc, 32<<10), bw: bufio.NewWriterSize(nc, 16<<10),
-		expire: func() { nc.SetDeadline(time.Unix(1, 0)) }}
+		expire: func() { nc.SetDeadline(time.Unix(1, 0)) }, probe: newProber(nc)}
 }
 
 // New returns a Client for the host of baseURL (http or https).
@@ -420,7 +421,7 @@ func (c *Client) takeIdle() (*conn, error) {
 			// pass it on to the next waiter.
 			c.signalIdle()
 		}
-		if now.Sub(cn.lastUsed) < c.opts.IdleTimeout && alive(cn.c) {
+		if now.Sub(cn.lastUsed) < c.opts.IdleTimeout && cn.probe.alive() {
 			return cn, nil
 		}
 		c.discard(cn)
