@@ -298,6 +298,9 @@ func retryDelay(v float64, unit time.Duration) (d time.Duration, ok bool) {
 
 // AsError returns err as an *Error if it is one.
 func AsError(err error) (*Error, bool) {
+	if err == nil {
+		return nil, false // errors.As would still allocate its target
+	}
 	var pe *Error
 	ok := errors.As(err, &pe)
 	return pe, ok

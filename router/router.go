@@ -247,7 +247,13 @@ func (r *Router) order(model string, buf []ranked) []ranked {
 	for _, c := range r.byModel[model] {
 		buf = append(buf, ranked{c: c, price: c.Price.PerImage, ewmaMS: c.health.ewma()})
 	}
-	sort.SliceStable(buf, func(i, j int) bool { return r.strategy.Less(&buf[i], &buf[j]) })
+	// An insertion sort: stable, and without sort.SliceStable's allocations
+	// for the few candidates a model has.
+	for i := 1; i < len(buf); i++ {
+		for j := i; j > 0 && r.strategy.Less(buf[j], buf[j-1]); j-- {
+			buf[j], buf[j-1] = buf[j-1], buf[j]
+		}
+	}
 	return buf
 }
 

@@ -3,8 +3,10 @@ package router
 // strategy orders the candidates of a request (routing.strategy): a policy
 // is one method, and adding one touches this file alone.
 type strategy interface {
-	// Less reports whether a is tried before b.
-	Less(a, b *ranked) bool
+	// Less reports whether a is tried before b. The candidates are passed
+	// by value: a pointer through an interface call would move them to the
+	// heap.
+	Less(a, b ranked) bool
 }
 
 // ranked is a candidate with the figures strategies compare.
@@ -17,7 +19,7 @@ type ranked struct {
 // cheapest tries the lowest per-image price first; recent latency breaks ties.
 type cheapest struct{}
 
-func (cheapest) Less(a, b *ranked) bool {
+func (cheapest) Less(a, b ranked) bool {
 	if a.price != b.price {
 		return a.price < b.price
 	}
@@ -28,14 +30,14 @@ func (cheapest) Less(a, b *ranked) bool {
 // provider without measurements yet is tried early so that it gets one.
 type latency struct{}
 
-func (latency) Less(a, b *ranked) bool {
+func (latency) Less(a, b ranked) bool {
 	if a.ewmaMS != b.ewmaMS {
 		return fasterThan(a, b)
 	}
 	return a.price < b.price
 }
 
-func fasterThan(a, b *ranked) bool {
+func fasterThan(a, b ranked) bool {
 	switch {
 	case a.ewmaMS == 0:
 		return b.ewmaMS != 0
