@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 
+	"github.com/redis/go-redis/v9"
+
 	"nanogate/accounting"
 	"nanogate/config"
 	"nanogate/internal/safemath"
@@ -47,10 +49,11 @@ func (g *Gateway) limitAndReserve(ctx context.Context, call *Call) error {
 	g.limitRequest(call)
 	var d ratelimit.Pending
 	var rc accounting.ReserveCall
-	p := lim.Pipeline()
-	lim.Queue(ctx, p, call.limitReq, &d)
-	accounting.QueueReserve(ctx, p, g.acct.Store, team.Name, *team.Budget, call.ID, g.estimateCost(call), &rc)
-	lim.Exec(ctx, p)
+	est := g.estimateCost(call)
+	lim.Admit(func(p redis.Pipeliner) {
+		lim.Queue(ctx, p, call.limitReq, &d)
+		accounting.QueueReserve(ctx, p, g.acct.Store, team.Name, *team.Budget, call.ID, est, &rc)
+	})
 	res, err := d.Result(ctx)
 	r, rerr := rc.Result(ctx)
 	if err == nil {

@@ -162,6 +162,8 @@ type Redis struct {
 	now func() time.Time
 
 	decisions, refusals, fallbackN, unavailable, redisErrors, adjusts, outages atomic.Uint64
+
+	grp group // the admissions in flight, sent together (Admit)
 }
 
 // keyNames are the Redis keys of one (team, key) pair, by kind, and the index
@@ -187,7 +189,7 @@ func NewRedis(client redis.UniversalClient, cfg config.Redis, logger *zap.Logger
 	if _, ok := client.(*redis.ClusterClient); ok {
 		slots = numSlots
 	}
-	return &Redis{
+	l := &Redis{
 		client:   client,
 		scripts:  [2]script{allowScript, adjustScript},
 		prefix:   cfg.KeyPrefix,
@@ -199,6 +201,8 @@ func NewRedis(client redis.UniversalClient, cfg config.Redis, logger *zap.Logger
 		slots:    make([]atomic.Int64, slots),
 		names:    map[string]map[string]*keyNames{},
 	}
+	l.grp.client = client
+	return l
 }
 
 // Allow implements Limiter.
@@ -209,8 +213,20 @@ func (l *Redis) Allow(ctx context.Context, r Request) (Result, error) {
 		return Result{Allowed: true}, nil
 	}
 	names := l.keyNames(&r)
-	return l.decide(ctx, &r, &pl, names, &l.slots[names.slot])
+	slot := &l.slots[names.slot]
+	if slot.Load() != 0 {
+		return l.decide(ctx, &r, &pl, names, slot)
+	}
+	var d Pending
+	l.Admit(func(p redis.Pipeliner) { l.Queue(ctx, p, r, &d) })
+	return d.Result(ctx)
 }
+
+// Admit runs the commands queue adds to p (Queue's decision, a budget
+// reservation) in one pipeline with those of the other admissions in
+// flight, and returns once it ran: see group. queue may run on another
+// request's goroutine, before Admit returns; p is a pipeline of Client.
+func (l *Redis) Admit(queue func(p redis.Pipeliner)) { l.grp.run(queue) }
 
 // decide asks Redis for the decision of r, or answers locally while its
 // slot is down. A decision normally runs on the caller's context, bounded
