@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -69,6 +70,10 @@ type Memory struct {
 	kick chan struct{}
 	stop chan struct{}
 	done chan struct{}
+
+	// writes and syncs count the system calls on the file, for the
+	// benchmarks that weigh batching against them.
+	writes, syncs atomic.Int64
 }
 
 type idKey struct{ team, id string }
@@ -321,6 +326,7 @@ func (m *Memory) writeLocked(lines []byte) error {
 		m.fileErr = err
 		return fmt.Errorf("accounting: write %s: %w", m.path, err)
 	}
+	m.writes.Add(1)
 	m.fileErr = nil
 	m.size += int64(len(lines))
 	if m.unsynced += bytes.Count(lines, []byte{'\n'}); m.unsynced >= SyncRecords {
@@ -385,6 +391,7 @@ func (m *Memory) sync() {
 	if f == nil || n == 0 {
 		return
 	}
+	m.syncs.Add(1)
 	if err := f.Sync(); err != nil {
 		m.log.Error("accounting: fsync of the usage file failed: recent records may not survive a crash of the machine",
 			zap.String("path", m.path), zap.Error(err))
