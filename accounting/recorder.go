@@ -14,6 +14,11 @@ import (
 // DefaultSpoolPath is the Recorder's spool file.
 const DefaultSpoolPath = "data/usage-spool.jsonl"
 
+// spoolSyncLines is how many spooled records wait at most for an fsync
+// (besides SyncInterval): the spool holds what no store has yet, and is
+// written only while the store fails.
+const spoolSyncLines = 64
+
 // RecorderOptions tune a Recorder; the zero value takes the defaults.
 type RecorderOptions struct {
 	// SpoolPath is the local file of records waiting for the store
@@ -332,7 +337,7 @@ func (r *Recorder) handle(ctx context.Context, batch []Record) {
 	}
 	if r.sp.pending() > 0 {
 		r.spool(batch)
-		if r.sp.unsyncedLines() >= SyncRecords {
+		if r.sp.unsyncedLines() >= spoolSyncLines {
 			r.sp.sync()
 		}
 		r.replay(ctx, ctx == context.Background())
