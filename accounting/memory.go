@@ -37,6 +37,9 @@ const (
 	SyncRecords  = 1024
 )
 
+// lineSizeHint is about the length of a record's line, to size buffers.
+const lineSizeHint = 320
+
 // Memory is the embedded Store of a single replica: totals and reservations
 // in memory, every applied record appended as one JSON line to a file from
 // which the totals are rebuilt on start. The file is compacted as it grows
@@ -248,18 +251,18 @@ func (m *Memory) ApplyBatch(_ context.Context, recs []Record) (int, error) {
 		if m.path == "" {
 			continue
 		}
+		if ends == nil {
+			ends = make([]int, 0, len(recs))
+			lines = make([]byte, 0, len(recs)*lineSizeHint)
+		}
 		rec := recs[i]
 		rec.Time = rec.Time.UTC()
-		line, err := json.Marshal(&rec)
-		if err != nil {
+		var err error
+		if lines, err = appendRecordJSON(lines, &rec); err != nil {
 			valid, stopErr = recs[:i], fmt.Errorf("accounting: encode %s: %w", rec.ID, err)
 			break
 		}
-		if ends == nil {
-			ends = make([]int, 0, len(recs))
-			lines = make([]byte, 0, len(recs)*(len(line)+1))
-		}
-		lines = append(append(lines, line...), '\n')
+		lines = append(lines, '\n')
 		ends = append(ends, len(lines))
 	}
 
