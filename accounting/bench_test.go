@@ -122,8 +122,8 @@ func BenchmarkMemoryApply(b *testing.B) {
 }
 
 // BenchmarkMemoryApplyBatch: the embedded store's work per record, with
-// its file, in batches of 1, 16 and 64 as the Recorder hands them over.
-// Run:
+// its file, in batches of 1, 16 and 64 as the Recorder hands them over
+// (records of one image at a size). Run:
 //
 //	go test -run '^$' -bench MemoryApplyBatch -count 3 ./accounting/
 func BenchmarkMemoryApplyBatch(b *testing.B) {
@@ -135,6 +135,7 @@ func BenchmarkMemoryApplyBatch(b *testing.B) {
 			}
 			defer m.Close()
 			ctx, tmpl := context.Background(), benchRecord(NewPricer(testConfig()))
+			tmpl.Size = "1K"
 			ids := make([]string, b.N*size)
 			for i := range ids {
 				ids[i] = "bench-" + strconv.FormatInt(benchSeq.Add(1), 10)
