@@ -1,9 +1,11 @@
 package accounting
 
 import (
+	"encoding/json"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"nanogate/internal/jsonx"
 )
 
 // appendRecordJSON appends r as json.Marshal encodes it (the same keys in
@@ -75,54 +77,16 @@ func appendJSONTime(dst []byte, t time.Time) ([]byte, bool) {
 	return dst, true
 }
 
-// appendString appends s quoted as json.Marshal does: HTML characters and
-// U+2028/U+2029 escaped, invalid UTF-8 replaced by U+FFFD.
+// appendString appends s quoted as json.Marshal does: as jsonx writes it
+// (U+2028/U+2029 escaped, invalid UTF-8 replaced by U+FFFD), and with the
+// HTML characters escaped, which only json.Marshal does and names seldom
+// hold.
 func appendString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if b := s[i]; b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xF])
-			}
-			i++
-			start = i
-			continue
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(dst, q...)
 		}
-		c, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case c == utf8.RuneError && size == 1:
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-		case c == '\u2028' || c == '\u2029':
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hex[c&0xF])
-		default:
-			i += size
-			continue
-		}
-		i += size
-		start = i
 	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return jsonx.AppendString(dst, s)
 }
