@@ -157,10 +157,14 @@ func (t *Totals) ptr(m int) *int64 {
 }
 
 func (t *Totals) addDeltas(d *[numMetrics]int64) {
-	for m := range numMetrics {
-		p := t.ptr(m)
-		*p = safemath.Add(*p, d[m])
-	}
+	t.Requests = safemath.Add(t.Requests, d[mRequests])
+	t.Failed = safemath.Add(t.Failed, d[mFailed])
+	t.Images = safemath.Add(t.Images, d[mImages])
+	t.PromptTokens = safemath.Add(t.PromptTokens, d[mPrompt])
+	t.CompletionTokens = safemath.Add(t.CompletionTokens, d[mCompletion])
+	t.ImageTokens = safemath.Add(t.ImageTokens, d[mImageTok])
+	t.CostMicros = safemath.Add(t.CostMicros, d[mCost])
+	t.ListCostMicros = safemath.Add(t.ListCostMicros, d[mListCost])
 }
 
 // Add adds o to t.
@@ -201,20 +205,37 @@ func newBucket(period string) *Bucket {
 		Providers: map[string]*Totals{}, Sizes: map[string]*Totals{}}
 }
 
-func (b *Bucket) add(r *Record) {
-	d := r.deltas()
-	b.Team.addDeltas(&d)
-	for _, dm := range r.dims() {
-		m := b.dim(dm.kind)
-		t := m[dm.name]
+// add counts r in b, whose deltas d are; sizeKey is SizeKey(r.Model,
+// r.Size) for a served record at a size, else empty. A failed record has no
+// provider.
+func (b *Bucket) add(r *Record, d *[numMetrics]int64, sizeKey []byte) {
+	b.Team.addDeltas(d)
+	addDeltasTo(b.Keys, r.Key, d)
+	addDeltasTo(b.Models, r.Model, d)
+	if r.Provider != "" {
+		addDeltasTo(b.Providers, r.Provider, d)
+	}
+	if len(sizeKey) > 0 {
+		t := b.Sizes[string(sizeKey)] // looked up without a copy
 		if t == nil {
 			t = &Totals{}
-			m[dm.name] = t
+			b.Sizes[string(sizeKey)] = t
 		}
-		t.addDeltas(&d)
+		t.addDeltas(d)
 	}
 }
 
+func addDeltasTo(m map[string]*Totals, name string, d *[numMetrics]int64) {
+	t := m[name]
+	if t == nil {
+		t = &Totals{}
+		m[name] = t
+	}
+	t.addDeltas(d)
+}
+
+// dim is the bucket's totals of one kind: 'k' keys, 'm' models, 's' sizes,
+// else providers.
 func (b *Bucket) dim(kind byte) map[string]*Totals {
 	switch kind {
 	case 'k':
@@ -226,25 +247,6 @@ func (b *Bucket) dim(kind byte) map[string]*Totals {
 	default:
 		return b.Providers
 	}
-}
-
-type dim struct {
-	kind byte // 'k' key, 'm' model, 'p' provider, 's' model at a size (SizeKey)
-	name string
-}
-
-// dims are the key, model and provider totals a record touches besides its
-// team's; a failed record has no provider.
-func (r *Record) dims() []dim {
-	d := make([]dim, 0, 4)
-	d = append(d, dim{'k', r.Key}, dim{'m', r.Model})
-	if r.Provider != "" {
-		d = append(d, dim{'p', r.Provider})
-	}
-	if r.Size != "" && !r.Failed() {
-		d = append(d, dim{'s', SizeKey(r.Model, r.Size)})
-	}
-	return d
 }
 
 // Reservation is money set aside for an in-flight request of a team with a

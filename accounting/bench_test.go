@@ -3,6 +3,7 @@ package accounting
 import (
 	"context"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -118,6 +119,48 @@ func BenchmarkMemoryApply(b *testing.B) {
 		}
 	}
 	reportRate(b)
+}
+
+// BenchmarkMemoryApplyBatch: the embedded store's work per record, with
+// its file, in batches of 1, 16 and 64 as the Recorder hands them over
+// (records of one image at a size). Run:
+//
+//	go test -run '^$' -bench MemoryApplyBatch -count 3 ./accounting/
+func BenchmarkMemoryApplyBatch(b *testing.B) {
+	for _, size := range []int{1, 16, 64} {
+		b.Run(strconv.Itoa(size), func(b *testing.B) {
+			m, err := OpenMemory(filepath.Join(b.TempDir(), "usage.jsonl"), Options{}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close()
+			ctx, tmpl := context.Background(), benchRecord(NewPricer(testConfig()))
+			tmpl.Size = "1K"
+			ids := make([]string, b.N*size)
+			for i := range ids {
+				ids[i] = "bench-" + strconv.FormatInt(benchSeq.Add(1), 10)
+			}
+			batch := make([]Record, size)
+			var ms0, ms1 runtime.MemStats
+			runtime.ReadMemStats(&ms0)
+			b.ResetTimer()
+			for i := range b.N {
+				for j := range batch {
+					batch[j] = tmpl
+					batch[j].ID = ids[i*size+j]
+				}
+				if n, err := m.ApplyBatch(ctx, batch); err != nil || n != size {
+					b.Fatal(n, err)
+				}
+			}
+			b.StopTimer()
+			runtime.ReadMemStats(&ms1)
+			records := float64(b.N * size)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/records, "ns/record")
+			b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/records, "allocs/record")
+			b.ReportMetric(float64(ms1.TotalAlloc-ms0.TotalAlloc)/records, "B/record")
+		})
+	}
 }
 
 // discard is a store that takes records and forgets them.

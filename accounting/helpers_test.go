@@ -163,3 +163,22 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	poll.Until(t, 20*time.Second, what, cond)
 }
+
+type dim struct {
+	kind byte // 'k' key, 'm' model, 'p' provider, 's' model at a size (SizeKey)
+	name string
+}
+
+// dims are the key, model and provider totals a record touches besides its
+// team's, as the stores should count them: a failed record has no
+// provider, nor a size.
+func (r *Record) dims() []dim {
+	d := []dim{{'k', r.Key}, {'m', r.Model}}
+	if r.Provider != "" {
+		d = append(d, dim{'p', r.Provider})
+	}
+	if r.Size != "" && !r.Failed() {
+		d = append(d, dim{'s', SizeKey(r.Model, r.Size)})
+	}
+	return d
+}

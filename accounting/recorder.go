@@ -14,6 +14,11 @@ import (
 // DefaultSpoolPath is the Recorder's spool file.
 const DefaultSpoolPath = "data/usage-spool.jsonl"
 
+// spoolSyncLines is how many spooled records wait at most for an fsync
+// (besides SyncInterval): the spool holds what no store has yet, and is
+// written only while the store fails.
+const spoolSyncLines = 64
+
 // RecorderOptions tune a Recorder; the zero value takes the defaults.
 type RecorderOptions struct {
 	// SpoolPath is the local file of records waiting for the store
@@ -24,6 +29,13 @@ type RecorderOptions struct {
 	Queue int
 	// Batch is the most records applied in one round trip (64).
 	Batch int
+	// Linger is how long the writer, having taken a record, waits for
+	// more to fill the batch before applying it (1ms; negative: not at
+	// all). Under load a batch shares one write or round trip among many
+	// records instead of one each; at rest a record is applied at most
+	// Linger later, while its reservation still counts against its
+	// team's budget. A Flush does not wait for it.
+	Linger time.Duration
 	// ApplyTimeout bounds one round trip to the store (5s).
 	ApplyTimeout time.Duration
 	// RetryMin and RetryMax bound the wait between replay attempts while
@@ -44,6 +56,9 @@ func (o RecorderOptions) withDefaults() RecorderOptions {
 	}
 	if o.Batch <= 0 {
 		o.Batch = 64
+	}
+	if o.Linger == 0 {
+		o.Linger = time.Millisecond
 	}
 	if o.ApplyTimeout <= 0 {
 		o.ApplyTimeout = 5 * time.Second
@@ -86,6 +101,7 @@ type Recorder struct {
 	// Owned by the writer goroutine.
 	nextTry time.Time
 	backoff time.Duration
+	linger  *time.Timer // reset for each batch, never allocated again
 
 	down       atomic.Bool
 	lastErr    atomic.Pointer[string]
@@ -249,12 +265,14 @@ func (r *Recorder) run() {
 	defer close(r.done)
 	tick := time.NewTicker(SyncInterval)
 	defer tick.Stop()
+	r.linger = time.NewTimer(time.Hour)
+	r.linger.Stop()
 	batch := make([]Record, 0, r.o.Batch)
 	var flushes []chan struct{}
 	for {
 		select {
 		case it := <-r.ch:
-			batch, flushes = r.collect(it, batch[:0], flushes[:0])
+			batch, flushes = r.collect(it, batch[:0], flushes[:0], r.o.Linger > 0)
 			r.handle(context.Background(), batch)
 			for _, f := range flushes {
 				close(f)
@@ -269,8 +287,16 @@ func (r *Recorder) run() {
 	}
 }
 
-// collect takes it and whatever else is queued, up to a batch.
-func (r *Recorder) collect(it item, batch []Record, flushes []chan struct{}) ([]Record, []chan struct{}) {
+// collect takes it and whatever else is queued, up to a batch. With linger
+// it then waits up to Linger for more, unless the batch is full, a Flush
+// waits on it, or the Recorder is stopping.
+func (r *Recorder) collect(it item, batch []Record, flushes []chan struct{}, linger bool) ([]Record, []chan struct{}) {
+	lingering := false
+	defer func() {
+		if lingering {
+			r.linger.Stop()
+		}
+	}()
 	for {
 		if it.flush != nil {
 			flushes = append(flushes, it.flush)
@@ -282,7 +308,22 @@ func (r *Recorder) collect(it item, batch []Record, flushes []chan struct{}) ([]
 		}
 		select {
 		case it = <-r.ch:
+			continue
 		default:
+		}
+		if !linger || len(flushes) > 0 || len(batch) == 0 {
+			return batch, flushes
+		}
+		if !lingering {
+			lingering = true
+			r.linger.Reset(r.o.Linger)
+		}
+		select {
+		case it = <-r.ch:
+		case <-r.linger.C:
+			lingering = false
+			return batch, flushes
+		case <-r.stop:
 			return batch, flushes
 		}
 	}
@@ -296,7 +337,7 @@ func (r *Recorder) handle(ctx context.Context, batch []Record) {
 	}
 	if r.sp.pending() > 0 {
 		r.spool(batch)
-		if r.sp.unsyncedLines() >= SyncRecords {
+		if r.sp.unsyncedLines() >= spoolSyncLines {
 			r.sp.sync()
 		}
 		r.replay(ctx, ctx == context.Background())
@@ -401,7 +442,7 @@ func (r *Recorder) shutdown() {
 		var flushes []chan struct{}
 		select {
 		case it := <-r.ch:
-			batch, flushes = r.collect(it, batch, flushes)
+			batch, flushes = r.collect(it, batch, flushes, false)
 		default:
 		}
 		if len(batch) == 0 && len(flushes) == 0 {

@@ -360,3 +360,60 @@ func TestSpoolLeftByACrashWithDamage(t *testing.T) {
 		t.Errorf("spool has %d lines after the replay", got)
 	}
 }
+
+// batches is a store that hands each batch it applies to the test.
+type batches struct {
+	Store
+	got chan int
+}
+
+func (b batches) ApplyBatch(ctx context.Context, recs []Record) (int, error) {
+	b.got <- len(recs)
+	return b.Store.ApplyBatch(ctx, recs)
+}
+
+// TestRecorderLingersForABatch: the writer gathers records for Linger
+// after the first one, unless the batch fills or a Flush waits; in the
+// bubble the lingering is exactly the time that passes.
+func TestRecorderLingersForABatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st, _ := OpenMemory("", Options{}, nil)
+		store := batches{Store: st, got: make(chan int, 100)}
+		o := fastRetries(filepath.Join(t.TempDir(), "spool.jsonl"))
+		o.Batch, o.Linger = 4, 5*time.Millisecond
+		r := NewRecorder(store, o)
+		defer closeWithin(t, r, 5*time.Second)
+		recs := requests(12, "linger")
+
+		// Records that come while the writer lingers join the first one's
+		// batch, applied when the linger ends.
+		start := time.Now()
+		r.Record(recs[0])
+		synctest.Wait() // the writer took it and lingers
+		r.Record(recs[1])
+		r.Record(recs[2])
+		if n := <-store.got; n != 3 || time.Since(start) != o.Linger {
+			t.Errorf("a batch of %d after %v, want 3 after %v", n, time.Since(start), o.Linger)
+		}
+
+		// A full batch goes at once.
+		start = time.Now()
+		for _, rec := range recs[3:7] {
+			r.Record(rec)
+		}
+		if n := <-store.got; n != 4 || time.Since(start) != 0 {
+			t.Errorf("a batch of %d after %v, want 4 at once", n, time.Since(start))
+		}
+
+		// A Flush does not wait for the linger.
+		r.Record(recs[7])
+		synctest.Wait()
+		if err := r.Flush(context.Background()); err != nil || time.Since(start) != 0 {
+			t.Errorf("Flush = %v after %v, want at once", err, time.Since(start))
+		}
+		if n := <-store.got; n != 1 {
+			t.Errorf("a flushed batch of %d, want 1", n)
+		}
+		checkBucket(t, st, recs[:8], "t", PeriodTotal)
+	})
+}

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -506,11 +505,6 @@ func appendTotals(b []byte, t *Totals) []byte {
 	b = AppendUSD(b, t.ListCostMicros)
 	b = append(b, `,"savings_usd":`...)
 	return AppendUSD(b, t.ListCostMicros-t.CostMicros)
-}
-
-func appendString(b []byte, s string) []byte {
-	q, _ := json.Marshal(s) // a string always encodes
-	return append(b, q...)
 }
 
 // CSVHeader is the first row of the CSV report.

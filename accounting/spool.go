@@ -121,15 +121,15 @@ func (s *spool) failLocked(err error) {
 // add appends recs; it returns how many it had to drop (nothing could keep
 // them: the file refused and memory is full).
 func (s *spool) add(recs []Record) (dropped int) {
-	var b []byte
+	b := make([]byte, 0, len(recs)*lineSizeHint)
 	for i := range recs {
-		line, err := json.Marshal(&recs[i])
-		if err != nil { // cannot happen with Record's field types
+		var err error
+		if b, err = appendRecordJSON(b, &recs[i]); err != nil { // a time RFC 3339 cannot hold
 			s.log.Error("accounting: cannot encode a record", zap.String("request_id", recs[i].ID), zap.Error(err))
 			dropped++
 			continue
 		}
-		b = append(append(b, line...), '\n')
+		b = append(b, '\n')
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -159,12 +159,16 @@ func (s *spool) add(recs []Record) (dropped int) {
 }
 
 func (s *spool) writeLocked(recs []Record) error {
-	var b []byte
+	b := make([]byte, 0, len(recs)*lineSizeHint)
+	n := 0
 	for i := range recs {
-		line, _ := json.Marshal(&recs[i])
-		b = append(append(b, line...), '\n')
+		// One that cannot be encoded was counted lost when it came.
+		if line, err := appendRecordJSON(b, &recs[i]); err == nil {
+			b = append(line, '\n')
+			n++
+		}
 	}
-	return s.writeRawLocked(b, len(recs))
+	return s.writeRawLocked(b, n)
 }
 
 func (s *spool) writeRawLocked(b []byte, n int) error {
