@@ -67,9 +67,9 @@ func New(w io.Writer, maxPending int) *Sink {
 }
 
 // Write copies p, one encoded log line, to the pending buffer and returns;
-// the flusher writes it. It waits only while the buffer is full. A failed
-// write of the output is reported by Sync, not here: the line's caller has
-// long moved on by then.
+// the flusher writes it. It waits only while the buffer is full, and after
+// Close writes p itself. A failed write of the output is reported by Sync,
+// not here: the line's caller has long moved on by then.
 func (s *Sink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	for !s.closed && len(s.pending) > 0 && len(s.pending)+len(p) > s.max {
