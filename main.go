@@ -37,6 +37,7 @@ import (
 	"nanogate/gateway"
 	"nanogate/images"
 	"nanogate/images/signatures"
+	"nanogate/internal/logsink"
 	"nanogate/internal/memlimit"
 	"nanogate/internal/webhook"
 	"nanogate/keys"
@@ -82,12 +83,14 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	log, err := newLogger(cfg.Log)
+	log, logSink, err := newLogger(cfg.Log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer log.Sync()
+	// Last of all: the lines of the shutdown are written before the
+	// process exits, and any logged later are written by their callers.
+	defer logSink.Close()
 	for _, w := range warnings {
 		log.Warn("config", zap.String("warning", w))
 	}
@@ -669,26 +672,35 @@ func keyedState(base *proxy.State, rt *router.Router, file *config.Config, fetch
 	return &st
 }
 
-func newLogger(lc config.Log) (*zap.Logger, error) {
+// newLogger builds the logger on a logsink.Sink around stderr, so that the
+// request lines of concurrent requests share writes instead of costing a
+// write(2) each. The caller closes the sink last: it writes what is pending
+// and lets lines logged after it through at once.
+func newLogger(lc config.Log) (*zap.Logger, *logsink.Sink, error) {
 	var level zapcore.Level
 	if err := level.UnmarshalText([]byte(lc.Level)); err != nil {
-		return nil, fmt.Errorf("log.level: %w", err)
+		return nil, nil, fmt.Errorf("log.level: %w", err)
 	}
 	zc := zap.NewProductionConfig()
 	if lc.Format == "console" {
 		zc = zap.NewDevelopmentConfig()
 	}
-	zc.Level = zap.NewAtomicLevelAt(level)
-	zc.OutputPaths = []string{"stderr"}
-	zc.ErrorOutputPaths = []string{"stderr"}
-	zc.Sampling = nil
-	zc.DisableStacktrace = true
-	// The caller of a request line is always the same function: skip the
-	// runtime.Callers walk per line.
-	zc.DisableCaller = true
 	zc.EncoderConfig.TimeKey = "ts"
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
-	return zc.Build()
+	enc := zapcore.NewJSONEncoder(zc.EncoderConfig)
+	if lc.Format == "console" {
+		enc = zapcore.NewConsoleEncoder(zc.EncoderConfig)
+	}
+	sink := logsink.New(os.Stderr, 0)
+	// Built from the core rather than zc.Build: no sampling, no stack
+	// traces, and no caller (the caller of a request line is always the
+	// same function: no runtime.Callers walk per line). zap's own errors go
+	// to the same sink, in order with the lines.
+	opts := []zap.Option{zap.ErrorOutput(sink)}
+	if zc.Development {
+		opts = append(opts, zap.Development())
+	}
+	return zap.New(zapcore.NewCore(enc, sink, level), opts...), sink, nil
 }
 
 // servePprof exposes the profiler on a loopback address only: profiles show

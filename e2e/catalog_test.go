@@ -150,6 +150,7 @@ func TestRetiredModelIsServedByItsSuccessorWithAWarning(t *testing.T) {
 	if w := resp.Header.Get("Warning"); w != "" {
 		t.Errorf("a current model got Warning %q", w)
 	}
+	waitRequestLine(t, e.gw, resp)
 	if n := strings.Count(e.gw.Logs(), "asked for a model Google retired"); n != 1 {
 		t.Errorf("logged %d times, want once", n)
 	}

@@ -41,7 +41,7 @@ func TestFailoverToNextProvider(t *testing.T) {
 			}
 		})
 	}
-	lines := logLines(t, e.gw)
+	lines := waitRequestLines(t, e.gw, len(tests))
 	last := lines[len(lines)-1]
 	if last["provider"] != "dear" || last["attempts"] != float64(2) {
 		t.Errorf("log line = %v, want provider dear after 2 attempts", last)

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"nanogate/internal/fakeup"
 	"nanogate/internal/gwtest"
@@ -260,6 +259,7 @@ func TestGeminiBadKeyFailsOverWithoutBlamingTheClient(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("x-nanogate-provider") != "reseller" {
 		t.Fatalf("status %d provider %q: %.300s", resp.StatusCode, resp.Header.Get("x-nanogate-provider"), body)
 	}
+	waitRequestLine(t, e.gw, resp)
 	if strings.Contains(e.gw.Logs(), "AIzaSyWrong-key") {
 		t.Errorf("the configured key appears in the logs")
 	}
@@ -358,7 +358,7 @@ func TestGeminiKeyNeverInURLOrLogs(t *testing.T) {
 	readAll(t, e.post(t, chatBody("")))
 	e.google.SetFault(fakeup.Fault{Status: 403, Times: 1})
 	readAll(t, e.post(t, chatBody("")))
-	waitFor(t, 5*time.Second, "request log lines", func() bool { return len(logLines(t, e.gw)) >= 5 })
+	waitRequestLines(t, e.gw, 5)
 	logs := e.gw.Logs()
 	for _, secret := range []string{googleKey, resellerKey, clientKey} {
 		if strings.Contains(logs, secret) {

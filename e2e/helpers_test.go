@@ -286,6 +286,58 @@ func logLines(t *testing.T, gw *gwtest.Gateway) []map[string]any {
 	return out
 }
 
+// logWait bounds the waits for log lines. The gateway writes its log in
+// batches, so a line can reach the log a moment after the response it
+// belongs to: a test that reads the log first waits for the line it expects.
+const logWait = 10 * time.Second
+
+// waitLog waits until the gateway's log holds want and returns the log.
+func waitLog(t *testing.T, gw *gwtest.Gateway, want string) string {
+	t.Helper()
+	var logs string
+	waitFor(t, logWait, fmt.Sprintf("the log line %q", want), func() bool {
+		logs = gw.Logs()
+		return strings.Contains(logs, want)
+	})
+	return logs
+}
+
+// waitRequestLines waits until the gateway has logged n request lines or
+// more and returns them.
+func waitRequestLines(t *testing.T, gw *gwtest.Gateway, n int) []map[string]any {
+	t.Helper()
+	var lines []map[string]any
+	waitFor(t, logWait, fmt.Sprintf("%d request log lines", n), func() bool {
+		lines = logLines(t, gw)
+		return len(lines) >= n
+	})
+	return lines
+}
+
+// waitRequestLine waits for the request line of resp (by its x-request-id)
+// and returns it. The log is written in order, so what the gateway logged
+// before that line (the request's warnings, the lines of earlier requests)
+// is in the log too: a test checking that something was not logged waits
+// for this first.
+func waitRequestLine(t *testing.T, gw *gwtest.Gateway, resp *http.Response) map[string]any {
+	t.Helper()
+	rid := resp.Header.Get("x-request-id")
+	if rid == "" {
+		t.Fatal("the response has no x-request-id to find its log line by")
+	}
+	var line map[string]any
+	waitFor(t, logWait, "the log line of request "+rid, func() bool {
+		for _, l := range logLines(t, gw) {
+			if l["request_id"] == rid {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	return line
+}
+
 // waitFor polls cond for up to d.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -93,6 +93,7 @@ func TestHostileUpstreamUsageIsClamped(t *testing.T) {
 		if !strings.Contains(string(metrics), `nanogate_upstream_usage_clamped_total{field="prompt",provider="cheap"} 3`) {
 			t.Errorf("no clamp count in /metrics")
 		}
+		waitRequestLine(t, e.gw, resp)
 		if n := strings.Count(e.gw.Logs(), "usage out of bounds"); n != 1 {
 			t.Errorf("the clamp was logged %d times, want once per provider", n)
 		}
@@ -165,10 +166,13 @@ func TestUnknownModelsAreRateLimitedAndNotEchoedWhole(t *testing.T) {
 		if codes != "404 404 404 429 " {
 			t.Fatalf("statuses %s", codes)
 		}
+		// The four requests' lines are out before the log is measured.
+		waitRequestLines(t, e.gw, 4)
 		before := len(e.gw.Logs())
 		huge := strings.Repeat("m", 1<<20)
-		expectError(t, e.post(t, `{"model":"`+huge+`","messages":[{"role":"user","content":"hi"}]}`), 400, "invalid_request")
-		waitFor(t, 5*time.Second, "the request's log line", func() bool { return len(e.gw.Logs()) > before })
+		resp := e.post(t, `{"model":"`+huge+`","messages":[{"role":"user","content":"hi"}]}`)
+		expectError(t, resp, 400, "invalid_request")
+		waitRequestLine(t, e.gw, resp)
 		if grown := len(e.gw.Logs()) - before; grown > 4096 {
 			t.Fatalf("one request with a 1 MiB model id added %d bytes to the log", grown)
 		}

@@ -27,7 +27,7 @@ func TestLogsHoldNoSecretsOrImages(t *testing.T) {
 	e.dear.SetFault(fakeup.Fault{Status: 500})
 	readAll(t, e.post(t, chatBody("")))
 	// A request's line may follow its answer by a moment.
-	waitFor(t, 10*time.Second, "a log line per request", func() bool { return len(logLines(t, e.gw)) >= 4 })
+	waitRequestLines(t, e.gw, 4)
 	logs := e.gw.Logs()
 	img := fakeup.PNGBase64(200 << 10)
 	for name, s := range map[string]string{
@@ -167,6 +167,7 @@ func TestSIGHUPReloads(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("after a refused reload the previous config is not in force: %d", resp.StatusCode)
 	}
+	waitRequestLine(t, e.gw, resp)
 	if strings.Contains(e.gw.Logs(), newKey) {
 		t.Fatal("the reload logged a key")
 	}
@@ -297,9 +298,7 @@ func TestWatchedConfigReloadsWithoutASignal(t *testing.T) {
 		readAll(t, resp)
 		return resp.StatusCode == 200
 	})
-	if !strings.Contains(gw.Logs(), "config file changed; reloading") {
-		t.Error("the reload was not logged")
-	}
+	waitLog(t, gw, "config file changed; reloading")
 }
 
 // TestTeamMetricsAndTheAccessLog: /metrics has a series per team, and every

@@ -226,7 +226,8 @@ func TestOffloadFailureFallsBackInline(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "data:image/png;base64,") {
 		t.Fatalf("%d: %.300s", resp.StatusCode, body)
 	}
-	waitFor(t, 5e9, "the warning", func() bool { return strings.Contains(e.gw.Logs(), "image offload failed") })
+	waitLog(t, e.gw, "image offload failed")
+	waitRequestLine(t, e.gw, resp)
 	if strings.Contains(e.gw.Logs(), "e2e-s3-secret-key") {
 		t.Fatal("the S3 secret was logged")
 	}

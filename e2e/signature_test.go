@@ -239,7 +239,9 @@ func TestSignatureStoreDownFailsOpen(t *testing.T) {
 			t.Fatal("a signature appeared from a store that is down")
 		}
 	}
-	logs := e.gw.Logs()
+	// Both turns' lines are out, and what they logged before them.
+	waitRequestLines(t, e.gw, 2)
+	logs := waitLog(t, e.gw, "thought signature store failed")
 	if n := strings.Count(logs, "thought signature store failed"); n != 1 {
 		t.Errorf("store failure logged %d times, want once", n)
 	}

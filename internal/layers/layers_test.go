@@ -180,6 +180,7 @@ func TestTheLongestPatternGivesTheLayer(t *testing.T) {
 	for path, want := range map[string]int{
 		"nanogate":                          8,
 		"nanogate/internal/jsonx":           0,
+		"nanogate/internal/logsink":         0,
 		"nanogate/internal/fakeup":          0,
 		"nanogate/internal/fakeup/cmd/fake": 8,
 		"nanogate/catalog":                  0,
