@@ -147,6 +147,15 @@ func StartArgs(t testing.TB, dir, config string, args []string, env ...string) *
 		close(g.done)
 	}()
 	t.Cleanup(func() {
+		// A graceful stop first: the log is written in batches, and the
+		// last lines reach stderr when the gateway shuts down. A gateway
+		// still draining after a few seconds is killed.
+		if g.cmd.Process.Signal(syscall.SIGTERM) == nil {
+			select {
+			case <-g.done:
+			case <-time.After(3 * time.Second):
+			}
+		}
 		g.cmd.Process.Kill()
 		<-g.done
 		// Every test checks that no secret it gave the gateway appears in
