@@ -188,8 +188,7 @@ func BenchmarkAdmissionRedis(b *testing.B) {
 		var d ratelimit.Pending
 		var rc accounting.ReserveCall
 		id := "req_bench" + strconv.FormatInt(seq.Add(1), 10)
-		l.Admit(func(p redis.Pipeliner) {
-			l.Queue(ctx, p, limiterRequest, &d)
+		l.Admit(limiterRequest, &d, func(p redis.Pipeliner) {
 			accounting.QueueReserve(ctx, p, st, "bench", budget, id, 1000, &rc)
 		})
 		err := allowed(d.Result(ctx))

@@ -50,8 +50,7 @@ func (g *Gateway) limitAndReserve(ctx context.Context, call *Call) error {
 	var d ratelimit.Pending
 	var rc accounting.ReserveCall
 	est := g.estimateCost(call)
-	lim.Admit(func(p redis.Pipeliner) {
-		lim.Queue(ctx, p, call.limitReq, &d)
+	lim.Admit(call.limitReq, &d, func(p redis.Pipeliner) {
 		accounting.QueueReserve(ctx, p, g.acct.Store, team.Name, *team.Budget, call.ID, est, &rc)
 	})
 	res, err := d.Result(ctx)

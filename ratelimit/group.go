@@ -14,13 +14,14 @@ const maxGroup = 256
 // group sends the admissions of concurrent requests to Redis together, as
 // a group commit: while one pipeline is in flight, the admissions that
 // arrive queue, and when it returns the next pipeline carries all of them.
-// A request alone goes at once, so a quiet gateway waits for nothing; a
-// busy one pays one write, one read and one wake-up of Redis per group
-// instead of per request, on both sides. Each admission still runs its own
-// scripts, in the order they queued: the decisions are those of the same
-// requests sent one after the other.
+// A request alone goes at once, so a quiet gateway waits for nothing. A
+// busy one pays, per group instead of per request, one write, one read and
+// one wake-up of Redis on both sides, and one allow script per hash slot:
+// the script decides the group's requests in the order they queued, as if
+// each ran alone one after the other, over one clock reading, one read and
+// one write of each bucket.
 type group struct {
-	client redis.UniversalClient
+	l *Redis
 
 	mu    sync.Mutex
 	busy  bool // a pipeline is in flight (or being built)
@@ -30,7 +31,9 @@ type group struct {
 
 // admission is one request's part of a group.
 type admission struct {
-	queue func(redis.Pipeliner)
+	r    Request
+	d    *Pending
+	also func(redis.Pipeliner)
 	// wake is sent true when the admission is to lead the next pipeline,
 	// false when the pipeline that carried it ran.
 	wake chan bool
@@ -38,19 +41,18 @@ type admission struct {
 
 var admissionPool = sync.Pool{New: func() any { return &admission{wake: make(chan bool, 1)} }}
 
-// run adds the commands queue adds to the next pipeline and returns once
-// that pipeline ran (each command holds its own reply or error). queue is
-// called on another request's goroutine when that request leads the group.
-func (g *group) run(queue func(redis.Pipeliner)) {
+// run decides r in d with the next pipeline, and returns once that
+// pipeline ran. also is called on another request's goroutine when that
+// request leads the group.
+func (g *group) run(r Request, d *Pending, also func(redis.Pipeliner)) {
 	a := admissionPool.Get().(*admission)
-	a.queue = queue
+	a.r, a.d, a.also = r, d, also
 	g.mu.Lock()
 	g.queue = append(g.queue, a)
 	if g.busy {
 		g.mu.Unlock()
 		if lead := <-a.wake; !lead {
-			a.queue = nil
-			admissionPool.Put(a)
+			a.reset()
 			return
 		}
 		g.mu.Lock()
@@ -86,19 +88,91 @@ func (g *group) run(queue func(redis.Pipeliner)) {
 	if next != nil {
 		next.wake <- true
 	}
-	a.queue = nil
+	a.reset()
+}
+
+func (a *admission) reset() {
+	a.r, a.d, a.also = Request{}, nil, nil
 	admissionPool.Put(a)
+}
+
+// groupScript is the allow script of the decisions of one hash slot.
+type groupScript struct {
+	slot  int
+	keys  []any
+	index map[string]int // key -> its place in keys, from 1
+	argv  []any
+	decs  []*Pending // in the order of the replies
 }
 
 // exec runs one pipeline for batch. Its context is none of the requests':
 // a client that leaves must not fail the others' admissions; the client's
 // timeouts bound it.
 func (g *group) exec(batch []*admission) {
-	p := g.client.Pipeline()
-	for _, b := range batch {
-		b.queue(p)
+	l := g.l
+	ctx := context.Background()
+	p := l.client.Pipeline()
+	if len(batch) == 1 {
+		// A request alone: Queue's pooled arguments, no group to build.
+		a := batch[0]
+		l.Queue(ctx, p, a.r, a.d)
+		if a.also != nil {
+			a.also(p)
+		}
+		if p.Len() > 0 {
+			p.Exec(ctx)
+		}
+		return
+	}
+	var scripts []*groupScript
+	for _, a := range batch {
+		d := a.d
+		if !l.prepare(a.r, d) {
+			continue // decided alone by Result: no limit, or its slot is down
+		}
+		var gs *groupScript
+		for _, s := range scripts {
+			if s.slot == d.names.slot {
+				gs = s
+				break
+			}
+		}
+		if gs == nil {
+			gs = &groupScript{slot: d.names.slot, index: map[string]int{}, argv: []any{0}}
+			scripts = append(scripts, gs)
+		}
+		d.idx = len(gs.decs)
+		gs.decs = append(gs.decs, d)
+		gs.argv = appendDecision(gs.argv, d.names, &d.pl, func(i int) any {
+			name := d.names.key[d.pl.kinds[i]]
+			k, ok := gs.index[name]
+			if !ok {
+				gs.keys = append(gs.keys, d.names.keyArg[d.pl.kinds[i]])
+				k = len(gs.keys)
+				gs.index[name] = k
+			}
+			return k
+		})
+	}
+	for _, gs := range scripts {
+		gs.argv[0] = len(gs.decs)
+		var t []any
+		if l.now != nil {
+			l.appendTime(&t)
+		}
+		args := make([]any, 0, 3+len(gs.keys)+len(gs.argv)+len(t))
+		args = append(append(append(append(args, argEvalSHA, l.scripts[0].sha, len(gs.keys)), gs.keys...), gs.argv...), t...)
+		cmd := p.Do(ctx, args...)
+		for _, d := range gs.decs {
+			d.cmd = cmd
+		}
+	}
+	for _, a := range batch {
+		if a.also != nil {
+			a.also(p)
+		}
 	}
 	if p.Len() > 0 {
-		p.Exec(context.Background())
+		p.Exec(ctx)
 	}
 }

@@ -2,7 +2,10 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -128,5 +131,97 @@ func TestGroupOutageReachesEveryAdmission(t *testing.T) {
 	wg.Wait()
 	if unavailable.Load() != 20 {
 		t.Fatalf("%d of 20 admissions failed, want all (closed on outage)", unavailable.Load())
+	}
+}
+
+// fakeTime makes l's scripts read the time from their last two arguments,
+// given by clk, instead of TIME.
+func fakeTime(t *testing.T, l *Redis, clk *fakeClock) {
+	t.Helper()
+	l.now = clk.Now
+	for i, src := range []string{allowLua, adjustLua} {
+		const time = "call('TIME')"
+		if !strings.Contains(src, time) {
+			t.Fatalf("script %d does not read %s", i, time)
+		}
+		l.scripts[i] = newScript(strings.Replace(src, time, "{ARGV[#ARGV - 1], ARGV[#ARGV]}", 1))
+	}
+}
+
+// TestGroupDecidesAsOneAfterTheOther: a group's script gives every request
+// of the group the decision, and leaves every bucket in the state, that the
+// same requests sent one at a time give, in order, at the same instant:
+// random requests over keys and teams that share buckets, with limits that
+// change between requests, on two prefixes of one Redis.
+func TestGroupDecidesAsOneAfterTheOther(t *testing.T) {
+	addr := redistest.Start(t).Addr
+	clk := newFakeClock()
+	cfgA, cfgB := testConfig(addr), testConfig(addr)
+	cfgA.KeyPrefix, cfgB.KeyPrefix = "a:", "b:"
+	grouped, single := newTestRedis(t, cfgA), newTestRedis(t, cfgB)
+	fakeTime(t, grouped, clk)
+	fakeTime(t, single, clk)
+	rng := rand.New(rand.NewPCG(7, 11))
+	request := func() Request {
+		r := Request{Key: fmt.Sprintf("k%d", rng.IntN(3)), Team: fmt.Sprintf("t%d", rng.IntN(2)),
+			Tokens: int64(rng.IntN(600)) - 50}
+		if rng.IntN(4) > 0 {
+			r.Limits.KeyRPM = int64(1 + rng.IntN(6))
+		}
+		if rng.IntN(4) > 0 {
+			r.Limits.KeyTPM = int64(100 * (1 + rng.IntN(5)))
+		}
+		if rng.IntN(3) > 0 {
+			r.Limits.TeamRPM = int64(5 + rng.IntN(10))
+		}
+		if rng.IntN(3) > 0 {
+			r.Limits.TeamTPM = int64(1000 * (1 + rng.IntN(3)))
+		}
+		return r
+	}
+	ctx := context.Background()
+	admitted, refused := 0, 0
+	for round := range 60 {
+		n := 1 + rng.IntN(40)
+		batch := make([]*admission, n)
+		ds := make([]Pending, n)
+		for i := range batch {
+			batch[i] = &admission{r: request(), d: &ds[i]}
+		}
+		grouped.grp.exec(batch)
+		for i, a := range batch {
+			got, err := ds[i].Result(ctx)
+			if err != nil {
+				t.Fatalf("round %d, request %d: %v", round, i, err)
+			}
+			want, err := single.Allow(ctx, a.r)
+			if err != nil {
+				t.Fatalf("round %d, request %d alone: %v", round, i, err)
+			}
+			if got != want {
+				t.Fatalf("round %d, request %d %+v:\ngroup %+v\nalone %+v", round, i, a.r, got, want)
+			}
+			if got.Allowed {
+				admitted++
+			} else {
+				refused++
+			}
+		}
+		for _, team := range []string{"t0", "t1"} {
+			for _, key := range []string{"k0", "k1", "k2"} {
+				na, nb := bucketKeys("a:", team, key), bucketKeys("b:", team, key)
+				for k := range na.key {
+					va, _ := grouped.client.Get(ctx, na.key[k]).Result()
+					vb, _ := single.client.Get(ctx, nb.key[k]).Result()
+					if va != vb {
+						t.Fatalf("round %d: bucket %s is %q after the group, %q one by one", round, na.key[k], va, vb)
+					}
+				}
+			}
+		}
+		clk.Advance(time.Duration(rng.IntN(3000)) * time.Millisecond)
+	}
+	if admitted == 0 || refused == 0 {
+		t.Fatalf("admitted %d, refused %d: the test needs both", admitted, refused)
 	}
 }

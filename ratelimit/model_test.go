@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/big"
 	"math/rand/v2"
-	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -171,14 +170,7 @@ func TestRedisMatchesExactModel(t *testing.T) {
 	matchModel(t, 30, func() (Limiter, clock) {
 		clk := newFakeClock()
 		l := newTestRedis(t, cfg)
-		l.now = clk.Now
-		for i, src := range []string{allowLua, adjustLua} {
-			const time = "call('TIME')"
-			if !strings.Contains(src, time) {
-				t.Fatalf("script %d does not read %s", i, time)
-			}
-			l.scripts[i] = newScript(strings.Replace(src, time, "{ARGV[#ARGV - 1], ARGV[#ARGV]}", 1))
-		}
+		fakeTime(t, l, clk)
 		return l, clk
 	}, 2*time.Millisecond)
 }

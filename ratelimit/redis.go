@@ -201,7 +201,7 @@ func NewRedis(client redis.UniversalClient, cfg config.Redis, logger *zap.Logger
 		slots:    make([]atomic.Int64, slots),
 		names:    map[string]map[string]*keyNames{},
 	}
-	l.grp.client = client
+	l.grp.l = l
 	return l
 }
 
@@ -218,15 +218,19 @@ func (l *Redis) Allow(ctx context.Context, r Request) (Result, error) {
 		return l.decide(ctx, &r, &pl, names, slot)
 	}
 	var d Pending
-	l.Admit(func(p redis.Pipeliner) { l.Queue(ctx, p, r, &d) })
+	l.Admit(r, &d, nil)
 	return d.Result(ctx)
 }
 
-// Admit runs the commands queue adds to p (Queue's decision, a budget
-// reservation) in one pipeline with those of the other admissions in
-// flight, and returns once it ran: see group. queue may run on another
-// request's goroutine, before Admit returns; p is a pipeline of Client.
-func (l *Redis) Admit(queue func(p redis.Pipeliner)) { l.grp.run(queue) }
+// Admit decides r in d together with the other admissions in flight (see
+// group): one allow script for the group's decisions, in one pipeline
+// with the commands each also adds (a budget reservation), and returns
+// once it ran; d.Result then reads the decision. also, if not nil, may
+// run on another request's goroutine before Admit returns; its p is a
+// pipeline of Client.
+func (l *Redis) Admit(r Request, d *Pending, also func(p redis.Pipeliner)) {
+	l.grp.run(r, d, also)
+}
 
 // decide asks Redis for the decision of r, or answers locally while its
 // slot is down. A decision normally runs on the caller's context, bounded
@@ -278,8 +282,9 @@ type Pending struct {
 	pl    plan
 	names *keyNames
 	slot  *atomic.Int64
-	buf   *[]any
-	cmd   *redis.Cmd
+	buf   *[]any     // the arguments of a decision queued alone
+	cmd   *redis.Cmd // its group's script
+	idx   int        // its place in the group
 }
 
 // Queue prepares the decision of r in d and adds its script to p, which
@@ -287,18 +292,24 @@ type Pending struct {
 // when r's slot is down (Result then probes Redis alone, or decides
 // locally, as Allow does).
 func (l *Redis) Queue(ctx context.Context, p redis.Pipeliner, r Request, d *Pending) {
-	*d = Pending{l: l, r: r, pl: makePlan(&r)}
-	if d.pl.n == 0 {
-		return
-	}
-	d.names = l.keyNames(&d.r)
-	d.slot = &l.slots[d.names.slot]
-	if d.slot.Load() != 0 {
+	if !l.prepare(r, d) {
 		return
 	}
 	d.buf = l.allowArgs(d.names, &d.pl)
 	(*d.buf)[0], (*d.buf)[1] = argEvalSHA, l.scripts[0].sha
 	d.cmd = p.Do(ctx, *d.buf...)
+}
+
+// prepare sets d up for r and reports whether its decision goes to Redis:
+// not when no limit applies or r's slot is down.
+func (l *Redis) prepare(r Request, d *Pending) bool {
+	*d = Pending{l: l, r: r, pl: makePlan(&r)}
+	if d.pl.n == 0 {
+		return false
+	}
+	d.names = l.keyNames(&d.r)
+	d.slot = &l.slots[d.names.slot]
+	return d.slot.Load() == 0
 }
 
 // Result is the decision, once the pipeline ran; ctx is the caller's.
@@ -312,10 +323,12 @@ func (d *Pending) Result(ctx context.Context) (Result, error) {
 	case d.cmd == nil:
 		return l.decide(ctx, &d.r, &d.pl, d.names, d.slot)
 	}
-	reply, err := d.cmd.Text()
+	reply, err := replyAt(d.cmd, d.idx)
 	d.cmd = nil
-	releaseArgs(d.buf)
-	d.buf = nil
+	if d.buf != nil {
+		releaseArgs(d.buf)
+		d.buf = nil
+	}
 	if err != nil && (redis.HasErrorPrefix(err, "NOSCRIPT") || redirected(err)) {
 		// The script did not run: alone, it is loaded or follows the
 		// cluster's new layout.
@@ -576,9 +589,21 @@ func releaseArgs(buf *[]any) {
 	argsPool.Put(buf)
 }
 
-// allowArgs are the arguments of the allow script over pl's buckets.
+// allowArgs are the arguments of the allow script for one request, over
+// pl's buckets: a group of one.
 func (l *Redis) allowArgs(names *keyNames, pl *plan) *[]any {
 	buf := commandArgs(names, pl)
+	*buf = append(*buf, argNumKeys[1])
+	*buf = appendDecision(*buf, names, pl, func(i int) any { return argNumKeys[i+1] })
+	l.appendTime(buf)
+	return buf
+}
+
+// appendDecision appends one request's part of the allow script's
+// arguments: its number of buckets, then per bucket its key's index in
+// KEYS (index(i) for pl's i-th bucket), limit, unit, rate and cost.
+func appendDecision(args []any, names *keyNames, pl *plan, index func(i int) any) []any {
+	args = append(args, argNumKeys[pl.n])
 	var tokens any
 	for i := 0; i < pl.n; i++ {
 		k := pl.kinds[i]
@@ -590,21 +615,36 @@ func (l *Redis) allowArgs(names *keyNames, pl *plan) *[]any {
 			}
 			cost = tokens
 		}
-		*buf = append(*buf, p[0], p[1], p[2], cost)
+		args = append(args, index(i), p[0], p[1], p[2], cost)
 	}
-	l.appendTime(buf)
-	return buf
+	return args
 }
 
 func (l *Redis) eval(ctx context.Context, names *keyNames, pl *plan) (Result, error) {
 	buf := l.allowArgs(names, pl)
 	cmd := l.run(ctx, l.scripts[0], *buf)
 	releaseArgs(buf)
-	reply, err := cmd.Text()
+	reply, err := replyAt(cmd, 0)
 	if err != nil {
 		return Result{}, err
 	}
 	return parseResult(reply, pl)
+}
+
+// replyAt is the allow script's reply to the i-th request of its group.
+func replyAt(cmd *redis.Cmd, i int) (string, error) {
+	v, err := cmd.Slice()
+	if err != nil {
+		return "", err
+	}
+	if i >= len(v) {
+		return "", fmt.Errorf("ratelimit: allow script returned %d replies, want at least %d", len(v), i+1)
+	}
+	reply, ok := v[i].(string)
+	if !ok {
+		return "", fmt.Errorf("ratelimit: allow script returned %T for a request", v[i])
+	}
+	return reply, nil
 }
 
 // parseResult reads the allow script's reply over pl's buckets.
