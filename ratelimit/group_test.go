@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,22 +98,7 @@ func TestAdmissionsInFlightShareAPipeline(t *testing.T) {
 // fails, each of its admissions sees the failure and decides as an outage
 // says (here, closed: unavailable), and none waits forever.
 func TestGroupOutageReachesEveryAdmission(t *testing.T) {
-	// A listener that accepts and never answers: every pipeline times out.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	cfg := testConfig(ln.Addr().String())
+	cfg := testConfig(silentServer(t)) // every pipeline times out
 	cfg.ReadTimeout, cfg.WriteTimeout, cfg.DecisionTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
 	l := NewRedis(NewClient(cfg), cfg, nil)
 	defer l.Close()

@@ -327,33 +327,9 @@ func TestOutageClosed(t *testing.T) {
 // answers (a hung server, a black hole) costs a decision at most its
 // decision_timeout, and only one request per probe interval pays it.
 func TestUnresponsiveRedisIsBounded(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c) // hold it, say nothing
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	}()
+	addr := silentServer(t)
 	for _, policy := range []string{"open", "closed"} {
-		cfg := config.Redis{Addrs: []string{ln.Addr().String()}, OnOutage: policy}
+		cfg := config.Redis{Addrs: []string{addr}, OnOutage: policy}
 		l := NewRedis(NewClient(cfg), cfg, nil)
 		var times []time.Duration
 		for range 50 {
@@ -619,4 +595,36 @@ func TestNewClient(t *testing.T) {
 	if o := short.Options(); o.ReadTimeout != 20*time.Millisecond || o.WriteTimeout != dt {
 		t.Errorf("a read timeout below the decision timeout: read %v write %v", o.ReadTimeout, o.WriteTimeout)
 	}
+}
+
+// silentServer is the address of a server that accepts connections and
+// never answers: a Redis that hangs. The connections close with the test.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // hold it, say nothing
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return ln.Addr().String()
 }
