@@ -69,7 +69,33 @@ func (g *group) run(r Request, d *Pending, also func(redis.Pipeliner)) {
 	g.spare = nil
 	g.mu.Unlock()
 
+	g.lead(a, batch)
+	a.reset()
+}
+
+// lead runs batch's pipeline, then wakes its admissions and hands the
+// group to the next. It does so even when the pipeline panicked: otherwise
+// every later admission would wait forever behind it. Those of the batch
+// then decide alone.
+func (g *group) lead(a *admission, batch []*admission) {
+	ran := false
+	defer func() {
+		if !ran {
+			for _, b := range batch {
+				if b.d != nil {
+					b.d.cmd = nil // never sent: Result decides alone
+				}
+			}
+		}
+		g.handOff(a, batch)
+	}()
 	g.exec(batch)
+	ran = true
+}
+
+// handOff wakes the admissions of batch but a, and lets the next queued
+// one lead, or marks the group idle.
+func (g *group) handOff(a *admission, batch []*admission) {
 	for _, b := range batch {
 		if b != a {
 			b.wake <- false // b is its owner's again: not touched after this
@@ -88,7 +114,6 @@ func (g *group) run(r Request, d *Pending, also func(redis.Pipeliner)) {
 	if next != nil {
 		next.wake <- true
 	}
-	a.reset()
 }
 
 func (a *admission) reset() {

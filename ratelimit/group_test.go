@@ -209,3 +209,49 @@ func TestGroupDecidesAsOneAfterTheOther(t *testing.T) {
 		t.Fatalf("admitted %d, refused %d: the test needs both", admitted, refused)
 	}
 }
+
+// TestPanicInAGroupFreesIt: a panic while a group's pipeline is built (a
+// caller's also) reaches the request that led the group; every other
+// admission of the group still gets its decision, and the group takes
+// admissions after it.
+func TestPanicInAGroupFreesIt(t *testing.T) {
+	cfg := testConfig(redistest.Start(t).Addr)
+	client := NewClient(cfg)
+	hook := &holdFirstPipeline{entered: make(chan struct{}), release: make(chan struct{})}
+	client.AddHook(hook)
+	l := NewRedis(client, cfg, nil)
+	defer l.Close()
+	r := Request{Key: "k", Team: "t", Limits: Limits{KeyRPM: 100}}
+	var decided, panicked atomic.Int64
+	admit := func(also func(redis.Pipeliner)) {
+		defer func() {
+			if recover() != nil {
+				panicked.Add(1)
+			}
+		}()
+		var d Pending
+		l.Admit(r, &d, also)
+		if res, err := d.Result(context.Background()); err == nil && res.Allowed {
+			decided.Add(1)
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { admit(nil) })
+	<-hook.entered
+	for i := range 5 {
+		var also func(redis.Pipeliner)
+		if i == 2 {
+			also = func(redis.Pipeliner) { panic("also") }
+		}
+		wg.Go(func() { admit(also) })
+	}
+	poll.Until(t, 30*time.Second, "five admissions queued", func() bool { return l.grp.queued() == 5 })
+	close(hook.release)
+	wg.Wait()
+	if panicked.Load() != 1 || decided.Load() != 5 {
+		t.Fatalf("%d panicked, %d decided of 6 admissions; want 1 and 5", panicked.Load(), decided.Load())
+	}
+	if res, err := l.Allow(context.Background(), r); err != nil || !res.Allowed {
+		t.Fatalf("after the panic: %+v, %v", res, err)
+	}
+}
