@@ -41,6 +41,18 @@ func (h *holdFirstPipeline) ProcessPipelineHook(next redis.ProcessPipelineHook) 
 	}
 }
 
+// heldLimiter is a limiter on a fresh Redis whose first pipeline of
+// scripts waits for hook.release.
+func heldLimiter(t *testing.T) (*Redis, *holdFirstPipeline) {
+	cfg := testConfig(redistest.Start(t).Addr)
+	client := NewClient(cfg)
+	hook := &holdFirstPipeline{entered: make(chan struct{}), release: make(chan struct{})}
+	client.AddHook(hook)
+	l := NewRedis(client, cfg, nil)
+	t.Cleanup(func() { l.Close() })
+	return l, hook
+}
+
 func (g *group) queued() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -51,12 +63,7 @@ func (g *group) queued() int {
 // in flight, the admissions that arrive wait and then go together, at most
 // maxGroup to a pipeline, and the decisions stay exact.
 func TestAdmissionsInFlightShareAPipeline(t *testing.T) {
-	cfg := testConfig(redistest.Start(t).Addr)
-	client := NewClient(cfg)
-	hook := &holdFirstPipeline{entered: make(chan struct{}), release: make(chan struct{})}
-	client.AddHook(hook)
-	l := NewRedis(client, cfg, nil)
-	defer l.Close()
+	l, hook := heldLimiter(t)
 
 	const waiting = maxGroup + 44 // two pipelines after the first
 	const limit = 100
@@ -215,12 +222,7 @@ func TestGroupDecidesAsOneAfterTheOther(t *testing.T) {
 // admission of the group still gets its decision, and the group takes
 // admissions after it.
 func TestPanicInAGroupFreesIt(t *testing.T) {
-	cfg := testConfig(redistest.Start(t).Addr)
-	client := NewClient(cfg)
-	hook := &holdFirstPipeline{entered: make(chan struct{}), release: make(chan struct{})}
-	client.AddHook(hook)
-	l := NewRedis(client, cfg, nil)
-	defer l.Close()
+	l, hook := heldLimiter(t)
 	r := Request{Key: "k", Team: "t", Limits: Limits{KeyRPM: 100}}
 	var decided, panicked atomic.Int64
 	admit := func(also func(redis.Pipeliner)) {
