@@ -172,7 +172,7 @@ func TestStaleIdleConnectionIsNotUsed(t *testing.T) {
 	}
 }
 
-func TestPeerClosedIdleConnectionIsDetected(t *testing.T) {
+func TestConnectionCloseAnswerIsNotPooled(t *testing.T) {
 	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 		w.Write([]byte("ok"))
@@ -184,6 +184,42 @@ func TestPeerClosedIdleConnectionIsDetected(t *testing.T) {
 			t.Fatalf("call %d after the server closed the previous connection: %v", i, err)
 		}
 		resp.Release()
+	}
+}
+
+// A peer that closes an idle connection without saying so (no Connection:
+// close) is caught by the peek before the connection is reused, once the
+// connection has been idle past probeAfter: the call goes on a new one.
+func TestSilentlyClosedIdleConnectionIsDetected(t *testing.T) {
+	closed := make(chan struct{}, 4)
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		nc, bw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		bw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		bw.Flush()
+		nc.Close()
+		closed <- struct{}{}
+	})
+	c, _ := New(s.url, Options{})
+	defer c.Close()
+	c.probeAfter = 0
+	for i := 0; i < 3; i++ {
+		resp, err := c.Do(context.Background(), post("/v1/x"), false)
+		if err != nil {
+			t.Fatalf("call %d after the server closed the previous connection: %v", i, err)
+		}
+		if string(resp.Body()) != "ok" {
+			t.Fatalf("call %d: body %q", i, resp.Body())
+		}
+		resp.Release()
+		<-closed
+	}
+	if n := s.conns.Load(); n != 3 {
+		t.Fatalf("%d connections, want 3 (each closed one left)", n)
 	}
 }
 
