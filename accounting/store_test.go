@@ -366,6 +366,39 @@ func testReservationExpiry(t *testing.T, newStore backend) {
 	if _, err := s.Reserve(ctx, "t", b, "next", 40_000); err != nil {
 		t.Fatalf("reserve after the crashed reservation expired: %v", err)
 	}
+
+	// Staggered reservations expire each at its own time, whichever was
+	// released or expired before it.
+	big := config.Budget{USD: 1, Period: "daily"}
+	for i, id := range []string{"a", "b", "c"} {
+		if i > 0 {
+			clk.Add(10 * time.Second)
+		}
+		if _, err := s.Reserve(ctx, "u", big, id, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := s.Reserve(ctx, "u", big, "a", 1000) // a again: same reservation, renewed
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		wait time.Duration
+		want int64
+	}{
+		{DefaultReservationTTL - 20*time.Second - time.Second, 2000}, // b and c
+		{12 * time.Second, 1000},                                     // b expired
+		{8 * time.Second, 1000},                                      // c not yet
+		{2 * time.Second, 0},                                         // c expired
+	} {
+		clk.Add(step.wait)
+		if n, _ := s.Reserved(ctx, "u"); n != step.want {
+			t.Fatalf("reserved %d, want %d", n, step.want)
+		}
+	}
 }
 
 func testRollover(t *testing.T, newStore backend) {
