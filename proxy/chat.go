@@ -208,7 +208,7 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 	// the client goes away.
 	rctx, cancel := context.WithCancel(reqid.With(context.Background(), rid))
 	rctx = s.startSpan(ctx, rctx, l, "chat.completions")
-	stopWatch := watchClient(ctx.Conn(), func() { l.gone = true; cancel() })
+	stopWatch := s.clients.watchClient(ctx.Conn(), func() { l.gone = true; cancel() })
 
 	if req.Stream {
 		s.chatStream(ctx, st, l, req, format, rctx, cancel, stopWatch, hold)

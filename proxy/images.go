@@ -64,7 +64,7 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, c
 	defer hold.Release()
 	rctx, cancel := context.WithCancel(reqid.With(context.Background(), rid))
 	rctx = s.startSpan(ctx, rctx, l, "images")
-	stopWatch := watchClient(ctx.Conn(), func() { l.gone = true; cancel() })
+	stopWatch := s.clients.watchClient(ctx.Conn(), func() { l.gone = true; cancel() })
 	if forward {
 		s.imagesForward(ctx, st, l, call, ir.Links, rctx, cancel, stopWatch, hold)
 		return

@@ -62,6 +62,7 @@ type Server struct {
 	// they share srv.
 	admin   *fasthttp.Server
 	ids     *idGen
+	clients *clientWatch
 	metrics *metrics.Metrics
 	prom    fasthttp.RequestHandler
 	guard   *authGuard
@@ -74,7 +75,7 @@ type Server struct {
 
 // New returns a server for st, recording into m.
 func New(st *State, log *zap.Logger, m *metrics.Metrics) *Server {
-	s := &Server{log: log, ids: newIDGen(), metrics: m, guard: newAuthGuard(60)}
+	s := &Server{log: log, ids: newIDGen(), clients: newClientWatch(watchDelay), metrics: m, guard: newAuthGuard(60)}
 	s.prom = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	s.state.Store(st)
 	sc := st.Config.Server
