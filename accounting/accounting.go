@@ -322,6 +322,13 @@ type Options struct {
 	// DayRetention is how long daily buckets are kept; monthly and total
 	// ones are kept forever.
 	DayRetention time.Duration
+	// MaxIDs bounds the ids the embedded store remembers, whatever the
+	// window: past it, the oldest are forgotten first, so that a busy
+	// gateway's memory does not grow with its rate times IDWindow (about
+	// 100 bytes an id: 8,000 records a second filled a gigabyte in 20
+	// minutes). A replay of a forgotten id counts again. Redis keeps its
+	// ids for the window.
+	MaxIDs int
 }
 
 // Defaults of Options.
@@ -329,6 +336,9 @@ const (
 	DefaultReservationTTL = 10 * time.Minute
 	DefaultIDWindow       = 35 * 24 * time.Hour
 	DefaultDayRetention   = 400 * 24 * time.Hour
+	// DefaultMaxIDs is about 45 MiB of ids: three days at one record a
+	// second, 25 s at 10,000.
+	DefaultMaxIDs = 250_000
 )
 
 func (o Options) withDefaults() Options {
@@ -343,6 +353,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.DayRetention <= 0 {
 		o.DayRetention = DefaultDayRetention
+	}
+	if o.MaxIDs <= 0 {
+		o.MaxIDs = DefaultMaxIDs
 	}
 	return o
 }

@@ -43,17 +43,15 @@ const (
 var errStopped = errors.New("accounting: compaction stopped")
 
 // freeze copies the totals and notes the file's size, under the lock; the
-// ids are the prefixes of their days' lists, which Apply only appends to.
+// ids are a view of the remembered ones, which Apply only appends to.
 func (m *Memory) freeze() (*frozen, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed || m.f == nil {
 		return nil, errors.New("accounting: store closed")
 	}
-	fz := &frozen{offset: m.size, nids: len(m.ids)}
-	for td, ids := range m.idDays {
-		fz.ids = append(fz.ids, snapIDs{Team: td.team, Day: td.day, IDs: ids[:len(ids):len(ids)]})
-	}
+	n := len(m.order)
+	fz := &frozen{offset: m.size, nids: len(m.ids), order: m.order[m.head:n:n]}
 	for team, buckets := range m.teams {
 		for p, b := range buckets {
 			fz.buckets = append(fz.buckets, snapOf(team, p, b))

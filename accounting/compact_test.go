@@ -356,7 +356,7 @@ func TestSnapshotLinesAreNotRecords(t *testing.T) {
 		}
 	}
 	var b bytes.Buffer
-	fz := &frozen{ids: []snapIDs{{Team: "t", Day: 1, IDs: []string{"a"}}}, nids: 1, buckets: []snapBucket{snapOf("t", PeriodTotal, newBucket(PeriodTotal))}}
+	fz := &frozen{order: []remembered{{"t", "a", 1}}, nids: 1, buckets: []snapBucket{snapOf("t", PeriodTotal, newBucket(PeriodTotal))}}
 	if _, err := writeSnapshot(&b, fz); err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +369,11 @@ func TestSnapshotLinesAreNotRecords(t *testing.T) {
 
 func TestIDsOfAnySpellingSurviveASnapshot(t *testing.T) {
 	ids := []string{"req_1", `quo"te`, `back\slash`, "tab\there", "ünï", "<&>", "sp ace", `"]}}`, "]}}"}
-	fz := &frozen{nids: 2 * len(ids), ids: []snapIDs{{Team: "plain", Day: 20001, IDs: ids}, {Team: `te"am`, Day: 20000, IDs: ids}}}
+	var order []remembered
+	for _, id := range ids {
+		order = append(order, remembered{"plain", id, 20001}, remembered{`te"am`, id, 20000})
+	}
+	fz := &frozen{nids: len(order), order: order}
 	var b bytes.Buffer
 	if _, err := writeSnapshot(&b, fz); err != nil {
 		t.Fatal(err)
@@ -386,12 +390,14 @@ func TestIDsOfAnySpellingSurviveASnapshot(t *testing.T) {
 			t.Errorf("%s: %v", line, err)
 		}
 	}
-	for _, g := range fz.ids {
-		for _, id := range g.IDs {
-			if day, ok := m.ids[idKey{g.Team, id}]; !ok || day != g.Day {
-				t.Errorf("id %q of team %q: day %d, %v; want %d", id, g.Team, day, ok, g.Day)
-			}
+	for _, r := range fz.order {
+		if day, ok := m.ids[idKey{r.team, r.id}]; !ok || day != r.day {
+			t.Errorf("id %q of team %q: day %d, %v; want %d", r.id, r.team, day, ok, r.day)
 		}
+	}
+	// A restart remembers the older day's ids first.
+	if r := m.order[m.head]; r.day != 20000 {
+		t.Errorf("first remembered after a load: %+v, want one of day 20000", r)
 	}
 	if len(m.ids) != fz.nids {
 		t.Errorf("%d ids loaded, want %d", len(m.ids), fz.nids)

@@ -58,10 +58,18 @@ type Memory struct {
 	closed   bool
 	fileErr  error // the last write or fsync error, nil once a write succeeds
 	teams    map[string]map[string]*Bucket
-	ids      map[idKey]int64      // applied ids -> the unix day of their record
-	idDays   map[teamDay][]string // the same ids by team and day, in the order they came
-	resv     map[string]*teamResv
-	pruned   time.Time
+	ids      map[idKey]int64 // applied ids -> the unix day of their record
+	// order holds the same ids in the order they came, order[head:] the
+	// remembered ones: the oldest are forgotten first. Entries are never
+	// written over, so a compaction's frozen view stays as it was.
+	order  []remembered
+	head   int
+	resv   map[string]*teamResv
+	pruned time.Time
+	// Ids forgotten before their window (MaxIDs), and when that was last
+	// logged.
+	forgotten    int64
+	forgotWarned time.Time
 
 	// Compaction (compact.go): the file is rewritten once its size reaches
 	// compactAt, by one goroutine at a time; syncMu keeps an fsync off a
@@ -114,7 +122,7 @@ func OpenMemory(path string, o Options, log *zap.Logger) (*Memory, error) {
 		log = zap.NewNop()
 	}
 	m := &Memory{o: o.withDefaults(), log: log, path: path, teams: map[string]map[string]*Bucket{},
-		ids: map[idKey]int64{}, idDays: map[teamDay][]string{}, resv: map[string]*teamResv{}, kick: make(chan struct{}, 1),
+		ids: map[idKey]int64{}, resv: map[string]*teamResv{}, kick: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{}), compactMin: compactMinBytes}
 	m.pruned = m.o.Now()
 	if path == "" {
@@ -241,19 +249,42 @@ func (m *Memory) periodsLocked(t time.Time) [3]string {
 	return m.lastPeriods
 }
 
-// teamDay names the ids of one team's records of one day, forgotten
-// together.
-type teamDay struct {
-	team string
-	day  int64
+// remembered is an id in the order of Memory.order.
+type remembered struct {
+	team, id string
+	day      int64
 }
 
-// rememberLocked remembers an id that is not remembered yet. A compaction
-// writes a prefix of a day's ids while later ones are appended.
+// rememberLocked remembers an id that is not remembered yet.
 func (m *Memory) rememberLocked(k idKey, day int64) {
 	m.ids[k] = day
-	td := teamDay{k.team, day}
-	m.idDays[td] = append(m.idDays[td], k.id)
+	m.order = append(m.order, remembered{k.team, k.id, day})
+	if len(m.ids) > m.o.MaxIDs {
+		m.forgetOldestLocked()
+	}
+}
+
+// forgetOldestLocked forgets the oldest ids down to 15/16 of MaxIDs, so
+// that the work is paid once per MaxIDs/16 records.
+func (m *Memory) forgetOldestLocked() {
+	n := len(m.ids) - (m.o.MaxIDs - m.o.MaxIDs/16)
+	for _, r := range m.order[m.head : m.head+n] {
+		delete(m.ids, idKey{r.team, r.id})
+	}
+	m.head += n
+	if m.head > len(m.order)/2 {
+		// A copy frees the forgotten strings; a frozen view keeps the old
+		// array until its compaction ends.
+		m.order, m.head = append([]remembered(nil), m.order[m.head:]...), 0
+	}
+	m.forgotten += int64(n)
+	if now := time.Now(); now.Sub(m.forgotWarned) >= time.Hour {
+		m.forgotWarned = now
+		m.log.Warn("accounting: the embedded store forgets record ids before their window to bound its memory: "+
+			"a replay of an older record counts again",
+			zap.Int("remembered", len(m.ids)), zap.Int64("forgotten", m.forgotten),
+			zap.Duration("window", m.o.IDWindow))
+	}
 }
 
 func unixDay(t time.Time) int64 { return t.Unix() / 86400 }
@@ -401,13 +432,17 @@ func (m *Memory) pruneLocked() {
 	}
 	m.pruned = now
 	oldID := unixDay(now.Add(-m.o.IDWindow)) - 1
-	for td, ids := range m.idDays {
-		if td.day < oldID {
-			for _, id := range ids {
-				delete(m.ids, idKey{td.team, id})
+	live := m.order[m.head:]
+	if slices.ContainsFunc(live, func(r remembered) bool { return r.day < oldID }) {
+		kept := make([]remembered, 0, len(live))
+		for _, r := range live {
+			if r.day < oldID {
+				delete(m.ids, idKey{r.team, r.id})
+			} else {
+				kept = append(kept, r)
 			}
-			delete(m.idDays, td)
 		}
+		m.order, m.head = kept, 0
 	}
 	oldDay := Day(now.Add(-m.o.DayRetention - 24*time.Hour))
 	for _, buckets := range m.teams {

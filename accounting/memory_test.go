@@ -2,6 +2,7 @@ package accounting
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,6 +97,72 @@ func TestMemoryStoreForgetsIDsAfterTheWindow(t *testing.T) {
 	}
 	if _, err := m.Reserve(context.Background(), "t", config.Budget{USD: 1}, "x", 1); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMemoryStoreBoundsItsIDs: past MaxIDs the oldest ids are forgotten
+// first, so memory stays bounded however fast records come; the newest are
+// still remembered, and so are they after a restart, within the bound.
+func TestMemoryStoreBoundsItsIDs(t *testing.T) {
+	const max = 64
+	path := filepath.Join(t.TempDir(), "usage.jsonl")
+	clk := newClock(nov25)
+	m, err := OpenMemory(path, Options{Now: clk.Now, MaxIDs: max}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []Record
+	for i := range 500 {
+		// Three days, and two teams.
+		recs = append(recs, Record{ID: fmt.Sprintf("r%d", i), Time: nov25.Add(time.Duration(i) * 10 * time.Minute),
+			Key: "k", Team: []string{"t", "u"}[i%2], Model: previewModel, Provider: "laozhang", Images: 1, CostMicros: 1})
+	}
+	for i := 0; i < len(recs); i += 25 {
+		if _, err := m.ApplyBatch(context.Background(), recs[i:i+25]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkIDs := func(m *Memory) {
+		t.Helper()
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		listed := 0
+		for _, r := range m.order[m.head:] {
+			if _, ok := m.ids[idKey{r.team, r.id}]; !ok {
+				t.Fatalf("id %s of day %d listed, not remembered", r.id, r.day)
+			}
+			listed++
+		}
+		if len(m.ids) > max || listed != len(m.ids) {
+			t.Fatalf("%d ids remembered, %d listed; want the same, at most %d", len(m.ids), listed, max)
+		}
+	}
+	checkIDs(m)
+	spent := func(m *Memory) int64 {
+		return read(t, m, "t", PeriodTotal).Team.CostMicros + read(t, m, "u", PeriodTotal).Team.CostMicros
+	}
+	// The newest ids count once more; the oldest, forgotten, count again.
+	if n, err := m.ApplyBatch(context.Background(), recs[len(recs)-max/2:]); err != nil || n != 0 {
+		t.Fatalf("replaying the newest records applied %d (%v), want 0", n, err)
+	}
+	if n, err := m.ApplyBatch(context.Background(), recs[:3]); err != nil || n != 3 {
+		t.Fatalf("replaying the oldest records applied %d (%v), want 3 (forgotten)", n, err)
+	}
+	if got := spent(m); got != 503 {
+		t.Fatalf("spent %d, want 503", got)
+	}
+	m.Close()
+	m2, err := OpenMemory(path, Options{Now: clk.Now, MaxIDs: max}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	checkIDs(m2)
+	if got := spent(m2); got != 503 {
+		t.Fatalf("spent %d after a restart, want 503", got)
+	}
+	if n, err := m2.ApplyBatch(context.Background(), recs[len(recs)-max/2:]); err != nil || n != 0 {
+		t.Fatalf("after a restart, replaying the newest records applied %d (%v), want 0", n, err)
 	}
 }
 

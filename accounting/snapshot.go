@@ -101,10 +101,38 @@ func snapOf(team, period string, b *Bucket) snapBucket {
 	return s
 }
 
+// teamDay names the ids of one team's records of one day.
+type teamDay struct {
+	team string
+	day  int64
+}
+
+// idGroups groups the ids of order by team and day, the days in order, so
+// that a restart loads the oldest first, as they came (within a day, team
+// after team), and forgets them first.
+func idGroups(order []remembered) []snapIDs {
+	at := map[teamDay]int{}
+	var gs []snapIDs
+	for _, r := range order {
+		k := teamDay{r.team, r.day}
+		i, ok := at[k]
+		if !ok {
+			i = len(gs)
+			at[k] = i
+			gs = append(gs, snapIDs{Team: r.team, Day: r.day})
+		}
+		gs[i].IDs = append(gs[i].IDs, r.id)
+	}
+	slices.SortStableFunc(gs, func(a, b snapIDs) int {
+		return cmp.Or(cmp.Compare(a.Day, b.Day), cmp.Compare(a.Team, b.Team))
+	})
+	return gs
+}
+
 // frozen is the store's state at one offset of its file.
 type frozen struct {
 	buckets []snapBucket
-	ids     []snapIDs
+	order   []remembered // the remembered ids, in the order they came
 	nids    int
 	offset  int64 // the file's size when the state was taken
 }
@@ -125,11 +153,8 @@ func writeSnapshot(w io.Writer, fz *frozen) (int64, error) {
 			return 0, err
 		}
 	}
-	slices.SortFunc(fz.ids, func(a, b snapIDs) int {
-		return cmp.Or(cmp.Compare(a.Team, b.Team), cmp.Compare(a.Day, b.Day))
-	})
 	var line []byte
-	for _, g := range fz.ids {
+	for _, g := range idGroups(fz.order) {
 		for ids := range slices.Chunk(g.IDs, idsPerLine) {
 			line = appendIDsLine(line[:0], g.Team, g.Day, ids)
 			if _, err := bw.Write(line); err != nil {
@@ -255,7 +280,7 @@ func (m *Memory) loadSnapshotLine(b []byte, oldestDay int64) error {
 	switch {
 	case l.Head != nil:
 		if len(m.ids) == 0 {
-			m.ids = make(map[idKey]int64, l.Head.IDs)
+			m.ids = make(map[idKey]int64, min(max(l.Head.IDs, 0), m.o.MaxIDs))
 		}
 	case l.Bucket != nil && l.Bucket.Period != "":
 		m.loadBucket(l.Bucket)
