@@ -201,7 +201,10 @@ func readMachine() machine {
 	m.Go = strings.TrimSpace(output("go", "version"))
 	m.Redis = strings.TrimSpace(output("redis-server", "--version"))
 	m.Commit = strings.TrimSpace(output("git", "rev-parse", "--short", "HEAD"))
-	if m.Commit != "" && strings.TrimSpace(output("git", "status", "--porcelain", "--untracked-files=no")) != "" {
+	// The reports this harness writes itself (a run before this one) do not
+	// make the measured tree a different one.
+	if m.Commit != "" && strings.TrimSpace(output("git", "status", "--porcelain", "--untracked-files=no", "--",
+		":(top)", ":(top,exclude)bench/RESULTS.md", ":(top,exclude)bench/ANALYSIS.md")) != "" {
 		m.Commit += " (with uncommitted changes)"
 	}
 	return m
