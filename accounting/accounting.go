@@ -249,21 +249,43 @@ func (b *Bucket) dim(kind byte) map[string]*Totals {
 	}
 }
 
-// Reservation is money set aside for an in-flight request of a team with a
-// budget. Apply releases it when the request's record (same ID and team)
-// arrives; one never settled expires after Options.ReservationTTL.
+// Ask is what a request sets aside: its estimated cost, against its team's
+// budget, its key's own, or both. A budget left nil is not checked.
+type Ask struct {
+	ID        string
+	Team      string
+	Budget    *config.Budget // the team's
+	Key       string         // the key's name, as records carry it
+	KeyBudget *config.Budget // the key's own
+	Micros    int64          // the estimate
+}
+
+// Reservation is money set aside for an in-flight request against its
+// team's budget, its key's own budget, or both. Apply releases it when the
+// request's record (same ID and team) arrives; one never settled expires
+// after Options.ReservationTTL.
 type Reservation struct {
 	ID     string
 	Team   string
-	Micros int64 // the estimate set aside; 0 for a team without a budget
-	// Period is the budget period checked ("2026-11", "2026-11-25", "total").
+	Micros int64 // the estimate set aside
+	// Period is the team budget's period checked ("2026-11",
+	// "2026-11-25", "total"); "" when the team has no budget.
 	Period string
-	// BudgetMicros, SpentMicros and ReservedMicros are the budget, the
-	// spend of the period and the other reservations in flight when the
-	// check ran, for messages and headers.
+	// BudgetMicros, SpentMicros and ReservedMicros are the team's budget,
+	// the spend of the period and the other reservations in flight when
+	// the check ran, for messages and headers.
 	BudgetMicros   int64
 	SpentMicros    int64
 	ReservedMicros int64
+	// Key is set when the key's own budget was checked, and the Key
+	// fields are the same figures for it: its spend is its records' cost
+	// in its team's bucket of KeyPeriod, its reservations those made with
+	// Key.
+	Key               string
+	KeyPeriod         string
+	KeyBudgetMicros   int64
+	KeySpentMicros    int64
+	KeyReservedMicros int64
 }
 
 // ErrBudgetExceeded means a team's spend in its budget period, plus its
@@ -271,6 +293,10 @@ type Reservation struct {
 // budget. The gateway answers 429 insufficient_quota with x-should-retry:
 // false; it lasts until the period rolls over (UTC).
 var ErrBudgetExceeded = errors.New("accounting: team budget exceeded")
+
+// ErrKeyBudgetExceeded is ErrBudgetExceeded for a key's own budget; it
+// matches ErrBudgetExceeded too.
+var ErrKeyBudgetExceeded = fmt.Errorf("%w: the key's own budget", ErrBudgetExceeded)
 
 // Store keeps totals and reservations. Both implementations pass one test
 // suite (store_test.go).
@@ -284,11 +310,12 @@ type Store interface {
 	// backend can; on an error some may have been applied, and the batch
 	// may be applied again as a whole.
 	ApplyBatch(ctx context.Context, recs []Record) (applied int, err error)
-	// Reserve checks a team's budget and sets estimateMicros aside under
-	// id, in one atomic step. Over budget it returns ErrBudgetExceeded
-	// and a Reservation describing the check. Reserving an id again
-	// replaces its previous estimate.
-	Reserve(ctx context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error)
+	// Reserve checks the budgets a asks against and sets a.Micros aside
+	// under a.ID, in one atomic step. Over the team's budget it returns
+	// ErrBudgetExceeded, over the key's ErrKeyBudgetExceeded, with a
+	// Reservation describing the check. Reserving an id again replaces its
+	// previous estimate. An ask with no budget reserves nothing.
+	Reserve(ctx context.Context, a Ask) (Reservation, error)
 	// Release drops a reservation that no record will settle (a request
 	// that ended before routing). Releasing twice is harmless.
 	Release(ctx context.Context, r Reservation) error
@@ -411,12 +438,36 @@ func budgetMicros(b config.Budget) int64 {
 	return int64(math.Round(min(b.USD, config.MaxBudgetUSD) * 1e6))
 }
 
-// newReservation is a reservation of estimateMicros against budget b, with
-// the estimate bounded to [0, budget+1]: an estimate above the budget is
-// refused anyway, and bounding it keeps every sum a store computes (Lua
-// doubles included) exact.
-func newReservation(id, team string, b config.Budget, now time.Time, estimateMicros int64) Reservation {
-	budget := budgetMicros(b)
-	return Reservation{ID: id, Team: team, Micros: safemath.Clamp(estimateMicros, 0, budget+1),
-		Period: BudgetPeriod(b.Period, now), BudgetMicros: budget}
+// newReservation is a reservation of a's estimate against its budgets,
+// with the estimate bounded to [0, smallest budget+1]: an estimate above a
+// budget is refused anyway, and bounding it keeps every sum a store
+// computes (Lua doubles included) exact.
+func newReservation(a *Ask, now time.Time) Reservation {
+	r := Reservation{ID: a.ID, Team: a.Team}
+	bound := int64(math.MaxInt64)
+	if a.Budget != nil {
+		r.Period, r.BudgetMicros = BudgetPeriod(a.Budget.Period, now), budgetMicros(*a.Budget)
+		bound = r.BudgetMicros
+	}
+	if a.KeyBudget != nil {
+		r.Key, r.KeyPeriod, r.KeyBudgetMicros = a.Key, BudgetPeriod(a.KeyBudget.Period, now), budgetMicros(*a.KeyBudget)
+		bound = min(bound, r.KeyBudgetMicros)
+	}
+	r.Micros = safemath.Clamp(a.Micros, 0, safemath.Add(bound, 1))
+	return r
+}
+
+// budgeted reports whether the reservation checked any budget.
+func (r *Reservation) budgeted() bool { return r.Period != "" || r.KeyPeriod != "" }
+
+// over is the error of a check that found spent + reserved + the estimate
+// above a budget, team first; nil when both hold.
+func (r *Reservation) over() error {
+	if r.Period != "" && safemath.Sum(r.SpentMicros, r.ReservedMicros, r.Micros) > r.BudgetMicros {
+		return ErrBudgetExceeded
+	}
+	if r.KeyPeriod != "" && safemath.Sum(r.KeySpentMicros, r.KeyReservedMicros, r.Micros) > r.KeyBudgetMicros {
+		return ErrKeyBudgetExceeded
+	}
+	return nil
 }

@@ -200,7 +200,7 @@ func BenchmarkRedisReserve(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		id := "resv-" + strconv.FormatInt(benchSeq.Add(1), 10)
-		r, err := s.Reserve(ctx, "team1", budget, id, 39000)
+		r, err := s.Reserve(ctx, Ask{ID: id, Team: "team1", Budget: &budget, Micros: 39000})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"nanogate/config"
 	"nanogate/internal/safemath"
 )
 
@@ -34,9 +33,9 @@ type GuardOptions struct {
 // Guarded wraps the store that holds budgets (Redis) so that its outage
 // never stalls a request: every budget check is bounded by Timeout, and
 // after a failure the backend is left alone for Pause, the checks answered
-// locally meanwhile. Locally, a team may reserve up to what it had left at
-// its last check against the backend (its whole budget when it had none
-// yet): during an outage each replica can overspend a budget by at most
+// locally meanwhile. Locally, a team (and a key with a budget of its own)
+// may reserve up to what it had left at its last check against the backend
+// (its whole budget when it had none yet): during an outage each replica can overspend a budget by at most
 // that. Records still go to the backend (the recorder spools them while it
 // is down); a record drops the local reservation of its id.
 type Guarded struct {
@@ -45,15 +44,18 @@ type Guarded struct {
 
 	downUntil atomic.Int64 // unix ns; 0: up
 
-	mu    sync.Mutex
-	left  map[string]int64 // team -> micros left at its last backend check
-	local map[string]localResv
+	mu      sync.Mutex
+	left    map[string]int64  // team -> micros left at its last backend check
+	keyLeft map[teamKey]int64 // the same for a key's own budget
+	local   map[string]localResv
 }
 
+type teamKey struct{ team, key string }
+
 type localResv struct {
-	team    string
-	micros  int64
-	expires time.Time
+	team, key string // key: set when the key's own budget was checked
+	micros    int64
+	expires   time.Time
 }
 
 // NewGuarded wraps s.
@@ -67,35 +69,40 @@ func NewGuarded(s Store, o GuardOptions) *Guarded {
 	if o.ReservationTTL <= 0 {
 		o.ReservationTTL = DefaultReservationTTL
 	}
-	return &Guarded{Store: s, o: o, left: map[string]int64{}, local: map[string]localResv{}}
+	return &Guarded{Store: s, o: o, left: map[string]int64{}, keyLeft: map[teamKey]int64{}, local: map[string]localResv{}}
 }
 
 // Down reports whether the backend is being left alone after a failure.
 func (g *Guarded) Down() bool { return time.Now().UnixNano() < g.downUntil.Load() }
 
 // Reserve implements Store.
-func (g *Guarded) Reserve(ctx context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
+func (g *Guarded) Reserve(ctx context.Context, a Ask) (Reservation, error) {
 	if g.Down() {
-		return g.reserveDown(team, b, id, estimateMicros)
+		return g.reserveDown(&a)
 	}
 	cctx, cancel := context.WithTimeout(ctx, g.o.Timeout)
-	r, err := g.Store.Reserve(cctx, team, b, id, estimateMicros)
+	r, err := g.Store.Reserve(cctx, a)
 	cancel()
-	return g.answered(ctx, r, err, team, b, id, estimateMicros)
+	return g.answered(ctx, r, err, &a)
 }
 
 // answered takes the backend's answer to a reservation (ctx is the
-// caller's): a budget decision updates what the team has left; a failure
-// leaves the backend alone for Pause and reserves locally.
-func (g *Guarded) answered(ctx context.Context, r Reservation, err error, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
+// caller's): a budget decision updates what the team and the key have
+// left; a failure leaves the backend alone for Pause and reserves locally.
+func (g *Guarded) answered(ctx context.Context, r Reservation, err error, a *Ask) (Reservation, error) {
 	if err == nil || errors.Is(err, ErrBudgetExceeded) {
 		g.downUntil.Store(0)
-		left := safemath.Sub(r.BudgetMicros, safemath.Sum(r.SpentMicros, r.ReservedMicros))
+		held := int64(0)
 		if err == nil {
-			left = safemath.Sub(left, r.Micros)
+			held = r.Micros
 		}
 		g.mu.Lock()
-		g.left[team] = max(left, 0)
+		if r.Period != "" {
+			g.left[r.Team] = max(safemath.Sub(r.BudgetMicros, safemath.Sum(r.SpentMicros, r.ReservedMicros, held)), 0)
+		}
+		if r.Key != "" {
+			g.keyLeft[teamKey{r.Team, r.Key}] = max(safemath.Sub(r.KeyBudgetMicros, safemath.Sum(r.KeySpentMicros, r.KeyReservedMicros, held)), 0)
+		}
 		g.mu.Unlock()
 		return r, err
 	}
@@ -103,40 +110,55 @@ func (g *Guarded) answered(ctx context.Context, r Reservation, err error, team s
 		return r, err
 	}
 	g.downUntil.Store(time.Now().Add(g.o.Pause).UnixNano())
-	return g.reserveDown(team, b, id, estimateMicros)
+	return g.reserveDown(a)
 }
 
 // reserveDown answers while the backend is left alone.
-func (g *Guarded) reserveDown(team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
+func (g *Guarded) reserveDown(a *Ask) (Reservation, error) {
 	if !g.o.Local {
-		return Reservation{ID: id, Team: team}, ErrStoreDown
+		return Reservation{ID: a.ID, Team: a.Team}, ErrStoreDown
 	}
-	return g.reserveLocal(team, b, id, estimateMicros)
+	return g.reserveLocal(a)
 }
 
-func (g *Guarded) reserveLocal(team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
+func (g *Guarded) reserveLocal(a *Ask) (Reservation, error) {
 	now := time.Now()
-	r := newReservation(id, team, b, now, estimateMicros)
+	r := newReservation(a, now)
+	if !r.budgeted() {
+		return r, nil
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	left, seen := g.left[team]
-	if !seen {
-		left = r.BudgetMicros
-	}
-	var held int64
-	for k, lr := range g.local {
+	var held, keyHeld int64
+	for id, lr := range g.local {
 		switch {
 		case !now.Before(lr.expires):
-			delete(g.local, k)
-		case lr.team == team && k != id:
+			delete(g.local, id)
+		case lr.team == a.Team && id != a.ID:
 			held = safemath.Add(held, lr.micros)
+			if r.Key != "" && lr.key == r.Key {
+				keyHeld = safemath.Add(keyHeld, lr.micros)
+			}
 		}
 	}
-	r.SpentMicros, r.ReservedMicros = safemath.Sub(r.BudgetMicros, left), held
-	if safemath.Add(held, r.Micros) > left {
-		return r, ErrBudgetExceeded
+	if r.Period != "" {
+		left, seen := g.left[a.Team]
+		if !seen {
+			left = r.BudgetMicros
+		}
+		r.SpentMicros, r.ReservedMicros = safemath.Sub(r.BudgetMicros, left), held
 	}
-	g.local[id] = localResv{team, r.Micros, now.Add(g.o.ReservationTTL)}
+	if r.Key != "" {
+		left, seen := g.keyLeft[teamKey{a.Team, r.Key}]
+		if !seen {
+			left = r.KeyBudgetMicros
+		}
+		r.KeySpentMicros, r.KeyReservedMicros = safemath.Sub(r.KeyBudgetMicros, left), keyHeld
+	}
+	if err := r.over(); err != nil {
+		return r, err
+	}
+	g.local[a.ID] = localResv{team: a.Team, key: r.Key, micros: r.Micros, expires: now.Add(g.o.ReservationTTL)}
 	if g.o.OnLocal != nil {
 		g.o.OnLocal()
 	}

@@ -16,9 +16,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"nanogate/config"
-	"nanogate/internal/safemath"
 )
 
 // DefaultUsagePath is the embedded store's file.
@@ -100,6 +97,8 @@ type idKey struct{ team, id string }
 type teamResv struct {
 	byID map[string]memResv
 	sum  int64
+	// keys sums the reservations made against a key's own budget, by key.
+	keys map[string]int64
 	// due: no reservation expires before it, so the reservations are
 	// scanned for expired ones only from then on, not at every Reserve
 	// (which made a busy team's Reserve cost as much as its requests in
@@ -110,6 +109,19 @@ type teamResv struct {
 type memResv struct {
 	micros  int64
 	expires time.Time
+	key     string // set when the key's own budget was checked
+}
+
+// drop takes r out of the sums.
+func (tr *teamResv) drop(r memResv) {
+	tr.sum -= r.micros
+	if r.key != "" {
+		if left := tr.keys[r.key] - r.micros; left > 0 {
+			tr.keys[r.key] = left
+		} else {
+			delete(tr.keys, r.key)
+		}
+	}
 }
 
 // OpenMemory opens (creating it if need be) the embedded store persisted in
@@ -501,26 +513,49 @@ func (m *Memory) Healthy() (bool, string) {
 }
 
 // Reserve implements Store.
-func (m *Memory) Reserve(_ context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
+func (m *Memory) Reserve(_ context.Context, a Ask) (Reservation, error) {
 	now := m.o.Now()
-	r := newReservation(id, team, b, now, estimateMicros)
+	r := newReservation(&a, now)
+	if !r.budgeted() {
+		return r, nil
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	tr := m.teamResvLocked(team, now)
-	if bk := m.teams[team][r.Period]; bk != nil {
-		r.SpentMicros = bk.Team.CostMicros
+	tr := m.teamResvLocked(a.Team, now)
+	prev, had := tr.byID[a.ID]
+	if r.Period != "" {
+		if bk := m.teams[a.Team][r.Period]; bk != nil {
+			r.SpentMicros = bk.Team.CostMicros
+		}
+		r.ReservedMicros = tr.sum
+		if had {
+			r.ReservedMicros -= prev.micros
+		}
 	}
-	prev, had := tr.byID[id]
-	r.ReservedMicros = tr.sum
+	if r.Key != "" {
+		if t := m.teams[a.Team][r.KeyPeriod].keyTotals(r.Key); t != nil {
+			r.KeySpentMicros = t.CostMicros
+		}
+		r.KeyReservedMicros = tr.keys[r.Key]
+		if had && prev.key == r.Key {
+			r.KeyReservedMicros -= prev.micros
+		}
+	}
+	if err := r.over(); err != nil {
+		return r, err
+	}
 	if had {
-		r.ReservedMicros -= prev.micros
+		tr.drop(prev)
 	}
-	if safemath.Sum(r.SpentMicros, r.ReservedMicros, r.Micros) > r.BudgetMicros {
-		return r, ErrBudgetExceeded
+	tr.sum += r.Micros
+	if r.Key != "" {
+		if tr.keys == nil {
+			tr.keys = map[string]int64{}
+		}
+		tr.keys[r.Key] += r.Micros
 	}
-	tr.sum += r.Micros - prev.micros
 	exp := now.Add(m.o.ReservationTTL)
-	tr.byID[id] = memResv{r.Micros, exp}
+	tr.byID[a.ID] = memResv{r.Micros, exp, r.Key}
 	if len(tr.byID) == 1 || exp.Before(tr.due) {
 		tr.due = exp
 	}
@@ -541,7 +576,7 @@ func (m *Memory) teamResvLocked(team string, now time.Time) *teamResv {
 	for id, r := range tr.byID {
 		if !now.Before(r.expires) {
 			delete(tr.byID, id)
-			tr.sum -= r.micros
+			tr.drop(r)
 		} else if due.IsZero() || r.expires.Before(due) {
 			due = r.expires
 		}
@@ -557,7 +592,7 @@ func (m *Memory) releaseLocked(team, id string) {
 	}
 	if r, ok := tr.byID[id]; ok {
 		delete(tr.byID, id)
-		tr.sum -= r.micros
+		tr.drop(r)
 	}
 }
 
@@ -585,6 +620,14 @@ func (m *Memory) Read(_ context.Context, team string, periods []string) ([]*Buck
 		out[i] = m.teams[team][p].clone(p)
 	}
 	return out, nil
+}
+
+// keyTotals is the totals of key in b; nil when b is nil or has none.
+func (b *Bucket) keyTotals(key string) *Totals {
+	if b == nil {
+		return nil
+	}
+	return b.Keys[key]
 }
 
 // clone copies b (an empty bucket of period p when b is nil).

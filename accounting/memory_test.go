@@ -95,7 +95,7 @@ func TestMemoryStoreForgetsIDsAfterTheWindow(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d ids remembered, want 1", n)
 	}
-	if _, err := m.Reserve(context.Background(), "t", config.Budget{USD: 1}, "x", 1); err != nil {
+	if _, err := m.Reserve(context.Background(), Ask{ID: "x", Team: "t", Budget: &config.Budget{USD: 1}, Micros: 1}); err != nil {
 		t.Fatal(err)
 	}
 }

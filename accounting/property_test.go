@@ -91,7 +91,7 @@ func testExtremeReservations(t *testing.T, newStore backend) {
 			continue
 		}
 		est := anyOf(rng, extremes)
-		r, err := s.Reserve(ctx, team, b, id, est)
+		r, err := s.Reserve(ctx, Ask{ID: id, Team: team, Budget: &b, Micros: est})
 		after, err2 := s.Reserved(ctx, team)
 		if err2 != nil {
 			t.Fatal(err2)

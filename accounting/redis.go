@@ -23,9 +23,10 @@ import (
 //	{nanogate:design}:acct:u:2026-11     hash: monthly totals (kept)
 //	{nanogate:design}:acct:u:total       hash: all-time totals (kept)
 //	{nanogate:design}:acct:ids:2026-11-25 hash: ids applied that day (expire IDWindow after the day)
-//	{nanogate:design}:acct:resv          hash: reservation id -> micro-dollars
+//	{nanogate:design}:acct:resv          hash: reservation id -> micro-dollars, "<micros>|<key>" when made against a key's budget
 //	{nanogate:design}:acct:resv:exp      zset: reservation id -> expiry (unix ms)
 //	{nanogate:design}:acct:resv:sum      string: sum of the reservations
+//	{nanogate:design}:acct:resv:keys     hash: key -> sum of its reservations against its own budget
 //	nanogate:acct:teams                  set: teams with usage (for /admin/usage)
 //
 // A totals hash has one field per metric of each (key, model, provider)
@@ -33,12 +34,15 @@ import (
 // (length-prefixed, so any name is safe), metrics being req, fail, img, pt,
 // ct, it, cost, list (see Totals); a failed request's provider is "". Team,
 // key, model and provider totals are sums of these, made when reading: a
-// record costs 7 or 8 HINCRBY per period instead of 4 times as many, and
-// the records of a batch with the same combination share theirs (they are
-// summed before they are added). The
-// field "t|cost" repeats the team's cost for the budget check. Redis must
-// persist its data (appendonly yes) for these to be books: a Redis that
-// restarts empty has forgotten them.
+// record costs one HINCRBY per metric it has per period instead of 4 times
+// as many, and the records of a batch with the same combination share
+// theirs (they are summed before they are added). The field "t|cost"
+// repeats the team's cost for the budget check, and "k<len>:<key>|cost"
+// each key's cost for the check of its own budget; "v|kc" marks a hash
+// whose key costs are kept (a hash written by an earlier version gets them
+// from its combinations the first time a script touches it, in that
+// script). Redis must persist its data (appendonly yes) for these to be
+// books: a Redis that restarts empty has forgotten them.
 type Redis struct {
 	c      redis.UniversalClient
 	prefix string
@@ -67,15 +71,20 @@ func (s *Redis) indexKey() string { return s.prefix + "acct:teams" }
 func (s *Redis) resvKeys(team string) []string {
 	return s.keys.get(keySet{team: team, kind: resvOnly}, func() []string {
 		t := s.tag(team)
-		return []string{t + "resv", t + "resv:exp", t + "resv:sum"}
+		return []string{t + "resv", t + "resv:exp", t + "resv:sum", t + "resv:keys"}
 	})
 }
 
-// reserveKeys are the keys of a reservation in period: the period's bucket,
-// then the reservation keys.
-func (s *Redis) reserveKeys(team, period string) []string {
-	return s.keys.get(keySet{team: team, period: period, kind: withBucket}, func() []string {
-		return slices.Clip(append([]string{s.bucketKey(team, period)}, s.resvKeys(team)...))
+// reserveKeys are the keys of a reservation: the bucket of the team
+// budget's period, the reservation keys, then the bucket of the key
+// budget's period (keyPeriod "": the first again).
+func (s *Redis) reserveKeys(team, period, keyPeriod string) []string {
+	return s.keys.get(keySet{team: team, period: period, keyPeriod: keyPeriod, kind: withBucket}, func() []string {
+		kb := s.bucketKey(team, period)
+		if keyPeriod != "" && keyPeriod != period {
+			kb = s.bucketKey(team, keyPeriod)
+		}
+		return slices.Clip(append(append([]string{s.bucketKey(team, period)}, s.resvKeys(team)...), kb))
 	})
 }
 
@@ -97,10 +106,11 @@ type keyCache[V any] struct {
 	m  map[keySet]V
 }
 
-// keySet names one list of keys: a team's, for a period, of a kind.
+// keySet names one list of keys: a team's, for a period (and a key
+// budget's), of a kind.
 type keySet struct {
-	team, period string
-	kind         uint8
+	team, period, keyPeriod string
+	kind                    uint8
 }
 
 // Kinds of key lists.
@@ -131,6 +141,76 @@ func (c *keyCache[V]) get(k keySet, build func() V) V {
 	return v
 }
 
+// luaResv holds the functions the scripts share over a team's
+// reservations. KEYS of the reservations: rk resv, rk+1 resv:exp, rk+2
+// resv:sum, rk+3 resv:keys.
+//
+// unreserve drops reservation id. purge drops those expired at now (at most
+// 1000 a call: the rest go on the next one). Amounts stay strings, as Redis
+// wrote them: a Lua number prints 16 digits as 1e+15.
+const luaResv = `
+local function unreserve(rk, id)
+  local v = redis.call('HGET', KEYS[rk], id)
+  if not v then
+    return
+  end
+  redis.call('HDEL', KEYS[rk], id)
+  redis.call('ZREM', KEYS[rk + 1], id)
+  local bar = string.find(v, '|', 1, true)
+  local amt = v
+  if bar then
+    amt = string.sub(v, 1, bar - 1)
+  end
+  redis.call('DECRBY', KEYS[rk + 2], amt)
+  if bar and amt ~= '0' then
+    local k = string.sub(v, bar + 1)
+    if redis.call('HINCRBY', KEYS[rk + 3], k, '-' .. amt) <= 0 then
+      redis.call('HDEL', KEYS[rk + 3], k)
+    end
+  end
+end
+local function purge(rk, now)
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[rk + 1], '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(expired) do
+    unreserve(rk, id)
+    redis.call('ZREM', KEYS[rk + 1], id)
+  end
+end
+`
+
+// luaKeyed gives a totals hash written by an earlier version the per-key
+// cost fields it lacks, summed from its combinations, and marks it. It
+// reports whether the hash did not exist (a script that writes one marks
+// it itself).
+const luaKeyed = `
+local function keyed(h)
+  if redis.call('HEXISTS', h, 'v|kc') == 1 then
+    return false
+  end
+  local all = redis.call('HGETALL', h)
+  if #all == 0 then
+    return true
+  end
+  local sums = {}
+  for i = 1, #all, 2 do
+    local f = all[i]
+    if string.byte(f, 1) == 99 and string.sub(f, -5) == '|cost' then
+      local colon = string.find(f, ':', 2, true)
+      local n = colon and tonumber(string.sub(f, 2, colon - 1))
+      if n then
+        local k = string.sub(f, colon + 1, colon + n)
+        sums[k] = (sums[k] or 0) + tonumber(all[i + 1])
+      end
+    end
+  end
+  for k, v in pairs(sums) do
+    redis.call('HSET', h, 'k' .. #k .. ':' .. k .. '|cost', string.format('%d', v))
+  end
+  redis.call('HSET', h, 'v|kc', '1')
+  return false
+end
+`
+
 // applyScript adds records of one team and one day to their day, month and
 // total buckets, and releases the reservations with the records' ids, all
 // in one step. Each record counts once: only those whose id is new in the
@@ -139,14 +219,19 @@ func (c *keyCache[V]) get(k keySet, build func() V) V {
 // one per record. Sums stay exact: a value of more than 15 digits is added
 // on its own, and a sum is sent as soon as it reaches 2^52.
 //
-// KEYS: ids, day, month, total, resv, resv:exp, resv:sum.
+// KEYS: ids, day, month, total, resv, resv:exp, resv:sum, resv:keys.
 // ARGV: ids expiry (unix s), day expiry (unix s), then per record: its id,
 // its combination's field prefix, the field prefix of its model at its image
-// size ("" for none), one value per metric. Returns the records added.
-var applyScript = redis.NewScript(`
+// size ("" for none), its key's cost field, one value per metric. Returns
+// the records added.
+var applyScript = redis.NewScript(luaResv + luaKeyed + `
 local names = {` + luaNames() + `}
 local nm, costAt = #names, ` + strconv.Itoa(mCost+1) + `
 local call, format = redis.call, string.format
+local fresh = {}
+for b = 2, 4 do
+  fresh[b] = keyed(KEYS[b])
+end
 local order, acc = {}, {}
 local function incr(f, v)
   for b = 2, 4 do
@@ -171,13 +256,13 @@ local function add(f, v)
   acc[f] = a
 end
 local applied = 0
-for i = 3, #ARGV, 3 + nm do
+for i = 3, #ARGV, 4 + nm do
   local id = ARGV[i]
   if call('HSETNX', KEYS[1], id, '1') == 1 then
     applied = applied + 1
     local cp, sp = ARGV[i + 1], ARGV[i + 2]
     for m = 1, nm do
-      local v = ARGV[i + 2 + m]
+      local v = ARGV[i + 3 + m]
       if v ~= '0' then
         add(cp .. names[m], v)
         if sp ~= '' then
@@ -185,22 +270,23 @@ for i = 3, #ARGV, 3 + nm do
         end
       end
     end
-    local cost = ARGV[i + 2 + costAt]
+    local cost = ARGV[i + 3 + costAt]
     if cost ~= '0' then
       add('t|cost', cost)
+      add(ARGV[i + 3], cost)
     end
   end
-  local amt = call('HGET', KEYS[5], id)
-  if amt then
-    call('HDEL', KEYS[5], id)
-    call('ZREM', KEYS[6], id)
-    call('DECRBY', KEYS[7], amt)
-  end
+  unreserve(5, id)
 end
 if applied > 0 then
   for _, f in ipairs(order) do
     if acc[f] ~= 0 then
       incr(f, format('%d', acc[f]))
+    end
+  end
+  for b = 2, 4 do
+    if fresh[b] then
+      call('HSET', KEYS[b], 'v|kc', '1')
     end
   end
   call('EXPIREAT', KEYS[1], ARGV[1])
@@ -217,55 +303,69 @@ func luaNames() string {
 	return strings.Join(q, ", ")
 }
 
-// purge drops the reservations expired at ARGV[now] (at most 1000 a call:
-// the rest go on the next one).
-const luaPurge = `
-local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, 1000)
-for _, id in ipairs(expired) do
-  local amt = redis.call('HGET', KEYS[2], id)
-  if amt then
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('DECRBY', KEYS[4], amt)
-  end
-  redis.call('ZREM', KEYS[3], id)
-end
-`
-
-// reserveScript checks the budget and reserves, in one step.
+// reserveScript checks the budgets and reserves, in one step.
 //
-// KEYS: the budget period's bucket, resv, resv:exp, resv:sum.
-// ARGV: now (unix ms), id, estimate, budget, expiry (unix ms).
-// Returns {admitted 0|1, spent, reserved by others}.
-var reserveScript = redis.NewScript(luaPurge + `
-local spent = tonumber(redis.call('HGET', KEYS[1], 't|cost') or '0')
-local reserved = tonumber(redis.call('GET', KEYS[4]) or '0')
-local prev = redis.call('HGET', KEYS[2], ARGV[2])
-if prev then reserved = reserved - tonumber(prev) end
-if spent + reserved + tonumber(ARGV[3]) > tonumber(ARGV[4]) then
-  return {0, spent, reserved}
+// KEYS: the team budget period's bucket, resv, resv:exp, resv:sum,
+// resv:keys, the key budget period's bucket.
+// ARGV: now (unix ms), id, estimate, team budget ("" for none), expiry (unix
+// ms), key ("" for no key budget), key budget, the key's cost field.
+// Returns {admitted: 1, or 0 over the team's budget, -1 over the key's;
+// the team's spend and other reservations; the key's}.
+var reserveScript = redis.NewScript(luaResv + luaKeyed + `
+purge(2, ARGV[1])
+local id, est = ARGV[2], tonumber(ARGV[3])
+local prev = redis.call('HGET', KEYS[2], id)
+local prevAmt, prevKey = prev, nil
+if prev then
+  local bar = string.find(prev, '|', 1, true)
+  if bar then
+    prevAmt, prevKey = string.sub(prev, 1, bar - 1), string.sub(prev, bar + 1)
+  end
+  prevAmt = tonumber(prevAmt)
 end
-if prev then redis.call('DECRBY', KEYS[4], prev) end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2])
+local spent, reserved, kspent, kreserved = 0, 0, 0, 0
+local ok = 1
+if ARGV[4] ~= '' then
+  spent = tonumber(redis.call('HGET', KEYS[1], 't|cost') or '0')
+  reserved = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if prev then reserved = reserved - prevAmt end
+  if spent + reserved + est > tonumber(ARGV[4]) then ok = 0 end
+end
+local key = ARGV[6]
+if key ~= '' then
+  keyed(KEYS[6])
+  kspent = tonumber(redis.call('HGET', KEYS[6], ARGV[8]) or '0')
+  kreserved = tonumber(redis.call('HGET', KEYS[5], key) or '0')
+  if prevKey == key then kreserved = kreserved - prevAmt end
+  if ok == 1 and kspent + kreserved + est > tonumber(ARGV[7]) then ok = -1 end
+end
+if ok ~= 1 then
+  return {ok, spent, reserved, kspent, kreserved}
+end
+if prev then unreserve(2, id) end
+if key ~= '' then
+  redis.call('HSET', KEYS[2], id, ARGV[3] .. '|' .. key)
+  if ARGV[3] ~= '0' then redis.call('HINCRBY', KEYS[5], key, ARGV[3]) end
+else
+  redis.call('HSET', KEYS[2], id, ARGV[3])
+end
+redis.call('ZADD', KEYS[3], ARGV[5], id)
 redis.call('INCRBY', KEYS[4], ARGV[3])
-return {1, spent, reserved}
+return {1, spent, reserved, kspent, kreserved}
 `)
 
 // reservedScript purges expired reservations and returns the sum of the
-// rest. KEYS: unused, resv, resv:exp, resv:sum. ARGV: now (unix ms).
-var reservedScript = redis.NewScript(luaPurge + `
+// rest. KEYS: unused, resv, resv:exp, resv:sum, resv:keys. ARGV: now (unix
+// ms).
+var reservedScript = redis.NewScript(luaResv + `
+purge(2, ARGV[1])
 return tonumber(redis.call('GET', KEYS[4]) or '0')
 `)
 
-// releaseScript drops one reservation. KEYS: resv, resv:exp, resv:sum.
-// ARGV: id.
-var releaseScript = redis.NewScript(`
-local amt = redis.call('HGET', KEYS[1], ARGV[1])
-if amt then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('DECRBY', KEYS[3], amt)
-end
+// releaseScript drops one reservation. KEYS: resv, resv:exp, resv:sum,
+// resv:keys. ARGV: id.
+var releaseScript = redis.NewScript(luaResv + `
+unreserve(1, ARGV[1])
 return 0
 `)
 
@@ -294,7 +394,7 @@ func (s *Redis) applyGroups(recs []Record) []*applyGroup {
 		g := byKey[k]
 		if g == nil {
 			g = &applyGroup{team: rec.Team, day: day, keys: s.applyKeys(rec.Team, periods(rec.Time))}
-			g.args = append(make([]any, 0, 2+(3+numMetrics)*(len(recs)-i)),
+			g.args = append(make([]any, 0, 2+(4+numMetrics)*(len(recs)-i)),
 				day.Add(24*time.Hour+s.o.IDWindow).Unix(), day.Add(24*time.Hour+s.o.DayRetention).Unix())
 			byKey[k] = g
 			groups = append(groups, g)
@@ -304,7 +404,7 @@ func (s *Redis) applyGroups(recs []Record) []*applyGroup {
 		if rec.Size != "" && !rec.Failed() {
 			sp = sizePrefix(rec.Model, rec.Size)
 		}
-		g.args = append(g.args, rec.ID, comboPrefix(rec.Key, rec.Model, rec.Provider), sp)
+		g.args = append(g.args, rec.ID, comboPrefix(rec.Key, rec.Model, rec.Provider), sp, keyCostField(rec.Key))
 		for _, v := range rec.deltas() {
 			g.args = append(g.args, v)
 		}
@@ -324,6 +424,12 @@ func sizePrefix(model, size string) string {
 		b = append(b, s...)
 	}
 	return string(append(b, '|'))
+}
+
+// keyCostField is the field of a key's cost in a totals hash, for the check
+// of its own budget.
+func keyCostField(key string) string {
+	return "k" + strconv.Itoa(len(key)) + ":" + key + "|cost"
 }
 
 // parseSizeField splits a size field; ok is false for any other.
@@ -459,23 +565,43 @@ func (s *Redis) applyPipelined(ctx context.Context, recs []Record, groups []*app
 }
 
 // Reserve implements Store.
-func (s *Redis) Reserve(ctx context.Context, team string, b config.Budget, id string, estimateMicros int64) (Reservation, error) {
+func (s *Redis) Reserve(ctx context.Context, a Ask) (Reservation, error) {
 	now := s.o.Now()
-	r := newReservation(id, team, b, now, estimateMicros)
+	r := newReservation(&a, now)
+	if !r.budgeted() {
+		return r, nil
+	}
 	v := s.reserveValues(now, &r)
-	return reserveResult(r, reserveScript.Run(ctx, s.c, s.reserveKeys(team, r.Period), v[:]...))
+	return reserveResult(r, reserveScript.Run(ctx, s.c, s.reserveKeys(a.Team, r.bucketPeriod(), r.KeyPeriod), v[:]...))
+}
+
+// bucketPeriod is the period of the first bucket of the reservation's keys:
+// the team budget's, else the key's.
+func (r *Reservation) bucketPeriod() string {
+	if r.Period != "" {
+		return r.Period
+	}
+	return r.KeyPeriod
 }
 
 // reserveValues are the reservation script's arguments.
-func (s *Redis) reserveValues(now time.Time, r *Reservation) [5]any {
-	return [5]any{now.UnixMilli(), r.ID, r.Micros, r.BudgetMicros, now.Add(s.o.ReservationTTL).UnixMilli()}
+func (s *Redis) reserveValues(now time.Time, r *Reservation) [8]any {
+	v := [8]any{now.UnixMilli(), r.ID, r.Micros, "", now.Add(s.o.ReservationTTL).UnixMilli(), "", "", ""}
+	if r.Period != "" {
+		v[3] = r.BudgetMicros
+	}
+	if r.Key != "" {
+		v[5], v[6], v[7] = r.Key, r.KeyBudgetMicros, keyCostField(r.Key)
+	}
+	return v
 }
 
-// reserveHead is the start of a pipelined reservation of team in period,
-// boxed once: EVALSHA, the script's hash, the number of keys, the keys.
-func (s *Redis) reserveHead(team, period string) []any {
-	return s.heads.get(keySet{team: team, period: period, kind: withBucket}, func() []any {
-		keys := s.reserveKeys(team, period)
+// reserveHead is the start of a pipelined reservation of team in its
+// periods, boxed once: EVALSHA, the script's hash, the number of keys, the
+// keys.
+func (s *Redis) reserveHead(team, period, keyPeriod string) []any {
+	return s.heads.get(keySet{team: team, period: period, keyPeriod: keyPeriod, kind: withBucket}, func() []any {
+		keys := s.reserveKeys(team, period, keyPeriod)
 		h := make([]any, 0, 3+len(keys))
 		h = append(h, "evalsha", reserveScript.Hash(), strconv.Itoa(len(keys)))
 		for _, k := range keys {
@@ -495,14 +621,22 @@ func reserveResult(r Reservation, cmd *redis.Cmd) (Reservation, error) {
 	if err != nil {
 		return r, fmt.Errorf("accounting: reserve for team %q: %w", r.Team, err)
 	}
-	if len(res) != 3 {
+	if len(res) != 5 {
 		return r, fmt.Errorf("accounting: reserve for team %q: unexpected reply %v", r.Team, res)
 	}
-	r.SpentMicros, r.ReservedMicros = res[1], res[2]
-	if res[0] != 1 {
-		return r, ErrBudgetExceeded
+	if r.Period != "" {
+		r.SpentMicros, r.ReservedMicros = res[1], res[2]
 	}
-	return r, nil
+	if r.Key != "" {
+		r.KeySpentMicros, r.KeyReservedMicros = res[3], res[4]
+	}
+	switch res[0] {
+	case 1:
+		return r, nil
+	case -1:
+		return r, ErrKeyBudgetExceeded
+	}
+	return r, ErrBudgetExceeded
 }
 
 // ReserveCall is a reservation that travels in a Redis pipeline with other
@@ -513,10 +647,7 @@ type ReserveCall struct {
 	st   Store    // answers alone when nothing was queued
 	g    *Guarded // the guard the answer goes through, if any
 	s    *Redis   // the store the script was queued for
-	team string
-	b    config.Budget
-	id   string
-	est  int64
+	a    Ask
 	r    Reservation
 	cmd  *redis.Cmd
 	args *[]any // the command's, from argsPool
@@ -527,8 +658,8 @@ type ReserveCall struct {
 // its script to p. p must be a pipeline of a client of the same Redis: the
 // limiter's, say, as this script is safe on a client that never retries and
 // its timeouts then bound the wait. Otherwise c's Result reserves alone.
-func QueueReserve(ctx context.Context, p redis.Pipeliner, st Store, team string, b config.Budget, id string, estimateMicros int64, c *ReserveCall) {
-	*c = ReserveCall{st: st, team: team, b: b, id: id, est: estimateMicros}
+func QueueReserve(ctx context.Context, p redis.Pipeliner, st Store, a Ask, c *ReserveCall) {
+	*c = ReserveCall{st: st, a: a}
 	s, _ := st.(*Redis)
 	if g, ok := st.(*Guarded); ok {
 		c.g = g
@@ -540,10 +671,14 @@ func QueueReserve(ctx context.Context, p redis.Pipeliner, st Store, team string,
 		return
 	}
 	now := s.o.Now()
-	c.s, c.r = s, newReservation(id, team, b, now, estimateMicros)
+	c.s, c.r = s, newReservation(&c.a, now)
+	if !c.r.budgeted() {
+		c.s = nil
+		return
+	}
 	v := s.reserveValues(now, &c.r)
 	c.args = argsPool.Get().(*[]any)
-	*c.args = append(append((*c.args)[:0], s.reserveHead(team, c.r.Period)...), v[:]...)
+	*c.args = append(append((*c.args)[:0], s.reserveHead(a.Team, c.r.bucketPeriod(), c.r.KeyPeriod)...), v[:]...)
 	c.cmd = p.Do(ctx, *c.args...)
 }
 
@@ -554,7 +689,7 @@ func (c *ReserveCall) Result(ctx context.Context) (Reservation, error) {
 	cmd := c.cmd
 	c.cmd = nil
 	if cmd == nil {
-		return c.st.Reserve(ctx, c.team, c.b, c.id, c.est)
+		return c.st.Reserve(ctx, c.a)
 	}
 	r, err := reserveResult(c.r, cmd)
 	clear(*c.args)
@@ -563,10 +698,10 @@ func (c *ReserveCall) Result(ctx context.Context) (Reservation, error) {
 	if err := cmd.Err(); err != nil && notRun(err) {
 		// The script did not run: alone, on the store's own client, it is
 		// loaded or follows the cluster's new layout.
-		return c.st.Reserve(ctx, c.team, c.b, c.id, c.est)
+		return c.st.Reserve(ctx, c.a)
 	}
 	if c.g != nil {
-		return c.g.answered(ctx, r, err, c.team, c.b, c.id, c.est)
+		return c.g.answered(ctx, r, err, &c.a)
 	}
 	return r, err
 }
@@ -604,7 +739,7 @@ func (s *Redis) Release(ctx context.Context, r Reservation) error {
 
 // Reserved implements Store.
 func (s *Redis) Reserved(ctx context.Context, team string) (int64, error) {
-	keys := s.reserveKeys(team, PeriodTotal)
+	keys := s.reserveKeys(team, PeriodTotal, "")
 	n, err := reservedScript.Run(ctx, s.c, keys, s.o.Now().UnixMilli()).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("accounting: reserved of team %q: %w", team, err)

@@ -22,7 +22,7 @@ func TestRedisKeysExpire(t *testing.T) {
 	s := NewRedis(c, &config.Redis{KeyPrefix: "ng:"}, Options{})
 	at := time.Now().UTC()
 	rec := served(NewPricer(testConfig()), "r1", at, "k", "design", "laozhang", 1, 1, 0, 0)
-	if _, err := s.Reserve(ctx, "design", config.Budget{USD: 1}, "r1", 39_000); err != nil {
+	if _, err := s.Reserve(ctx, Ask{ID: "r1", Team: "design", Budget: &config.Budget{USD: 1}, Micros: 39_000}); err != nil {
 		t.Fatal(err)
 	}
 	mustApply(t, s, rec)
@@ -42,6 +42,13 @@ func TestRedisKeysExpire(t *testing.T) {
 		}
 		if want > 0 && (ttl < want-time.Minute || ttl > want+time.Minute) {
 			t.Errorf("%s expires in %v, want about %v", key, ttl, want)
+		}
+	}
+	// A bucket made by this version is marked as keeping key costs, so
+	// that no script ever sums them from its combinations.
+	for _, per := range []string{Day(at), Month(at), PeriodTotal} {
+		if ok, _ := c.HExists(ctx, "{ng:design}:acct:u:"+per, "v|kc").Result(); !ok {
+			t.Errorf("bucket %s not marked as keeping key costs", per)
 		}
 	}
 	keys, _ := c.Keys(ctx, "*").Result()
@@ -145,7 +152,7 @@ func TestRedisBatchAddsOnlyNewRecords(t *testing.T) {
 		recs = append(recs, r)
 	}
 	for i := range recs {
-		if _, err := s.Reserve(ctx, recs[i].Team, config.Budget{USD: 1e12}, recs[i].ID, 1000); err != nil {
+		if _, err := s.Reserve(ctx, Ask{ID: recs[i].ID, Team: recs[i].Team, Budget: &config.Budget{USD: 1e12}, Micros: 1000}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -199,7 +206,7 @@ func TestQueuedReservations(t *testing.T) {
 				p := c.Pipeline()
 				var calls [3]ReserveCall
 				for i, team := range []string{"design", "design", "ops"} {
-					QueueReserve(ctx, p, s, team+round, budget, round+strconv.Itoa(i), 600_000, &calls[i])
+					QueueReserve(ctx, p, s, Ask{ID: round + strconv.Itoa(i), Team: team + round, Budget: &budget, Micros: 600_000}, &calls[i])
 				}
 				other := p.Incr(ctx, "q:{elsewhere}:n")
 				p.Exec(ctx)
@@ -219,5 +226,54 @@ func TestQueuedReservations(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestKeyCostsOfAnEarlierVersionsBuckets: buckets written before keys had
+// cost fields of their own get them, summed from their combinations, the
+// first time a script touches them: a key budget checked against them sees
+// the key's whole spend, and a record applied to them counts once.
+func TestKeyCostsOfAnEarlierVersionsBuckets(t *testing.T) {
+	srv := redistest.Start(t)
+	c := newClient(t, srv.Addr)
+	ctx := context.Background()
+	clk := newClock(nov25)
+	s := NewRedis(c, &config.Redis{KeyPrefix: "old:"}, Options{Now: clk.Now})
+	p := NewPricer(testConfig())
+	mustApply(t, s, fixture(p)...) // design-ci spent 109095 on 2026-11-25
+	// What an earlier version left: no per-key cost fields, no mark.
+	for _, per := range []string{"2026-11-25", "2026-11", "total"} {
+		h := "{old:design}:acct:u:" + per
+		fields, err := c.HKeys(ctx, h).Result()
+		if err != nil || len(fields) == 0 {
+			t.Fatalf("%s: %v, %v", h, fields, err)
+		}
+		for _, f := range fields {
+			if f[0] == 'k' || f == "v|kc" {
+				c.HDel(ctx, h, f)
+			}
+		}
+	}
+	daily := config.Budget{USD: 0.15, Period: "daily"}
+	ask := Ask{ID: "a", Team: "design", Key: "design-ci", KeyBudget: &daily, Micros: 39_015}
+	r, err := s.Reserve(ctx, ask)
+	if err != nil || r.KeySpentMicros != 109_095 {
+		t.Fatalf("reserve against an old daily bucket: %+v, %v; want 109095 spent", r, err)
+	}
+	ask.ID = "b"
+	if _, err := s.Reserve(ctx, ask); !errors.Is(err, ErrKeyBudgetExceeded) {
+		t.Fatalf("second reservation = %v, want ErrKeyBudgetExceeded", err)
+	}
+	// The month's bucket is first touched by a record.
+	mustApply(t, s, served(p, "a", nov25, "design-ci", "design", "google", 1, 1, 50, 0))
+	for _, per := range []string{"daily", "monthly", "total"} {
+		b := config.Budget{USD: 1, Period: per}
+		r, err := s.Reserve(ctx, Ask{ID: "m" + per, Team: "design", Key: "design-ci", KeyBudget: &b, Micros: 1})
+		if err != nil || r.KeySpentMicros != 148_110 {
+			t.Errorf("%s key budget after a record: %+v, %v; want 148110 spent", per, r, err)
+		}
+	}
+	if got := read(t, s, "design", "2026-11").Keys["design-ci"].CostMicros; got != 148_110 {
+		t.Errorf("usage says %d", got)
 	}
 }

@@ -39,6 +39,7 @@ func runStoreSuite(t *testing.T, newStore backend) {
 		{"UsageQueriesMatchTheRecords", testQueries},
 		{"DayMonthAndTotalBuckets", testBuckets},
 		{"BudgetRefusesPastTheBudget", testBudgetRefusal},
+		{"KeyBudgetReservesForRequestsInFlight", testKeyBudget},
 		{"ConcurrentReservesOverspendAtMostOneEstimate", testConcurrentReserves},
 		{"ReservationsExpire", testReservationExpiry},
 		{"BudgetRollsOverWithThePeriod", testRollover},
@@ -254,10 +255,10 @@ func testBudgetRefusal(t *testing.T, newStore backend) {
 	b := config.Budget{USD: 0.15, Period: "monthly"}
 	const est = 39_015
 
-	if _, err := s.Reserve(ctx, "design", b, "a", est); err != nil {
+	if _, err := s.Reserve(ctx, Ask{ID: "a", Team: "design", Budget: &b, Micros: est}); err != nil {
 		t.Fatalf("reserve a (148110 of 150000): %v", err)
 	}
-	r, err := s.Reserve(ctx, "design", b, "b", est)
+	r, err := s.Reserve(ctx, Ask{ID: "b", Team: "design", Budget: &b, Micros: est})
 	if !errors.Is(err, ErrBudgetExceeded) {
 		t.Fatalf("reserve b (187125 of 150000) = %v, want ErrBudgetExceeded", err)
 	}
@@ -265,7 +266,7 @@ func testBudgetRefusal(t *testing.T, newStore backend) {
 		t.Errorf("refusal = %+v", r)
 	}
 	// Reserving an id again replaces its estimate.
-	if _, err := s.Reserve(ctx, "design", b, "a", est); err != nil {
+	if _, err := s.Reserve(ctx, Ask{ID: "a", Team: "design", Budget: &b, Micros: est}); err != nil {
 		t.Fatalf("reserve a again: %v", err)
 	}
 	if n, _ := s.Reserved(ctx, "design"); n != est {
@@ -277,7 +278,7 @@ func testBudgetRefusal(t *testing.T, newStore backend) {
 	if err := s.Release(ctx, Reservation{ID: "a", Team: "design"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Reserve(ctx, "design", b, "b", est); err != nil {
+	if _, err := s.Reserve(ctx, Ask{ID: "b", Team: "design", Budget: &b, Micros: est}); err != nil {
 		t.Fatalf("reserve b after releasing a: %v", err)
 	}
 	// Applying b's record settles its reservation: the spend replaces it.
@@ -285,10 +286,10 @@ func testBudgetRefusal(t *testing.T, newStore backend) {
 	if n, _ := s.Reserved(ctx, "design"); n != 0 {
 		t.Fatalf("reserved %d after b's record, want 0", n)
 	}
-	if _, err := s.Reserve(ctx, "design", b, "c", 1_890); err != nil {
+	if _, err := s.Reserve(ctx, Ask{ID: "c", Team: "design", Budget: &b, Micros: 1_890}); err != nil {
 		t.Fatalf("reserve the last 1890 micro-dollars: %v", err)
 	}
-	if _, err := s.Reserve(ctx, "design", b, "d", 1); !errors.Is(err, ErrBudgetExceeded) {
+	if _, err := s.Reserve(ctx, Ask{ID: "d", Team: "design", Budget: &b, Micros: 1}); !errors.Is(err, ErrBudgetExceeded) {
 		t.Fatalf("reserve past the budget = %v, want ErrBudgetExceeded", err)
 	}
 	// A failed request settles its reservation and costs nothing.
@@ -296,8 +297,87 @@ func testBudgetRefusal(t *testing.T, newStore backend) {
 	if got := read(t, s, "design", "2026-11").Team.CostMicros; got != 148_110 {
 		t.Errorf("spent %d, want 148110", got)
 	}
-	if _, err := s.Reserve(ctx, "design", b, "d", 1_890); err != nil {
+	if _, err := s.Reserve(ctx, Ask{ID: "d", Team: "design", Budget: &b, Micros: 1_890}); err != nil {
 		t.Fatalf("reserve after the failed request released its share: %v", err)
+	}
+}
+
+// testKeyBudget: a key's own budget counts its records' cost and its
+// requests in flight, not its teammates'; with a team budget as well, both
+// are checked in one step, the team's first.
+func testKeyBudget(t *testing.T, newStore backend) {
+	clk := newClock(nov25)
+	s := newStore(t, clk)
+	ctx := context.Background()
+	p := NewPricer(testConfig())
+	mustApply(t, s, fixture(p)...) // design-ci spent 109095 on 2026-11-25, design-bot nothing
+	kb := config.Budget{USD: 0.15, Period: "daily"}
+	const est = 39_015
+	ci := func(id string, micros int64) Ask {
+		return Ask{ID: id, Team: "design", Key: "design-ci", KeyBudget: &kb, Micros: micros}
+	}
+
+	r, err := s.Reserve(ctx, ci("a", est))
+	if err != nil {
+		t.Fatalf("reserve a (148110 of 150000): %v", err)
+	}
+	if r.KeySpentMicros != 109_095 || r.KeyReservedMicros != 0 || r.KeyPeriod != "2026-11-25" || r.Period != "" {
+		t.Errorf("reservation %+v", r)
+	}
+	r, err = s.Reserve(ctx, ci("b", est))
+	if !errors.Is(err, ErrKeyBudgetExceeded) || !errors.Is(err, ErrBudgetExceeded) {
+		t.Fatalf("reserve b while a is in flight = %v, want ErrKeyBudgetExceeded", err)
+	}
+	if r.KeySpentMicros != 109_095 || r.KeyReservedMicros != est || r.KeyBudgetMicros != 150_000 {
+		t.Errorf("refusal %+v", r)
+	}
+	// A teammate's key has a budget of its own.
+	bot := config.Budget{USD: 0.05, Period: "monthly"}
+	if _, err := s.Reserve(ctx, Ask{ID: "bot1", Team: "design", Key: "design-bot", KeyBudget: &bot, Micros: est}); err != nil {
+		t.Fatalf("another key's reservation: %v", err)
+	}
+	// The team's budget counts the keys' reservations and is checked
+	// first: 109095 spent + 78030 in flight + 39015 > 200000.
+	team := config.Budget{USD: 0.2, Period: "monthly"}
+	big := config.Budget{USD: 10, Period: "monthly"}
+	r, err = s.Reserve(ctx, Ask{ID: "c", Team: "design", Budget: &team, Key: "design-bot", KeyBudget: &big, Micros: est})
+	if !errors.Is(err, ErrBudgetExceeded) || errors.Is(err, ErrKeyBudgetExceeded) {
+		t.Fatalf("reserve past the team's budget = %v, want the team's ErrBudgetExceeded", err)
+	}
+	if r.ReservedMicros != 2*est || r.SpentMicros != 109_095 || r.KeySpentMicros != 0 || r.KeyReservedMicros != est {
+		t.Errorf("team refusal %+v", r)
+	}
+	// Reserving an id again replaces its estimate; a release frees it.
+	if _, err := s.Reserve(ctx, ci("a", est)); err != nil {
+		t.Fatalf("reserve a again: %v", err)
+	}
+	if err := s.Release(ctx, Reservation{ID: "a", Team: "design"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Reserve(ctx, ci("b", est)); err != nil {
+		t.Fatalf("reserve b after a's release: %v", err)
+	}
+	// b's record settles it: 148110 spent, 1890 left.
+	mustApply(t, s, served(p, "b", nov25, "design-ci", "design", "google", 1, 1, 50, 0))
+	if _, err := s.Reserve(ctx, ci("d", 1_890)); err != nil {
+		t.Fatalf("reserve the last 1890: %v", err)
+	}
+	if _, err := s.Reserve(ctx, ci("e", 1)); !errors.Is(err, ErrKeyBudgetExceeded) {
+		t.Fatalf("reserve past the key's budget = %v, want ErrKeyBudgetExceeded", err)
+	}
+	// d's request never reports: its reservation expires.
+	clk.Add(DefaultReservationTTL + time.Second)
+	if _, err := s.Reserve(ctx, ci("e", 1_890)); err != nil {
+		t.Fatalf("reserve after d expired: %v", err)
+	}
+	if n, _ := s.Reserved(ctx, "design"); n != 1_890 {
+		t.Errorf("team reserved %d, want 1890 (e)", n)
+	}
+	// A daily budget rolls over at midnight UTC.
+	clk.Set(time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC))
+	r, err = s.Reserve(ctx, ci("f", 140_000))
+	if err != nil || r.KeySpentMicros != 0 || r.KeyPeriod != "2026-11-26" {
+		t.Fatalf("the next day: %+v, %v", r, err)
 	}
 }
 
@@ -315,7 +395,7 @@ func testConcurrentReserves(t *testing.T, newStore backend) {
 	for i := range 50 {
 		wg.Go(func() {
 			id := fmt.Sprint("c", i)
-			_, err := s.Reserve(ctx, "t", b, id, est)
+			_, err := s.Reserve(ctx, Ask{ID: id, Team: "t", Budget: &b, Micros: est})
 			switch {
 			case err == nil:
 				admitted.Add(1)
@@ -349,10 +429,10 @@ func testReservationExpiry(t *testing.T, newStore backend) {
 	s := newStore(t, clk)
 	ctx := context.Background()
 	b := config.Budget{USD: 0.05, Period: "daily"}
-	if _, err := s.Reserve(ctx, "t", b, "crashed", 40_000); err != nil {
+	if _, err := s.Reserve(ctx, Ask{ID: "crashed", Team: "t", Budget: &b, Micros: 40_000}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Reserve(ctx, "t", b, "next", 40_000); !errors.Is(err, ErrBudgetExceeded) {
+	if _, err := s.Reserve(ctx, Ask{ID: "next", Team: "t", Budget: &b, Micros: 40_000}); !errors.Is(err, ErrBudgetExceeded) {
 		t.Fatalf("reserve next = %v, want ErrBudgetExceeded", err)
 	}
 	clk.Add(DefaultReservationTTL - time.Second)
@@ -363,7 +443,7 @@ func testReservationExpiry(t *testing.T, newStore backend) {
 	if n, _ := s.Reserved(ctx, "t"); n != 0 {
 		t.Fatalf("reserved %d after the TTL, want 0", n)
 	}
-	if _, err := s.Reserve(ctx, "t", b, "next", 40_000); err != nil {
+	if _, err := s.Reserve(ctx, Ask{ID: "next", Team: "t", Budget: &b, Micros: 40_000}); err != nil {
 		t.Fatalf("reserve after the crashed reservation expired: %v", err)
 	}
 
@@ -374,11 +454,11 @@ func testReservationExpiry(t *testing.T, newStore backend) {
 		if i > 0 {
 			clk.Add(10 * time.Second)
 		}
-		if _, err := s.Reserve(ctx, "u", big, id, 1000); err != nil {
+		if _, err := s.Reserve(ctx, Ask{ID: id, Team: "u", Budget: &big, Micros: 1000}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	r, err := s.Reserve(ctx, "u", big, "a", 1000) // a again: same reservation, renewed
+	r, err := s.Reserve(ctx, Ask{ID: "a", Team: "u", Budget: &big, Micros: 1000}) // a again: same reservation, renewed
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,20 +501,20 @@ func testRollover(t *testing.T, newStore backend) {
 			clk := newClock(tc.spendAt)
 			s := newStore(t, clk)
 			b := config.Budget{USD: 0.035, Period: tc.period}
-			if _, err := s.Reserve(ctx, "t", b, "spend", 35_000); err != nil {
+			if _, err := s.Reserve(ctx, Ask{ID: "spend", Team: "t", Budget: &b, Micros: 35_000}); err != nil {
 				t.Fatal(err)
 			}
 			mustApply(t, s, Record{ID: "spend", Time: tc.spendAt, Key: "k", Team: "t", Model: previewModel,
 				Provider: "laozhang", Images: 1, CostMicros: 35_000, ListCostMicros: 39_000})
 			clk.Set(tc.stillAt)
-			if _, err := s.Reserve(ctx, "t", b, "x", 1); !errors.Is(err, ErrBudgetExceeded) {
+			if _, err := s.Reserve(ctx, Ask{ID: "x", Team: "t", Budget: &b, Micros: 1}); !errors.Is(err, ErrBudgetExceeded) {
 				t.Fatalf("at %s: %v, want ErrBudgetExceeded", tc.stillAt, err)
 			}
 			if tc.rollsAt.IsZero() {
 				return
 			}
 			clk.Set(tc.rollsAt)
-			r, err := s.Reserve(ctx, "t", b, "x", 35_000)
+			r, err := s.Reserve(ctx, Ask{ID: "x", Team: "t", Budget: &b, Micros: 35_000})
 			if err != nil {
 				t.Fatalf("at %s, a new period: %v", tc.rollsAt, err)
 			}

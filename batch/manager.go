@@ -29,11 +29,11 @@ type Runtime struct {
 	Config     *config.Config
 	Format     openai.Format
 	Accounting *gateway.Accounting
-	// KeyBudget checks the budget of the key named key, which a key made at
-	// run time may have of its own: gateway.ErrBudgetExceeded when it is
-	// spent (the batch waits, as for its team's), ErrAccountingUnavailable
-	// when it cannot be read. Nil: keys have no budgets of their own.
-	KeyBudget func(ctx context.Context, key string) error
+	// KeyBudget is the budget of its own that the key named key has (a key
+	// made at run time may), nil for none. A line reserves against it as
+	// a request does, so a spent budget holds the batch back as its
+	// team's does. Nil: keys have no budgets of their own.
+	KeyBudget func(key string) *config.Budget
 }
 
 // Options tune a Manager; zero values take the defaults.

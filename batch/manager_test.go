@@ -48,7 +48,7 @@ type harnessOpts struct {
 	store    Store
 	opts     Options
 	// keyBudget is Runtime.KeyBudget: a key's own budget.
-	keyBudget func(ctx context.Context, key string) error
+	keyBudget func(key string) *config.Budget
 }
 
 func newHarness(t *testing.T, ho harnessOpts) *harness {
@@ -351,31 +351,24 @@ func TestBudgetPausesThenExpiry(t *testing.T) {
 	}
 }
 
-// TestKeyBudgetPausesLines: a key whose own budget is spent has its lines
-// held back like a team's; a budget that cannot be read holds them as an
-// unreachable limiter does. Nothing reaches the upstream either way.
+// TestKeyBudgetPausesLines: a line reserves against its key's own budget as
+// a request does: spent, it holds the batch back like a team's, and
+// nothing reaches the upstream.
 func TestKeyBudgetPausesLines(t *testing.T) {
-	for _, c := range []struct {
-		err error
-		why string
-	}{{gateway.ErrBudgetExceeded, "budget"}, {gateway.ErrAccountingUnavailable, "limiter"}} {
-		t.Run(c.why, func(t *testing.T) {
-			var asked atomic.Int64
-			h := newHarness(t, harnessOpts{opts: Options{BudgetPause: 30 * time.Millisecond, LimiterPause: 30 * time.Millisecond},
-				keyBudget: func(_ context.Context, key string) error {
-					if key != "ci" {
-						t.Errorf("the budget of key %q was checked", key)
-					}
-					asked.Add(1)
-					return c.err
-				}})
-			b := h.create(t, EndpointChat, chatInput(2))
-			poll.Until(t, 5*time.Second, "lines held back three times", func() bool { return h.waits(t, c.why) >= 3 })
-			got, _ := h.m.Get(context.Background(), h.caller(), b.ID)
-			if got.Status != StatusInProgress || got.Counts.Left() != 2 || h.up.Requests() != 0 || asked.Load() < 3 {
-				t.Fatalf("with the key's budget refused: %+v, upstream %d, asked %d", got, h.up.Requests(), asked.Load())
+	var asked atomic.Int64
+	h := newHarness(t, harnessOpts{opts: Options{BudgetPause: 30 * time.Millisecond},
+		keyBudget: func(key string) *config.Budget {
+			if key != "ci" {
+				t.Errorf("the budget of key %q was asked", key)
 			}
-		})
+			asked.Add(1)
+			return &config.Budget{USD: 0.000001, Period: "total"}
+		}})
+	b := h.create(t, EndpointChat, chatInput(2))
+	poll.Until(t, 5*time.Second, "lines held back three times", func() bool { return h.waits(t, "budget") >= 3 })
+	got, _ := h.m.Get(context.Background(), h.caller(), b.ID)
+	if got.Status != StatusInProgress || got.Counts.Left() != 2 || h.up.Requests() != 0 || asked.Load() < 3 {
+		t.Fatalf("with the key's budget spent: %+v, upstream %d, asked %d", got, h.up.Requests(), asked.Load())
 	}
 }
 

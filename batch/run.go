@@ -111,11 +111,10 @@ func (m *Manager) runLine(ctx context.Context, rt Runtime, b *Batch, t *Task, ra
 	}
 	caller := k.caller
 	if rt.KeyBudget != nil {
-		if err := rt.KeyBudget(ctx, b.Key); err != nil {
-			if a, ok := m.waitOf(err, nil); ok {
-				return a
-			}
-			return attempt{wait: m.o.LimiterPause, why: "limiter", err: err}
+		if kb := rt.KeyBudget(b.Key); kb != nil {
+			c := *caller
+			c.Budget = kb
+			caller = &c
 		}
 	}
 	id := callID(b.ID, t.Line, t.try)

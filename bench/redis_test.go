@@ -136,7 +136,7 @@ func BenchmarkBudgetReserveRedis(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		i++
-		if _, err := st.Reserve(ctx, "bench", budget, "req_bench"+strconv.Itoa(i), 1000); err != nil {
+		if _, err := st.Reserve(ctx, accounting.Ask{ID: "req_bench" + strconv.Itoa(i), Team: "bench", Budget: &budget, Micros: 1000}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -168,7 +168,7 @@ func BenchmarkAdmissionRedis(b *testing.B) {
 		if err := allowed(l.Allow(ctx, limiterRequest)); err != nil {
 			return err
 		}
-		_, err := st.Reserve(ctx, "bench", budget, "req_bench"+strconv.FormatInt(seq.Add(1), 10), 1000)
+		_, err := st.Reserve(ctx, accounting.Ask{ID: "req_bench" + strconv.FormatInt(seq.Add(1), 10), Team: "bench", Budget: &budget, Micros: 1000})
 		return err
 	}
 	pipelined := func(ctx context.Context) error {
@@ -176,7 +176,7 @@ func BenchmarkAdmissionRedis(b *testing.B) {
 		var rc accounting.ReserveCall
 		p := l.Pipeline()
 		l.Queue(ctx, p, limiterRequest, &d)
-		accounting.QueueReserve(ctx, p, st, "bench", budget, "req_bench"+strconv.FormatInt(seq.Add(1), 10), 1000, &rc)
+		accounting.QueueReserve(ctx, p, st, accounting.Ask{ID: "req_bench" + strconv.FormatInt(seq.Add(1), 10), Team: "bench", Budget: &budget, Micros: 1000}, &rc)
 		l.Exec(ctx, p)
 		err := allowed(d.Result(ctx))
 		if _, rerr := rc.Result(ctx); err == nil {
@@ -189,7 +189,7 @@ func BenchmarkAdmissionRedis(b *testing.B) {
 		var rc accounting.ReserveCall
 		id := "req_bench" + strconv.FormatInt(seq.Add(1), 10)
 		l.Admit(limiterRequest, &d, func(p redis.Pipeliner) {
-			accounting.QueueReserve(ctx, p, st, "bench", budget, id, 1000, &rc)
+			accounting.QueueReserve(ctx, p, st, accounting.Ask{ID: id, Team: "bench", Budget: &budget, Micros: 1000}, &rc)
 		})
 		err := allowed(d.Result(ctx))
 		if _, rerr := rc.Result(ctx); err == nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -236,20 +238,35 @@ func TestKeysSurviveARestartWithoutRedis(t *testing.T) {
 	}
 }
 
-// TestKeyBudget: a key's own budget is enforced like its team's, with the
-// key named in the refusal.
+// TestKeyBudget: a key's own budget is enforced like its team's, requests
+// in flight included: of 30 concurrent requests against room for about 3,
+// at most 3 are admitted; the refusal names the key's budget, and the
+// team's other keys go on.
 func TestKeyBudget(t *testing.T) {
 	e := startEnv(t, opts{adminKey: keysAdminKey})
 	var k createdKey
-	if code := e.admin(t, "POST", "/admin/keys", `{"name":"capped","team":"design","budget":{"usd":0.01,"period":"daily"}}`, &k); code != 201 {
+	if code := e.admin(t, "POST", "/admin/keys", `{"name":"capped","team":"design","budget":{"usd":0.12,"period":"daily"}}`, &k); code != 201 {
 		t.Fatalf("create: %d", code)
 	}
-	if code, msg := e.chatAs(t, k.Key); code != 200 {
-		t.Fatalf("the first request, within the budget: %d %s", code, msg)
+	e.cheap.SetLatency(200 * time.Millisecond)
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Go(func() {
+			if code, _ := e.chatAs(t, k.Key); code == 200 {
+				ok.Add(1)
+			}
+		})
 	}
+	wg.Wait()
+	// Each request reserves about $0.039 (the dearest provider's price).
+	if n := ok.Load(); n < 2 || n > 3 {
+		t.Fatalf("%d of 30 concurrent requests admitted against a $0.12 key budget", n)
+	}
+	day := time.Now().UTC().Format(time.DateOnly)
 	poll.Until(t, 10*time.Second, "the key's spent budget to refuse it", func() bool {
 		code, msg := e.chatAs(t, k.Key)
-		return code == 429 && strings.HasPrefix(msg, "insufficient_quota: This API key's budget of $0.01")
+		return code == 429 && strings.HasPrefix(msg, "insufficient_quota: This API key's budget of $0.12 for "+day)
 	})
 	if code, msg := e.chatAs(t, clientKey); code != 200 {
 		t.Fatalf("another key of the team: %d %s", code, msg)

@@ -18,8 +18,25 @@ import (
 	"nanogate/ratelimit"
 )
 
-// ErrBudgetExceeded: the caller's team spent its budget for the period.
+// ErrBudgetExceeded: the caller's team spent its budget for the period, or
+// the key its own (a KeyBudgetError, which matches it too).
 var ErrBudgetExceeded = accounting.ErrBudgetExceeded
+
+// KeyBudgetError refuses a request over its key's own budget: the key's
+// spend in the period plus its requests in flight plus the request's
+// estimate would pass it.
+type KeyBudgetError struct {
+	BudgetMicros int64
+	Period       string // the period checked ("2026-11", "2026-11-25", "total")
+}
+
+func (e *KeyBudgetError) Error() string {
+	return "key budget of " + accounting.FormatUSD(e.BudgetMicros) + " USD exceeded for " + e.Period
+}
+
+// Unwrap makes the error match accounting.ErrKeyBudgetExceeded and
+// ErrBudgetExceeded.
+func (e *KeyBudgetError) Unwrap() error { return accounting.ErrKeyBudgetExceeded }
 
 // ErrAccountingUnavailable: the budget could not be checked (Redis down with
 // on_outage: closed).
@@ -125,27 +142,32 @@ func (g *Gateway) estimateCall(call *Call) int64 {
 	return safemath.Add(g.estimateTokens(call.Req), safemath.Mul(n, perImage))
 }
 
-// reserve sets the estimated cost aside in the budget of team (the
-// caller's, from budgetTeam; nil: nothing to reserve).
-func (g *Gateway) reserve(ctx context.Context, call *Call, team *config.Team) error {
-	if team == nil {
-		return nil
-	}
-	r, err := g.acct.Store.Reserve(ctx, team.Name, *team.Budget, call.ID, g.estimateCost(call))
+// reserve sets the estimated cost aside in the budgets of ask (from
+// budgetAsk).
+func (g *Gateway) reserve(ctx context.Context, call *Call, ask accounting.Ask) error {
+	r, err := g.acct.Store.Reserve(ctx, ask)
 	return g.reserved(call, r, err)
 }
 
-// budgetTeam is the caller's team when it has a budget to reserve from.
-func (g *Gateway) budgetTeam(call *Call) *config.Team {
+// budgetAsk is the reservation a call makes when its team or its key has a
+// budget; ok is false when neither has one.
+func (g *Gateway) budgetAsk(call *Call) (ask accounting.Ask, ok bool) {
 	a := g.acct
-	if a == nil || call.Caller == nil || call.Caller.Team == "" {
-		return nil
+	c := call.Caller
+	if a == nil || c == nil {
+		return ask, false
 	}
-	team := a.Teams[call.Caller.Team]
-	if team == nil || team.Budget == nil {
-		return nil
+	var tb *config.Budget
+	if c.Team != "" {
+		if team := a.Teams[c.Team]; team != nil {
+			tb = team.Budget
+		}
 	}
-	return team
+	if tb == nil && c.Budget == nil {
+		return ask, false
+	}
+	return accounting.Ask{ID: call.ID, Team: c.Team, Budget: tb, Key: c.Name, KeyBudget: c.Budget,
+		Micros: g.estimateCost(call)}, true
 }
 
 // estimateCost is the cost a call reserves, in micro-dollars.
@@ -161,6 +183,8 @@ func (g *Gateway) reserved(call *Call, r accounting.Reservation, err error) erro
 	case err == nil:
 		call.resv = &r
 		return nil
+	case errors.Is(err, accounting.ErrKeyBudgetExceeded):
+		return &KeyBudgetError{BudgetMicros: r.KeyBudgetMicros, Period: r.KeyPeriod}
 	case errors.Is(err, accounting.ErrBudgetExceeded):
 		return err
 	case g.acct.FailOpen:

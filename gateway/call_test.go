@@ -104,17 +104,17 @@ func (l *ledger) ApplyBatch(ctx context.Context, recs []accounting.Record) (int,
 	return len(recs), nil
 }
 
-func (l *ledger) Reserve(_ context.Context, team string, b config.Budget, id string, est int64) (accounting.Reservation, error) {
+func (l *ledger) Reserve(_ context.Context, a accounting.Ask) (accounting.Reservation, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.budget > 0 && est > l.budget {
+	if l.budget > 0 && a.Micros > l.budget {
 		return accounting.Reservation{}, accounting.ErrBudgetExceeded
 	}
 	if l.reserved == nil {
 		l.reserved = map[string]int64{}
 	}
-	l.reserved[id] = est
-	return accounting.Reservation{Team: team, ID: id}, nil
+	l.reserved[a.ID] = a.Micros
+	return accounting.Reservation{Team: a.Team, ID: a.ID}, nil
 }
 
 func (l *ledger) Release(_ context.Context, r accounting.Reservation) error {

@@ -7,7 +7,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"nanogate/accounting"
-	"nanogate/config"
 	"nanogate/internal/safemath"
 	"nanogate/ratelimit"
 )
@@ -27,12 +26,13 @@ var ErrLimiterUnavailable = ratelimit.ErrUnavailable
 // known, and released when the limiter refuses.
 func (g *Gateway) limitAndReserve(ctx context.Context, call *Call) error {
 	checkErr := g.Check(call.Caller, call.Req.Model)
-	var team *config.Team
+	var ask accounting.Ask
+	budgeted := false
 	if checkErr == nil {
-		team = g.budgetTeam(call)
+		ask, budgeted = g.budgetAsk(call)
 	}
 	lim := g.jointAdmission()
-	if lim == nil || team == nil || call.Caller == nil {
+	if lim == nil || !budgeted {
 		if err := g.limit(ctx, call); err != nil {
 			return err
 		}
@@ -40,7 +40,10 @@ func (g *Gateway) limitAndReserve(ctx context.Context, call *Call) error {
 			g.settleTokens(call, 0)
 			return checkErr
 		}
-		if err := g.reserve(ctx, call, team); err != nil {
+		if !budgeted {
+			return nil
+		}
+		if err := g.reserve(ctx, call, ask); err != nil {
 			g.settleTokens(call, 0)
 			return err
 		}
@@ -49,9 +52,8 @@ func (g *Gateway) limitAndReserve(ctx context.Context, call *Call) error {
 	g.limitRequest(call)
 	var d ratelimit.Pending
 	var rc accounting.ReserveCall
-	est := g.estimateCost(call)
 	lim.Admit(call.limitReq, &d, func(p redis.Pipeliner) {
-		accounting.QueueReserve(ctx, p, g.acct.Store, team.Name, *team.Budget, call.ID, est, &rc)
+		accounting.QueueReserve(ctx, p, g.acct.Store, ask, &rc)
 	})
 	res, err := d.Result(ctx)
 	r, rerr := rc.Result(ctx)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"nanogate/accounting"
 	"nanogate/gateway"
 	"nanogate/internal/jsonx"
 	"nanogate/provider"
@@ -58,6 +59,16 @@ func ErrorFor(err error, model string, call *gateway.Call) *Error {
 	var ov *router.Overloaded
 	if errors.As(err, &ov) {
 		return overloadError(ov, model)
+	}
+	var kb *gateway.KeyBudgetError
+	if errors.As(err, &kb) {
+		msg := "This API key's budget of $" + accounting.FormatUSD(kb.BudgetMicros)
+		if kb.Period == accounting.PeriodTotal {
+			msg += " is spent or held by requests in flight; requests are refused until those requests end."
+		} else {
+			msg += " for " + kb.Period + " is spent or held by requests in flight; requests are refused until the period rolls over (UTC) or those requests end."
+		}
+		return &Error{Status: 429, Type: "insufficient_quota", Code: "insufficient_quota", NoRetry: true, Message: msg}
 	}
 	switch {
 	case errors.Is(err, gateway.ErrRateLimited):

@@ -239,9 +239,9 @@ func checkKey(c *auth.Caller) *apiError {
 }
 
 // keyBudget refuses a key whose own budget is spent for its period: its
-// spend in the usage records of its team. Only keys with a budget pay for
-// the read. Unlike the team budget, requests in flight are not reserved
-// against it: concurrent requests may pass it by what they cost.
+// spend in the usage records of its team. It guards what starts spending
+// later (a batch, each of its lines); a request that spends at once
+// reserves its estimate against the key's budget in the gateway instead.
 func keyBudget(st *State, c *auth.Caller) *apiError {
 	if c.Budget == nil || st.Accounting == nil || st.Accounting.Store == nil {
 		return nil

@@ -19,7 +19,7 @@ import (
 
 	"nanogate/auth"
 	"nanogate/batch"
-	"nanogate/gateway"
+	"nanogate/config"
 	"nanogate/internal/clip"
 )
 
@@ -509,21 +509,14 @@ func (st *State) BatchRuntime() batch.Runtime {
 		KeyBudget: st.batchKeyBudget}
 }
 
-// batchKeyBudget is the check of a key's own budget that requests get
-// before billed routes, for the lines of its batches.
-func (st *State) batchKeyBudget(_ context.Context, key string) error {
+// batchKeyBudget is the budget of its own of the key named key, which the
+// lines of its batches reserve against.
+func (st *State) batchKeyBudget(key string) *config.Budget {
 	if st.Keys == nil {
 		return nil
 	}
-	c := st.Keys.ByName(key)
-	if c == nil || c.Budget == nil {
-		return nil
-	}
-	if e := keyBudget(st, c); e != nil {
-		if e.Code == "insufficient_quota" {
-			return gateway.ErrBudgetExceeded
-		}
-		return gateway.ErrAccountingUnavailable
+	if c := st.Keys.ByName(key); c != nil {
+		return c.Budget
 	}
 	return nil
 }

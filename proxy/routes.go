@@ -54,8 +54,10 @@ type route struct {
 	handle func(s *Server, ctx *fasthttp.RequestCtx, r routed)
 	// allow is the Allow header of a 405: methods, and HEAD with GET.
 	allow string
-	// billed routes spend money when posted to: a key's own budget is
-	// checked before them.
+	// billed routes start spending money when posted to (a batch): a key's
+	// own budget is checked before them. The routes that spend at once
+	// reserve against it in the gateway, with their team's budget, in the
+	// same step.
 	billed bool
 }
 
@@ -81,11 +83,11 @@ var (
 // step, serve: find its route, check the method, authorize, then the
 // handler.
 var routes = []*route{
-	{paths: []string{"/v1/chat/completions", "/chat/completions"}, methods: post, auth: authClient, logAs: "chat", billed: true,
+	{paths: []string{"/v1/chat/completions", "/chat/completions"}, methods: post, auth: authClient, logAs: "chat",
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleChat(ctx, r.st, r.rid, r.caller) }},
-	{paths: []string{"/v1/images/generations", "/images/generations"}, methods: post, auth: authClient, logAs: "images", billed: true,
+	{paths: []string{"/v1/images/generations", "/images/generations"}, methods: post, auth: authClient, logAs: "images",
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleImages(ctx, r.st, r.rid, r.caller, false) }},
-	{paths: []string{"/v1/images/edits", "/images/edits"}, methods: post, auth: authClient, logAs: "images_edits", billed: true,
+	{paths: []string{"/v1/images/edits", "/images/edits"}, methods: post, auth: authClient, logAs: "images_edits",
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleImages(ctx, r.st, r.rid, r.caller, true) }},
 	{paths: []string{"/v1/models", "/models"}, methods: get, auth: authClient,
 		handle: func(s *Server, ctx *fasthttp.RequestCtx, r routed) { s.handleModels(ctx, r.st, r.caller) }},
