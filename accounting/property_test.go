@@ -68,48 +68,88 @@ func TestPropertyEstimateCoversTheImagesFloor(t *testing.T) {
 }
 
 // testExtremeReservations drives Reserve with random extreme estimates,
-// budgets up to the configuration's bound and releases: every granted
-// reservation keeps spent + reserved within the budget, the reserved sum
-// is never negative, and a refusal changes nothing.
+// team and key budgets (either, both) up to the configuration's bound and
+// releases, against a model of the reservations: every granted reservation
+// keeps spent + reserved within each budget it was checked against, the
+// others' reservations it reports are the model's, and a refusal changes
+// nothing.
 func testExtremeReservations(t *testing.T, newStore backend) {
 	s := newStore(t, newClock(nov25))
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(5, 6))
 	budgets := []float64{0.000001, 0.10, 1, 1000, config.MaxBudgetUSD, math.Inf(1), math.MaxFloat64, math.NaN()}
-	for i := range 400 {
+	type held struct {
+		key    string // "" when no key budget was checked
+		micros int64
+	}
+	model := map[[2]string]held{} // (team, id) -> what it holds
+	others := func(team, id, key string) (sum, keySum int64) {
+		for k, h := range model {
+			if k[0] == team && k[1] != id {
+				sum += h.micros
+				if key != "" && h.key == key {
+					keySum += h.micros
+				}
+			}
+		}
+		return sum, keySum
+	}
+	budget := func() *config.Budget {
+		if rng.IntN(3) == 0 {
+			return nil
+		}
+		return &config.Budget{USD: budgets[rng.IntN(len(budgets))], Period: "total"}
+	}
+	for i := range 600 {
 		team := fmt.Sprintf("team%d", rng.IntN(3))
-		b := config.Budget{USD: budgets[rng.IntN(len(budgets))], Period: "total"}
+		id := fmt.Sprintf("r%d", rng.IntN(20))
 		before, err := s.Reserved(ctx, team)
 		if err != nil {
 			t.Fatal(err)
 		}
-		id := fmt.Sprintf("r%d", rng.IntN(20))
 		if rng.IntN(4) == 0 {
 			if err := s.Release(ctx, Reservation{ID: id, Team: team}); err != nil {
 				t.Fatal(err)
 			}
+			delete(model, [2]string{team, id})
 			continue
 		}
-		est := anyOf(rng, extremes)
-		r, err := s.Reserve(ctx, Ask{ID: id, Team: team, Budget: &b, Micros: est})
+		a := Ask{ID: id, Team: team, Budget: budget(), Key: fmt.Sprintf("k%d", rng.IntN(2)), KeyBudget: budget(),
+			Micros: anyOf(rng, extremes)}
+		r, err := s.Reserve(ctx, a)
 		after, err2 := s.Reserved(ctx, team)
 		if err2 != nil {
 			t.Fatal(err2)
 		}
+		sum, keySum := others(team, id, r.Key)
 		switch {
+		case a.Budget == nil && a.KeyBudget == nil:
+			if err != nil || after != before {
+				t.Fatalf("step %d: an ask without budgets: %v, reserved %d -> %d", i, err, before, after)
+			}
 		case err == nil:
-			if r.Micros < 0 || after < 0 || after > r.BudgetMicros {
-				t.Fatalf("step %d: granted %+v for estimate %d: reserved %d of budget %d", i, r, est, after, r.BudgetMicros)
+			if r.Micros < 0 || (a.Micros > 0 && r.Micros != a.Micros) {
+				t.Fatalf("step %d: granted %d for an estimate of %d", i, r.Micros, a.Micros)
 			}
-			if est > 0 && r.Micros != est {
-				t.Fatalf("step %d: granted %d for an estimate of %d", i, r.Micros, est)
+			if a.Budget != nil && (r.ReservedMicros != sum || after > r.BudgetMicros) {
+				t.Fatalf("step %d: granted %+v: others hold %d, reserved %d of budget %d", i, r, sum, after, r.BudgetMicros)
 			}
+			if a.KeyBudget != nil && (r.KeyReservedMicros != keySum || keySum+r.Micros > r.KeyBudgetMicros) {
+				t.Fatalf("step %d: granted %+v: the key's others hold %d", i, r, keySum)
+			}
+			if after != sum+r.Micros {
+				t.Fatalf("step %d: reserved %d after a grant of %d over %d", i, after, r.Micros, sum)
+			}
+			model[[2]string{team, id}] = held{r.Key, r.Micros}
 		case errors.Is(err, ErrBudgetExceeded):
 			if after != before {
 				t.Fatalf("step %d: a refusal changed the reserved sum from %d to %d", i, before, after)
 			}
+			if errors.Is(err, ErrKeyBudgetExceeded) != (a.Budget == nil || r.ReservedMicros+r.Micros <= r.BudgetMicros) {
+				t.Fatalf("step %d: refusal %v for %+v", i, err, r)
+			}
 		default:
-			t.Fatalf("step %d: Reserve(%+v, %d): %v", i, b, est, err)
+			t.Fatalf("step %d: Reserve(%+v): %v", i, a, err)
 		}
 	}
 }
