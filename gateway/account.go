@@ -30,6 +30,8 @@ type KeyBudgetError struct {
 	Period       string // the period checked ("2026-11", "2026-11-25", "total")
 }
 
+// Error says which budget refused, for logs; clients get the OpenAI
+// error the openai package makes of it.
 func (e *KeyBudgetError) Error() string {
 	return "key budget of " + accounting.FormatUSD(e.BudgetMicros) + " USD exceeded for " + e.Period
 }
