@@ -3,9 +3,7 @@ package accounting
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -107,34 +105,11 @@ func newClient(t testing.TB, addr string) *redis.Client {
 }
 
 // startCluster starts a 3-node Redis Cluster (masters only) and returns a
-// cluster client once every node reports the cluster ok.
+// cluster client over it.
 func startCluster(t *testing.T) *redis.ClusterClient {
 	t.Helper()
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
-		t.Fatal("redis-cli not found in PATH (it comes with redis-tools, a dependency of Debian's redis-server)")
-	}
-	var addrs []string
-	for i := range 3 {
-		s := redistest.Start(t, "--cluster-enabled", "yes",
-			"--cluster-config-file", filepath.Join(t.TempDir(), fmt.Sprintf("nodes-%d.conf", i)),
-			"--cluster-node-timeout", "2000")
-		addrs = append(addrs, s.Addr)
-	}
-	args := append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "0", "--cluster-yes")
-	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
-	}
-	for _, a := range addrs {
-		c := redis.NewClient(&redis.Options{Addr: a})
-		poll.Until(t, 20*time.Second, "cluster node "+a+" to report cluster_state:ok", func() bool {
-			info, err := c.ClusterInfo(context.Background()).Result()
-			return err == nil && strings.Contains(info, "cluster_state:ok")
-		})
-		c.Close()
-	}
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: time.Second,
-		WriteTimeout: time.Second})
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: redistest.Addrs(redistest.StartCluster(t)),
+		ReadTimeout: time.Second, WriteTimeout: time.Second})
 	t.Cleanup(func() { cc.Close() })
 	return cc
 }

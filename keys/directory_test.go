@@ -249,12 +249,23 @@ func TestLastUseIsFlushedOffTheRequestPath(t *testing.T) {
 	}
 }
 
-// TestReplicasFollowEachOther: two directories on one Redis; a change on
+// TestReplicasFollowEachOther: two directories on one Redis (a single
+// node, then a Cluster, where the announcement crosses nodes); a change on
 // one reaches the other by notification, well before any resync.
 func TestReplicasFollowEachOther(t *testing.T) {
-	srv := redistest.Start(t)
+	t.Run("single", func(t *testing.T) {
+		srv := redistest.Start(t)
+		testReplicasFollow(t, func() redis.UniversalClient { return redis.NewClient(&redis.Options{Addr: srv.Addr}) })
+	})
+	t.Run("cluster", func(t *testing.T) {
+		addrs := redistest.Addrs(redistest.StartCluster(t))
+		testReplicasFollow(t, func() redis.UniversalClient { return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs}) })
+	})
+}
+
+func testReplicasFollow(t *testing.T, client func() redis.UniversalClient) {
 	dir := func() *Directory {
-		c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		c := client()
 		t.Cleanup(func() { c.Close() })
 		d := Open(NewRedis(c, "t:"), seedConfig(), Options{Resync: time.Hour})
 		t.Cleanup(d.Close)

@@ -3,7 +3,9 @@ package keys
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,6 +45,24 @@ func redisBackend(t *testing.T) backend {
 
 func TestFileStore(t *testing.T)  { runStoreSuite(t, fileBackend) }
 func TestRedisStore(t *testing.T) { runStoreSuite(t, redisBackend) }
+
+// TestRedisClusterStore runs the suite on a 3-node Redis Cluster: a script
+// whose keys were not all in one slot would fail with CROSSSLOT.
+func TestRedisClusterStore(t *testing.T) {
+	addrs := redistest.Addrs(redistest.StartCluster(t))
+	runStoreSuite(t, func(t *testing.T) backend {
+		prefix := fmt.Sprintf("c%d:", clusterNS.Add(1))
+		open := func(t *testing.T) Store {
+			c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+			t.Cleanup(func() { c.Close() })
+			return NewRedis(c, prefix)
+		}
+		return backend{open: open, reopen: open}
+	})
+}
+
+// clusterNS keeps the suite's cases apart on the one cluster.
+var clusterNS atomic.Int64
 
 func runStoreSuite(t *testing.T, mk func(*testing.T) backend) {
 	for _, tc := range []struct {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -139,10 +137,7 @@ func twoReplicaBurst(t *testing.T, cfg config.Redis, teams int) {
 // replicas) and returns its addresses once every node reports it ok.
 func startCluster(t *testing.T) []string {
 	t.Helper()
-	var addrs []string
-	for _, n := range startClusterNodes(t) {
-		addrs = append(addrs, n.Addr)
-	}
+	addrs := redistest.Addrs(redistest.StartCluster(t))
 	// keySlot agrees with the cluster.
 	c := redis.NewClient(&redis.Options{Addr: addrs[0]})
 	defer c.Close()
@@ -156,40 +151,6 @@ func startCluster(t *testing.T) []string {
 		}
 	}
 	return addrs
-}
-
-// startClusterNodes starts the servers of a 3-node Redis Cluster, with extra
-// arguments, and returns them once every node reports the cluster ok.
-func startClusterNodes(t *testing.T, extra ...string) []*redistest.Server {
-	t.Helper()
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
-		t.Fatal("redis-cli not found in PATH (it comes with redis-tools, a dependency of Debian's redis-server)")
-	}
-	var nodes []*redistest.Server
-	var addrs []string
-	for i := range 3 {
-		dir := t.TempDir()
-		s := redistest.Start(t, append([]string{"--cluster-enabled", "yes",
-			"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", i)),
-			"--cluster-node-timeout", "2000"}, extra...)...)
-		nodes = append(nodes, s)
-		addrs = append(addrs, s.Addr)
-	}
-	args := append([]string{"--cluster", "create"}, addrs...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
-	}
-	for _, a := range addrs {
-		c := redis.NewClient(&redis.Options{Addr: a})
-		poll.Until(t, 20*time.Second, "cluster node "+a+" to report cluster_state:ok", func() bool {
-			info, err := c.ClusterInfo(context.Background()).Result()
-			return err == nil && strings.Contains(info, "cluster_state:ok")
-		})
-		c.Close()
-	}
-	return nodes
 }
 
 // observed returns a logger whose warnings and infos the test can count.
@@ -411,7 +372,7 @@ func TestForeignValueIsAFullBucket(t *testing.T) {
 // it holds to the fallback; the others keep deciding in Redis. One warning,
 // one info when it is back.
 func TestClusterNodeOutage(t *testing.T) {
-	nodes := startClusterNodes(t, "--cluster-require-full-coverage", "no")
+	nodes := redistest.StartCluster(t, "--cluster-require-full-coverage", "no")
 	addrs := make([]string, len(nodes))
 	for i, n := range nodes {
 		addrs[i] = n.Addr
