@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"nanogate/internal/atomicfile"
 )
 
 // Compaction keeps the embedded store's file, and the time to open it,
@@ -184,7 +186,7 @@ func (m *Memory) install(p *compaction) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := syncDir(filepath.Dir(m.path)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(m.path)); err != nil {
 		m.log.Warn("accounting: fsync of the data directory after a compaction failed",
 			zap.String("path", m.path), zap.Error(err))
 	}
@@ -249,21 +251,4 @@ func (m *Memory) reopenLocked() error {
 	}
 	m.f = f
 	return nil
-}
-
-// syncDir makes a rename in dir durable. Windows cannot fsync a directory
-// (NTFS journals the rename itself).
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

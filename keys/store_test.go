@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -190,5 +193,69 @@ func testMark(t *testing.T, b backend) {
 	s = b.reopen(t)
 	if first, _ := s.Mark(ctx, "a", time.Time{}); first {
 		t.Fatal("a mark was forgotten by a restart")
+	}
+}
+
+// TestFileStoreCompacts: a file that last uses keep growing is rewritten as
+// the store's state once it outgrows it: it stays bounded, and a restart
+// loads the same teams, keys, last uses, audit trail, version and marks in
+// force (the ended ones gone).
+func TestFileStoreCompacts(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "keys.jsonl")
+	open := func() *File {
+		s, err := OpenFile(path, nil)
+		must(t, err)
+		s.compactMin, s.compactAt = 8<<10, 8<<10
+		return s
+	}
+	s := open()
+	must(t, s.Apply(ctx, Change{Team: &Team{Name: "design", RPM: 5}, Create: true, Event: ev("e1", "team.create")}))
+	must(t, s.Apply(ctx, Change{Key: &Key{ID: "key_1", Name: "ci", Team: "design", Hash: hashOf("s")}, Create: true, Event: ev("e2", "key.create")}))
+	must(t, s.Apply(ctx, Change{Team: &Team{Name: "gone"}, Create: true, Event: ev("e3", "team.create")}))
+	must(t, s.Apply(ctx, Change{DeleteTeam: "gone", Event: ev("e4", "team.delete")}))
+	if first, _ := s.Mark(ctx, "forever", time.Time{}); !first {
+		t.Fatal("mark")
+	}
+	if first, _ := s.Mark(ctx, "ended", time.Now().Add(-time.Second)); !first {
+		t.Fatal("mark")
+	}
+	var peak int64
+	for i := range 2000 { // a day and a half of a key's last uses
+		must(t, s.Touch(ctx, map[string]int64{"key_1": int64(1e9 + i), fmt.Sprintf("key_%d", 2+i%5): int64(i)}))
+		peak = max(peak, s.size)
+	}
+	fi, err := os.Stat(path)
+	must(t, err)
+	if fi.Size() != s.size || peak > 16<<10+512 {
+		t.Fatalf("file of %d bytes (store counts %d), peak %d: not kept within twice its state", fi.Size(), s.size, peak)
+	}
+	want, err := s.Load(ctx)
+	must(t, err)
+	wantAudit, _ := s.Audit(ctx, 100)
+	s.Close()
+
+	s = open()
+	got, err := s.Load(ctx)
+	must(t, err)
+	gotAudit, _ := s.Audit(ctx, 100)
+	if got.Version != 4 || got.Version != want.Version || !maps.Equal(got.Used, want.Used) || got.Used["key_1"] != 1e9+1999 ||
+		len(got.Teams) != 1 || got.Teams["design"].RPM != 5 || got.Keys["key_1"].Name != "ci" || len(got.Keys) != 1 {
+		t.Fatalf("after compactions and a restart: version %d, teams %v, keys %v, used %v", got.Version, got.Teams, got.Keys, got.Used)
+	}
+	if len(gotAudit) != 4 || !slices.EqualFunc(gotAudit, wantAudit, func(a, b Event) bool { return a.ID == b.ID }) {
+		t.Fatalf("audit %+v, want %+v", gotAudit, wantAudit)
+	}
+	if first, _ := s.Mark(ctx, "forever", time.Time{}); first {
+		t.Fatal("a mark in force was lost by a compaction")
+	}
+	if _, ended := s.marks["ended"]; ended {
+		t.Fatal("an ended mark was kept")
+	}
+	// Changes after a compaction are appended to the new file.
+	must(t, s.Apply(ctx, Change{Team: &Team{Name: "later"}, Create: true, Event: ev("e5", "team.create")}))
+	s.Close()
+	if d, _ := open().Load(ctx); d.Teams["later"] == nil || d.Version != 5 {
+		t.Fatalf("a change after the compaction: teams %v, version %d", d.Teams, d.Version)
 	}
 }
