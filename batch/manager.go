@@ -29,11 +29,13 @@ type Runtime struct {
 	Config     *config.Config
 	Format     openai.Format
 	Accounting *gateway.Accounting
-	// KeyBudget is the budget of its own that the key named key has (a key
-	// made at run time may), nil for none. A line reserves against it as
-	// a request does, so a spent budget holds the batch back as its
-	// team's does. Nil: keys have no budgets of their own.
-	KeyBudget func(key string) *config.Budget
+	// Key is the key named name as requests see it now, nil when unknown:
+	// a key made at run time may have a budget of its own, which a line
+	// reserves against as a request does (a spent one holds the batch back
+	// as its team's does), and may expire or be revoked while its batch
+	// runs, which fails the lines left as a request would be refused.
+	// Nil: every key is the configuration's.
+	Key func(name string) *auth.Caller
 }
 
 // Options tune a Manager; zero values take the defaults.

@@ -47,8 +47,8 @@ type harnessOpts struct {
 	topYAML  string // top-level lines (a files block)
 	store    Store
 	opts     Options
-	// keyBudget is Runtime.KeyBudget: a key's own budget.
-	keyBudget func(key string) *config.Budget
+	// key is Runtime.Key: a key as requests see it now.
+	key func(name string) *auth.Caller
 }
 
 func newHarness(t *testing.T, ho harnessOpts) *harness {
@@ -106,7 +106,7 @@ keys:
 	}
 	t.Cleanup(func() { off.Close() })
 	gw := gateway.New(r, gateway.Options{TokensPerImage: 1290, Offload: off, Accounting: acct, Limiter: ratelimit.NewMemory()})
-	rt := Runtime{Gateway: gw, Config: cfg, Accounting: acct, KeyBudget: ho.keyBudget}
+	rt := Runtime{Gateway: gw, Config: cfg, Accounting: acct, Key: ho.key}
 	store := ho.store
 	if store == nil {
 		if store, err = OpenLocal(t.TempDir(), nil); err != nil {
@@ -357,18 +357,36 @@ func TestBudgetPausesThenExpiry(t *testing.T) {
 func TestKeyBudgetPausesLines(t *testing.T) {
 	var asked atomic.Int64
 	h := newHarness(t, harnessOpts{opts: Options{BudgetPause: 30 * time.Millisecond},
-		keyBudget: func(key string) *config.Budget {
-			if key != "ci" {
-				t.Errorf("the budget of key %q was asked", key)
+		key: func(name string) *auth.Caller {
+			if name != "ci" {
+				t.Errorf("the key %q was asked", name)
 			}
 			asked.Add(1)
-			return &config.Budget{USD: 0.000001, Period: "total"}
+			return &auth.Caller{Name: name, Budget: &config.Budget{USD: 0.000001, Period: "total"}}
 		}})
 	b := h.create(t, EndpointChat, chatInput(2))
 	poll.Until(t, 5*time.Second, "lines held back three times", func() bool { return h.waits(t, "budget") >= 3 })
 	got, _ := h.m.Get(context.Background(), h.caller(), b.ID)
 	if got.Status != StatusInProgress || got.Counts.Left() != 2 || h.up.Requests() != 0 || asked.Load() < 3 {
 		t.Fatalf("with the key's budget spent: %+v, upstream %d, asked %d", got, h.up.Requests(), asked.Load())
+	}
+}
+
+// TestAnExpiredKeysLinesFail: a key that expired (or was revoked) while
+// its batch runs is refused for the lines left, as its requests are,
+// before the state that lists it is rebuilt; nothing reaches the upstream.
+func TestAnExpiredKeysLinesFail(t *testing.T) {
+	for _, live := range []auth.Caller{{Expires: time.Now().Add(-time.Second)}, {Revoked: true}} {
+		h := newHarness(t, harnessOpts{key: func(name string) *auth.Caller { c := live; c.Name = name; return &c }})
+		b := h.create(t, EndpointChat, chatInput(3))
+		got := h.wait(t, b.ID, StatusCompleted, 5*time.Second)
+		if got.Counts.Failed != 3 || h.up.Requests() != 0 {
+			t.Fatalf("%+v: batch %+v, upstream %d", live, got.Counts, h.up.Requests())
+		}
+		if errs := strings.Join(h.lines(t, got.ErrorFileID), "\n"); !strings.Contains(errs, "invalid_api_key") ||
+			!strings.Contains(errs, "revoked or has expired") {
+			t.Fatalf("error file: %s", errs)
+		}
 	}
 }
 

@@ -110,11 +110,18 @@ func (m *Manager) runLine(ctx context.Context, rt Runtime, b *Batch, t *Task, ra
 		return m.failed(b, t, env.customID, "", e, nil)
 	}
 	caller := k.caller
-	if rt.KeyBudget != nil {
-		if kb := rt.KeyBudget(b.Key); kb != nil {
-			c := *caller
-			c.Budget = kb
-			caller = &c
+	if rt.Key != nil {
+		if live := rt.Key(b.Key); live != nil {
+			if live.Revoked || live.Expired(time.Now()) {
+				e := &apiError{Status: 401, Type: "invalid_request_error", Code: "invalid_api_key",
+					Message: "The key '" + b.Key + "' that created this batch was revoked or has expired."}
+				return m.failed(b, t, env.customID, "", e, nil)
+			}
+			if live.Budget != nil {
+				c := *caller
+				c.Budget = live.Budget
+				caller = &c
+			}
 		}
 	}
 	id := callID(b.ID, t.Line, t.try)

@@ -210,22 +210,30 @@ func BenchmarkFindClientAPIKey(b *testing.B) {
 	}
 }
 
-// TestBatchLinesSeeAKeysOwnBudget: the batch runtime gives the lines of a
-// run-time key its own budget, which they reserve against as requests do,
-// and none to a key without one.
-func TestBatchLinesSeeAKeysOwnBudget(t *testing.T) {
+// TestBatchLinesSeeTheKeyAsRequestsDo: the batch runtime gives the lines
+// of a run-time key its own budget, which they reserve against as requests
+// do, and its revocation before the state is rebuilt; none to a key without
+// a budget.
+func TestBatchLinesSeeTheKeyAsRequestsDo(t *testing.T) {
 	ts := startServer(t, serverOpts{})
 	withDirectory(t, ts)
 	r := send(t, "POST", ts.url+"/admin/keys", adminKey, "application/json",
 		[]byte(`{"name":"capped","team":"design","budget":{"usd":0.01,"period":"total"}}`))
-	if r.status != 201 {
+	var k struct{ ID string }
+	if json.Unmarshal(r.body, &k); r.status != 201 {
 		t.Fatalf("create key: %d %s", r.status, r.body)
 	}
 	rt := ts.s.State().BatchRuntime()
-	if b := rt.KeyBudget("capped"); b == nil || b.USD != 0.01 || b.Period != "total" {
-		t.Fatalf("the run-time key's budget: %+v", b)
+	if c := rt.Key("capped"); c == nil || c.Budget == nil || c.Budget.USD != 0.01 || c.Budget.Period != "total" || c.Revoked {
+		t.Fatalf("the run-time key: %+v", c)
 	}
-	if b := rt.KeyBudget("ci"); b != nil {
-		t.Fatalf("a key without a budget of its own: %+v", b)
+	if c := rt.Key("ci"); c == nil || c.Budget != nil {
+		t.Fatalf("a key without a budget of its own: %+v", c)
+	}
+	if r := send(t, "DELETE", ts.url+"/admin/keys/"+k.ID, adminKey, "", nil); r.status != 200 {
+		t.Fatalf("revoke: %d %s", r.status, r.body)
+	}
+	if c := ts.s.State().BatchRuntime().Key("capped"); c == nil || !c.Revoked {
+		t.Fatalf("the revoked key: %+v", c)
 	}
 }

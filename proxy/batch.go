@@ -19,7 +19,6 @@ import (
 
 	"nanogate/auth"
 	"nanogate/batch"
-	"nanogate/config"
 	"nanogate/internal/clip"
 )
 
@@ -506,17 +505,13 @@ func (s *Server) handleAdminBatches(ctx *fasthttp.RequestCtx, st *State) {
 // BatchRuntime is the configuration batch lines run with, from this state.
 func (st *State) BatchRuntime() batch.Runtime {
 	return batch.Runtime{Gateway: st.Gateway, Config: st.Config, Format: st.Format, Accounting: st.Accounting,
-		KeyBudget: st.batchKeyBudget}
+		Key: st.keyNamed}
 }
 
-// batchKeyBudget is the budget of its own of the key named key, which the
-// lines of its batches reserve against.
-func (st *State) batchKeyBudget(key string) *config.Budget {
+// keyNamed is the key named name in this state's table, nil when none.
+func (st *State) keyNamed(name string) *auth.Caller {
 	if st.Keys == nil {
 		return nil
 	}
-	if c := st.Keys.ByName(key); c != nil {
-		return c.Budget
-	}
-	return nil
+	return st.Keys.ByName(name)
 }
