@@ -238,6 +238,49 @@ func TestKeysSurviveARestartWithoutRedis(t *testing.T) {
 	}
 }
 
+// TestKeyBudgetAcrossReplicas: two replicas sharing Redis hold one key's
+// budget together, requests in flight on both included: of 30 concurrent
+// requests split between them against room for about 3, at most 3 are
+// admitted, and the key's usage is what they cost.
+func TestKeyBudgetAcrossReplicas(t *testing.T) {
+	a, b, _ := keysReplicas(t)
+	var k createdKey
+	if code := a.admin(t, "POST", "/admin/keys", `{"name":"shared-cap","team":"design","budget":{"usd":0.12,"period":"monthly"}}`, &k); code != 201 {
+		t.Fatalf("create: %d", code)
+	}
+	poll.Until(t, follow, "B to know the key", func() bool {
+		var u usageView
+		return getJSON(t, b.gw.URL+"/v1/usage", k.Key, &u) == 200
+	})
+	a.cheap.SetLatency(300 * time.Millisecond)
+	b.cheap.SetLatency(300 * time.Millisecond)
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 30 {
+		e := a
+		if i%2 == 1 {
+			e = b
+		}
+		wg.Go(func() {
+			if code, _ := e.chatAs(t, k.Key); code == 200 {
+				ok.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := ok.Load(); n < 2 || n > 3 {
+		t.Fatalf("%d of 30 concurrent requests on two replicas admitted against a $0.12 key budget", n)
+	}
+	var u usageView
+	poll.Until(t, 10*time.Second, "the records", func() bool {
+		getJSON(t, a.gw.URL+"/v1/usage", k.Key, &u)
+		return u.Key.Requests == ok.Load()
+	})
+	if u.Key.CostUSD > 0.12 {
+		t.Fatalf("the key spent $%v of a $0.12 budget", u.Key.CostUSD)
+	}
+}
+
 // TestKeyBudget: a key's own budget is enforced like its team's, requests
 // in flight included: of 30 concurrent requests against room for about 3,
 // at most 3 are admitted; the refusal names the key's budget, and the
