@@ -310,7 +310,8 @@ func luaNames() string {
 // ARGV: now (unix ms), id, estimate, team budget ("" for none), expiry (unix
 // ms), key ("" for no key budget), key budget, the key's cost field.
 // Returns {admitted: 1, or 0 over the team's budget, -1 over the key's;
-// the team's spend and other reservations; the key's}.
+// the team's spend and other reservations; the key's, when it has a
+// budget}.
 var reserveScript = redis.NewScript(luaResv + luaKeyed + `
 purge(2, ARGV[1])
 local id, est = ARGV[2], tonumber(ARGV[3])
@@ -339,8 +340,14 @@ if key ~= '' then
   if prevKey == key then kreserved = kreserved - prevAmt end
   if ok == 1 and kspent + kreserved + est > tonumber(ARGV[7]) then ok = -1 end
 end
+local function reply(v)
+  if key == '' then
+    return {v, spent, reserved}
+  end
+  return {v, spent, reserved, kspent, kreserved}
+end
 if ok ~= 1 then
-  return {ok, spent, reserved, kspent, kreserved}
+  return reply(ok)
 end
 if prev then unreserve(2, id) end
 if key ~= '' then
@@ -351,7 +358,7 @@ else
 end
 redis.call('ZADD', KEYS[3], ARGV[5], id)
 redis.call('INCRBY', KEYS[4], ARGV[3])
-return {1, spent, reserved, kspent, kreserved}
+return reply(1)
 `)
 
 // reservedScript purges expired reservations and returns the sum of the
@@ -621,7 +628,11 @@ func reserveResult(r Reservation, cmd *redis.Cmd) (Reservation, error) {
 	if err != nil {
 		return r, fmt.Errorf("accounting: reserve for team %q: %w", r.Team, err)
 	}
-	if len(res) != 5 {
+	want := 3 // admitted, the team's spend and reservations
+	if r.Key != "" {
+		want = 5 // and the key's
+	}
+	if len(res) != want {
 		return r, fmt.Errorf("accounting: reserve for team %q: unexpected reply %v", r.Team, res)
 	}
 	if r.Period != "" {
