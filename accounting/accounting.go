@@ -319,8 +319,9 @@ type Store interface {
 	// Release drops a reservation that no record will settle (a request
 	// that ended before routing). Releasing twice is harmless.
 	Release(ctx context.Context, r Reservation) error
-	// Reserved is the sum of a team's unexpired reservations.
-	Reserved(ctx context.Context, team string) (int64, error)
+	// Reserved is the sum of a team's unexpired reservations; with a key,
+	// of those made against that key's own budget.
+	Reserved(ctx context.Context, team, key string) (int64, error)
 	// Read returns the team's bucket for each period, empty when nothing
 	// was recorded.
 	Read(ctx context.Context, team string, periods []string) ([]*Bucket, error)

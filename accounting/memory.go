@@ -605,10 +605,14 @@ func (m *Memory) Release(_ context.Context, r Reservation) error {
 }
 
 // Reserved implements Store.
-func (m *Memory) Reserved(_ context.Context, team string) (int64, error) {
+func (m *Memory) Reserved(_ context.Context, team, key string) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.teamResvLocked(team, m.o.Now()).sum, nil
+	tr := m.teamResvLocked(team, m.o.Now())
+	if key != "" {
+		return tr.keys[key], nil
+	}
+	return tr.sum, nil
 }
 
 // Read implements Store.

@@ -103,7 +103,7 @@ func testExtremeReservations(t *testing.T, newStore backend) {
 	for i := range 600 {
 		team := fmt.Sprintf("team%d", rng.IntN(3))
 		id := fmt.Sprintf("r%d", rng.IntN(20))
-		before, err := s.Reserved(ctx, team)
+		before, err := s.Reserved(ctx, team, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,7 +117,7 @@ func testExtremeReservations(t *testing.T, newStore backend) {
 		a := Ask{ID: id, Team: team, Budget: budget(), Key: fmt.Sprintf("k%d", rng.IntN(2)), KeyBudget: budget(),
 			Micros: anyOf(rng, extremes)}
 		r, err := s.Reserve(ctx, a)
-		after, err2 := s.Reserved(ctx, team)
+		after, err2 := s.Reserved(ctx, team, "")
 		if err2 != nil {
 			t.Fatal(err2)
 		}

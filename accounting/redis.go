@@ -362,10 +362,13 @@ return reply(1)
 `)
 
 // reservedScript purges expired reservations and returns the sum of the
-// rest. KEYS: unused, resv, resv:exp, resv:sum, resv:keys. ARGV: now (unix
-// ms).
+// rest, or of those of a key. KEYS: unused, resv, resv:exp, resv:sum,
+// resv:keys. ARGV: now (unix ms), key ("" for the team's).
 var reservedScript = redis.NewScript(luaResv + `
 purge(2, ARGV[1])
+if ARGV[2] ~= '' then
+  return tonumber(redis.call('HGET', KEYS[5], ARGV[2]) or '0')
+end
 return tonumber(redis.call('GET', KEYS[4]) or '0')
 `)
 
@@ -749,9 +752,9 @@ func (s *Redis) Release(ctx context.Context, r Reservation) error {
 }
 
 // Reserved implements Store.
-func (s *Redis) Reserved(ctx context.Context, team string) (int64, error) {
+func (s *Redis) Reserved(ctx context.Context, team, key string) (int64, error) {
 	keys := s.reserveKeys(team, PeriodTotal, "")
-	n, err := reservedScript.Run(ctx, s.c, keys, s.o.Now().UnixMilli()).Int64()
+	n, err := reservedScript.Run(ctx, s.c, keys, s.o.Now().UnixMilli(), key).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("accounting: reserved of team %q: %w", team, err)
 	}

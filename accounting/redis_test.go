@@ -166,7 +166,7 @@ func TestRedisBatchAddsOnlyNewRecords(t *testing.T) {
 		for _, period := range []string{Day(nov25), Day(day2), Month(nov25), PeriodTotal} {
 			checkBucket(t, s, all, team, period)
 		}
-		if r, err := s.Reserved(ctx, team); err != nil || r != 0 {
+		if r, err := s.Reserved(ctx, team, ""); err != nil || r != 0 {
 			t.Errorf("%s: reserved %d, %v after the records", team, r, err)
 		}
 	}
@@ -220,7 +220,7 @@ func TestQueuedReservations(t *testing.T) {
 					t.Fatalf("the other command: %v", err)
 				}
 				for _, team := range []string{"design", "ops"} {
-					if got, err := s.Reserved(ctx, team+round); got != 600_000 || err != nil {
+					if got, err := s.Reserved(ctx, team+round, ""); got != 600_000 || err != nil {
 						t.Errorf("%s: reserved %d, %v; want 600000", team+round, got, err)
 					}
 				}

@@ -105,7 +105,7 @@ func budgetStatus(ctx context.Context, s Store, team string, b *config.Budget, n
 		cur = bs[0]
 	}
 	st.spent = cur.Team.CostMicros
-	r, err := s.Reserved(ctx, team)
+	r, err := s.Reserved(ctx, team, "")
 	if err != nil {
 		return st, err
 	}

@@ -269,7 +269,7 @@ func testBudgetRefusal(t *testing.T, newStore backend) {
 	if _, err := s.Reserve(ctx, Ask{ID: "a", Team: "design", Budget: &b, Micros: est}); err != nil {
 		t.Fatalf("reserve a again: %v", err)
 	}
-	if n, _ := s.Reserved(ctx, "design"); n != est {
+	if n, _ := s.Reserved(ctx, "design", ""); n != est {
 		t.Fatalf("reserved %d after reserving a twice, want %d", n, est)
 	}
 	if err := s.Release(ctx, Reservation{ID: "a", Team: "design"}); err != nil {
@@ -283,7 +283,7 @@ func testBudgetRefusal(t *testing.T, newStore backend) {
 	}
 	// Applying b's record settles its reservation: the spend replaces it.
 	mustApply(t, s, served(p, "b", nov25, "design-ci", "design", "google", 1, 1, 50, 0))
-	if n, _ := s.Reserved(ctx, "design"); n != 0 {
+	if n, _ := s.Reserved(ctx, "design", ""); n != 0 {
 		t.Fatalf("reserved %d after b's record, want 0", n)
 	}
 	if _, err := s.Reserve(ctx, Ask{ID: "c", Team: "design", Budget: &b, Micros: 1_890}); err != nil {
@@ -321,6 +321,13 @@ func testKeyBudget(t *testing.T, newStore backend) {
 	if err != nil {
 		t.Fatalf("reserve a (148110 of 150000): %v", err)
 	}
+	keyReserved := func(key string, want int64) {
+		t.Helper()
+		if n, err := s.Reserved(ctx, "design", key); err != nil || n != want {
+			t.Fatalf("%s has %d reserved (%v), want %d", key, n, err, want)
+		}
+	}
+	keyReserved("design-ci", est)
 	if r.KeySpentMicros != 109_095 || r.KeyReservedMicros != 0 || r.KeyPeriod != "2026-11-25" || r.Period != "" {
 		t.Errorf("reservation %+v", r)
 	}
@@ -336,6 +343,8 @@ func testKeyBudget(t *testing.T, newStore backend) {
 	if _, err := s.Reserve(ctx, Ask{ID: "bot1", Team: "design", Key: "design-bot", KeyBudget: &bot, Micros: est}); err != nil {
 		t.Fatalf("another key's reservation: %v", err)
 	}
+	keyReserved("design-ci", est)
+	keyReserved("design-bot", est)
 	// The team's budget counts the keys' reservations and is checked
 	// first: 109095 spent + 78030 in flight + 39015 > 200000.
 	team := config.Budget{USD: 0.2, Period: "monthly"}
@@ -351,9 +360,11 @@ func testKeyBudget(t *testing.T, newStore backend) {
 	if _, err := s.Reserve(ctx, ci("a", est)); err != nil {
 		t.Fatalf("reserve a again: %v", err)
 	}
+	keyReserved("design-ci", est)
 	if err := s.Release(ctx, Reservation{ID: "a", Team: "design"}); err != nil {
 		t.Fatal(err)
 	}
+	keyReserved("design-ci", 0)
 	if _, err := s.Reserve(ctx, ci("b", est)); err != nil {
 		t.Fatalf("reserve b after a's release: %v", err)
 	}
@@ -370,9 +381,11 @@ func testKeyBudget(t *testing.T, newStore backend) {
 	if _, err := s.Reserve(ctx, ci("e", 1_890)); err != nil {
 		t.Fatalf("reserve after d expired: %v", err)
 	}
-	if n, _ := s.Reserved(ctx, "design"); n != 1_890 {
+	if n, _ := s.Reserved(ctx, "design", ""); n != 1_890 {
 		t.Errorf("team reserved %d, want 1890 (e)", n)
 	}
+	keyReserved("design-ci", 1_890)
+	keyReserved("design-bot", 0) // bot1 expired too
 	// A daily budget rolls over at midnight UTC.
 	clk.Set(time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC))
 	r, err = s.Reserve(ctx, ci("f", 140_000))
@@ -419,7 +432,7 @@ func testConcurrentReserves(t *testing.T, newStore backend) {
 	if spent > 1_000_000+est {
 		t.Errorf("spent %d of a 1000000 budget: more than one request over", spent)
 	}
-	if n, _ := s.Reserved(ctx, "t"); n != 0 {
+	if n, _ := s.Reserved(ctx, "t", ""); n != 0 {
 		t.Errorf("reserved %d after every request settled", n)
 	}
 }
@@ -436,11 +449,11 @@ func testReservationExpiry(t *testing.T, newStore backend) {
 		t.Fatalf("reserve next = %v, want ErrBudgetExceeded", err)
 	}
 	clk.Add(DefaultReservationTTL - time.Second)
-	if n, _ := s.Reserved(ctx, "t"); n != 40_000 {
+	if n, _ := s.Reserved(ctx, "t", ""); n != 40_000 {
 		t.Fatalf("reserved %d before the TTL, want 40000", n)
 	}
 	clk.Add(2 * time.Second)
-	if n, _ := s.Reserved(ctx, "t"); n != 0 {
+	if n, _ := s.Reserved(ctx, "t", ""); n != 0 {
 		t.Fatalf("reserved %d after the TTL, want 0", n)
 	}
 	if _, err := s.Reserve(ctx, Ask{ID: "next", Team: "t", Budget: &b, Micros: 40_000}); err != nil {
@@ -475,7 +488,7 @@ func testReservationExpiry(t *testing.T, newStore backend) {
 		{2 * time.Second, 0},                                         // c expired
 	} {
 		clk.Add(step.wait)
-		if n, _ := s.Reserved(ctx, "u"); n != step.want {
+		if n, _ := s.Reserved(ctx, "u", ""); n != step.want {
 			t.Fatalf("reserved %d, want %d", n, step.want)
 		}
 	}

@@ -81,7 +81,7 @@ func (a *redisAdmission) call(t *testing.T, id string, caller auth.Caller) *Call
 
 func (a *redisAdmission) reserved(t *testing.T) int64 {
 	t.Helper()
-	n, err := a.store.Reserved(context.Background(), "design")
+	n, err := a.store.Reserved(context.Background(), "design", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -125,7 +125,7 @@ func (l *ledger) Release(_ context.Context, r accounting.Reservation) error {
 	return nil
 }
 
-func (l *ledger) Reserved(context.Context, string) (int64, error) { return 0, nil }
+func (l *ledger) Reserved(context.Context, string, string) (int64, error) { return 0, nil }
 func (l *ledger) Read(context.Context, string, []string) ([]*accounting.Bucket, error) {
 	return nil, nil
 }

@@ -17,6 +17,7 @@ import (
 	"nanogate/accounting"
 	"nanogate/auth"
 	"nanogate/internal/clip"
+	"nanogate/internal/safemath"
 	"nanogate/keys"
 )
 
@@ -90,6 +91,10 @@ func withBudgets(c context.Context, st *State, caller *auth.Caller, q accounting
 		if t := bs[0].Keys[caller.Name]; t != nil {
 			spent = t.CostMicros
 		}
+		reserved, err := st.Accounting.Store.Reserved(c, caller.Team, caller.Name)
+		if err != nil {
+			return nil, fmt.Errorf("requests in flight of key %q: %w", caller.Name, err)
+		}
 		budget := keys.BudgetMicros(kb.USD)
 		f := []byte(`"budget_usd":`)
 		f = accounting.AppendUSD(f, budget)
@@ -99,8 +104,10 @@ func withBudgets(c context.Context, st *State, caller *auth.Caller, q accounting
 		f = strconv.AppendQuote(f, period)
 		f = append(f, `,"budget_spent_usd":`...)
 		f = accounting.AppendUSD(f, spent)
+		f = append(f, `,"reserved_usd":`...)
+		f = accounting.AppendUSD(f, reserved)
 		f = append(f, `,"remaining_usd":`...)
-		f = accounting.AppendUSD(f, max(budget-spent, 0))
+		f = accounting.AppendUSD(f, max(safemath.Sub(budget, safemath.Add(spent, reserved)), 0))
 		if end := accounting.PeriodEnd(kind, q.Now); !end.IsZero() {
 			f = append(f, `,"budget_resets_at":`...)
 			f = strconv.AppendQuote(f, end.UTC().Format(time.RFC3339))

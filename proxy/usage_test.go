@@ -256,6 +256,7 @@ func TestUsageShowsBudgetsAndAlertThresholds(t *testing.T) {
 		Period    string   `json:"budget_period"`
 		Current   string   `json:"budget_current_period"`
 		Spent     *float64 `json:"budget_spent_usd"`
+		Reserved  *float64 `json:"reserved_usd"`
 		Remaining *float64 `json:"remaining_usd"`
 		ResetsAt  string   `json:"budget_resets_at"`
 		Alerts    []int    `json:"alert_thresholds"`
@@ -280,7 +281,8 @@ func TestUsageShowsBudgetsAndAlertThresholds(t *testing.T) {
 	now := time.Now().UTC()
 	if u.Period != "total" || u.Key.Name != "own" || u.Key.Requests != 1 || u.Key.BudgetUSD == nil || *u.Key.BudgetUSD != 1 ||
 		u.Key.Period != "daily" || (u.Key.Current != accounting.Day(now) && u.Key.Current != accounting.Day(now.Add(-time.Minute))) ||
-		*u.Key.Spent != float64(cost)/1e6 || *u.Key.Remaining != float64(1_000_000-cost)/1e6 || u.Key.ResetsAt == "" ||
+		*u.Key.Spent != float64(cost)/1e6 || u.Key.Reserved == nil || *u.Key.Reserved != 0 ||
+		*u.Key.Remaining != float64(1_000_000-cost)/1e6 || u.Key.ResetsAt == "" ||
 		!slices.Equal(u.Key.Alerts, []int{1, 90}) || !slices.Equal(u.Key.Reached, []int{1}) {
 		t.Errorf("key own: %+v (cost %d)", u.Key, cost)
 	}
