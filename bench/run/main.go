@@ -49,6 +49,7 @@ const (
 const (
 	clientKey   = "sk-nanogate-bench-0123456789abcdef"
 	upstreamKey = "upstream-bench-key"
+	adminKey    = "admin-nanogate-bench-0123456789abcdef"
 	smallModel  = "gemini-2.5-flash-image-preview" // served by the reseller only
 	largeModel  = "gemini-2.5-flash-image"         // served by Gemini only
 	smallImage  = 2048                             // bytes of the reseller's PNG
@@ -336,14 +337,17 @@ func (h *harness) startBackends(redisBin string) error {
 // variant is a gateway configuration. The main one has everything on; the
 // others take one part away each, so that the cost of each part shows.
 type variant struct {
-	name     string
-	redis    bool   // limits and accounting on Redis (else embedded, in memory)
-	limits   bool   // rpm/tpm on the key and the team
-	budget   bool   // a budget on the team: a reservation per request
-	logLevel string // info: one line per request
-	offload  bool   // images.offload to a filesystem store
-	env      []string
-	server   string // more lines under server:, indented
+	name   string
+	redis  bool // limits and accounting on Redis (else embedded, in memory)
+	limits bool // rpm/tpm on the key and the team
+	budget bool // a budget on the team: a reservation per request
+	// keyBudget: the requests use a key made through the admin API with a
+	// budget of its own, reserved against with the team's.
+	keyBudget bool
+	logLevel  string // info: one line per request
+	offload   bool   // images.offload to a filesystem store
+	env       []string
+	server    string // more lines under server:, indented
 	// floor: not nanogate but bench/floorproxy, which copies the request to
 	// the reseller and its answer back and does nothing else.
 	floor bool
@@ -358,6 +362,7 @@ var embedded = variant{name: "embedded (no Redis): limits + budget in memory", l
 var ablation = []variant{
 	full,
 	{name: "Redis limits, no budget", redis: true, limits: true, logLevel: "info"},
+	{name: "full, and a key with a budget of its own", redis: true, limits: true, budget: true, keyBudget: true, logLevel: "info"},
 	{name: "full, log level warn (no request line)", redis: true, limits: true, budget: true, logLevel: "warn"},
 	embedded,
 	{name: "bare: no limits, no budget, no Redis", logLevel: "info"},
@@ -378,6 +383,9 @@ func (h *harness) gatewayConfig(listen, dir string, v variant) string {
 	fmt.Fprintf(&b, "server:\n  listen: %q\n%slog: { level: %s, format: json }\n", listen, v.server, v.logLevel)
 	if v.redis {
 		fmt.Fprintf(&b, "redis:\n  addrs: [%q]\n  key_prefix: \"bench:\"\n", h.redisAddr)
+	}
+	if v.keyBudget {
+		fmt.Fprintf(&b, "admin_key: %q\n", adminKey)
 	}
 	fmt.Fprintf(&b, `providers:
   - name: reseller
@@ -697,7 +705,14 @@ func (h *harness) ablationPhase(sc *scenarios) {
 			continue
 		}
 		defer g.stop()
-		req, _ := load.NewPost(g.url+"/v1/chat/completions", bodyOf(sc.small.gateway), "Authorization: Bearer "+clientKey)
+		key := clientKey
+		if v.keyBudget {
+			if key, err = budgetedKey(g.url); err != nil {
+				h.logf("variant %q: %v", v.name, err)
+				continue
+			}
+		}
+		req, _ := load.NewPost(g.url+"/v1/chat/completions", bodyOf(sc.small.gateway), "Authorization: Bearer "+key)
 		want := []string{`"image_tokens":1290`}
 		if v.floor {
 			want = []string{`"choices"`} // the reseller's answer, as it is

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -253,6 +254,26 @@ func httpPost(url string) error {
 		return fmt.Errorf("POST %s: status %d: %.200s", url, resp.StatusCode, b)
 	}
 	return nil
+}
+
+// budgetedKey makes a key of team bench with a budget of its own through
+// the admin API of the gateway at base, and returns its secret.
+func budgetedKey(base string) (string, error) {
+	req, _ := http.NewRequest("POST", base+"/admin/keys",
+		strings.NewReader(`{"name":"bench-budgeted","team":"bench","budget":{"usd":1000000,"period":"monthly"}}`))
+	req.Header.Set("Authorization", "Bearer "+adminKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var k struct{ Key string }
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated || json.Unmarshal(b, &k) != nil || k.Key == "" {
+		return "", fmt.Errorf("POST /admin/keys: status %d: %.200s", resp.StatusCode, b)
+	}
+	return k.Key, nil
 }
 
 type response struct {
