@@ -23,6 +23,7 @@ import (
 //	{nanogate:design}:acct:u:2026-11     hash: monthly totals (kept)
 //	{nanogate:design}:acct:u:total       hash: all-time totals (kept)
 //	{nanogate:design}:acct:ids:2026-11-25 hash: ids applied that day (expire IDWindow after the day)
+//	{nanogate:design}:acct:ids:2026-11-25:<shard> hash: the same, of 128 gateway or batch ids (idSlot)
 //	{nanogate:design}:acct:resv          hash: reservation id -> micro-dollars, "<micros>|<key>" when made against a key's budget
 //	{nanogate:design}:acct:resv:exp      zset: reservation id -> expiry (unix ms)
 //	{nanogate:design}:acct:resv:sum      string: sum of the reservations
@@ -219,11 +220,13 @@ end
 // one per record. Sums stay exact: a value of more than 15 digits is added
 // on its own, and a sum is sent as soon as it reaches 2^52.
 //
-// KEYS: ids, day, month, total, resv, resv:exp, resv:sum, resv:keys.
+// KEYS: ids, day, month, total, resv, resv:exp, resv:sum, resv:keys, then
+// the id shards of the records (idSlot).
 // ARGV: ids expiry (unix s), day expiry (unix s), then per record: its id,
-// its combination's field prefix, the field prefix of its model at its image
-// size ("" for none), its key's cost field, one value per metric. Returns
-// the records added.
+// the index of its id's shard after the first 8 keys (0: the ids hash), its
+// field there, its combination's field prefix, the field prefix of its
+// model at its image size ("" for none), its key's cost field, one value
+// per metric. Returns the records added.
 var applyScript = redis.NewScript(luaResv + luaKeyed + `
 local names = {` + luaNames() + `}
 local nm, costAt = #names, ` + strconv.Itoa(mCost+1) + `
@@ -255,14 +258,31 @@ local function add(f, v)
   end
   acc[f] = a
 end
+-- Ids an earlier version applied are in the ids hash whatever their form.
+local legacy = call('EXISTS', KEYS[1]) == 1
+local shardsTouched = {}
+local function new(id, si, field)
+  if si == '0' then
+    return call('HSETNX', KEYS[1], id, '1') == 1
+  end
+  if legacy and call('HEXISTS', KEYS[1], id) == 1 then
+    return false
+  end
+  local k = 8 + tonumber(si)
+  if call('HSETNX', KEYS[k], field, '1') == 1 then
+    shardsTouched[k] = true
+    return true
+  end
+  return false
+end
 local applied = 0
-for i = 3, #ARGV, 4 + nm do
+for i = 3, #ARGV, 6 + nm do
   local id = ARGV[i]
-  if call('HSETNX', KEYS[1], id, '1') == 1 then
+  if new(id, ARGV[i + 1], ARGV[i + 2]) then
     applied = applied + 1
-    local cp, sp = ARGV[i + 1], ARGV[i + 2]
+    local cp, sp = ARGV[i + 3], ARGV[i + 4]
     for m = 1, nm do
-      local v = ARGV[i + 3 + m]
+      local v = ARGV[i + 5 + m]
       if v ~= '0' then
         add(cp .. names[m], v)
         if sp ~= '' then
@@ -270,13 +290,16 @@ for i = 3, #ARGV, 4 + nm do
         end
       end
     end
-    local cost = ARGV[i + 3 + costAt]
+    local cost = ARGV[i + 5 + costAt]
     if cost ~= '0' then
       add('t|cost', cost)
-      add(ARGV[i + 3], cost)
+      add(ARGV[i + 5], cost)
     end
   end
   unreserve(5, id)
+end
+for k in pairs(shardsTouched) do
+  call('EXPIREAT', KEYS[k], ARGV[1])
 end
 if applied > 0 then
   for _, f in ipairs(order) do
@@ -382,11 +405,12 @@ return 0
 // applyGroup is the records of a batch that share a team and a day: one
 // script call.
 type applyGroup struct {
-	team string
-	day  time.Time
-	keys []string
-	args []any
-	n    int
+	team   string
+	day    time.Time
+	keys   []string
+	args   []any
+	n      int
+	shards map[string]int // id shard -> its index after the fixed keys
 }
 
 // applyGroups splits recs by team and day, in the order they come.
@@ -404,7 +428,7 @@ func (s *Redis) applyGroups(recs []Record) []*applyGroup {
 		g := byKey[k]
 		if g == nil {
 			g = &applyGroup{team: rec.Team, day: day, keys: s.applyKeys(rec.Team, periods(rec.Time))}
-			g.args = append(make([]any, 0, 2+(4+numMetrics)*(len(recs)-i)),
+			g.args = append(make([]any, 0, 2+(6+numMetrics)*(len(recs)-i)),
 				day.Add(24*time.Hour+s.o.IDWindow).Unix(), day.Add(24*time.Hour+s.o.DayRetention).Unix())
 			byKey[k] = g
 			groups = append(groups, g)
@@ -414,7 +438,20 @@ func (s *Redis) applyGroups(recs []Record) []*applyGroup {
 		if rec.Size != "" && !rec.Failed() {
 			sp = sizePrefix(rec.Model, rec.Size)
 		}
-		g.args = append(g.args, rec.ID, comboPrefix(rec.Key, rec.Model, rec.Provider), sp, keyCostField(rec.Key))
+		shard, field := idSlot(rec.ID)
+		si := 0
+		if shard != "" {
+			if si = g.shards[shard]; si == 0 {
+				if g.shards == nil {
+					g.shards = make(map[string]int, 2)
+				}
+				si = len(g.shards) + 1
+				g.shards[shard] = si
+				// The cached list is clipped: this append copies it.
+				g.keys = append(g.keys, g.keys[0]+":"+shard)
+			}
+		}
+		g.args = append(g.args, rec.ID, si, field, comboPrefix(rec.Key, rec.Model, rec.Provider), sp, keyCostField(rec.Key))
 		for _, v := range rec.deltas() {
 			g.args = append(g.args, v)
 		}
@@ -434,6 +471,59 @@ func sizePrefix(model, size string) string {
 		b = append(b, s...)
 	}
 	return string(append(b, '|'))
+}
+
+// idSlot is where the apply script remembers a record's id: a shard of the
+// day's ids and the id's field in it, or (shard "") the day's ids hash with
+// the id as its field.
+//
+// The gateway's request ids are a process prefix and a counter
+// ("req_" + 12 hex digits + the counter in base 36), a batch line's its
+// batch, line and attempt ("b" + batch + "-" + line + "-" + try): ids 128
+// counters or lines apart (and of the same attempt) share a shard, with
+// the counter's or line's remainder as field. A shard then holds at most
+// 128 ids, which Redis keeps as a listpack (hash-max-listpack-entries is
+// 128 by default): about 7 bytes an id for a team with the replica to
+// itself, 50 for one of 32 evenly busy teams, against 80 in one hash per
+// day. Only canonical spellings are sharded (no leading zero, no upper
+// case), so that two ids never share a shard and field.
+func idSlot(id string) (shard, field string) {
+	if rest, ok := strings.CutPrefix(id, "req_"); ok && len(rest) > 12 && isLowerHex(rest[:12]) {
+		if n, ok := canonicalUint(rest[12:], 36); ok {
+			return "r" + rest[:12] + ":" + strconv.FormatUint(n/128, 36), strconv.FormatUint(n%128, 10)
+		}
+		return "", id
+	}
+	if rest, ok := strings.CutPrefix(id, "b"); ok {
+		t := strings.LastIndexByte(rest, '-')
+		if t <= 0 {
+			return "", id
+		}
+		l := strings.LastIndexByte(rest[:t], '-')
+		line, lok := canonicalUint(rest[l+1:t], 10)
+		try, tok := canonicalUint(rest[t+1:], 10)
+		if l <= 0 || !lok || !tok {
+			return "", id
+		}
+		return "b" + rest[:l] + ":" + strconv.FormatUint(line/128, 36) + ":" + strconv.FormatUint(try, 10),
+			strconv.FormatUint(line%128, 10)
+	}
+	return "", id
+}
+
+// canonicalUint parses s, a number in base as FormatUint writes it.
+func canonicalUint(s string, base int) (uint64, bool) {
+	n, err := strconv.ParseUint(s, base, 64)
+	return n, err == nil && strconv.FormatUint(n, base) == s
+}
+
+func isLowerHex(s string) bool {
+	for i := range len(s) {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // keyCostField is the field of a key's cost in a totals hash, for the check
