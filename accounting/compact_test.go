@@ -291,6 +291,8 @@ func TestTheFileIsCompactedAsItGrows(t *testing.T) {
 	recs := mixedRecords(2000, "grow", time.Now())
 	m := openCompacting(t, path, 16<<10)
 	mustApply(t, m, recs...)
+	// Close abandons a compaction still running; let them end.
+	m.compactions.Wait()
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}

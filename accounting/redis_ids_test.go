@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,10 +104,15 @@ func TestRedisShardsIDs(t *testing.T) {
 			ids := "{ng:design}:acct:ids:" + Day(at)
 			wantTTL := time.Until(at.Truncate(24 * time.Hour).Add(24*time.Hour + DefaultIDWindow))
 			shards := map[string]int64{}
-			var keys []string
+			var (
+				mu   sync.Mutex // ForEachMaster calls scan concurrently
+				keys []string
+			)
 			scan := func(ctx context.Context, c *redis.Client) error {
 				ks, err := c.Keys(ctx, ids+":*").Result()
+				mu.Lock()
 				keys = append(keys, ks...)
+				mu.Unlock()
 				return err
 			}
 			if cc, ok := c.(*redis.ClusterClient); ok {
