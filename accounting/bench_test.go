@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,6 +31,27 @@ func benchRecord(p *Pricer) Record {
 
 func reportRate(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// reportScriptTime reports Redis's own time in scripts per record (INFO
+// commandstats), the part of a record's cost that Redis's single thread
+// pays whatever the client.
+func reportScriptTime(b *testing.B, s *Redis) {
+	info, err := s.c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var usec float64
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_evalsha:"); ok {
+			for _, kv := range strings.Split(strings.TrimSpace(rest), ",") {
+				if v, ok := strings.CutPrefix(kv, "usec="); ok {
+					usec, _ = strconv.ParseFloat(v, 64)
+				}
+			}
+		}
+	}
+	b.ReportMetric(usec/float64(b.N), "redis-µs/record")
 }
 
 func benchRedis(b *testing.B) *Redis {
@@ -81,6 +103,30 @@ func BenchmarkRedisApplyBatch(b *testing.B) {
 	}
 	flush()
 	reportRate(b)
+}
+
+// BenchmarkRedisApplyBatchGatewayIDs: pipelines of 64 records of one team,
+// key and model with the gateway's request ids, as a replica serving one
+// busy team writes them.
+func BenchmarkRedisApplyBatchGatewayIDs(b *testing.B) {
+	s, p, ctx := benchRedis(b), NewPricer(testConfig()), context.Background()
+	batch := make([]Record, 0, 64)
+	flush := func() {
+		if _, err := s.ApplyBatch(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		batch = batch[:0]
+	}
+	for b.Loop() {
+		r := benchRecord(p)
+		r.ID, r.Team, r.Key = "req_0123456789ab"+strconv.FormatInt(benchSeq.Add(1), 36), "team0", "k0"
+		if batch = append(batch, r); len(batch) == cap(batch) {
+			flush()
+		}
+	}
+	flush()
+	reportRate(b)
+	reportScriptTime(b, s)
 }
 
 // BenchmarkRecorderRedis: records handed to a Recorder by 32 goroutines
