@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"nanogate/config"
+	"nanogate/internal/safemath"
 )
 
 // ErrBadQuery marks a usage query the client got wrong (HTTP 400).
@@ -130,7 +131,7 @@ func (st budgetState) append(b []byte) []byte {
 	b = append(b, `,"reserved_usd":`...)
 	b = AppendUSD(b, st.reserved)
 	b = append(b, `,"remaining_usd":`...)
-	b = AppendUSD(b, max(budget-st.spent-st.reserved, 0))
+	b = AppendUSD(b, max(safemath.Sub(budget, safemath.Add(st.spent, st.reserved)), 0))
 	if !st.resets.IsZero() {
 		b = append(b, `,"budget_resets_at":`...)
 		b = appendString(b, st.resets.Format(time.RFC3339))

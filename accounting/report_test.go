@@ -3,7 +3,11 @@ package accounting
 import (
 	"bytes"
 	"encoding/csv"
+	"math"
+	"strings"
 	"testing"
+
+	"nanogate/config"
 )
 
 // Team and key names that a spreadsheet would run as formulas reach the CSV
@@ -38,6 +42,27 @@ func TestCSVDefusesFormulaCells(t *testing.T) {
 	for _, w := range want {
 		if !got[w] {
 			t.Errorf("no cell %q in %q", w, rows)
+		}
+	}
+}
+
+// TestBudgetStateAtTheExtremes: spend and reservations as large as an int64
+// holds leave nothing remaining; they never wrap into a large remainder.
+func TestBudgetStateAtTheExtremes(t *testing.T) {
+	b := &config.Budget{USD: 100, Period: "monthly"}
+	for _, c := range []struct {
+		spent, reserved int64
+		want            string
+	}{
+		{0, 0, `"remaining_usd":100,`},
+		{40_000_000, 10_000_000, `"remaining_usd":50,`},
+		{math.MaxInt64, math.MaxInt64, `"remaining_usd":0,`},
+		{math.MaxInt64 - 1, 2, `"remaining_usd":0,`},
+		{200_000_000, 0, `"remaining_usd":0,`},
+	} {
+		got := string(budgetState{b: b, period: "2026-12", spent: c.spent, reserved: c.reserved}.append(nil))
+		if !strings.Contains(got, c.want) {
+			t.Errorf("spent %d, reserved %d: %s; want %s", c.spent, c.reserved, got, c.want)
 		}
 	}
 }
