@@ -51,7 +51,7 @@ func reportScriptTime(b *testing.B, s *Redis) {
 			}
 		}
 	}
-	b.ReportMetric(usec/float64(b.N), "redis-µs/record")
+	b.ReportMetric(usec/float64(b.N), "redis-µs/op")
 }
 
 func benchRedis(b *testing.B) *Redis {
@@ -254,4 +254,5 @@ func BenchmarkRedisReserve(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	reportScriptTime(b, s)
 }
