@@ -88,28 +88,26 @@ func BenchmarkRedisApplyConcurrent(b *testing.B) {
 
 // BenchmarkRedisApplyBatch: the Recorder's way, pipelines of 64 scripts.
 func BenchmarkRedisApplyBatch(b *testing.B) {
-	s, p, ctx := benchRedis(b), NewPricer(testConfig()), context.Background()
-	batch := make([]Record, 0, 64)
-	flush := func() {
-		if _, err := s.ApplyBatch(ctx, batch); err != nil {
-			b.Fatal(err)
-		}
-		batch = batch[:0]
-	}
-	for b.Loop() {
-		if batch = append(batch, benchRecord(p)); len(batch) == cap(batch) {
-			flush()
-		}
-	}
-	flush()
-	reportRate(b)
+	p := NewPricer(testConfig())
+	applyInBatches(b, benchRedis(b), func() Record { return benchRecord(p) })
 }
 
 // BenchmarkRedisApplyBatchGatewayIDs: pipelines of 64 records of one team,
 // key and model with the gateway's request ids, as a replica serving one
 // busy team writes them.
 func BenchmarkRedisApplyBatchGatewayIDs(b *testing.B) {
-	s, p, ctx := benchRedis(b), NewPricer(testConfig()), context.Background()
+	p := NewPricer(testConfig())
+	applyInBatches(b, benchRedis(b), func() Record {
+		r := benchRecord(p)
+		r.ID, r.Team, r.Key = "req_0123456789ab"+strconv.FormatInt(benchSeq.Add(1), 36), "team0", "k0"
+		return r
+	})
+}
+
+// applyInBatches applies next's records in batches of 64 and reports the
+// rate and Redis's script time per record.
+func applyInBatches(b *testing.B, s *Redis, next func() Record) {
+	ctx := context.Background()
 	batch := make([]Record, 0, 64)
 	flush := func() {
 		if _, err := s.ApplyBatch(ctx, batch); err != nil {
@@ -118,9 +116,7 @@ func BenchmarkRedisApplyBatchGatewayIDs(b *testing.B) {
 		batch = batch[:0]
 	}
 	for b.Loop() {
-		r := benchRecord(p)
-		r.ID, r.Team, r.Key = "req_0123456789ab"+strconv.FormatInt(benchSeq.Add(1), 36), "team0", "k0"
-		if batch = append(batch, r); len(batch) == cap(batch) {
+		if batch = append(batch, next()); len(batch) == cap(batch) {
 			flush()
 		}
 	}

@@ -157,3 +157,13 @@ func (r *Record) dims() []dim {
 	}
 	return d
 }
+
+// redisClients are the two shapes of Redis a test of the scripts runs on:
+// one server, and a 3-node cluster (where every key of a script must share
+// a hash slot).
+func redisClients() map[string]func(t *testing.T) redis.UniversalClient {
+	return map[string]func(t *testing.T) redis.UniversalClient{
+		"SingleNode": func(t *testing.T) redis.UniversalClient { return newClient(t, redistest.Start(t).Addr) },
+		"Cluster":    func(t *testing.T) redis.UniversalClient { return startCluster(t) },
+	}
+}

@@ -12,7 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"nanogate/config"
-	"nanogate/internal/redistest"
 )
 
 // TestIDSlot: the gateway's and the batches' ids are sharded by 128
@@ -61,10 +60,7 @@ func TestIDSlot(t *testing.T) {
 // spellings count once in the day's hash; and an id an earlier version put
 // in the day's hash is not counted again.
 func TestRedisShardsIDs(t *testing.T) {
-	for name, client := range map[string]func(t *testing.T) redis.UniversalClient{
-		"SingleNode": func(t *testing.T) redis.UniversalClient { return newClient(t, redistest.Start(t).Addr) },
-		"Cluster":    func(t *testing.T) redis.UniversalClient { return startCluster(t) },
-	} {
+	for name, client := range redisClients() {
 		t.Run(name, func(t *testing.T) {
 			c := client(t)
 			ctx := context.Background()

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"nanogate/config"
 	"nanogate/internal/redistest"
 )
@@ -191,10 +189,7 @@ func TestRedisBatchAddsOnlyNewRecords(t *testing.T) {
 // on a cluster, where the pipeline is split by node; the budget refuses the
 // one that does not fit.
 func TestQueuedReservations(t *testing.T) {
-	for name, client := range map[string]func(t *testing.T) redis.UniversalClient{
-		"SingleNode": func(t *testing.T) redis.UniversalClient { return newClient(t, redistest.Start(t).Addr) },
-		"Cluster":    func(t *testing.T) redis.UniversalClient { return startCluster(t) },
-	} {
+	for name, client := range redisClients() {
 		t.Run(name, func(t *testing.T) {
 			c := client(t)
 			ctx := context.Background()
