@@ -616,7 +616,11 @@ func buildState(cfg *config.Config, prev *proxy.State, d *deps) (*proxy.State, f
 			return nil, nil, nil, err
 		}
 		provs = append(provs, p)
-		entries = append(entries, router.Entry{Provider: p, Config: pc})
+		prices := make(map[string]config.Price, len(pc.Models))
+		for public := range pc.Models {
+			prices[public] = cfg.PriceOf(&pc, public)
+		}
+		entries = append(entries, router.Entry{Provider: p, Config: pc, Prices: prices})
 	}
 	format, _ := openai.ParseFormat(cfg.Images.Format)
 	var prevRouter *router.Router

@@ -232,3 +232,60 @@ func TestChatNIsFannedOutAsCallsOfOne(t *testing.T) {
 		t.Errorf("stream usage %+v", streamUsage)
 	}
 }
+
+// TestCheapestIsByTheModelsPriceAtTheSize: the cheapest strategy ranks a
+// provider by what it bills for the model and size asked for. Google's
+// provider price is 2.5 Flash Image's $0.039, but its 3 Pro Image bills the
+// catalogue's $0.134 (1K, 2K) or $0.24 (4K): a reseller at $0.05 serves 3
+// Pro at 2K and Google serves it at 4K, where the reseller charges $0.30.
+func TestCheapestIsByTheModelsPriceAtTheSize(t *testing.T) {
+	google, err := fakeup.Start(fakeup.Options{Kind: fakeup.Gemini, Key: googleKey,
+		Models: []string{"gemini-2.5-flash-image", "gemini-3-pro-image"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(google.Close)
+	reseller, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reseller.Close)
+	cfg := fmt.Sprintf(`
+server: { listen: "{{ADDR}}", shutdown_timeout: 10s }
+log: { level: info, format: json }
+providers:
+  - name: google
+    kind: gemini
+    base_url: %s
+    api_key: ${GOOGLE_KEY}
+    models: { nano-banana: gemini-2.5-flash-image, nano-banana-pro: gemini-3-pro-image }
+    price: { per_image: 0.039, input_per_mtok: 0.30, output_per_mtok: 2.50 }
+  - name: reseller
+    kind: openai
+    base_url: %s
+    api_key: ${UP_KEY}
+    models: { nano-banana: gemini-2.5-flash-image, nano-banana-pro: gemini-3-pro-image }
+    price: { per_image: 0.045 }
+    prices:
+      nano-banana-pro: { per_image: 0.05, per_image_by_size: { 4K: 0.30 } }
+teams:
+  - name: design
+keys:
+  - name: ci
+    team: design
+    key: ${CLIENT_KEY}
+`, google.URL(), reseller.URL())
+	e := &env{gw: gwtest.Start(t, cfg, "GOOGLE_KEY="+googleKey, "UP_KEY="+upstreamK1, "CLIENT_KEY="+clientKey)}
+	for _, tc := range []struct{ model, imageConfig, want string }{
+		{"nano-banana-pro", `,"image_config":{"image_size":"2K"}`, "reseller"},
+		{"nano-banana-pro", ``, "reseller"},
+		{"nano-banana-pro", `,"image_config":{"image_size":"4K"}`, "google"},
+		{"nano-banana", ``, "google"},
+	} {
+		resp := e.post(t, `{"model":"`+tc.model+`","messages":[{"role":"user","content":"draw"}]`+tc.imageConfig+`}`)
+		readAll(t, resp)
+		if got := resp.Header.Get("x-nanogate-provider"); resp.StatusCode != 200 || got != tc.want {
+			t.Errorf("%s%s: status %d, served by %q; want %s", tc.model, tc.imageConfig, resp.StatusCode, got, tc.want)
+		}
+	}
+}

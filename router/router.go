@@ -128,6 +128,11 @@ type upstream struct {
 type Entry struct {
 	Provider provider.Provider
 	Config   config.Provider
+	// Prices are what the provider bills per public model, when that is not
+	// Config.Price (a model of its own price, or a catalogued model on the
+	// gemini kind, priced per image size): the price the cheapest strategy
+	// ranks it by.
+	Prices map[string]config.Price
 }
 
 // New builds a router over the enabled providers. Circuit state and latency
@@ -188,8 +193,12 @@ func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *m
 		r.upstreams = append(r.upstreams, u)
 		r.byName[name] = u
 		for public, upstream := range e.Config.Models {
+			price, ok := e.Prices[public]
+			if !ok {
+				price = e.Config.Price
+			}
 			r.byModel[public] = append(r.byModel[public], &Candidate{
-				Provider: e.Provider, Model: upstream, Price: e.Config.Price, Timeout: e.Config.Timeout, health: h,
+				Provider: e.Provider, Model: upstream, Price: price, Timeout: e.Config.Timeout, health: h,
 			})
 		}
 	}
@@ -242,10 +251,11 @@ func (r *Router) Statuses() []Status {
 	return out
 }
 
-// order returns the candidates for model in the order the strategy tries them.
-func (r *Router) order(model string, buf []ranked) []ranked {
+// order returns the candidates for model in the order the strategy tries
+// them, priced per image of size ("" for the model's default).
+func (r *Router) order(model, size string, buf []ranked) []ranked {
 	for _, c := range r.byModel[model] {
-		buf = append(buf, ranked{c: c, price: c.Price.PerImage, ewmaMS: c.health.ewma()})
+		buf = append(buf, ranked{c: c, price: c.Price.PerImageAt(size), ewmaMS: c.health.ewma()})
 	}
 	// An insertion sort: stable, and without sort.SliceStable's allocations
 	// for the few candidates a model has.
@@ -307,7 +317,7 @@ func (r *Router) ChatStream(ctx context.Context, req *provider.ChatRequest) (pro
 func (r *Router) try(ctx context.Context, req *provider.ChatRequest, keep bool, call func(context.Context, *Candidate) error) (Served, error) {
 	var served Served
 	var buf [8]ranked
-	cands := r.order(req.Model, buf[:0])
+	cands := r.order(req.Model, req.ImageSize, buf[:0])
 	if len(cands) == 0 {
 		return served, ErrNoProvider
 	}

@@ -85,6 +85,35 @@ func TestCheapestFirstThenFailover(t *testing.T) {
 	}
 }
 
+// TestCheapestByTheModelsPriceAtTheSize: a provider is ranked by what it
+// bills for the model and the image size asked for, not by its price for
+// other models.
+func TestCheapestByTheModelsPriceAtTheSize(t *testing.T) {
+	google := &fakeProvider{name: "google"}
+	reseller := &fakeProvider{name: "reseller"}
+	models := map[string]string{"pro": "up-pro", "flash": "up-flash"}
+	r := New([]Entry{
+		{Provider: google, Config: config.Provider{Name: "google", Models: models, Timeout: time.Second,
+			Price: config.Price{PerImage: 0.039}},
+			Prices: map[string]config.Price{"pro": {PerImage: 0.134, PerImageBySize: map[string]float64{"1K": 0.134, "4K": 0.24}}}},
+		{Provider: reseller, Config: config.Provider{Name: "reseller", Models: models, Timeout: time.Second,
+			Price: config.Price{PerImage: 0.045}},
+			Prices: map[string]config.Price{"pro": {PerImage: 0.05, PerImageBySize: map[string]float64{"4K": 0.30}}}},
+	}, config.Routing{MaxAttempts: 1}, nil, nil, metrics.New())
+	for _, c := range []struct{ model, size, want string }{
+		{"pro", "", "reseller"},   // 0.05 against 0.134
+		{"pro", "1K", "reseller"}, // the reseller has no 1K price of its own: 0.05
+		{"pro", "4K", "google"},   // 0.24 against 0.30
+		{"flash", "", "google"},   // no model price: 0.039 against 0.045
+		{"flash", "4K", "google"}, // nor one for the size
+	} {
+		_, s, err := r.Chat(context.Background(), &provider.ChatRequest{Model: c.model, ImageSize: c.size})
+		if err != nil || s.Provider != c.want {
+			t.Errorf("%s at %q: served by %q (%v), want %s", c.model, c.size, s.Provider, err, c.want)
+		}
+	}
+}
+
 func TestClientErrorIsNotRetriedNorCounted(t *testing.T) {
 	a := &fakeProvider{name: "a", fn: fail("a", provider.KindClient)}
 	b := &fakeProvider{name: "b"}
