@@ -45,6 +45,14 @@ func triedMessage(e *apiError, tried []string) { e.Tried(tried) }
 // not.
 const maxMessage = 4 * clip.Max
 
+// clientFault reports whether status is a 4xx that the same request sent
+// again cannot fix. The SDKs retry 408, 409 and 429 by default; this gateway
+// answers 409 only to a settled conflict (a key name already taken), so only a
+// 408 or a 429 may be worth a retry.
+func clientFault(status int) bool {
+	return status >= 400 && status < 500 && status != fasthttp.StatusRequestTimeout && status != fasthttp.StatusTooManyRequests
+}
+
 // writeError writes e in OpenAI's envelope.
 func writeError(ctx *fasthttp.RequestCtx, e *apiError) {
 	if len(e.Message) > maxMessage || len(e.Param) > clip.Max {
@@ -55,7 +63,7 @@ func writeError(ctx *fasthttp.RequestCtx, e *apiError) {
 	ctx.Response.ResetBody()
 	ctx.SetStatusCode(e.Status)
 	ctx.SetContentType("application/json")
-	if e.NoRetry {
+	if e.NoRetry || clientFault(e.Status) {
 		ctx.Response.Header.Set("x-should-retry", "false")
 	}
 	if e.RetryAfter > 0 {
