@@ -64,7 +64,14 @@ func TestStreamFailsOverBeforeFirstByte(t *testing.T) {
 func TestUpstreamClientErrorIsNotRetried(t *testing.T) {
 	e := startEnv(t, opts{})
 	e.cheap.SetFault(fakeup.Fault{Status: 400})
-	expectError(t, e.post(t, chatBody("")), 400, "invalid_request")
+	resp := e.post(t, chatBody(""))
+	if got := resp.Header.Get("x-nanogate-provider"); got != "cheap" {
+		t.Errorf("x-nanogate-provider %q, want the provider that refused (cheap)", got)
+	}
+	if got := resp.Header.Get("x-should-retry"); got != "false" {
+		t.Errorf("x-should-retry %q, want false", got)
+	}
+	expectError(t, resp, 400, "invalid_request")
 	if e.dear.Requests() != 0 {
 		t.Fatalf("a 400 was retried on another provider")
 	}
@@ -80,6 +87,9 @@ func TestAllProvidersFail(t *testing.T) {
 	resp := e.post(t, chatBody(""))
 	if resp.Header.Get("x-should-retry") != "false" {
 		t.Errorf("x-should-retry = %q, want false", resp.Header.Get("x-should-retry"))
+	}
+	if got := resp.Header.Get("x-nanogate-provider"); got != "dear" {
+		t.Errorf("x-nanogate-provider %q, want the last provider tried (dear)", got)
 	}
 	env := expectError(t, resp, 502, "upstream_error")
 	if !strings.Contains(env.Error.Message, "cheap") || !strings.Contains(env.Error.Message, "dear") {

@@ -228,11 +228,20 @@ func (s *Server) handleChat(ctx *fasthttp.RequestCtx, st *State, rid string, cal
 	if err != nil {
 		e := s.journeyError(err, call)
 		triedMessage(e, served.Tried)
+		setLastTried(ctx, served)
 		l.err = err
 		s.fail(ctx, l, e)
 		return
 	}
 	s.chatAnswer(ctx, st, l, ans, format, hold)
+}
+
+// setLastTried names, on a failed answer, the provider whose failure it
+// reports: the last one tried, if any was.
+func setLastTried(ctx *fasthttp.RequestCtx, served router.Served) {
+	if n := len(served.Tried); n > 0 {
+		ctx.Response.Header.Set("x-nanogate-provider", served.Tried[n-1])
+	}
 }
 
 // chatAnswer writes a whole chat answer (its call closed) and logs it.
@@ -339,6 +348,7 @@ func (s *Server) opened(ctx *fasthttp.RequestCtx, l *reqLog, call *gateway.Call,
 		l.closeCall(call)
 		e := s.journeyError(err, call)
 		triedMessage(e, served.Tried)
+		setLastTried(ctx, served)
 		l.err = err
 		s.fail(ctx, l, e)
 		return false
