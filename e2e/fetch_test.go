@@ -107,14 +107,14 @@ providers:
     base_url: %s
     api_key: ${GOOGLE_KEY}
     models: { %s: gemini-2.5-flash-image }
-    price: { per_image: 0.030 }
+    prices: { %[4]s: { per_image: 0.030 } }
     timeout: %s
   - name: google2
     kind: gemini
     base_url: %s
     api_key: ${GOOGLE_KEY}
     models: { %s: gemini-2.5-flash-image }
-    price: { per_image: 0.031 }
+    prices: { %[7]s: { per_image: 0.031 } }
     timeout: %s
   - name: reseller
     kind: openai

@@ -50,7 +50,7 @@ providers:
     base_url: %s
     api_key: ${GOOGLE_KEY}
     models: { %s: gemini-2.5-flash-image }
-    price: { per_image: 0.030, input_per_mtok: 0.30, output_per_mtok: 2.50 }
+    prices: { %[2]s: { per_image: 0.030, input_per_mtok: 0.30, output_per_mtok: 2.50 } }
     timeout: 10s
   - name: reseller
     kind: openai

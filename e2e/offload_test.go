@@ -61,7 +61,7 @@ providers:
     base_url: %s
     api_key: ${GOOGLE_KEY}
     models: { %s: gemini-2.5-flash-image }
-    price: { per_image: 0.030 }
+    prices: { %[2]s: { per_image: 0.030 } }
   - name: reseller
     kind: openai
     base_url: %s
