@@ -164,3 +164,30 @@ func TestRedisShardsIDs(t *testing.T) {
 		})
 	}
 }
+
+// FuzzIDSlotIsInjective: two different ids never share a shard and field,
+// so that one cannot stand for the other as applied. The seeds are the
+// spellings that come closest.
+func FuzzIDSlotIsInjective(f *testing.F) {
+	for _, s := range [][2]string{
+		{"req_0123456789ab1", "req_0123456789ab01"},
+		{"req_0123456789ab3k", "req_0123456789ab0"},
+		{"bx-1-0", "bx-129-0"},
+		{"bx-1-0", "bx-1-00"},
+		{"ba-b-7-1", "ba-b-7-1-0"},
+		{"ba:0-1-0", "ba-1-0"},
+		{"req_0123456789ab1", "b0123456789ab-1-0"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if a == b {
+			return
+		}
+		sa, fa := idSlot(a)
+		sb, fb := idSlot(b)
+		if sa != "" && sa == sb && fa == fb {
+			t.Fatalf("%q and %q share shard %q, field %q", a, b, sa, fa)
+		}
+	})
+}
