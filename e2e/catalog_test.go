@@ -253,6 +253,7 @@ func TestCheapestIsByTheModelsPriceAtTheSize(t *testing.T) {
 	cfg := fmt.Sprintf(`
 server: { listen: "{{ADDR}}", shutdown_timeout: 10s }
 log: { level: info, format: json }
+admin_key: "%s"
 providers:
   - name: google
     kind: gemini
@@ -274,8 +275,28 @@ keys:
   - name: ci
     team: design
     key: ${CLIENT_KEY}
-`, google.URL(), reseller.URL())
+`, longAdminKey, google.URL(), reseller.URL())
 	e := &env{gw: gwtest.Start(t, cfg, "GOOGLE_KEY="+googleKey, "UP_KEY="+upstreamK1, "CLIENT_KEY="+clientKey)}
+	// /admin/providers shows the prices the ranking uses.
+	var pv struct {
+		Providers []struct {
+			Name    string             `json:"name"`
+			PerImg  float64            `json:"price_per_image_usd"`
+			ByModel map[string]float64 `json:"price_per_image_usd_by_model"`
+		} `json:"providers"`
+	}
+	if code := getJSON(t, e.gw.URL+"/admin/providers", longAdminKey, &pv); code != 200 || len(pv.Providers) != 2 {
+		t.Fatalf("/admin/providers: %d %+v", code, pv)
+	}
+	want := map[string]map[string]float64{"google": {"nano-banana": 0.039, "nano-banana-pro": 0.134},
+		"reseller": {"nano-banana": 0.045, "nano-banana-pro": 0.05}}
+	for _, p := range pv.Providers {
+		for m, usd := range want[p.Name] {
+			if got := p.ByModel[m]; got < usd-1e-9 || got > usd+1e-9 {
+				t.Errorf("%s: %s at $%v per image, want $%v (%+v)", p.Name, m, got, usd, p.ByModel)
+			}
+		}
+	}
 	for _, tc := range []struct{ model, imageConfig, want string }{
 		{"nano-banana-pro", `,"image_config":{"image_size":"2K"}`, "reseller"},
 		{"nano-banana-pro", ``, "reseller"},

@@ -217,17 +217,22 @@ func (h *health) ewma() float64 {
 
 // Status is a provider's health for /admin/providers.
 type Status struct {
-	Name                string              `json:"name"`
-	Kind                config.ProviderKind `json:"kind"`
-	State               string              `json:"state"`
-	PerImageUSD         float64             `json:"price_per_image_usd"`
-	Requests            int64               `json:"requests"`
-	Failures            int64               `json:"failures"`
-	ConsecutiveFailures int                 `json:"consecutive_failures"`
-	P50MS               float64             `json:"p50_ms"`
-	P99MS               float64             `json:"p99_ms"`
-	LastError           string              `json:"last_error,omitempty"`
-	LastErrorAt         string              `json:"last_error_at,omitempty"`
+	Name        string              `json:"name"`
+	Kind        config.ProviderKind `json:"kind"`
+	State       string              `json:"state"`
+	PerImageUSD float64             `json:"price_per_image_usd"`
+	// PerImageUSDByModel is the price of an image of each public model the
+	// provider maps, at the model's default size: what the cheapest
+	// strategy ranks it by and usage bills (a model's own price, or the
+	// catalogue's on the gemini kind), which may differ from PerImageUSD.
+	PerImageUSDByModel  map[string]float64 `json:"price_per_image_usd_by_model,omitempty"`
+	Requests            int64              `json:"requests"`
+	Failures            int64              `json:"failures"`
+	ConsecutiveFailures int                `json:"consecutive_failures"`
+	P50MS               float64            `json:"p50_ms"`
+	P99MS               float64            `json:"p99_ms"`
+	LastError           string             `json:"last_error,omitempty"`
+	LastErrorAt         string             `json:"last_error_at,omitempty"`
 	// TrialInSeconds: for an open circuit, time until the trial request.
 	TrialInSeconds float64 `json:"trial_in_seconds,omitempty"`
 	// BenchedForSeconds: time left of a pause a 429 asked for.

@@ -121,6 +121,7 @@ type upstream struct {
 	name   string
 	kind   config.ProviderKind
 	price  config.Price
+	models map[string]float64 // public model -> per image, default size
 	health *health
 }
 
@@ -189,7 +190,8 @@ func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *m
 				h.setGauge()
 			}
 		}
-		u := &upstream{name: name, kind: e.Provider.Kind(), price: e.Config.Price, health: h}
+		u := &upstream{name: name, kind: e.Provider.Kind(), price: e.Config.Price, health: h,
+			models: make(map[string]float64, len(e.Config.Models))}
 		r.upstreams = append(r.upstreams, u)
 		r.byName[name] = u
 		for public, upstream := range e.Config.Models {
@@ -197,6 +199,7 @@ func New(entries []Entry, rc config.Routing, prev *Router, log *zap.Logger, m *m
 			if !ok {
 				price = e.Config.Price
 			}
+			u.models[public] = price.PerImage
 			r.byModel[public] = append(r.byModel[public], &Candidate{
 				Provider: e.Provider, Model: upstream, Price: price, Timeout: e.Config.Timeout, health: h,
 			})
@@ -246,6 +249,7 @@ func (r *Router) Statuses() []Status {
 		s := u.health.status(now)
 		s.Kind = u.kind
 		s.PerImageUSD = u.price.PerImage
+		s.PerImageUSDByModel = u.models
 		out = append(out, s)
 	}
 	return out
