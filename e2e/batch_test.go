@@ -54,11 +54,7 @@ type batchEnv struct {
 func startBatchEnv(t *testing.T, o batchOpts) *batchEnv {
 	t.Helper()
 	if o.up == nil {
-		up, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1, ImageSize: batchImage})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(up.Close)
+		up := startFake(t, fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1, ImageSize: batchImage})
 		o.up = up
 	}
 	if o.dir == "" {

@@ -16,12 +16,8 @@ import (
 func startCatalogEnv(t *testing.T) (*env, *fakeup.Server) {
 	t.Helper()
 	// Google knows today's models only: the retired preview is a 404.
-	google, err := fakeup.Start(fakeup.Options{Kind: fakeup.Gemini, Key: googleKey,
+	google := startFake(t, fakeup.Options{Kind: fakeup.Gemini, Key: googleKey,
 		Models: []string{"gemini-2.5-flash-image", "gemini-3-pro-image", "gemini-3.1-flash-image"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(google.Close)
 	cfg := fmt.Sprintf(`
 server: { listen: "{{ADDR}}", shutdown_timeout: 10s }
 log: { level: info, format: json }
@@ -239,17 +235,9 @@ func TestChatNIsFannedOutAsCallsOfOne(t *testing.T) {
 // catalogue's $0.134 (1K, 2K) or $0.24 (4K): a reseller at $0.05 serves 3
 // Pro at 2K and Google serves it at 4K, where the reseller charges $0.30.
 func TestCheapestIsByTheModelsPriceAtTheSize(t *testing.T) {
-	google, err := fakeup.Start(fakeup.Options{Kind: fakeup.Gemini, Key: googleKey,
+	google := startFake(t, fakeup.Options{Kind: fakeup.Gemini, Key: googleKey,
 		Models: []string{"gemini-2.5-flash-image", "gemini-3-pro-image"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(google.Close)
-	reseller, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(reseller.Close)
+	reseller := startFake(t, fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
 	cfg := fmt.Sprintf(`
 server: { listen: "{{ADDR}}", shutdown_timeout: 10s }
 log: { level: info, format: json }

@@ -79,11 +79,7 @@ func startFetchEnv(t *testing.T, o fetchOpts) *fetchEnv {
 		fetch = ", fetch: " + o.fetch
 	}
 	start := func(kind fakeup.Kind, key string) *fakeup.Server {
-		s, err := fakeup.Start(fakeup.Options{Kind: kind, Key: key})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(s.Close)
+		s := startFake(t, fakeup.Options{Kind: kind, Key: key})
 		return s
 	}
 	e := &fetchEnv{google: start(fakeup.Gemini, googleKey), google2: start(fakeup.Gemini, googleKey),

@@ -29,11 +29,7 @@ const (
 // on Redis at redisAddr or embedded when it is "".
 func startQuotaEnv(t *testing.T, redisAddr string) *gwtest.Gateway {
 	t.Helper()
-	up, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(up.Close)
+	up := startFake(t, fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
 	rb := ""
 	if redisAddr != "" {
 		rb = fmt.Sprintf("redis:\n  addrs: [%q]\n  read_timeout: 3s\n  write_timeout: 3s\n", redisAddr)

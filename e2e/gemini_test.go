@@ -28,16 +28,8 @@ type gemEnv struct {
 
 func startGeminiEnv(t *testing.T, configuredKey string) *gemEnv {
 	t.Helper()
-	google, err := fakeup.Start(fakeup.Options{Kind: fakeup.Gemini, Key: googleKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(google.Close)
-	reseller, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: resellerKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(reseller.Close)
+	google := startFake(t, fakeup.Options{Kind: fakeup.Gemini, Key: googleKey})
+	reseller := startFake(t, fakeup.Options{Kind: fakeup.OpenAI, Key: resellerKey})
 	cfg := fmt.Sprintf(`
 server:
   listen: "{{ADDR}}"

@@ -56,16 +56,8 @@ type opts struct {
 
 func startEnv(t *testing.T, o opts) *env {
 	t.Helper()
-	cheap, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cheap.Close)
-	dear, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(dear.Close)
+	cheap := startFake(t, fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
+	dear := startFake(t, fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK2})
 	if o.maxBody == 0 {
 		o.maxBody = 1 << 20
 	}
@@ -362,11 +354,7 @@ const sigterm = syscall.SIGTERM
 // environment.
 func startOneReseller(t *testing.T, args []string, environ ...string) (*env, *fakeup.Server) {
 	t.Helper()
-	up, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(up.Close)
+	up := startFake(t, fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
 	cfg := fmt.Sprintf(`
 server: { listen: "{{ADDR}}", shutdown_timeout: 5s }
 providers:
@@ -376,4 +364,15 @@ keys:
   - { name: ci, team: design, key: %s }
 `, up.URL(), upstreamK1, model, clientKey)
 	return &env{gw: gwtest.StartArgs(t, t.TempDir(), cfg, args, environ...), cheap: up}, up
+}
+
+// startFake starts a fake upstream for the test's lifetime.
+func startFake(t *testing.T, o fakeup.Options) *fakeup.Server {
+	t.Helper()
+	s, err := fakeup.Start(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
 }

@@ -29,16 +29,8 @@ type offEnv struct {
 
 func startOffloadEnv(t *testing.T, imagesYAML string) *offEnv {
 	t.Helper()
-	google, err := fakeup.Start(fakeup.Options{Kind: fakeup.Gemini, Key: googleKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(google.Close)
-	reseller, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: resellerKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(reseller.Close)
+	google := startFake(t, fakeup.Options{Kind: fakeup.Gemini, Key: googleKey})
+	reseller := startFake(t, fakeup.Options{Kind: fakeup.OpenAI, Key: resellerKey})
 	dir := filepath.Join(t.TempDir(), "images")
 	if imagesYAML == "" {
 		imagesYAML = fmt.Sprintf(`

@@ -32,12 +32,8 @@ type sigEnv struct {
 // the signatures in Redis.
 func startSigEnv(t *testing.T, format string, offload bool, redisAddr string) *sigEnv {
 	t.Helper()
-	google, err := fakeup.Start(fakeup.Options{Kind: fakeup.Gemini, Key: googleKey, Models: []string{sigModel},
+	google := startFake(t, fakeup.Options{Kind: fakeup.Gemini, Key: googleKey, Models: []string{sigModel},
 		ImageSize: 20 << 10, Images: 2, ThoughtSignatures: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(google.Close)
 	images := "  format: " + format + "\n"
 	if offload {
 		images += fmt.Sprintf("  offload:\n    enabled: true\n    store: filesystem\n    dir: %s\n    ttl: 2h\n"+

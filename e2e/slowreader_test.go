@@ -23,11 +23,7 @@ const (
 // with two teams' keys.
 func startStuckEnv(t *testing.T, writeTimeout string) (*gwtest.Gateway, *fakeup.Server) {
 	t.Helper()
-	up, err := fakeup.Start(fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(up.Close)
+	up := startFake(t, fakeup.Options{Kind: fakeup.OpenAI, Key: upstreamK1})
 	up.SetImageSize(4 << 20)
 	cfg := fmt.Sprintf(`
 server:
