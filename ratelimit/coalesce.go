@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -111,6 +112,15 @@ func (c *Coalescing) Close() error {
 
 // Unwrap returns the wrapped limiter.
 func (c *Coalescing) Unwrap() Limiter { return c.Limiter }
+
+// Peek implements Peeker when the wrapped limiter does: the corrections
+// still pending are not in its figures.
+func (c *Coalescing) Peek(ctx context.Context, r Request) (Result, error) {
+	if p, ok := c.Limiter.(Peeker); ok {
+		return p.Peek(ctx, r)
+	}
+	return Result{}, errors.ErrUnsupported
+}
 
 // Ping asks the wrapped limiter's backend, when it has one (Redis).
 func (c *Coalescing) Ping(ctx context.Context) error {

@@ -90,6 +90,23 @@ func (m *Memory) allow(r *Request, pl *plan) Result {
 	return compose(pl, &st, allowed)
 }
 
+// Peek implements Peeker. It never fails.
+func (m *Memory) Peek(_ context.Context, r Request) (Result, error) {
+	pl := makePlan(&r)
+	if pl.n == 0 {
+		return Result{Allowed: true}, nil
+	}
+	now := time.Now().UnixMicro()
+	sh := m.shard(&r)
+	var st [numKinds]state
+	sh.mu.Lock()
+	var bs [numKinds]*bucket
+	sh.buckets(&r, &pl, &bs)
+	peekStates(&pl, &st, func(i int) int64 { return bs[i].level(now, &pl.p[i]) })
+	sh.mu.Unlock()
+	return compose(&pl, &st, true), nil
+}
+
 // Adjust implements Limiter. It never fails.
 func (m *Memory) Adjust(_ context.Context, r Request, delta int64) error {
 	pl := makePlan(&r).tpmOnly()

@@ -137,6 +137,23 @@ type Limiter interface {
 	Close() error
 }
 
+// Peeker reads the limits of a request without charging them: the figures
+// a request of no cost would see, for the x-ratelimit-* headers of answers
+// that do not go through admission (model lists, usage, files, requests
+// refused before they were admitted). A peek is not a decision: Stats do
+// not count it, and its Result's Allowed means nothing.
+type Peeker interface {
+	Peek(ctx context.Context, r Request) (Result, error)
+}
+
+// peekStates fills st with the state at level(i) of each bucket of pl for a
+// request of no cost.
+func peekStates(pl *plan, st *[numKinds]state, level func(i int) int64) {
+	for i := 0; i < pl.n; i++ {
+		st[i], _ = check(level(i), 0, &pl.p[i])
+	}
+}
+
 // Stats are counters for /metrics.
 type Stats struct {
 	Decisions uint64 // Allow calls answered (allowed or refused, Redis or fallback)

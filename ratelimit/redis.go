@@ -222,6 +222,60 @@ func (l *Redis) Allow(ctx context.Context, r Request) (Result, error) {
 	return d.Result(ctx)
 }
 
+// Peek implements Peeker: one MGET of r's buckets, read at this replica's
+// clock, nothing written. A slot in an outage answers ErrUnavailable at
+// once, without a round trip.
+func (l *Redis) Peek(ctx context.Context, r Request) (Result, error) {
+	pl := makePlan(&r)
+	if pl.n == 0 {
+		return Result{Allowed: true}, nil
+	}
+	names := l.keyNames(&r)
+	if l.slots[names.slot].Load() != 0 {
+		return Result{}, ErrUnavailable
+	}
+	var keys [numKinds]string
+	for i := 0; i < pl.n; i++ {
+		keys[i] = names.key[pl.kinds[i]]
+	}
+	vals, err := l.client.MGet(ctx, keys[:pl.n]...).Result()
+	if err != nil {
+		return Result{}, fmt.Errorf("ratelimit: peek: %w", err)
+	}
+	now := time.Now()
+	if l.now != nil {
+		now = l.now()
+	}
+	us := now.UnixMicro()
+	var st [numKinds]state
+	peekStates(&pl, &st, func(i int) int64 {
+		p := &pl.p[i]
+		if i < len(vals) {
+			if s, ok := vals[i].(string); ok {
+				if lvl, ts, unit, ok := parseBucket(s); ok {
+					return level(lvl, ts, unit, us, p)
+				}
+			}
+		}
+		return p.cap // absent, or not a bucket's value: a full bucket, as the script reads it
+	})
+	return compose(&pl, &st, true), nil
+}
+
+// parseBucket reads a bucket's stored value, "level ts unit" (allow.lua).
+func parseBucket(s string) (lvl, ts, unit int64, ok bool) {
+	a, rest, ok1 := strings.Cut(s, " ")
+	b, c, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 {
+		return 0, 0, 0, false
+	}
+	var err1, err2, err3 error
+	lvl, err1 = strconv.ParseInt(a, 10, 64)
+	ts, err2 = strconv.ParseInt(b, 10, 64)
+	unit, err3 = strconv.ParseInt(c, 10, 64)
+	return lvl, ts, unit, err1 == nil && err2 == nil && err3 == nil && ts >= 0 && unit > 0
+}
+
 // Admit decides r in d together with the other admissions in flight (see
 // group): one allow script for the group's decisions, in one pipeline
 // with the commands each also adds (a budget reservation), and returns

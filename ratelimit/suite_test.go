@@ -169,6 +169,55 @@ func runSuite(t *testing.T, s suite) {
 		}
 	})
 
+	s.run(t, "PeekChargesNothing", func(t *testing.T, b *backend) {
+		p, ok := b.lim.(Peeker)
+		if !ok {
+			t.Fatalf("%T does not peek", b.lim)
+		}
+		peek := func() Result {
+			t.Helper()
+			res, err := p.Peek(context.Background(), Request{Key: "k", Team: t.Name(), Tokens: 4000,
+				Limits: Limits{KeyRPM: 100, KeyTPM: 5000, TeamRPM: 50, TeamTPM: 100000}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res
+		}
+		lim := Limits{KeyRPM: 100, KeyTPM: 5000, TeamRPM: 50, TeamTPM: 100000}
+		r := Request{Key: "k", Team: t.Name(), Tokens: 3000, Limits: lim}
+		res := peek()
+		if res.LimitRequests != 50 || res.RemainingRequests != 50 || res.LimitTokens != 5000 || res.RemainingTokens != 5000 {
+			t.Errorf("peek of fresh buckets %+v, want 50 of 50 requests and 5000 of 5000 tokens", res)
+		}
+		allow(t, b.lim, r)
+		before := b.lim.Stats()
+		for range 5 {
+			res = peek()
+		}
+		if s := b.lim.Stats(); s.Decisions != before.Decisions || s.Refusals != before.Refusals {
+			t.Errorf("peeks counted as decisions: %+v, then %+v", before, s)
+		}
+		b.within(t, "peeked RemainingRequests", res.RemainingRequests, 49, 50.0/60)
+		b.within(t, "peeked RemainingTokens", res.RemainingTokens, 2000, 5000.0/60)
+		if res.ResetRequests <= 0 || res.ResetTokens <= 0 {
+			t.Errorf("peek %+v, want times until the buckets are full", res)
+		}
+		// The peeks took nothing: the last 2000 tokens still pass.
+		r.Tokens = 2000
+		res = allow(t, b.lim, r)
+		if !res.Allowed {
+			t.Fatal("the remaining 2000 tokens were refused after peeks")
+		}
+		b.within(t, "RemainingRequests", res.RemainingRequests, 48, 50.0/60)
+		// A debt reads as nothing left.
+		if err := b.lim.Adjust(context.Background(), r, 4000); err != nil {
+			t.Fatal(err)
+		}
+		if res = peek(); res.RemainingTokens != 0 {
+			t.Errorf("peek in debt: %d tokens remaining, want 0", res.RemainingTokens)
+		}
+	})
+
 	s.run(t, "RefusalChargesNothing", func(t *testing.T, b *backend) {
 		lim := Limits{KeyRPM: 100, KeyTPM: 5000, TeamRPM: 50, TeamTPM: 100000}
 		r := Request{Key: "k", Team: t.Name(), Tokens: 3000, Limits: lim}
