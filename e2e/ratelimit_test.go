@@ -52,6 +52,51 @@ func TestRateLimitHeadersAnd429(t *testing.T) {
 	}
 }
 
+// TestRateLimitHeadersOnEveryAnswer: answers that do not go through
+// admission (the model list, usage, a request refused before it was
+// admitted) carry the key's limits as they stand, in memory and on Redis,
+// and reading them charges nothing.
+func TestRateLimitHeadersOnEveryAnswer(t *testing.T) {
+	for _, withRedis := range []bool{false, true} {
+		t.Run(map[bool]string{false: "InMemory", true: "Redis"}[withRedis], func(t *testing.T) {
+			o := opts{keyLimits: "    rpm: 3\n    tpm: 100000\n"}
+			if withRedis {
+				o.extra = fmt.Sprintf("redis:\n  addrs: [%q]\n", redistest.Start(t).Addr)
+			}
+			e := startEnv(t, o)
+			check := func(what string, resp *http.Response, remaining string) {
+				t.Helper()
+				readAll(t, resp)
+				if got := resp.Header.Get("x-ratelimit-limit-requests"); got != "3" {
+					t.Errorf("%s (%d): x-ratelimit-limit-requests %q, want 3", what, resp.StatusCode, got)
+				}
+				if got := resp.Header.Get("x-ratelimit-remaining-requests"); got != remaining {
+					t.Errorf("%s (%d): x-ratelimit-remaining-requests %q, want %s", what, resp.StatusCode, got, remaining)
+				}
+				if resp.Header.Get("x-ratelimit-limit-tokens") != "100000" || resp.Header.Get("x-ratelimit-reset-requests") == "" {
+					t.Errorf("%s: token and reset headers %v", what, resp.Header)
+				}
+			}
+			get := func(path string) *http.Response {
+				req, _ := http.NewRequest("GET", e.gw.URL+path, nil)
+				req.Header.Set("Authorization", "Bearer "+clientKey)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return resp
+			}
+			for range 4 {
+				check("GET /v1/models", get("/v1/models"), "3")
+			}
+			check("GET /v1/usage", get("/v1/usage"), "3")
+			check("a malformed request", e.post(t, `{"model":`), "3")
+			check("the first request", e.post(t, chatBody("")), "2")
+			check("GET /v1/models after it", get("/v1/models"), "2")
+		})
+	}
+}
+
 func TestTPMCountsImageTokensAndReconciles(t *testing.T) {
 	// Each request is charged its estimate up front: 1290 for the image +
 	// 256 of text allowance + ~4 prompt tokens = 1550. The fake then reports

@@ -7,6 +7,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"nanogate/accounting"
+	"nanogate/auth"
 	"nanogate/internal/safemath"
 	"nanogate/ratelimit"
 )
@@ -102,13 +103,35 @@ func (g *Gateway) limit(ctx context.Context, call *Call) error {
 func (g *Gateway) limitRequest(call *Call) {
 	call.tokens = g.estimateCall(call)
 	call.limitReq = ratelimit.Request{Key: call.Caller.Name, Team: call.Caller.Team, Tokens: call.tokens,
-		Limits: ratelimit.Limits{KeyRPM: call.Caller.RPM, KeyTPM: call.Caller.TPM},
-		Batch:  call.Batch, Share: call.BatchShare}
+		Limits: g.limitsOf(call.Caller), Batch: call.Batch, Share: call.BatchShare}
+}
+
+// limitsOf are the rate limits of c's key and of its team.
+func (g *Gateway) limitsOf(c *auth.Caller) ratelimit.Limits {
+	l := ratelimit.Limits{KeyRPM: c.RPM, KeyTPM: c.TPM}
 	if g.acct != nil {
-		if t := g.acct.Teams[call.Caller.Team]; t != nil {
-			call.limitReq.Limits.TeamRPM, call.limitReq.Limits.TeamTPM = t.RPM, t.TPM
+		if t := g.acct.Teams[c.Team]; t != nil {
+			l.TeamRPM, l.TeamTPM = t.RPM, t.TPM
 		}
 	}
+	return l
+}
+
+// PeekLimits reads c's rate limits without charging them, for the
+// x-ratelimit-* headers of an answer that did not go through admission. ok
+// is false when c has no limits or the limiter cannot say (Redis down):
+// such an answer then carries none.
+func (g *Gateway) PeekLimits(ctx context.Context, c *auth.Caller) (res ratelimit.Result, ok bool) {
+	p, isPeeker := g.limiter.(ratelimit.Peeker)
+	if !isPeeker || c == nil {
+		return res, false
+	}
+	r := ratelimit.Request{Key: c.Name, Team: c.Team, Limits: g.limitsOf(c)}
+	if r.Limits == (ratelimit.Limits{}) {
+		return res, false
+	}
+	res, err := p.Peek(ctx, r)
+	return res, err == nil
 }
 
 // settleTokens corrects the TPM buckets to what the request really used (a

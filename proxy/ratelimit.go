@@ -5,6 +5,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"nanogate/auth"
 	"nanogate/gateway"
 	"nanogate/ratelimit"
 )
@@ -35,6 +36,18 @@ func setLimitHeaders(ctx *fasthttp.RequestCtx, r *ratelimit.Result) {
 		h.SetCanonical(hLimitTokens, strconv.AppendInt(buf[:0], r.LimitTokens, 10))
 		h.SetCanonical(hRemainingTokens, strconv.AppendInt(buf[:0], max(r.RemainingTokens, 0), 10))
 		h.SetCanonical(hResetTokens, ratelimit.AppendReset(buf[:0], r.ResetTokens))
+	}
+}
+
+// limitHeadersIfMissing gives an answer to caller that has no x-ratelimit-*
+// headers those of the caller's limits as they stand, charging nothing.
+func limitHeadersIfMissing(ctx *fasthttp.RequestCtx, st *State, caller *auth.Caller) {
+	h := &ctx.Response.Header
+	if st.Gateway == nil || h.PeekBytes(hLimitRequests) != nil || h.PeekBytes(hLimitTokens) != nil {
+		return
+	}
+	if res, ok := st.Gateway.PeekLimits(ctx, caller); ok {
+		setLimitHeaders(ctx, &res)
 	}
 }
 

@@ -275,6 +275,11 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, st *State, rid string, adminLis
 		writeError(ctx, aerr)
 		return
 	}
+	if r.auth == authClient && caller != nil {
+		// Answers the limiter admitted carry its decision; the others (model
+		// lists, usage, files, refusals before admission) its state.
+		defer limitHeadersIfMissing(ctx, st, caller)
+	}
 	if r.billed && caller != nil && caller.Budget != nil && ctx.IsPost() {
 		if berr := keyBudget(st, caller); berr != nil {
 			if r.logAs != "" {
