@@ -223,8 +223,9 @@ func (l *Redis) Allow(ctx context.Context, r Request) (Result, error) {
 }
 
 // Peek implements Peeker: one MGET of r's buckets, read at this replica's
-// clock, nothing written. A slot in an outage answers ErrUnavailable at
-// once, without a round trip.
+// clock, nothing written. A slot in an outage answers at once, without a
+// round trip, as its decisions do: from the local limiter with on_outage
+// open, ErrUnavailable with closed.
 func (l *Redis) Peek(ctx context.Context, r Request) (Result, error) {
 	pl := makePlan(&r)
 	if pl.n == 0 {
@@ -232,7 +233,12 @@ func (l *Redis) Peek(ctx context.Context, r Request) (Result, error) {
 	}
 	names := l.keyNames(&r)
 	if l.slots[names.slot].Load() != 0 {
-		return Result{}, ErrUnavailable
+		if !l.open {
+			return Result{}, ErrUnavailable
+		}
+		res, err := l.fallback.Peek(ctx, r)
+		res.Degraded = true
+		return res, err
 	}
 	var keys [numKinds]string
 	for i := 0; i < pl.n; i++ {

@@ -210,6 +210,14 @@ func TestOutageOpen(t *testing.T) {
 	if got := drain(t, l, small, 20); got != 5 {
 		t.Errorf("local limiter admitted %d, want the key's 5", got)
 	}
+	// A peek reads what the decisions use: the local buckets, at once.
+	tries := l.Stats().RedisErrors
+	if res, err := l.Peek(ctx, small); err != nil || !res.Degraded || res.LimitRequests != 5 || res.RemainingRequests != 0 {
+		t.Errorf("peek during the outage: %+v, %v; want the local bucket, 0 of 5 left", res, err)
+	}
+	if l.Stats().RedisErrors != tries {
+		t.Error("a peek during the outage tried Redis")
+	}
 	if !l.Degraded() {
 		t.Error("Degraded() = false during the outage")
 	}
@@ -273,6 +281,9 @@ func TestOutageClosed(t *testing.T) {
 	})
 	if slowest > 200*time.Millisecond {
 		t.Errorf("a refusal during the outage took %v", slowest)
+	}
+	if _, err := l.Peek(context.Background(), r); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Peek during the outage: %v, want ErrUnavailable", err)
 	}
 	if w := countLogs(logs, zapcore.WarnLevel); w != 1 {
 		t.Errorf("%d warnings, want 1", w)
