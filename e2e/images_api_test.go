@@ -121,7 +121,11 @@ func TestImagesOneOfNFailsOver(t *testing.T) {
 func TestImagesRefusal(t *testing.T) {
 	e := startGeminiEnv(t, googleKey)
 	e.google.SetOutcome(fakeup.OutcomeNoImage)
-	expectError(t, e.postJSON(t, "/v1/images/generations", `{"prompt":"x"}`), 400, "content_policy_violation")
+	resp := e.postJSON(t, "/v1/images/generations", `{"prompt":"x"}`)
+	if got := resp.Header.Get("x-nanogate-provider"); got != "google" {
+		t.Errorf("x-nanogate-provider %q, want the provider that refused (google)", got)
+	}
+	expectError(t, resp, 400, "content_policy_violation")
 }
 
 // multipartBody builds an edits request; files are (field, content) pairs.
