@@ -126,6 +126,18 @@ func TestImagesRefusal(t *testing.T) {
 		t.Errorf("x-nanogate-provider %q, want the provider that refused (google)", got)
 	}
 	expectError(t, resp, 400, "content_policy_violation")
+
+	// An upstream error passed back as is names its provider too.
+	e.google.SetOutcome(fakeup.OutcomeImage)
+	e.google.SetFault(fakeup.Fault{Status: 400})
+	resp = e.postJSON(t, "/v1/images/generations", `{"prompt":"x"}`)
+	if got := resp.Header.Get("x-nanogate-provider"); got != "google" {
+		t.Errorf("x-nanogate-provider %q on an upstream 400, want google", got)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 400 || e.reseller.Requests() != 0 {
+		t.Errorf("upstream 400: status %d, reseller called %d times", resp.StatusCode, e.reseller.Requests())
+	}
 }
 
 // multipartBody builds an edits request; files are (field, content) pairs.
