@@ -19,6 +19,9 @@ const DefaultSpoolPath = "data/usage-spool.jsonl"
 // written only while the store fails.
 const spoolSyncLines = 64
 
+// DefaultLinger is RecorderOptions.Linger's default.
+const DefaultLinger = 5 * time.Millisecond
+
 // RecorderOptions tune a Recorder; the zero value takes the defaults.
 type RecorderOptions struct {
 	// SpoolPath is the local file of records waiting for the store
@@ -29,12 +32,14 @@ type RecorderOptions struct {
 	Queue int
 	// Batch is the most records applied in one round trip (64).
 	Batch int
-	// Linger is how long the writer, having taken a record, waits for
-	// more to fill the batch before applying it (1ms; negative: not at
-	// all). Under load a batch shares one write or round trip among many
-	// records instead of one each; at rest a record is applied at most
-	// Linger later, while its reservation still counts against its
-	// team's budget. A Flush does not wait for it.
+	// Linger is how often the writer looks for records while they keep
+	// coming (5ms; negative: never, it is woken for each record). A record
+	// that finds the writer idle is applied at once; records that follow
+	// within Linger queue, without waking the writer, for its next look,
+	// which applies them together. At a steady rate the store then sees
+	// one batch, and the process one wake-up, per Linger rather than per
+	// record. A full batch and a Flush do not wait for the look. While a
+	// record waits, its reservation still counts against its budget.
 	Linger time.Duration
 	// ApplyTimeout bounds one round trip to the store (5s).
 	ApplyTimeout time.Duration
@@ -58,7 +63,7 @@ func (o RecorderOptions) withDefaults() RecorderOptions {
 		o.Batch = 64
 	}
 	if o.Linger == 0 {
-		o.Linger = time.Millisecond
+		o.Linger = DefaultLinger
 	}
 	if o.ApplyTimeout <= 0 {
 		o.ApplyTimeout = 5 * time.Second
@@ -91,7 +96,10 @@ type Recorder struct {
 	log *zap.Logger
 	sp  *spool
 
-	ch       chan item
+	ch chan item
+	// urge tells a writer between looks that a batch is full or a Flush
+	// waits (one slot: one nudge covers all that is queued).
+	urge     chan struct{}
 	mu       sync.RWMutex // closed and the hand-over to ch
 	closed   bool
 	stop     chan struct{}
@@ -101,7 +109,9 @@ type Recorder struct {
 	// Owned by the writer goroutine.
 	nextTry time.Time
 	backoff time.Duration
-	linger  *time.Timer // reset for each batch, never allocated again
+	look    *time.Timer // the next look while records keep coming
+	batch   []Record    // drain's, reused
+	flushes []chan struct{}
 
 	down       atomic.Bool
 	lastErr    atomic.Pointer[string]
@@ -136,7 +146,7 @@ type Stats struct {
 func NewRecorder(st Store, o RecorderOptions) *Recorder {
 	o = o.withDefaults()
 	r := &Recorder{st: st, o: o, log: o.Log, sp: newSpool(o.SpoolPath, o.MaxHeld, o.Log),
-		ch: make(chan item, o.Queue), stop: make(chan struct{}), done: make(chan struct{})}
+		ch: make(chan item, o.Queue), urge: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go r.run()
 	return r
 }
@@ -154,6 +164,9 @@ func (r *Recorder) Record(rec Record) {
 		select {
 		case r.ch <- item{rec: rec}:
 			r.mu.RUnlock()
+			if len(r.ch) >= r.o.Batch {
+				r.nudge()
+			}
 			return
 		default:
 		}
@@ -185,6 +198,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		return ctx.Err()
 	}
 	r.mu.RUnlock()
+	r.nudge()
 	select {
 	case <-done:
 		return nil
@@ -261,72 +275,90 @@ func (r *Recorder) spool(recs []Record) {
 	}
 }
 
+// nudge makes a writer waiting for its next look look now.
+func (r *Recorder) nudge() {
+	select {
+	case r.urge <- struct{}{}:
+	default:
+	}
+}
+
+// run is the writer. Idle, it waits for a record; having applied some, it
+// looks again every Linger, and goes idle when a look finds nothing. Only
+// an idle writer waits on the queue, so only the record that ends a quiet
+// spell wakes it.
 func (r *Recorder) run() {
 	defer close(r.done)
 	tick := time.NewTicker(SyncInterval)
 	defer tick.Stop()
-	r.linger = time.NewTimer(time.Hour)
-	r.linger.Stop()
-	batch := make([]Record, 0, r.o.Batch)
-	var flushes []chan struct{}
+	r.look = time.NewTimer(time.Hour)
+	r.look.Stop()
+	r.batch = make([]Record, 0, r.o.Batch)
+	looking := false
 	for {
+		var queue <-chan item
+		var look <-chan time.Time
+		if looking {
+			look = r.look.C
+		} else {
+			queue = r.ch
+		}
 		select {
-		case it := <-r.ch:
-			batch, flushes = r.collect(it, batch[:0], flushes[:0], r.o.Linger > 0)
-			r.handle(context.Background(), batch)
-			for _, f := range flushes {
-				close(f)
-			}
+		case it := <-queue:
+			looking = r.drain(&it)
+		case <-look:
+			looking = r.drain(nil)
+		case <-r.urge:
+			looking = r.drain(nil) || looking
 		case <-tick.C:
 			r.sp.sync()
 			r.replay(context.Background(), true)
+			continue
 		case <-r.stop:
+			r.look.Stop()
 			r.shutdown()
 			return
+		}
+		r.look.Stop()
+		if looking {
+			r.look.Reset(r.o.Linger)
 		}
 	}
 }
 
-// collect takes it and whatever else is queued, up to a batch. With linger
-// it then waits up to Linger for more, unless the batch is full, a Flush
-// waits on it, or the Recorder is stopping.
-func (r *Recorder) collect(it item, batch []Record, flushes []chan struct{}, linger bool) ([]Record, []chan struct{}) {
-	lingering := false
-	defer func() {
-		if lingering {
-			r.linger.Stop()
-		}
-	}()
-	for {
+// drain applies first (when not nil) and what is queued now, a batch at a
+// time, and releases the Flushes among them once all are applied. It
+// reports whether the writer should look again (it took something and
+// Linger is positive).
+func (r *Recorder) drain(first *item) bool {
+	n := len(r.ch)
+	if first == nil && n == 0 {
+		return false
+	}
+	batch, flushes := r.batch[:0], r.flushes[:0]
+	defer func() { r.batch, r.flushes = batch[:0], flushes[:0] }()
+	take := func(it item) {
 		if it.flush != nil {
 			flushes = append(flushes, it.flush)
-		} else {
-			batch = append(batch, it.rec)
+			return
 		}
-		if len(batch) >= r.o.Batch {
-			return batch, flushes
-		}
-		select {
-		case it = <-r.ch:
-			continue
-		default:
-		}
-		if !linger || len(flushes) > 0 || len(batch) == 0 {
-			return batch, flushes
-		}
-		if !lingering {
-			lingering = true
-			r.linger.Reset(r.o.Linger)
-		}
-		select {
-		case it = <-r.ch:
-		case <-r.linger.C:
-			lingering = false
-			return batch, flushes
-		case <-r.stop:
-			return batch, flushes
+		batch = append(batch, it.rec)
+		if len(batch) == r.o.Batch {
+			r.handle(context.Background(), batch)
+			batch = batch[:0]
 		}
 	}
+	if first != nil {
+		take(*first)
+	}
+	for range n {
+		take(<-r.ch) // only this goroutine receives: n are there
+	}
+	r.handle(context.Background(), batch)
+	for _, f := range flushes {
+		close(f)
+	}
+	return r.o.Linger > 0
 }
 
 // handle applies a batch, or spools it when the store fails or a backlog is
@@ -440,10 +472,18 @@ func (r *Recorder) shutdown() {
 	for {
 		batch = batch[:0]
 		var flushes []chan struct{}
-		select {
-		case it := <-r.ch:
-			batch, flushes = r.collect(it, batch, flushes, false)
-		default:
+	take:
+		for len(batch) < r.o.Batch {
+			select {
+			case it := <-r.ch:
+				if it.flush != nil {
+					flushes = append(flushes, it.flush)
+				} else {
+					batch = append(batch, it.rec)
+				}
+			default:
+				break take
+			}
 		}
 		if len(batch) == 0 && len(flushes) == 0 {
 			break

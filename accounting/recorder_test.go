@@ -372,10 +372,12 @@ func (b batches) ApplyBatch(ctx context.Context, recs []Record) (int, error) {
 	return b.Store.ApplyBatch(ctx, recs)
 }
 
-// TestRecorderLingersForABatch: the writer gathers records for Linger
-// after the first one, unless the batch fills or a Flush waits; in the
-// bubble the lingering is exactly the time that passes.
-func TestRecorderLingersForABatch(t *testing.T) {
+// TestRecorderLooksEveryLingerWhileRecordsCome: a record that finds the
+// writer idle is applied at once; records that follow wait for the
+// writer's next look, Linger later, and are applied together; a full batch
+// and a Flush do not wait; a look that finds nothing makes the writer
+// idle again. In the bubble the waiting is exactly the time that passes.
+func TestRecorderLooksEveryLingerWhileRecordsCome(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st, _ := OpenMemory("", Options{}, nil)
 		store := batches{Store: st, got: make(chan int, 100)}
@@ -383,37 +385,47 @@ func TestRecorderLingersForABatch(t *testing.T) {
 		o.Batch, o.Linger = 4, 5*time.Millisecond
 		r := NewRecorder(store, o)
 		defer closeWithin(t, r, 5*time.Second)
-		recs := requests(12, "linger")
+		recs := requests(14, "linger")
+		batchAfter := func(want int, after time.Duration, start time.Time, what string) {
+			t.Helper()
+			if n := <-store.got; n != want || time.Since(start) != after {
+				t.Errorf("%s: a batch of %d after %v, want %d after %v", what, n, time.Since(start), want, after)
+			}
+		}
 
-		// Records that come while the writer lingers join the first one's
-		// batch, applied when the linger ends.
 		start := time.Now()
 		r.Record(recs[0])
-		synctest.Wait() // the writer took it and lingers
+		batchAfter(1, 0, start, "the first record")
 		r.Record(recs[1])
 		r.Record(recs[2])
-		if n := <-store.got; n != 3 || time.Since(start) != o.Linger {
-			t.Errorf("a batch of %d after %v, want 3 after %v", n, time.Since(start), o.Linger)
-		}
+		batchAfter(2, o.Linger, start, "the records that followed")
 
 		// A full batch goes at once.
 		start = time.Now()
 		for _, rec := range recs[3:7] {
 			r.Record(rec)
 		}
-		if n := <-store.got; n != 4 || time.Since(start) != 0 {
-			t.Errorf("a batch of %d after %v, want 4 at once", n, time.Since(start))
-		}
+		batchAfter(4, 0, start, "a full batch")
 
-		// A Flush does not wait for the linger.
+		// A Flush does not wait for the look.
 		r.Record(recs[7])
 		synctest.Wait()
 		if err := r.Flush(context.Background()); err != nil || time.Since(start) != 0 {
 			t.Errorf("Flush = %v after %v, want at once", err, time.Since(start))
 		}
-		if n := <-store.got; n != 1 {
-			t.Errorf("a flushed batch of %d, want 1", n)
+		batchAfter(1, 0, start, "a flushed record")
+
+		// Looks that find nothing end the spell: the next record goes at
+		// once, and the writer sleeps in between.
+		time.Sleep(3 * o.Linger)
+		select {
+		case n := <-store.got:
+			t.Errorf("a batch of %d with nothing recorded", n)
+		default:
 		}
-		checkBucket(t, st, recs[:8], "t", PeriodTotal)
+		start = time.Now()
+		r.Record(recs[8])
+		batchAfter(1, 0, start, "a record after a quiet spell")
+		checkBucket(t, st, recs[:9], "t", PeriodTotal)
 	})
 }

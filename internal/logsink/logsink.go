@@ -1,17 +1,25 @@
 // Package logsink batches log lines into few writes. A gateway logs one line
 // per request; written one by one, every line is a write(2) of its own, a
 // system call (and, when stderr is a pipe to a log collector, a wake-up of
-// the reader) per request. The Sink here is a group commit: lines logged
-// while a write is under way are written together by the next one, so under
-// load many lines share one write, while at low load a line still reaches
-// the output within microseconds (there is no interval timer to wait for, as
-// with zapcore.BufferedWriteSyncer).
+// the reader) per request. The Sink here hands lines to one goroutine that
+// writes them in batches. A line that comes after a quiet spell is written
+// at once; the flusher then looks again every Interval for as long as lines
+// keep coming, and lines logged meanwhile wait for that look instead of
+// waking it. Under load, and at a steady trickle of requests alike, the
+// output sees at most one write per Interval and the logging goroutines no
+// wake-up at all, while a lone line still goes out within microseconds.
 package logsink
 
 import (
 	"io"
 	"sync"
+	"time"
 )
+
+// Interval is how long lines wait, while lines keep coming, for the write
+// that takes them together: the most a line stays in memory on a busy
+// gateway.
+const Interval = 10 * time.Millisecond
 
 // DefaultMaxPending is the pending bytes a Sink holds before a Write waits:
 // thousands of request lines, far more than pile up while one write is under
@@ -41,6 +49,9 @@ type Sink struct {
 	err error
 	// closed: Close has run and Write writes through on its caller.
 	closed bool
+	// ticking: the flusher looks again within Interval, so lines need
+	// not wake it (but past half of max pending).
+	ticking bool
 
 	wake chan struct{} // one slot: lines wait, the flusher should look
 	stop chan struct{}
@@ -82,9 +93,10 @@ func (s *Sink) Write(p []byte) (int, error) {
 		// No flusher any more: the caller writes, so that the lines
 		// of a shutdown still come out.
 		s.flushLocked()
-	case wasEmpty:
-		// Lines that find others pending ride on the wake-up those
-		// sent: one wake-up per batch, not per line.
+	case wasEmpty && !s.ticking, len(s.pending) >= s.max/2:
+		// The first line after a quiet spell goes out at once; the
+		// others wait for the flusher's next look, unless so many wait
+		// that Write would soon have to.
 		select {
 		case s.wake <- struct{}{}:
 		default:
@@ -126,15 +138,36 @@ func (s *Sink) Close() error {
 
 func (s *Sink) flusher() {
 	defer close(s.done)
+	look := time.NewTimer(Interval)
+	look.Stop()
 	for {
 		select {
 		case <-s.wake:
 		case <-s.stop:
 			return
 		}
-		s.mu.Lock()
-		s.flushLocked()
-		s.mu.Unlock()
+		// Write what is pending, then look again every Interval until
+		// a look finds nothing: a wake-up per quiet spell, not per line.
+		for {
+			s.mu.Lock()
+			if len(s.pending) == 0 {
+				s.ticking = false
+				s.mu.Unlock()
+				break
+			}
+			s.ticking = true
+			s.flushLocked()
+			s.mu.Unlock()
+			look.Reset(Interval)
+			select {
+			case <-look.C:
+			case <-s.wake: // half of max pending waits
+				look.Stop()
+			case <-s.stop:
+				look.Stop()
+				return
+			}
+		}
 	}
 }
 

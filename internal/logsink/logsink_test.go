@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -164,6 +165,71 @@ func TestLinesLoggedDuringAWriteShareTheNext(t *testing.T) {
 		checkLines(t, out.String(), same(1, 4), line)
 		if got, want := out.writeLens(), []int{len(line(0, 0)), len(line(0, 1) + line(0, 2) + line(0, 3))}; fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("writes of %v bytes, want %v: the three lines logged during the first write share the second", got, want)
+		}
+	})
+}
+
+// TestLinesWaitForTheNextLookWhileLinesKeepComing: the first line after a
+// quiet spell goes out at once; lines that follow it wait, without waking
+// the flusher, for its next look an Interval later, and share that write.
+// A look that finds nothing ends the spell: the next line goes out at once.
+func TestLinesWaitForTheNextLookWhileLinesKeepComing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		out := &output{}
+		s := New(out, 0)
+		defer s.Close()
+		writes := func() int { return len(out.writeLens()) }
+		start := time.Now()
+		s.Write([]byte(line(0, 0)))
+		synctest.Wait()
+		if n := writes(); n != 1 {
+			t.Fatalf("%d writes after the first line, want it written at once", n)
+		}
+		for n := 1; n < 4; n++ {
+			time.Sleep(Interval / 4)
+			s.Write([]byte(line(0, n)))
+			synctest.Wait()
+		}
+		if n := writes(); n != 1 {
+			t.Fatalf("%d writes before the next look, want the three lines that followed the first waiting", n)
+		}
+		time.Sleep(start.Add(Interval).Sub(time.Now()))
+		synctest.Wait()
+		if got, want := out.writeLens(), []int{len(line(0, 0)), len(line(0, 1) + line(0, 2) + line(0, 3))}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("writes of %v bytes, want %v: the lines that followed share the next look's write", got, want)
+		}
+		time.Sleep(2 * Interval) // a look finds nothing: the spell ends
+		s.Write([]byte(line(0, 4)))
+		synctest.Wait()
+		if n := writes(); n != 3 {
+			t.Fatalf("%d writes after a quiet spell, want the line written at once (3)", n)
+		}
+		checkLines(t, out.String(), same(1, 5), line)
+	})
+}
+
+// TestHalfAFullBufferWakesTheFlusher: lines that fill half the pending
+// buffer are written without waiting for the next look, so that Write
+// seldom has to wait for room.
+func TestHalfAFullBufferWakesTheFlusher(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const lineLen, maxPending = 100, 1000
+		out := &output{}
+		s := New(out, maxPending)
+		defer s.Close()
+		fixed := func(n int) []byte { return fmt.Appendf(nil, "w000 n%06d %s\n", n, strings.Repeat("x", lineLen-14)) }
+		s.Write(fixed(0))
+		synctest.Wait() // written at once; the flusher now looks every Interval
+		start := time.Now()
+		for n := 1; n <= maxPending/2/lineLen; n++ {
+			s.Write(fixed(n))
+		}
+		synctest.Wait()
+		if got, want := out.writeLens(), []int{lineLen, maxPending / 2}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("writes of %v bytes, want %v: half the buffer goes out without waiting for the look", got, want)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Fatalf("the write came %v after the lines, want at once", d)
 		}
 	})
 }
