@@ -138,6 +138,16 @@ func TestImagesRefusal(t *testing.T) {
 	if resp.StatusCode != 400 || e.reseller.Requests() != 0 {
 		t.Errorf("upstream 400: status %d, reseller called %d times", resp.StatusCode, e.reseller.Requests())
 	}
+
+	// So does a request for several images, each call of which failed.
+	resp = e.postJSON(t, "/v1/images/generations", `{"prompt":"x","n":2}`)
+	if got := resp.Header.Get("x-nanogate-provider"); got != "google" {
+		t.Errorf("x-nanogate-provider %q on upstream 400s for n=2, want google", got)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 400 {
+		t.Errorf("upstream 400s for n=2: status %d, want 400", resp.StatusCode)
+	}
 }
 
 // multipartBody builds an edits request; files are (field, content) pairs.

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"errors"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"nanogate/accounting"
@@ -90,6 +92,24 @@ func (c *Call) sub(n int) *Call {
 	s := &Call{ID: c.ID + "-" + strconv.Itoa(n), Caller: c.Caller, Req: c.Req, g: c.g, admitted: true}
 	c.subs = append(c.subs, s)
 	return s
+}
+
+// LastTried names the provider each upstream call of the call tried last
+// (its own, then those it fanned out to), distinct and comma-separated in
+// that order, "" when none was tried: what names the providers of a failed
+// answer.
+func (c *Call) LastTried() string {
+	var names []string
+	add := func(s router.Served) {
+		if n := len(s.Tried); n > 0 && !slices.Contains(names, s.Tried[n-1]) {
+			names = append(names, s.Tried[n-1])
+		}
+	}
+	add(c.served)
+	for _, s := range c.subs {
+		add(s.served)
+	}
+	return strings.Join(names, ",")
 }
 
 // Admitted reports whether the call got past admission.

@@ -446,3 +446,19 @@ func TestFailedStatusIsTheClientsStatus(t *testing.T) {
 		}
 	}
 }
+
+// TestLastTriedNamesEachCallsLastProviderOnce: a failed fanned-out answer
+// names the provider each upstream call tried last, each once, in order.
+func TestLastTriedNamesEachCallsLastProviderOnce(t *testing.T) {
+	c := &Call{ID: "req_x"}
+	if got := c.LastTried(); got != "" {
+		t.Errorf("no provider tried: %q, want none", got)
+	}
+	c.served = router.Served{Tried: []string{"cheap", "google"}}
+	for _, tried := range [][]string{{"google"}, nil, {"cheap", "laozhang"}, {"google"}} {
+		c.sub(len(c.subs) + 2).served = router.Served{Tried: tried}
+	}
+	if got, want := c.LastTried(), "google,laozhang"; got != want {
+		t.Errorf("LastTried = %q, want %q", got, want)
+	}
+}

@@ -75,6 +75,9 @@ func (s *Server) handleImages(ctx *fasthttp.RequestCtx, st *State, rid string, c
 	setCallHeaders(ctx, call)
 	l.closeCall(call)
 	if err != nil {
+		if p := call.LastTried(); p != "" {
+			ctx.Response.Header.Set("x-nanogate-provider", p)
+		}
 		l.err = err
 		s.fail(ctx, l, s.journeyError(err, call))
 		return
