@@ -81,7 +81,7 @@ func TestGuardedBudgetNeverWaitsOnADeadStore(t *testing.T) {
 			t.Fatalf("after the record: %v", err)
 		}
 		// After the pause the store is tried again, and answers.
-		time.Sleep(3 * time.Second) // in the bubble: the fake clock moves at once
+		advance(3 * time.Second)
 		if _, err := g.Reserve(ctx, Ask{ID: "r5", Team: "t", Budget: &b, Micros: 1}); err != nil || g.Down() {
 			t.Fatalf("after the pause: %v (down %v)", err, g.Down())
 		}

@@ -167,3 +167,6 @@ func redisClients() map[string]func(t *testing.T) redis.UniversalClient {
 		"Cluster":    func(t *testing.T) redis.UniversalClient { return startCluster(t) },
 	}
 }
+
+// advance moves the fake clock of the calling goroutine's synctest bubble.
+func advance(d time.Duration) { time.Sleep(d) }

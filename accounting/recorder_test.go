@@ -417,7 +417,7 @@ func TestRecorderLooksEveryLingerWhileRecordsCome(t *testing.T) {
 
 		// Looks that find nothing end the spell: the next record goes at
 		// once, and the writer sleeps in between.
-		time.Sleep(3 * o.Linger)
+		advance(3 * o.Linger)
 		select {
 		case n := <-store.got:
 			t.Errorf("a batch of %d with nothing recorded", n)

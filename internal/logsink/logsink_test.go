@@ -169,6 +169,9 @@ func TestLinesLoggedDuringAWriteShareTheNext(t *testing.T) {
 	})
 }
 
+// advance moves the fake clock of the calling goroutine's synctest bubble.
+func advance(d time.Duration) { time.Sleep(d) }
+
 // TestLinesWaitForTheNextLookWhileLinesKeepComing: the first line after a
 // quiet spell goes out at once; lines that follow it wait, without waking
 // the flusher, for its next look an Interval later, and share that write.
@@ -186,19 +189,19 @@ func TestLinesWaitForTheNextLookWhileLinesKeepComing(t *testing.T) {
 			t.Fatalf("%d writes after the first line, want it written at once", n)
 		}
 		for n := 1; n < 4; n++ {
-			time.Sleep(Interval / 4)
+			advance(Interval / 4)
 			s.Write([]byte(line(0, n)))
 			synctest.Wait()
 		}
 		if n := writes(); n != 1 {
 			t.Fatalf("%d writes before the next look, want the three lines that followed the first waiting", n)
 		}
-		time.Sleep(start.Add(Interval).Sub(time.Now()))
+		advance(time.Until(start.Add(Interval)))
 		synctest.Wait()
 		if got, want := out.writeLens(), []int{len(line(0, 0)), len(line(0, 1) + line(0, 2) + line(0, 3))}; fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("writes of %v bytes, want %v: the lines that followed share the next look's write", got, want)
 		}
-		time.Sleep(2 * Interval) // a look finds nothing: the spell ends
+		advance(2 * Interval) // a look finds nothing: the spell ends
 		s.Write([]byte(line(0, 4)))
 		synctest.Wait()
 		if n := writes(); n != 3 {
