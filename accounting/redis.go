@@ -147,8 +147,10 @@ func (c *keyCache[V]) get(k keySet, build func() V) V {
 // resv:sum, rk+3 resv:keys.
 //
 // unreserve drops reservation id. purge drops those expired at now (at most
-// 1000 a call: the rest go on the next one). Amounts stay strings, as Redis
-// wrote them: a Lua number prints 16 digits as 1e+15.
+// 1000 a call: the rest go on the next one). Amounts they write back stay
+// strings, as Redis wrote them: a Lua number prints 16 digits as 1e+15.
+// resvParts reads a reservation's value ("micros" or "micros|key") as its
+// amount, a number for checks, and its key.
 const luaResv = `
 local function unreserve(rk, id)
   local v = redis.call('HGET', KEYS[rk], id)
@@ -169,6 +171,16 @@ local function unreserve(rk, id)
       redis.call('HDEL', KEYS[rk + 3], k)
     end
   end
+end
+local function resvParts(v)
+  if not v then
+    return nil, nil
+  end
+  local bar = string.find(v, '|', 1, true)
+  if bar then
+    return tonumber(string.sub(v, 1, bar - 1)), string.sub(v, bar + 1)
+  end
+  return tonumber(v), nil
 end
 local function purge(rk, now)
   local expired = redis.call('ZRANGEBYSCORE', KEYS[rk + 1], '-inf', now, 'LIMIT', 0, 1000)
@@ -339,14 +351,7 @@ var reserveScript = redis.NewScript(luaResv + luaKeyed + `
 purge(2, ARGV[1])
 local id, est = ARGV[2], tonumber(ARGV[3])
 local prev = redis.call('HGET', KEYS[2], id)
-local prevAmt, prevKey = prev, nil
-if prev then
-  local bar = string.find(prev, '|', 1, true)
-  if bar then
-    prevAmt, prevKey = string.sub(prev, 1, bar - 1), string.sub(prev, bar + 1)
-  end
-  prevAmt = tonumber(prevAmt)
-end
+local prevAmt, prevKey = resvParts(prev)
 local spent, reserved, kspent, kreserved = 0, 0, 0, 0
 local ok = 1
 if ARGV[4] ~= '' then
@@ -721,6 +726,12 @@ func reserveResult(r Reservation, cmd *redis.Cmd) (Reservation, error) {
 	if err != nil {
 		return r, fmt.Errorf("accounting: reserve for team %q: %w", r.Team, err)
 	}
+	return decideReservation(r, res)
+}
+
+// decideReservation reads a reservation script's values into r: admitted,
+// the team's spend and reservations, and the key's when it has a budget.
+func decideReservation(r Reservation, res []int64) (Reservation, error) {
 	want := 3 // admitted, the team's spend and reservations
 	if r.Key != "" {
 		want = 5 // and the key's
@@ -755,6 +766,10 @@ type ReserveCall struct {
 	r    Reservation
 	cmd  *redis.Cmd
 	args *[]any // the command's, from argsPool
+	// grouped: cmd is a group script's (QueueReserves), whose reply
+	// holds this reservation's values at place at.
+	grouped bool
+	at      int
 }
 
 // QueueReserve prepares in c the reservation st.Reserve would make and,
@@ -764,13 +779,8 @@ type ReserveCall struct {
 // its timeouts then bound the wait. Otherwise c's Result reserves alone.
 func QueueReserve(ctx context.Context, p redis.Pipeliner, st Store, a Ask, c *ReserveCall) {
 	*c = ReserveCall{st: st, a: a}
-	s, _ := st.(*Redis)
-	if g, ok := st.(*Guarded); ok {
-		c.g = g
-		if s, _ = g.Store.(*Redis); g.Down() {
-			s = nil
-		}
-	}
+	s, g := redisOf(st)
+	c.g = g
 	if s == nil {
 		return
 	}
@@ -795,13 +805,23 @@ func (c *ReserveCall) Result(ctx context.Context) (Reservation, error) {
 	if cmd == nil {
 		return c.st.Reserve(ctx, c.a)
 	}
-	r, err := reserveResult(c.r, cmd)
-	clear(*c.args)
-	argsPool.Put(c.args)
-	c.args = nil
+	var r Reservation
+	var err error
+	if c.grouped {
+		r, err = groupResult(c.r, cmd, c.at)
+	} else {
+		r, err = reserveResult(c.r, cmd)
+		clear(*c.args)
+		argsPool.Put(c.args)
+		c.args = nil
+	}
 	if err := cmd.Err(); err != nil && notRun(err) {
 		// The script did not run: alone, on the store's own client, it is
-		// loaded or follows the cluster's new layout.
+		// loaded or follows the cluster's new layout. The group script
+		// is loaded for the next groups.
+		if c.grouped && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			c.s.loadGroupScript()
+		}
 		return c.st.Reserve(ctx, c.a)
 	}
 	if c.g != nil {

@@ -147,6 +147,23 @@ func BenchmarkBudgetReserveRedis(b *testing.B) {
 // limiter's decision and the budget reservation, each client as main.go
 // builds it: one after the other (two round trips), and in one pipeline on
 // the limiter's client (gateway's admission), serially and 32 at a time.
+// benchJoin is a reservation joining its admission's pipeline, as the
+// gateway's: the reservations of one pipeline go together.
+type benchJoin struct {
+	st  accounting.Store
+	ask accounting.Ask
+	rc  accounting.ReserveCall
+}
+
+func (j *benchJoin) Join(p redis.Pipeliner, js []ratelimit.Joiner) {
+	asks := make([]accounting.Ask, len(js))
+	calls := make([]*accounting.ReserveCall, len(js))
+	for i, x := range js {
+		asks[i], calls[i] = x.(*benchJoin).ask, &x.(*benchJoin).rc
+	}
+	accounting.QueueReserves(context.Background(), p, j.st, asks, calls)
+}
+
 func BenchmarkAdmissionRedis(b *testing.B) {
 	cfg := redisConfig(b)
 	l := ratelimit.NewRedis(ratelimit.NewClient(cfg), cfg, nil)
@@ -184,15 +201,30 @@ func BenchmarkAdmissionRedis(b *testing.B) {
 		}
 		return err
 	}
+	// grouped: the decisions of concurrent admissions share a pipeline and
+	// an allow script, each reservation a script of its own.
 	grouped := func(ctx context.Context) error {
 		var d ratelimit.Pending
 		var rc accounting.ReserveCall
 		id := "req_bench" + strconv.FormatInt(seq.Add(1), 10)
-		l.Admit(limiterRequest, &d, func(p redis.Pipeliner) {
+		l.Admit(limiterRequest, &d, ratelimit.JoinFunc(func(p redis.Pipeliner) {
 			accounting.QueueReserve(ctx, p, st, accounting.Ask{ID: id, Team: "bench", Budget: &budget, Micros: 1000}, &rc)
-		})
+		}))
 		err := allowed(d.Result(ctx))
 		if _, rerr := rc.Result(ctx); err == nil {
+			err = rerr
+		}
+		return err
+	}
+	// joint: and the reservations of a pipeline share a script, as the
+	// gateway sends them.
+	joint := func(ctx context.Context) error {
+		var d ratelimit.Pending
+		j := &benchJoin{st: st, ask: accounting.Ask{ID: "req_bench" + strconv.FormatInt(seq.Add(1), 10), Team: "bench",
+			Budget: &budget, Micros: 1000}}
+		l.Admit(limiterRequest, &d, j)
+		err := allowed(d.Result(ctx))
+		if _, rerr := j.rc.Result(ctx); err == nil {
 			err = rerr
 		}
 		return err
@@ -200,7 +232,7 @@ func BenchmarkAdmissionRedis(b *testing.B) {
 	for _, m := range []struct {
 		name  string
 		admit func(context.Context) error
-	}{{"sequential", sequential}, {"pipelined", pipelined}, {"grouped", grouped}} {
+	}{{"sequential", sequential}, {"pipelined", pipelined}, {"grouped", grouped}, {"joint", joint}} {
 		b.Run(m.name, func(b *testing.B) {
 			ctx := context.Background()
 			if err := m.admit(ctx); err != nil { // loads the scripts

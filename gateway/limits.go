@@ -52,12 +52,10 @@ func (g *Gateway) limitAndReserve(ctx context.Context, call *Call) error {
 	}
 	g.limitRequest(call)
 	var d ratelimit.Pending
-	var rc accounting.ReserveCall
-	lim.Admit(call.limitReq, &d, func(p redis.Pipeliner) {
-		accounting.QueueReserve(ctx, p, g.acct.Store, ask, &rc)
-	})
+	j := &reserveJoin{ctx: ctx, st: g.acct.Store, ask: ask}
+	lim.Admit(call.limitReq, &d, j)
 	res, err := d.Result(ctx)
-	r, rerr := rc.Result(ctx)
+	r, rerr := j.rc.Result(ctx)
 	if err == nil {
 		call.Limit = &res
 		if !res.Allowed {
@@ -77,6 +75,33 @@ func (g *Gateway) limitAndReserve(ctx context.Context, call *Call) error {
 		return err
 	}
 	return nil
+}
+
+// reserveJoin is a request's budget reservation, sent in the pipeline of its
+// admission: the reservations of the admissions one pipeline carries go
+// together (accounting.QueueReserves).
+type reserveJoin struct {
+	ctx context.Context
+	st  accounting.Store
+	ask accounting.Ask
+	rc  accounting.ReserveCall
+}
+
+// Join queues the reservations of the reserveJoins among js together, on
+// the first one's store (every admission of one limiter has the gateway's),
+// and passes the other joiners on.
+func (j *reserveJoin) Join(p redis.Pipeliner, js []ratelimit.Joiner) {
+	asks := make([]accounting.Ask, 0, len(js))
+	calls := make([]*accounting.ReserveCall, 0, len(js))
+	for _, x := range js {
+		r, ok := x.(*reserveJoin)
+		if !ok || r.st != j.st {
+			x.Join(p, []ratelimit.Joiner{x})
+			continue
+		}
+		asks, calls = append(asks, r.ask), append(calls, &r.rc)
+	}
+	accounting.QueueReserves(j.ctx, p, j.st, asks, calls)
 }
 
 // limit asks the limiter whether the call may go now, charging its estimated

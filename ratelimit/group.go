@@ -29,11 +29,37 @@ type group struct {
 	spare []*admission // the other buffer of queue, reused
 }
 
+// A Joiner adds a request's own commands, such as its budget reservation,
+// to the pipeline that carries its admission (Redis.Admit).
+type Joiner interface {
+	// Join adds to p the commands of js: the joiners of the admissions
+	// one pipeline carries, in the order they queued, the receiver first.
+	// It is called once per pipeline, so that it can send the commands of
+	// many requests together; joiners of other types among js are its to
+	// pass on, each with itself alone.
+	Join(p redis.Pipeliner, js []Joiner)
+}
+
+// JoinFunc is a Joiner that adds its commands on its own.
+type JoinFunc func(p redis.Pipeliner)
+
+// Join runs each of js alone.
+func (JoinFunc) Join(p redis.Pipeliner, js []Joiner) {
+	for _, j := range js {
+		if f, ok := j.(JoinFunc); ok {
+			f(p)
+		} else {
+			j.Join(p, []Joiner{j})
+		}
+	}
+}
+
 // admission is one request's part of a group.
 type admission struct {
 	r    Request
 	d    *Pending
-	also func(redis.Pipeliner)
+	also Joiner
+	one  [1]Joiner // also, for its Join when it is alone
 	// wake is sent true when the admission is to lead the next pipeline,
 	// false when the pipeline that carried it ran.
 	wake chan bool
@@ -42,9 +68,9 @@ type admission struct {
 var admissionPool = sync.Pool{New: func() any { return &admission{wake: make(chan bool, 1)} }}
 
 // run decides r in d with the next pipeline, and returns once that
-// pipeline ran. also is called on another request's goroutine when that
-// request leads the group.
-func (g *group) run(r Request, d *Pending, also func(redis.Pipeliner)) {
+// pipeline ran. also's Join may run on another request's goroutine, when
+// that request leads the group.
+func (g *group) run(r Request, d *Pending, also Joiner) {
 	a := admissionPool.Get().(*admission)
 	a.r, a.d, a.also = r, d, also
 	g.mu.Lock()
@@ -117,7 +143,7 @@ func (g *group) handOff(a *admission, batch []*admission) {
 }
 
 func (a *admission) reset() {
-	a.r, a.d, a.also = Request{}, nil, nil
+	a.r, a.d, a.also, a.one[0] = Request{}, nil, nil, nil
 	admissionPool.Put(a)
 }
 
@@ -142,7 +168,8 @@ func (g *group) exec(batch []*admission) {
 		a := batch[0]
 		l.Queue(ctx, p, a.r, a.d)
 		if a.also != nil {
-			a.also(p)
+			a.one[0] = a.also
+			a.also.Join(p, a.one[:])
 		}
 		if p.Len() > 0 {
 			p.Exec(ctx)
@@ -192,10 +219,14 @@ func (g *group) exec(batch []*admission) {
 			d.cmd = cmd
 		}
 	}
+	var js []Joiner
 	for _, a := range batch {
 		if a.also != nil {
-			a.also(p)
+			js = append(js, a.also)
 		}
+	}
+	if len(js) > 0 {
+		js[0].Join(p, js)
 	}
 	if p.Len() > 0 {
 		p.Exec(ctx)

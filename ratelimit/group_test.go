@@ -225,7 +225,7 @@ func TestPanicInAGroupFreesIt(t *testing.T) {
 	l, hook := heldLimiter(t)
 	r := Request{Key: "k", Team: "t", Limits: Limits{KeyRPM: 100}}
 	var decided, panicked atomic.Int64
-	admit := func(also func(redis.Pipeliner)) {
+	admit := func(also Joiner) {
 		defer func() {
 			if recover() != nil {
 				panicked.Add(1)
@@ -241,9 +241,9 @@ func TestPanicInAGroupFreesIt(t *testing.T) {
 	wg.Go(func() { admit(nil) })
 	<-hook.entered
 	for i := range 5 {
-		var also func(redis.Pipeliner)
+		var also Joiner
 		if i == 2 {
-			also = func(redis.Pipeliner) { panic("also") }
+			also = JoinFunc(func(redis.Pipeliner) { panic("also") })
 		}
 		wg.Go(func() { admit(also) })
 	}

@@ -285,10 +285,10 @@ func parseBucket(s string) (lvl, ts, unit int64, ok bool) {
 // Admit decides r in d together with the other admissions in flight (see
 // group): one allow script for the group's decisions, in one pipeline
 // with the commands each also adds (a budget reservation), and returns
-// once it ran; d.Result then reads the decision. also, if not nil, may
-// run on another request's goroutine before Admit returns; its p is a
-// pipeline of Client.
-func (l *Redis) Admit(r Request, d *Pending, also func(p redis.Pipeliner)) {
+// once it ran; d.Result then reads the decision. also, if not nil, joins
+// the pipeline (Joiner), perhaps on another request's goroutine before
+// Admit returns; its p is a pipeline of Client.
+func (l *Redis) Admit(r Request, d *Pending, also Joiner) {
 	l.grp.run(r, d, also)
 }
 
