@@ -104,6 +104,23 @@ func BenchmarkRedisApplyBatchGatewayIDs(b *testing.B) {
 	})
 }
 
+// BenchmarkRedisReserveThenApplyBatch: each record's request reserved its
+// estimate first (one script each) and the records, applied in pipelines
+// of 64, release the reservations: Redis's script time per record is the
+// reservation's and the record's.
+func BenchmarkRedisReserveThenApplyBatch(b *testing.B) {
+	s, p, ctx := benchRedis(b), NewPricer(testConfig()), context.Background()
+	budget := &config.Budget{USD: config.MaxBudgetUSD, Period: "monthly"}
+	applyInBatches(b, s, func() Record {
+		r := benchRecord(p)
+		r.ID, r.Team, r.Key = "req_0123456789ab"+strconv.FormatInt(benchSeq.Add(1), 36), "team0", "k0"
+		if _, err := s.Reserve(ctx, Ask{ID: r.ID, Team: r.Team, Budget: budget, Key: r.Key, KeyBudget: budget, Micros: 40_000}); err != nil {
+			b.Fatal(err)
+		}
+		return r
+	})
+}
+
 // applyInBatches applies next's records in batches of 64 and reports the
 // rate and Redis's script time per record.
 func applyInBatches(b *testing.B, s *Redis, next func() Record) {

@@ -150,7 +150,10 @@ func (c *keyCache[V]) get(k keySet, build func() V) V {
 // 1000 a call: the rest go on the next one). Amounts they write back stay
 // strings, as Redis wrote them: a Lua number prints 16 digits as 1e+15.
 // resvParts reads a reservation's value ("micros" or "micros|key") as its
-// amount, a number for checks, and its key.
+// amount, a number for checks, and its key. unreserveAll drops the
+// reservations ids, as unreserve would one by one, with one command of
+// each kind; sums go out before they reach 2^52, where doubles stop being
+// exact.
 const luaResv = `
 local function unreserve(rk, id)
   local v = redis.call('HGET', KEYS[rk], id)
@@ -182,11 +185,60 @@ local function resvParts(v)
   end
   return tonumber(v), nil
 end
+local function unreserveAll(rk, ids)
+  local uniq, seen = {}, {}
+  for i = 1, #ids do
+    if not seen[ids[i]] then
+      seen[ids[i]] = true
+      uniq[#uniq + 1] = ids[i]
+    end
+  end
+  if #uniq == 0 then
+    return
+  end
+  local vals = redis.call('HMGET', KEYS[rk], unpack(uniq))
+  local gone, total, perKey = {}, 0, {}
+  local function keyDown(k, a)
+    if redis.call('HINCRBY', KEYS[rk + 3], k, string.format('%d', -a)) <= 0 then
+      redis.call('HDEL', KEYS[rk + 3], k)
+    end
+  end
+  for i = 1, #uniq do
+    if vals[i] then
+      gone[#gone + 1] = uniq[i]
+      local amt, k = resvParts(vals[i])
+      if total + amt >= 4503599627370496 then
+        redis.call('DECRBY', KEYS[rk + 2], string.format('%d', total))
+        total = 0
+      end
+      total = total + amt
+      if k and amt ~= 0 then
+        local a = perKey[k] or 0
+        if a + amt >= 4503599627370496 then
+          keyDown(k, a)
+          a = 0
+        end
+        perKey[k] = a + amt
+      end
+    end
+  end
+  if #gone == 0 then
+    return
+  end
+  redis.call('HDEL', KEYS[rk], unpack(gone))
+  redis.call('ZREM', KEYS[rk + 1], unpack(gone))
+  if total ~= 0 then
+    redis.call('DECRBY', KEYS[rk + 2], string.format('%d', total))
+  end
+  for k, a in pairs(perKey) do
+    keyDown(k, a)
+  end
+end
 local function purge(rk, now)
   local expired = redis.call('ZRANGEBYSCORE', KEYS[rk + 1], '-inf', now, 'LIMIT', 0, 1000)
-  for _, id in ipairs(expired) do
-    unreserve(rk, id)
-    redis.call('ZREM', KEYS[rk + 1], id)
+  if #expired > 0 then
+    unreserveAll(rk, expired)
+    redis.call('ZREM', KEYS[rk + 1], unpack(expired))
   end
 end
 `
@@ -287,7 +339,7 @@ local function new(id, si, field)
   end
   return false
 end
-local applied = 0
+local applied, released = 0, {}
 for i = 3, #ARGV, 6 + nm do
   local id = ARGV[i]
   if new(id, ARGV[i + 1], ARGV[i + 2]) then
@@ -308,8 +360,9 @@ for i = 3, #ARGV, 6 + nm do
       add(ARGV[i + 5], cost)
     end
   end
-  unreserve(5, id)
+  released[#released + 1] = id
 end
+unreserveAll(5, released)
 for k in pairs(shardsTouched) do
   call('EXPIREAT', KEYS[k], ARGV[1])
 end

@@ -74,9 +74,7 @@ func TestGroupedReservationsDecideAsOneAfterTheOther(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := client(t)
 			ctx := context.Background()
-			clk := newClock(time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC))
-			seq := NewRedis(c, &config.Redis{KeyPrefix: "seq:"}, Options{Now: clk.Now})
-			grp := NewRedis(c, &config.Redis{KeyPrefix: "grp:"}, Options{Now: clk.Now})
+			clk, seq, grp := twinStores(c, "seq:", "grp:")
 			groupState(t, seq, clk)
 			groupState(t, grp, clk)
 			if err := reserveGroupScript.Load(ctx, c).Err(); err != nil {
@@ -121,6 +119,14 @@ func TestGroupedReservationsDecideAsOneAfterTheOther(t *testing.T) {
 	}
 }
 
+// twinStores are two stores on c, under prefixes a and b, on one fixed
+// clock: the same work done two ways, to compare what Redis holds after.
+func twinStores(c redis.UniversalClient, a, b string) (*clock, *Redis, *Redis) {
+	clk := newClock(time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC))
+	return clk, NewRedis(c, &config.Redis{KeyPrefix: a}, Options{Now: clk.Now}),
+		NewRedis(c, &config.Redis{KeyPrefix: b}, Options{Now: clk.Now})
+}
+
 // redisState is what Redis holds of team's reservations in s.
 func redisState(t *testing.T, c redis.UniversalClient, s *Redis, team string) string {
 	t.Helper()
@@ -161,4 +167,61 @@ func TestGroupedReservationsWithoutTheScript(t *testing.T) {
 		ok, err := c.ScriptExists(ctx, reserveGroupScript.Hash()).Result()
 		return err == nil && ok[0]
 	})
+}
+
+// TestRecordsReleaseTheirReservationsAsOneByOne: a batch of records drops
+// the reservations made under their ids with one command of each kind;
+// what Redis holds after is what releasing them one by one leaves: a
+// record twice in the batch releases once, a record without a
+// reservation releases nothing, a reservation without a record stays, and
+// a team's reserved sum past 2^53 comes out exact.
+func TestRecordsReleaseTheirReservationsAsOneByOne(t *testing.T) {
+	for name, client := range redisClients() {
+		t.Run(name, func(t *testing.T) {
+			c := client(t)
+			ctx := context.Background()
+			clk, one, all := twinStores(c, "one:", "all:")
+			team := &config.Budget{USD: 1, Period: "monthly"}
+			big := &config.Budget{USD: config.MaxBudgetUSD, Period: "total"}
+			asks := []Ask{
+				{ID: "r1", Team: "t", Budget: team, Micros: 300_000},
+				{ID: "r2", Team: "t", Budget: team, Key: "k1", KeyBudget: team, Micros: 200_000},
+				{ID: "r3", Team: "t", Budget: team, Key: "k1", KeyBudget: team, Micros: 100_000},
+				{ID: "kept", Team: "t", Budget: team, Key: "k1", KeyBudget: team, Micros: 50_000},
+			}
+			for i := range 11 {
+				asks = append(asks, Ask{ID: fmt.Sprint("b", i), Team: "t", Key: fmt.Sprint("kb", i), KeyBudget: big, Micros: 999_999_999_999_999})
+			}
+			p := NewPricer(testConfig())
+			var recs []Record
+			for _, s := range []*Redis{one, all} {
+				for _, a := range asks {
+					r, err := s.Reserve(ctx, a)
+					if err != nil {
+						t.Fatalf("%s: %v", a.ID, err)
+					}
+					if s == one && a.ID != "kept" {
+						if err := s.Release(ctx, r); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+			}
+			for _, a := range asks {
+				if a.ID != "kept" {
+					recs = append(recs, served(p, a.ID, clk.Now(), a.Key, "t", "laozhang", 1, 1, 10, 0))
+				}
+			}
+			recs = append(recs, recs[1], served(p, "unreserved", clk.Now(), "", "t", "laozhang", 1, 1, 10, 0))
+			if _, err := all.ApplyBatch(ctx, recs); err != nil {
+				t.Fatal(err)
+			}
+			if a, b := redisState(t, c, one, "t"), redisState(t, c, all, "t"); a != b {
+				t.Errorf("Redis holds after the batch\n%s\nand after releasing one by one\n%s", b, a)
+			}
+			if got, err := all.Reserved(ctx, "t", ""); got != 50_000 || err != nil {
+				t.Errorf("reserved after the batch: %d, %v; want the kept 50000", got, err)
+			}
+		})
+	}
 }
