@@ -294,6 +294,7 @@ func (r *Recorder) run() {
 	r.look = time.NewTimer(time.Hour)
 	r.look.Stop()
 	r.batch = make([]Record, 0, r.o.Batch)
+	ctx := context.Background()
 	looking := false
 	for {
 		var queue <-chan item
@@ -305,14 +306,14 @@ func (r *Recorder) run() {
 		}
 		select {
 		case it := <-queue:
-			looking = r.drain(&it)
+			looking = r.drain(ctx, &it) && r.o.Linger > 0
 		case <-look:
-			looking = r.drain(nil)
+			looking = r.drain(ctx, nil) && r.o.Linger > 0
 		case <-r.urge:
-			looking = r.drain(nil) || looking
+			looking = r.drain(ctx, nil) && r.o.Linger > 0 || looking
 		case <-tick.C:
 			r.sp.sync()
-			r.replay(context.Background(), true)
+			r.replay(ctx, true)
 			continue
 		case <-r.stop:
 			r.look.Stop()
@@ -327,10 +328,10 @@ func (r *Recorder) run() {
 }
 
 // drain applies first (when not nil) and what is queued now, a batch at a
-// time, and releases the Flushes among them once all are applied. It
-// reports whether the writer should look again (it took something and
-// Linger is positive).
-func (r *Recorder) drain(first *item) bool {
+// time, and releases the Flushes among them once all are applied; once ctx
+// is done (a Close past its deadline) it spools them instead. It reports
+// whether it took anything.
+func (r *Recorder) drain(ctx context.Context, first *item) bool {
 	n := len(r.ch)
 	if first == nil && n == 0 {
 		return false
@@ -344,7 +345,7 @@ func (r *Recorder) drain(first *item) bool {
 		}
 		batch = append(batch, it.rec)
 		if len(batch) == r.o.Batch {
-			r.handle(context.Background(), batch)
+			r.settle(ctx, batch)
 			batch = batch[:0]
 		}
 	}
@@ -354,11 +355,23 @@ func (r *Recorder) drain(first *item) bool {
 	for range n {
 		take(<-r.ch) // only this goroutine receives: n are there
 	}
-	r.handle(context.Background(), batch)
+	r.settle(ctx, batch)
 	for _, f := range flushes {
 		close(f)
 	}
-	return r.o.Linger > 0
+	return true
+}
+
+// settle applies batch, or spools it once ctx is done.
+func (r *Recorder) settle(ctx context.Context, batch []Record) {
+	if len(batch) == 0 {
+		return
+	}
+	if ctx.Err() != nil {
+		r.spool(batch)
+		return
+	}
+	r.handle(ctx, batch)
 }
 
 // handle applies a batch, or spools it when the store fails or a backlog is
@@ -468,34 +481,7 @@ func (r *Recorder) replay(ctx context.Context, interruptible bool) bool {
 // the Close deadline, waiting out the backoff in between.
 func (r *Recorder) shutdown() {
 	ctx := r.closeCtx
-	batch := make([]Record, 0, r.o.Batch)
-	for {
-		batch = batch[:0]
-		var flushes []chan struct{}
-	take:
-		for len(batch) < r.o.Batch {
-			select {
-			case it := <-r.ch:
-				if it.flush != nil {
-					flushes = append(flushes, it.flush)
-				} else {
-					batch = append(batch, it.rec)
-				}
-			default:
-				break take
-			}
-		}
-		if len(batch) == 0 && len(flushes) == 0 {
-			break
-		}
-		if ctx.Err() != nil {
-			r.spool(batch)
-		} else {
-			r.handle(ctx, batch)
-		}
-		for _, f := range flushes {
-			close(f)
-		}
+	for r.drain(ctx, nil) {
 	}
 	for r.sp.pending() > 0 && ctx.Err() == nil {
 		if wait := time.Until(r.nextTry); wait > 0 {

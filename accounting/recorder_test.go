@@ -429,3 +429,43 @@ func TestRecorderLooksEveryLingerWhileRecordsCome(t *testing.T) {
 		checkBucket(t, st, recs[:9], "t", PeriodTotal)
 	})
 }
+
+// TestACloseOutOfTimeSpoolsWhatIsQueued: records still queued when Close's
+// deadline has passed go to the spool for the next start, not to the
+// store.
+func TestACloseOutOfTimeSpoolsWhatIsQueued(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st, _ := OpenMemory("", Options{}, nil)
+		store := batches{Store: st, got: make(chan int)} // unbuffered: each batch waits for the test
+		spool := filepath.Join(t.TempDir(), "spool.jsonl")
+		o := fastRetries(spool)
+		o.Batch = 100
+		r := NewRecorder(store, o)
+		recs := requests(4, "late")
+		r.Record(recs[0])
+		synctest.Wait() // the writer waits in the store with the first record
+		for _, rec := range recs[1:] {
+			r.Record(rec)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		closed := make(chan error)
+		go func() { closed <- r.Close(ctx) }()
+		synctest.Wait()
+		if n := <-store.got; n != 1 {
+			t.Fatalf("the store's first batch has %d records, want 1", n)
+		}
+		select {
+		case n := <-store.got:
+			t.Fatalf("a batch of %d reached the store after Close's deadline", n)
+		case err := <-closed:
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := spoolLines(t, spool); got != 3 {
+			t.Errorf("%d records in the spool, want the 3 still queued", got)
+		}
+		checkBucket(t, st, recs[:1], "t", PeriodTotal)
+	})
+}
