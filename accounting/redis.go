@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -50,6 +51,9 @@ type Redis struct {
 	o      Options
 	keys   keyCache[[]string]
 	heads  keyCache[[]any]
+	// groupLoading is set while the group script is loaded after a
+	// NOSCRIPT: one load at a time, reservations meanwhile made alone.
+	groupLoading atomic.Bool
 }
 
 // NewRedis returns the Redis store over c, with keys under cfg.KeyPrefix
@@ -146,35 +150,14 @@ func (c *keyCache[V]) get(k keySet, build func() V) V {
 // reservations. KEYS of the reservations: rk resv, rk+1 resv:exp, rk+2
 // resv:sum, rk+3 resv:keys.
 //
-// unreserve drops reservation id. purge drops those expired at now (at most
-// 1000 a call: the rest go on the next one). Amounts they write back stay
-// strings, as Redis wrote them: a Lua number prints 16 digits as 1e+15.
 // resvParts reads a reservation's value ("micros" or "micros|key") as its
-// amount, a number for checks, and its key. unreserveAll drops the
-// reservations ids, as unreserve would one by one, with one command of
-// each kind; sums go out before they reach 2^52, where doubles stop being
-// exact.
+// amount and its key. unreserveAll drops the reservations ids with one
+// command of each kind, as dropping them one by one would; the sums it
+// writes go out before they reach 2^52, where doubles stop being exact, and
+// in %d (a Lua number prints 16 digits as 1e+15). unreserve drops one.
+// purge drops those expired at now (at most 1000 a call: the rest go on the
+// next one).
 const luaResv = `
-local function unreserve(rk, id)
-  local v = redis.call('HGET', KEYS[rk], id)
-  if not v then
-    return
-  end
-  redis.call('HDEL', KEYS[rk], id)
-  redis.call('ZREM', KEYS[rk + 1], id)
-  local bar = string.find(v, '|', 1, true)
-  local amt = v
-  if bar then
-    amt = string.sub(v, 1, bar - 1)
-  end
-  redis.call('DECRBY', KEYS[rk + 2], amt)
-  if bar and amt ~= '0' then
-    local k = string.sub(v, bar + 1)
-    if redis.call('HINCRBY', KEYS[rk + 3], k, '-' .. amt) <= 0 then
-      redis.call('HDEL', KEYS[rk + 3], k)
-    end
-  end
-end
 local function resvParts(v)
   if not v then
     return nil, nil
@@ -233,6 +216,9 @@ local function unreserveAll(rk, ids)
   for k, a in pairs(perKey) do
     keyDown(k, a)
   end
+end
+local function unreserve(rk, id)
+  unreserveAll(rk, {id})
 end
 local function purge(rk, now)
   local expired = redis.call('ZRANGEBYSCORE', KEYS[rk + 1], '-inf', now, 'LIMIT', 0, 1000)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -204,19 +203,15 @@ func (s *Redis) groupArgs(now time.Time, team string, calls []*ReserveCall, memb
 	return append(args, argv...)
 }
 
-// groupLoading is set while the group script is being loaded after a
-// NOSCRIPT: one load at a time, the requests meanwhile reserving alone.
-var groupLoading atomic.Bool
-
 // loadGroupScript loads the group script into Redis (every master of a
 // cluster), in the background: a reservation that found it missing has
 // already been made alone.
 func (s *Redis) loadGroupScript() {
-	if !groupLoading.CompareAndSwap(false, true) {
+	if !s.groupLoading.CompareAndSwap(false, true) {
 		return
 	}
 	go func() {
-		defer groupLoading.Store(false)
+		defer s.groupLoading.Store(false)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		reserveGroupScript.Load(ctx, s.c)
